@@ -1,0 +1,144 @@
+"""The TLS 1.3 key schedule (RFC 8446 §7.1) and traffic key derivation (§7.3).
+
+The schedule is a chain of HKDF-Extract steps (early, handshake, master
+secret); each secret is derived from the running transcript hash with
+``Derive-Secret``.  QUIC (RFC 9001 §5.1) uses the same ``HKDF-Expand-Label``
+with its own labels, so these functions are shared by both transports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from cryptography.hazmat.primitives import hashes
+
+from .cipher_suites import IV_LENGTH, KEY_LENGTH, CipherSuite, suite_hash
+
+__all__ = [
+    "KeySchedule",
+    "derive_secret",
+    "finished_verify_data",
+    "hkdf_expand_label",
+    "hkdf_extract",
+    "next_traffic_secret",
+    "traffic_key_iv",
+]
+
+_HASHLIB_NAMES = {"sha256": "sha256", "sha384": "sha384"}
+
+
+def _name(algorithm: hashes.HashAlgorithm) -> str:
+    return _HASHLIB_NAMES[algorithm.name]
+
+
+def hkdf_extract(algorithm: hashes.HashAlgorithm, salt: bytes, ikm: bytes) -> bytes:
+    """HKDF-Extract (RFC 5869 §2.2)."""
+    if not salt:
+        salt = bytes(algorithm.digest_size)
+    return hmac.digest(salt, ikm, _name(algorithm))
+
+
+def hkdf_expand(algorithm: hashes.HashAlgorithm, prk: bytes, info: bytes, length: int) -> bytes:
+    """HKDF-Expand (RFC 5869 §2.3)."""
+    name = _name(algorithm)
+    out = b""
+    block = b""
+    counter = 1
+    while len(out) < length:
+        block = hmac.digest(prk, block + info + bytes((counter,)), name)
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def hkdf_expand_label(
+    algorithm: hashes.HashAlgorithm, secret: bytes, label: bytes, context: bytes, length: int
+) -> bytes:
+    """HKDF-Expand-Label (RFC 8446 §7.1); ``label`` without the ``tls13 `` prefix."""
+    full_label = b"tls13 " + label
+    info = (
+        length.to_bytes(2, "big")
+        + bytes((len(full_label),))
+        + full_label
+        + bytes((len(context),))
+        + context
+    )
+    return hkdf_expand(algorithm, secret, info, length)
+
+
+def derive_secret(
+    algorithm: hashes.HashAlgorithm, secret: bytes, label: bytes, transcript_hash: bytes
+) -> bytes:
+    """Derive-Secret (RFC 8446 §7.1) given the transcript hash of the messages."""
+    return hkdf_expand_label(algorithm, secret, label, transcript_hash, algorithm.digest_size)
+
+
+def traffic_key_iv(suite: CipherSuite, secret: bytes) -> tuple[bytes, bytes]:
+    """The record protection key and IV for a traffic secret (RFC 8446 §7.3)."""
+    algorithm = suite_hash(suite)
+    key = hkdf_expand_label(algorithm, secret, b"key", b"", KEY_LENGTH[suite])
+    iv = hkdf_expand_label(algorithm, secret, b"iv", b"", IV_LENGTH)
+    return key, iv
+
+
+def next_traffic_secret(suite: CipherSuite, secret: bytes) -> bytes:
+    """application_traffic_secret_N+1 (RFC 8446 §7.2, KeyUpdate)."""
+    algorithm = suite_hash(suite)
+    return hkdf_expand_label(algorithm, secret, b"traffic upd", b"", algorithm.digest_size)
+
+
+def finished_verify_data(
+    algorithm: hashes.HashAlgorithm, base_key: bytes, transcript_hash: bytes
+) -> bytes:
+    """Finished.verify_data (RFC 8446 §4.4.4)."""
+    finished_key = hkdf_expand_label(algorithm, base_key, b"finished", b"", algorithm.digest_size)
+    return hmac.digest(finished_key, transcript_hash, _name(algorithm))
+
+
+class KeySchedule:
+    """The running schedule of one handshake: early → handshake → master secret.
+
+    Also keeps the transcript hash (RFC 8446 §4.4.1), including the
+    ``message_hash`` substitution after a HelloRetryRequest.
+    """
+
+    def __init__(self, suite: CipherSuite) -> None:
+        self.suite = suite
+        self.algorithm = suite_hash(suite)
+        self._transcript = hashlib.new(_name(self.algorithm))
+        self.secret = hkdf_extract(self.algorithm, b"", bytes(self.algorithm.digest_size))
+        self.stage = "early"
+
+    # -- transcript -------------------------------------------------------------
+    def update_transcript(self, message: bytes) -> None:
+        """Add one whole handshake message (header included) to the transcript."""
+        self._transcript.update(message)
+
+    def transcript_hash(self) -> bytes:
+        """Hash of the messages so far."""
+        return self._transcript.copy().digest()
+
+    def restart_after_hello_retry(self) -> None:
+        """Replace ClientHello1 by ``message_hash`` (RFC 8446 §4.4.1)."""
+        digest = self._transcript.digest()
+        self._transcript = hashlib.new(_name(self.algorithm))
+        self._transcript.update(b"\xfe\x00\x00" + bytes((len(digest),)) + digest)
+
+    # -- secrets ------------------------------------------------------------------
+    def derive(self, label: bytes) -> bytes:
+        """Derive-Secret(current secret, label, transcript so far)."""
+        return derive_secret(self.algorithm, self.secret, label, self.transcript_hash())
+
+    def extract(self, ikm: bytes | None) -> None:
+        """Advance early → handshake → master (RFC 8446 §7.1)."""
+        empty_hash = hashlib.new(_name(self.algorithm)).digest()
+        salt = derive_secret(self.algorithm, self.secret, b"derived", empty_hash)
+        if ikm is None:
+            ikm = bytes(self.algorithm.digest_size)
+        self.secret = hkdf_extract(self.algorithm, salt, ikm)
+        self.stage = {"early": "handshake", "handshake": "master"}[self.stage]
+
+    def finished(self, base_key: bytes) -> bytes:
+        """verify_data for the transcript so far under ``base_key``."""
+        return finished_verify_data(self.algorithm, base_key, self.transcript_hash())

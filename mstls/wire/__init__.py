@@ -1,0 +1,1 @@
+"""The wire layer: pure codecs with no state (buffers, frames, parameters, records)."""
