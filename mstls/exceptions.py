@@ -28,6 +28,7 @@ from .codes import CRYPTO_ERROR_BASE, AlertDescription, TransportErrorCode
 
 __all__ = [
     "CertificateError",
+    "ConfigurationError",
     "ConnectionTerminated",
     "DecodeError",
     "Error",
@@ -58,6 +59,13 @@ class Error(Exception):
     """Root of every exception raised by mstls."""
 
     kind: ErrorKind = ErrorKind.SSL
+
+
+class ConfigurationError(Error):
+    """Bad configuration: a missing or unreadable file, a malformed key, a bad option.
+
+    The message names the file or option and the problem.
+    """
 
 
 class ProtocolError(Error):
