@@ -42,6 +42,8 @@ _U64 = struct.Struct("!Q")
 
 def varint_size(value: int) -> int:
     """Number of bytes :func:`encode_varint` uses for ``value`` (RFC 9000 §16)."""
+    if value < 0:
+        raise ValueError("variable-length integers are unsigned")
     if value < 0x40:
         return 1
     if value < 0x4000:
@@ -102,7 +104,7 @@ class Reader:
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         self._data = memoryview(data).cast("B") if not isinstance(data, bytes) else data
         self._pos = 0
-        self._end = len(data)
+        self._end = len(self._data)
 
     # -- position -------------------------------------------------------------
     def tell(self) -> int:
