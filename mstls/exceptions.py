@@ -31,6 +31,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionTerminated",
     "DecodeError",
+    "DecryptionFailed",
     "Error",
     "ErrorKind",
     "HandshakeError",
@@ -99,6 +100,15 @@ class DecodeError(ProtocolError):
     """
 
     default_code = TransportErrorCode.FRAME_ENCODING_ERROR
+
+
+class DecryptionFailed(ProtocolError):
+    """A QUIC packet could not be unprotected: too short to sample, or forged.
+
+    RFC 9001 §5.3, §5.4.2; RFC 9000 §12.2: such a packet is dropped and the
+    connection goes on, so this is never sent as a CONNECTION_CLOSE.
+    Failures count against the AEAD integrity limit (RFC 9001 §6.6).
+    """
 
 
 class TransportParameterError(ProtocolError):
