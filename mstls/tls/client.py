@@ -1,0 +1,427 @@
+"""The client side of the TLS 1.3 handshake (RFC 8446 §2, Appendix A.1).
+
+State machine (RFC 8446 A.1), as the transition table at the bottom::
+
+    start --send ClientHello--> wait_sh
+    wait_sh --HelloRetryRequest / send ClientHello2--> wait_sh2
+    wait_sh, wait_sh2 --ServerHello--> wait_ee            (handshake keys)
+    wait_ee --EncryptedExtensions--> wait_cert_cr
+    wait_cert_cr --CertificateRequest--> wait_cert
+    wait_cert_cr, wait_cert --Certificate--> wait_cv
+    wait_cv --CertificateVerify--> wait_finished
+    wait_finished --Finished / send [Certificate, CertificateVerify,] Finished--> connected
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..codes import AlertDescription
+from ..exceptions import CertificateError, HandshakeError, TLSError
+from . import extensions as ext
+from .certificates import (
+    MAX_CERTIFICATE_CHAIN_LENGTH,
+    load_roots,
+    parse_certificate_der,
+    unverified_peer,
+    verify_pinned,
+    verify_server_chain,
+)
+from .cipher_suites import CipherSuite
+from .config import TLSConfig
+from .engine import POST_HANDSHAKE, Direction, Epoch, HandshakeCompleted, TLSHandshake
+from .extensions import ExtensionType, HandshakeType
+from .groups import KeyShareClient, NamedGroup
+from .key_schedule import KeySchedule
+from .messages import (
+    Certificate,
+    CertificateRequest,
+    CertificateVerify,
+    ClientHello,
+    EncryptedExtensions,
+    Finished,
+    ServerHello,
+)
+from .signatures import (
+    SignatureScheme,
+    certificate_verify_content,
+    choose_scheme,
+    sign,
+    verify,
+)
+
+__all__ = ["ClientHandshake"]
+
+#: Signature schemes we accept in certificates (signature_algorithms_cert,
+#: RFC 8446 §4.2.3): chains are checked by ``cryptography``'s verifier, which
+#: knows these, while CertificateVerify stays limited to our three schemes.
+CERTIFICATE_SIGNATURE_SCHEMES = (
+    SignatureScheme.ed25519,
+    SignatureScheme.ecdsa_secp256r1_sha256,
+    SignatureScheme.ecdsa_secp384r1_sha384,
+    SignatureScheme.rsa_pss_rsae_sha256,
+    SignatureScheme.rsa_pss_rsae_sha384,
+    SignatureScheme.rsa_pkcs1_sha256,
+)
+
+
+def _is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class ClientHandshake(TLSHandshake):
+    """Drives a TLS 1.3 handshake as the client."""
+
+    is_client = True
+
+    def __init__(self, config: TLSConfig, *, transport_parameters: bytes | None = None) -> None:
+        super().__init__(config, transport_parameters=transport_parameters)
+        self._shares: dict[int, KeyShareClient] = {}
+        self._hello: ClientHello | None = None
+        self._hello_raw = b""
+        self._hello_retried = False
+        self._server_hs_secret = b""
+        self._client_hs_secret = b""
+        self._certificate_request: CertificateRequest | None = None
+        self._peer_chain: list[x509.Certificate] = []
+        if config.verify_peer and not config.pinned_sha256 and not config.server_name:
+            raise HandshakeError(
+                AlertDescription.internal_error,
+                "server_name is required to verify the server certificate",
+            )
+
+    # -- ClientHello ------------------------------------------------------------------
+    def start(self) -> None:
+        """Queue the ClientHello (RFC 8446 §4.1.2)."""
+        if self.state != "start":
+            raise TLSError(AlertDescription.internal_error, "handshake already started")
+        self.client_random = os.urandom(32)
+        for group in self.config.initial_share_groups():
+            self._shares[group] = KeyShareClient.generate(group)
+        self._hello = self._build_hello(cookie=None)
+        self._hello_raw = self._send(Epoch.INITIAL, self._hello)
+        self.state = "wait_sh"
+
+    def _build_hello(self, cookie: bytes | None) -> ClientHello:
+        config = self.config
+        extensions: dict[int, bytes] = {}
+        name = config.server_name
+        if name and not _is_ip_literal(name):
+            extensions[ExtensionType.server_name] = ext.encode_server_name(name)
+        extensions[ExtensionType.supported_versions] = ext.encode_supported_versions_client(
+            [ext.TLS13]
+        )
+        extensions[ExtensionType.supported_groups] = ext.encode_uint16_list(config.groups)
+        extensions[ExtensionType.signature_algorithms] = ext.encode_uint16_list(
+            config.signature_schemes
+        )
+        extensions[ExtensionType.signature_algorithms_cert] = ext.encode_uint16_list(
+            CERTIFICATE_SIGNATURE_SCHEMES
+        )
+        extensions[ExtensionType.key_share] = ext.encode_key_share_client(
+            [(group, share.public_bytes()) for group, share in self._shares.items()]
+        )
+        if config.alpn_protocols:
+            extensions[ExtensionType.application_layer_protocol_negotiation] = ext.encode_alpn(
+                config.alpn_protocols
+            )
+        if cookie is not None:
+            extensions[ExtensionType.cookie] = cookie
+        if self.transport_parameters is not None:
+            extensions[ExtensionType.quic_transport_parameters] = self.transport_parameters
+        return ClientHello(
+            random=self.client_random,
+            legacy_session_id=b"",  # RFC 9001 §8.4; no middlebox compatibility mode
+            cipher_suites=[int(s) for s in config.cipher_suites],
+            extensions=extensions,
+        )
+
+    # -- ServerHello / HelloRetryRequest ---------------------------------------------
+    def _handle_server_hello(self, body: bytes, raw: bytes) -> None:
+        hello = ServerHello.parse(body)
+        self._check_common_hello(hello)
+        if hello.is_hello_retry_request:
+            self._handle_hello_retry(hello, raw)
+            return
+        self._check_extensions_allowed(HandshakeType.server_hello, hello.extensions)
+        self._check_offered(hello.extensions, "ServerHello")
+        if hello.random[-8:-1] == b"DOWNGRD":
+            raise HandshakeError(AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello")
+        if ExtensionType.key_share not in hello.extensions:
+            raise HandshakeError(AlertDescription.missing_extension, "ServerHello has no key_share")
+        group, key_exchange = ext.parse_key_share_server(hello.extensions[ExtensionType.key_share])
+        share = self._shares.get(group)
+        if share is None:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"server chose key share group {group:#06x} for which we sent no share",
+            )
+        shared_secret = share.finish(key_exchange)
+        self.group = group
+        schedule = self._schedule_for(CipherSuite(hello.cipher_suite))
+        schedule.update_transcript(raw)
+        schedule.extract(shared_secret)
+        self._client_hs_secret = schedule.derive(b"c hs traffic")
+        self._server_hs_secret = schedule.derive(b"s hs traffic")
+        self._install(
+            Epoch.HANDSHAKE, Direction.READ, self._server_hs_secret, "SERVER_HANDSHAKE_TRAFFIC_SECRET"
+        )
+        self._install(
+            Epoch.HANDSHAKE, Direction.WRITE, self._client_hs_secret, "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
+        )
+        self._shares.clear()
+        self.state = "wait_ee"
+
+    def _check_common_hello(self, hello: ServerHello) -> None:
+        """Checks shared by ServerHello and HelloRetryRequest (RFC 8446 §4.1.3, §4.1.4)."""
+        assert self._hello is not None
+        versions = hello.extensions.get(ExtensionType.supported_versions)
+        if versions is None:
+            raise HandshakeError(
+                AlertDescription.protocol_version, "peer does not support TLS 1.3"
+            )
+        selected = ext.parse_uint16(versions, "supported_versions extension")
+        if selected != ext.TLS13:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"server selected version {selected:#06x}, which we did not offer",
+            )
+        if hello.legacy_session_id_echo != self._hello.legacy_session_id:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "ServerHello does not echo our session id"
+            )
+        if hello.legacy_compression_method != 0:
+            raise HandshakeError(AlertDescription.illegal_parameter, "ServerHello uses compression")
+        if hello.cipher_suite not in self._hello.cipher_suites:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"server chose cipher suite {hello.cipher_suite:#06x}, which we did not offer",
+            )
+        if self.cipher_suite is not None and hello.cipher_suite != self.cipher_suite:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                "ServerHello cipher suite differs from the HelloRetryRequest's",
+            )
+
+    def _check_offered(self, extensions: dict[int, bytes], where: str) -> None:
+        """RFC 8446 §4.2: the server may only answer extensions we sent."""
+        assert self._hello is not None
+        for ext_type in extensions:
+            if ext_type not in self._hello.extensions:
+                raise HandshakeError(
+                    AlertDescription.unsupported_extension,
+                    f"{where} contains extension {ext_type}, which we did not offer",
+                )
+
+    def _schedule_for(self, suite: CipherSuite) -> KeySchedule:
+        if self._schedule is None:
+            self.cipher_suite = suite
+            self._schedule = KeySchedule(suite)
+            self._schedule.update_transcript(self._hello_raw)
+        return self._schedule
+
+    def _handle_hello_retry(self, hello: ServerHello, raw: bytes) -> None:
+        """RFC 8446 §4.1.4: answer a HelloRetryRequest with a new ClientHello."""
+        if self._hello_retried:
+            raise HandshakeError(
+                AlertDescription.unexpected_message, "second HelloRetryRequest received"
+            )
+        self._hello_retried = True
+        self._check_extensions_allowed("hello_retry_request", hello.extensions)
+        self._check_offered(hello.extensions, "HelloRetryRequest")
+        cookie = hello.extensions.get(ExtensionType.cookie)
+        key_share = hello.extensions.get(ExtensionType.key_share)
+        if key_share is None and cookie is None:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "HelloRetryRequest would change nothing"
+            )
+        schedule = self._schedule_for(CipherSuite(hello.cipher_suite))
+        schedule.restart_after_hello_retry()
+        schedule.update_transcript(raw)
+        if key_share is not None:
+            group = ext.parse_key_share_hello_retry(key_share)
+            if group not in self.config.groups or group in self._shares:
+                raise HandshakeError(
+                    AlertDescription.illegal_parameter,
+                    f"HelloRetryRequest asks for group {group:#06x}, which is not acceptable",
+                )
+            self._shares = {group: KeyShareClient.generate(NamedGroup(group))}
+        self._hello = self._build_hello(cookie=cookie)
+        self._hello_raw = self._send(Epoch.INITIAL, self._hello)
+        self.state = "wait_sh2"
+
+    # -- encrypted flight --------------------------------------------------------------
+    def _handle_encrypted_extensions(self, body: bytes, raw: bytes) -> None:
+        message = EncryptedExtensions.parse(body)
+        self._check_extensions_allowed(HandshakeType.encrypted_extensions, message.extensions)
+        self._check_offered(message.extensions, "EncryptedExtensions")
+        alpn = message.extensions.get(ExtensionType.application_layer_protocol_negotiation)
+        if alpn is not None:
+            names = ext.parse_alpn(alpn)
+            if len(names) != 1 or names[0] not in self.config.alpn_protocols:
+                raise HandshakeError(
+                    AlertDescription.illegal_parameter,
+                    f"server selected application protocol {names!r}, which we did not offer",
+                )
+            self.alpn_protocol = names[0]
+        elif self.config.require_alpn and self.config.alpn_protocols:
+            raise HandshakeError(
+                AlertDescription.no_application_protocol,
+                "server selected no application protocol (ALPN)",
+            )
+        if self.is_quic:
+            params = message.extensions.get(ExtensionType.quic_transport_parameters)
+            if params is None:
+                raise HandshakeError(
+                    AlertDescription.missing_extension, "server sent no QUIC transport parameters"
+                )
+            self.peer_transport_parameters = params
+        assert self._schedule is not None
+        self._schedule.update_transcript(raw)
+        self.state = "wait_cert_cr"
+
+    def _handle_certificate_request(self, body: bytes, raw: bytes) -> None:
+        request = CertificateRequest.parse(body)
+        if request.context:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                "CertificateRequest context must be empty during the handshake",
+            )
+        self._check_extensions_allowed(HandshakeType.certificate_request, request.extensions)
+        if ExtensionType.signature_algorithms not in request.extensions:
+            raise HandshakeError(
+                AlertDescription.missing_extension, "CertificateRequest has no signature_algorithms"
+            )
+        self._certificate_request = request
+        assert self._schedule is not None
+        self._schedule.update_transcript(raw)
+        self.state = "wait_cert"
+
+    def _handle_certificate(self, body: bytes, raw: bytes) -> None:
+        message = Certificate.parse(body)
+        if message.context:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "server Certificate has a request context"
+            )
+        if not message.entries:
+            raise HandshakeError(AlertDescription.decode_error, "server sent no certificate")
+        if len(message.entries) > MAX_CERTIFICATE_CHAIN_LENGTH:
+            raise CertificateError(
+                AlertDescription.bad_certificate,
+                f"server certificate chain of {len(message.entries)} certificates exceeds "
+                f"the limit of {MAX_CERTIFICATE_CHAIN_LENGTH}",
+            )
+        for _, entry_extensions in message.entries:
+            self._check_extensions_allowed(HandshakeType.certificate, entry_extensions)
+        chain = [parse_certificate_der(der) for der, _ in message.entries]
+        self._peer_chain = chain
+        config = self.config
+        if config.pinned_sha256:
+            self.peer = verify_pinned(chain, config.pinned_sha256)
+        elif config.verify_peer:
+            assert config.server_name is not None
+            roots = (
+                list(config.trusted_roots) if config.trusted_roots is not None else load_roots()
+            )
+            self.peer = verify_server_chain(chain, config.server_name, roots, self.now())
+        else:
+            self.peer = unverified_peer(chain)
+        assert self._schedule is not None
+        self._schedule.update_transcript(raw)
+        self.state = "wait_cv"
+
+    def _handle_certificate_verify(self, body: bytes, raw: bytes) -> None:
+        message = CertificateVerify.parse(body)
+        if message.algorithm not in self.config.signature_schemes:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"server signed with scheme {message.algorithm:#06x}, which we did not offer",
+            )
+        assert self._schedule is not None
+        content = certificate_verify_content(self._schedule.transcript_hash(), is_server=True)
+        verify(self._peer_chain[0].public_key(), message.algorithm, message.signature, content)
+        self._schedule.update_transcript(raw)
+        self.state = "wait_finished"
+
+    def _handle_finished(self, body: bytes, raw: bytes) -> None:
+        schedule = self._schedule
+        assert schedule is not None
+        expected = schedule.finished(self._server_hs_secret)
+        if not hmac.compare_digest(expected, Finished.parse(body).verify_data):
+            raise HandshakeError(
+                AlertDescription.decrypt_error, "server Finished verify_data does not match"
+            )
+        schedule.update_transcript(raw)
+        self._derive_application_secrets()
+        self._install_application_key(Direction.READ)
+        if self._certificate_request is not None:
+            self._send_client_certificate(self._certificate_request)
+        self._send(Epoch.HANDSHAKE, Finished(schedule.finished(self._client_hs_secret)))
+        self._install_application_key(Direction.WRITE)
+        self._complete()
+
+    def _send_client_certificate(self, request: CertificateRequest) -> None:
+        """RFC 8446 §4.4.2: send our chain (possibly empty) and sign the transcript."""
+        config = self.config
+        key = config.private_key
+        chain = list(config.certificate_chain) if key is not None else []
+        self._send(
+            Epoch.HANDSHAKE,
+            Certificate(
+                request.context,
+                [(c.public_bytes(Encoding.DER), {}) for c in chain],
+            ),
+        )
+        if not chain:
+            return
+        assert key is not None and self._schedule is not None
+        peer_schemes = ext.parse_uint16_list(
+            request.extensions[ExtensionType.signature_algorithms], "signature_algorithms"
+        )
+        scheme = choose_scheme(key, [s for s in peer_schemes if s in config.signature_schemes])
+        content = certificate_verify_content(self._schedule.transcript_hash(), is_server=False)
+        self._send(Epoch.HANDSHAKE, CertificateVerify(scheme, sign(key, scheme, content)))
+
+    def _complete(self) -> None:
+        assert self.cipher_suite is not None
+        self.handshake_complete = True
+        self.state = "connected"
+        self._output.append(
+            HandshakeCompleted(
+                alpn_protocol=self.alpn_protocol,
+                cipher_suite=self.cipher_suite,
+                group=self.group,
+                peer=self.peer,
+                server_name=self.server_name,
+            )
+        )
+
+    TRANSITIONS = {
+        ("wait_sh", HandshakeType.server_hello): (_handle_server_hello, Epoch.INITIAL),
+        ("wait_sh2", HandshakeType.server_hello): (_handle_server_hello, Epoch.INITIAL),
+        ("wait_ee", HandshakeType.encrypted_extensions): (
+            _handle_encrypted_extensions,
+            Epoch.HANDSHAKE,
+        ),
+        ("wait_cert_cr", HandshakeType.certificate_request): (
+            _handle_certificate_request,
+            Epoch.HANDSHAKE,
+        ),
+        ("wait_cert_cr", HandshakeType.certificate): (_handle_certificate, Epoch.HANDSHAKE),
+        ("wait_cert", HandshakeType.certificate): (_handle_certificate, Epoch.HANDSHAKE),
+        ("wait_cv", HandshakeType.certificate_verify): (
+            _handle_certificate_verify,
+            Epoch.HANDSHAKE,
+        ),
+        ("wait_finished", HandshakeType.finished): (_handle_finished, Epoch.HANDSHAKE),
+        **POST_HANDSHAKE,
+    }

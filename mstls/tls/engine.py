@@ -1,0 +1,320 @@
+"""The sans-I/O TLS 1.3 handshake engine shared by client and server.
+
+Theory of operation
+-------------------
+The engine never sees records or packets.  Its input is handshake bytes at an
+*epoch* (Initial, 0-RTT, Handshake, 1-RTT: the QUIC names, which the TCP record
+layer maps to "plaintext", "handshake keys", "application keys"); its output
+is an ordered list pulled with :meth:`TLSHandshake.pull_output`:
+
+* :class:`SendHandshake` — bytes to send at an epoch (QUIC: CRYPTO frames at
+  that level; TCP: handshake records under that epoch's write key);
+* :class:`InstallKey` — a traffic secret for one direction of an epoch became
+  available; everything after it in the list uses it;
+* :class:`HandshakeCompleted` and :class:`SessionTicketReceived`.
+
+The order matters for TCP: a record layer that applies the list in order
+always protects each message with the right key.  QUIC only needs per-level
+bytes and keys, which the same list provides.
+
+Dispatch is a table (RFC 8446 Appendix A): ``TRANSITIONS[(state, msg_type)]``
+names the handler and the epoch the message must arrive at.  Anything not in
+the table is an ``unexpected_message`` alert naming the state and the message.
+Every failure is raised as :class:`~mstls.exceptions.TLSError` carrying the
+alert to send; the engine is unusable afterwards.
+
+RFC 8446 §5.1: handshake messages must not span a key change, so when the
+read epoch advances any bytes left at the old epoch are an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import Enum, IntEnum
+from typing import ClassVar
+
+import attrs
+
+from ..codes import AlertDescription
+from ..exceptions import TLSError
+from .certificates import VerifiedPeer
+from .cipher_suites import CipherSuite
+from .config import TLSConfig
+from .extensions import ALLOWED_IN, HandshakeType
+from .key_schedule import KeySchedule, next_traffic_secret
+from .keylog import KeyLogger, keylog_from_environment
+from .messages import HandshakeReader, KeyUpdate, NewSessionTicket, frame_message
+
+__all__ = [
+    "Direction",
+    "Epoch",
+    "HandshakeCompleted",
+    "InstallKey",
+    "Output",
+    "SendHandshake",
+    "SessionTicketReceived",
+    "TLSHandshake",
+]
+
+
+class Epoch(IntEnum):
+    """Encryption levels (RFC 9001 §4.1.4); TCP uses INITIAL for plaintext."""
+
+    INITIAL = 0
+    ZERO_RTT = 1
+    HANDSHAKE = 2
+    ONE_RTT = 3
+
+
+class Direction(Enum):
+    READ = "read"
+    WRITE = "write"
+
+
+@attrs.frozen
+class SendHandshake:
+    """Handshake bytes to send at ``epoch``."""
+
+    epoch: Epoch
+    data: bytes
+
+
+@attrs.frozen
+class InstallKey:
+    """A traffic secret for one direction of ``epoch`` is ready."""
+
+    epoch: Epoch
+    direction: Direction
+    cipher_suite: CipherSuite
+    secret: bytes
+
+
+@attrs.frozen
+class HandshakeCompleted:
+    """The handshake finished: what was negotiated and who the peer is."""
+
+    alpn_protocol: str | None
+    cipher_suite: CipherSuite
+    group: int
+    peer: VerifiedPeer | None
+    server_name: str | None
+
+
+@attrs.frozen
+class SessionTicketReceived:
+    """The server sent a NewSessionTicket (RFC 8446 §4.6.1)."""
+
+    ticket: NewSessionTicket
+
+
+Output = SendHandshake | InstallKey | HandshakeCompleted | SessionTicketReceived
+Handler = Callable[..., None]
+
+
+class TLSHandshake:
+    """Role-independent machinery; :class:`ClientHandshake` and
+    :class:`ServerHandshake` provide the transition table and the handlers."""
+
+    is_client: ClassVar[bool]
+    #: ``(state, message type) -> (handler, epoch the message must arrive at)``.
+    TRANSITIONS: ClassVar[dict[tuple[str, int], tuple[Handler, Epoch]]]
+
+    def __init__(
+        self,
+        config: TLSConfig,
+        *,
+        transport_parameters: bytes | None = None,
+    ) -> None:
+        self.config = config
+        #: Our QUIC transport parameters; ``None`` for TLS over TCP.
+        self.transport_parameters = transport_parameters
+        self.peer_transport_parameters: bytes | None = None
+        self.state = "start"
+        self.alpn_protocol: str | None = None
+        self.cipher_suite: CipherSuite | None = None
+        self.group: int = 0
+        self.peer: VerifiedPeer | None = None
+        self.server_name: str | None = config.server_name
+        self.client_random = b""
+        self.handshake_complete = False
+        self.failed: TLSError | None = None
+        self._schedule: KeySchedule | None = None
+        self._readers = {e: HandshakeReader(config.max_handshake_message_size) for e in Epoch}
+        self._read_epoch = Epoch.INITIAL
+        self._output: list[Output] = []
+        self._app_secrets: dict[Direction, bytes] = {}
+        self._keylog: KeyLogger | None = (
+            KeyLogger(config.keylog) if config.keylog is not None else keylog_from_environment()
+        )
+
+    # -- properties -------------------------------------------------------------
+    @property
+    def is_quic(self) -> bool:
+        """QUIC mode (RFC 9001): transport parameters travel in the handshake."""
+        return self.transport_parameters is not None
+
+    def now(self) -> datetime:
+        """Wall-clock time used for certificate validity."""
+        return self.config.verify_time or datetime.now(UTC)
+
+    # -- input --------------------------------------------------------------------
+    def receive(self, epoch: Epoch, data: bytes | bytearray | memoryview) -> None:
+        """Feed handshake bytes that arrived at ``epoch``; may raise :class:`TLSError`."""
+        if self.failed is not None:
+            raise self.failed
+        try:
+            reader = self._readers[epoch]
+            reader.feed(data)
+            while (message := reader.next_message()) is not None:
+                msg_type, body, raw = message
+                self._dispatch(epoch, msg_type, body, raw)
+        except TLSError as exc:
+            self.failed = exc
+            raise
+
+    def _dispatch(self, epoch: Epoch, msg_type: int, body: bytes, raw: bytes) -> None:
+        entry = self.TRANSITIONS.get((self.state, msg_type))
+        if entry is None:
+            raise self._unexpected(msg_type)
+        handler, expected_epoch = entry
+        if epoch != expected_epoch:
+            raise TLSError(
+                AlertDescription.unexpected_message,
+                f"{_type_name(msg_type)} arrived at epoch {epoch.name}, "
+                f"expected {expected_epoch.name}",
+            )
+        handler(self, body, raw)
+
+    def _unexpected(self, msg_type: int) -> TLSError:
+        role = "client" if self.is_client else "server"
+        return TLSError(
+            AlertDescription.unexpected_message,
+            f"{role} received {_type_name(msg_type)} in state {self.state}",
+        )
+
+    # -- output -------------------------------------------------------------------
+    def pull_output(self) -> list[Output]:
+        """Everything produced since the last call, in order."""
+        out, self._output = self._output, []
+        return out
+
+    def _send(self, epoch: Epoch, message: object) -> bytes:
+        """Frame ``message`` (which has ``msg_type`` and ``encode()``), queue it at
+        ``epoch`` and add it to the transcript; returns the framed bytes."""
+        raw = frame_message(message.msg_type, message.encode())  # type: ignore[attr-defined]
+        if self._schedule is not None:
+            self._schedule.update_transcript(raw)
+        last = self._output[-1] if self._output else None
+        if isinstance(last, SendHandshake) and last.epoch == epoch:
+            self._output[-1] = SendHandshake(epoch, last.data + raw)
+        else:
+            self._output.append(SendHandshake(epoch, raw))
+        return raw
+
+    def _install(self, epoch: Epoch, direction: Direction, secret: bytes, label: str) -> None:
+        assert self.cipher_suite is not None
+        if direction is Direction.READ:
+            self._advance_read_epoch(epoch)
+        self._output.append(InstallKey(epoch, direction, self.cipher_suite, secret))
+        if self._keylog is not None and label:
+            self._keylog.log(label, self.client_random, secret)
+
+    def _advance_read_epoch(self, epoch: Epoch) -> None:
+        """RFC 8446 §5.1: no message may straddle a key change."""
+        old = self._readers[self._read_epoch]
+        if old.pending:
+            raise TLSError(
+                AlertDescription.unexpected_message,
+                "handshake message spans a change of keys",
+            )
+        self._read_epoch = epoch
+
+    # -- shared checks --------------------------------------------------------------
+    def _check_extensions_allowed(self, where: object, extensions: dict[int, bytes]) -> None:
+        """RFC 8446 §4.2: a known extension in the wrong message is illegal_parameter."""
+        for ext_type in extensions:
+            allowed = ALLOWED_IN.get(ext_type)
+            if allowed is not None and where not in allowed:
+                raise TLSError(
+                    AlertDescription.illegal_parameter,
+                    f"extension {ext_type} is not allowed in {where}",
+                )
+
+    # -- after the handshake ------------------------------------------------------------
+    def _derive_application_secrets(self) -> None:
+        """Master secret and the first application traffic secrets (RFC 8446 §7.1).
+
+        Called with the transcript ending at the server's Finished.
+        """
+        schedule = self._schedule
+        assert schedule is not None
+        schedule.extract(None)
+        self._app_secrets[Direction.WRITE if self.is_client else Direction.READ] = (
+            schedule.derive(b"c ap traffic")
+        )
+        self._app_secrets[Direction.READ if self.is_client else Direction.WRITE] = (
+            schedule.derive(b"s ap traffic")
+        )
+        if self._keylog is not None:
+            client = self._app_secrets[Direction.WRITE if self.is_client else Direction.READ]
+            server = self._app_secrets[Direction.READ if self.is_client else Direction.WRITE]
+            self._keylog.log("CLIENT_TRAFFIC_SECRET_0", self.client_random, client)
+            self._keylog.log("SERVER_TRAFFIC_SECRET_0", self.client_random, server)
+            self._keylog.log("EXPORTER_SECRET", self.client_random, schedule.derive(b"exp master"))
+
+    def _install_application_key(self, direction: Direction) -> None:
+        self._install(Epoch.ONE_RTT, direction, self._app_secrets[direction], "")
+
+    def send_key_update(self, request_update: bool = True) -> None:
+        """Send KeyUpdate and switch our write key (RFC 8446 §4.6.3); TCP only.
+
+        QUIC has its own key update (RFC 9001 §6) and forbids this message.
+        """
+        if self.is_quic:
+            raise TLSError(AlertDescription.internal_error, "QUIC does not use TLS KeyUpdate")
+        if not self.handshake_complete:
+            raise TLSError(AlertDescription.internal_error, "KeyUpdate before the handshake")
+        self._send(Epoch.ONE_RTT, KeyUpdate(request_update))
+        self._step_secret(Direction.WRITE)
+
+    def _step_secret(self, direction: Direction) -> None:
+        assert self.cipher_suite is not None
+        secret = next_traffic_secret(self.cipher_suite, self._app_secrets[direction])
+        self._app_secrets[direction] = secret
+        if direction is Direction.READ:
+            self._advance_read_epoch(Epoch.ONE_RTT)
+        self._output.append(InstallKey(Epoch.ONE_RTT, direction, self.cipher_suite, secret))
+
+    def _handle_key_update(self, body: bytes, raw: bytes) -> None:
+        if self.is_quic:
+            # RFC 9001 §6: a TLS KeyUpdate is an unexpected_message (0x010a).
+            raise TLSError(AlertDescription.unexpected_message, "TLS KeyUpdate received in QUIC")
+        update = KeyUpdate.parse(body)
+        self._step_secret(Direction.READ)
+        if update.request_update:
+            self.send_key_update(request_update=False)
+
+    def _handle_new_session_ticket(self, body: bytes, raw: bytes) -> None:
+        if not self.is_client:
+            raise self._unexpected(HandshakeType.new_session_ticket)
+        ticket = NewSessionTicket.parse(body)
+        self._check_extensions_allowed(HandshakeType.new_session_ticket, ticket.extensions)
+        self._output.append(SessionTicketReceived(ticket))
+
+
+def _type_name(msg_type: int) -> str:
+    try:
+        return HandshakeType(msg_type).name
+    except ValueError:
+        return f"handshake message type {msg_type}"
+
+
+#: Messages accepted in the "connected" state by either role (RFC 8446 §4.6).
+POST_HANDSHAKE: dict[tuple[str, int], tuple[Handler, Epoch]] = {
+    ("connected", HandshakeType.key_update): (TLSHandshake._handle_key_update, Epoch.ONE_RTT),
+    ("connected", HandshakeType.new_session_ticket): (
+        TLSHandshake._handle_new_session_ticket,
+        Epoch.ONE_RTT,
+    ),
+}

@@ -1,0 +1,380 @@
+"""The server side of the TLS 1.3 handshake (RFC 8446 §2, Appendix A.2).
+
+State machine (RFC 8446 A.2), as the transition table at the bottom::
+
+    wait_ch --ClientHello (share missing) / send HelloRetryRequest--> wait_ch2
+    wait_ch, wait_ch2 --ClientHello / send ServerHello, EncryptedExtensions,
+        [CertificateRequest,] Certificate, CertificateVerify, Finished-->
+        wait_client_cert (if a certificate was requested) or wait_client_finished
+    wait_client_cert --Certificate (non-empty)--> wait_client_cv
+    wait_client_cert --Certificate (empty)--> wait_client_finished
+    wait_client_cv --CertificateVerify--> wait_client_finished
+    wait_client_finished --Finished--> connected
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..codes import AlertDescription
+from ..exceptions import CertificateError, HandshakeError
+from . import extensions as ext
+from .certificates import (
+    MAX_CERTIFICATE_CHAIN_LENGTH,
+    load_roots,
+    parse_certificate_der,
+    verify_client_chain,
+    verify_pinned,
+)
+from .cipher_suites import CipherSuite
+from .config import TLSConfig
+from .engine import POST_HANDSHAKE, Direction, Epoch, HandshakeCompleted, TLSHandshake
+from .extensions import ExtensionType, HandshakeType
+from .groups import server_key_share
+from .key_schedule import KeySchedule
+from .messages import (
+    HELLO_RETRY_RANDOM,
+    Certificate,
+    CertificateRequest,
+    CertificateVerify,
+    ClientHello,
+    EncryptedExtensions,
+    Finished,
+    ServerHello,
+)
+from .signatures import certificate_verify_content, choose_scheme, sign, verify
+
+__all__ = ["ServerHandshake"]
+
+
+class ServerHandshake(TLSHandshake):
+    """Drives a TLS 1.3 handshake as the server."""
+
+    is_client = False
+
+    def __init__(self, config: TLSConfig, *, transport_parameters: bytes | None = None) -> None:
+        super().__init__(config, transport_parameters=transport_parameters)
+        if config.private_key is None or not config.certificate_chain:
+            raise HandshakeError(
+                AlertDescription.internal_error, "a server needs a certificate and a private key"
+            )
+        self.state = "wait_ch"
+        self.server_name = None
+        self._retry_group: int | None = None
+        self._client_hs_secret = b""
+        self._peer_chain: list[x509.Certificate] = []
+        self._offered_schemes: list[int] = []
+
+    def start(self) -> None:
+        """Servers wait for the ClientHello; nothing to send yet."""
+
+    # -- ClientHello --------------------------------------------------------------------
+    def _handle_client_hello(self, body: bytes, raw: bytes) -> None:
+        hello = ClientHello.parse(body)
+        self._check_client_hello(hello)
+        suite = self._choose_suite(hello)
+        group, share = self._choose_group(hello)
+        if self._schedule is None:
+            self.cipher_suite = suite
+            self._schedule = KeySchedule(suite)
+        elif suite != self.cipher_suite:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                "second ClientHello no longer allows the cipher suite we chose",
+            )
+        self._schedule.update_transcript(raw)
+        if share is None:
+            self._send_hello_retry(hello, group)
+            return
+        self.client_random = hello.random
+        alpn = self._choose_alpn(hello)
+        self._read_client_extensions(hello)
+        scheme = self._choose_scheme(hello)
+        self._send_server_flight(hello, group, share, alpn, scheme)
+
+    def _check_client_hello(self, hello: ClientHello) -> None:
+        """Version, compression and extension placement (RFC 8446 §4.1.2, §4.2)."""
+        versions = hello.extensions.get(ExtensionType.supported_versions)
+        if versions is None or ext.TLS13 not in ext.parse_supported_versions_client(versions):
+            raise HandshakeError(AlertDescription.protocol_version, "peer does not offer TLS 1.3")
+        if hello.legacy_compression_methods != b"\x00":
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "ClientHello offers compression"
+            )
+        self._check_extensions_allowed(HandshakeType.client_hello, hello.extensions)
+        keys = list(hello.extensions)
+        if ExtensionType.pre_shared_key in keys and keys[-1] != ExtensionType.pre_shared_key:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "pre_shared_key is not the last extension"
+            )
+        if self.is_quic and hello.legacy_session_id:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "QUIC ClientHello has a legacy_session_id"
+            )
+        for required in (
+            ExtensionType.signature_algorithms,
+            ExtensionType.supported_groups,
+            ExtensionType.key_share,
+        ):
+            if required not in hello.extensions:
+                raise HandshakeError(
+                    AlertDescription.missing_extension,
+                    f"ClientHello has no {required.name} extension",
+                )
+
+    def _choose_suite(self, hello: ClientHello) -> CipherSuite:
+        for suite in self.config.cipher_suites:
+            if suite in hello.cipher_suites:
+                return suite
+        raise HandshakeError(
+            AlertDescription.handshake_failure, "peer offered no common cipher suite"
+        )
+
+    def _choose_group(self, hello: ClientHello) -> tuple[int, bytes | None]:
+        """Our most preferred group the client supports, and its share if it sent one."""
+        supported = ext.parse_uint16_list(
+            hello.extensions[ExtensionType.supported_groups], "supported_groups extension"
+        )
+        shares = ext.parse_key_share_client(hello.extensions[ExtensionType.key_share])
+        for group, _ in shares:
+            if group not in supported:
+                raise HandshakeError(
+                    AlertDescription.illegal_parameter,
+                    f"key share for group {group:#06x}, which is not in supported_groups",
+                )
+        offered = dict(shares)
+        if self._retry_group is not None:
+            if list(offered) != [self._retry_group]:
+                raise HandshakeError(
+                    AlertDescription.illegal_parameter,
+                    "second ClientHello does not carry exactly the requested key share",
+                )
+            return self._retry_group, offered[self._retry_group]
+        for group in self.config.groups:
+            if group in supported:
+                return group, offered.get(group)
+        raise HandshakeError(
+            AlertDescription.handshake_failure, "peer offered no common key exchange group"
+        )
+
+    def _choose_alpn(self, hello: ClientHello) -> str | None:
+        raw = hello.extensions.get(ExtensionType.application_layer_protocol_negotiation)
+        ours = list(self.config.alpn_protocols)
+        if raw is None:
+            if self.config.require_alpn and ours:
+                raise HandshakeError(
+                    AlertDescription.no_application_protocol,
+                    "peer offered no application protocol (ALPN)",
+                )
+            return None
+        theirs = ext.parse_alpn(raw)
+        for protocol in ours:
+            if protocol in theirs:
+                return protocol
+        raise HandshakeError(
+            AlertDescription.no_application_protocol,
+            f"no common application protocol: peer offered {theirs}, we support {ours}",
+        )
+
+    def _read_client_extensions(self, hello: ClientHello) -> None:
+        raw_name = hello.extensions.get(ExtensionType.server_name)
+        if raw_name is not None:
+            self.server_name = ext.parse_server_name(raw_name)
+        if self.is_quic:
+            params = hello.extensions.get(ExtensionType.quic_transport_parameters)
+            if params is None:
+                raise HandshakeError(
+                    AlertDescription.missing_extension, "client sent no QUIC transport parameters"
+                )
+            self.peer_transport_parameters = params
+
+    def _choose_scheme(self, hello: ClientHello) -> int:
+        theirs = ext.parse_uint16_list(
+            hello.extensions[ExtensionType.signature_algorithms], "signature_algorithms extension"
+        )
+        assert self.config.private_key is not None
+        usable = [s for s in theirs if s in self.config.signature_schemes]
+        return int(choose_scheme(self.config.private_key, usable))
+
+    def _send_hello_retry(self, hello: ClientHello, group: int) -> None:
+        """RFC 8446 §4.1.4: ask for a share of ``group``."""
+        if self._retry_group is not None:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "second ClientHello lacks the requested share"
+            )
+        assert self._schedule is not None and self.cipher_suite is not None
+        self._retry_group = group
+        self._schedule.restart_after_hello_retry()
+        retry = ServerHello(
+            random=HELLO_RETRY_RANDOM,
+            legacy_session_id_echo=hello.legacy_session_id,
+            cipher_suite=self.cipher_suite,
+            extensions={
+                ExtensionType.supported_versions: ext.TLS13.to_bytes(2, "big"),
+                ExtensionType.key_share: ext.encode_key_share_hello_retry(group),
+            },
+        )
+        self._send(Epoch.INITIAL, retry)
+        self.state = "wait_ch2"
+
+    # -- our flight ------------------------------------------------------------------------
+    def _send_server_flight(
+        self, hello: ClientHello, group: int, client_share: bytes, alpn: str | None, scheme: int
+    ) -> None:
+        schedule = self._schedule
+        assert schedule is not None and self.cipher_suite is not None
+        key_exchange, shared_secret = server_key_share(group, client_share)
+        self.group = group
+        self._send(
+            Epoch.INITIAL,
+            ServerHello(
+                random=os.urandom(32),
+                legacy_session_id_echo=hello.legacy_session_id,
+                cipher_suite=self.cipher_suite,
+                extensions={
+                    ExtensionType.supported_versions: ext.TLS13.to_bytes(2, "big"),
+                    ExtensionType.key_share: ext.encode_key_share_server(group, key_exchange),
+                },
+            ),
+        )
+        schedule.extract(shared_secret)
+        self._client_hs_secret = schedule.derive(b"c hs traffic")
+        server_hs_secret = schedule.derive(b"s hs traffic")
+        self._install(
+            Epoch.HANDSHAKE, Direction.WRITE, server_hs_secret, "SERVER_HANDSHAKE_TRAFFIC_SECRET"
+        )
+        self._install(
+            Epoch.HANDSHAKE, Direction.READ, self._client_hs_secret, "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
+        )
+        self.alpn_protocol = alpn
+        self._send(Epoch.HANDSHAKE, EncryptedExtensions(self._encrypted_extensions(alpn)))
+        requesting = self._requests_client_certificate()
+        if requesting:
+            self._offered_schemes = [int(s) for s in self.config.signature_schemes]
+            request_extensions = {
+                ExtensionType.signature_algorithms: ext.encode_uint16_list(self._offered_schemes)
+            }
+            self._send(Epoch.HANDSHAKE, CertificateRequest(b"", request_extensions))
+        chain = self.config.certificate_chain
+        self._send(
+            Epoch.HANDSHAKE, Certificate(b"", [(c.public_bytes(Encoding.DER), {}) for c in chain])
+        )
+        key = self.config.private_key
+        assert key is not None
+        content = certificate_verify_content(schedule.transcript_hash(), is_server=True)
+        self._send(Epoch.HANDSHAKE, CertificateVerify(scheme, sign(key, scheme, content)))
+        self._send(Epoch.HANDSHAKE, Finished(schedule.finished(server_hs_secret)))
+        self._derive_application_secrets()
+        self._install_application_key(Direction.WRITE)
+        self.state = "wait_client_cert" if requesting else "wait_client_finished"
+
+    def _encrypted_extensions(self, alpn: str | None) -> dict[int, bytes]:
+        extensions: dict[int, bytes] = {}
+        if alpn is not None:
+            extensions[ExtensionType.application_layer_protocol_negotiation] = ext.encode_alpn(
+                [alpn]
+            )
+        if self.transport_parameters is not None:
+            extensions[ExtensionType.quic_transport_parameters] = self.transport_parameters
+        return extensions
+
+    def _requests_client_certificate(self) -> bool:
+        config = self.config
+        return bool(
+            config.request_client_certificate
+            or config.require_client_certificate
+            or config.pinned_sha256
+        )
+
+    # -- the client's flight --------------------------------------------------------------
+    def _handle_client_certificate(self, body: bytes, raw: bytes) -> None:
+        message = Certificate.parse(body)
+        if message.context:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "client Certificate has a request context"
+            )
+        assert self._schedule is not None
+        if not message.entries:
+            if self.config.require_client_certificate:
+                raise CertificateError(
+                    AlertDescription.certificate_required,
+                    "client certificate required but the client sent none",
+                )
+            self._schedule.update_transcript(raw)
+            self.state = "wait_client_finished"
+            return
+        if len(message.entries) > MAX_CERTIFICATE_CHAIN_LENGTH:
+            raise CertificateError(
+                AlertDescription.bad_certificate,
+                f"client certificate chain of {len(message.entries)} certificates exceeds "
+                f"the limit of {MAX_CERTIFICATE_CHAIN_LENGTH}",
+            )
+        chain = [parse_certificate_der(der) for der, _ in message.entries]
+        self._peer_chain = chain
+        config = self.config
+        if config.pinned_sha256:
+            self.peer = verify_pinned(chain, config.pinned_sha256)
+        else:
+            roots = (
+                list(config.trusted_roots) if config.trusted_roots is not None else load_roots()
+            )
+            self.peer = verify_client_chain(chain, roots, self.now())
+        self._schedule.update_transcript(raw)
+        self.state = "wait_client_cv"
+
+    def _handle_client_certificate_verify(self, body: bytes, raw: bytes) -> None:
+        message = CertificateVerify.parse(body)
+        if message.algorithm not in self._offered_schemes:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"client signed with scheme {message.algorithm:#06x}, which we did not offer",
+            )
+        assert self._schedule is not None
+        content = certificate_verify_content(self._schedule.transcript_hash(), is_server=False)
+        verify(self._peer_chain[0].public_key(), message.algorithm, message.signature, content)
+        self._schedule.update_transcript(raw)
+        self.state = "wait_client_finished"
+
+    def _handle_client_finished(self, body: bytes, raw: bytes) -> None:
+        schedule = self._schedule
+        assert schedule is not None and self.cipher_suite is not None
+        expected = schedule.finished(self._client_hs_secret)
+        if not hmac.compare_digest(expected, Finished.parse(body).verify_data):
+            raise HandshakeError(
+                AlertDescription.decrypt_error, "client Finished verify_data does not match"
+            )
+        schedule.update_transcript(raw)
+        self._install_application_key(Direction.READ)
+        self.handshake_complete = True
+        self.state = "connected"
+        self._output.append(
+            HandshakeCompleted(
+                alpn_protocol=self.alpn_protocol,
+                cipher_suite=self.cipher_suite,
+                group=self.group,
+                peer=self.peer,
+                server_name=self.server_name,
+            )
+        )
+
+    TRANSITIONS = {
+        ("wait_ch", HandshakeType.client_hello): (_handle_client_hello, Epoch.INITIAL),
+        ("wait_ch2", HandshakeType.client_hello): (_handle_client_hello, Epoch.INITIAL),
+        ("wait_client_cert", HandshakeType.certificate): (
+            _handle_client_certificate,
+            Epoch.HANDSHAKE,
+        ),
+        ("wait_client_cv", HandshakeType.certificate_verify): (
+            _handle_client_certificate_verify,
+            Epoch.HANDSHAKE,
+        ),
+        ("wait_client_finished", HandshakeType.finished): (
+            _handle_client_finished,
+            Epoch.HANDSHAKE,
+        ),
+        **POST_HANDSHAKE,
+    }

@@ -1,0 +1,247 @@
+"""TLS 1.3 over a byte stream (TCP), sans-I/O: the handshake engine plus the record layer.
+
+Theory of operation
+-------------------
+:class:`TLSConnection` owns a :class:`~mstls.tls.client.ClientHandshake` or
+:class:`~mstls.tls.server.ServerHandshake` and a
+:class:`~mstls.tls.record.RecordLayer`.  The driver (a thread, a trio task, a
+test) moves bytes: it calls :meth:`TLSConnection.receive_data` with what TCP
+delivered, :meth:`TLSConnection.receive_eof` when TCP ended, sends what
+:meth:`TLSConnection.data_to_send` returns, and pulls events with
+:meth:`TLSConnection.next_event`.
+
+Records are opened one at a time and the engine's output is applied in order,
+so each key change (ServerHello → handshake keys, Finished → application keys,
+KeyUpdate) takes effect exactly at the record boundary where RFC 8446 §5.1
+puts it.
+
+Ending (RFC 8446 §6.1): a received close_notify is a clean end
+(:class:`CloseNotifyReceived`); :meth:`close` sends ours.  A TCP end without a
+close_notify is a truncation and raises :class:`~mstls.exceptions.PrematureClose`
+with the number of application bytes that did arrive — never an end of data.
+A local failure queues the fatal alert to send, then raises
+:class:`~mstls.exceptions.TLSError`; a fatal alert from the peer raises
+:class:`~mstls.exceptions.PeerAlert`.  Both are sticky.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..codes import AlertDescription
+from ..exceptions import Error, PeerAlert, PrematureClose, TLSError
+from .client import ClientHandshake
+from .config import TLSConfig
+from .engine import (
+    Direction,
+    Epoch,
+    HandshakeCompleted,
+    InstallKey,
+    SendHandshake,
+    SessionTicketReceived,
+    TLSHandshake,
+)
+from .record import ContentType, RecordLayer, decode_alert
+from .server import ServerHandshake
+
+__all__ = ["ApplicationData", "CloseNotifyReceived", "Event", "TLSConnection"]
+
+
+@attrs.frozen
+class ApplicationData:
+    """Decrypted application bytes."""
+
+    data: bytes
+
+
+@attrs.frozen
+class CloseNotifyReceived:
+    """The peer closed its sending side cleanly (RFC 8446 §6.1)."""
+
+
+Event = HandshakeCompleted | ApplicationData | CloseNotifyReceived | SessionTicketReceived
+
+
+class TLSConnection:
+    """One TLS 1.3 connection over a reliable byte stream (RFC 8446)."""
+
+    def __init__(self, config: TLSConfig, *, is_client: bool) -> None:
+        self.is_client = is_client
+        self.handshake: TLSHandshake = (
+            ClientHandshake(config) if is_client else ServerHandshake(config)
+        )
+        self.records = RecordLayer()
+        self._out = bytearray()
+        self._events: list[Event] = []
+        self._read_epoch = Epoch.INITIAL
+        self._can_send_application = False
+        self._pending_application = bytearray()
+        self._close_notify_received = False
+        self._close_notify_sent = False
+        self._error: Error | None = None
+
+    # -- state --------------------------------------------------------------------
+    @property
+    def handshake_complete(self) -> bool:
+        return self.handshake.handshake_complete
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        return self.handshake.alpn_protocol
+
+    @property
+    def close_notify_received(self) -> bool:
+        return self._close_notify_received
+
+    @property
+    def bytes_received(self) -> int:
+        """Application bytes decrypted so far."""
+        return self.records.bytes_received_plaintext
+
+    # -- driving ------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin the handshake (the client queues its ClientHello)."""
+        start = getattr(self.handshake, "start", None)
+        if start is not None:
+            start()
+        self._apply_handshake_output()
+        # §5, D.4: a ChangeCipherSpec may arrive once the first ClientHello was sent.
+        self.records.allow_ccs = self.is_client
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Process bytes received from TCP (untrusted input)."""
+        self._check_usable()
+        try:
+            self.records.receive_data(data)
+            while (record := self.records.next_record()) is not None:
+                if self._close_notify_received:
+                    continue  # RFC 8446 §6.1: data after close_notify is ignored
+                self._process_record(*record)
+        except PeerAlert as exc:
+            self._error = exc
+            raise
+        except TLSError as exc:
+            self._fail(exc)
+            raise
+
+    def receive_eof(self) -> None:
+        """TCP ended.  Clean only after close_notify; otherwise a truncation."""
+        self.records.receive_eof()
+        if self._close_notify_received or self._error is not None:
+            if self._error is not None:
+                raise self._error
+            return
+        state = self.records.eof_state()
+        stage = "" if self.handshake_complete else " during the handshake"
+        error = PrematureClose(
+            f"TCP connection closed without TLS close_notify{stage}: {state.message}",
+            bytes_received=self.bytes_received,
+        )
+        self._error = error
+        raise error
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue application data; held back until the application keys exist."""
+        self._check_usable()
+        if self._close_notify_sent:
+            raise TLSError(AlertDescription.internal_error, "send after close_notify")
+        if not self._can_send_application:
+            self._pending_application += data
+            return
+        self._out += self.records.encode(ContentType.application_data, data)
+        if self.records.needs_key_update:
+            self.key_update(request_update=False)
+
+    def close(self) -> None:
+        """Send close_notify (RFC 8446 §6.1); the read side stays open."""
+        if self._close_notify_sent or self._error is not None:
+            return
+        self._flush_pending_application()
+        self._out += self.records.encode_alert(AlertDescription.close_notify)
+        self._close_notify_sent = True
+
+    def key_update(self, request_update: bool = True) -> None:
+        """Send a KeyUpdate and switch our write key (RFC 8446 §4.6.3)."""
+        self._check_usable()
+        self.handshake.send_key_update(request_update)
+        self._apply_handshake_output()
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to TCP, in order."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> Event | None:
+        """The next event, or ``None``."""
+        return self._events.pop(0) if self._events else None
+
+    # -- internals ----------------------------------------------------------------
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _fail(self, exc: TLSError) -> None:
+        """Queue the fatal alert for ``exc`` and make the connection unusable."""
+        self._error = exc
+        if not self._close_notify_sent:
+            alert = exc.alert if isinstance(exc.alert, AlertDescription) else None
+            self._out += self.records.encode_alert(alert or AlertDescription.internal_error)
+            self._close_notify_sent = True
+
+    def _process_record(self, content_type: ContentType, data: bytes) -> None:
+        if content_type == ContentType.handshake:
+            self.handshake.receive(self._read_epoch, data)
+            if not self.is_client and not self.handshake_complete:
+                self.records.allow_ccs = True  # the first ClientHello was received
+            self._apply_handshake_output()
+        elif content_type == ContentType.application_data:
+            if self._read_epoch != Epoch.ONE_RTT:
+                raise TLSError(
+                    AlertDescription.unexpected_message, "application data before the handshake"
+                )
+            self._events.append(ApplicationData(data))
+        elif content_type == ContentType.alert:
+            self._process_alert(data)
+
+    def _process_alert(self, data: bytes) -> None:
+        """RFC 8446 §6: close_notify ends the peer's side; any other alert is fatal."""
+        _level, description = decode_alert(data)
+        if description == AlertDescription.close_notify:
+            self._close_notify_received = True
+            self._events.append(CloseNotifyReceived())
+        elif description == AlertDescription.user_canceled:
+            return  # followed by close_notify (§6.1)
+        else:
+            try:
+                name = AlertDescription(description).name
+            except ValueError:
+                name = str(description)
+            raise PeerAlert(description, f"peer sent fatal alert {name}")
+
+    def _apply_handshake_output(self) -> None:
+        for item in self.handshake.pull_output():
+            if isinstance(item, SendHandshake):
+                self._out += self.records.encode(ContentType.handshake, item.data)
+            elif isinstance(item, InstallKey):
+                self._install(item)
+            else:
+                if isinstance(item, HandshakeCompleted):
+                    self.records.allow_ccs = False
+                self._events.append(item)
+
+    def _install(self, key: InstallKey) -> None:
+        if key.direction is Direction.READ:
+            self.records.set_read_key(key.cipher_suite, key.secret)
+            self._read_epoch = key.epoch
+        else:
+            self.records.set_write_key(key.cipher_suite, key.secret)
+            if key.epoch == Epoch.ONE_RTT and not self._can_send_application:
+                self._can_send_application = True
+                self._flush_pending_application()
+
+    def _flush_pending_application(self) -> None:
+        if self._pending_application and self._can_send_application:
+            data = bytes(self._pending_application)
+            self._pending_application.clear()
+            self._out += self.records.encode(ContentType.application_data, data)
