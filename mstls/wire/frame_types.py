@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 This module holds no codec, only facts the connection core consults for every
-received frame:
+received frame, and the :class:`Frame` base class every frame class derives from:
 
 * :class:`FrameType` names every frame type of RFC 9000 §19 plus the two frames
   of the ACK frequency extension (draft-ietf-quic-ack-frequency).
@@ -25,8 +25,11 @@ as a PROTOCOL_VIOLATION; this table follows Table 3.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum, IntFlag
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
+
+from .buffer import Reader, Writer
 
 __all__ = [
     "ACK_ELICITING",
@@ -42,6 +45,8 @@ __all__ = [
     "STREAM_FLAG_LEN",
     "STREAM_FLAG_OFF",
     "STREAM_TYPE_MASK",
+    "Frame",
+    "FrameDecoder",
     "FrameInfo",
     "FrameType",
     "PacketKind",
@@ -97,6 +102,26 @@ STREAM_FLAG_LEN = 0x02
 STREAM_FLAG_OFF = 0x04
 #: ``frame_type & STREAM_TYPE_MASK == FrameType.STREAM`` for all STREAM frames.
 STREAM_TYPE_MASK = ~0x07
+
+
+class Frame:
+    """Base of every frame class: ``frame_type`` and ``encode(w)``."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int]
+
+    @property
+    def frame_type(self) -> int:
+        """The frame type as it goes on the wire (with its flag bits)."""
+        return self.TYPE
+
+    def encode(self, w: Writer) -> None:
+        """Append the frame (type and body) to ``w``."""
+        raise NotImplementedError
+
+
+#: ``decoder(reader, frame_type) -> Frame``; the type varint is already read.
+FrameDecoder = Callable[[Reader, int], Frame]
 
 
 class PacketKind(IntFlag):

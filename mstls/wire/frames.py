@@ -2,10 +2,13 @@
 
 Theory of operation
 -------------------
-Every frame is a small slotted class (``attrs.define``: as fast to construct as a
-hand-written ``__slots__`` class, measured ~150 ns for four fields, and it
-brings ``__eq__``/``__repr__``) with ``encode(w)``, which writes the frame type
-and body to a :class:`~mstls.wire.buffer.Writer`.  Decoding goes through a
+Every frame is a small slotted class with ``encode(w)``, which writes the frame
+type and body to a :class:`~mstls.wire.buffer.Writer`.  The classes use
+``attrs.define``: measured as fast to construct as a hand-written ``__slots__``
+class (~150 ns for four fields), and they bring ``__eq__``/``__repr__``.  This
+module holds the data path (PADDING, PING, ACK, CRYPTO, STREAM) and the public
+entry points; :mod:`mstls.wire.control_frames` holds the other frames, all
+re-exported here.  Decoding goes through a
 *table* ``{frame_type: decoder}``: :func:`decode_frame` reads the type, looks
 it up and calls ``decoder(reader, frame_type)``.  A type missing from the table
 is a FRAME_ENCODING_ERROR naming it (RFC 9000 §12.4).  Extensions (the ACK
@@ -32,18 +35,46 @@ The hot path of a packet builder does not build frame objects for stream data:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from typing import ClassVar, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import attrs
 
 from ..codes import TransportErrorCode
 from ..exceptions import DecodeError, ProtocolError
 from .buffer import VARINT_MAX, Reader, Writer, encode_varint, varint_size
+from .control_frames import (
+    ACK_FREQUENCY_DECODERS,
+    CONTROL_FRAME_DECODERS,
+    MAX_CONNECTION_ID_LENGTH,
+    MAX_STREAMS_LIMIT,
+    PATH_DATA_LENGTH,
+    STATELESS_RESET_TOKEN_LENGTH,
+    AckFrequencyFrame,
+    ApplicationCloseFrame,
+    ConnectionCloseFrame,
+    DataBlockedFrame,
+    HandshakeDoneFrame,
+    ImmediateAckFrame,
+    MaxDataFrame,
+    MaxStreamDataFrame,
+    MaxStreamsFrame,
+    NewConnectionIdFrame,
+    NewTokenFrame,
+    PathChallengeFrame,
+    PathResponseFrame,
+    ResetStreamFrame,
+    RetireConnectionIdFrame,
+    StopSendingFrame,
+    StreamDataBlockedFrame,
+    StreamsBlockedFrame,
+)
 from .frame_types import (
     STREAM_FLAG_FIN,
     STREAM_FLAG_LEN,
     STREAM_FLAG_OFF,
+    Frame,
+    FrameDecoder,
     FrameType,
     frame_type_name,
 )
@@ -93,16 +124,6 @@ __all__ = [
     "stream_frame_overhead",
 ]
 
-#: Connection IDs in NEW_CONNECTION_ID are 1..20 bytes (RFC 9000 §19.15).
-MAX_CONNECTION_ID_LENGTH = 20
-MIN_CONNECTION_ID_LENGTH = 1
-#: Stateless reset tokens are 16 bytes (RFC 9000 §10.3).
-STATELESS_RESET_TOKEN_LENGTH = 16
-#: PATH_CHALLENGE / PATH_RESPONSE carry 8 bytes (RFC 9000 §19.17).
-PATH_DATA_LENGTH = 8
-#: Stream counts above 2**60 cannot be used (RFC 9000 §19.11, §19.14).
-MAX_STREAMS_LIMIT = 1 << 60
-
 Buffer = bytes | bytearray | memoryview
 
 _NON_ZERO = re.compile(rb"[^\x00]")
@@ -116,26 +137,6 @@ def _repr_data(data: Buffer) -> str:
     head = bytes(data[:_REPR_DATA_LIMIT])
     more = f"...+{len(data) - _REPR_DATA_LIMIT}" if len(data) > _REPR_DATA_LIMIT else ""
     return f"{head!r}{more}"
-
-
-class Frame:
-    """Base of every frame class: ``frame_type`` and ``encode(w)``."""
-
-    __slots__ = ()
-    TYPE: ClassVar[int]
-
-    @property
-    def frame_type(self) -> int:
-        """The frame type as it goes on the wire (with its flag bits)."""
-        return self.TYPE
-
-    def encode(self, w: Writer) -> None:
-        """Append the frame (type and body) to ``w``."""
-        raise NotImplementedError
-
-
-#: ``decoder(reader, frame_type) -> Frame``; the type varint is already read.
-FrameDecoder = Callable[[Reader, int], Frame]
 
 
 class EcnCounts(NamedTuple):
@@ -166,26 +167,6 @@ class PingFrame(Frame):
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.PING)
-
-
-@attrs.define
-class HandshakeDoneFrame(Frame):
-    """HANDSHAKE_DONE (RFC 9000 §19.20)."""
-
-    TYPE = FrameType.HANDSHAKE_DONE
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.HANDSHAKE_DONE)
-
-
-@attrs.define
-class ImmediateAckFrame(Frame):
-    """IMMEDIATE_ACK (draft-ietf-quic-ack-frequency §5)."""
-
-    TYPE = FrameType.IMMEDIATE_ACK
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.IMMEDIATE_ACK)
 
 
 # -- ACK ------------------------------------------------------------------------
@@ -261,46 +242,7 @@ def _decode_ack(r: Reader, frame_type: int) -> AckFrame:
     return AckFrame(ranges, ack_delay, ecn)
 
 
-# -- stream control ---------------------------------------------------------------
-@attrs.define
-class ResetStreamFrame(Frame):
-    """RESET_STREAM (RFC 9000 §19.4)."""
-
-    TYPE = FrameType.RESET_STREAM
-    stream_id: int
-    error_code: int
-    final_size: int
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.RESET_STREAM)
-        w.push_varint(self.stream_id)
-        w.push_varint(self.error_code)
-        w.push_varint(self.final_size)
-
-
-def _decode_reset_stream(r: Reader, frame_type: int) -> ResetStreamFrame:
-    return ResetStreamFrame(r.pull_varint(), r.pull_varint(), r.pull_varint())
-
-
-@attrs.define
-class StopSendingFrame(Frame):
-    """STOP_SENDING (RFC 9000 §19.5)."""
-
-    TYPE = FrameType.STOP_SENDING
-    stream_id: int
-    error_code: int
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.STOP_SENDING)
-        w.push_varint(self.stream_id)
-        w.push_varint(self.error_code)
-
-
-def _decode_stop_sending(r: Reader, frame_type: int) -> StopSendingFrame:
-    return StopSendingFrame(r.pull_varint(), r.pull_varint())
-
-
-# -- CRYPTO, NEW_TOKEN, STREAM ----------------------------------------------------------
+# -- CRYPTO, STREAM ----------------------------------------------------------
 @attrs.define
 class CryptoFrame(Frame):
     """CRYPTO (RFC 9000 §19.6); ``data`` is a view into the packet when decoded."""
@@ -325,27 +267,6 @@ def _decode_crypto(r: Reader, frame_type: int) -> CryptoFrame:
     length = r.pull_varint()
     _check_end(offset, length)
     return CryptoFrame(offset, r.pull_view(length))
-
-
-@attrs.define
-class NewTokenFrame(Frame):
-    """NEW_TOKEN (RFC 9000 §19.7); the token is never empty."""
-
-    TYPE = FrameType.NEW_TOKEN
-    token: bytes
-
-    def encode(self, w: Writer) -> None:
-        if not self.token:
-            raise ValueError("NEW_TOKEN needs a non-empty token")
-        w.push_uint8(FrameType.NEW_TOKEN)
-        w.push_varint_block(self.token)
-
-
-def _decode_new_token(r: Reader, frame_type: int) -> NewTokenFrame:
-    token = r.pull_varint_block()
-    if not token:
-        raise DecodeError("NEW_TOKEN with an empty token")
-    return NewTokenFrame(token)
 
 
 @attrs.define
@@ -393,270 +314,6 @@ def _decode_stream(r: Reader, frame_type: int) -> StreamFrame:
     )
 
 
-# -- flow control ---------------------------------------------------------------------
-@attrs.define
-class MaxDataFrame(Frame):
-    """MAX_DATA (RFC 9000 §19.9)."""
-
-    TYPE = FrameType.MAX_DATA
-    maximum: int
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.MAX_DATA)
-        w.push_varint(self.maximum)
-
-
-@attrs.define
-class MaxStreamDataFrame(Frame):
-    """MAX_STREAM_DATA (RFC 9000 §19.10)."""
-
-    TYPE = FrameType.MAX_STREAM_DATA
-    stream_id: int
-    maximum: int
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.MAX_STREAM_DATA)
-        w.push_varint(self.stream_id)
-        w.push_varint(self.maximum)
-
-
-@attrs.define
-class MaxStreamsFrame(Frame):
-    """MAX_STREAMS (RFC 9000 §19.11): 0x12 bidirectional, 0x13 unidirectional."""
-
-    maximum: int
-    bidi: bool = True
-
-    @property
-    def frame_type(self) -> int:
-        return FrameType.MAX_STREAMS_BIDI if self.bidi else FrameType.MAX_STREAMS_UNI
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(self.frame_type)
-        w.push_varint(self.maximum)
-
-
-@attrs.define
-class DataBlockedFrame(Frame):
-    """DATA_BLOCKED (RFC 9000 §19.12)."""
-
-    TYPE = FrameType.DATA_BLOCKED
-    limit: int
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.DATA_BLOCKED)
-        w.push_varint(self.limit)
-
-
-@attrs.define
-class StreamDataBlockedFrame(Frame):
-    """STREAM_DATA_BLOCKED (RFC 9000 §19.13)."""
-
-    TYPE = FrameType.STREAM_DATA_BLOCKED
-    stream_id: int
-    limit: int
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.STREAM_DATA_BLOCKED)
-        w.push_varint(self.stream_id)
-        w.push_varint(self.limit)
-
-
-@attrs.define
-class StreamsBlockedFrame(Frame):
-    """STREAMS_BLOCKED (RFC 9000 §19.14): 0x16 bidirectional, 0x17 unidirectional."""
-
-    limit: int
-    bidi: bool = True
-
-    @property
-    def frame_type(self) -> int:
-        return FrameType.STREAMS_BLOCKED_BIDI if self.bidi else FrameType.STREAMS_BLOCKED_UNI
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(self.frame_type)
-        w.push_varint(self.limit)
-
-
-def _decode_max_data(r: Reader, frame_type: int) -> MaxDataFrame:
-    return MaxDataFrame(r.pull_varint())
-
-
-def _decode_max_stream_data(r: Reader, frame_type: int) -> MaxStreamDataFrame:
-    return MaxStreamDataFrame(r.pull_varint(), r.pull_varint())
-
-
-def _pull_stream_count(r: Reader) -> int:
-    count = r.pull_varint()
-    if count > MAX_STREAMS_LIMIT:
-        raise DecodeError(f"stream count {count} exceeds 2**60")
-    return count
-
-
-def _decode_max_streams(r: Reader, frame_type: int) -> MaxStreamsFrame:
-    """MAX_STREAMS: a count above 2**60 is a FRAME_ENCODING_ERROR (§19.11)."""
-    return MaxStreamsFrame(_pull_stream_count(r), frame_type == FrameType.MAX_STREAMS_BIDI)
-
-
-def _decode_data_blocked(r: Reader, frame_type: int) -> DataBlockedFrame:
-    return DataBlockedFrame(r.pull_varint())
-
-
-def _decode_stream_data_blocked(r: Reader, frame_type: int) -> StreamDataBlockedFrame:
-    return StreamDataBlockedFrame(r.pull_varint(), r.pull_varint())
-
-
-def _decode_streams_blocked(r: Reader, frame_type: int) -> StreamsBlockedFrame:
-    """STREAMS_BLOCKED: a count above 2**60 is a FRAME_ENCODING_ERROR (§19.14)."""
-    return StreamsBlockedFrame(_pull_stream_count(r), frame_type == FrameType.STREAMS_BLOCKED_BIDI)
-
-
-# -- connection IDs and paths -------------------------------------------------------------
-@attrs.define
-class NewConnectionIdFrame(Frame):
-    """NEW_CONNECTION_ID (RFC 9000 §19.15)."""
-
-    TYPE = FrameType.NEW_CONNECTION_ID
-    sequence_number: int
-    retire_prior_to: int
-    connection_id: bytes
-    stateless_reset_token: bytes
-
-    def encode(self, w: Writer) -> None:
-        cid = self.connection_id
-        if not MIN_CONNECTION_ID_LENGTH <= len(cid) <= MAX_CONNECTION_ID_LENGTH:
-            raise ValueError(f"connection ID of {len(cid)} bytes")
-        if len(self.stateless_reset_token) != STATELESS_RESET_TOKEN_LENGTH:
-            raise ValueError("stateless reset token must be 16 bytes")
-        w.push_uint8(FrameType.NEW_CONNECTION_ID)
-        w.push_varint(self.sequence_number)
-        w.push_varint(self.retire_prior_to)
-        w.push_block(1, cid)
-        w.push_bytes(self.stateless_reset_token)
-
-
-def _decode_new_connection_id(r: Reader, frame_type: int) -> NewConnectionIdFrame:
-    """NEW_CONNECTION_ID: length outside 1..20 or Retire Prior To above the
-    sequence number is a FRAME_ENCODING_ERROR (§19.15)."""
-    sequence_number = r.pull_varint()
-    retire_prior_to = r.pull_varint()
-    length = r.pull_uint8()
-    if not MIN_CONNECTION_ID_LENGTH <= length <= MAX_CONNECTION_ID_LENGTH:
-        raise DecodeError(f"NEW_CONNECTION_ID with a {length}-byte connection ID")
-    if retire_prior_to > sequence_number:
-        raise DecodeError(
-            f"NEW_CONNECTION_ID Retire Prior To {retire_prior_to} exceeds "
-            f"Sequence Number {sequence_number}"
-        )
-    cid = r.pull_bytes(length)
-    token = r.pull_bytes(STATELESS_RESET_TOKEN_LENGTH)
-    return NewConnectionIdFrame(sequence_number, retire_prior_to, cid, token)
-
-
-@attrs.define
-class RetireConnectionIdFrame(Frame):
-    """RETIRE_CONNECTION_ID (RFC 9000 §19.16)."""
-
-    TYPE = FrameType.RETIRE_CONNECTION_ID
-    sequence_number: int
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.RETIRE_CONNECTION_ID)
-        w.push_varint(self.sequence_number)
-
-
-def _decode_retire_connection_id(r: Reader, frame_type: int) -> RetireConnectionIdFrame:
-    return RetireConnectionIdFrame(r.pull_varint())
-
-
-def _push_path_data(w: Writer, frame_type: int, data: bytes) -> None:
-    if len(data) != PATH_DATA_LENGTH:
-        raise ValueError("PATH_CHALLENGE/PATH_RESPONSE data must be 8 bytes")
-    w.push_uint8(frame_type)
-    w.push_bytes(data)
-
-
-@attrs.define
-class PathChallengeFrame(Frame):
-    """PATH_CHALLENGE (RFC 9000 §19.17): 8 bytes of data."""
-
-    TYPE = FrameType.PATH_CHALLENGE
-    data: bytes
-
-    def encode(self, w: Writer) -> None:
-        _push_path_data(w, FrameType.PATH_CHALLENGE, self.data)
-
-
-@attrs.define
-class PathResponseFrame(Frame):
-    """PATH_RESPONSE (RFC 9000 §19.18): echoes the challenge's 8 bytes."""
-
-    TYPE = FrameType.PATH_RESPONSE
-    data: bytes
-
-    def encode(self, w: Writer) -> None:
-        _push_path_data(w, FrameType.PATH_RESPONSE, self.data)
-
-
-def _decode_path_challenge(r: Reader, frame_type: int) -> PathChallengeFrame:
-    return PathChallengeFrame(r.pull_bytes(PATH_DATA_LENGTH))
-
-
-def _decode_path_response(r: Reader, frame_type: int) -> PathResponseFrame:
-    return PathResponseFrame(r.pull_bytes(PATH_DATA_LENGTH))
-
-
-# -- closing ------------------------------------------------------------------------
-@attrs.define
-class ConnectionCloseFrame(Frame):
-    """CONNECTION_CLOSE of type 0x1c: a transport error (RFC 9000 §19.19).
-
-    ``offending_frame_type`` is the type of the frame that triggered the error
-    (0 when unknown); ``reason`` is the phrase's bytes (UTF-8 by convention).
-    """
-
-    TYPE = FrameType.CONNECTION_CLOSE
-    error_code: int
-    offending_frame_type: int = 0
-    reason: bytes = b""
-
-    @property
-    def reason_text(self) -> str:
-        return self.reason.decode("utf-8", "replace")
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.CONNECTION_CLOSE)
-        w.push_varint(self.error_code)
-        w.push_varint(self.offending_frame_type)
-        w.push_varint_block(self.reason)
-
-
-@attrs.define
-class ApplicationCloseFrame(Frame):
-    """CONNECTION_CLOSE of type 0x1d: an application error (RFC 9000 §19.19)."""
-
-    TYPE = FrameType.CONNECTION_CLOSE_APPLICATION
-    error_code: int
-    reason: bytes = b""
-
-    @property
-    def reason_text(self) -> str:
-        return self.reason.decode("utf-8", "replace")
-
-    def encode(self, w: Writer) -> None:
-        w.push_uint8(FrameType.CONNECTION_CLOSE_APPLICATION)
-        w.push_varint(self.error_code)
-        w.push_varint_block(self.reason)
-
-
-def _decode_connection_close(r: Reader, frame_type: int) -> ConnectionCloseFrame:
-    return ConnectionCloseFrame(r.pull_varint(), r.pull_varint(), r.pull_varint_block())
-
-
-def _decode_application_close(r: Reader, frame_type: int) -> ApplicationCloseFrame:
-    return ApplicationCloseFrame(r.pull_varint(), r.pull_varint_block())
-
-
 def _decode_padding(r: Reader, frame_type: int) -> PaddingFrame:
     """Consume the whole run of zero bytes that follows (RFC 9000 §19.1)."""
     start = r.tell()
@@ -671,43 +328,6 @@ def _decode_ping(r: Reader, frame_type: int) -> PingFrame:
     return PingFrame()
 
 
-def _decode_handshake_done(r: Reader, frame_type: int) -> HandshakeDoneFrame:
-    return HandshakeDoneFrame()
-
-
-# -- ACK frequency (draft-ietf-quic-ack-frequency) --------------------------------------
-@attrs.define
-class AckFrequencyFrame(Frame):
-    """ACK_FREQUENCY (draft-ietf-quic-ack-frequency §4).
-
-    ``requested_max_ack_delay`` is in microseconds.  Whether it is acceptable
-    (not below the peer's min_ack_delay, below 2**14 ms) is checked by the core:
-    it is a PROTOCOL_VIOLATION, not an encoding error.
-    """
-
-    TYPE = FrameType.ACK_FREQUENCY
-    sequence_number: int
-    ack_eliciting_threshold: int
-    requested_max_ack_delay: int
-    reordering_threshold: int
-
-    def encode(self, w: Writer) -> None:
-        w.push_varint(FrameType.ACK_FREQUENCY)
-        w.push_varint(self.sequence_number)
-        w.push_varint(self.ack_eliciting_threshold)
-        w.push_varint(self.requested_max_ack_delay)
-        w.push_varint(self.reordering_threshold)
-
-
-def _decode_ack_frequency(r: Reader, frame_type: int) -> AckFrequencyFrame:
-    pull = r.pull_varint
-    return AckFrequencyFrame(pull(), pull(), pull(), pull())
-
-
-def _decode_immediate_ack(r: Reader, frame_type: int) -> ImmediateAckFrame:
-    return ImmediateAckFrame()
-
-
 # -- dispatch -------------------------------------------------------------------------
 #: The QUIC v1 frame table (RFC 9000 §19): frame type -> decoder.
 FRAME_DECODERS: Mapping[int, FrameDecoder] = {
@@ -715,33 +335,15 @@ FRAME_DECODERS: Mapping[int, FrameDecoder] = {
     FrameType.PING: _decode_ping,
     FrameType.ACK: _decode_ack,
     FrameType.ACK_ECN: _decode_ack,
-    FrameType.RESET_STREAM: _decode_reset_stream,
-    FrameType.STOP_SENDING: _decode_stop_sending,
     FrameType.CRYPTO: _decode_crypto,
-    FrameType.NEW_TOKEN: _decode_new_token,
-    **{FrameType.STREAM | bits: _decode_stream for bits in range(8)},
-    FrameType.MAX_DATA: _decode_max_data,
-    FrameType.MAX_STREAM_DATA: _decode_max_stream_data,
-    FrameType.MAX_STREAMS_BIDI: _decode_max_streams,
-    FrameType.MAX_STREAMS_UNI: _decode_max_streams,
-    FrameType.DATA_BLOCKED: _decode_data_blocked,
-    FrameType.STREAM_DATA_BLOCKED: _decode_stream_data_blocked,
-    FrameType.STREAMS_BLOCKED_BIDI: _decode_streams_blocked,
-    FrameType.STREAMS_BLOCKED_UNI: _decode_streams_blocked,
-    FrameType.NEW_CONNECTION_ID: _decode_new_connection_id,
-    FrameType.RETIRE_CONNECTION_ID: _decode_retire_connection_id,
-    FrameType.PATH_CHALLENGE: _decode_path_challenge,
-    FrameType.PATH_RESPONSE: _decode_path_response,
-    FrameType.CONNECTION_CLOSE: _decode_connection_close,
-    FrameType.CONNECTION_CLOSE_APPLICATION: _decode_application_close,
-    FrameType.HANDSHAKE_DONE: _decode_handshake_done,
+    **dict.fromkeys(range(FrameType.STREAM, FrameType.STREAM + 8), _decode_stream),
+    **CONTROL_FRAME_DECODERS,
 }
 
 #: QUIC v1 plus the ACK frequency frames, once min_ack_delay was advertised.
 ACK_FREQUENCY_FRAME_DECODERS: Mapping[int, FrameDecoder] = {
     **FRAME_DECODERS,
-    FrameType.IMMEDIATE_ACK: _decode_immediate_ack,
-    FrameType.ACK_FREQUENCY: _decode_ack_frequency,
+    **ACK_FREQUENCY_DECODERS,
 }
 
 
