@@ -94,6 +94,9 @@ X25519MLKEM768_SHARED_SECRET_LENGTH = MLKEM768_SHARED_SECRET_LENGTH + X25519_SHA
 
 _ALL_ZERO_X25519 = bytes(X25519_SHARE_LENGTH)
 
+#: Peer shares may be handed over without a copy.
+BytesLike = bytes | bytearray | memoryview
+
 
 def _illegal(reason: str) -> TLSError:
     return TLSError(AlertDescription.illegal_parameter, reason)
@@ -194,7 +197,7 @@ class KeyShareClient(abc.ABC):
         """The ``key_exchange`` field of our KeyShareEntry."""
 
     @abc.abstractmethod
-    def finish(self, server_key_exchange: bytes) -> bytes:
+    def finish(self, server_key_exchange: BytesLike) -> bytes:
         """The shared secret, from the server's ``key_exchange`` (untrusted input)."""
 
 
@@ -208,7 +211,7 @@ class _X25519Client(KeyShareClient):
     def public_bytes(self) -> bytes:
         return _x25519_public_bytes(self._private)
 
-    def finish(self, server_key_exchange: bytes) -> bytes:
+    def finish(self, server_key_exchange: BytesLike) -> bytes:
         share = bytes(server_key_exchange)
         _check_length(self.group, share, X25519_SHARE_LENGTH, "server")
         return _x25519_exchange(self._private, share)
@@ -226,7 +229,7 @@ class _Secp256r1Client(KeyShareClient):
             Encoding.X962, PublicFormat.UncompressedPoint
         )
 
-    def finish(self, server_key_exchange: bytes) -> bytes:
+    def finish(self, server_key_exchange: BytesLike) -> bytes:
         share = bytes(server_key_exchange)
         _check_length(self.group, share, SECP256R1_SHARE_LENGTH, "server")
         return self._private.exchange(ec.ECDH(), _secp256r1_public(share))
@@ -243,7 +246,7 @@ class _X25519MLKEM768Client(KeyShareClient):
     def public_bytes(self) -> bytes:
         return self._kem.public_key().public_bytes_raw() + _x25519_public_bytes(self._ecdh)
 
-    def finish(self, server_key_exchange: bytes) -> bytes:
+    def finish(self, server_key_exchange: BytesLike) -> bytes:
         share = bytes(server_key_exchange)
         _check_length(self.group, share, X25519MLKEM768_SERVER_SHARE_LENGTH, "server")
         ciphertext = share[:MLKEM768_CIPHERTEXT_LENGTH]
@@ -296,7 +299,9 @@ _SERVER_FUNCTIONS = {
 }
 
 
-def server_key_share(group: NamedGroup | int, client_key_exchange: bytes) -> tuple[bytes, bytes]:
+def server_key_share(
+    group: NamedGroup | int, client_key_exchange: BytesLike
+) -> tuple[bytes, bytes]:
     """Answer a client's key share: ``(server_key_exchange, shared_secret)``.
 
     RFC 8446 §4.2.8.  ``client_key_exchange`` is untrusted input; anything malformed
