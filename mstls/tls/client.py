@@ -155,7 +155,9 @@ class ClientHandshake(TLSHandshake):
         self._check_extensions_allowed(HandshakeType.server_hello, hello.extensions)
         self._check_offered(hello.extensions, "ServerHello")
         if hello.random[-8:-1] == b"DOWNGRD":
-            raise HandshakeError(AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello")
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello"
+            )
         if ExtensionType.key_share not in hello.extensions:
             raise HandshakeError(AlertDescription.missing_extension, "ServerHello has no key_share")
         group, key_exchange = ext.parse_key_share_server(hello.extensions[ExtensionType.key_share])
@@ -173,10 +175,16 @@ class ClientHandshake(TLSHandshake):
         self._client_hs_secret = schedule.derive(b"c hs traffic")
         self._server_hs_secret = schedule.derive(b"s hs traffic")
         self._install(
-            Epoch.HANDSHAKE, Direction.READ, self._server_hs_secret, "SERVER_HANDSHAKE_TRAFFIC_SECRET"
+            Epoch.HANDSHAKE,
+            Direction.READ,
+            self._server_hs_secret,
+            "SERVER_HANDSHAKE_TRAFFIC_SECRET",
         )
         self._install(
-            Epoch.HANDSHAKE, Direction.WRITE, self._client_hs_secret, "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
+            Epoch.HANDSHAKE,
+            Direction.WRITE,
+            self._client_hs_secret,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
         )
         self._shares.clear()
         self.state = "wait_ee"
@@ -186,9 +194,7 @@ class ClientHandshake(TLSHandshake):
         assert self._hello is not None
         versions = hello.extensions.get(ExtensionType.supported_versions)
         if versions is None:
-            raise HandshakeError(
-                AlertDescription.protocol_version, "peer does not support TLS 1.3"
-            )
+            raise HandshakeError(AlertDescription.protocol_version, "peer does not support TLS 1.3")
         selected = ext.parse_uint16(versions, "supported_versions extension")
         if selected != ext.TLS13:
             raise HandshakeError(
@@ -329,9 +335,7 @@ class ClientHandshake(TLSHandshake):
             self.peer = verify_pinned(chain, config.pinned_sha256)
         elif config.verify_peer:
             assert config.server_name is not None
-            roots = (
-                list(config.trusted_roots) if config.trusted_roots is not None else load_roots()
-            )
+            roots = list(config.trusted_roots) if config.trusted_roots is not None else load_roots()
             self.peer = verify_server_chain(chain, config.server_name, roots, self.now())
         else:
             self.peer = unverified_peer(chain)

@@ -250,11 +250,11 @@ class TLSHandshake:
         schedule = self._schedule
         assert schedule is not None
         schedule.extract(None)
-        self._app_secrets[Direction.WRITE if self.is_client else Direction.READ] = (
-            schedule.derive(b"c ap traffic")
+        self._app_secrets[Direction.WRITE if self.is_client else Direction.READ] = schedule.derive(
+            b"c ap traffic"
         )
-        self._app_secrets[Direction.READ if self.is_client else Direction.WRITE] = (
-            schedule.derive(b"s ap traffic")
+        self._app_secrets[Direction.READ if self.is_client else Direction.WRITE] = schedule.derive(
+            b"s ap traffic"
         )
         if self._keylog is not None:
             client = self._app_secrets[Direction.WRITE if self.is_client else Direction.READ]

@@ -34,9 +34,9 @@ __all__ = [
     "parse_key_share_server",
     "parse_server_name",
     "parse_supported_versions_client",
+    "parse_uint8_list",
     "parse_uint16",
     "parse_uint16_list",
-    "parse_uint8_list",
 ]
 
 T = TypeVar("T")

@@ -248,14 +248,17 @@ class ServerHandshake(TLSHandshake):
             Epoch.HANDSHAKE, Direction.WRITE, server_hs_secret, "SERVER_HANDSHAKE_TRAFFIC_SECRET"
         )
         self._install(
-            Epoch.HANDSHAKE, Direction.READ, self._client_hs_secret, "CLIENT_HANDSHAKE_TRAFFIC_SECRET"
+            Epoch.HANDSHAKE,
+            Direction.READ,
+            self._client_hs_secret,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
         )
         self.alpn_protocol = alpn
         self._send(Epoch.HANDSHAKE, EncryptedExtensions(self._encrypted_extensions(alpn)))
         requesting = self._requests_client_certificate()
         if requesting:
             self._offered_schemes = [int(s) for s in self.config.signature_schemes]
-            request_extensions = {
+            request_extensions: dict[int, bytes] = {
                 ExtensionType.signature_algorithms: ext.encode_uint16_list(self._offered_schemes)
             }
             self._send(Epoch.HANDSHAKE, CertificateRequest(b"", request_extensions))
@@ -319,9 +322,7 @@ class ServerHandshake(TLSHandshake):
         if config.pinned_sha256:
             self.peer = verify_pinned(chain, config.pinned_sha256)
         else:
-            roots = (
-                list(config.trusted_roots) if config.trusted_roots is not None else load_roots()
-            )
+            roots = list(config.trusted_roots) if config.trusted_roots is not None else load_roots()
             self.peer = verify_client_chain(chain, roots, self.now())
         self._schedule.update_transcript(raw)
         self.state = "wait_client_cv"
