@@ -16,17 +16,20 @@ coarse ("candidates exhausted"), so when it rejects a chain we *diagnose* the ch
 ourselves, in a fixed order, to give one exact message and the right alert
 (RFC 8446 §6.2):
 
-=====================================  ========================  ======================
-finding                                 alert                     message starts with
-=====================================  ========================  ======================
-leaf or CA expired                      certificate_expired       "certificate expired"
-leaf or CA not yet valid                bad_certificate           "... not valid before"
-name does not match (servers)           bad_certificate           "certificate for '…'"
-wrong extended key usage                unsupported_certificate   "certificate for '…'"
-no path to a trusted root               unknown_ca                "unknown CA: …"
-signed with an algorithm not accepted   unsupported_certificate   "certificate '…' is"
-anything else                           bad_certificate           the verifier's text
-=====================================  ========================  ======================
+=======================================  =======================  ============================
+finding (first that applies)             alert                    message
+=======================================  =======================  ============================
+leaf expired / not yet valid             certificate_expired /    certificate expired on …
+                                         bad_certificate          certificate not valid before …
+name does not match (servers only)       bad_certificate          certificate for '…' does not
+                                                                  match '…'
+leaf's extended key usage is wrong       unsupported_certificate  … is not valid for TLS server
+                                                                  authentication (…)
+intermediate or root expired             certificate_expired      CA certificate '…' expired on …
+no path to a trusted root                unknown_ca               unknown CA: …
+signed with Ed25519/Ed448                unsupported_certificate  certificate '…' is signed with …
+anything else                            bad_certificate          … rejected: <verifier's text>
+=======================================  =======================  ============================
 
 Peer certificates arrive as DER from the network: :func:`parse_certificate_der` is the
 untrusted-input parser and raises only :class:`~mstls.exceptions.CertificateError`.
@@ -574,11 +577,16 @@ def verify_pinned(
     """Accept ``chain`` if its leaf's public key is pinned (development mode).
 
     No path or name check; with ``now`` the leaf's validity window is checked too.
-    Pins may be in any form :func:`normalize_pin` accepts.
+    Pins may be in any form :func:`normalize_pin` accepts; check them with it at
+    configuration time (here an invalid pin is ``internal_error``).
     """
     _check_presented(chain, AlertDescription.bad_certificate, "the peer sent no certificate")
     digest = spki_sha256(chain[0])
-    if digest not in {normalize_pin(pin) for pin in pins}:
+    try:
+        pinned = {normalize_pin(pin) for pin in pins}
+    except ConfigurationError as exc:
+        raise CertificateError(AlertDescription.internal_error, str(exc)) from None
+    if digest not in pinned:
         raise CertificateError(
             AlertDescription.bad_certificate, f"public key sha256 {digest} is not pinned"
         )

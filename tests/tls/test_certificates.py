@@ -362,6 +362,13 @@ def test_pinned_rejects_other_keys() -> None:
     assert excinfo.value.reason == f"public key sha256 {digest} is not pinned"
 
 
+def test_invalid_pin_during_verification_is_internal_error() -> None:
+    with pytest.raises(CertificateError) as excinfo:
+        verify_pinned([get_pki().server.certificate], ["not a pin"])
+    assert excinfo.value.alert == AlertDescription.internal_error
+    assert "invalid public key pin 'not a pin'" in excinfo.value.reason
+
+
 def test_pinned_checks_validity_when_given_a_time() -> None:
     expired = get_pki().server_expired.certificate
     verify_pinned([expired], [spki_sha256(expired)])
