@@ -51,6 +51,7 @@ __all__ = [
     "X25519MLKEM768_SERVER_SHARE_LENGTH",
     "X25519MLKEM768_SHARED_SECRET_LENGTH",
     "X25519_SHARE_LENGTH",
+    "BytesLike",
     "KeyShareClient",
     "NamedGroup",
     "server_key_share",
