@@ -102,6 +102,8 @@ class RangeSet:
             return NotImplemented
         return self._starts == other._starts and self._stops == other._stops
 
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
     def __repr__(self) -> str:
         return f"RangeSet({list(self)!r})"
 
