@@ -1,0 +1,112 @@
+"""Events the connection core reports to the layer above (drivers, tests).
+
+Stream events are coalesced: several STREAM frames for one stream in one
+datagram give one :class:`StreamDataAvailable`, so a driver wakes exactly the
+waiters whose stream changed.  Data itself is not carried: it is read from the
+stream (pull), which keeps memory bounded by flow control.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = [
+    "ConnectionTerminatedEvent",
+    "Event",
+    "HandshakeCompletedEvent",
+    "StopSendingReceived",
+    "StreamAcknowledged",
+    "StreamDataAvailable",
+    "StreamOpened",
+    "StreamReset",
+    "StreamWritable",
+    "StreamsAvailable",
+]
+
+
+@attrs.frozen
+class HandshakeCompletedEvent:
+    """The handshake completed (RFC 9001 §4.1.1) and is confirmed for the client
+    once HANDSHAKE_DONE arrives."""
+
+    alpn_protocol: str | None
+    cipher_suite: int
+    peer: object | None
+    server_name: str | None
+
+
+@attrs.frozen
+class StreamOpened:
+    """The peer opened a stream (RFC 9000 §2.1); it can be accepted."""
+
+    stream_id: int
+
+
+@attrs.frozen
+class StreamDataAvailable:
+    """New in-order data, or the FIN, can be read from ``stream_id``."""
+
+    stream_id: int
+
+
+@attrs.frozen
+class StreamReset:
+    """The peer reset its sending part of ``stream_id`` (RESET_STREAM, RFC 9000 §19.4)."""
+
+    stream_id: int
+    error_code: int
+    final_size: int
+
+
+@attrs.frozen
+class StopSendingReceived:
+    """The peer asked us to stop sending on ``stream_id`` (STOP_SENDING, RFC 9000 §19.5)."""
+
+    stream_id: int
+    error_code: int
+
+
+@attrs.frozen
+class StreamWritable:
+    """``stream_id`` can take more data (flow control credit or buffer space)."""
+
+    stream_id: int
+
+
+@attrs.frozen
+class StreamAcknowledged:
+    """Everything written to ``stream_id`` (and its FIN, if sent) was acknowledged."""
+
+    stream_id: int
+
+
+@attrs.frozen
+class StreamsAvailable:
+    """The peer raised its stream limit (MAX_STREAMS, RFC 9000 §19.11)."""
+
+    bidirectional: bool
+
+
+@attrs.frozen
+class ConnectionTerminatedEvent:
+    """The connection ended: who closed it, with which code and reason (RFC 9000 §10)."""
+
+    error_code: int
+    frame_type: int | None
+    reason: str
+    by_peer: bool
+    is_application: bool
+    kind: str = "close"  # "close", "idle_timeout", "stateless_reset", "handshake_timeout"
+
+
+Event = (
+    HandshakeCompletedEvent
+    | StreamOpened
+    | StreamDataAvailable
+    | StreamReset
+    | StopSendingReceived
+    | StreamWritable
+    | StreamAcknowledged
+    | StreamsAvailable
+    | ConnectionTerminatedEvent
+)
