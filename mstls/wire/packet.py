@@ -153,7 +153,6 @@ class PacketHeader:
 
     def __init__(
         self,
-        *,
         is_long: bool,
         packet_type: PacketType,
         first_byte: int,
@@ -236,15 +235,18 @@ def parse_header(
         pn_offset = pos + 1 + short_dcid_len
         if pn_offset > n:
             raise DecodeError("truncated short header")
+        # Positional arguments: this is the per-packet hot path.
         return PacketHeader(
-            is_long=False,
-            packet_type=PacketType.ONE_RTT,
-            first_byte=first,
-            version=None,
-            dcid=bytes(data[pos + 1 : pn_offset]),
-            length=n - pn_offset,
-            pn_offset=pn_offset,
-            packet_end=n,
+            False,
+            PacketType.ONE_RTT,
+            first,
+            None,
+            bytes(data[pos + 1 : pn_offset]),
+            b"",
+            b"",
+            n - pn_offset,
+            pn_offset,
+            n,
         )
     return _parse_long_header(data, pos, first)
 

@@ -46,7 +46,7 @@ def short_packet(
     protection: PacketProtection | OneRttKeys, pn: int, payload: bytes, key_phase: int = 0
 ) -> bytes:
     header = encode_short_header(DCID, pn, 2, key_phase=key_phase)
-    return protection.encrypt_packet(header, payload, pn)
+    return bytes(protection.encrypt_packet(header, payload, pn))
 
 
 # -- basic round trips ----------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_round_trip(
     parsed = parse_header(packet, 0, len(DCID))
     assert parsed.packet_end == len(packet)
     plain_header, plain, decoded_pn = protection.decrypt_packet(packet, parsed.pn_offset, pn - 1)
-    assert (plain_header, plain, decoded_pn) == (header, payload, pn)
+    assert (bytes(plain_header), plain, decoded_pn) == (header, payload, pn)
     assert protection.packets_encrypted == 1
 
 
@@ -94,7 +94,7 @@ def test_header_protection_context_is_reused(suite: CipherSuite) -> None:
 def test_header_protection_hides_packet_number_and_bits(suite: CipherSuite) -> None:
     protection = PacketProtection(suite, secret_for(suite))
     header = encode_short_header(DCID, 0x1234, 2)
-    packet = protection.encrypt_packet(header, bytes(30), 0x1234)
+    packet = bytes(protection.encrypt_packet(header, bytes(30), 0x1234))
     assert packet[1:9] == DCID  # the connection ID is not protected
     assert packet[0] & 0xE0 == header[0] & 0xE0  # nor are header form, fixed and spin bits
     assert (packet[0] & 0x1F, packet[9:11]) != (header[0] & 0x1F, header[9:11])

@@ -210,7 +210,7 @@ def test_a2_client_initial_decrypt() -> None:
     plain_header, payload, pn = server_receive.decrypt_packet(
         memoryview(CLIENT_PACKET), header.pn_offset, -1
     )
-    assert (plain_header, payload, pn) == (CLIENT_HEADER, CLIENT_PAYLOAD, CLIENT_PN)
+    assert (bytes(plain_header), payload, pn) == (CLIENT_HEADER, CLIENT_PAYLOAD, CLIENT_PN)
 
 
 # -- A.3 ------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def test_a3_server_initial_decrypt() -> None:
     assert header.scid == SERVER_SCID
     assert header.dcid == b""
     plain_header, payload, pn = client_receive.decrypt_packet(SERVER_PACKET, header.pn_offset, 0)
-    assert (plain_header, payload, pn) == (SERVER_HEADER, SERVER_PAYLOAD, SERVER_PN)
+    assert (bytes(plain_header), payload, pn) == (SERVER_HEADER, SERVER_PAYLOAD, SERVER_PN)
 
 
 def test_a2_a3_coalesced_in_one_datagram() -> None:
@@ -315,4 +315,4 @@ def test_a5_chacha20_short_header_decrypt() -> None:
     plain_header, payload, pn = protection.decrypt_packet(
         CHACHA_PACKET, header.pn_offset, CHACHA_PN - 1
     )
-    assert (plain_header, payload, pn) == (CHACHA_HEADER, CHACHA_PAYLOAD, CHACHA_PN)
+    assert (bytes(plain_header), payload, pn) == (CHACHA_HEADER, CHACHA_PAYLOAD, CHACHA_PN)
