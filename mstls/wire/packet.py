@@ -180,6 +180,11 @@ class PacketHeader:
         self.integrity_tag = integrity_tag
         self.supported_versions = supported_versions
 
+    @property
+    def retry_token(self) -> bytes:
+        """The Retry Token of a Retry packet (RFC 9000 §17.2.5), kept in ``token``."""
+        return self.token
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(self.__slots__))
         return f"PacketHeader({fields})"

@@ -274,7 +274,7 @@ def test_a4_retry_parse_and_verify() -> None:
     header = parse_header(RETRY_PACKET, 0, 0)
     assert header.packet_type is PacketType.RETRY
     assert header.scid == SERVER_SCID
-    assert header.token == b"token"
+    assert header.token == header.retry_token == b"token"
     assert header.integrity_tag == RETRY_PACKET[-16:]
     assert verify_retry(DCID, RETRY_PACKET)
     assert not verify_retry(unhex("8394c8f03e515709"), RETRY_PACKET)
