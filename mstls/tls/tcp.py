@@ -78,6 +78,7 @@ class TLSConnection:
         self._pending_application = bytearray()
         self._close_notify_received = False
         self._close_notify_sent = False
+        self._close_requested = False
         self._error: Error | None = None
 
     # -- state --------------------------------------------------------------------
@@ -143,7 +144,7 @@ class TLSConnection:
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Queue application data; held back until the application keys exist."""
         self._check_usable()
-        if self._close_notify_sent:
+        if self._close_notify_sent or self._close_requested:
             raise TLSError(AlertDescription.internal_error, "send after close_notify")
         if not self._can_send_application:
             self._pending_application += data
@@ -155,6 +156,11 @@ class TLSConnection:
     def close(self) -> None:
         """Send close_notify (RFC 8446 §6.1); the read side stays open."""
         if self._close_notify_sent or self._error is not None:
+            return
+        if not self._can_send_application:
+            # Queued data (and the close) wait for the application keys: a
+            # close_notify now would go out in front of the data, unprotected.
+            self._close_requested = True
             return
         self._flush_pending_application()
         self._out += self.records.encode_alert(AlertDescription.close_notify)
@@ -239,6 +245,8 @@ class TLSConnection:
             if key.epoch == Epoch.ONE_RTT and not self._can_send_application:
                 self._can_send_application = True
                 self._flush_pending_application()
+                if self._close_requested:
+                    self.close()
 
     def _flush_pending_application(self) -> None:
         if self._pending_application and self._can_send_application:

@@ -326,3 +326,22 @@ def test_keylog_from_environment(pki: TestPKI, tmp_path: Any, monkeypatch: Any) 
     monkeypatch.setitem(os.environ, "SSLKEYLOGFILE", str(path))
     handshake(client_config(pki), server_config(pki))
     assert len(path.read_text().splitlines()) == 10  # both ends log five lines
+
+
+def test_data_and_close_before_the_handshake_keep_their_order(pki: TestPKI) -> None:
+    """send() then close() before keys exist: both wait, and go out in order."""
+    client, server = memory_pair(client_config(pki), server_config(pki))
+    client.send(b"early")
+    client.close()
+    pump(client, server)
+    events = drain(server)
+    assert events[-2:] == [ApplicationData(b"early"), CloseNotifyReceived()]
+    with pytest.raises(TLSError):
+        client.send(b"too late")
+
+
+def test_demo_round_trip(capsys: Any) -> None:
+    from mstls import demo  # noqa: PLC0415 - the demo is the top of the stack
+
+    assert demo.main() == 0
+    assert "round trip OK" in capsys.readouterr().out

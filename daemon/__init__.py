@@ -1,0 +1,1 @@
+"""mstlsd, the long-running daemon (built on the public mstls API)."""
