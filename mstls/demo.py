@@ -62,9 +62,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mstls-demo-") as tmp:
         paths = write_dev_pki(Path(tmp))
         chain, key = load_cert_chain(paths.server_cert, paths.server_key)
-        server_config = TLSConfig(
-            alpn_protocols=[ALPN], certificate_chain=chain, private_key=key
-        )
+        server_config = TLSConfig(alpn_protocols=[ALPN], certificate_chain=chain, private_key=key)
         client_config = TLSConfig(
             alpn_protocols=[ALPN],
             server_name="localhost",
