@@ -12,7 +12,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-__all__ = ["AEAD", "CipherSuite", "SUPPORTED_CIPHER_SUITES", "make_aead", "suite_hash"]
+__all__ = ["AEAD", "SUPPORTED_CIPHER_SUITES", "CipherSuite", "make_aead", "suite_hash"]
 
 
 class CipherSuite(IntEnum):
@@ -40,12 +40,16 @@ IV_LENGTH = 12
 TAG_LENGTH = 16
 
 
+#: What ``cryptography``'s AEADs accept as data (any bytes-like object).
+Buffer = bytes | bytearray | memoryview
+
+
 class AEAD(Protocol):
     """What we use of ``cryptography``'s AEAD classes."""
 
-    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+    def encrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
 
-    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+    def decrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
 
 
 def suite_hash(suite: CipherSuite) -> hashes.HashAlgorithm:
