@@ -44,7 +44,6 @@ fresh ``bytearray`` objects (no extra copy to ``bytes``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
@@ -83,14 +82,6 @@ __all__ = [
 ]
 
 Buffer = bytes | bytearray | memoryview
-
-
-class _AEAD(Protocol):
-    """``cryptography``'s AEAD classes, which accept any buffer (no copies needed)."""
-
-    def encrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
-
-    def decrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
 
 
 #: RFC 9001 §5.2: the salt for Initial secrets of QUIC version 1.
@@ -247,7 +238,7 @@ class PacketProtection:
         self.suite = suite
         self.secret = secret
         self.key, self.iv, hp_key = packet_protection_keys(suite, secret)
-        self._aead = cast(_AEAD, make_aead(suite, self.key))
+        self._aead = make_aead(suite, self.key)
         self._iv_int = int.from_bytes(self.iv, "big")
         if header_protection is None:
             header_protection = HeaderProtection(suite, hp_key)

@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 
@@ -201,14 +201,6 @@ class EofState:
         )
 
 
-class _BufferAEAD(Protocol):
-    """``cryptography``'s AEADs accept any buffer, not only ``bytes``."""
-
-    def encrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
-
-    def decrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
-
-
 #: ``AEAD.encrypt_into(nonce, data, associated_data, buf)`` (cryptography >= 47).
 _EncryptInto = Callable[[bytes, "Buffer", "Buffer", "Buffer"], int]
 
@@ -222,7 +214,7 @@ class _Protection:
         key, iv = traffic_key_iv(suite, secret)
         self.suite = suite
         self.secret = secret
-        self.aead = cast(_BufferAEAD, make_aead(suite, key))
+        self.aead = make_aead(suite, key)
         # Sealing straight into the output buffer saves a copy per record.
         self.encrypt_into: _EncryptInto | None = getattr(self.aead, "encrypt_into", None)
         self.iv = int.from_bytes(iv, "big")
