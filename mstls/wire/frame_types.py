@@ -39,6 +39,7 @@ __all__ = [
     "FLOW_CONTROLLED",
     "FRAME_INFO",
     "FRAME_SPACES",
+    "KNOWN_FRAME_TYPES",
     "NOT_ACK_ELICITING",
     "PROBING",
     "STREAM_FLAG_FIN",
@@ -231,6 +232,10 @@ ACK_FREQUENCY_FRAME_TYPES: frozenset[int] = frozenset(
 )
 
 
+#: Every frame type this package can name (RFC 9000, ACK frequency, QMux).
+KNOWN_FRAME_TYPES: frozenset[int] = frozenset(FRAME_INFO) | frozenset(QMuxFrameType)
+
+
 def is_ack_eliciting(frame_type: int) -> bool:
     """Whether a frame of this type makes its packet ack-eliciting (RFC 9000 §13.2).
 
@@ -245,9 +250,6 @@ def frame_type_name(frame_type: int) -> str:
     info = FRAME_INFO.get(frame_type)
     if info is not None:
         return f"{info.name}({frame_type:#04x})"
-    if frame_type in _QMUX_TYPES:
+    if frame_type in KNOWN_FRAME_TYPES:
         return f"{QMuxFrameType(frame_type).name}({frame_type:#x})"
     return f"unknown frame type {frame_type:#x}"
-
-
-_QMUX_TYPES = frozenset(QMuxFrameType)

@@ -8,10 +8,11 @@ type and body to a :class:`~mstls.wire.buffer.Writer`.  The classes use
 class (~150 ns for four fields), and they bring ``__eq__``/``__repr__``.  This
 module holds the data path (PADDING, PING, ACK, CRYPTO, STREAM) and the public
 entry points; :mod:`mstls.wire.control_frames` holds the other frames, all
-re-exported here.  Decoding goes through a
-*table* ``{frame_type: decoder}``: :func:`decode_frame` reads the type, looks
-it up and calls ``decoder(reader, frame_type)``.  A type missing from the table
-is a FRAME_ENCODING_ERROR naming it (RFC 9000 §12.4).  Extensions (the ACK
+re-exported here.
+
+Decoding goes through a *table* ``{frame_type: decoder}``: :func:`decode_frame`
+reads the type, looks it up and calls ``decoder(reader, frame_type)``.  A type
+missing from the table is a FRAME_ENCODING_ERROR naming it (RFC 9000 §12.4).  Extensions (the ACK
 frequency frames here, the QMux frames in :mod:`mstls.wire.qmux`) are other
 tables built from :data:`FRAME_DECODERS`, so what a connection accepts is
 decided by the table it passes, not by flags.
@@ -69,6 +70,7 @@ from .control_frames import (
     StreamsBlockedFrame,
 )
 from .frame_types import (
+    KNOWN_FRAME_TYPES,
     STREAM_FLAG_FIN,
     STREAM_FLAG_LEN,
     STREAM_FLAG_OFF,
@@ -368,7 +370,7 @@ def decode_frame(r: Reader, decoders: Mapping[int, FrameDecoder] = FRAME_DECODER
     decoder = decoders.get(frame_type)
     if decoder is None:
         name = frame_type_name(frame_type)
-        if not name.startswith("unknown"):
+        if frame_type in KNOWN_FRAME_TYPES:  # an extension this table leaves out
             name += " is not allowed here"
         raise DecodeError(name, frame_type=frame_type)
     try:
