@@ -170,7 +170,9 @@ class RecordReader:
 
     def __init__(self, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> None:
         if not DEFAULT_MAX_RECORD_SIZE <= max_record_size <= VARINT_MAX:
-            raise ValueError(f"max_record_size {max_record_size} below {DEFAULT_MAX_RECORD_SIZE}")
+            raise ValueError(
+                f"max_record_size {max_record_size} outside {DEFAULT_MAX_RECORD_SIZE}..2**62-1"
+            )
         self.max_record_size = max_record_size
         self._buffer = bytearray()
         self._error: DecodeError | None = None
