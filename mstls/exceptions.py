@@ -38,6 +38,11 @@ __all__ = [
     "PeerAlert",
     "PrematureClose",
     "ProtocolError",
+    "StreamError",
+    "StreamLimitReached",
+    "StreamResetError",
+    "StreamStateError",
+    "StreamStoppedError",
     "TLSError",
     "TransportParameterError",
 ]
@@ -188,3 +193,44 @@ class PrematureClose(ConnectionTerminated):
             TransportErrorCode.INTERNAL_ERROR, reason, by_peer=True, is_application=False
         )
         self.bytes_received = bytes_received
+
+
+class StreamError(Error):
+    """A failure that concerns one stream only, never the connection (E5)."""
+
+    def __init__(self, reason: str, *, stream_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stream_id = stream_id
+
+
+class StreamStateError(StreamError):
+    """Local misuse of a stream: unknown or closed, wrong direction, written after
+    its FIN or reset (RFC 9000 §3)."""
+
+
+class StreamLimitReached(StreamError):
+    """The peer's MAX_STREAMS does not allow another stream yet (RFC 9000 §4.6);
+    retry once more streams are available."""
+
+    kind = ErrorKind.WANT_WRITE
+
+
+class StreamResetError(StreamError):
+    """The peer reset its sending part (RESET_STREAM, RFC 9000 §19.4): reads fail."""
+
+    kind = ErrorKind.STREAM_RESET
+
+    def __init__(self, reason: str, error_code: int, *, stream_id: int | None = None) -> None:
+        super().__init__(reason, stream_id=stream_id)
+        self.error_code = error_code
+
+
+class StreamStoppedError(StreamError):
+    """The peer asked us to stop sending (STOP_SENDING, RFC 9000 §19.5): writes fail."""
+
+    kind = ErrorKind.STREAM_RESET
+
+    def __init__(self, reason: str, error_code: int, *, stream_id: int | None = None) -> None:
+        super().__init__(reason, stream_id=stream_id)
+        self.error_code = error_code
