@@ -163,6 +163,9 @@ def test_a_late_ack_cancels_a_pending_resend() -> None:
     assert ids.has_pending_frames
     on_acked(*args)
     assert not ids.has_pending_frames
+    # A loss reported for a copy after another copy was acknowledged changes nothing.
+    on_lost(*args)
+    assert not ids.has_pending_frames
 
 
 # -- LocalConnectionIds: RETIRE_CONNECTION_ID ----------------------------------------
