@@ -348,6 +348,8 @@ def send_datagrams(
         return _send_plain(sock, datagrams, 0, count, addr, caps.counters)
     index = 0
     while index < count:
+        if not caps.gso:  # switched off by a device that cannot segment
+            return index + _send_plain(sock, datagrams, index, count, addr, caps.counters)
         end = _group_end(datagrams, index, count, caps)
         if end - index == 1:
             sent = _send_plain(sock, datagrams, index, end, addr, caps.counters)

@@ -265,6 +265,7 @@ class FakeSocket:
         self.failures = failures  # call number -> errno, for send/sendto
         self.sendmsg_error = sendmsg_error
         self.calls = 0
+        self.sendmsg_calls = 0
         self.sent: list[bytes] = []
         self.batches: list[list[bytes]] = []
 
@@ -283,6 +284,7 @@ class FakeSocket:
         return self._send(data)
 
     def sendmsg(self, buffers: Any, ancillary: Any = (), flags: int = 0, addr: Any = None) -> int:
+        self.sendmsg_calls += 1
         if self.sendmsg_error is not None:
             raise OSError(self.sendmsg_error, "sendmsg")
         self.batches.append([bytes(b) for b in buffers])
@@ -321,10 +323,10 @@ def test_fatal_error_propagates() -> None:
 def test_gso_eio_disables_gso_and_resends_plainly() -> None:
     fake = FakeSocket({}, sendmsg_error=errno.EIO)
     caps = UdpCapabilities(gso=True)
-    data = payloads([100] * 10)
-    assert send_datagrams(_fake(fake), data, ("127.0.0.1", 9), caps) == 10
+    data = payloads([100] * 10 + [200] * 10)
+    assert send_datagrams(_fake(fake), data, ("127.0.0.1", 9), caps) == 20
     assert not caps.gso and caps.counters.gso_fallbacks == 1
-    assert fake.sent == data
+    assert fake.sent == data and fake.sendmsg_calls == 1
 
 
 def test_gso_einval_falls_back_for_the_group_only() -> None:
