@@ -1,0 +1,789 @@
+"""aioquic as the other end of interop tests: a threaded server and a client runner.
+
+aioquic is a TEST PEER ONLY: nothing under ``mstls/`` may import it.  Both sides speak
+the ``mstls-test`` protocol of :mod:`tests.interop.protocol`.
+
+Theory of operation
+-------------------
+* :class:`AioquicServer` runs its own asyncio event loop in a daemon thread, with
+  ``aioquic.asyncio.serve`` on a UDP socket.  Each connection gets a
+  :class:`_ServerProtocol` that feeds aioquic's events into a
+  :class:`~tests.interop.protocol.ServiceSession` and carries its actions out with
+  aioquic's connection-level calls (``send_stream_data``, ``reset_stream``,
+  ``stop_stream``, ``close``, ``request_key_update``).  What the server observes goes
+  into a thread-safe :class:`EventLog` that tests read from their own thread.
+* :func:`run_aioquic_client` runs one aioquic client connection in a fresh thread with
+  its own ``asyncio.run``, so it can be called from plain tests, from a trio test (it
+  blocks that thread only) or next to a blocking mstls server.  The caller's
+  ``scenario`` coroutine receives a :class:`ClientHandle` whose methods mirror the
+  protocol's commands; every wait is bounded by a timeout.
+* Who closed a connection is not in aioquic's ``ConnectionTerminated`` event, so both
+  sides remember whether the connection went through CLOSING (we closed) or DRAINING
+  (the peer closed) before it ended; an idle timeout goes through neither.
+* Errors raised inside the server's event handling are kept in
+  :attr:`AioquicServer.errors` and make :meth:`AioquicServer.stop` fail, so a broken
+  test peer cannot pass silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, NamedTuple, Self, TextIO, TypeVar, cast
+
+from aioquic import tls
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer, serve
+from aioquic.quic import events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.packet import QuicProtocolVersion
+
+from tests.interop.protocol import (
+    ALPN,
+    CIPHER_SUITE_NAMES,
+    EVENT_CONNECTION_CLOSED,
+    EVENT_HANDSHAKE,
+    EVENT_KEY_PHASE_CHANGE,
+    EVENT_STOP_SENDING,
+    EVENT_STREAM_RESET,
+    OK_REPLY,
+    Action,
+    Close,
+    Command,
+    KeyUpdate,
+    Reset,
+    Send,
+    SendUni,
+    ServiceSession,
+    Stop,
+    command_line,
+    is_client_initiated,
+    is_unidirectional,
+    parse_digest_line,
+)
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_OPERATION_TIMEOUT",
+    "AioquicServer",
+    "ClientHandle",
+    "ConnectionEnded",
+    "EventLog",
+    "HandshakeInfo",
+    "InteropError",
+    "LogEvent",
+    "StreamResetByPeer",
+    "Termination",
+    "run_aioquic_client",
+]
+
+T = TypeVar("T")
+#: One entry of a server's event log; see :mod:`tests.interop.protocol`.
+LogEvent = tuple[Any, ...]
+SecretsLog = str | os.PathLike[str] | TextIO | None
+
+DEFAULT_IDLE_TIMEOUT = 30.0
+#: Bound of each :class:`ClientHandle` operation and of :meth:`EventLog.wait_for`.
+DEFAULT_OPERATION_TIMEOUT = 30.0
+#: Bound of starting and of stopping the server's loop thread.
+LOOP_START_TIMEOUT = 10.0
+LOOP_STOP_TIMEOUT = 5.0
+#: Extra time a client thread gets beyond its scenario timeout to unwind.
+JOIN_GRACE = 5.0
+_END_STATES = (QuicConnectionState.CLOSING, QuicConnectionState.DRAINING)
+#: Placeholder stream ID queued when the connection ends, to wake uni-stream waiters.
+_NO_STREAM = -1
+
+
+class InteropError(Exception):
+    """The peer did not behave as the ``mstls-test`` protocol says."""
+
+
+class StreamResetByPeer(InteropError):
+    """The peer reset a stream we were reading."""
+
+    def __init__(self, stream_id: int, code: int) -> None:
+        super().__init__(f"stream {stream_id} reset by peer with code {code:#x}")
+        self.stream_id = stream_id
+        self.code = code
+
+
+class Termination(NamedTuple):
+    """How a connection ended; ``frame_type`` is None for an application close."""
+
+    code: int
+    frame_type: int | None
+    reason: str
+    by_peer: bool
+
+
+class ConnectionEnded(InteropError):
+    """The connection ended while an operation waited."""
+
+    def __init__(self, termination: Termination) -> None:
+        super().__init__(f"connection ended: {termination}")
+        self.termination = termination
+
+
+class HandshakeInfo(NamedTuple):
+    """What the handshake agreed on: ALPN and cipher suite name (``CIPHER_SUITE_NAMES``)."""
+
+    alpn: str | None
+    cipher_suite: str
+
+
+class EventLog:
+    """A thread-safe list of :data:`LogEvent` tuples with a blocking wait."""
+
+    def __init__(self) -> None:
+        self._events: list[LogEvent] = []
+        self._changed = threading.Condition()
+
+    def append(self, event: LogEvent) -> None:
+        with self._changed:
+            self._events.append(event)
+            self._changed.notify_all()
+
+    def snapshot(self) -> list[LogEvent]:
+        with self._changed:
+            return list(self._events)
+
+    def wait_for(
+        self, predicate: Callable[[LogEvent], bool], timeout: float = DEFAULT_OPERATION_TIMEOUT
+    ) -> LogEvent:
+        """The first logged event (past or future) matching ``predicate``; TimeoutError."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for event in self._events[seen:]:
+                    if predicate(event):
+                        return event
+                seen = len(self._events)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no matching event in {timeout} s: {self._events}")
+                self._changed.wait(remaining)
+
+
+# --- shared by both roles -----------------------------------------------------------
+
+
+def _configuration(
+    *,
+    is_client: bool,
+    alpn: Iterable[str],
+    cipher_suites: Iterable[int] | None,
+    idle_timeout: float,
+    secrets_log: TextIO | None,
+    max_data: int | None,
+    max_stream_data: int | None,
+) -> QuicConfiguration:
+    """A QUIC v1-only aioquic configuration (no compatible version negotiation)."""
+    config = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=list(alpn),
+        idle_timeout=idle_timeout,
+        secrets_log_file=secrets_log,
+        supported_versions=[QuicProtocolVersion.VERSION_1],
+    )
+    if cipher_suites is not None:
+        config.cipher_suites = [tls.CipherSuite(int(suite)) for suite in cipher_suites]
+    if max_data is not None:
+        config.max_data = max_data
+    if max_stream_data is not None:
+        config.max_stream_data = max_stream_data
+    return config
+
+
+def _open_secrets_log(secrets_log: SecretsLog) -> tuple[TextIO | None, bool]:
+    """The SSLKEYLOGFILE-style stream and whether we opened it (and must close it)."""
+    if secrets_log is None or hasattr(secrets_log, "write"):
+        return cast(TextIO | None, secrets_log), False
+    return open(cast(str, secrets_log), "a", encoding="ascii"), True
+
+
+class _ObservingProtocol(QuicConnectionProtocol):
+    """Remembers what aioquic's events leave out: who closed, and the 1-RTT key phase."""
+
+    def __init__(self, quic: QuicConnection, stream_handler: Any = None) -> None:
+        super().__init__(quic, stream_handler)
+        self.end_state: QuicConnectionState | None = None
+        self.key_phase: int | None = None
+
+    def transmit(self) -> None:
+        super().transmit()
+        state = self._quic._state
+        if state in _END_STATES and self.end_state is None:
+            self.end_state = state
+        crypto = self._quic._cryptos.get(tls.Epoch.ONE_RTT)
+        if crypto is not None and crypto.recv.is_valid():
+            phase = crypto.recv.key_phase
+            if self.key_phase is not None and phase != self.key_phase:
+                self.key_phase_changed(phase)
+            self.key_phase = phase
+
+    def key_phase_changed(self, phase: int) -> None:
+        """Called when the 1-RTT receive key phase flips (RFC 9001 §6)."""
+
+    def termination(self, event: events.ConnectionTerminated) -> Termination:
+        return Termination(
+            event.error_code,
+            event.frame_type,
+            event.reason_phrase,
+            self.end_state is QuicConnectionState.DRAINING,
+        )
+
+    def handshake_info(self, event: events.HandshakeCompleted) -> HandshakeInfo:
+        schedule = self._quic.tls.key_schedule
+        suite = -1 if schedule is None else int(schedule.cipher_suite)
+        return HandshakeInfo(event.alpn_protocol, CIPHER_SUITE_NAMES.get(suite, hex(suite)))
+
+
+# --- server -------------------------------------------------------------------------
+
+
+class _ServerProtocol(_ObservingProtocol):
+    """One server connection: aioquic events in, :class:`ServiceSession` actions out."""
+
+    def __init__(
+        self, quic: QuicConnection, stream_handler: Any = None, *, server: AioquicServer
+    ) -> None:
+        super().__init__(quic, stream_handler)
+        self._server = server
+        self._session = ServiceSession()
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        handler = _SERVER_HANDLERS.get(type(event))
+        if handler is None:
+            return
+        try:
+            handler(self, event)
+        except Exception:
+            self._server.errors.append(traceback.format_exc())
+
+    def key_phase_changed(self, phase: int) -> None:
+        self._server.log.append((EVENT_KEY_PHASE_CHANGE, phase))
+
+    def _on_data(self, event: events.StreamDataReceived) -> None:
+        for action in self._session.on_stream_data(event.stream_id, event.data, event.end_stream):
+            self._apply(action)
+
+    def _on_reset(self, event: events.StreamReset) -> None:
+        self._session.on_stream_reset(event.stream_id)
+        self._server.log.append((EVENT_STREAM_RESET, event.stream_id, event.error_code))
+
+    def _on_stop_sending(self, event: events.StopSendingReceived) -> None:
+        self._session.on_stop_sending(event.stream_id)
+        self._server.log.append((EVENT_STOP_SENDING, event.stream_id, event.error_code))
+
+    def _on_terminated(self, event: events.ConnectionTerminated) -> None:
+        end = self.termination(event)
+        self._server.log.append((EVENT_CONNECTION_CLOSED, end.code, end.reason, end.by_peer))
+
+    def _on_handshake(self, event: events.HandshakeCompleted) -> None:
+        self._server.log.append((EVENT_HANDSHAKE, *self.handshake_info(event)))
+
+    def _apply(self, action: Action) -> None:
+        quic = self._quic
+        match action:
+            case Send(stream_id, data, end):
+                quic.send_stream_data(stream_id, data, end_stream=end)
+            case SendUni(data):
+                stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
+                quic.send_stream_data(stream_id, data, end_stream=True)
+            case Reset(stream_id, code):
+                quic.reset_stream(stream_id, code)
+            case Stop(stream_id, code):
+                quic.stop_stream(stream_id, code)
+            case Close(code, reason):
+                quic.close(error_code=code, reason_phrase=reason)
+            case KeyUpdate():
+                quic.request_key_update()
+
+
+_SERVER_HANDLERS: dict[type[events.QuicEvent], Callable[[_ServerProtocol, Any], None]] = {
+    events.StreamDataReceived: _ServerProtocol._on_data,
+    events.StreamReset: _ServerProtocol._on_reset,
+    events.StopSendingReceived: _ServerProtocol._on_stop_sending,
+    events.ConnectionTerminated: _ServerProtocol._on_terminated,
+    events.HandshakeCompleted: _ServerProtocol._on_handshake,
+}
+
+
+class AioquicServer:
+    """An aioquic ``mstls-test`` server on its own loop thread; use as a context manager.
+
+    ``cipher_suites`` are TLS code points (aioquic's, mstls's or plain ints);
+    ``secrets_log`` is a path or text stream for SSLKEYLOGFILE lines.
+    """
+
+    def __init__(
+        self,
+        certfile: str | os.PathLike[str],
+        keyfile: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        retry: bool = False,
+        cipher_suites: Iterable[int] | None = None,
+        alpn: Iterable[str] = (ALPN,),
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        secrets_log: SecretsLog = None,
+        max_data: int | None = None,
+        max_stream_data: int | None = None,
+    ) -> None:
+        self.log = EventLog()
+        #: Tracebacks of exceptions raised while handling events (a bug in the peer).
+        self.errors: list[str] = []
+        self._host, self._port, self._retry = host, port, retry
+        self._secrets, self._owns_secrets = _open_secrets_log(secrets_log)
+        self._config = _configuration(
+            is_client=False,
+            alpn=alpn,
+            cipher_suites=cipher_suites,
+            idle_timeout=idle_timeout,
+            secrets_log=self._secrets,
+            max_data=max_data,
+            max_stream_data=max_stream_data,
+        )
+        self._config.load_cert_chain(certfile, keyfile)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: QuicServer | None = None
+        self.address: tuple[str, int] = (host, port)
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def events(self) -> list[LogEvent]:
+        """A copy of the event log so far."""
+        return self.log.snapshot()
+
+    def wait_for_event(
+        self, predicate: Callable[[LogEvent], bool], timeout: float = DEFAULT_OPERATION_TIMEOUT
+    ) -> LogEvent:
+        """The first logged event matching ``predicate``; TimeoutError after ``timeout``."""
+        return self.log.wait_for(predicate, timeout)
+
+    def start(self) -> Self:
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self._loop_error)
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._run, args=(loop,), name="aioquic-server", daemon=True
+        )
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self._serve(), loop)
+        self._server = future.result(LOOP_START_TIMEOUT)
+        return self
+
+    def stop(self) -> None:
+        """Close every connection and the socket, end the thread; raise on peer errors."""
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            if loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(self._close(), loop)
+                future.result(LOOP_STOP_TIMEOUT)
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(LOOP_STOP_TIMEOUT)
+            if thread.is_alive():
+                raise RuntimeError("aioquic server thread did not stop")
+        if self._owns_secrets and self._secrets is not None:
+            self._secrets.close()
+        if self.errors:
+            raise InteropError("aioquic server errors:\n" + "\n".join(self.errors))
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.stop()
+        except InteropError:
+            if exc is None:
+                raise
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> QuicServer:
+        create = functools.partial(_ServerProtocol, server=self)
+        server = await serve(
+            self._host, self._port, configuration=self._config, create_protocol=create,
+            retry=self._retry,
+        )  # fmt: skip
+        transport = cast(asyncio.DatagramTransport, server._transport)
+        self.address = cast(tuple[str, int], transport.get_extra_info("sockname")[:2])
+        return server
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        self.errors.append(str(context.get("exception") or context.get("message")))
+
+
+# --- client -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Inbox:
+    """What arrived on one stream."""
+
+    data: bytearray = field(default_factory=bytearray)
+    fin: bool = False
+    reset_code: int | None = None
+    stop_code: int | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _ClientProtocol(_ObservingProtocol):
+    """Collects per-stream data and signals in :class:`_Inbox` records."""
+
+    def __init__(self, quic: QuicConnection, stream_handler: Any = None) -> None:
+        super().__init__(quic, stream_handler)
+        self.inboxes: dict[int, _Inbox] = {}
+        self.server_uni: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        self.handshake: HandshakeInfo | None = None
+        self.ended: Termination | None = None
+        self.key_phase_changes = 0
+
+    def inbox(self, stream_id: int) -> _Inbox:
+        box = self.inboxes.get(stream_id)
+        if box is None:
+            box = self.inboxes[stream_id] = _Inbox()
+        return box
+
+    def quic_event_received(self, event: events.QuicEvent) -> None:
+        handler = _CLIENT_HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def key_phase_changed(self, phase: int) -> None:
+        self.key_phase_changes += 1
+
+    def _on_data(self, event: events.StreamDataReceived) -> None:
+        box = self.inbox(event.stream_id)
+        box.data += event.data
+        box.fin = box.fin or event.end_stream
+        box.changed.set()
+        sid = event.stream_id
+        if box.fin and is_unidirectional(sid) and not is_client_initiated(sid):
+            del self.inboxes[sid]
+            self.server_uni.put_nowait((sid, bytes(box.data)))
+
+    def _on_reset(self, event: events.StreamReset) -> None:
+        box = self.inbox(event.stream_id)
+        box.reset_code = event.error_code
+        box.changed.set()
+
+    def _on_stop_sending(self, event: events.StopSendingReceived) -> None:
+        box = self.inbox(event.stream_id)
+        box.stop_code = event.error_code
+        box.changed.set()
+
+    def _on_terminated(self, event: events.ConnectionTerminated) -> None:
+        self.ended = self.termination(event)
+        for box in self.inboxes.values():
+            box.changed.set()
+        self.server_uni.put_nowait((_NO_STREAM, b""))
+
+    def _on_handshake(self, event: events.HandshakeCompleted) -> None:
+        self.handshake = self.handshake_info(event)
+
+
+_CLIENT_HANDLERS: dict[type[events.QuicEvent], Callable[[_ClientProtocol, Any], None]] = {
+    events.StreamDataReceived: _ClientProtocol._on_data,
+    events.StreamReset: _ClientProtocol._on_reset,
+    events.StopSendingReceived: _ClientProtocol._on_stop_sending,
+    events.ConnectionTerminated: _ClientProtocol._on_terminated,
+    events.HandshakeCompleted: _ClientProtocol._on_handshake,
+}
+
+
+class ClientHandle:
+    """One aioquic client connection, driven by a scenario coroutine (not thread-safe).
+
+    The protocol methods open a fresh stream each; every one takes ``timeout``.  The
+    low-level ones (:meth:`open_stream`, :meth:`send`, :meth:`read_to_end`) let a test
+    build its own exchanges.
+    """
+
+    def __init__(self, protocol: _ClientProtocol) -> None:
+        self.protocol = protocol
+        self._uni_lock = asyncio.Lock()
+
+    # -- state
+
+    @property
+    def quic(self) -> QuicConnection:
+        return self.protocol._quic
+
+    @property
+    def handshake_info(self) -> HandshakeInfo:
+        info = self.protocol.handshake
+        if info is None:
+            raise InteropError("handshake not complete")
+        return info
+
+    @property
+    def retried(self) -> bool:
+        """Whether the server sent a Retry that the client followed (RFC 9000 §8.1.2)."""
+        return self.protocol._quic._retry_count > 0
+
+    @property
+    def key_phase(self) -> int | None:
+        """The current 1-RTT receive key phase bit."""
+        return self.protocol.key_phase
+
+    @property
+    def key_phase_changes(self) -> int:
+        return self.protocol.key_phase_changes
+
+    @property
+    def termination(self) -> Termination | None:
+        return self.protocol.ended
+
+    # -- low level
+
+    def open_stream(self, unidirectional: bool = False) -> int:
+        stream_id = self.quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        self.protocol.inbox(stream_id)
+        return stream_id
+
+    def send(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        """Queue ``data`` (kept by aioquic, not copied again) and transmit."""
+        self.quic.send_stream_data(stream_id, data, end_stream=end)
+        self.protocol.transmit()
+
+    async def wait_stream(
+        self, stream_id: int, done: Callable[[_Inbox], bool], timeout: float
+    ) -> _Inbox:
+        """Wait until ``done(inbox)``; ConnectionEnded if the connection ends first."""
+        box = self.protocol.inbox(stream_id)
+        async with asyncio.timeout(timeout):
+            while not done(box):
+                if self.protocol.ended is not None:
+                    raise ConnectionEnded(self.protocol.ended)
+                box.changed.clear()
+                await box.changed.wait()
+        return box
+
+    async def read_to_end(
+        self, stream_id: int, timeout: float = DEFAULT_OPERATION_TIMEOUT
+    ) -> bytes:
+        """Everything the peer sends on the stream up to FIN; StreamResetByPeer on reset."""
+        box = await self.wait_stream(
+            stream_id, lambda b: b.fin or b.reset_code is not None, timeout
+        )
+        del self.protocol.inboxes[stream_id]
+        if box.reset_code is not None:
+            raise StreamResetByPeer(stream_id, box.reset_code)
+        return bytes(box.data)
+
+    async def next_server_uni(self, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> bytes:
+        """The content of the next server unidirectional stream to finish."""
+        stream_id, data = await asyncio.wait_for(self.protocol.server_uni.get(), timeout)
+        if stream_id == _NO_STREAM:
+            self.protocol.server_uni.put_nowait((stream_id, data))
+            assert self.protocol.ended is not None
+            raise ConnectionEnded(self.protocol.ended)
+        return data
+
+    async def _command(self, line: bytes, data: bytes, timeout: float) -> bytes:
+        stream_id = self.open_stream()
+        self.send(stream_id, line)
+        self.send(stream_id, data, end=True)
+        return await self.read_to_end(stream_id, timeout)
+
+    # -- the protocol's commands
+
+    async def echo(self, data: bytes, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> bytes:
+        """``echo``: what came back."""
+        return await self._command(command_line(Command.ECHO), data, timeout)
+
+    async def echo_after_key_update(
+        self, data: bytes, timeout: float = DEFAULT_OPERATION_TIMEOUT
+    ) -> bytes:
+        """``keyupdate`` (the server updates its keys), then echo ``data``."""
+        return await self._command(command_line(Command.KEYUPDATE), data, timeout)
+
+    async def sink(self, data: bytes, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> str:
+        """``sink``: the server's hex SHA-256 of ``data``."""
+        reply = await self._command(command_line(Command.SINK), data, timeout)
+        return parse_digest_line(reply)
+
+    async def source(self, n: int, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> bytes:
+        """``source N``: the bytes the server sent."""
+        return await self._command(command_line(Command.SOURCE, n), b"", timeout)
+
+    async def uni(self, data: bytes, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> str:
+        """Send ``data`` on a client uni stream; the digest from the server's uni stream."""
+        async with self._uni_lock:
+            stream_id = self.open_stream(unidirectional=True)
+            self.send(stream_id, data, end=True)
+            return parse_digest_line(await self.next_server_uni(timeout))
+
+    async def uni_source(self, n: int, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> bytes:
+        """``uni N``: checks the ``ok`` reply, returns the server's uni stream content."""
+        async with self._uni_lock:
+            reply = await self._command(command_line(Command.UNI, n), b"", timeout)
+            if reply != OK_REPLY:
+                raise InteropError(f"uni: expected {OK_REPLY!r}, got {reply[:80]!r}")
+            return await self.next_server_uni(timeout)
+
+    async def request_reset(self, code: int, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> int:
+        """``reset CODE``: the code of the server's RESET_STREAM."""
+        stream_id = self.open_stream()
+        self.send(stream_id, command_line(Command.RESET, code), end=True)
+        try:
+            data = await self.read_to_end(stream_id, timeout)
+        except StreamResetByPeer as reset:
+            return reset.code
+        raise InteropError(f"expected RESET_STREAM, stream ended with FIN after {data[:80]!r}")
+
+    async def request_stop(self, code: int, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> int:
+        """``stop CODE`` (our side stays open): the code of the server's STOP_SENDING."""
+        stream_id = self.open_stream()
+        self.send(stream_id, command_line(Command.STOP, code))
+        box = await self.wait_stream(stream_id, lambda b: b.stop_code is not None or b.fin, timeout)
+        if box.stop_code is None:
+            raise InteropError("expected STOP_SENDING, the stream ended with FIN")
+        return box.stop_code
+
+    def reset_stream_from_client(self, code: int) -> int:
+        """Open an ``echo`` stream and reset our sending side; returns the stream ID."""
+        stream_id = self.open_stream()
+        self.send(stream_id, command_line(Command.ECHO))
+        self.quic.reset_stream(stream_id, code)
+        self.protocol.transmit()
+        return stream_id
+
+    def stop_stream_from_client(self, code: int) -> int:
+        """Open an ``echo`` stream and send STOP_SENDING on it; returns the stream ID."""
+        stream_id = self.open_stream()
+        self.send(stream_id, command_line(Command.ECHO))
+        self.quic.stop_stream(stream_id, code)
+        self.protocol.transmit()
+        return stream_id
+
+    async def key_update(self, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> None:
+        """Initiate a 1-RTT key update and wait until a PING in the new keys is ACKed."""
+        self.protocol.request_key_update()
+        await asyncio.wait_for(self.protocol.ping(), timeout)
+
+    async def close(
+        self, code: int = 0, reason: str = "", timeout: float = DEFAULT_OPERATION_TIMEOUT
+    ) -> Termination:
+        """Close with application error ``code`` and wait for the end of the closing period."""
+        self.protocol.close(error_code=code, reason_phrase=reason)
+        await asyncio.wait_for(self.protocol.wait_closed(), timeout)
+        assert self.protocol.ended is not None
+        return self.protocol.ended
+
+    async def closed_by_peer(self, timeout: float = DEFAULT_OPERATION_TIMEOUT) -> tuple[int, str]:
+        """Wait for the peer's CONNECTION_CLOSE: its ``(code, reason)``."""
+        await asyncio.wait_for(self.protocol.wait_closed(), timeout)
+        ended = self.protocol.ended
+        if ended is None or not ended.by_peer:
+            raise InteropError(f"connection did not end by the peer's close: {ended}")
+        return ended.code, ended.reason
+
+    async def request_close(
+        self, code: int, reason: str = "", timeout: float = DEFAULT_OPERATION_TIMEOUT
+    ) -> tuple[int, str]:
+        """``close CODE REASON``: the ``(code, reason)`` of the server's close."""
+        stream_id = self.open_stream()
+        self.send(stream_id, command_line(Command.CLOSE, code, reason), end=True)
+        return await self.closed_by_peer(timeout)
+
+
+async def _client_main(
+    host: str,
+    port: int,
+    config: QuicConfiguration,
+    scenario: Callable[[ClientHandle], Awaitable[T]],
+) -> T:
+    async with connect(host, port, configuration=config, create_protocol=_ClientProtocol) as p:
+        return await scenario(ClientHandle(cast(_ClientProtocol, p)))
+
+
+def run_aioquic_client(
+    host: str,
+    port: int,
+    cafile: str | os.PathLike[str],
+    scenario: Callable[[ClientHandle], Awaitable[T]],
+    *,
+    server_name: str = "localhost",
+    cipher_suites: Iterable[int] | None = None,
+    alpn: Iterable[str] = (ALPN,),
+    timeout: float = 60.0,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    secrets_log: SecretsLog = None,
+    max_data: int | None = None,
+    max_stream_data: int | None = None,
+) -> T:
+    """Connect an aioquic client, run ``scenario(handle)``, close; from any thread.
+
+    Runs in a fresh thread with its own asyncio loop and returns the scenario's result
+    or raises its exception (TimeoutError after ``timeout`` seconds in all).  A failed
+    handshake raises ConnectionError.
+    """
+    secrets, owns_secrets = _open_secrets_log(secrets_log)
+    config = _configuration(
+        is_client=True,
+        alpn=alpn,
+        cipher_suites=cipher_suites,
+        idle_timeout=idle_timeout,
+        secrets_log=secrets,
+        max_data=max_data,
+        max_stream_data=max_stream_data,
+    )
+    config.server_name = server_name
+    config.load_verify_locations(cafile=os.fspath(cafile))
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            main = _client_main(host, port, config, scenario)
+            outcome.append(asyncio.run(asyncio.wait_for(main, timeout)))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name="aioquic-client", daemon=True)
+    try:
+        thread.start()
+        thread.join(timeout + JOIN_GRACE)
+    finally:
+        if owns_secrets and secrets is not None and not thread.is_alive():
+            secrets.close()
+    if thread.is_alive():
+        raise TimeoutError(f"aioquic client thread still running after {timeout} s")
+    if failure:
+        raise failure[0]
+    return outcome[0]

@@ -1,0 +1,262 @@
+"""The aioquic test peer against itself, so its helpers are proven before mstls uses them.
+
+Each test runs :func:`run_aioquic_client` against an :class:`AioquicServer` on
+127.0.0.1 and checks both what the client saw and what the server logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from tests.certs import SERVER_NAME, get_pki
+from tests.interop.aioquic_peer import (
+    AioquicServer,
+    ClientHandle,
+    LogEvent,
+    StreamResetByPeer,
+    run_aioquic_client,
+)
+from tests.interop.protocol import (
+    ALPN,
+    BAD_COMMAND_ERROR,
+    CIPHER_SUITE_NAMES,
+    EVENT_CONNECTION_CLOSED,
+    EVENT_HANDSHAKE,
+    EVENT_KEY_PHASE_CHANGE,
+    EVENT_STOP_SENDING,
+    EVENT_STREAM_RESET,
+    pattern,
+)
+
+pytestmark = pytest.mark.network
+
+T = TypeVar("T")
+MIB = 1 << 20
+CHACHA20 = 0x1303
+AES_128 = 0x1301
+AES_256 = 0x1302
+BIG_STREAMS = 8
+BIG_SIZE = 4 * MIB
+
+
+@pytest.fixture
+def server() -> Iterator[AioquicServer]:
+    files = get_pki().files("server")
+    with AioquicServer(files.cert, files.key) as srv:
+        yield srv
+
+
+def run(
+    srv: AioquicServer,
+    scenario: Callable[[ClientHandle], Awaitable[T]],
+    **kwargs: object,
+) -> T:
+    cafile = get_pki().files("ca").cert
+    return run_aioquic_client(
+        "127.0.0.1", srv.port, cafile, scenario, server_name=SERVER_NAME, timeout=30,
+        **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def kind(name: str) -> Callable[[LogEvent], bool]:
+    return lambda event: event[0] == name
+
+
+def test_handshake_and_small_echo(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> tuple[object, bytes, bytes]:
+        return client.handshake_info, await client.echo(b"hello"), await client.echo(b"")
+
+    info, echoed, empty = run(server, scenario)
+    assert info == (ALPN, CIPHER_SUITE_NAMES[AES_256])  # aioquic's first choice
+    assert (echoed, empty) == (b"hello", b"")
+    assert server.wait_for_event(kind(EVENT_HANDSHAKE), 5) == (EVENT_HANDSHAKE, *info)
+    # the client closed with NO_ERROR when the scenario returned
+    assert server.wait_for_event(kind(EVENT_CONNECTION_CLOSED), 5) == (
+        EVENT_CONNECTION_CLOSED, 0, "", True,
+    )  # fmt: skip
+
+
+def test_concurrent_big_echo(server: AioquicServer) -> None:
+    payloads = [os.urandom(BIG_SIZE) for _ in range(BIG_STREAMS)]
+
+    async def scenario(client: ClientHandle) -> list[bytes]:
+        return list(await asyncio.gather(*(client.echo(p, timeout=25) for p in payloads)))
+
+    started = time.monotonic()
+    echoed = run(server, scenario)
+    elapsed = time.monotonic() - started
+    print(f"{BIG_STREAMS} x {BIG_SIZE // MIB} MiB echo through aioquic: {elapsed:.1f} s")
+    assert [hashlib.sha256(e).digest() for e in echoed] == [
+        hashlib.sha256(p).digest() for p in payloads
+    ]
+
+
+def test_sink_source_and_uni(server: AioquicServer) -> None:
+    data = os.urandom(300_000)
+
+    async def scenario(client: ClientHandle) -> tuple[str, bytes, bytes, str, bytes]:
+        return (
+            await client.sink(data),
+            await client.source(1_000_003),
+            await client.source(0),
+            await client.uni(data),
+            await client.uni_source(70_000),
+        )
+
+    sunk, sourced, nothing, uni_digest, uni_sourced = run(server, scenario)
+    digest = hashlib.sha256(data).hexdigest()
+    assert sunk == digest
+    assert uni_digest == digest
+    assert sourced == bytes(i % 251 for i in range(1_000_003))
+    assert nothing == b""
+    assert uni_sourced == pattern(70_000)
+
+
+def test_server_reset_and_stop(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> tuple[int, int, int, bytes]:
+        reset = await client.request_reset(0x1234)
+        stop = await client.request_stop(77)
+        try:
+            await client._command(b"bogus\n", b"", 5)
+        except StreamResetByPeer as exc:
+            bad = exc.code
+        return reset, stop, bad, await client.echo(b"still fine")
+
+    assert run(server, scenario) == (0x1234, 77, BAD_COMMAND_ERROR, b"still fine")
+
+
+def test_client_reset_and_stop_are_logged(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> tuple[int, int]:
+        reset_id = client.reset_stream_from_client(0x51)
+        stop_id = client.stop_stream_from_client(0x52)
+        await client.echo(b"sync")  # both frames went out before this exchange
+        return reset_id, stop_id
+
+    reset_id, stop_id = run(server, scenario)
+    assert server.wait_for_event(kind(EVENT_STREAM_RESET), 5) == (
+        EVENT_STREAM_RESET, reset_id, 0x51,
+    )  # fmt: skip
+    assert server.wait_for_event(kind(EVENT_STOP_SENDING), 5) == (
+        EVENT_STOP_SENDING, stop_id, 0x52,
+    )  # fmt: skip
+
+
+def test_key_updates_both_ways(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> tuple[bytes, int, bytes, int]:
+        first = await client.echo_after_key_update(b"after server update")
+        changes_after_server = client.key_phase_changes
+        await client.key_update()
+        second = await client.echo(b"after client update")
+        return first, changes_after_server, second, client.key_phase_changes
+
+    first, after_server, second, after_client = run(server, scenario)
+    assert (first, second) == (b"after server update", b"after client update")
+    assert (after_server, after_client) == (1, 2)
+    assert server.wait_for_event(lambda e: e == (EVENT_KEY_PHASE_CHANGE, 0), 5)
+    assert [e for e in server.events if e[0] == EVENT_KEY_PHASE_CHANGE] == [
+        (EVENT_KEY_PHASE_CHANGE, 1),
+        (EVENT_KEY_PHASE_CHANGE, 0),
+    ]
+
+
+def test_server_close_seen_by_client(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> tuple[tuple[int, str], object]:
+        seen = await client.request_close(0x99, "bye now, client")
+        return seen, client.termination
+
+    seen, termination = run(server, scenario)
+    assert seen == (0x99, "bye now, client")
+    assert termination == (0x99, None, "bye now, client", True)  # None: application close
+    assert server.wait_for_event(kind(EVENT_CONNECTION_CLOSED), 5) == (
+        EVENT_CONNECTION_CLOSED, 0x99, "bye now, client", False,
+    )  # fmt: skip
+
+
+def test_client_close_seen_by_server(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> object:
+        return await client.close(0x42, "client done")
+
+    assert run(server, scenario) == (0x42, None, "client done", False)
+    assert server.wait_for_event(kind(EVENT_CONNECTION_CLOSED), 5) == (
+        EVENT_CONNECTION_CLOSED, 0x42, "client done", True,
+    )  # fmt: skip
+
+
+def test_retry() -> None:
+    files = get_pki().files("server")
+    with AioquicServer(files.cert, files.key, retry=True) as srv:
+
+        async def scenario(client: ClientHandle) -> tuple[bool, bytes]:
+            return client.retried, await client.echo(b"validated")
+
+        assert run(srv, scenario) == (True, b"validated")
+
+
+def test_no_retry_by_default(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> bool:
+        return client.retried
+
+    assert run(server, scenario) is False
+
+
+@pytest.mark.parametrize("suite", [CHACHA20, AES_128, AES_256])
+def test_cipher_suite(server: AioquicServer, suite: int) -> None:
+    async def scenario(client: ClientHandle) -> tuple[object, bytes]:
+        return client.handshake_info, await client.echo(b"cipher")
+
+    info, echoed = run(server, scenario, cipher_suites=[suite])
+    assert info == (ALPN, CIPHER_SUITE_NAMES[suite])
+    assert echoed == b"cipher"
+    assert server.wait_for_event(kind(EVENT_HANDSHAKE), 5)[2] == CIPHER_SUITE_NAMES[suite]
+
+
+def test_server_cipher_suite_restriction(tmp_path: Path) -> None:
+    files = get_pki().files("server")
+    with AioquicServer(files.cert, files.key, cipher_suites=[CHACHA20]) as srv:
+
+        async def scenario(client: ClientHandle) -> object:
+            return client.handshake_info.cipher_suite
+
+        assert run(srv, scenario) == CIPHER_SUITE_NAMES[CHACHA20]
+
+
+def test_alpn_mismatch_fails_handshake(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> None:
+        return None
+
+    with pytest.raises(ConnectionError):
+        run(server, scenario, alpn=["not-mstls"])
+
+
+def test_secrets_log_written(tmp_path: Path) -> None:
+    files = get_pki().files("server")
+    path = tmp_path / "keys.log"
+    with AioquicServer(files.cert, files.key, secrets_log=path) as srv:
+
+        async def scenario(client: ClientHandle) -> bytes:
+            return await client.echo(b"x")
+
+        assert run(srv, scenario) == b"x"
+    with open(path, encoding="ascii") as log:
+        labels = {line.split()[0] for line in log}
+    assert {"SERVER_HANDSHAKE_TRAFFIC_SECRET", "SERVER_TRAFFIC_SECRET_0"} <= labels
+
+
+def test_scenario_timeout(server: AioquicServer) -> None:
+    async def scenario(client: ClientHandle) -> None:
+        await client.source(10, timeout=5)
+        await asyncio.sleep(10)
+
+    cafile = get_pki().files("ca").cert
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        run_aioquic_client("127.0.0.1", server.port, cafile, scenario, timeout=1)
+    assert time.monotonic() - started < 5
