@@ -158,6 +158,10 @@ class TLSHandshake:
         """Wall-clock time used for certificate validity."""
         return self.config.verify_time or datetime.now(UTC)
 
+    def start(self) -> None:
+        """Begin the handshake: a client queues its ClientHello; a server waits."""
+        raise NotImplementedError
+
     # -- input --------------------------------------------------------------------
     def receive(self, epoch: Epoch, data: bytes | bytearray | memoryview) -> None:
         """Feed handshake bytes that arrived at ``epoch``; may raise :class:`TLSError`."""

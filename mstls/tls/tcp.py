@@ -102,9 +102,7 @@ class TLSConnection:
     # -- driving ------------------------------------------------------------------
     def start(self) -> None:
         """Begin the handshake (the client queues its ClientHello)."""
-        start = getattr(self.handshake, "start", None)
-        if start is not None:
-            start()
+        self.handshake.start()
         self._apply_handshake_output()
         # §5, D.4: a ChangeCipherSpec may arrive once the first ClientHello was sent.
         self.records.allow_ccs = self.is_client

@@ -1,0 +1,80 @@
+"""Configuration of a QUIC connection: TLS settings plus transport settings.
+
+Every limit the connection enforces is a field here with a named default, so
+operators and tests can tune it (RFC 9000 §18.2 for the transport parameters).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..core.stateless_reset import StatelessResetKey
+from ..tls.config import TLSConfig
+from ..wire.transport_params import TransportParameters
+
+__all__ = [
+    "DEFAULT_CID_LENGTH",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "INITIAL_MAX_DATAGRAM_SIZE",
+    "MAX_CRYPTO_BUFFER",
+    "QuicConfig",
+]
+
+#: RFC 9000 §14: every QUIC path carries 1200-byte datagrams; we start there.
+INITIAL_MAX_DATAGRAM_SIZE = 1200
+#: Length of the connection IDs we issue.
+DEFAULT_CID_LENGTH = 8
+DEFAULT_IDLE_TIMEOUT = 30.0
+#: Overall handshake deadline (the seeds' T1), independent of retransmissions.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Out-of-order CRYPTO data buffered per level (RFC 9000 §7.5: at least 4096).
+MAX_CRYPTO_BUFFER = 1 << 17
+#: Largest datagram PMTU probing tries (loopback and jumbo-frame LANs go high).
+DEFAULT_PMTU_MAX = 16384
+
+
+@attrs.define
+class QuicConfig:
+    """Settings for one QUIC endpoint role; ``tls`` is the handshake configuration."""
+
+    tls: TLSConfig
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    #: Send a PING when nothing was sent for this long (None: never).
+    keepalive_interval: float | None = None
+    initial_max_data: int = 1 << 20
+    initial_max_stream_data: int = 256 << 10
+    max_data_window: int = 16 << 20
+    max_stream_data_window: int = 8 << 20
+    max_streams_bidi: int = 128
+    max_streams_uni: int = 128
+    max_ack_delay_ms: int = 25
+    ack_delay_exponent: int = 3
+    active_connection_id_limit: int = 8
+    cid_length: int = DEFAULT_CID_LENGTH
+    #: The max_udp_payload_size we advertise (what we accept).
+    max_udp_payload_size: int = 65527
+    #: Path MTU discovery (RFC 8899 DPLPMTUD with PADDING+PING probes).
+    pmtu_discovery: bool = True
+    pmtu_max: int = DEFAULT_PMTU_MAX
+    max_crypto_buffer: int = MAX_CRYPTO_BUFFER
+    stateless_reset_key: StatelessResetKey | None = None
+
+    def transport_parameters(self, source_cid: bytes) -> TransportParameters:
+        """Our transport parameters (RFC 9000 §18.2); the caller adds role-specific ones."""
+        window = self.initial_max_stream_data
+        return TransportParameters(
+            max_idle_timeout=int(self.idle_timeout * 1000),
+            max_udp_payload_size=self.max_udp_payload_size,
+            initial_max_data=self.initial_max_data,
+            initial_max_stream_data_bidi_local=window,
+            initial_max_stream_data_bidi_remote=window,
+            initial_max_stream_data_uni=window,
+            initial_max_streams_bidi=self.max_streams_bidi,
+            initial_max_streams_uni=self.max_streams_uni,
+            ack_delay_exponent=self.ack_delay_exponent,
+            max_ack_delay=self.max_ack_delay_ms,
+            active_connection_id_limit=self.active_connection_id_limit,
+            initial_source_connection_id=source_cid,
+        )

@@ -1,0 +1,258 @@
+"""A QUIC v1 connection, sans-I/O (RFC 9000, RFC 9001, RFC 9002).
+
+Theory of operation
+-------------------
+The connection owns no socket, thread or clock.  A driver calls, in any order:
+
+* :meth:`QuicConnection.receive_datagram` with each datagram from the peer;
+* :meth:`QuicConnection.datagrams_to_send` and sends what it returns to
+  :attr:`QuicConnection.peer_address` (call it after every other call);
+* :meth:`QuicConnection.get_timer` to learn the next deadline, and
+  :meth:`QuicConnection.handle_timer` once it passes;
+* :meth:`QuicConnection.next_event` to drain events (handshake completed,
+  stream events, termination).
+
+Every entry point takes ``now`` (seconds on the driver's monotonic clock).
+
+The work is split by concern: :mod:`.receiving` turns datagrams into frames and
+dispatches them through a table, :mod:`.sending` fills datagrams from the frame
+producers (ACKs, CRYPTO, streams, connection IDs), :mod:`.handshake` glues the
+TLS engine (CRYPTO data in, keys and bytes out) and the transport parameters.
+This module holds the state, the public API, the timers and the lifecycle
+(closing and draining periods, idle timeout, RFC 9000 §10).
+
+Lifecycle states: ``handshake`` → ``established`` → (``closing`` | ``draining``)
+→ ``terminated``.  A termination always produces exactly one
+:class:`~mstls.core.events.ConnectionTerminatedEvent`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+from ..codes import TransportErrorCode
+from ..core.connection_ids import LocalConnectionIds, PeerConnectionIds
+from ..core.events import ConnectionTerminatedEvent, Event
+from ..core.stateless_reset import StatelessResetKey
+from ..exceptions import Error
+from ..wire.transport_params import TransportParameters
+from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
+from .handshake import HandshakeMixin
+from .mtu import PathMtu
+from .receiving import ReceivingMixin
+from .sending import SendingMixin
+from .state import Address, CloseInfo, ConnectionState
+
+__all__ = ["QuicConnection"]
+
+#: Closing and draining last three PTOs (RFC 9000 §10.2).
+CLOSE_PERIOD_PTOS = 3
+
+
+class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionState):
+    """One QUIC v1 connection; see the module documentation for the call order."""
+
+    def __init__(
+        self,
+        config: QuicConfig,
+        *,
+        is_client: bool,
+        now: float,
+        peer_address: Address,
+        local_cid: bytes | None = None,
+        initial_dcid: bytes | None = None,
+        original_dcid: bytes | None = None,
+        peer_cid: bytes | None = None,
+        retry_source_cid: bytes | None = None,
+        address_validated: bool = False,
+    ) -> None:
+        """A client needs only ``config``, ``now`` and ``peer_address``.
+
+        A server connection is created by the endpoint from the client's first
+        Initial: ``initial_dcid`` is that packet's DCID (the Initial keys derive
+        from it), ``original_dcid`` the client's very first DCID (they differ
+        after a Retry, whose SCID is ``retry_source_cid``), ``peer_cid`` the
+        client's SCID, ``local_cid`` the ID the endpoint chose for us.
+        """
+        self.config = config
+        self.is_client = is_client
+        self.peer_address = peer_address
+        self.events: deque[Event] = deque()
+        self.state = "handshake"
+        self.close_info: CloseInfo | None = None
+        self.created = now
+        reset_key = config.stateless_reset_key or StatelessResetKey.generate()
+        scid = local_cid or os.urandom(config.cid_length)
+        self.local_cids = LocalConnectionIds(scid, reset_key, cid_length=config.cid_length)
+        if is_client:
+            dcid = os.urandom(8)
+            self.original_dcid = dcid
+            initial = dcid
+            peer_initial = dcid
+        else:
+            if initial_dcid is None or original_dcid is None or peer_cid is None:
+                raise ValueError("a server connection needs the client's connection IDs")
+            self.original_dcid = original_dcid
+            initial = initial_dcid
+            peer_initial = peer_cid
+        self.host_cid = scid
+        self.retry_source_cid = retry_source_cid
+        self.peer_cids = PeerConnectionIds(
+            peer_initial, active_connection_id_limit=config.active_connection_id_limit
+        )
+        self.peer_cid_set = not is_client
+        self.address_validated = is_client or address_validated
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.mtu = PathMtu(
+            INITIAL_MAX_DATAGRAM_SIZE, config.pmtu_max, enabled=config.pmtu_discovery
+        )
+        self.idle_timeout = config.idle_timeout
+        self.idle_deadline = now + config.idle_timeout
+        self.handshake_deadline: float | None = now + config.handshake_timeout
+        self.close_deadline: float | None = None
+        self.key_discard_deadline: float | None = None
+        self.last_ack_eliciting_sent: float | None = None
+        self.last_sent = now
+        self.peer_params: TransportParameters | None = None
+        self._init_spaces(initial)
+        self._init_handshake(now)
+        self._init_sending()
+
+    # -- public API: lifecycle ---------------------------------------------------------
+    def connect(self, now: float) -> None:
+        """Client: start the handshake (queue the ClientHello)."""
+        if not self.is_client:
+            raise ValueError("only a client connects")
+        self.start_handshake(now)
+
+    @property
+    def is_established(self) -> bool:
+        return self.handshake_complete and self.state == "established"
+
+    @property
+    def is_terminated(self) -> bool:
+        return self.state == "terminated"
+
+    def close(
+        self,
+        error_code: int = 0,
+        reason: str = "",
+        *,
+        is_application: bool = True,
+        now: float,
+    ) -> None:
+        """Close the connection (RFC 9000 §10.2): CONNECTION_CLOSE, then a closing period."""
+        self._enter_closing(
+            CloseInfo(error_code, None, reason, by_peer=False, is_application=is_application),
+            now,
+        )
+
+    def next_event(self) -> Event | None:
+        """The next event, or ``None``."""
+        return self.events.popleft() if self.events else None
+
+    # -- public API: timers -----------------------------------------------------------
+    def get_timer(self) -> float | None:
+        """The earliest deadline at which :meth:`handle_timer` must be called."""
+        if self.state == "terminated":
+            return None
+        if self.state in ("closing", "draining"):
+            return self.close_deadline
+        deadlines = [
+            self.idle_deadline,
+            self.handshake_deadline,
+            self.recovery.loss_detection_deadline(),
+            self.key_discard_deadline,
+            self.send_deadline(),
+        ]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Act on every deadline that has passed."""
+        if self.state == "terminated":
+            return
+        if self.state in ("closing", "draining"):
+            if self.close_deadline is not None and now >= self.close_deadline:
+                self.state = "terminated"
+            return
+        if now >= self.idle_deadline:
+            self._terminate_silently("idle timeout", "idle_timeout")
+            return
+        if self.handshake_deadline is not None and now >= self.handshake_deadline:
+            self._terminate_silently("handshake did not complete in time", "handshake_timeout")
+            return
+        if self.key_discard_deadline is not None and now >= self.key_discard_deadline:
+            self.discard_previous_keys()
+        deadline = self.recovery.loss_detection_deadline()
+        if deadline is not None and now >= deadline:
+            self.on_loss_detection_timeout(now)
+
+    # -- lifecycle internals ------------------------------------------------------------
+    def close_period(self) -> float:
+        return CLOSE_PERIOD_PTOS * self.pto_interval()
+
+    def fail(self, error: Error, now: float) -> None:
+        """A local protocol error: close with its code (RFC 9000 §11.1)."""
+        code = getattr(error, "error_code", TransportErrorCode.INTERNAL_ERROR)
+        frame_type = getattr(error, "frame_type", None)
+        reason = getattr(error, "reason", str(error))
+        self._enter_closing(
+            CloseInfo(code, frame_type, reason, by_peer=False, is_application=False), now
+        )
+
+    def _enter_closing(self, info: CloseInfo, now: float) -> None:
+        if self.state in ("closing", "draining", "terminated"):
+            return
+        self.state = "closing"
+        self.close_info = info
+        self.close_deadline = now + self.close_period()
+        self.close_pending = True
+        self._emit_terminated(info, "close")
+
+    def enter_draining(self, info: CloseInfo, now: float) -> None:
+        """The peer closed: no more sending, state kept for 3 PTOs (RFC 9000 §10.2.2)."""
+        if self.state in ("draining", "terminated"):
+            return
+        was_closing = self.state == "closing"
+        self.state = "draining"
+        self.close_deadline = now + self.close_period()
+        if not was_closing:
+            self.close_info = info
+            self._emit_terminated(info, "close")
+
+    def _terminate_silently(self, reason: str, kind: str) -> None:
+        """Idle timeout, handshake timeout, stateless reset: no packets (RFC 9000 §10.1)."""
+        info = CloseInfo(
+            TransportErrorCode.NO_ERROR,
+            None,
+            reason,
+            by_peer=kind == "stateless_reset",
+            is_application=False,
+        )
+        self.close_info = info
+        already = self.state in ("closing", "draining")
+        self.state = "terminated"
+        if not already:
+            self._emit_terminated(info, kind)
+
+    def _emit_terminated(self, info: CloseInfo, kind: str) -> None:
+        self.events.append(
+            ConnectionTerminatedEvent(
+                error_code=info.error_code,
+                frame_type=info.frame_type,
+                reason=info.reason,
+                by_peer=info.by_peer,
+                is_application=info.is_application,
+                kind=kind,
+            )
+        )
+
+    def on_stateless_reset(self) -> None:
+        """RFC 9000 §10.3.1: the connection is gone; enter draining without sending."""
+        self._terminate_silently("stateless reset received", "stateless_reset")
+
+    def reset_idle_timer(self, now: float) -> None:
+        """RFC 9000 §10.1: the effective timeout is at least three PTOs."""
+        self.idle_deadline = now + max(self.idle_timeout, 3 * self.pto_interval())

@@ -1,0 +1,247 @@
+"""A QUIC server endpoint, sans-I/O: many connections behind one UDP socket.
+
+Theory of operation
+-------------------
+Datagrams are routed by Destination Connection ID (RFC 9000 §5.2): every ID a
+connection issued (:meth:`LocalConnectionIds.pull_changes`) and, during the
+handshake, the client's original DCID point at it.  A datagram for no known
+connection is answered statelessly:
+
+* a long header of another version with a datagram of at least 1200 bytes →
+  Version Negotiation (§6.1);
+* an Initial in a datagram of at least 1200 bytes (§14.1) → a new connection,
+  or first a Retry when address validation is required (§8.1.2); the Retry
+  token is sealed with AES-GCM under an endpoint key and carries the original
+  DCID, the Retry's SCID, the client address and an expiry;
+* a short header → a Stateless Reset (§10.3), rate-limited, always shorter
+  than the datagram that triggered it;
+* anything else is dropped.
+
+The endpoint never sleeps and never touches a socket: the driver passes
+datagrams in, sends what :meth:`ServerEndpoint.datagrams_to_send` returns, and
+calls :meth:`ServerEndpoint.handle_timer` at :meth:`ServerEndpoint.get_timer`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import deque
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..core.stateless_reset import StatelessResetKey, StatelessResetLimiter, build_stateless_reset
+from ..exceptions import DecodeError
+from ..wire.packet import (
+    QUIC_VERSION_1,
+    PacketType,
+    encode_retry,
+    encode_version_negotiation,
+    parse_header,
+    peek_destination_cid,
+)
+from .config import QuicConfig
+from .connection import QuicConnection
+from .retry import retry_integrity_tag
+from .state import Address
+
+__all__ = ["RETRY_TOKEN_LIFETIME", "RetryTokens", "ServerEndpoint"]
+
+#: How long a Retry token is accepted (RFC 9000 §8.1.3: short-lived).
+RETRY_TOKEN_LIFETIME = 10.0
+#: Smallest datagram that may open a connection or get a VN (RFC 9000 §14.1).
+MIN_INITIAL_DATAGRAM = 1200
+#: Connections a single endpoint keeps at most (further Initials are dropped).
+DEFAULT_MAX_CONNECTIONS = 10000
+_TOKEN_NONCE = 12
+
+
+class RetryTokens:
+    """Seal and open Retry tokens (RFC 9000 §8.1.2); the key may be shared by workers."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._aead = AESGCM(key or AESGCM.generate_key(bit_length=128))
+
+    def seal(self, odcid: bytes, retry_scid: bytes, address: Address, now: float) -> bytes:
+        plain = (
+            struct.pack("!dB", now + RETRY_TOKEN_LIFETIME, len(odcid))
+            + odcid
+            + bytes((len(retry_scid),))
+            + retry_scid
+        )
+        nonce = os.urandom(_TOKEN_NONCE)
+        return nonce + self._aead.encrypt(nonce, plain, _address_bytes(address))
+
+    def open(self, token: bytes, address: Address, now: float) -> tuple[bytes, bytes] | None:
+        """``(odcid, retry_scid)`` for a valid, unexpired token from ``address``."""
+        if len(token) < _TOKEN_NONCE + 16 + 10:
+            return None
+        try:
+            plain = self._aead.decrypt(
+                token[:_TOKEN_NONCE], token[_TOKEN_NONCE:], _address_bytes(address)
+            )
+            expiry, odcid_len = struct.unpack_from("!dB", plain)
+            odcid = plain[9 : 9 + odcid_len]
+            scid_len = plain[9 + odcid_len]
+            scid = plain[10 + odcid_len : 10 + odcid_len + scid_len]
+        except (InvalidTag, struct.error, IndexError):
+            return None
+        if expiry < now:
+            return None
+        return odcid, scid
+
+
+def _address_bytes(address: Address) -> bytes:
+    return repr(tuple(address[:2])).encode()
+
+
+class ServerEndpoint:
+    """Demultiplexes datagrams to server connections and answers the rest statelessly."""
+
+    def __init__(
+        self,
+        config: QuicConfig,
+        *,
+        retry: bool = False,
+        retry_tokens: RetryTokens | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        if config.stateless_reset_key is None:
+            config.stateless_reset_key = StatelessResetKey.generate()
+        self.config = config
+        self.retry = retry
+        self.retry_tokens = retry_tokens or RetryTokens()
+        self.max_connections = max_connections
+        self._routes: dict[bytes, QuicConnection] = {}
+        self._initial_routes: dict[bytes, QuicConnection] = {}
+        self.connections: list[QuicConnection] = []
+        self.accepted: deque[QuicConnection] = deque()
+        self._stateless: list[tuple[bytes, Address]] = []
+        self._reset_limiter = StatelessResetLimiter()
+
+    # -- input ---------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Route one datagram (untrusted input)."""
+        try:
+            dcid = bytes(peek_destination_cid(data, self.config.cid_length))
+        except DecodeError:
+            return
+        conn = self._routes.get(dcid) or self._initial_routes.get(dcid)
+        if conn is not None:
+            conn.receive_datagram(data, addr, now)
+            self._update_routes(conn)
+            return
+        self._stateless_answer(data, dcid, addr, now)
+
+    def _stateless_answer(self, data: bytes, dcid: bytes, addr: Address, now: float) -> None:
+        try:
+            header = parse_header(data, 0, self.config.cid_length)
+        except DecodeError:
+            return
+        if not header.is_long:
+            self._send_stateless_reset(dcid, len(data), addr, now)
+            return
+        if len(data) < MIN_INITIAL_DATAGRAM:
+            return
+        if header.packet_type is PacketType.UNSUPPORTED_VERSION:
+            self._stateless.append(
+                (
+                    encode_version_negotiation(bytes(header.scid), dcid, [QUIC_VERSION_1]),
+                    addr,
+                )
+            )
+            return
+        if (
+            header.packet_type is PacketType.INITIAL
+            and len(self.connections) < self.max_connections
+        ):
+            self._on_new_initial(data, header, addr, now)
+
+    def _on_new_initial(self, data: bytes, header: object, addr: Address, now: float) -> None:
+        dcid = bytes(header.dcid)  # type: ignore[attr-defined]
+        scid = bytes(header.scid)  # type: ignore[attr-defined]
+        token = bytes(header.token or b"")  # type: ignore[attr-defined]
+        if len(dcid) < 8:
+            return  # RFC 9000 §7.2: the client's first DCID has at least 8 bytes
+        original, retry_scid, validated = dcid, None, False
+        if token:
+            opened = self.retry_tokens.open(token, addr, now)
+            if opened is None or opened[1] != dcid:
+                return  # §8.1.3: an invalid token (could answer INVALID_TOKEN); drop
+            original, retry_scid = opened
+            validated = True
+        elif self.retry:
+            self._send_retry(dcid, scid, addr, now)
+            return
+        conn = QuicConnection(
+            self.config,
+            is_client=False,
+            now=now,
+            peer_address=addr,
+            initial_dcid=dcid,
+            original_dcid=original,
+            peer_cid=scid,
+            retry_source_cid=retry_scid,
+            address_validated=validated,
+        )
+        self.connections.append(conn)
+        self.accepted.append(conn)
+        self._initial_routes[dcid] = conn
+        conn.receive_datagram(data, addr, now)
+        self._update_routes(conn)
+
+    def _send_retry(self, dcid: bytes, scid: bytes, addr: Address, now: float) -> None:
+        retry_scid = os.urandom(self.config.cid_length)
+        token = self.retry_tokens.seal(dcid, retry_scid, addr, now)
+        packet = encode_retry(scid, retry_scid, token)
+        self._stateless.append((packet + retry_integrity_tag(dcid, packet), addr))
+
+    def _send_stateless_reset(self, dcid: bytes, length: int, addr: Address, now: float) -> None:
+        key = self.config.stateless_reset_key
+        if key is None or len(dcid) != self.config.cid_length:
+            return
+        if not self._reset_limiter.allow(now):
+            return
+        reset = build_stateless_reset(key.token_for(dcid), length)
+        if reset is not None:
+            self._stateless.append((reset, addr))
+
+    def _update_routes(self, conn: QuicConnection) -> None:
+        added, removed = conn.local_cids.pull_changes()
+        for cid in added:
+            self._routes[cid] = conn
+        for cid in removed:
+            if self._routes.get(cid) is conn:
+                del self._routes[cid]
+
+    # -- output and timers ---------------------------------------------------------------
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = self._stateless
+        self._stateless = []
+        for conn in self.connections:
+            for datagram in conn.datagrams_to_send(now):
+                out.append((datagram, conn.peer_address))
+        return out
+
+    def get_timer(self) -> float | None:
+        timers = [t for c in self.connections if (t := c.get_timer()) is not None]
+        return min(timers, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        for conn in self.connections:
+            timer = conn.get_timer()
+            if timer is not None and timer <= now:
+                conn.handle_timer(now)
+        self._forget_terminated()
+
+    def _forget_terminated(self) -> None:
+        alive = []
+        for conn in self.connections:
+            if conn.is_terminated:
+                for table in (self._routes, self._initial_routes):
+                    for cid in [c for c, v in table.items() if v is conn]:
+                        del table[cid]
+            else:
+                alive.append(conn)
+        self.connections = alive

@@ -1,0 +1,210 @@
+"""The TLS handshake inside QUIC (RFC 9001 §4) and the transport parameters (RFC 9000 §7.3-§7.4).
+
+CRYPTO data received at a level is reassembled and fed to the TLS engine at
+the matching epoch; the engine's ordered output becomes CRYPTO data to send
+and packet protection keys.  Keys are discarded on the RFC 9001 §4.9 schedule:
+Initial keys when the client first sends (the server first receives) a
+Handshake packet, Handshake keys when the handshake is confirmed (server: when
+it completes; client: on HANDSHAKE_DONE).  1-RTT key updates follow §6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..codes import TransportErrorCode
+from ..core.events import HandshakeCompletedEvent
+from ..core.recovery import PacketNumberSpace
+from ..core.stream_manager import StreamManager
+from ..exceptions import ProtocolError, TransportParameterError
+from ..tls.cipher_suites import CipherSuite
+from ..tls.client import ClientHandshake
+from ..tls.engine import Direction, Epoch, HandshakeCompleted, InstallKey, SendHandshake
+from ..tls.server import ServerHandshake
+from ..wire.frames import CryptoFrame
+from ..wire.transport_params import (
+    TransportParameters,
+    decode_transport_parameters,
+    encode_transport_parameters,
+    validate_peer_parameters,
+)
+from .crypto import OneRttKeys, PacketProtection
+from .state import ConnectionState
+
+__all__ = ["EPOCH_SPACE", "HandshakeMixin"]
+
+#: TLS epochs to packet number spaces (RFC 9001 §4.1.4).
+EPOCH_SPACE = {
+    Epoch.INITIAL: PacketNumberSpace.INITIAL,
+    Epoch.HANDSHAKE: PacketNumberSpace.HANDSHAKE,
+    Epoch.ONE_RTT: PacketNumberSpace.APPLICATION,
+}
+SPACE_EPOCH = {space: epoch for epoch, space in EPOCH_SPACE.items()}
+
+
+class HandshakeMixin(ConnectionState):
+    """TLS glue, key installation and discarding, transport parameters."""
+
+    _one_rtt_secrets: dict[Direction, tuple[CipherSuite, bytes]]
+    stream_handlers: dict[int, Callable[[Any], None]]
+    local_params: TransportParameters
+
+    def _init_handshake(self, now: float) -> None:
+        self.handshake_complete = False
+        self.handshake_confirmed = False
+        self._one_rtt_secrets = {}
+        self.retry_token = b""
+        params = self.config.transport_parameters(self.host_cid)
+        if not self.is_client:
+            params.original_destination_connection_id = self.original_dcid
+            params.stateless_reset_token = self.local_cids.initial_reset_token
+            params.retry_source_connection_id = self.retry_source_cid
+        self.local_params = params
+        encoded = encode_transport_parameters(params)
+        engine = ClientHandshake if self.is_client else ServerHandshake
+        self.tls = engine(self.config.tls, transport_parameters=encoded)
+        self.streams = StreamManager(
+            self.is_client,
+            params,
+            max_stream_window=self.config.max_stream_data_window,
+            max_connection_window=self.config.max_data_window,
+        )
+        self.stream_handlers = self.streams.frame_handlers()
+
+    def start_handshake(self, now: float) -> None:
+        self.tls.start()
+        self.process_tls_output(now)
+
+    # -- CRYPTO in ---------------------------------------------------------------------
+    def receive_crypto(self, space: PacketNumberSpace, frame: CryptoFrame, now: float) -> None:
+        data = self.spaces[space].crypto_recv.receive(frame.offset, frame.data)
+        if data:
+            self.tls.receive(SPACE_EPOCH[space], data)
+            self.process_tls_output(now)
+
+    def process_tls_output(self, now: float) -> None:
+        for item in self.tls.pull_output():
+            if isinstance(item, SendHandshake):
+                self.spaces[EPOCH_SPACE[item.epoch]].crypto_send.write(item.data)
+            elif isinstance(item, InstallKey):
+                self._install_key(item)
+            elif isinstance(item, HandshakeCompleted):
+                self._on_handshake_completed(item, now)
+        if self.peer_params is None and self.tls.peer_transport_parameters is not None:
+            self._apply_peer_parameters(self.tls.peer_transport_parameters)
+
+    def _install_key(self, item: InstallKey) -> None:
+        space = self.spaces[EPOCH_SPACE[item.epoch]]
+        if item.epoch == Epoch.ONE_RTT:
+            self._one_rtt_secrets[item.direction] = (item.cipher_suite, item.secret)
+            if len(self._one_rtt_secrets) == 2 and space.send_keys is None:
+                suite, send = self._one_rtt_secrets[Direction.WRITE]
+                _, receive = self._one_rtt_secrets[Direction.READ]
+                keys = OneRttKeys(suite, send, receive)
+                space.send_keys = keys
+                space.recv_keys = keys
+            return
+        protection = PacketProtection(item.cipher_suite, item.secret)
+        if item.epoch == Epoch.HANDSHAKE:
+            self.recovery.has_handshake_keys = True
+        if item.direction is Direction.WRITE:
+            space.send_keys = protection
+        else:
+            space.recv_keys = protection
+
+    def _on_handshake_completed(self, item: HandshakeCompleted, now: float) -> None:
+        self.handshake_complete = True
+        self.handshake_deadline = None
+        if self.state == "handshake":
+            self.state = "established"
+        self.events.append(
+            HandshakeCompletedEvent(
+                alpn_protocol=item.alpn_protocol,
+                cipher_suite=int(item.cipher_suite),
+                peer=item.peer,
+                server_name=item.server_name,
+            )
+        )
+        if not self.is_client:
+            # RFC 9001 §4.1.2: the server's handshake is confirmed on completion.
+            self.handshake_done_pending = True
+            self._confirm_handshake()
+
+    def on_handshake_done(self, now: float) -> None:
+        """HANDSHAKE_DONE (RFC 9000 §19.20): only a server may send it."""
+        if not self.is_client:
+            raise ProtocolError(
+                "a client sent HANDSHAKE_DONE",
+                error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+                frame_type=0x1E,
+            )
+        self._confirm_handshake()
+
+    def _confirm_handshake(self) -> None:
+        if self.handshake_confirmed:
+            return
+        self.handshake_confirmed = True
+        self.recovery.on_handshake_confirmed()
+        self.discard_space(PacketNumberSpace.HANDSHAKE)
+
+    def discard_space(self, space: PacketNumberSpace) -> None:
+        """Drop a space's keys and in-flight state (RFC 9001 §4.9, RFC 9002 §6.4)."""
+        state = self.spaces[space]
+        if state.discarded:
+            return
+        state.discarded = True
+        state.send_keys = None
+        state.recv_keys = None
+        state.probes = 0
+        self.recovery.discard_space(space)
+
+    # -- key update (RFC 9001 §6) ---------------------------------------------------------
+    def request_key_update(self) -> None:
+        """Start a 1-RTT key update; only once the handshake is confirmed (§6.1)."""
+        keys = self.spaces[PacketNumberSpace.APPLICATION].send_keys
+        if not self.handshake_confirmed or not isinstance(keys, OneRttKeys):
+            raise ProtocolError("key update before the handshake is confirmed")
+        keys.initiate_update()
+
+    def discard_previous_keys(self) -> None:
+        keys = self.spaces[PacketNumberSpace.APPLICATION].recv_keys
+        if isinstance(keys, OneRttKeys):
+            keys.discard_previous()
+        self.key_discard_deadline = None
+
+    # -- transport parameters (RFC 9000 §7.3, §7.4, §18) -------------------------------------
+    def _apply_peer_parameters(self, raw: bytes) -> None:
+        params = decode_transport_parameters(raw)
+        validate_peer_parameters(params, peer_is_server=self.is_client)
+        self._check_connection_ids(params)
+        self.peer_params = params
+        self.streams.set_peer_parameters(params)
+        if params.max_idle_timeout:
+            peer_idle = params.max_idle_timeout / 1000
+            self.idle_timeout = (
+                min(self.idle_timeout, peer_idle) if self.idle_timeout else peer_idle
+            )
+        self.recovery.max_ack_delay = params.max_ack_delay / 1000
+        self.local_cids.set_peer_limit(params.active_connection_id_limit)
+        self.mtu.set_peer_limit(params.max_udp_payload_size)
+        if self.is_client and params.stateless_reset_token is not None:
+            self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
+
+    def _check_connection_ids(self, params: TransportParameters) -> None:
+        """RFC 9000 §7.3: the IDs in the parameters must match those in the packets."""
+        expected_source = self.peer_cids.current
+        if params.initial_source_connection_id != expected_source:
+            raise TransportParameterError("initial_source_connection_id does not match the packets")
+        if not self.is_client:
+            return
+        if params.original_destination_connection_id != self.original_dcid:
+            raise TransportParameterError(
+                "original_destination_connection_id does not match our first Destination CID"
+            )
+        if params.retry_source_connection_id != self.retry_source_cid:
+            raise TransportParameterError(
+                "retry_source_connection_id does not match the Retry packet"
+            )
+
+    handshake_done_pending: bool = False

@@ -1,0 +1,277 @@
+"""Receiving: datagrams → packets → frames → handlers (RFC 9000 §12, §17; RFC 9001 §5).
+
+Theory of operation
+-------------------
+A datagram may hold several coalesced packets (§12.2); each is parsed, its
+protection removed with the keys of its packet number space, and its frames
+decoded and dispatched through :data:`FRAME_HANDLERS`.  Whether a frame type is
+allowed in a packet type comes from RFC 9000 Table 3
+(:data:`~mstls.wire.frame_types.ALLOWED_FRAME_TYPES`); anything else is a
+PROTOCOL_VIOLATION naming the frame.
+
+Packets that cannot be decrypted are dropped (RFC 9001 §5.2), not fatal; a
+short-header packet that cannot be decrypted is checked against the peer's
+stateless reset tokens (RFC 9000 §10.3.1).  Duplicates are dropped before
+their frames are processed (§12.3).  Every byte here is untrusted input: the
+only exceptions that leave a handler are the project's protocol errors, which
+close the connection with their code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..codes import TransportErrorCode
+from ..core.recovery import PacketNumberSpace
+from ..core.stateless_reset import is_stateless_reset
+from ..exceptions import DecodeError, DecryptionFailed, ProtocolError
+from ..wire.buffer import Reader
+from ..wire.frame_types import ACK_ELICITING, ALLOWED_FRAME_TYPES, FrameType, PacketKind
+from ..wire.frames import (
+    FRAME_DECODERS,
+    AckFrame,
+    ApplicationCloseFrame,
+    ConnectionCloseFrame,
+    CryptoFrame,
+    NewConnectionIdFrame,
+    NewTokenFrame,
+    PathChallengeFrame,
+    RetireConnectionIdFrame,
+    decode_frame,
+)
+from ..wire.packet import PacketHeader, PacketType, parse_header
+from .crypto import OneRttKeys
+from .retry import verify_retry
+from .state import CloseInfo, ConnectionState
+
+__all__ = ["FRAME_HANDLERS", "ReceivingMixin"]
+
+_PACKET_SPACE = {
+    PacketType.INITIAL: PacketNumberSpace.INITIAL,
+    PacketType.HANDSHAKE: PacketNumberSpace.HANDSHAKE,
+    PacketType.ONE_RTT: PacketNumberSpace.APPLICATION,
+}
+_PACKET_KIND = {
+    PacketType.INITIAL: PacketKind.INITIAL,
+    PacketType.HANDSHAKE: PacketKind.HANDSHAKE,
+    PacketType.ONE_RTT: PacketKind.ONE_RTT,
+}
+
+
+class _Context:
+    """What a frame handler may need to know about the packet it came in."""
+
+    __slots__ = ("dcid", "now", "space")
+
+    def __init__(self, space: PacketNumberSpace, dcid: bytes, now: float) -> None:
+        self.space = space
+        self.dcid = dcid
+        self.now = now
+
+
+class ReceivingMixin(ConnectionState):
+    """The receive path of :class:`~mstls.quic.connection.QuicConnection`."""
+
+    pending_path_responses: list[bytes]
+    #: Stream and flow-control frames go to the stream manager (shared with QMux).
+    stream_handlers: dict[int, Callable[[Any], None]]
+
+    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: Any, now: float) -> None:
+        """Process one UDP datagram from the peer (untrusted input)."""
+        if self.state in ("draining", "terminated"):
+            return
+        view = memoryview(data)
+        self.bytes_received += len(view)
+        pos = 0
+        while pos < len(view):
+            try:
+                header = parse_header(view, pos, self.config.cid_length)
+            except DecodeError:
+                return  # the rest of the datagram cannot be parsed: drop it (§12.2)
+            kind = header.packet_type
+            if kind is PacketType.VERSION_NEGOTIATION:
+                self._on_version_negotiation(header, now)
+                return
+            if kind is PacketType.RETRY:
+                self._on_retry(view, header, now)
+                return
+            if (
+                kind in _PACKET_SPACE
+                and header.fixed_bit
+                and not self._receive_packet(view, pos, header, now)
+                and kind is PacketType.ONE_RTT
+                and is_stateless_reset(view, self.peer_cids.reset_tokens())
+            ):
+                self.on_stateless_reset()
+                return
+            pos = header.packet_end
+            if self.state == "terminated":
+                return
+        if self.state == "closing":
+            self.close_pending = True  # answer with CONNECTION_CLOSE again (§10.2.1)
+
+    # -- one packet ---------------------------------------------------------------------
+    def _receive_packet(self, view: memoryview, pos: int, header: PacketHeader, now: float) -> bool:
+        """Decrypt and process one packet; False if it could not be decrypted."""
+        space_id = _PACKET_SPACE[header.packet_type]
+        space = self.spaces[space_id]
+        keys = space.recv_keys
+        if keys is None:
+            return False  # keys not yet available, or discarded (RFC 9001 §4.9, §5.7)
+        packet = view[pos : header.packet_end]
+        try:
+            _header, payload, pn = keys.decrypt_packet(
+                packet, header.pn_offset - pos, space.acks.largest_received
+            )
+        except DecryptionFailed:
+            return False
+        except ProtocolError as exc:  # reserved bits set, KEY_UPDATE_ERROR
+            self.fail(exc, now)
+            return True
+        if space.acks.is_duplicate(pn):
+            return True
+        self._on_first_packets(header, space_id)
+        try:
+            ack_eliciting = self._process_frames(
+                payload, _PACKET_KIND[header.packet_type], _Context(space_id, header.dcid, now)
+            )
+        except ProtocolError as exc:
+            self.fail(exc, now)
+            return True
+        space.acks.on_packet_received(pn, ack_eliciting, now)
+        self.reset_idle_timer(now)
+        if isinstance(keys, OneRttKeys) and keys.has_previous and self.key_discard_deadline is None:
+            self.key_discard_deadline = now + 3 * self.pto_interval()
+        return True
+
+    def _on_first_packets(self, header: PacketHeader, space: PacketNumberSpace) -> None:
+        """Learn the server's CID; validate the client's address (RFC 9000 §7.2, §8.1)."""
+        if self.is_client and not self.peer_cid_set and header.is_long:
+            self.peer_cids.replace_initial(bytes(header.scid))
+            self.peer_cid_set = True
+        if not self.is_client and space == PacketNumberSpace.HANDSHAKE:
+            self.address_validated = True
+            self.discard_space(PacketNumberSpace.INITIAL)  # RFC 9001 §4.9.1
+            self.recovery.peer_address_validated = True
+
+    def _process_frames(self, payload: bytes, kind: PacketKind, ctx: _Context) -> bool:
+        """Decode and dispatch every frame; returns whether any was ack-eliciting."""
+        if not payload:
+            raise ProtocolError("packet without frames", frame_type=None)
+        allowed = ALLOWED_FRAME_TYPES[kind]
+        reader = Reader(payload)
+        ack_eliciting = False
+        while not reader.eof():
+            frame = decode_frame(reader, FRAME_DECODERS)
+            frame_type = frame.frame_type
+            if frame_type not in allowed:
+                raise ProtocolError(
+                    f"frame type {frame_type:#x} is not allowed in {kind.name} packets",
+                    frame_type=frame_type,
+                )
+            if frame_type in ACK_ELICITING:
+                ack_eliciting = True
+            handler = FRAME_HANDLERS.get(frame_type)
+            if handler is not None:
+                handler(self, frame, ctx)
+            else:
+                stream_handler = self.stream_handlers.get(frame_type)
+                if stream_handler is not None:
+                    stream_handler(frame)
+        return ack_eliciting
+
+    # -- handlers -------------------------------------------------------------------------
+    def _on_ack(self, frame: AckFrame, ctx: _Context) -> None:
+        exponent = (
+            self.peer_params.ack_delay_exponent
+            if self.peer_params is not None and ctx.space == PacketNumberSpace.APPLICATION
+            else 3
+        )
+        result = self.recovery.on_ack_received(ctx.space, frame, exponent, ctx.now)
+        self.on_ack_result(result, ctx.now)
+
+    def _on_crypto(self, frame: CryptoFrame, ctx: _Context) -> None:
+        self.receive_crypto(ctx.space, frame, ctx.now)  # type: ignore[attr-defined]
+
+    def _on_new_token(self, frame: NewTokenFrame, ctx: _Context) -> None:
+        if not self.is_client:
+            raise ProtocolError(
+                "a client sent NEW_TOKEN",
+                error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+                frame_type=FrameType.NEW_TOKEN,
+            )
+
+    def _on_new_connection_id(self, frame: NewConnectionIdFrame, ctx: _Context) -> None:
+        self.peer_cids.on_new_connection_id(frame)
+
+    def _on_retire_connection_id(self, frame: RetireConnectionIdFrame, ctx: _Context) -> None:
+        self.local_cids.on_retire_connection_id(frame, ctx.dcid)
+
+    def _on_path_challenge(self, frame: PathChallengeFrame, ctx: _Context) -> None:
+        self.pending_path_responses.append(bytes(frame.data))
+
+    def _on_connection_close(
+        self, frame: ConnectionCloseFrame | ApplicationCloseFrame, ctx: _Context
+    ) -> None:
+        is_application = isinstance(frame, ApplicationCloseFrame)
+        info = CloseInfo(
+            frame.error_code,
+            None if is_application else frame.offending_frame_type,  # type: ignore[union-attr]
+            frame.reason_text,
+            by_peer=True,
+            is_application=is_application,
+        )
+        self.enter_draining(info, ctx.now)
+
+    def _on_handshake_done(self, frame: Any, ctx: _Context) -> None:
+        self.on_handshake_done(ctx.now)  # type: ignore[attr-defined]
+
+    # -- version negotiation and Retry (client) -------------------------------------------
+    def _on_version_negotiation(self, header: PacketHeader, now: float) -> None:
+        """RFC 9000 §6.2: abandon if no version in common, ignore otherwise."""
+        if not self.is_client or self.peer_cid_set:
+            return
+        if bytes(header.dcid) != self.host_cid:
+            return
+        if 1 in (header.supported_versions or ()):
+            return  # a VN that lists our version is ignored (§6.2)
+        self.fail(
+            ProtocolError(
+                f"server supports only QUIC versions {list(header.supported_versions or ())}",
+                error_code=TransportErrorCode.NO_VIABLE_PATH,
+            ),
+            now,
+        )
+        self.state = "terminated"
+
+    def _on_retry(self, view: memoryview, header: PacketHeader, now: float) -> None:
+        """RFC 9000 §17.2.5.2: accept one valid Retry before any Initial from the server."""
+        if not self.is_client or self.peer_cid_set or self.retry_source_cid is not None:
+            return
+        packet = bytes(view[: header.packet_end])
+        scid = bytes(header.scid)
+        if scid == self.peer_cids.current or not verify_retry(self.original_dcid, packet):
+            return
+        self.retry_source_cid = scid
+        self.retry_token = bytes(header.token or b"")
+        self.peer_cids.replace_initial(scid)
+        self.set_initial_keys(scid)
+        self.recovery.discard_space(PacketNumberSpace.INITIAL)
+        self.spaces[PacketNumberSpace.INITIAL].crypto_send.requeue_unacknowledged()
+
+    on_ack_result: Callable[..., None]
+
+
+FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {
+    FrameType.ACK: ReceivingMixin._on_ack,
+    FrameType.ACK_ECN: ReceivingMixin._on_ack,
+    FrameType.CRYPTO: ReceivingMixin._on_crypto,
+    FrameType.NEW_TOKEN: ReceivingMixin._on_new_token,
+    FrameType.NEW_CONNECTION_ID: ReceivingMixin._on_new_connection_id,
+    FrameType.RETIRE_CONNECTION_ID: ReceivingMixin._on_retire_connection_id,
+    FrameType.PATH_CHALLENGE: ReceivingMixin._on_path_challenge,
+    FrameType.CONNECTION_CLOSE: ReceivingMixin._on_connection_close,
+    FrameType.CONNECTION_CLOSE_APPLICATION: ReceivingMixin._on_connection_close,
+    FrameType.HANDSHAKE_DONE: ReceivingMixin._on_handshake_done,
+}

@@ -1,0 +1,345 @@
+"""Sending: filling datagrams from the frame producers (RFC 9000 §12.2, §13; RFC 9002 §7).
+
+Theory of operation
+-------------------
+:meth:`SendingMixin.datagrams_to_send` builds datagrams until nothing is left to
+send or a limit stops it: congestion window and pacing (RFC 9002 §7), the
+anti-amplification limit of an unvalidated server (RFC 9000 §8.1) and a bound
+on datagrams per call (one busy connection cannot starve others, brief T5).
+Each datagram coalesces one packet per space that has something to say, in the
+order Initial, Handshake, 1-RTT (RFC 9000 §12.2).
+
+Inside a packet the order is: ACK (piggybacked whenever the space owes one),
+CRYPTO, then for 1-RTT HANDSHAKE_DONE, PATH_RESPONSE, connection ID frames, a
+keep-alive PING, and the stream manager's control and STREAM frames.  Probe
+packets requested by a PTO are sent even when the congestion window is full
+(RFC 9002 §7.5).  Path MTU probes are separate datagrams of PING + PADDING
+whose loss is not a congestion signal (RFC 8899).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.congestion import NewReno
+from ..core.pacing import Pacer
+from ..core.recovery import PacketNumberSpace, Recovery, SentPacket
+from ..wire.buffer import Writer
+from ..wire.frame_types import FrameType
+from ..wire.frames import (
+    ApplicationCloseFrame,
+    ConnectionCloseFrame,
+    HandshakeDoneFrame,
+    PathResponseFrame,
+    PingFrame,
+    encode_frame,
+)
+from ..wire.packet import PacketType
+from .builder import DatagramBuilder, PacketSink
+from .config import INITIAL_MAX_DATAGRAM_SIZE
+from .state import ConnectionState, Space
+
+__all__ = ["MAX_DATAGRAMS_PER_CALL", "SendingMixin"]
+
+#: Datagrams one call may produce (brief T5: bounded work per wake-up).
+MAX_DATAGRAMS_PER_CALL = 64
+#: RFC 9000 §8.1: an unvalidated server sends at most three times what it received.
+AMPLIFICATION_FACTOR = 3
+
+_SPACE_TYPE = {
+    PacketNumberSpace.INITIAL: PacketType.INITIAL,
+    PacketNumberSpace.HANDSHAKE: PacketType.HANDSHAKE,
+    PacketNumberSpace.APPLICATION: PacketType.ONE_RTT,
+}
+_PING = encode_frame(PingFrame())
+
+
+class SendingMixin(ConnectionState):
+    """The send path of :class:`~mstls.quic.connection.QuicConnection`."""
+
+    pending_path_responses: list[bytes]
+    handshake_done_pending: bool
+    pacing_deadline: float | None
+
+    def _init_sending(self) -> None:
+        congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
+        self.recovery = Recovery(
+            max_ack_delay=self.config.max_ack_delay_ms / 1000,
+            congestion=congestion,
+            pacer=Pacer(),
+            is_client=self.is_client,
+        )
+        self.recovery.peer_address_validated = self.address_validated
+        self.pending_path_responses = []
+        self.close_pending = False
+        self.pacing_deadline = None
+
+    # -- public ---------------------------------------------------------------------------
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Datagrams to send to :attr:`peer_address` now, in order."""
+        if self.state in ("draining", "terminated"):
+            return []
+        if self.state == "closing":
+            return self._close_datagrams()
+        out: list[bytes] = []
+        self.pacing_deadline = None
+        while len(out) < MAX_DATAGRAMS_PER_CALL:
+            datagram = self._next_datagram(now)
+            if not datagram:
+                break
+            out.append(datagram)
+        if len(out) < MAX_DATAGRAMS_PER_CALL:
+            probe = self._mtu_probe(now)
+            if probe:
+                out.append(probe)
+        return out
+
+    def send_deadline(self) -> float | None:
+        """When sending must happen even without new input: a delayed ACK, pacing."""
+        deadlines = [self.pacing_deadline]
+        max_ack_delay = self.config.max_ack_delay_ms / 1000
+        for space in self.spaces:
+            if space.recv_keys is not None and not space.discarded:
+                deadlines.append(space.acks.ack_deadline(max_ack_delay))
+        keepalive = self.config.keepalive_interval
+        if keepalive is not None and self.handshake_complete:
+            deadlines.append(self.last_sent + keepalive)
+        return min((d for d in deadlines if d is not None), default=None)
+
+    # -- datagram assembly ---------------------------------------------------------------
+    def _datagram_limit(self) -> int:
+        size = self.mtu.current if self.handshake_confirmed else INITIAL_MAX_DATAGRAM_SIZE
+        if not self.address_validated:
+            allowance = AMPLIFICATION_FACTOR * self.bytes_received - self.bytes_sent
+            size = min(size, allowance)
+        return size
+
+    def _next_datagram(self, now: float) -> bytes:
+        limit = self._datagram_limit()
+        if limit < 64:
+            return b""
+        congestion_ok = self.recovery.congestion.can_send(limit)
+        if congestion_ok:
+            wait = self.recovery.pacer.next_send_time(now, limit)
+            if wait is not None and wait > now:
+                self.pacing_deadline = wait
+                congestion_ok = False
+        builder = DatagramBuilder(limit)
+        for space_id in PacketNumberSpace:
+            self._fill_space(builder, self.spaces[space_id], now, congestion_ok)
+        data, packets = builder.finish()
+        if not packets:
+            return b""
+        self._on_datagram_sent(data, packets, now)
+        return data
+
+    def _on_datagram_sent(self, data: bytes, packets: list[Any], now: float) -> None:
+        self.bytes_sent += len(data)
+        self.last_sent = now
+        for built in packets:
+            packet = SentPacket(
+                packet_number=built.packet_number,
+                space=PacketNumberSpace(built.space),
+                size=built.size,
+                ack_eliciting=built.ack_eliciting,
+                in_flight=built.in_flight,
+                is_mtu_probe=built.is_mtu_probe,
+                records=built.records,
+            )
+            self.recovery.on_packet_sent(packet, now)
+            if built.ack_eliciting:
+                if self.last_ack_eliciting_sent is None or self.last_ack_eliciting_sent < now:
+                    self.reset_idle_timer(now)  # RFC 9000 §10.1
+                self.last_ack_eliciting_sent = now
+            if self.is_client and built.space == PacketNumberSpace.HANDSHAKE:
+                self._discard_initial_once()
+
+    def _discard_initial_once(self) -> None:
+        """RFC 9001 §4.9.1: a client drops Initial keys when it first sends a Handshake packet."""
+        if not self.spaces[PacketNumberSpace.INITIAL].discarded:
+            self.discard_space(PacketNumberSpace.INITIAL)
+
+    def _wants_to_send(self, space: Space, now: float, congestion_ok: bool) -> bool:
+        if space.probes:
+            return True
+        max_ack_delay = self.config.max_ack_delay_ms / 1000
+        deadline = space.acks.ack_deadline(max_ack_delay)
+        if deadline is not None and deadline <= now:
+            return True
+        if not congestion_ok:
+            return False
+        if space.crypto_send.has_data():
+            return True
+        if space.space != PacketNumberSpace.APPLICATION or not self.handshake_complete:
+            return False
+        return bool(
+            self.handshake_done_pending
+            or self.pending_path_responses
+            or self.local_cids.has_pending_frames
+            or self.peer_cids.has_pending_frames
+            or self.streams.has_data_to_send()
+            or self._keepalive_due(now)
+        )
+
+    def _keepalive_due(self, now: float) -> bool:
+        interval = self.config.keepalive_interval
+        return interval is not None and now - self.last_sent >= interval
+
+    def _fill_space(
+        self, builder: DatagramBuilder, space: Space, now: float, congestion_ok: bool
+    ) -> None:
+        keys = space.send_keys
+        if keys is None or space.discarded or not self._wants_to_send(space, now, congestion_ok):
+            return
+        sink = self._open_packet(builder, space)
+        if sink is None:
+            return
+        if space.acks.has_new_packets:
+            self._write_ack(sink, space, now)
+        if congestion_ok or space.probes:
+            space.crypto_send.write_frames(sink)
+            if space.space == PacketNumberSpace.APPLICATION and self.handshake_complete:
+                self._write_application_frames(sink, now)
+        if space.probes and not sink.ack_eliciting and sink.remaining >= 1:
+            sink.add(_PING)
+        if space.probes and sink.ack_eliciting:
+            space.probes -= 1
+        if builder.close_packet(sink):
+            space.next_packet_number += 1
+            if space.space == PacketNumberSpace.INITIAL and (self.is_client or sink.ack_eliciting):
+                builder.pad_to_initial_minimum = True  # RFC 9000 §14.1
+
+    def _open_packet(self, builder: DatagramBuilder, space: Space) -> PacketSink | None:
+        keys = space.send_keys
+        assert keys is not None
+        packet_type = _SPACE_TYPE[space.space]
+        token = self.retry_token if packet_type is PacketType.INITIAL and self.is_client else b""
+        return builder.open_packet(
+            space.space,
+            packet_type,
+            space.next_packet_number,
+            keys.encrypt_packet,
+            dcid=self.peer_cids.current,
+            scid=self.host_cid,
+            token=token,
+        )
+
+    def _write_ack(self, sink: PacketSink, space: Space, now: float) -> None:
+        exponent = (
+            self.config.ack_delay_exponent if space.space == PacketNumberSpace.APPLICATION else 3
+        )
+        frame = space.acks.build_ack_frame(now, exponent)
+        if frame is None:
+            return
+        w = Writer()
+        frame.encode(w)
+        if len(w) > sink.remaining:
+            return
+        largest = frame.ranges[0][1]
+        sink.add(w.buffer, space.acks.ack_record(largest), ack_eliciting=False)
+        space.acks.on_ack_sent(now, largest)
+
+    def _write_application_frames(self, sink: PacketSink, now: float) -> None:
+        if self.handshake_done_pending and sink.remaining >= 1:
+            self.handshake_done_pending = False
+            sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, self._resend_handshake_done, ()))
+        while self.pending_path_responses and sink.remaining >= 9:
+            data = self.pending_path_responses.pop(0)
+            sink.add(encode_frame(PathResponseFrame(data)))
+        self.local_cids.write_frames(sink)
+        self.peer_cids.write_frames(sink)
+        if self._keepalive_due(now) and sink.remaining >= 1:
+            sink.add(_PING)
+        self.streams.write_frames(sink, now)
+
+    def _resend_handshake_done(self) -> None:
+        self.handshake_done_pending = True
+
+    # -- path MTU probes (RFC 8899, RFC 9000 §14.3) ---------------------------------------
+    def _mtu_probe(self, now: float) -> bytes:
+        if not self.handshake_confirmed or not self.address_validated:
+            return b""
+        size = self.mtu.probe_size(now)
+        space = self.spaces[PacketNumberSpace.APPLICATION]
+        if size is None or space.send_keys is None:
+            return b""
+        if not self.recovery.congestion.can_send(size):
+            return b""
+        builder = DatagramBuilder(size)
+        sink = self._open_packet(builder, space)
+        if sink is None:
+            return b""
+        sink.add(_PING, (self._mtu_probe_acked, self._mtu_probe_lost, (size, now)))
+        sink.pad(sink.remaining)
+        builder.close_packet(sink)
+        space.next_packet_number += 1
+        data, packets = builder.finish()
+        for built in packets:
+            built.is_mtu_probe = True
+        self.mtu.on_probe_sent(size)
+        self._on_datagram_sent(data, packets, now)
+        return data
+
+    def _mtu_probe_acked(self, size: int, sent: float) -> None:
+        if self.mtu.on_probe_acked(size):
+            self.recovery.congestion.set_max_datagram_size(size)
+
+    def _mtu_probe_lost(self, size: int, sent: float) -> None:
+        self.mtu.on_probe_lost(size, sent)
+
+    # -- closing (RFC 9000 §10.2) ---------------------------------------------------------
+    def _close_datagrams(self) -> list[bytes]:
+        if not self.close_pending or self.close_info is None:
+            return []
+        self.close_pending = False
+        info = self.close_info
+        builder = DatagramBuilder(self._datagram_limit() or INITIAL_MAX_DATAGRAM_SIZE)
+        for space in self.spaces:
+            if space.send_keys is None or space.discarded:
+                continue
+            one_rtt = space.space == PacketNumberSpace.APPLICATION
+            if info.is_application and one_rtt:
+                frame: Any = ApplicationCloseFrame(info.error_code, info.reason.encode()[:256])
+            elif info.is_application:
+                # §10.2.3: no application details before 1-RTT keys.
+                frame = ConnectionCloseFrame(0x0C, 0, b"")
+            else:
+                frame = ConnectionCloseFrame(
+                    info.error_code, info.frame_type or 0, info.reason.encode()[:256]
+                )
+            encoded = encode_frame(frame)
+            sink = self._open_packet(builder, space)
+            if sink is None or len(encoded) > sink.remaining:
+                continue
+            sink.add(encoded)
+            if builder.close_packet(sink):
+                space.next_packet_number += 1
+                if space.space == PacketNumberSpace.INITIAL:
+                    builder.pad_to_initial_minimum = self.is_client
+        data, _ = builder.finish()
+        if data:
+            self.bytes_sent += len(data)
+        return [data] if data else []
+
+    # -- recovery hooks ----------------------------------------------------------------------
+    def on_ack_result(self, result: Any, now: float) -> None:
+        """After an ACK: nothing beyond what the frame records did, for now."""
+
+    def on_loss_detection_timeout(self, now: float) -> None:
+        """RFC 9002 §6.2.4: a PTO asks for probes; CRYPTO data is resent in them."""
+        result = self.recovery.on_loss_detection_timeout(now)
+        probe_space = getattr(result, "probe_space", None)
+        count = getattr(result, "probe_count", 0)
+        if probe_space is None or not count:
+            return
+        space = self.spaces[probe_space]
+        if space.discarded or space.send_keys is None:
+            return
+        space.probes = count
+        space.crypto_send.requeue_unacknowledged()
+
+    _frame_type_close = FrameType.CONNECTION_CLOSE
+
+
+def _ignore(*args: Any) -> None:
+    """A record callback that has nothing to do."""

@@ -1,0 +1,143 @@
+"""The state a QUIC connection's parts share: packet number spaces and declarations.
+
+:class:`ConnectionState` declares every attribute the mixins of
+:class:`~mstls.quic.connection.QuicConnection` use, so each part can be read
+(and type-checked) on its own.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..core.ack_tracker import AckTracker
+from ..core.recovery import PacketNumberSpace
+from .crypto import OneRttKeys, PacketProtection
+from .crypto_stream import CryptoReceiver, CryptoSender
+
+if TYPE_CHECKING:
+    from ..core.connection_ids import LocalConnectionIds, PeerConnectionIds
+    from ..core.events import Event
+    from ..core.recovery import Recovery
+    from ..core.stream_manager import StreamManager
+    from ..tls.engine import TLSHandshake
+    from ..wire.transport_params import TransportParameters
+    from .config import QuicConfig
+    from .mtu import PathMtu
+
+__all__ = ["Address", "CloseInfo", "ConnectionState", "Space"]
+
+Address = Any  # whatever the socket layer uses: (host, port) tuples
+
+
+@attrs.frozen
+class CloseInfo:
+    """Why a connection ended (RFC 9000 §10, §19.19)."""
+
+    error_code: int
+    frame_type: int | None
+    reason: str
+    by_peer: bool
+    is_application: bool
+
+
+class Space:
+    """One packet number space: its keys, CRYPTO stream and received packets."""
+
+    __slots__ = (
+        "acks",
+        "crypto_recv",
+        "crypto_send",
+        "discarded",
+        "next_packet_number",
+        "probes",
+        "recv_keys",
+        "send_keys",
+        "space",
+    )
+
+    def __init__(self, space: PacketNumberSpace, crypto_limit: int) -> None:
+        self.space = space
+        self.send_keys: PacketProtection | OneRttKeys | None = None
+        self.recv_keys: PacketProtection | OneRttKeys | None = None
+        self.crypto_send = CryptoSender()
+        self.crypto_recv = CryptoReceiver(crypto_limit)
+        self.acks = AckTracker(space)
+        self.next_packet_number = 0
+        self.discarded = False
+        #: Probe packets requested by a PTO (RFC 9002 §6.2.4).
+        self.probes = 0
+
+
+class ConnectionState:
+    """Attribute declarations shared by the connection's mixins."""
+
+    config: QuicConfig
+    is_client: bool
+    state: str
+    peer_address: Address
+    events: deque[Event]
+    close_info: CloseInfo | None
+    close_pending: bool
+    spaces: list[Space]
+    tls: TLSHandshake
+    recovery: Recovery
+    streams: StreamManager
+    local_cids: LocalConnectionIds
+    peer_cids: PeerConnectionIds
+    peer_cid_set: bool
+    host_cid: bytes
+    original_dcid: bytes
+    retry_source_cid: bytes | None
+    retry_token: bytes
+    address_validated: bool
+    bytes_received: int
+    bytes_sent: int
+    mtu: PathMtu
+    idle_timeout: float
+    idle_deadline: float
+    handshake_deadline: float | None
+    close_deadline: float | None
+    key_discard_deadline: float | None
+    last_ack_eliciting_sent: float | None
+    last_sent: float
+    peer_params: TransportParameters | None
+    handshake_complete: bool
+    handshake_confirmed: bool
+
+    def _init_spaces(self, initial_dcid: bytes) -> None:
+        limit = self.config.max_crypto_buffer
+        self.spaces = [Space(PacketNumberSpace(i), limit) for i in range(3)]
+        self.set_initial_keys(initial_dcid)
+
+    def set_initial_keys(self, dcid: bytes) -> None:
+        from .crypto import initial_protection  # noqa: PLC0415 - avoids a cycle at import
+
+        send, receive = initial_protection(dcid, is_client=self.is_client)
+        initial = self.spaces[PacketNumberSpace.INITIAL]
+        initial.send_keys = send
+        initial.recv_keys = receive
+
+    # Implemented by the mixins / the connection -----------------------------------------
+    def fail(self, error: Any, now: float) -> None:
+        raise NotImplementedError
+
+    def enter_draining(self, info: CloseInfo, now: float) -> None:
+        raise NotImplementedError
+
+    def on_stateless_reset(self) -> None:
+        raise NotImplementedError
+
+    def reset_idle_timer(self, now: float) -> None:
+        raise NotImplementedError
+
+    def discard_space(self, space: PacketNumberSpace) -> None:
+        raise NotImplementedError
+
+    def pto_interval(self) -> float:
+        """The current probe timeout without backoff (RFC 9002 §6.2.1)."""
+        rtt = self.recovery.rtt
+        max_ack_delay = self.peer_params.max_ack_delay / 1000 if self.peer_params else 0.025
+        return rtt.smoothed_rtt + max(4 * rtt.rttvar, 0.001) + max_ack_delay
