@@ -871,13 +871,13 @@ class RecvStream:
         """Final size rules (RFC 9000 §4.5) and the stream limit (§4.1)."""
         final = self.final_size
         if final is not None:
-            if end > final:
-                raise self._final_size_error(
-                    f"data up to {end} beyond final size {final}", frame_type
-                )
             if fin and end != final:
                 raise self._final_size_error(
                     f"final size changed from {final} to {end}", frame_type
+                )
+            if end > final:
+                raise self._final_size_error(
+                    f"data up to {end} beyond final size {final}", frame_type
                 )
         elif fin and end < self.window.received:
             raise self._final_size_error(
