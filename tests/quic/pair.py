@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -68,7 +70,9 @@ class Pair:
         self.loss = loss
         self.latency = latency
         self.tamper = tamper
-        self.in_flight: list[tuple[float, bool, bytes]] = []  # (arrival, to_server, data)
+        # A heap of (arrival, sequence, to_server, data).
+        self.in_flight: list[tuple[float, int, bool, bytes]] = []
+        self._sequence = itertools.count()
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
         self.blackhole = False
@@ -88,7 +92,9 @@ class Pair:
             if changed is None:
                 return
             data = changed
-        self.in_flight.append((self.now + self.latency, to_server, data))
+        heapq.heappush(
+            self.in_flight, (self.now + self.latency, next(self._sequence), to_server, data)
+        )
 
     def _flush(self) -> None:
         for data in self.client.datagrams_to_send(self.now):
@@ -107,15 +113,16 @@ class Pair:
         """Advance to the next event (arrival or timer); False when nothing is left."""
         self._flush()
         self._collect()
-        timers = [t for t in (self.client.get_timer(), self.endpoint.get_timer()) if t]
-        arrivals = [a for a, _, _ in self.in_flight]
-        candidates = timers + arrivals
+        candidates = [t for t in (self.client.get_timer(), self.endpoint.get_timer()) if t]
+        if self.in_flight:
+            candidates.append(self.in_flight[0][0])
         if not candidates:
             return False
         self.now = max(self.now, min(candidates))
-        due = [p for p in self.in_flight if p[0] <= self.now]
-        self.in_flight = [p for p in self.in_flight if p[0] > self.now]
-        for _, to_server, data in due:
+        due = []
+        while self.in_flight and self.in_flight[0][0] <= self.now:
+            due.append(heapq.heappop(self.in_flight))
+        for _, _, to_server, data in due:
             if to_server:
                 self.endpoint.receive_datagram(data, CLIENT_ADDR, self.now)
             else:
