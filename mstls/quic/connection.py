@@ -150,7 +150,9 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         )
 
     def next_event(self) -> Event | None:
-        """The next event, or ``None``."""
+        """The next event, or ``None``; stream events come from the stream layer."""
+        if not self.events:
+            self.events.extend(self.streams.pull_events())
         return self.events.popleft() if self.events else None
 
     # -- public API: timers -----------------------------------------------------------

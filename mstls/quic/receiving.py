@@ -257,7 +257,9 @@ class ReceivingMixin(ConnectionState):
         self.retry_token = bytes(header.token or b"")
         self.peer_cids.replace_initial(scid)
         self.set_initial_keys(scid)
-        self.recovery.discard_space(PacketNumberSpace.INITIAL)
+        # The first Initial packets will never be acknowledged: their CRYPTO data
+        # goes out again, with new packet numbers (§17.2.5.3: numbers are not reset).
+        self.recovery.requeue_unacked(PacketNumberSpace.INITIAL)
         self.spaces[PacketNumberSpace.INITIAL].crypto_send.requeue_unacknowledged()
 
     on_ack_result: Callable[..., None]
