@@ -88,7 +88,9 @@ class Pacer:
         tokens = self._refill(now)
         if tokens >= size:
             return None
-        return now + (size - tokens) / self.rate
+        when = now + (size - tokens) / self.rate
+        # A deficit too small to move the clock must not become a busy loop.
+        return when if when > now else None
 
     def on_packet_sent(self, now: float, size: int) -> None:
         """Spend ``size`` bytes of tokens (RFC 9002 §7.7)."""

@@ -54,6 +54,7 @@ pacing to :class:`~mstls.core.pacing.Pacer`.  Recovery feeds both.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
@@ -317,6 +318,24 @@ class _Space:
         return self.largest_sent + 1
 
 
+def _check_skipped(skipped: set[int], ack: AckFrame) -> None:
+    """RFC 9000 §21.4: acknowledging a skipped packet number is an optimistic ACK."""
+    ranges = ack.ranges
+    for pn in skipped:
+        # ranges descend: the first whose smallest is <= pn is the only candidate
+        i = bisect_left(ranges, -pn, key=_negated_low)
+        if i < len(ranges) and ranges[i][1] >= pn:
+            raise ProtocolError(
+                f"ACK of skipped packet number {pn} (optimistic ACK)",
+                error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+                frame_type=ack.frame_type,
+            )
+
+
+def _negated_low(r: tuple[int, int]) -> int:
+    return -r[0]
+
+
 class Recovery:
     """RFC 9002 loss detection for one connection; see the module docstring.
 
@@ -462,7 +481,9 @@ class Recovery:
                 error_code=TransportErrorCode.PROTOCOL_VIOLATION,
                 frame_type=ack.frame_type,
             )
-        acked, ack_eliciting = self._remove_acked(sp, ranges, ack)
+        if sp.skipped:
+            _check_skipped(sp.skipped, ack)
+        acked, ack_eliciting = self._remove_acked(sp, ranges)
         if space == _HANDSHAKE and not self._peer_validated:
             self._peer_validated = True
             self._timer_stale = True
@@ -491,12 +512,11 @@ class Recovery:
         return AckResult(acked, lost, persistent)
 
     def _remove_acked(
-        self, sp: _Space, ranges: list[tuple[int, int]], ack: AckFrame
+        self, sp: _Space, ranges: list[tuple[int, int]]
     ) -> tuple[list[SentPacket], bool]:
         """A.7 DetectAndRemoveAckedPackets, ascending; clipped at the oldest outstanding."""
         oldest = sp.oldest()
         pop = sp.sent.pop
-        skipped = sp.skipped
         acked: list[SentPacket] = []
         append = acked.append
         eliciting_in_flight = 0
@@ -507,12 +527,6 @@ class Recovery:
             for pn in range(low if low > oldest else oldest, high + 1):
                 packet = pop(pn, None)
                 if packet is None:
-                    if pn in skipped:
-                        raise ProtocolError(
-                            f"ACK of skipped packet number {pn} (optimistic ACK)",
-                            error_code=TransportErrorCode.PROTOCOL_VIOLATION,
-                            frame_type=ack.frame_type,
-                        )
                     continue
                 append(packet)
                 if packet.ack_eliciting:
@@ -520,8 +534,6 @@ class Recovery:
                     if packet.in_flight:
                         eliciting_in_flight += 1
         sp.ack_eliciting_in_flight -= eliciting_in_flight
-        if skipped and min(skipped) < oldest:
-            sp.skipped = {pn for pn in skipped if pn >= oldest}
         return acked, eliciting
 
     def _sample_rtt(
