@@ -114,6 +114,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.close_deadline: float | None = None
         self.key_discard_deadline: float | None = None
         self.last_ack_eliciting_sent: float | None = None
+        self.ack_eliciting_sent_since_receive = False
         self.last_sent = now
         self.peer_params: TransportParameters | None = None
         self._init_spaces(initial)

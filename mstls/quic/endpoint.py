@@ -117,6 +117,9 @@ class ServerEndpoint:
         self._initial_routes: dict[bytes, QuicConnection] = {}
         self.connections: list[QuicConnection] = []
         self.accepted: deque[QuicConnection] = deque()
+        #: Connections just forgotten; their last events (termination) are still
+        #: to be read by whoever drains this.
+        self.terminated: deque[QuicConnection] = deque()
         self._stateless: list[tuple[bytes, Address]] = []
         self._reset_limiter = StatelessResetLimiter()
 
@@ -242,6 +245,7 @@ class ServerEndpoint:
                 for table in (self._routes, self._initial_routes):
                     for cid in [c for c, v in table.items() if v is conn]:
                         del table[cid]
+                self.terminated.append(conn)
             else:
                 alive.append(conn)
         self.connections = alive

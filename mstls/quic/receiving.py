@@ -141,6 +141,7 @@ class ReceivingMixin(ConnectionState):
             return True
         space.acks.on_packet_received(pn, ack_eliciting, now)
         self.reset_idle_timer(now)
+        self.ack_eliciting_sent_since_receive = False
         if isinstance(keys, OneRttKeys) and keys.has_previous and self.key_discard_deadline is None:
             self.key_discard_deadline = now + 3 * self.pto_interval()
         return True

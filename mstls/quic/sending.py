@@ -148,8 +148,12 @@ class SendingMixin(ConnectionState):
             )
             self.recovery.on_packet_sent(packet, now)
             if built.ack_eliciting:
-                if self.last_ack_eliciting_sent is None or self.last_ack_eliciting_sent < now:
-                    self.reset_idle_timer(now)  # RFC 9000 §10.1
+                if not self.ack_eliciting_sent_since_receive:
+                    # RFC 9000 §10.1: only the first ack-eliciting packet sent after
+                    # a receipt restarts the timer, so probes into a silent path
+                    # cannot keep a dead connection alive.
+                    self.reset_idle_timer(now)
+                    self.ack_eliciting_sent_since_receive = True
                 self.last_ack_eliciting_sent = now
             if self.is_client and built.space == PacketNumberSpace.HANDSHAKE:
                 self._discard_initial_once()

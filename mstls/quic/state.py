@@ -102,6 +102,7 @@ class ConnectionState:
     close_deadline: float | None
     key_discard_deadline: float | None
     last_ack_eliciting_sent: float | None
+    ack_eliciting_sent_since_receive: bool
     last_sent: float
     peer_params: TransportParameters | None
     handshake_complete: bool

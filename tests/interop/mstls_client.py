@@ -145,8 +145,8 @@ class MstlsClient:
     def echo(self, data: bytes, timeout: float = TIMEOUT) -> bytes:
         return self.echo_many([data], timeout)[0]
 
-    def sink(self, data: bytes) -> str:
-        [reply] = self.read_to_end([self.open(command_line(Command.SINK) + data)])
+    def sink(self, data: bytes, timeout: float = TIMEOUT) -> str:
+        [reply] = self.read_to_end([self.open(command_line(Command.SINK) + data)], timeout)
         return parse_digest_line(reply)
 
     def uni(self, data: bytes) -> str:

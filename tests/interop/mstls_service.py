@@ -38,6 +38,7 @@ class _ConnectionService:
         self.session = ServiceSession()
         self.log = log
         self.pending: dict[int, deque[tuple[memoryview, bool]]] = {}
+        self.finished: set[int] = set()  # FIN already handed to the session
 
     def service(self, now: float) -> None:
         conn = self.conn
@@ -64,6 +65,8 @@ class _ConnectionService:
 
     def _read(self, stream_id: int, now: float) -> None:
         streams = self.conn.streams
+        if stream_id in self.finished:
+            return
         for _ in range(64):
             try:
                 data, fin = streams.read(stream_id, READ_CHUNK)
@@ -74,6 +77,7 @@ class _ConnectionService:
             for action in self.session.on_stream_data(stream_id, data, fin):
                 self._apply(action, now)
             if fin:
+                self.finished.add(stream_id)
                 return
 
     def _apply(self, action: Any, now: float) -> None:
@@ -126,7 +130,9 @@ class ServiceEndpoint:
         self._services: dict[int, _ConnectionService] = {}
 
     def _service(self, now: float) -> None:
-        for conn in self.endpoint.connections:
+        gone = list(self.endpoint.terminated)
+        self.endpoint.terminated.clear()
+        for conn in [*self.endpoint.connections, *gone]:
             service = self._services.get(id(conn))
             if service is None:
                 service = self._services[id(conn)] = _ConnectionService(conn, self.events)

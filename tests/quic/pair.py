@@ -76,10 +76,13 @@ class Pair:
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
         self.blackhole = False
+        self._server: QuicConnection | None = None
 
     @property
     def server(self) -> QuicConnection:
-        return self.endpoint.connections[0]
+        if self._server is None:
+            self._server = self.endpoint.connections[0]
+        return self._server
 
     def start(self) -> None:
         self.client.connect(self.now)
@@ -105,7 +108,9 @@ class Pair:
     def _collect(self) -> None:
         while (e := self.client.next_event()) is not None:
             self.client_events.append(e)
-        for conn in self.endpoint.connections:
+        gone = list(self.endpoint.terminated)
+        self.endpoint.terminated.clear()
+        for conn in [*self.endpoint.connections, *gone]:
             while (e := conn.next_event()) is not None:
                 self.server_events.append(e)
 
