@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
+
+import pytest
 
 from mstls.core.events import ConnectionTerminatedEvent, HandshakeCompletedEvent
+from mstls.quic.crypto import OneRttKeys
+from mstls.quic.endpoint import ServerEndpoint
+from mstls.wire.packet import PacketType, parse_header
 
-from .pair import Pair
+from .pair import CLIENT_ADDR, Pair, client_config, server_config
 
 
 def test_handshake() -> None:
@@ -71,3 +77,156 @@ def test_close_seen_by_peer() -> None:
         True,
         True,
     )
+
+
+# -- lifecycle with a virtual clock -------------------------------------------------------
+def terminated(events: list[Any]) -> ConnectionTerminatedEvent | None:
+    return next((e for e in events if isinstance(e, ConnectionTerminatedEvent)), None)
+
+
+def test_blackhole_ends_by_idle_timeout_at_the_configured_time() -> None:
+    pair = Pair(client=client_config(idle_timeout=2.0), server=server_config(idle_timeout=5.0))
+    pair.handshake()
+    pair.blackhole = True
+    start = pair.now
+    pair.run_until(lambda: terminated(pair.client_events) is not None, max_time=30)
+    event = terminated(pair.client_events)
+    assert event is not None and event.kind == "idle_timeout" and not event.by_peer
+    # RFC 9000 §10.1: the negotiated minimum (2 s), or three PTOs if longer.
+    elapsed = pair.now - start
+    assert 2.0 - 0.01 <= elapsed <= 2.0 + 3 * pair.client.pto_interval() + 0.01
+    pair.run_until(lambda: terminated(pair.server_events) is not None, max_time=30)
+    assert terminated(pair.server_events).kind == "idle_timeout"  # type: ignore[union-attr]
+
+
+def test_handshake_timeout_when_nothing_answers() -> None:
+    pair = Pair(client=client_config(handshake_timeout=3.0))
+    pair.blackhole = True
+    pair.start()
+    start = pair.now
+    pair.run_until(lambda: terminated(pair.client_events) is not None, max_time=30)
+    event = terminated(pair.client_events)
+    assert event is not None and event.kind == "handshake_timeout"
+    assert abs(pair.now - start - 3.0) < 0.01
+
+
+def test_handshake_retransmits_with_exponential_backoff() -> None:
+    """Initial retransmissions (PTO probes) into silence are spaced ever wider."""
+    sent: list[float] = []
+    pair = Pair(client=client_config(handshake_timeout=20.0))
+
+    def drop_and_record(data: bytes, to_server: bool) -> bytes | None:
+        if to_server:
+            sent.append(pair.now)
+        return None
+
+    pair.tamper = drop_and_record
+    pair.start()
+    pair.run_until(lambda: len(sent) >= 5, max_time=25)
+    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False) if b - a > 0.001]
+    assert all(later >= 1.9 * earlier for earlier, later in zip(gaps, gaps[1:], strict=False))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_handshake_completes_at_30_percent_loss(seed: int) -> None:
+    pair = Pair(loss=0.3, seed=seed)
+    pair.start()
+    pair.run_until(lambda: pair.client.is_established, max_time=60)
+
+
+def test_retry_then_transfer() -> None:
+    pair = Pair(retry=True)
+    pair.handshake()
+    assert pair.client.retry_source_cid is not None
+    assert pair.server.retry_source_cid == pair.client.retry_source_cid
+    transfer(pair, 100_000)
+
+
+def test_key_update_keeps_data_flowing() -> None:
+    pair = Pair()
+    pair.handshake()
+    pair.client.request_key_update()
+    transfer(pair, 300_000)
+    client_keys = pair.client.spaces[2].send_keys
+    server_keys = pair.server.spaces[2].recv_keys
+    assert isinstance(client_keys, OneRttKeys) and isinstance(server_keys, OneRttKeys)
+    assert client_keys.send_generation == 1 and server_keys.receive_generation == 1
+
+
+def test_server_respects_anti_amplification_limit() -> None:
+    """Until the client's address is validated the server sends at most 3x what it got."""
+    received = {"server": 0, "client": 0}
+
+    def account(data: bytes, to_server: bool) -> bytes | None:
+        if to_server:
+            received["server"] += len(data)
+            # Only the first Initial gets through: the server cannot validate.
+            return data if received["server"] <= 1500 else None
+        received["client"] += len(data)
+        return data
+
+    pair = Pair(tamper=account)
+    pair.start()
+    pair.run_until(lambda: pair.now > 1003.0, max_time=5)
+    server = pair.server
+    assert not server.address_validated
+    assert server.bytes_sent <= 3 * server.bytes_received
+
+
+def test_stateless_reset_after_server_restart() -> None:
+    pair = Pair()
+    pair.handshake()
+    key = pair.endpoint.config.stateless_reset_key
+    pair.endpoint = ServerEndpoint(server_config(stateless_reset_key=key))  # state lost
+    pair.client.streams.write(pair.client.streams.open_stream(), b"anyone there?", fin=True)
+    pair.run_until(lambda: terminated(pair.client_events) is not None, max_time=10)
+    assert terminated(pair.client_events).kind == "stateless_reset"  # type: ignore[union-attr]
+
+
+def test_version_negotiation_for_an_unknown_version() -> None:
+    endpoint = ServerEndpoint(server_config())
+    datagram = bytearray(1200)
+    datagram[0] = 0xC0
+    datagram[1:5] = (0x1A2A3A4A).to_bytes(4, "big")
+    datagram[5] = 8
+    datagram[6:14] = b"D" * 8
+    datagram[14] = 8
+    datagram[15:23] = b"S" * 8
+    endpoint.receive_datagram(bytes(datagram), CLIENT_ADDR, 0.0)
+    [(reply, addr)] = endpoint.datagrams_to_send(0.0)
+    header = parse_header(reply, 0, 8)
+    assert addr == CLIENT_ADDR and header.packet_type is PacketType.VERSION_NEGOTIATION
+    assert list(header.supported_versions or ()) == [1]
+    assert bytes(header.dcid) == b"S" * 8 and bytes(header.scid) == b"D" * 8
+    endpoint.receive_datagram(bytes(datagram[:1000]), CLIENT_ADDR, 0.0)
+    assert endpoint.datagrams_to_send(0.0) == []  # too small to deserve an answer (§6.1)
+
+
+def test_path_mtu_discovery_raises_the_datagram_size() -> None:
+    pair = Pair()
+    pair.handshake()
+    transfer(pair, 200_000)
+    assert pair.client.mtu.current > 1200
+
+
+def test_path_mtu_discovery_stops_at_the_path_limit() -> None:
+    limit = 1500
+
+    def mtu(data: bytes, to_server: bool) -> bytes | None:
+        return data if len(data) <= limit else None
+
+    pair = Pair(tamper=mtu)
+    pair.handshake()
+    transfer(pair, 400_000)
+    pair.run_until(lambda: not pair.client.mtu.searching, max_time=60)
+    assert limit - 64 <= pair.client.mtu.current <= limit
+
+
+def test_connection_ids_are_issued_and_a_new_one_can_be_used() -> None:
+    pair = Pair()
+    pair.handshake()
+    transfer(pair, 10_000)
+    assert len(pair.client.peer_cids.active_cids()) > 1
+    old = pair.client.peer_cids.current
+    assert pair.client.peer_cids.switch_to_next() not in (None, old)
+    transfer(pair, 50_000)  # the server still routes the new ID to the connection
