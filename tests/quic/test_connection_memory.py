@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any
 
 import pytest
@@ -123,8 +124,8 @@ def test_handshake_retransmits_with_exponential_backoff() -> None:
     pair.tamper = drop_and_record
     pair.start()
     pair.run_until(lambda: len(sent) >= 5, max_time=25)
-    gaps = [b - a for a, b in zip(sent, sent[1:], strict=False) if b - a > 0.001]
-    assert all(later >= 1.9 * earlier for earlier, later in zip(gaps, gaps[1:], strict=False))
+    gaps = [b - a for a, b in itertools.pairwise(sent) if b - a > 0.001]
+    assert all(later >= 1.9 * earlier for earlier, later in itertools.pairwise(gaps))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
