@@ -11,9 +11,9 @@ import pytest
 from mstls.core.events import ConnectionTerminatedEvent, HandshakeCompletedEvent
 from mstls.quic.crypto import OneRttKeys
 from mstls.quic.endpoint import ServerEndpoint
-from mstls.wire.packet import PacketType, parse_header
+from mstls.wire.packet import PacketType, encode_version_negotiation, parse_header
 
-from .pair import CLIENT_ADDR, Pair, client_config, server_config
+from .pair import CLIENT_ADDR, SERVER_ADDR, Pair, client_config, server_config
 
 
 def test_handshake() -> None:
@@ -231,3 +231,34 @@ def test_connection_ids_are_issued_and_a_new_one_can_be_used() -> None:
     old = pair.client.peer_cids.current
     assert pair.client.peer_cids.switch_to_next() not in (None, old)
     transfer(pair, 50_000)  # the server still routes the new ID to the connection
+
+
+def test_keepalive_keeps_an_idle_connection_open() -> None:
+    pair = Pair(client=client_config(idle_timeout=2.0, keepalive_interval=0.5))
+    pair.handshake()
+    start = pair.now
+    pair.run_until(lambda: pair.now - start > 10.0, max_time=12)
+    assert pair.client.is_established and terminated(pair.client_events) is None
+
+
+def test_client_gives_up_on_a_version_negotiation_without_v1() -> None:
+    pair = Pair()
+    client = pair.client
+    client.connect(pair.now)
+    first = client.datagrams_to_send(pair.now)[0]
+    header = parse_header(first, 0, 8)
+    reply = encode_version_negotiation(bytes(header.scid), bytes(header.dcid), [0x6B3343CF])
+    client.receive_datagram(reply, SERVER_ADDR, pair.now)
+    event = client.next_event()
+    assert isinstance(event, ConnectionTerminatedEvent)
+    assert "versions" in event.reason and client.is_terminated
+
+
+def test_version_negotiation_listing_v1_is_ignored() -> None:
+    pair = Pair()
+    client = pair.client
+    client.connect(pair.now)
+    header = parse_header(client.datagrams_to_send(pair.now)[0], 0, 8)
+    reply = encode_version_negotiation(bytes(header.scid), bytes(header.dcid), [1, 0x6B3343CF])
+    client.receive_datagram(reply, SERVER_ADDR, pair.now)
+    assert client.next_event() is None and not client.is_terminated
