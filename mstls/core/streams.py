@@ -967,9 +967,14 @@ class RecvStream:
     def read(self, max_bytes: int) -> tuple[bytes, bool]:
         """Up to ``max_bytes`` of in-order data, and whether the FIN was reached.
 
-        Raises :class:`StreamResetError` once the peer reset the stream, and
-        :class:`StreamStateError` after our own STOP_SENDING.
+        Raises :class:`StreamStateError` after our own STOP_SENDING, else
+        :class:`StreamResetError` once the peer reset the stream.
         """
+        if self.stop_code is not None:
+            raise StreamStateError(
+                f"stream {self.stream_id}: reading was stopped (STOP_SENDING sent)",
+                stream_id=self.stream_id,
+            )
         state = self.state
         if state is RecvState.RESET_RECVD or state is RecvState.RESET_READ:
             if state is RecvState.RESET_RECVD:
@@ -979,11 +984,6 @@ class RecvStream:
             raise StreamResetError(
                 f"stream {self.stream_id} was reset by the peer (code {code:#x})",
                 code,
-                stream_id=self.stream_id,
-            )
-        if self.stop_code is not None:
-            raise StreamStateError(
-                f"stream {self.stream_id}: reading was stopped (STOP_SENDING sent)",
                 stream_id=self.stream_id,
             )
         window = self.window
