@@ -1,0 +1,98 @@
+"""Smoke test of ``python -m bench.quic_bulk``: tiny sizes, every scenario, both stacks.
+
+No timing is asserted: only that the run completes, measures every scenario
+and produces positive numbers and ratios.  The whole run takes about 10 s on
+the 2-core reference machine (eight server/client process pairs); the
+subprocess is bounded by :data:`SMOKE_TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.quic_bulk import RATIOS, SCENARIOS, Scenario, compute_ratios, parse_size
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Hard bound on the benchmark subprocess (it normally needs about 10 s).
+SMOKE_TIMEOUT = 90
+BULK_METRICS = (
+    "mb_per_s",
+    "seconds",
+    "server_cpu_s",
+    "server_datagrams",
+    "server_us_per_datagram",
+    "mean_datagram_bytes",
+    "client_cpu_s",
+)
+HANDSHAKE_METRICS = ("server_cpu_s", "server_ms_per_handshake", "client_ms_per_handshake")
+
+
+@pytest.mark.network
+def test_bench_runs_every_scenario_and_reports_positive_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "bench.quic_bulk", "--size", "1MiB", "--handshakes", "5"]
+    command += ["--runs", "1", "--json", str(out)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    document = json.loads(out.read_text())
+    results = {result["name"]: result for result in document["results"]}
+    assert set(results) == {scenario.name for scenario in SCENARIOS}
+    for result in results.values():
+        assert len(result["runs"]) == 1
+        summary = result["summary"]
+        metrics = BULK_METRICS if result["kind"] == "bulk" else HANDSHAKE_METRICS
+        for metric in metrics:
+            assert summary[metric] > 0, (result["name"], metric)
+        if result["kind"] == "handshake":
+            assert summary["handshakes"] == 5
+    # Every bulk run moved 1200-byte datagrams except the one with PMTU probing.
+    assert results["mstls"]["summary"]["mean_datagram_bytes"] <= 1200
+    assert results["aioquic"]["summary"]["mean_datagram_bytes"] <= 1200
+    assert results["mstls-pmtu"]["summary"]["mean_datagram_bytes"] > 1200
+    # The negotiated groups are the ones the labels claim.
+    for result in results.values():
+        if result["kind"] == "handshake":
+            assert result["summary"]["groups"] == [result["group"]], result["name"]
+    assert {ratio["key"] for ratio in document["ratios"]} == {ratio.key for ratio in RATIOS}
+    assert all(ratio["value"] > 0 for ratio in document["ratios"])
+    assert "Ratios mstls / aioquic" in done.stdout
+
+
+def test_parse_size_units() -> None:
+    assert parse_size("65536") == 65536
+    assert parse_size("64KiB") == 64 * 1024
+    assert parse_size("1M") == 1 << 20
+    assert parse_size("64MiB") == 64 << 20
+    assert parse_size("2g") == 2 << 30
+    for bad in ("", "0", "1.5M", "MiB", "12 bytes", "-1"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_ratios_divide_mstls_by_aioquic_and_skip_missing() -> None:
+    summaries = {
+        "aioquic": {"mb_per_s": 10.0, "server_us_per_datagram": 80.0},
+        "mstls": {"mb_per_s": 25.0, "server_us_per_datagram": 20.0},
+    }
+    ratios = {ratio["key"]: ratio for ratio in compute_ratios(summaries)}
+    assert set(ratios) == {"bulk_throughput", "server_cpu_per_datagram"}
+    assert ratios["bulk_throughput"]["value"] == pytest.approx(2.5)
+    assert ratios["bulk_throughput"]["better"] == "higher"
+    assert ratios["server_cpu_per_datagram"]["value"] == pytest.approx(0.25)
+    assert ratios["server_cpu_per_datagram"]["better"] == "lower"
+
+
+def test_every_ratio_names_known_scenarios() -> None:
+    names = {scenario.name: scenario for scenario in SCENARIOS}
+    for ratio in RATIOS:
+        top, bottom = names[ratio.numerator], names[ratio.denominator]
+        assert (top.stack, bottom.stack) == ("mstls", "aioquic"), ratio.key
+        assert top.kind == bottom.kind, ratio.key
+        assert isinstance(top, Scenario)
