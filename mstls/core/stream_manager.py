@@ -50,6 +50,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
+from types import MethodType
+from typing import Any
 
 from ..codes import TransportErrorCode
 from ..exceptions import ProtocolError, StreamLimitReached, StreamStateError
@@ -103,6 +105,7 @@ __all__ = [
     "DEFAULT_MAX_STREAM_WINDOW",
     "DEFAULT_MAX_TRACKED_STREAMS",
     "INITIAL_RTT",
+    "STREAM_FRAME_HANDLERS",
     "StreamManager",
 ]
 
@@ -318,8 +321,11 @@ class StreamManager:
             raise StreamStateError(f"stream {stream_id} is closed", stream_id=stream_id)
         send = parts[1]
         taken = send.write(data, fin)
-        if not send.scheduled and send.has_sendable:
-            self._schedule(send)
+        if not send.scheduled:
+            if send.has_sendable:
+                self._schedule(send)
+            elif send.is_flow_blocked and send.credit.note_blocked():
+                self._control[(FrameType.STREAM_DATA_BLOCKED, stream_id)] = None
         return taken
 
     def read(self, stream_id: int, max_bytes: int) -> tuple[bytes, bool]:
@@ -559,23 +565,12 @@ class StreamManager:
         """STREAMS_BLOCKED (RFC 9000 §19.14): return stream credit now if any came back."""
         self._check_max_streams(_BIDI if frame.bidi else _UNI, force=True)
 
-    def frame_handlers(self) -> dict[int, Callable[[Frame], None]]:
+    def frame_handlers(self) -> dict[int, Callable[[Any], None]]:
         """Bound handlers keyed by frame type (all eight STREAM types included)."""
-        handlers: dict[int, Callable[..., None]] = {
-            FrameType.RESET_STREAM: self.on_reset_stream,
-            FrameType.STOP_SENDING: self.on_stop_sending,
-            FrameType.MAX_DATA: self.on_max_data,
-            FrameType.MAX_STREAM_DATA: self.on_max_stream_data,
-            FrameType.MAX_STREAMS_BIDI: self.on_max_streams,
-            FrameType.MAX_STREAMS_UNI: self.on_max_streams,
-            FrameType.DATA_BLOCKED: self.on_data_blocked,
-            FrameType.STREAM_DATA_BLOCKED: self.on_stream_data_blocked,
-            FrameType.STREAMS_BLOCKED_BIDI: self.on_streams_blocked,
-            FrameType.STREAMS_BLOCKED_UNI: self.on_streams_blocked,
+        return {
+            frame_type: MethodType(handler, self)
+            for frame_type, handler in STREAM_FRAME_HANDLERS.items()
         }
-        for frame_type in range(FrameType.STREAM, FrameType.STREAM + 8):
-            handlers[frame_type] = self.on_stream
-        return handlers
 
     # -- sending -------------------------------------------------------------------------------
     def _schedule(self, send: SendStream) -> None:
@@ -758,4 +753,21 @@ _BUILDERS: Mapping[int, _Builder] = {
     FrameType.STREAMS_BLOCKED_UNI: StreamManager._build_streams_blocked,
     FrameType.RESET_STREAM: StreamManager._build_reset_stream,
     FrameType.STOP_SENDING: StreamManager._build_stop_sending,
+}
+
+#: Frame type -> unbound handler ``handler(manager, frame)``, all eight STREAM types
+#: included, for a connection's dispatch table (:meth:`StreamManager.frame_handlers`
+#: gives the same, bound).
+STREAM_FRAME_HANDLERS: Mapping[int, Callable[[StreamManager, Any], None]] = {
+    **dict.fromkeys(range(FrameType.STREAM, FrameType.STREAM + 8), StreamManager.on_stream),
+    FrameType.RESET_STREAM: StreamManager.on_reset_stream,
+    FrameType.STOP_SENDING: StreamManager.on_stop_sending,
+    FrameType.MAX_DATA: StreamManager.on_max_data,
+    FrameType.MAX_STREAM_DATA: StreamManager.on_max_stream_data,
+    FrameType.MAX_STREAMS_BIDI: StreamManager.on_max_streams,
+    FrameType.MAX_STREAMS_UNI: StreamManager.on_max_streams,
+    FrameType.DATA_BLOCKED: StreamManager.on_data_blocked,
+    FrameType.STREAM_DATA_BLOCKED: StreamManager.on_stream_data_blocked,
+    FrameType.STREAMS_BLOCKED_BIDI: StreamManager.on_streams_blocked,
+    FrameType.STREAMS_BLOCKED_UNI: StreamManager.on_streams_blocked,
 }

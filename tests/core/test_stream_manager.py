@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mstls.codes import TransportErrorCode
 from mstls.core.events import (
@@ -20,10 +22,11 @@ from mstls.core.events import (
     StreamWritable,
 )
 from mstls.core.sending import ListSink
-from mstls.core.stream_manager import StreamManager
+from mstls.core.stream_manager import STREAM_FRAME_HANDLERS, StreamManager
 from mstls.core.streams import RecvState, SendState
 from mstls.exceptions import (
     ProtocolError,
+    StreamError,
     StreamLimitReached,
     StreamResetError,
     StreamStateError,
@@ -634,3 +637,121 @@ def test_server_receive_states_after_transfer() -> None:
     stream = pair.server.get_stream(0)
     assert stream is not None and stream.recv is not None
     assert stream.recv.state is RecvState.DATA_READ
+
+
+def test_lost_data_blocked_not_resent_once_unblocked() -> None:
+    m = manager(peer=params(data=1000))
+    sid = m.open_stream()
+    m.write(sid, b"x" * 2000)
+    send_once(m).acknowledge()  # 1000 bytes, then the credit is gone
+    sink = send_once(m)
+    assert decoded(sink) == [DataBlockedFrame(1000)]
+    assert not m.has_data_to_send()
+    m.on_max_data(MaxDataFrame(5000))
+    sink.lose()
+    assert frames_of_type(decoded(send_once(m)), DataBlockedFrame) == []
+
+
+# -- robustness: any peer frames give progress or a clean protocol error -----------------------
+stream_ids = st.integers(0, 20)
+sizes = st.integers(0, 3000)
+codes = st.integers(0, 2**62 - 1)
+peer_frames = st.one_of(
+    st.builds(
+        StreamFrame,
+        stream_ids,
+        st.integers(0, 5000),
+        st.binary(max_size=200),
+        st.booleans(),
+    ),
+    st.builds(ResetStreamFrame, stream_ids, codes, sizes),
+    st.builds(StopSendingFrame, stream_ids, codes),
+    st.builds(MaxDataFrame, st.integers(0, 1 << 20)),
+    st.builds(MaxStreamDataFrame, stream_ids, st.integers(0, 1 << 20)),
+    st.builds(MaxStreamsFrame, st.integers(0, 100), st.booleans()),
+    st.builds(DataBlockedFrame, sizes),
+    st.builds(StreamDataBlockedFrame, stream_ids, sizes),
+    st.builds(StreamsBlockedFrame, st.integers(0, 100), st.booleans()),
+)
+app_calls = st.tuples(
+    st.sampled_from(["open", "open_uni", "write", "read", "reset", "stop", "send"]),
+    stream_ids,
+    st.integers(0, 3000),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    is_client=st.booleans(),
+    actions=st.lists(st.one_of(peer_frames, app_calls), max_size=40),
+)
+def test_random_frames_and_calls_never_break_the_manager(
+    is_client: bool, actions: list[Any]
+) -> None:
+    m = manager(is_client, local=params(data=4000, stream=1500, bidi=3, uni=2), peer=params())
+    handlers = m.frame_handlers()
+    for action in actions:
+        try:
+            if isinstance(action, tuple):
+                run_app_call(m, *action)
+            else:
+                handlers[action.frame_type](action)
+        except ProtocolError:
+            return  # the connection would close here
+        except StreamError:
+            pass
+        check_invariants(m)
+
+
+def run_app_call(m: StreamManager, name: str, stream_id: int, size: int) -> None:
+    if name == "open":
+        m.open_stream()
+    elif name == "open_uni":
+        m.open_stream(bidirectional=False)
+    elif name == "write":
+        m.write(stream_id, b"w" * size, fin=size % 3 == 0)
+    elif name == "read":
+        m.read(stream_id, size)
+    elif name == "reset":
+        m.reset_stream(stream_id, size)
+    elif name == "stop":
+        m.stop_sending(stream_id, size)
+    else:
+        sink = send_once(m, max(size, 50))
+        decoded(sink)  # everything written is a valid frame
+        (sink.acknowledge if size % 2 else sink.lose)()
+        m.pull_events()
+
+
+def check_invariants(m: StreamManager) -> None:
+    window = m.connection_window
+    assert window.consumed <= window.received <= window.limit
+    for stream in list(m._streams.values()):
+        recv = stream.recv
+        if recv is not None:
+            w = recv.window
+            assert w.consumed <= recv.frontier <= max(w.received, recv.frontier)
+            assert len(recv._buffer) <= w.limit - w.consumed  # memory bounded by the window
+        send = stream.send
+        if send is not None:
+            assert send.acked_offset <= send.send_offset <= send.write_offset
+            assert send.buffered <= send.buffer_size
+
+
+def test_zero_stream_credit_is_signalled_at_once() -> None:
+    m = manager(peer=params(stream=0))
+    sid = m.open_stream()
+    assert m.write(sid, b"data") == 4  # buffered, but the peer gave no credit
+    assert decoded(send_once(m)) == [StreamDataBlockedFrame(sid, 0)]
+    assert m.get_stream(sid).send.state is SendState.SEND  # type: ignore[union-attr]
+    m.on_max_stream_data(MaxStreamDataFrame(sid, 10))
+    (frame,) = decoded(send_once(m))
+    assert frame == StreamFrame(sid, 0, b"data")
+
+
+def test_unbound_handler_table_matches_bound_handlers() -> None:
+    m = manager(False, peer=params())
+    table = STREAM_FRAME_HANDLERS
+    assert set(table) == set(m.frame_handlers()) == {*range(0x04, 0x06), *range(0x08, 0x18)}
+    table[0x0B](m, StreamFrame(0, 0, b"hi", fin=True))
+    assert m.read(0, 10) == (b"hi", True)

@@ -14,6 +14,7 @@ from mstls.codes import TransportErrorCode
 from mstls.core.flow_control import ReceiveWindow
 from mstls.core.sending import ListSink, SentRecord
 from mstls.core.streams import (
+    NO_ROOM,
     PEER_EVENTS,
     RECV_TRANSITIONS,
     SEND_TRANSITIONS,
@@ -527,3 +528,16 @@ def test_window_update_wanted_after_half_the_window() -> None:
     assert stream.wants_window_update
     stream.on_data(600, b"", True)
     assert not stream.wants_window_update  # Size Known: no more credit needed (§3.2)
+
+
+def test_write_frame_prefers_retransmission() -> None:
+    stream = SendStream(0, limit=1 << 20)
+    stream.write(b"a" * 2000)
+    first = ListSink(1200)
+    assert stream.write_frame(first, 1 << 20) > 0
+    first.lose()
+    second = ListSink(1200)
+    assert stream.write_frame(second, 1 << 20) == 0  # a retransmission uses no new credit
+    (frame,) = frames_of(second)
+    assert frame.offset == 0
+    assert stream.write_frame(ListSink(1), 1 << 20) == NO_ROOM

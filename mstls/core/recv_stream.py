@@ -1,0 +1,301 @@
+"""The receiving part of a stream (RFC 9000 §2.2, §3.2, §4.5, §19.8).
+
+Theory of operation
+-------------------
+Data lives in one ``bytearray`` that starts at the first unread offset;
+out-of-order data is written at its place (gaps zero-filled) and its ranges
+kept in a :class:`~mstls.core.rangeset.RangeSet`, so received bytes are copied
+once in and once out, and memory is bounded by our flow-control window (the
+peer cannot send beyond it).  The number of gaps is bounded too
+(:data:`MAX_RECV_GAPS`).  Final-size rules are §4.5; a RESET_STREAM discards
+unread data (what was read stays read, §3.2).  News for the application
+(data, the end) is left in :attr:`RecvStream.notify` for the owner.
+"""
+
+from __future__ import annotations
+
+from ..codes import TransportErrorCode
+from ..exceptions import ProtocolError, StreamResetError, StreamStateError
+from ..wire.frame_types import FrameType
+from .flow_control import ReceiveWindow
+from .rangeset import RangeSet
+from .stream_states import RECV_TERMINAL, RECV_TRANSITIONS, RecvEvent, RecvState, transition
+
+__all__ = ["MAX_RECV_GAPS", "RecvStream"]
+
+Buffer = bytes | bytearray | memoryview
+
+#: Out-of-order ranges kept per receiving stream before giving up (RFC 9000 §21.7).
+MAX_RECV_GAPS = 1024
+
+
+class RecvStream:
+    """The receiving part of a stream (RFC 9000 §3.2), with our window for it.
+
+    ``connection`` is the connection-level window (§4.1), charged with the
+    stream's new highest offsets and credited with what is read or discarded.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_ranges",
+        "connection",
+        "final_size",
+        "frontier",
+        "max_gaps",
+        "notify",
+        "reset_code",
+        "state",
+        "stop_code",
+        "stream_id",
+        "window",
+    )
+
+    def __init__(
+        self,
+        stream_id: int,
+        window: ReceiveWindow,
+        connection: ReceiveWindow | None = None,
+        *,
+        max_gaps: int = MAX_RECV_GAPS,
+    ) -> None:
+        self.stream_id = stream_id
+        self.state = RecvState.RECV
+        self.window = window
+        self.connection = connection
+        self.max_gaps = max_gaps
+        #: Everything below is received (``window.consumed`` <= frontier <= ``window.received``).
+        self.frontier = 0
+        self.final_size: int | None = None
+        self.reset_code: int | None = None
+        self.stop_code: int | None = None
+        #: Set when new data, the end, or a reset can be observed; the owner clears it.
+        self.notify = False
+        self._buffer = bytearray()
+        self._ranges = RangeSet()
+
+    def __repr__(self) -> str:
+        w = self.window
+        return (
+            f"<RecvStream {self.stream_id} {self.state.value} read={w.consumed} "
+            f"received={self.frontier}/{w.received} limit={w.limit}>"
+        )
+
+    def _fire(self, event: RecvEvent, frame_type: int | None = None) -> None:
+        self.state = transition(RECV_TRANSITIONS, self.state, event, self.stream_id, frame_type)
+
+    @property
+    def readable(self) -> int:
+        """Bytes that ``read`` would return now."""
+        return self.frontier - self.window.consumed
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in RECV_TERMINAL
+
+    def _charge(self, end: int, frame_type: int) -> None:
+        """Raise the highest received offset to ``end``, charging the connection (§4.1)."""
+        window = self.window
+        increase = end - window.received
+        if increase <= 0:
+            return
+        connection = self.connection
+        if connection is not None:
+            connection.check(connection.received + increase, frame_type)
+            connection.received += increase
+        window.received = end
+
+    def _final_size_error(self, reason: str, frame_type: int) -> ProtocolError:
+        return ProtocolError(
+            f"stream {self.stream_id}: {reason}",
+            error_code=TransportErrorCode.FINAL_SIZE_ERROR,
+            frame_type=frame_type,
+        )
+
+    def _check_size(self, end: int, fin: bool, frame_type: int) -> None:
+        """Final size rules (RFC 9000 §4.5) and the stream limit (§4.1)."""
+        final = self.final_size
+        if final is not None:
+            if fin and end != final:
+                raise self._final_size_error(
+                    f"final size changed from {final} to {end}", frame_type
+                )
+            if end > final:
+                raise self._final_size_error(
+                    f"data up to {end} beyond final size {final}", frame_type
+                )
+        elif fin and end < self.window.received:
+            raise self._final_size_error(
+                f"final size {end} below data already received ({self.window.received})",
+                frame_type,
+            )
+        self.window.check(end, frame_type)
+
+    def on_data(self, offset: int, data: Buffer, fin: bool) -> None:
+        """A STREAM frame (RFC 9000 §19.8).  Handles untrusted input.
+
+        Raises FINAL_SIZE_ERROR / FLOW_CONTROL_ERROR (stream or connection)
+        :class:`ProtocolError`; the caller fills in the exact frame type.
+        """
+        end = offset + len(data)
+        window = self.window
+        if fin or self.final_size is not None or end > window.limit:
+            self._check_size(end, fin, FrameType.STREAM | fin)
+        if end > window.received:
+            self._charge(end, FrameType.STREAM)
+        state = self.state
+        if state is not RecvState.RECV and state is not RecvState.SIZE_KNOWN:
+            return  # a duplicate or a late frame (§3.2); its size was checked above
+        if self.stop_code is not None:
+            self._discard_to(window.received)
+        elif end > self.frontier and data:
+            self._store(offset, end, data)
+        if fin and state is RecvState.RECV:
+            self.final_size = end
+            self._fire(RecvEvent.RECV_FIN)
+        if self.final_size is not None and self.frontier == self.final_size:
+            self._fire(RecvEvent.RECV_ALL_DATA)
+            if self.stop_code is None:
+                self.notify = True
+            else:
+                self._fire(RecvEvent.APP_READ_ALL)
+
+    def _store(self, offset: int, end: int, data: Buffer) -> None:
+        frontier = self.frontier
+        if offset < frontier:
+            data = memoryview(data)[frontier - offset :]
+            offset = frontier
+        buffer = self._buffer
+        base = self.window.consumed
+        start = offset - base
+        size = len(buffer)
+        if start == size:
+            buffer += data
+        elif start > size:
+            buffer += bytes(start - size)
+            buffer += data
+        elif end - base <= size:
+            buffer[start : end - base] = data
+        else:
+            split = size - start
+            buffer[start:] = memoryview(data)[:split]
+            buffer += memoryview(data)[split:]
+        ranges = self._ranges
+        if offset == frontier:
+            frontier = end
+            while ranges and ranges.lowest <= frontier:
+                _, stop = ranges.shift()
+                frontier = max(frontier, stop)
+            self.frontier = frontier
+            self.notify = True
+        else:
+            ranges.add(offset, end)
+            if len(ranges) > self.max_gaps:
+                raise ProtocolError(
+                    f"stream {self.stream_id}: more than {self.max_gaps} gaps in received data",
+                    error_code=TransportErrorCode.INTERNAL_ERROR,
+                    frame_type=FrameType.STREAM,
+                )
+
+    def _discard_to(self, offset: int) -> None:
+        """Drop everything below ``offset`` as if read, crediting the connection."""
+        window = self.window
+        amount = offset - window.consumed
+        self._buffer.clear()
+        self._ranges = RangeSet()
+        self.frontier = max(self.frontier, offset)
+        if amount > 0:
+            window.consumed = offset
+            if self.connection is not None:
+                self.connection.consume(amount)
+
+    def read(self, max_bytes: int) -> tuple[bytes, bool]:
+        """Up to ``max_bytes`` of in-order data, and whether the FIN was reached.
+
+        Raises :class:`StreamStateError` after our own STOP_SENDING, else
+        :class:`StreamResetError` once the peer reset the stream.
+        """
+        if self.stop_code is not None:
+            raise StreamStateError(
+                f"stream {self.stream_id}: reading was stopped (STOP_SENDING sent)",
+                stream_id=self.stream_id,
+            )
+        state = self.state
+        if state is RecvState.RESET_RECVD or state is RecvState.RESET_READ:
+            if state is RecvState.RESET_RECVD:
+                self._fire(RecvEvent.APP_READ_RESET)
+            code = self.reset_code
+            assert code is not None
+            raise StreamResetError(
+                f"stream {self.stream_id} was reset by the peer (code {code:#x})",
+                code,
+                stream_id=self.stream_id,
+            )
+        window = self.window
+        base = window.consumed
+        size = self.frontier - base
+        size = min(size, max_bytes)
+        data = b""
+        if size > 0:
+            buffer = self._buffer
+            if size == len(buffer):
+                data = bytes(buffer)
+                buffer.clear()
+            else:
+                with memoryview(buffer) as view:
+                    data = bytes(view[:size])
+                del buffer[:size]
+            window.consumed = base + size
+            if self.connection is not None:
+                self.connection.consume(size)
+        if state is RecvState.DATA_RECVD and window.consumed == self.final_size:
+            self._fire(RecvEvent.APP_READ_ALL)
+            return data, True
+        return data, state is RecvState.DATA_READ
+
+    def on_reset(self, error_code: int, final_size: int) -> bool:
+        """RESET_STREAM (RFC 9000 §19.4).  Handles untrusted input.
+
+        Returns True when the reset takes effect (data discarded, the
+        application is to be told); False when it came too late to matter.
+        """
+        frame_type = FrameType.RESET_STREAM
+        self._check_size(final_size, True, frame_type)
+        self._charge(final_size, frame_type)
+        before = self.state
+        self._fire(RecvEvent.RECV_RESET, frame_type)
+        if before is self.state:
+            return False
+        self.final_size = final_size
+        self.reset_code = error_code
+        self._discard_to(final_size)
+        if self.stop_code is not None:
+            self._fire(RecvEvent.APP_READ_RESET)
+        return True
+
+    def stop(self, error_code: int) -> bool:
+        """The application stops reading (STOP_SENDING, §3.5): unread data is discarded.
+
+        Returns True when a STOP_SENDING frame should be sent (the peer may
+        still send: Recv or Size Known); idempotent.
+        """
+        if self.stop_code is not None or self.state in RECV_TERMINAL:
+            return False
+        self.stop_code = error_code
+        self._discard_to(self.window.received)
+        if self.state is RecvState.DATA_RECVD:
+            self._fire(RecvEvent.APP_READ_ALL)
+            return False
+        if self.state is RecvState.RESET_RECVD:
+            self._fire(RecvEvent.APP_READ_RESET)
+            return False
+        return True
+
+    @property
+    def wants_window_update(self) -> bool:
+        """MAX_STREAM_DATA is worth sending: more data is expected and half the window is read."""
+        return (
+            self.state is RecvState.RECV
+            and self.stop_code is None
+            and self.window.consumed >= self.window.update_at
+        )
