@@ -873,6 +873,7 @@ class _ClientProtocol(QuicConnectionProtocol):
     """aioquic's connection protocol, counting received datagrams."""
 
     datagrams = 0
+    sent = 0
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         self.datagrams += 1
@@ -888,6 +889,13 @@ async def _aioquic_connect(
         lambda: _ClientProtocol(AioquicConnection(configuration=configuration)),
         local_addr=(HOST, 0),
     )
+    send = transport.sendto
+
+    def sendto(data: Any, addr: Any = None) -> None:
+        protocol.sent += 1
+        send(data, addr)
+
+    transport.sendto = sendto  # type: ignore[method-assign]
     try:
         protocol.connect((HOST, port))
         await protocol.wait_connected()
@@ -902,7 +910,7 @@ async def _aioquic_bulk(job: Job, port: int) -> dict[str, Any]:
     protocol, transport = await _aioquic_connect(configuration, port)
     try:
         reader, writer = await protocol.create_stream()
-        received = protocol.datagrams
+        received, sent = protocol.datagrams, protocol.sent
         cpu = time.process_time()
         start = time.perf_counter()
         remaining, chunk = job.size, WRITE_CHUNK
@@ -921,6 +929,7 @@ async def _aioquic_bulk(job: Job, port: int) -> dict[str, Any]:
             "seconds": elapsed,
             "client_cpu": cpu,
             "client_datagrams_received": protocol.datagrams - received,
+            "client_datagrams_sent": protocol.sent - sent,
         }
     finally:
         protocol.close()
@@ -1074,6 +1083,7 @@ def run_job(job: Job) -> dict[str, Any]:
     ]
     server, client = ends[0][0], ends[1][0]
     deadline = time.monotonic() + job.timeout
+    drops = _udp_receive_drops()
     try:
         for process in processes:
             process.daemon = True
@@ -1094,7 +1104,21 @@ def run_job(job: Job) -> dict[str, Any]:
                 process.join(STOP_GRACE)
         for parent_end, _ in ends:
             parent_end.close()
-    return {"client": client_stats, "server": server_stats}
+    after = _udp_receive_drops()
+    dropped = None if drops is None or after is None else after - drops
+    return {"client": client_stats, "server": server_stats, "kernel_drops": dropped}
+
+
+def _udp_receive_drops() -> int | None:
+    """Datagrams the kernel dropped for full socket buffers so far (Linux, all sockets)."""
+    try:
+        lines = Path("/proc/net/snmp").read_text().splitlines()
+    except OSError:
+        return None
+    rows = [line.split() for line in lines if line.startswith("Udp:")]
+    if len(rows) != 2 or "RcvbufErrors" not in rows[0]:
+        return None
+    return int(rows[1][rows[0].index("RcvbufErrors")])
 
 
 def _bulk_numbers(job: Job, raw: dict[str, Any]) -> dict[str, Any]:
@@ -1114,6 +1138,8 @@ def _bulk_numbers(job: Job, raw: dict[str, Any]) -> dict[str, Any]:
         "client_cpu_s": client["client_cpu"],
         "client_busy": client["client_cpu"] / seconds,
         "client_datagrams_received": client["client_datagrams_received"],
+        "client_datagrams_sent": client["client_datagrams_sent"],
+        "kernel_drops": raw["kernel_drops"],
         "groups": server["groups"],
     }
 
@@ -1172,6 +1198,7 @@ class Options:
 def run_bench(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every selected scenario ``options.runs`` times; returns the JSON document."""
     scenarios = [s for s in SCENARIOS if not options.only or s.name in options.only]
+    load_before = _load_average()
     results = []
     with tempfile.TemporaryDirectory(prefix="mstls-bench-") as directory:
         pki = write_dev_pki(directory)
@@ -1201,10 +1228,15 @@ def run_bench(options: Options, log: Callable[[str], None] = print) -> dict[str,
             "connection_window": CONNECTION_WINDOW,
             "stream_window": STREAM_WINDOW,
         },
-        "environment": _environment(),
+        "environment": {**_environment(), "load_average_before": load_before},
         "results": results,
         "ratios": compute_ratios(summaries),
     }
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other work competes for the cores)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def _environment() -> dict[str, Any]:
@@ -1226,7 +1258,7 @@ def _environment() -> dict[str, Any]:
         "mstls_commit": commit,
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": _load_average(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -1245,6 +1277,12 @@ def format_report(document: dict[str, Any]) -> str:
         f"flow control (both stacks): connection {settings['connection_window'] // MIB} MiB, "
         f"stream {settings['stream_window'] // MIB} MiB; median of {settings['runs']} run(s)",
     ]
+    load = document["environment"]["load_average_before"]
+    if load is not None:
+        lines.append(
+            f"load average before the run: {load[0]:.2f} (1 min); "
+            "other busy processes take cores from the server or the client"
+        )
     bulk = [r for r in document["results"] if r["kind"] == "bulk"]
     if bulk:
         lines += [
@@ -1252,7 +1290,7 @@ def format_report(document: dict[str, Any]) -> str:
             f"Bulk upload: {settings['size'] / MIB:g} MiB on one stream, "
             f"datagrams {settings['datagram']} bytes unless PMTU probing",
             f"{'scenario':<30}{'MB/s':>8}{'best':>8}{'srv µs/dgram':>14}{'srv ms/MiB':>12}"
-            f"{'dgram B':>9}{'srv CPU':>9}{'cli CPU':>9}{'acks/dgram':>12}",
+            f"{'dgram B':>9}{'srv CPU':>9}{'cli CPU':>9}{'acks/dgram':>12}{'lost':>7}",
         ]
         for result in bulk:
             s = result["summary"]
@@ -1262,6 +1300,7 @@ def format_report(document: dict[str, Any]) -> str:
                 f"{s['mean_datagram_bytes']:>9.0f}{s['server_busy']:>9.0%}"
                 f"{s['client_busy']:>9.0%}"
                 f"{s['client_datagrams_received'] / s['server_datagrams']:>12.3f}"
+                f"{1 - s['server_datagrams'] / s['client_datagrams_sent']:>7.1%}"
             )
     handshakes = [r for r in document["results"] if r["kind"] == "handshake"]
     if handshakes:
