@@ -21,6 +21,7 @@ manager) hears about losses and progress through a :class:`SendListener`.
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_right
 from typing import Protocol
 
@@ -57,6 +58,23 @@ NO_ROOM = -1
 
 #: STREAM frame type bytes with the LEN bit, by [OFF bit][FIN bit] (RFC 9000 §19.8).
 _STREAM_TYPES = ((b"\x0a", b"\x0b"), (b"\x0e", b"\x0f"))
+_EMPTY = memoryview(b"")
+_ONE_BYTE = [bytes((value,)) for value in range(0x40)]
+_PACK16 = struct.Struct(">H").pack
+_PACK32 = struct.Struct(">L").pack
+_PACK64 = struct.Struct(">Q").pack
+
+
+def _varint(value: int) -> bytes:
+    """RFC 9000 §16 encoding, unchecked: offsets and lengths here stay below 2**62
+    (flow control bounds them)."""
+    if value < 0x40:
+        return _ONE_BYTE[value]
+    if value < 0x4000:
+        return _PACK16(value | 0x4000)
+    if value < 0x40000000:
+        return _PACK32(value | 0x80000000)
+    return _PACK64(value | 0xC000000000000000)
 
 
 def _capacity(room: int) -> int:
@@ -108,10 +126,11 @@ class SendStream:
         "_ends",
         "_fin_lost",
         "_first",
-        "_id_bytes",
         "_listener",
         "_lost",
         "_lost_cb",
+        "_prefix_len",
+        "_prefixes",
         "_tail_open",
         "_write_blocked",
         "acked_offset",
@@ -155,18 +174,25 @@ class SendStream:
         #: In the manager's new-data queue / retransmission queue.
         self.scheduled = False
         self.retransmit_scheduled = False
-        self._chunks: list[Buffer] = []
+        # Sealed chunks are memoryviews (sliced without copying); only the last
+        # chunk may be an open bytearray still taking small writes.
+        self._chunks: list[memoryview | bytearray] = []
         self._ends: list[int] = []
         self._first = 0
         self._tail_open = False
-        self._acked = RangeSet()
-        self._lost = RangeSet()
+        # Acknowledged ranges above acked_offset, and lost ranges to resend;
+        # None when empty (the per-frame paths test that cheaply).
+        self._acked: RangeSet | None = None
+        self._lost: RangeSet | None = None
         self._fin_lost = False
         self._write_blocked = False
         self._listener: SendListener = listener or _NULL_LISTENER
         self._acked_cb = self.on_data_acked
         self._lost_cb = self.on_data_lost
-        self._id_bytes = encode_varint(stream_id)
+        id_bytes = encode_varint(stream_id)
+        #: Type and Stream ID of our STREAM frames, by [OFF bit][FIN bit].
+        self._prefixes = tuple(tuple(t + id_bytes for t in pair) for pair in _STREAM_TYPES)
+        self._prefix_len = 1 + len(id_bytes)
 
     def __repr__(self) -> str:
         return (
@@ -237,9 +263,9 @@ class SendStream:
                 self._tail_open = True
         else:
             if isinstance(data, bytes):  # immutable: keep it, no copy
-                chunk: Buffer = data if size == len(data) else memoryview(data)[:size]
+                chunk = memoryview(data) if size == len(data) else memoryview(data)[:size]
             else:
-                chunk = bytes(data[:size])
+                chunk = memoryview(bytes(data[:size]))
             chunks.append(chunk)
             ends.append(self.write_offset + size)
             self._tail_open = False
@@ -249,24 +275,25 @@ class SendStream:
         """The data ``[offset, offset + length)``: a view of one chunk, or a join."""
         ends = self._ends
         i = bisect_right(ends, offset, self._first)
-        if i == len(ends) - 1:
-            self._tail_open = False  # a frame refers to it: never resize it again
-        chunk = self._chunks[i]
+        chunks = self._chunks
+        chunk = chunks[i]
+        if isinstance(chunk, bytearray):  # a frame refers to the open tail: seal it
+            chunk = chunks[i] = memoryview(chunk)
+            self._tail_open = False
         end = ends[i]
         start = end - len(chunk)
         if offset + length <= end:
-            if offset == start and length == len(chunk):
-                return chunk
-            return memoryview(chunk)[offset - start : offset - start + length]
-        parts: list[Buffer] = [memoryview(chunk)[offset - start :]]
+            return chunk[offset - start : offset - start + length]
+        parts = [chunk[offset - start :]]
         remaining = length - (end - offset)
         while remaining > 0:
             i += 1
-            chunk = self._chunks[i]
-            parts.append(chunk if len(chunk) <= remaining else memoryview(chunk)[:remaining])
+            chunk = chunks[i]
+            if isinstance(chunk, bytearray):
+                chunk = chunks[i] = memoryview(chunk)
+                self._tail_open = False
+            parts.append(chunk[:remaining])
             remaining -= len(chunk)
-        if i == len(ends) - 1:
-            self._tail_open = False
         return b"".join(parts)
 
     def _drop_acked(self) -> None:
@@ -274,7 +301,7 @@ class SendStream:
         count = len(ends)
         chunks = self._chunks
         while first < count and ends[first] <= prefix:
-            chunks[first] = b""
+            chunks[first] = _EMPTY
             first += 1
         if first == count:
             chunks.clear()
@@ -314,7 +341,7 @@ class SendStream:
 
     @property
     def has_retransmission(self) -> bool:
-        return bool(self._lost) or self._fin_lost
+        return self._lost is not None or self._fin_lost
 
     def write_frame(self, sink: FrameSink, credit: int) -> int:
         """Write the next STREAM frame: lost data first, else new data.
@@ -322,7 +349,7 @@ class SendStream:
         Returns the new bytes sent (to charge the connection credit ``credit``),
         or :data:`NO_ROOM` when nothing fitted.
         """
-        if self._lost or self._fin_lost:
+        if self._lost is not None or self._fin_lost:
             return 0 if self.write_retransmission(sink) else NO_ROOM
         return self.write_new(sink, credit)
 
@@ -340,10 +367,10 @@ class SendStream:
         limit = offset + credit if offset + credit < limit else limit
         end = self.write_offset
         length = (limit if end > limit else end) - offset
-        offset_field = encode_varint(offset) if offset else b""
-        room = sink.remaining - 1 - len(self._id_bytes) - len(offset_field)
+        offset_field = _varint(offset) if offset else b""
+        room = sink.remaining - self._prefix_len - len(offset_field)
         if length > 0:
-            capacity = _capacity(room)
+            capacity = room - 2 if 0x40 < room <= 0x4001 else _capacity(room)
             if capacity <= 0:
                 return NO_ROOM
             length = capacity if length > capacity else length
@@ -363,23 +390,19 @@ class SendStream:
             self._fire(SendEvent.SEND_FIN)
         elif self.state is SendState.READY:
             self._fire(SendEvent.SEND_DATA)
-        header = b"".join(
-            (_STREAM_TYPES[bool(offset)][fin], self._id_bytes, offset_field, encode_varint(length))
+        header = self._prefixes[offset > 0][fin] + offset_field + _varint(length)
+        sink.add_parts(
+            header,
+            self._view(offset, length) if length else b"",
+            (self._acked_cb, self._lost_cb, (offset, length, fin)),
         )
-        payload = self._view(offset, length) if length else b""
-        sink.add_parts(header, payload, (self._acked_cb, self._lost_cb, (offset, length, fin)))
         return length
 
     def _header(self, offset: int, length: int, fin: bool) -> bytes:
         # RFC 9000 §19.8: type 0x08 | OFF (0x04) | LEN (0x02) | FIN (0x01).
-        return b"".join(
-            (
-                _STREAM_TYPES[bool(offset)][fin],
-                self._id_bytes,
-                encode_varint(offset) if offset else b"",
-                encode_varint(length),
-            )
-        )
+        if offset:
+            return self._prefixes[1][fin] + _varint(offset) + _varint(length)
+        return self._prefixes[0][fin] + _varint(length)
 
     def on_blocked_sent(self) -> None:
         """A STREAM_DATA_BLOCKED is being sent: Ready becomes Send (§3.1)."""
@@ -389,9 +412,11 @@ class SendStream:
     def write_retransmission(self, sink: FrameSink) -> bool:
         """Resend the first lost range (or a lost FIN); False when it did not fit."""
         lost = self._lost
-        if lost and lost.lowest < self.acked_offset:
+        if lost is not None and lost.lowest < self.acked_offset:
             lost.drop_below(self.acked_offset)
-        if lost:
+            if not lost:
+                lost = self._lost = None
+        if lost is not None:
             start, stop = lost.first_range()
             capacity = stream_frame_capacity(sink.remaining, self.stream_id, start)
             if capacity <= 0:
@@ -407,8 +432,10 @@ class SendStream:
                 return False
         else:
             return True
-        if length:
+        if lost is not None:
             lost.subtract(start, end)
+            if not lost:
+                self._lost = None
         if fin:
             self._fin_lost = False
         self._fire(SendEvent.SEND_FIN if fin else SendEvent.SEND_DATA)
@@ -433,15 +460,25 @@ class SendStream:
             if offset <= prefix:
                 prefix = end
                 acked = self._acked
-                while acked and acked.lowest <= prefix:
-                    _, stop = acked.shift()
-                    prefix = max(prefix, stop)
+                if acked is not None:
+                    while acked and acked.lowest <= prefix:
+                        _, stop = acked.shift()
+                        prefix = max(prefix, stop)
+                    if not acked:
+                        self._acked = None
                 self.acked_offset = prefix
-                self._drop_acked()
+                ends = self._ends
+                if ends and ends[self._first] <= prefix:
+                    self._drop_acked()
             else:
+                if self._acked is None:
+                    self._acked = RangeSet()
                 self._acked.add(offset, end)
-            if self._lost:
-                self._lost.subtract(offset, end)
+            lost = self._lost
+            if lost is not None:
+                lost.subtract(offset, end)
+                if not lost:
+                    self._lost = None
         if fin and not self.fin_acked:
             changed = True
             self.fin_acked = True
@@ -466,7 +503,9 @@ class SendStream:
         queued = False
         if end > self.acked_offset:
             start = max(offset, self.acked_offset)
-            if not self._acked.covers(start, end):
+            if self._acked is None or not self._acked.covers(start, end):
+                if self._lost is None:
+                    self._lost = RangeSet()
                 self._lost.add(start, end)
                 queued = True
         if fin and not self.fin_acked:
@@ -499,8 +538,8 @@ class SendStream:
         self._ends.clear()
         self._first = 0
         self._tail_open = False
-        self._lost = RangeSet()
-        self._acked = RangeSet()
+        self._lost = None
+        self._acked = None
         self._fin_lost = False
         return True
 
