@@ -23,6 +23,9 @@ from .stream_states import RECV_TERMINAL, RECV_TRANSITIONS, RecvEvent, RecvState
 
 __all__ = ["MAX_RECV_GAPS", "RecvStream"]
 
+_STREAM = int(FrameType.STREAM)
+_RECV, _SIZE_KNOWN = RecvState.RECV, RecvState.SIZE_KNOWN
+
 Buffer = bytes | bytearray | memoryview
 
 #: Out-of-order ranges kept per receiving stream before giving up (RFC 9000 §21.7).
@@ -72,7 +75,8 @@ class RecvStream:
         #: Set when new data, the end, or a reset can be observed; the owner clears it.
         self.notify = False
         self._buffer = bytearray()
-        self._ranges = RangeSet()
+        #: Received ranges above ``frontier`` (out of order); None when there are none.
+        self._ranges: RangeSet | None = None
 
     def __repr__(self) -> str:
         w = self.window
@@ -101,8 +105,10 @@ class RecvStream:
             return
         connection = self.connection
         if connection is not None:
-            connection.check(connection.received + increase, frame_type)
-            connection.received += increase
+            total = connection.received + increase
+            if total > connection.limit:
+                connection.check(total, frame_type)  # raises FLOW_CONTROL_ERROR
+            connection.received = total
         window.received = end
 
     def _final_size_error(self, reason: str, frame_type: int) -> ProtocolError:
@@ -140,16 +146,26 @@ class RecvStream:
         end = offset + len(data)
         window = self.window
         if fin or self.final_size is not None or end > window.limit:
-            self._check_size(end, fin, FrameType.STREAM | fin)
+            self._check_size(end, fin, _STREAM | fin)
         if end > window.received:
-            self._charge(end, FrameType.STREAM)
+            self._charge(end, _STREAM)
         state = self.state
-        if state is not RecvState.RECV and state is not RecvState.SIZE_KNOWN:
+        if state is not _RECV and state is not _SIZE_KNOWN:
             return  # a duplicate or a late frame (§3.2); its size was checked above
         if self.stop_code is not None:
             self._discard_to(window.received)
         elif end > self.frontier and data:
-            self._store(offset, end, data)
+            buffer = self._buffer
+            if (
+                offset == self.frontier
+                and self._ranges is None
+                and offset - window.consumed == len(buffer)
+            ):
+                buffer += data  # in order, nothing out of order: the common case
+                self.frontier = end
+                self.notify = True
+            else:
+                self._store(offset, end, data)
         if fin and state is RecvState.RECV:
             self.final_size = end
             self._fire(RecvEvent.RECV_FIN)
@@ -183,12 +199,17 @@ class RecvStream:
         ranges = self._ranges
         if offset == frontier:
             frontier = end
-            while ranges and ranges.lowest <= frontier:
-                _, stop = ranges.shift()
-                frontier = max(frontier, stop)
+            if ranges is not None:
+                while ranges and ranges.lowest <= frontier:
+                    _, stop = ranges.shift()
+                    frontier = max(frontier, stop)
+                if not ranges:
+                    self._ranges = None
             self.frontier = frontier
             self.notify = True
         else:
+            if ranges is None:
+                ranges = self._ranges = RangeSet()
             ranges.add(offset, end)
             if len(ranges) > self.max_gaps:
                 raise ProtocolError(
@@ -202,7 +223,7 @@ class RecvStream:
         window = self.window
         amount = offset - window.consumed
         self._buffer.clear()
-        self._ranges = RangeSet()
+        self._ranges = None
         self.frontier = max(self.frontier, offset)
         if amount > 0:
             window.consumed = offset

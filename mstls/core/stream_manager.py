@@ -186,6 +186,7 @@ class StreamManager:
         self._retransmit_queue: deque[SendStream] = deque()
         self._control: dict[_ControlKey, None] = {}
         self._events: dict[tuple[int, type], Event] = {}
+        self._readable: dict[int, None] = {}  # StreamDataAvailable, made when pulled
         self._accept: list[int] = []
 
     # -- configuration -------------------------------------------------------------------
@@ -369,10 +370,12 @@ class StreamManager:
     # -- events --------------------------------------------------------------------------------
     def pull_events(self) -> list[Event]:
         """Events since the last call, at most one of each kind per stream."""
-        if not self._events:
+        if not self._events and not self._readable:
             return []
         events = list(self._events.values())
+        events += [StreamDataAvailable(stream_id) for stream_id in self._readable]
         self._events.clear()
+        self._readable.clear()
         return events
 
     def _event(self, key: int, event: Event) -> None:
@@ -489,9 +492,7 @@ class StreamManager:
             raise
         if recv.notify:
             recv.notify = False
-            key = (stream_id, StreamDataAvailable)
-            if key not in self._events:
-                self._events[key] = StreamDataAvailable(stream_id)
+            self._readable[stream_id] = None
         if recv.stop_code is not None:
             self._after_discard(stream, recv)
 
