@@ -54,7 +54,12 @@ from types import MethodType
 from typing import Any
 
 from ..codes import TransportErrorCode
-from ..exceptions import ProtocolError, StreamLimitReached, StreamStateError
+from ..exceptions import (
+    ConfigurationError,
+    ProtocolError,
+    StreamLimitReached,
+    StreamStateError,
+)
 from ..wire.frame_types import FrameType, frame_type_name
 from ..wire.frames import (
     MAX_STREAMS_LIMIT,
@@ -155,6 +160,12 @@ class StreamManager:
         max_recv_gaps: int = MAX_RECV_GAPS,
         ordered_transport: bool = False,
     ) -> None:
+        for name in ("initial_max_streams_bidi", "initial_max_streams_uni"):
+            if getattr(local_params, name) > max_tracked_streams:
+                raise ConfigurationError(
+                    f"{name} ({getattr(local_params, name)}) exceeds max_tracked_streams "
+                    f"({max_tracked_streams}): the peer could make us track that many streams"
+                )
         self.is_client = is_client
         self.local_params = local_params
         self.peer_params: TransportParameters | None = None

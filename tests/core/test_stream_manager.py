@@ -25,6 +25,7 @@ from mstls.core.sending import ListSink
 from mstls.core.stream_manager import STREAM_FRAME_HANDLERS, StreamManager
 from mstls.core.streams import RecvState, SendState
 from mstls.exceptions import (
+    ConfigurationError,
     ProtocolError,
     StreamError,
     StreamLimitReached,
@@ -355,6 +356,9 @@ def test_stop_sending_triggers_reset_with_the_peers_code() -> None:
     assert pair.client.get_stream(sid).send.state is SendState.RESET_RECVD  # type: ignore[union-attr]
     with pytest.raises(StreamStateError):
         pair.server.read(sid, 10)  # we stopped reading
+    pair.server.write(sid, b"answer", fin=True)  # E6: the other direction is unaffected
+    pair.step()
+    assert pair.client.read(sid, 100) == (b"answer", True)
 
 
 def test_reset_by_peer_fails_reads_and_returns_credit() -> None:
@@ -755,3 +759,8 @@ def test_unbound_handler_table_matches_bound_handlers() -> None:
     assert set(table) == set(m.frame_handlers()) == {*range(0x04, 0x06), *range(0x08, 0x18)}
     table[0x0B](m, StreamFrame(0, 0, b"hi", fin=True))
     assert m.read(0, 10) == (b"hi", True)
+
+
+def test_stream_limits_beyond_what_we_track_are_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        StreamManager(True, params(bidi=5000), max_tracked_streams=4096)
