@@ -120,7 +120,8 @@ DEFAULT_MAX_STREAM_WINDOW = 16 << 20
 DEFAULT_MAX_CONNECTION_WINDOW = 24 << 20
 #: The connection window is kept at least this multiple of the largest stream window.
 CONNECTION_WINDOW_RATIO = 1.5
-#: Streams we open and still track, at most (the peer's MAX_STREAMS may be huge).
+#: Streams tracked at once, at most: ours (the peer's MAX_STREAMS may be huge) and,
+#: as a configuration check, the peer's concurrency we advertise.
 DEFAULT_MAX_TRACKED_STREAMS = 4096
 #: RTT assumed for window auto-tuning until the connection sets :attr:`StreamManager.rtt`
 #: (RFC 9002 §6.2.2 kInitialRtt).
