@@ -1,0 +1,397 @@
+"""A QMux connection over TLS 1.3, sans-I/O (draft-ietf-quic-qmux-02, RFC 8446).
+
+Theory of operation
+-------------------
+:class:`QMuxConnection` runs QMux records (§3.2) as TLS application data over
+our :class:`~mstls.tls.tcp.TLSConnection`, and feeds their frames to the same
+:class:`~mstls.core.stream_manager.StreamManager` QUIC uses, in its ordered
+mode (§4.1).  It owns no socket, thread or clock; its surface mirrors
+:class:`~mstls.quic.connection.QuicConnection` so that drivers treat both
+alike.  A driver:
+
+1. calls :meth:`~QMuxConnection.connect` (client) once the TCP connection is up;
+2. feeds what TCP delivers to :meth:`~QMuxConnection.receive_data`, a TCP FIN
+   to :meth:`~QMuxConnection.receive_eof`, a reset or fatal socket error to
+   :meth:`~QMuxConnection.on_transport_error`;
+3. after *every* call (timers included, and also after termination) writes what
+   :meth:`~QMuxConnection.data_to_send` returns, until it returns ``b""``;
+   then, once :attr:`~QMuxConnection.should_shutdown_write` is true, shuts
+   down the TCP write side (once), and once :attr:`~QMuxConnection.is_terminated`
+   closes the socket;
+4. calls :meth:`~QMuxConnection.handle_timer` when
+   :meth:`~QMuxConnection.get_timer` passes, and drains
+   :meth:`~QMuxConnection.next_event`.
+
+Every entry point takes ``now`` (seconds on the driver's monotonic clock).
+
+Start (§4.2).  Each side queues its QX_TRANSPORT_PARAMETERS record at once; the
+TLS layer holds it until the 1-RTT write key exists, so the server's goes right
+after its Finished and the client's right after its own.  Stream frames are
+produced only once the peer's parameters arrived (before that the stream layer
+has no credit anyway).  The handshake deadline covers TLS *and* the peer's
+parameters.
+
+Receiving (:mod:`.receiving`).  TLS records → QMux records (bounded by our
+max_record_size) → frames decoded with the QMux table → the handler table or
+the stream layer.  All of it is untrusted input; a
+:class:`~mstls.exceptions.ProtocolError` closes the connection with its code.
+
+Sending.  :meth:`~QMuxConnection.data_to_send` fills records of
+``min(send_record_size, peer max_record_size)`` bytes (one full TLS record at
+the defaults) through a :class:`~mstls.qmux.records.RecordSink`, pending
+QX_PING frames first, up to ``max_send_per_call`` bytes per call (brief T5).
+
+Lifecycle (§7), states ``handshake`` → ``established`` → ``closing`` |
+``draining`` → ``terminated``, one
+:class:`~mstls.core.events.ConnectionTerminatedEvent` per connection:
+
+============================  =============  ================================  =========
+what happened                 kind           we send                           next state
+============================  =============  ================================  =========
+:meth:`close` / local error   close          CONNECTION_CLOSE, close_notify    closing
+peer CONNECTION_CLOSE         close          close_notify (§7.3: no frames)    draining
+idle timeout (§7.1)           idle_timeout   close_notify only (§7.2)          closing
+peer close_notify, no         idle_timeout   close_notify                      terminated
+CONNECTION_CLOSE (by_peer)
+handshake deadline            handshake_     nothing                           terminated
+                              timeout
+TCP FIN without either (E8)   premature_     nothing                           terminated
+                              close
+TLS alert sent or received    tls_error      the alert (TLS queued it)         terminated
+TCP reset / socket error      tcp_reset,     nothing                           terminated
+                              io_error
+============================  =============  ================================  =========
+
+A peer's close_notify without CONNECTION_CLOSE is what §7.2 prescribes for its
+idle timeout, so it is a clean, authenticated end reported as the peer's idle
+timeout — not a truncation; streams without FIN still fail, never end with
+``b""``.  A TCP FIN or reset without either is a premature close (brief E8):
+its reason and :attr:`~QMuxConnection.termination_error` (a
+:class:`~mstls.exceptions.PrematureClose`) give the application bytes that
+did arrive.  Closing and draining last until the peer's close_notify or FIN
+(§7.2: wait for the peer's graceful shutdown, discarding what it sends) or
+``close_timeout``.  :attr:`~QMuxConnection.termination_error` is the exception
+a driver raises for every later call (brief E3).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..codes import TransportErrorCode
+from ..core.events import ConnectionTerminatedEvent, Event
+from ..core.stream_manager import StreamManager
+from ..exceptions import ConnectionTerminated, Error, PrematureClose, ProtocolError, TLSError
+from ..quic.state import CloseInfo
+from ..tls.engine import TLSHandshake
+from ..tls.tcp import TLSConnection
+from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_frame
+from ..wire.qmux import QxTransportParametersFrame, RecordReader, encode_record
+from ..wire.transport_params import TransportParameters
+from .config import QMuxConfig
+from .ping import PingState
+from .receiving import LIVE_STATES, ReceivingMixin
+from .records import RecordSink
+
+__all__ = ["MAX_REASON_BYTES", "TRANSPORT_ERROR_KINDS", "QMuxConnection"]
+
+#: Reason phrases we send are cut to this many bytes (the frame must fit a record).
+MAX_REASON_BYTES = 1024
+#: Kinds :meth:`QMuxConnection.on_transport_error` accepts: a TCP reset by the
+#: peer, or any other fatal socket error.
+TRANSPORT_ERROR_KINDS = frozenset({"tcp_reset", "io_error"})
+_LIVE = LIVE_STATES
+
+
+class QMuxConnection(ReceivingMixin):
+    """One QMux connection over TLS 1.3; see the module documentation for the call order."""
+
+    def __init__(self, config: QMuxConfig, *, is_client: bool, now: float) -> None:
+        self.config = config
+        self.is_client = is_client
+        self.state = "handshake"
+        self.events: deque[Event] = deque()
+        self.close_info: CloseInfo | None = None
+        #: The exception every later call on this connection raises (brief E3).
+        self.termination_error: Error | None = None
+        self.created = now
+        self.tls_connection = TLSConnection(config.tls, is_client=is_client)
+        #: The TLS handshake engine (peer, alpn_protocol, ...), as ``QuicConnection.tls``.
+        self.tls: TLSHandshake = self.tls_connection.handshake
+        self.handshake_complete = False
+        self.local_params = config.transport_parameters()
+        self.peer_params: TransportParameters | None = None
+        self.streams = StreamManager(
+            is_client,
+            self.local_params,
+            max_stream_window=config.max_stream_data_window,
+            max_connection_window=config.max_data_window,
+            ordered_transport=True,
+        )
+        self.stream_handlers = self.streams.frame_handlers()
+        self.ping_state = PingState()
+        self._reader = RecordReader(config.max_record_size)
+        self._send_capacity = config.send_record_size
+        #: The idle timeout in force (seconds, 0: none): min of both sides' (§7.1).
+        self.idle_timeout = config.idle_timeout
+        self.handshake_deadline: float | None = now + config.handshake_timeout
+        self.close_deadline: float | None = None
+        self._last_received = now
+        self._last_sent = now  # records that reset the idle timer (keep-alives do not)
+        self._last_activity = now  # any record either way, and keep-alive attempts
+        self._started = False
+        self._write_closed = False
+        self._peer_shut = False
+        self._shutdown_ready = False
+        if not is_client:
+            self._start()
+
+    # -- public API: state -----------------------------------------------------------------
+    @property
+    def is_established(self) -> bool:
+        return self.handshake_complete and self.state == "established"
+
+    @property
+    def is_terminated(self) -> bool:
+        return self.state == "terminated"
+
+    @property
+    def should_shutdown_write(self) -> bool:
+        """True once our last bytes (close_notify or a fatal alert) were returned by
+        :meth:`data_to_send`: the driver shuts down the TCP write side now (§7.2)."""
+        return self._shutdown_ready
+
+    @property
+    def bytes_received(self) -> int:
+        """Application bytes TLS delivered so far (what a premature close reports)."""
+        return self.tls_connection.bytes_received
+
+    @property
+    def latest_rtt(self) -> float | None:
+        """Round-trip time measured by the latest answered QX_PING, in seconds."""
+        return self.ping_state.latest_rtt
+
+    # -- public API: lifecycle -------------------------------------------------------------
+    def connect(self, now: float) -> None:
+        """Client: start the TLS handshake (queue the ClientHello)."""
+        if not self.is_client:
+            raise ValueError("only a client connects")
+        if not self._started:
+            self._start()
+
+    def _start(self) -> None:
+        """Start TLS and queue QX_TRANSPORT_PARAMETERS, the first frame (§4.2)."""
+        self._started = True
+        self.tls_connection.start()
+        frame = encode_frame(QxTransportParametersFrame(self.local_params))
+        self.tls_connection.send(encode_record(frame))
+
+    def close(
+        self,
+        error_code: int = 0,
+        reason: str = "",
+        *,
+        is_application: bool = True,
+        now: float,
+    ) -> None:
+        """Close (§7.2): CONNECTION_CLOSE, then close_notify; the closing state follows."""
+        info = CloseInfo(error_code, None, reason, by_peer=False, is_application=is_application)
+        self._enter_closing(info, now)
+
+    def ping(self) -> int:
+        """Queue a QX_PING request (§4.3); returns its sequence number."""
+        return self.ping_state.request()
+
+    def next_event(self) -> Event | None:
+        """The next event, or ``None``; stream events come from the stream layer."""
+        if not self.events:
+            self.events.extend(self.streams.pull_events())
+        return self.events.popleft() if self.events else None
+
+    # -- public API: input -----------------------------------------------------------------
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Process bytes TCP delivered (untrusted input)."""
+        if self.state == "terminated":
+            return
+        error: TLSError | None = None
+        try:
+            self.tls_connection.receive_data(data)
+        except TLSError as exc:  # PeerAlert included; records before it still count
+            error = exc
+        self._drain_tls_events(now)
+        if error is not None:
+            self._on_tls_error(error)
+
+    def receive_eof(self, now: float) -> None:
+        """TCP delivered a FIN.  Without close_notify or CONNECTION_CLOSE: premature close (E8)."""
+        if self.state == "terminated":
+            return
+        self._peer_shut = True
+        try:
+            self.tls_connection.receive_eof()
+        except PrematureClose as exc:
+            if self.state in _LIVE:
+                self._premature("premature_close", exc.reason, by_peer=True)
+        except TLSError:
+            pass  # a TLS failure already terminated the connection
+        self.state = "terminated"
+
+    def on_transport_error(self, kind: str, now: float, reason: str = "") -> None:
+        """The driver's socket failed: ``kind`` is ``"tcp_reset"`` (ECONNRESET, EPIPE)
+        or ``"io_error"`` (any other fatal error).  Terminates at once (§7.4); while
+        live this is a premature close (E8)."""
+        if kind not in TRANSPORT_ERROR_KINDS:
+            raise ValueError(f"unknown transport error kind {kind!r}")
+        if self.state == "terminated":
+            return
+        if self.state in _LIVE:
+            what = "TCP connection reset" if kind == "tcp_reset" else "TCP socket error"
+            self._premature(kind, f"{what}{': ' + reason if reason else ''}", kind == "tcp_reset")
+        self.state = "terminated"
+
+    # -- public API: output and timers ----------------------------------------------------------
+    def data_to_send(self, now: float) -> bytes:
+        """Bytes to write to TCP, in order (also after termination, until empty)."""
+        if self.state in _LIVE and self.peer_params is not None:
+            self._produce_records(now)
+        out = self.tls_connection.data_to_send()
+        if self._write_closed and (self.tls_connection.handshake_complete or self.is_terminated):
+            self._shutdown_ready = True
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline at which :meth:`handle_timer` must be called."""
+        if self.state == "terminated":
+            return None
+        if self.state not in _LIVE:
+            return self.close_deadline
+        deadlines = [self.handshake_deadline, self._idle_deadline(), self._keepalive_deadline()]
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Act on every deadline that has passed."""
+        if self.state == "terminated":
+            return
+        if self.state not in _LIVE:
+            if self.close_deadline is not None and now >= self.close_deadline:
+                self.state = "terminated"
+            return
+        if self.handshake_deadline is not None and now >= self.handshake_deadline:
+            stage = "TLS" if not self.handshake_complete else "the peer's transport parameters"
+            reason = f"handshake did not complete in {self.config.handshake_timeout:g} s ({stage})"
+            info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, False, False)
+            self._terminated(info, "handshake_timeout")
+            self.state = "terminated"
+            return
+        idle = self._idle_deadline()
+        if idle is not None and now >= idle:
+            reason = f"idle timeout after {self.idle_timeout:g} s"
+            info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, False, False)
+            self._terminated(info, "idle_timeout")
+            self._shutdown_write()  # §7.2: no frames, a close_notify
+            self._closing_period("closing", now)
+            return
+        keepalive = self._keepalive_deadline()
+        if keepalive is not None and now >= keepalive:
+            self.ping_state.request()
+            self._last_activity = now
+
+    def _idle_deadline(self) -> float | None:
+        """§7.1: reset by every record received and every record sent."""
+        if not self.idle_timeout:
+            return None
+        return max(self._last_received, self._last_sent) + self.idle_timeout
+
+    def _keepalive_deadline(self) -> float | None:
+        interval = self.config.keepalive_interval
+        if interval is None or self.peer_params is None or not self.handshake_complete:
+            return None
+        return max(self._last_activity, self._last_received) + interval
+
+    # -- sending ---------------------------------------------------------------------------
+    def _produce_records(self, now: float) -> None:
+        """Fill records from QX_PING and the stream layer, up to the per-call budget."""
+        budget = self.config.max_send_per_call
+        capacity = self._send_capacity
+        ping = self.ping_state
+        streams = self.streams
+        send = self.tls_connection.send
+        while budget > 0:
+            if not ping.has_pending and not streams.has_data_to_send():
+                break
+            answers = ping.response_pending
+            sink = RecordSink(capacity)
+            control = ping.pending_frames(now) if ping.has_pending else b""
+            if control:
+                sink.add(control)
+            streams.write_frames(sink, now)
+            record = sink.finish()
+            if not record:
+                break
+            send(record)
+            budget -= len(record)
+            self._last_activity = now
+            if answers or sink.size > len(control):
+                self._last_sent = now  # a keep-alive alone does not keep us alive (§7.1)
+
+    # -- lifecycle internals -----------------------------------------------------------------
+    def _fail(self, error: ProtocolError, now: float) -> None:
+        """A local protocol error: close with its code (RFC 9000 §11.1)."""
+        info = CloseInfo(error.error_code, error.frame_type, error.reason, False, False)
+        self._enter_closing(info, now)
+
+    def _enter_closing(self, info: CloseInfo, now: float) -> None:
+        if self.state not in _LIVE:
+            return
+        self._terminated(info, "close")
+        if not self._started:
+            self.state = "terminated"
+            return
+        reason = info.reason.encode()[:MAX_REASON_BYTES]
+        frame: ConnectionCloseFrame | ApplicationCloseFrame
+        if info.is_application:
+            frame = ApplicationCloseFrame(info.error_code, reason)
+        else:
+            frame = ConnectionCloseFrame(info.error_code, info.frame_type or 0, reason)
+        self.tls_connection.send(encode_record(encode_frame(frame)))
+        self._shutdown_write()
+        self._closing_period("closing", now)
+
+    def _closing_period(self, state: str, now: float) -> None:
+        self.state = "terminated" if self._peer_shut else state
+        self.close_deadline = now + self.config.close_timeout
+
+    def _shutdown_write(self) -> None:
+        if not self._write_closed:
+            self._write_closed = True
+            self.tls_connection.close()
+
+    def _premature(self, kind: str, reason: str, by_peer: bool) -> None:
+        """E8: the byte stream ended without CONNECTION_CLOSE or close_notify."""
+        received = self.tls_connection.bytes_received
+        partial = " (in the middle of a QMux record)" if self._reader.buffered else ""
+        text = f"{reason}; {received} application bytes had arrived{partial}"
+        info = CloseInfo(TransportErrorCode.INTERNAL_ERROR, None, text, by_peer, False)
+        self._terminated(info, kind, PrematureClose(text, bytes_received=received))
+
+    def _terminated(self, info: CloseInfo, kind: str, error: Error | None = None) -> None:
+        """Record why the connection ended and emit the one termination event."""
+        self.close_info = info
+        self.handshake_deadline = None
+        self.termination_error = error or ConnectionTerminated(
+            info.error_code,
+            info.reason,
+            by_peer=info.by_peer,
+            is_application=info.is_application,
+            frame_type=info.frame_type,
+        )
+        self.events.append(
+            ConnectionTerminatedEvent(
+                error_code=info.error_code,
+                frame_type=info.frame_type,
+                reason=info.reason,
+                by_peer=info.by_peer,
+                is_application=info.is_application,
+                kind=kind,
+            )
+        )
