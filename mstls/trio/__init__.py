@@ -1,0 +1,154 @@
+"""The native trio API: :func:`connect`, :func:`listen`, :func:`serve`.
+
+::
+
+    async with await mstls.trio.connect("example.net", 4433, config) as conn:
+        stream = await conn.open_stream()
+        await stream.send_all(b"hello")
+        await stream.send_eof()
+        reply = await stream.receive_some()
+
+    async with await mstls.trio.listen("::", 4433, server_config) as listener:
+        conn = await listener.accept()
+
+    listener = await nursery.start(mstls.trio.serve, "::", 4433, server_config, handler)
+
+Streams are :class:`trio.abc.HalfCloseableStream` objects (:class:`Stream`), so
+code written for trio streams runs over them.  Each socket has one background
+I/O task (see :mod:`mstls.trio._driver`): :func:`connect` and :func:`listen`
+run it as a trio system task, bounded by the object's life (it ends when the
+connection terminates or the listener closes and never lets an exception
+escape); :func:`serve` runs it in its own nursery.  Peer and network failures raise
+the mstls exceptions, which are also :class:`trio.BrokenResourceError`; each
+task's error queue (:mod:`mstls.errors`) receives the entries of the failures it
+sees, exactly as a thread's does.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from .. import errors
+from ..config import ClientConfig, ServerConfig
+from ..exceptions import ConfigurationError, ConnectionTerminated
+from ..quic.connection import QuicConnection
+from ..quic.endpoint import ServerEndpoint
+from ..quic.udp import open_udp_socket
+from ._connection import Connection, Listener
+from ._driver import Spawner, UdpClientDriver, UdpListenerDriver, system_spawner
+from ._stream import DEFAULT_RECEIVE_SIZE, Stream
+
+__all__ = ["DEFAULT_RECEIVE_SIZE", "Connection", "Listener", "Stream", "connect", "listen", "serve"]
+
+TRANSPORTS = ("udp", "tcp")
+
+
+def _check_transport(transport: str) -> None:
+    if transport not in TRANSPORTS:
+        raise ConfigurationError(f"transport: expected 'udp' or 'tcp', got {transport!r}")
+    if transport == "tcp":
+        raise ConfigurationError("transport 'tcp': QMux over TLS/TCP is not available yet")
+
+
+async def _resolve(host: str, port: int) -> tuple[str, int]:
+    info = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    address = info[0][4]
+    return str(address[0]), int(address[1])
+
+
+async def connect(
+    host: str,
+    port: int,
+    config: ClientConfig,
+    *,
+    transport: str = "udp",
+    timeout: float | None = None,
+) -> Connection:
+    """Connect to ``host:port`` and wait for the handshake (at most ``timeout`` seconds).
+
+    A handshake failure raises :class:`~mstls.exceptions.HandshakeError` (or the
+    connection's failure); the timeout raises the error module's timeout error.
+    """
+    _check_transport(transport)
+    address = await _resolve(host, port)
+    quic_config = config.quic_config(host)
+    sock = open_udp_socket("::" if ":" in address[0] else "0.0.0.0", 0)
+    now = trio.current_time()
+    conn = QuicConnection(quic_config, is_client=True, now=now, peer_address=address)
+    driver = UdpClientDriver(sock, conn)
+    driver.start(system_spawner(f"mstls.trio udp client {host}:{port}"))
+    connection = Connection(driver.core, "udp")
+    conn.connect(now)
+    driver.after_change()
+    try:
+        with trio.move_on_after(float("inf") if timeout is None else timeout) as scope:
+            await connection.wait_handshake()
+    except BaseException:
+        driver.stop()
+        raise
+    if scope.cancelled_caught:
+        driver.stop()
+        raise errors.timeout_error("connect", timeout)
+    return connection
+
+
+async def _listen(
+    host: str, port: int, config: ServerConfig, transport: str, spawn: Spawner
+) -> Listener:
+    _check_transport(transport)
+    endpoint = ServerEndpoint(config.quic_config(), retry=config.retry)
+    sock = open_udp_socket(host, port)
+    driver = UdpListenerDriver(sock, endpoint)
+    driver.start(spawn)
+    return Listener(driver, "udp", sock.getsockname())
+
+
+async def listen(host: str, port: int, config: ServerConfig, *, transport: str = "udp") -> Listener:
+    """Listen on ``host:port`` (port 0: any; see :attr:`Listener.address`)."""
+    spawn = system_spawner(f"mstls.trio {transport} listener {host}:{port}")
+    return await _listen(host, port, config, transport, spawn)
+
+
+Handler = Callable[[Connection], Awaitable[object]]
+
+
+async def serve(
+    host: str,
+    port: int,
+    config: ServerConfig,
+    handler: Handler,
+    *,
+    transport: str = "udp",
+    task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept connections forever, running ``await handler(connection)`` for each.
+
+    Use ``listener = await nursery.start(serve, host, port, config, handler)``;
+    the socket's I/O and every handler run in this task's nursery.  A handler's
+    connection is closed (code 0) when the handler returns.  A
+    :class:`~mstls.exceptions.ConnectionTerminated` escaping a handler is the
+    normal end of that connection and is dropped; any other exception propagates
+    and ends ``serve`` (as with :func:`trio.serve_listeners`).  Closing the
+    listener ends ``serve`` once the handlers have returned.
+    """
+    async with trio.open_nursery() as nursery:
+        listener = await _listen(host, port, config, transport, nursery.start_soon)
+        async with listener:
+            task_status.started(listener)
+            while True:
+                try:
+                    connection = await listener.accept()
+                except (trio.ClosedResourceError, errors.ListenerClosed):
+                    break
+                nursery.start_soon(_run_handler, handler, connection)
+
+
+async def _run_handler(handler: Handler, connection: Connection) -> None:
+    async with connection:
+        try:
+            await handler(connection)
+        except* ConnectionTerminated:
+            pass  # the peer (or the network) ended this connection: nothing left to do

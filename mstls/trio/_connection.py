@@ -1,0 +1,180 @@
+"""Connection and Listener objects of the trio API.
+
+A :class:`Connection` is a view on a driver :class:`~mstls.trio._driver.Core`:
+operations try the session and park on the connection's lots (handshake,
+accept, open) until the driver wakes them.  Connection failures raise the mstls
+exceptions, also :class:`trio.BrokenResourceError` (see
+:func:`~mstls.trio._stream.as_broken`); using a Connection or Listener after its
+own ``aclose`` raises :class:`trio.ClosedResourceError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from .. import errors
+from ..exceptions import Error
+from ._driver import Core, ListenerDriver
+from ._stream import Stream, as_broken
+
+__all__ = ["Connection", "Listener"]
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    lot: trio.lowlevel.ParkingLot,
+    attempt: Callable[[], T | None],
+    check: Callable[[], None],
+    is_closed: Callable[[], bool],
+) -> T:
+    """Retry ``attempt`` until it gives a value, parking on ``lot`` in between.
+
+    ``check`` raises the connection's failure; a checkpoint always happens.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    parked = False
+    while True:
+        if is_closed():
+            raise trio.ClosedResourceError("closed")
+        try:
+            result = attempt()
+            if result is None:
+                check()
+        except Error as exc:
+            raise as_broken(exc) from None
+        if result is not None:
+            if not parked:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return result
+        await lot.park()
+        parked = True
+
+
+class Connection(trio.abc.AsyncResource):
+    """One secure multiplexed connection; ``async with`` closes it with code 0."""
+
+    def __init__(self, core: Core, transport: str) -> None:
+        self._core = core
+        self.transport = transport
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<mstls.trio.Connection {self.transport} {self.peer_address}>"
+
+    @property
+    def alpn(self) -> str | None:
+        """The negotiated application protocol (ALPN)."""
+        info = self._core.session.handshake_info
+        return info.alpn_protocol if info else None
+
+    @property
+    def peer_certificate(self) -> Any:
+        """The verified peer identity (chain, subject, names), or ``None``."""
+        info = self._core.session.handshake_info
+        return info.peer if info else None
+
+    @property
+    def peer_address(self) -> Any:
+        return getattr(self._core.conn, "peer_address", None)
+
+    @property
+    def sans_io(self) -> Any:
+        """The underlying sans-I/O connection (for inspection only)."""
+        return self._core.conn
+
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    async def wait_handshake(self) -> None:
+        """Return once the handshake completed; raise its failure."""
+        session = self._core.session
+
+        def done() -> bool | None:
+            return True if session.handshake_done else None
+
+        await wait_for(
+            self._core.waiters.connection, done, lambda: session.check("handshake"), self._is_closed
+        )
+
+    async def open_stream(self, bidirectional: bool = True) -> Stream:
+        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6)."""
+        core = self._core
+        stream_id = await wait_for(
+            core.waiters.open,
+            lambda: core.session.open_stream(bidirectional),
+            lambda: core.session.check("open_stream"),
+            self._is_closed,
+        )
+        return Stream(core, stream_id)
+
+    async def accept_stream(self) -> Stream:
+        """The next stream the peer opened (bidirectional or unidirectional)."""
+        core = self._core
+        stream_id = await wait_for(
+            core.waiters.accept,
+            core.session.accept,
+            lambda: core.session.check("accept_stream"),
+            self._is_closed,
+        )
+        return Stream(core, stream_id)
+
+    async def aclose(self, code: int = 0, reason: str = "") -> None:
+        """Close with application ``code`` and ``reason`` (RFC 9000 §10.2); never waits.
+
+        CONNECTION_CLOSE goes out at once; the closing period runs in the background.
+        """
+        if not self._closed:
+            self._closed = True
+            core = self._core
+            if not core.conn.is_terminated and not core.driver.closed:
+                core.conn.close(code, reason, now=trio.current_time())
+                core.after_change()
+            core.waiters.wake_all()
+        await trio.lowlevel.checkpoint()
+
+
+class Listener(trio.abc.Listener[Connection]):
+    """Accepts connections on one socket; ``async with`` closes it and its connections."""
+
+    def __init__(self, driver: ListenerDriver, transport: str, address: Any) -> None:
+        self._driver = driver
+        self.transport = transport
+        self.address = address
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<mstls.trio.Listener {self.transport} {self.address}>"
+
+    async def accept(self) -> Connection:
+        """The next connection whose handshake completed."""
+        driver = self._driver
+        accepted = driver.accepted
+
+        def attempt() -> Core | None:
+            return accepted.popleft() if accepted else None
+
+        def check() -> None:
+            if driver.closed:
+                raise errors.recorded(errors.ListenerClosed("listener closed"))
+
+        core = await wait_for(
+            driver.accept_lot,
+            attempt,
+            check,
+            lambda: self._closed,
+        )
+        return Connection(core, self.transport)
+
+    async def aclose(self) -> None:
+        """Close every connection (code 0) and the socket; never waits."""
+        if not self._closed:
+            self._closed = True
+            driver = self._driver
+            if not driver.closed:
+                driver.close_all("listener closed")
+                driver.stop()
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,1 @@
+"""Tests of the native trio API (mstls.trio)."""
