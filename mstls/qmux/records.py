@@ -24,16 +24,16 @@ from ..wire.buffer import varint_size
 
 __all__ = ["RecordSink", "fixed_varint"]
 
-#: The two-bit length prefix of a variable-length integer, by its width (RFC 9000 §16).
-_VARINT_PREFIX = {1: 0x00, 2: 0x40, 4: 0x80, 8: 0xC0}
+#: The two-bit length prefix of a variable-length integer, by its width (RFC 9000 §16),
+#: already shifted into place.
+_VARINT_PREFIX = {1: 0, 2: 0x40 << 8, 4: 0x80 << 24, 8: 0xC0 << 56}
 
 
 def fixed_varint(value: int, width: int) -> bytes:
     """``value`` as a variable-length integer of exactly ``width`` bytes (RFC 9000 §16)."""
-    if varint_size(value) > width:
+    if value >> (8 * width - 2):
         raise ValueError(f"{value} does not fit a {width}-byte variable-length integer")
-    encoded = value.to_bytes(width, "big")
-    return bytes((encoded[0] | _VARINT_PREFIX[width],)) + encoded[1:]
+    return (value | _VARINT_PREFIX[width]).to_bytes(width, "big")
 
 
 class RecordSink:
@@ -89,5 +89,6 @@ class RecordSink:
         size = len(buffer) - self._header
         if not size:
             return bytearray()
-        buffer[: self._header] = fixed_varint(size, self._header)
+        header = self._header
+        buffer[:header] = (size | _VARINT_PREFIX[header]).to_bytes(header, "big")
         return buffer

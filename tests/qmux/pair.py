@@ -34,18 +34,22 @@ EOF = None
 
 
 def client_tls(**kw: Any) -> TLSConfig:
-    pki = get_pki()
-    return TLSConfig(alpn_protocols=[ALPN], server_name=SERVER_NAME, trusted_roots=pki.roots, **kw)
+    settings: dict[str, Any] = {
+        "alpn_protocols": [ALPN],
+        "server_name": SERVER_NAME,
+        "trusted_roots": get_pki().roots,
+    }
+    return TLSConfig(**(settings | kw))
 
 
 def server_tls(**kw: Any) -> TLSConfig:
     pki = get_pki()
-    return TLSConfig(
-        alpn_protocols=[ALPN],
-        certificate_chain=[pki.server.certificate],
-        private_key=pki.server.private_key,
-        **kw,
-    )
+    settings: dict[str, Any] = {
+        "alpn_protocols": [ALPN],
+        "certificate_chain": [pki.server.certificate],
+        "private_key": pki.server.private_key,
+    }
+    return TLSConfig(**(settings | kw))
 
 
 def client_config(**kw: Any) -> QMuxConfig:
