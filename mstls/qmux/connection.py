@@ -13,11 +13,13 @@ alike.  A driver:
 2. feeds what TCP delivers to :meth:`~QMuxConnection.receive_data`, a TCP FIN
    to :meth:`~QMuxConnection.receive_eof`, a reset or fatal socket error to
    :meth:`~QMuxConnection.on_transport_error`;
-3. after *every* call (timers included, and also after termination) writes what
-   :meth:`~QMuxConnection.data_to_send` returns, until it returns ``b""``;
-   then, once :attr:`~QMuxConnection.should_shutdown_write` is true, shuts
-   down the TCP write side (once), and once :attr:`~QMuxConnection.is_terminated`
-   closes the socket;
+3. after *every* call (timers and application stream writes included, and also
+   after termination) writes what :meth:`~QMuxConnection.data_to_send` returns,
+   calling it again until it returns ``b""`` or the socket is full (then again
+   once it is writable: each call produces at most ``max_send_per_call``
+   bytes); then, once :attr:`~QMuxConnection.should_shutdown_write` is true,
+   shuts down the TCP write side (once), and once
+   :attr:`~QMuxConnection.is_terminated` closes the socket;
 4. calls :meth:`~QMuxConnection.handle_timer` when
    :meth:`~QMuxConnection.get_timer` passes, and drains
    :meth:`~QMuxConnection.next_event`.
@@ -40,6 +42,10 @@ Sending.  :meth:`~QMuxConnection.data_to_send` fills records of
 ``min(send_record_size, peer max_record_size)`` bytes (one full TLS record at
 the defaults) through a :class:`~mstls.qmux.records.RecordSink`, pending
 QX_PING frames first, up to ``max_send_per_call`` bytes per call (brief T5).
+
+Flow control is the stream layer's, unchanged (§6): TCP's own round-trip time
+is invisible here, so window auto-tuning keeps the stream layer's conservative
+default RTT, which lets a fast reader's windows grow to the configured maxima.
 
 Lifecycle (§7), states ``handshake`` → ``established`` → ``closing`` |
 ``draining`` → ``terminated``, one

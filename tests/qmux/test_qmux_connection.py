@@ -122,6 +122,12 @@ def expect_close(pair: Pair, raw: RawTLSPeer, code: int, frame_type: int | None)
 # -- handshake and parameters ------------------------------------------------------------------
 def test_handshake_in_memory() -> None:
     pair = Pair()
+    pair.start()
+    pair.run_until(lambda: pair.client.handshake_complete)
+    # The server's QX_TRANSPORT_PARAMETERS came right after its Finished (0.5-RTT),
+    # so the client has them before the server has even seen the client's Finished.
+    assert pair.client.peer_params is not None
+    assert not pair.server.handshake_complete
     pair.handshake()
     client, server = pair.client, pair.server
     assert client.state == server.state == "established"
