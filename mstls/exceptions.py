@@ -17,34 +17,60 @@ something on the wire carry the code that goes on the wire:
 
 Every exception also carries an :class:`ErrorKind`, the ``get_error``-style
 classification of the OpenSSL design note, which never depends on any error
-queue's contents.
+queue's contents (rule E7).  The API-facing classes (rule E9):
+
+* :class:`WantRead` / :class:`WantWrite` (non-blocking mode) and :class:`Timeout`
+  (a blocking call ran out of time; also a :class:`TimeoutError`): retry later.
+* :class:`StreamReset` / :class:`StreamStopped`: one stream only, with the
+  peer's code (RESET_STREAM, STOP_SENDING).
+* :class:`ConnectionTerminated` (code, reason, by_peer, is_application) and
+  its :class:`PrematureClose` (truncation) and :class:`ConnectionIOError`
+  (fatal socket error): the whole connection is gone.
+* :class:`HandshakeError`, :class:`CertificateError`, :class:`HandshakeAlert`.
+
+Exceptions can be copied and pickled (:meth:`Error.__reduce__`): a connection
+that failed raises a fresh copy of its stored exception in every thread, so
+no two threads ever share (and mutate) one ``__traceback__``.  Known wire codes
+become enum members; unknown ones stay plain ``int``.
 """
 
 from __future__ import annotations
 
+import copy
 from enum import Enum
+from typing import Any, Self
 
 from .codes import CRYPTO_ERROR_BASE, AlertDescription, TransportErrorCode
 
 __all__ = [
     "CertificateError",
     "ConfigurationError",
+    "ConnectionIOError",
     "ConnectionTerminated",
     "DecodeError",
     "DecryptionFailed",
     "Error",
     "ErrorKind",
+    "HandshakeAlert",
     "HandshakeError",
+    "IncompleteRead",
+    "ListenerClosed",
     "PeerAlert",
     "PrematureClose",
     "ProtocolError",
     "StreamError",
     "StreamLimitReached",
+    "StreamReset",
     "StreamResetError",
     "StreamStateError",
+    "StreamStopped",
     "StreamStoppedError",
     "TLSError",
+    "Timeout",
     "TransportParameterError",
+    "WantRead",
+    "WantWrite",
+    "WouldBlock",
 ]
 
 
@@ -61,10 +87,92 @@ class ErrorKind(Enum):
     CONNECTION_CLOSED = "connection_closed"
 
 
+def _rebuild(cls: type[Error], args: tuple[Any, ...], state: dict[str, Any]) -> Error:
+    """Recreate an exception without running ``__init__`` (see :meth:`Error.__reduce__`)."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args  # OSError subclasses (Timeout) leave args to __init__
+    exc.__dict__.update(state)
+    if "__notes__" in state:  # never share the mutable notes list with the original
+        exc.__notes__ = list(state["__notes__"])
+    return exc
+
+
 class Error(Exception):
     """Root of every exception raised by mstls."""
 
     kind: ErrorKind = ErrorKind.SSL
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Copy and pickle by state: the subclasses' constructors take other
+        arguments than ``self.args``, so the default (``cls(*args)``) would fail."""
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+    def fresh(self) -> Self:
+        """A new instance with the same state and cause but no traceback.
+
+        A failed connection raises ``stored.fresh()`` in every thread, since
+        raising one object from many threads would race on its ``__traceback__``.
+        """
+        new = copy.copy(self)
+        new.__cause__ = self.__cause__
+        new.__suppress_context__ = self.__suppress_context__
+        return new
+
+
+class WouldBlock(Error):
+    """Non-blocking mode: the call cannot make progress now; retry it later."""
+
+    kind = ErrorKind.WANT_READ
+
+
+class WantRead(WouldBlock):
+    """Retry when the socket is readable (``SSL_ERROR_WANT_READ``)."""
+
+    kind = ErrorKind.WANT_READ
+
+
+class WantWrite(WouldBlock):
+    """Retry when the socket is writable or flow control opens (``SSL_ERROR_WANT_WRITE``)."""
+
+    kind = ErrorKind.WANT_WRITE
+
+
+class Timeout(Error, TimeoutError):
+    """A blocking call did not complete in its time limit; the connection is intact.
+
+    As with a socket timeout under OpenSSL, the kind is ``WANT_READ`` (or
+    ``WANT_WRITE`` for a write): the same call may be retried.  An *idle* timeout
+    ends the connection and is a :class:`ConnectionTerminated` instead.
+    """
+
+    kind = ErrorKind.WANT_READ
+
+    def __init__(self, reason: str = "timed out", *, writing: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if writing:
+            self.kind = ErrorKind.WANT_WRITE
+
+
+class IncompleteRead(Error):
+    """The stream ended (clean FIN) before the bytes a call asked for.
+
+    ``partial`` holds what did arrive; ``expected`` how many were wanted.
+    """
+
+    kind = ErrorKind.ZERO_RETURN
+
+    def __init__(self, reason: str, *, partial: bytes = b"", expected: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.partial = partial
+        self.expected = expected
+
+
+class ListenerClosed(Error):
+    """``accept`` on a listener that was closed: no more connections will come."""
+
+    kind = ErrorKind.CONNECTION_CLOSED
 
 
 class ConfigurationError(Error):
@@ -149,6 +257,12 @@ class PeerAlert(TLSError):
     """The peer sent a fatal TLS alert (RFC 8446 §6.2)."""
 
 
+class HandshakeAlert(HandshakeError, PeerAlert):
+    """The peer aborted the handshake with a fatal alert (RFC 8446 §6.2), or
+    closed a QUIC connection with CRYPTO_ERROR before it was established
+    (RFC 9001 §4.8)."""
+
+
 class ConnectionTerminated(Error):
     """The connection has ended; every later call on it raises this.
 
@@ -171,11 +285,19 @@ class ConnectionTerminated(Error):
         who = "peer" if by_peer else "local"
         what = "application" if is_application else "transport"
         super().__init__(f"connection terminated by {who} ({what} code {code:#x}): {reason}")
-        self.code = code
+        self.code: int = code if is_application else _transport_code(code)
         self.reason = reason
         self.by_peer = by_peer
         self.is_application = is_application
         self.frame_type = frame_type
+
+
+def _transport_code(code: int) -> int:
+    """A known transport code as its enum member; unknown ones stay ``int`` (E9)."""
+    try:
+        return TransportErrorCode(code)
+    except ValueError:
+        return code
 
 
 class PrematureClose(ConnectionTerminated):
@@ -193,6 +315,22 @@ class PrematureClose(ConnectionTerminated):
             TransportErrorCode.INTERNAL_ERROR, reason, by_peer=True, is_application=False
         )
         self.bytes_received = bytes_received
+
+
+class ConnectionIOError(ConnectionTerminated):
+    """A fatal socket error ended the connection (``SSL_ERROR_SYSCALL``).
+
+    Not an :class:`OSError`: the socket's ``errno`` is kept in :attr:`errno`
+    and the original exception is the ``__cause__``.
+    """
+
+    kind = ErrorKind.SYSCALL
+
+    def __init__(self, reason: str, *, errno: int | None = None) -> None:
+        super().__init__(
+            TransportErrorCode.INTERNAL_ERROR, reason, by_peer=False, is_application=False
+        )
+        self.errno = errno
 
 
 class StreamError(Error):
@@ -216,21 +354,54 @@ class StreamLimitReached(StreamError):
     kind = ErrorKind.WANT_WRITE
 
 
-class StreamResetError(StreamError):
-    """The peer reset its sending part (RESET_STREAM, RFC 9000 §19.4): reads fail."""
+class StreamReset(StreamError):
+    """The peer reset its sending part of the stream we read (RESET_STREAM,
+    RFC 9000 §19.4): reads fail with the peer's ``code``; writes go on (E6)."""
 
     kind = ErrorKind.STREAM_RESET
 
-    def __init__(self, reason: str, error_code: int, *, stream_id: int | None = None) -> None:
-        super().__init__(reason, stream_id=stream_id)
-        self.error_code = error_code
+    def __init__(self, code: int, reason: str = "", *, stream_id: int | None = None) -> None:
+        where = "the stream" if stream_id is None else f"stream {stream_id}"
+        super().__init__(
+            reason or f"{where} was reset by the peer (code {code:#x})", stream_id=stream_id
+        )
+        self.code = code
+
+    @property
+    def error_code(self) -> int:
+        """The peer's application error code (same as :attr:`code`)."""
+        return self.code
 
 
-class StreamStoppedError(StreamError):
-    """The peer asked us to stop sending (STOP_SENDING, RFC 9000 §19.5): writes fail."""
+class StreamStopped(StreamError):
+    """The peer sent STOP_SENDING for the stream we write (RFC 9000 §19.5):
+    writes fail with the peer's ``code``; reads go on (E6)."""
 
     kind = ErrorKind.STREAM_RESET
 
+    def __init__(self, code: int, reason: str = "", *, stream_id: int | None = None) -> None:
+        where = "the stream" if stream_id is None else f"stream {stream_id}"
+        super().__init__(
+            reason or f"{where}: the peer sent STOP_SENDING (code {code:#x})",
+            stream_id=stream_id,
+        )
+        self.code = code
+
+    @property
+    def error_code(self) -> int:
+        """The peer's application error code (same as :attr:`code`)."""
+        return self.code
+
+
+class StreamResetError(StreamReset):
+    """:class:`StreamReset` with the stream layer's argument order ``(reason, error_code)``."""
+
     def __init__(self, reason: str, error_code: int, *, stream_id: int | None = None) -> None:
-        super().__init__(reason, stream_id=stream_id)
-        self.error_code = error_code
+        super().__init__(error_code, reason, stream_id=stream_id)
+
+
+class StreamStoppedError(StreamStopped):
+    """:class:`StreamStopped` with the stream layer's argument order ``(reason, error_code)``."""
+
+    def __init__(self, reason: str, error_code: int, *, stream_id: int | None = None) -> None:
+        super().__init__(error_code, reason, stream_id=stream_id)
