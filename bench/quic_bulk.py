@@ -34,8 +34,9 @@ signing, the close and the server's timers.
 
 *Fairness.*  Both stacks get the same certificate (ECDSA P-256 from
 :func:`mstls.devcerts.write_dev_pki`), the same ALPN, 1200-byte datagrams
-(aioquic ``max_datagram_size``; mstls with path-MTU probing off) and the same
-receive windows (:data:`CONNECTION_WINDOW`, :data:`STREAM_WINDOW`).  The key
+(aioquic ``max_datagram_size``; mstls with path-MTU probing off), the same
+receive windows (:data:`CONNECTION_WINDOW`, :data:`STREAM_WINDOW`) and the
+same socket buffer sizes (aioquic's are raised to what mstls asks for).  The key
 exchange differs by default: an aioquic client sends secp256r1, secp384r1 and
 x25519 shares and an aioquic server takes the first (secp256r1); mstls offers
 X25519MLKEM768 first.  So handshakes are measured per group: each stack's
@@ -72,6 +73,7 @@ import platform
 import pstats
 import re
 import select
+import socket
 import statistics
 import subprocess
 import sys
@@ -98,6 +100,7 @@ from mstls.quic.connection import QuicConnection
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.quic.sending import MAX_DATAGRAMS_PER_CALL
 from mstls.quic.udp import (
+    DEFAULT_SOCKET_BUFFER,
     Address,
     DatagramCounters,
     detect_capabilities,
@@ -797,6 +800,14 @@ class _ServerProtocol(QuicConnectionProtocol):
         super().quic_event_received(event)
 
 
+def _aioquic_socket_buffers(transport: asyncio.BaseTransport) -> None:
+    """Give aioquic's socket the buffer sizes mstls's sockets ask for (it keeps the
+    OS defaults, about 200 kB, and loses datagrams to a full receive buffer)."""
+    sock = transport.get_extra_info("socket")
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, DEFAULT_SOCKET_BUFFER)
+
+
 def _aioquic_config(job: Job, *, server: bool) -> QuicConfiguration:
     configuration = QuicConfiguration(
         is_client=not server,
@@ -859,6 +870,7 @@ async def _aioquic_serve(job: Job, control: Connection) -> None:
         ),
         local_addr=(HOST, 0),
     )
+    _aioquic_socket_buffers(transport)
     server.datagram_received = _counting(server.datagram_received, count)  # type: ignore[method-assign,assignment]
     loop.add_reader(control.fileno(), on_control)
     try:
@@ -889,6 +901,7 @@ async def _aioquic_connect(
         lambda: _ClientProtocol(AioquicConnection(configuration=configuration)),
         local_addr=(HOST, 0),
     )
+    _aioquic_socket_buffers(transport)
     send = transport.sendto
 
     def sendto(data: Any, addr: Any = None) -> None:
