@@ -26,6 +26,7 @@ sees, exactly as a thread's does.
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -34,12 +35,15 @@ import trio
 from .. import errors
 from ..config import ClientConfig, ServerConfig
 from ..exceptions import ConfigurationError, ConnectionTerminated
+from ..qmux.connection import QMuxConnection
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
 from ..quic.udp import open_udp_socket
 from ._connection import Connection, Listener
-from ._driver import Spawner, UdpClientDriver, UdpListenerDriver, system_spawner
+from ._driver import Driver, ListenerDriver, Spawner, system_spawner
 from ._stream import DEFAULT_RECEIVE_SIZE, Stream
+from ._tcp import TcpDriver, TcpListenerDriver, open_tcp_listener, open_tcp_socket, qmux_config
+from ._udp import UdpClientDriver, UdpListenerDriver
 
 __all__ = ["DEFAULT_RECEIVE_SIZE", "Connection", "Listener", "Stream", "connect", "listen", "serve"]
 
@@ -49,14 +53,39 @@ TRANSPORTS = ("udp", "tcp")
 def _check_transport(transport: str) -> None:
     if transport not in TRANSPORTS:
         raise ConfigurationError(f"transport: expected 'udp' or 'tcp', got {transport!r}")
-    if transport == "tcp":
-        raise ConfigurationError("transport 'tcp': QMux over TLS/TCP is not available yet")
 
 
 async def _resolve(host: str, port: int) -> tuple[str, int]:
     info = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     address = info[0][4]
     return str(address[0]), int(address[1])
+
+
+async def _udp_client(host: str, port: int, config: ClientConfig) -> Driver:
+    address = await _resolve(host, port)
+    quic_config = config.quic_config(host)
+    sock = open_udp_socket("::" if ":" in address[0] else "0.0.0.0", 0)
+    now = trio.current_time()
+    conn = QuicConnection(quic_config, is_client=True, now=now, peer_address=address)
+    driver = UdpClientDriver(sock, conn)
+    driver.start(system_spawner(f"mstls.trio udp client {host}:{port}"))
+    conn.connect(now)
+    driver.after_change()
+    return driver
+
+
+async def _tcp_client(host: str, port: int, config: ClientConfig) -> Driver:
+    settings = qmux_config(config, host)
+    sock = await open_tcp_socket(host, port)
+    conn = QMuxConnection(settings, is_client=True, now=trio.current_time())
+    driver = TcpDriver(sock, conn, sock.getpeername())
+    driver.start(system_spawner(f"mstls.trio tcp client {host}:{port}"))
+    conn.connect(trio.current_time())
+    driver.after_change()
+    return driver
+
+
+_CLIENTS = {"udp": _udp_client, "tcp": _tcp_client}
 
 
 async def connect(
@@ -69,45 +98,50 @@ async def connect(
 ) -> Connection:
     """Connect to ``host:port`` and wait for the handshake (at most ``timeout`` seconds).
 
-    A handshake failure raises :class:`~mstls.exceptions.HandshakeError` (or the
-    connection's failure); the timeout raises the error module's timeout error.
+    ``transport`` is ``"udp"`` (QUIC) or ``"tcp"`` (QMux over TLS/TCP).  A
+    handshake failure raises :class:`~mstls.exceptions.HandshakeError` (or the
+    connection's failure); running out of time raises
+    :class:`~mstls.exceptions.Timeout`.  Cancelling the call closes the attempt.
     """
     _check_transport(transport)
-    address = await _resolve(host, port)
-    quic_config = config.quic_config(host)
-    sock = open_udp_socket("::" if ":" in address[0] else "0.0.0.0", 0)
-    now = trio.current_time()
-    conn = QuicConnection(quic_config, is_client=True, now=now, peer_address=address)
-    driver = UdpClientDriver(sock, conn)
-    driver.start(system_spawner(f"mstls.trio udp client {host}:{port}"))
-    connection = Connection(driver.core, "udp")
-    conn.connect(now)
-    driver.after_change()
+    driver: Driver | None = None
     try:
-        with trio.move_on_after(float("inf") if timeout is None else timeout) as scope:
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            driver = await _CLIENTS[transport](host, port, config)
+            core = driver.cores()[0]
+            connection = Connection(core, transport)
             await connection.wait_handshake()
+            return connection
     except BaseException:
-        driver.stop()
+        if driver is not None:
+            driver.abort("connect failed")
         raise
-    if scope.cancelled_caught:
-        driver.stop()
-        raise errors.timeout_error("connect", timeout)
-    return connection
+    if driver is not None:
+        driver.abort("connect timed out")
+    raise errors.timeout_error("connect", timeout)
 
 
 async def _listen(
     host: str, port: int, config: ServerConfig, transport: str, spawn: Spawner
 ) -> Listener:
     _check_transport(transport)
-    endpoint = ServerEndpoint(config.quic_config(), retry=config.retry)
-    sock = open_udp_socket(host, port)
-    driver = UdpListenerDriver(sock, endpoint)
+    driver: ListenerDriver
+    if transport == "tcp":
+        sock = open_tcp_listener(host, port)
+        driver = TcpListenerDriver(sock, qmux_config(config), spawn)
+    else:
+        endpoint = ServerEndpoint(config.quic_config(), retry=config.retry)
+        sock = open_udp_socket(host, port)
+        driver = UdpListenerDriver(sock, endpoint)
     driver.start(spawn)
-    return Listener(driver, "udp", sock.getsockname())
+    return Listener(driver, transport, sock.getsockname())
 
 
 async def listen(host: str, port: int, config: ServerConfig, *, transport: str = "udp") -> Listener:
-    """Listen on ``host:port`` (port 0: any; see :attr:`Listener.address`)."""
+    """Listen on ``host:port`` (port 0: any; see :attr:`Listener.address`).
+
+    ``transport`` is ``"udp"`` (QUIC) or ``"tcp"`` (QMux over TLS/TCP).
+    """
     spawn = system_spawner(f"mstls.trio {transport} listener {host}:{port}")
     return await _listen(host, port, config, transport, spawn)
 

@@ -79,7 +79,7 @@ class Connection(trio.abc.AsyncResource):
 
     @property
     def peer_address(self) -> Any:
-        return getattr(self._core.conn, "peer_address", None)
+        return self._core.peer_address
 
     @property
     def sans_io(self) -> Any:

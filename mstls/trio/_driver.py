@@ -1,43 +1,40 @@
-"""The trio driver's I/O: one background task per socket feeds a sans-I/O connection.
+"""The trio driver's core: wake-ups, the shared change step, the I/O task's life.
 
 Theory of operation
 -------------------
-A *driver* owns one socket and the sans-I/O objects behind it: a client
-:class:`~mstls.quic.connection.QuicConnection` (:class:`UdpClientDriver`) or a
-:class:`~mstls.quic.endpoint.ServerEndpoint` with every server connection
-(:class:`UdpListenerDriver`).  Trio runs one task at a time and the sans-I/O
-calls never await, so no lock is needed: every change is a synchronous step
-ending with :meth:`Driver.after_change`, which
+A *driver* owns one socket and the sans-I/O objects behind it (see
+:mod:`mstls.trio._udp` for QUIC, :mod:`mstls.trio._tcp` for QMux).  Trio runs
+one task at a time and the sans-I/O calls never await, so no lock is needed:
+every change is a synchronous step ending with :meth:`Driver.after_change`,
+whichever task made it (the I/O task after input or a timer, an application
+task after a write or a close).  That step
 
-1. sends what the connection produced (straight from the caller's task: an
-   application task that writes flushes its own datagrams);
+1. sends what the connection produced, straight from the caller's task (an
+   application task that writes flushes its own output; only what the socket
+   refuses is left to the I/O task, which waits until it is writable);
 2. drains each session's events (:meth:`~mstls.session.Session.pump_events`)
    and wakes exactly the parked tasks they name (:class:`Waiters`);
 3. moves the receive loop's timer: the loop sleeps inside a
-   ``trio.move_on_at`` scope whose deadline is simply reassigned, so no extra
+   ``trio.move_on_at`` scope whose deadline is simply reassigned, so no
    wake-up channel is needed.
 
-The receive loop waits until the socket is readable or the connection's next
-deadline, reads a bounded batch of datagrams (brief T5) with
-:func:`~mstls.quic.udp.receive_datagrams` (GRO-batched on Linux), runs due
-timers and calls :meth:`Driver.after_change`.
+A transport implements :meth:`Driver.loops` (its receive and send loops),
+:meth:`Driver.flush`, :meth:`Driver.timer`, :meth:`Driver.cores` and
+:meth:`Driver.close_transport`.  The loops run in a nursery of the driver's
+own task, started through a :data:`Spawner`: a trio system task for objects
+made without a nursery (:func:`mstls.trio.connect`, :func:`mstls.trio.listen`),
+or the caller's nursery (:func:`mstls.trio.serve`).
 
-Back-pressure: when the socket refuses datagrams (EAGAIN/ENOBUFS, brief E4)
-the rest waits in a backlog, nothing more is pulled from the connection, and
-a second task waits until the socket is writable.  Transport plug-ins (QMux over
-TCP) provide the same hooks with their own two small loops.
-
-Failures: anything unexpected in a loop (a fatal socket error) closes the
-connections with INTERNAL_ERROR, so every waiter wakes and sees a
-:class:`~mstls.exceptions.ConnectionTerminated`; nothing escapes the task
-(brief E2).
+Failures: an unexpected exception in a loop (a fatal socket error) fails every
+connection of the driver with :class:`~mstls.exceptions.ConnectionIOError`
+through the session's channel (brief E2), so every parked task wakes and sees
+it; nothing escapes the task.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -47,26 +44,9 @@ import trio
 from .. import errors
 from ..codes import TransportErrorCode
 from ..core.events import ConnectionTerminatedEvent
-from ..quic.connection import QuicConnection
-from ..quic.endpoint import ServerEndpoint
-from ..quic.udp import detect_capabilities, new_receive_buffer, receive_datagrams, send_datagrams
 from ..session import Session, Wakeups
 
-__all__ = [
-    "Core",
-    "Driver",
-    "ListenerDriver",
-    "Spawner",
-    "UdpClientDriver",
-    "UdpListenerDriver",
-    "Waiters",
-    "system_spawner",
-]
-
-#: Datagrams read per wake-up of the receive loop (brief T5: bounded work).
-MAX_DATAGRAMS_PER_READ = 256
-#: Rounds of ``datagrams_to_send`` per flush.
-MAX_FLUSH_ROUNDS = 16
+__all__ = ["Core", "Driver", "ListenerDriver", "Spawner", "Waiters", "system_spawner"]
 
 #: Starts a background task: ``nursery.start_soon`` or the trio system nursery.
 Spawner = Callable[[Callable[[], Awaitable[None]]], None]
@@ -123,13 +103,14 @@ class Waiters:
 class Core:
     """What a Connection and its Streams share: the driver, the connection, its session."""
 
-    __slots__ = ("conn", "driver", "session", "waiters")
+    __slots__ = ("conn", "driver", "peer_address", "session", "waiters")
 
-    def __init__(self, driver: Driver, conn: Any, session: Session, waiters: Waiters) -> None:
+    def __init__(self, driver: Driver, conn: Any, transport: str, peer_address: Any) -> None:
         self.driver = driver
         self.conn = conn
-        self.session = session
-        self.waiters = waiters
+        self.session = Session(conn, transport=transport)
+        self.waiters = Waiters()
+        self.peer_address = peer_address
 
     def after_change(self) -> None:
         self.driver.after_change(self)
@@ -227,6 +208,16 @@ class Driver:
             session.pump_events()
             core.waiters.wake_all()
 
+    def abort(self, reason: str) -> None:
+        """Close every connection locally (code 0), send what that produces, stop."""
+        now = trio.current_time()
+        for core in self.cores():
+            with contextlib.suppress(Exception):  # best effort: we are giving up anyway
+                if not core.conn.is_terminated:
+                    core.conn.close(0, reason, now=now)
+        self.after_change()
+        self.stop()
+
     def stop(self) -> None:
         """Stop the loops and release the transport; parked tasks wake and re-check."""
         if self.closed:
@@ -252,134 +243,6 @@ class Driver:
         return not scope.cancelled_caught
 
 
-class _UdpDriver(Driver):
-    """Receive, feed, send for one UDP socket; see the module documentation."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self.sock = sock
-        self.caps = detect_capabilities(sock)
-        self._buffer = new_receive_buffer()
-        self._backlog: deque[tuple[bytes, Any]] = deque()
-        self._writable_needed = trio.Event()
-
-    # Implemented by the client and listener -------------------------------------------------
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
-        raise NotImplementedError
-
-    def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
-        raise NotImplementedError
-
-    def handle_timer(self, now: float) -> None:
-        raise NotImplementedError
-
-    def finished(self) -> bool:
-        return False
-
-    # Loops ---------------------------------------------------------------------------------
-    async def loops(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self.guarded, self._send_loop)
-        await self.guarded(self._receive_loop)
-
-    async def _receive_loop(self) -> None:
-        sock = self.sock
-
-        async def readable() -> None:
-            await trio.lowlevel.wait_readable(sock)
-
-        while not self.finished():
-            got_data = await self.sleep_until_readable(readable)
-            if self.closed:
-                return
-            now = trio.current_time()
-            if got_data:
-                self._receive(now)
-            timer = self.timer()
-            if timer is not None and timer <= now:
-                self.handle_timer(now)
-            self.after_change()
-
-    def _receive(self, now: float) -> None:
-        batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer)
-        feed = self.feed
-        for data, addr in batch:
-            feed(bytes(data), addr, now)  # views die at the next read; the core may keep data
-
-    async def _send_loop(self) -> None:
-        while True:
-            await self._writable_needed.wait()
-            await trio.lowlevel.wait_writable(self.sock)
-            if self.closed:
-                return
-            self._writable_needed = trio.Event()
-            pending = list(self._backlog)
-            self._backlog.clear()
-            if self._send(pending):
-                self.after_change()
-
-    # Sending -------------------------------------------------------------------------------
-    def flush(self, now: float) -> None:
-        if self._backlog:
-            return  # the socket is full: the send loop goes first
-        for _ in range(MAX_FLUSH_ROUNDS):
-            out = self.outgoing(now)
-            if not out or not self._send(out):
-                return
-
-    def _send(self, out: list[tuple[bytes, Any]]) -> bool:
-        """Send ``out`` in runs of one address; keep what the socket refused. True: all sent."""
-        index, count = 0, len(out)
-        while index < count:
-            addr = out[index][1]
-            end = index + 1
-            while end < count and out[end][1] == addr:
-                end += 1
-            group = [d for d, _ in out[index:end]]
-            try:
-                sent = send_datagrams(self.sock, group, addr, self.caps)
-            except OSError:
-                sent = len(group)  # unsendable (bad address): lost like any datagram
-            index += sent
-            if index < end:
-                self._backlog.extend(out[index:])
-                self._writable_needed.set()
-                return False
-        return True
-
-    def close_transport(self) -> None:
-        trio.lowlevel.notify_closing(self.sock)
-        self.sock.close()
-
-
-class UdpClientDriver(_UdpDriver):
-    """One client connection on its own UDP socket."""
-
-    def __init__(self, sock: socket.socket, conn: QuicConnection) -> None:
-        super().__init__(sock)
-        self.conn = conn
-        self.core = Core(self, conn, Session(conn, transport="udp"), Waiters())
-        self._cores = [self.core]
-
-    def cores(self) -> list[Core]:
-        return self._cores
-
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
-        self.conn.receive_datagram(data, addr, now)
-
-    def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
-        addr = self.conn.peer_address
-        return [(d, addr) for d in self.conn.datagrams_to_send(now)]
-
-    def timer(self) -> float | None:
-        return self.conn.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.conn.handle_timer(now)
-
-    def finished(self) -> bool:
-        return bool(self.conn.is_terminated)
-
-
 class ListenerDriver(Driver):
     """A driver with an accept queue: connections are offered once their handshake completed."""
 
@@ -390,12 +253,10 @@ class ListenerDriver(Driver):
         self.accepted: deque[Core] = deque()
         self.accept_lot = trio.lowlevel.ParkingLot()
 
-    def adopt(self, conn: Any, transport: str) -> Core:
+    def adopt(self, core: Core) -> None:
         """Track a new server connection until it is accepted or ends."""
-        core = Core(self, conn, Session(conn, transport=transport), Waiters())
-        self.live[id(conn)] = core
+        self.live[id(core.conn)] = core
         self._handshaking.append(core)
-        return core
 
     def forget(self, core: Core) -> None:
         self.live.pop(id(core.conn), None)
@@ -407,6 +268,10 @@ class ListenerDriver(Driver):
 
     def after_change(self, only: Core | None = None) -> None:
         super().after_change(only)
+        self.check_handshakes()
+
+    def check_handshakes(self) -> None:
+        """Offer connections whose handshake completed; drop those that failed first."""
         ready = [c for c in self._handshaking if c.session.handshake_done or c.session.failed]
         for core in ready:
             self._handshaking.remove(core)
@@ -422,39 +287,10 @@ class ListenerDriver(Driver):
     def close_all(self, reason: str) -> None:
         """Close every connection (application code 0) and send the CONNECTION_CLOSEs."""
         now = trio.current_time()
+        drivers: dict[int, Driver] = {}
         for core in self.cores():
             if not core.conn.is_terminated:
                 core.conn.close(0, reason, now=now)
-        self.after_change()
-
-
-class UdpListenerDriver(_UdpDriver, ListenerDriver):
-    """A listening UDP socket: every server connection behind one ServerEndpoint."""
-
-    def __init__(self, sock: socket.socket, endpoint: ServerEndpoint) -> None:
-        super().__init__(sock)
-        self.endpoint = endpoint
-
-    def cores(self) -> list[Core]:
-        out = list(self.live.values())
-        terminated = self.endpoint.terminated
-        while terminated:  # forgotten by the endpoint: pumped once more, then dropped
-            core = self.live.get(id(terminated.popleft()))
-            if core is not None:
-                self.forget(core)
-        return out
-
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
-        endpoint = self.endpoint
-        endpoint.receive_datagram(data, addr, now)
-        while endpoint.accepted:
-            self.adopt(endpoint.accepted.popleft(), "udp")
-
-    def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
-        return self.endpoint.datagrams_to_send(now)
-
-    def timer(self) -> float | None:
-        return self.endpoint.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.endpoint.handle_timer(now)
+                drivers[id(core.driver)] = core.driver
+        for driver in drivers.values():  # one flush per socket
+            driver.after_change()

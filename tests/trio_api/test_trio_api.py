@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,10 +53,27 @@ def per_stream(stream_handler: Callable[[mstls.trio.Stream], Awaitable[None]]) -
     return handler
 
 
+TRANSPORTS = ["udp", "tcp"]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @asynccontextmanager
-async def serving(handler: Handler) -> AsyncIterator[mstls.trio.Listener]:
+async def serving(handler: Handler, transport: str = "udp") -> AsyncIterator[mstls.trio.Listener]:
     async with trio.open_nursery() as nursery:
-        listener = await nursery.start(mstls.trio.serve, "127.0.0.1", 0, server_config(), handler)
+        listener = await nursery.start(
+            functools.partial(
+                mstls.trio.serve,
+                "127.0.0.1",
+                0,
+                server_config(),
+                handler,
+                transport=transport,
+            )
+        )
         yield listener
         await listener.aclose()  # closes the connections; handlers blocked elsewhere are
         nursery.cancel_scope.cancel()  # cancelled
@@ -63,7 +81,11 @@ async def serving(handler: Handler) -> AsyncIterator[mstls.trio.Listener]:
 
 async def connect(listener: mstls.trio.Listener, **kw: Any) -> mstls.trio.Connection:
     return await mstls.trio.connect(
-        "127.0.0.1", listener.address[1], client_config(**kw), timeout=TIMEOUT
+        "127.0.0.1",
+        listener.address[1],
+        client_config(**kw),
+        transport=listener.transport,
+        timeout=TIMEOUT,
     )
 
 
@@ -83,12 +105,15 @@ async def receive_all(stream: mstls.trio.Stream) -> bytes:
     return bytes(out)
 
 
-async def test_echo_round_trip() -> None:
+async def test_echo_round_trip(transport: str) -> None:
     with trio.fail_after(TIMEOUT):
-        async with serving(per_stream(echo_stream)) as listener, await connect(listener) as conn:
+        async with (
+            serving(per_stream(echo_stream), transport) as listener,
+            await connect(listener) as conn,
+        ):
             assert conn.alpn == ALPN
             assert conn.peer_certificate.common_name == "localhost"
-            assert conn.transport == "udp"
+            assert conn.transport == transport
             stream = await conn.open_stream()
             await stream.send_all(b"hello" * 10000)
             await stream.send_eof()
@@ -98,7 +123,7 @@ async def test_echo_round_trip() -> None:
                 await stream.send_all(b"after eof")
 
 
-async def test_concurrent_streams_sha256() -> None:
+async def test_concurrent_streams_sha256(transport: str) -> None:
     count, size = 8, 300_000
     payloads = [
         bytes([i]) * 7 + hashlib.sha256(bytes([i])).digest() * (size // 32) for i in range(count)
@@ -120,7 +145,7 @@ async def test_concurrent_streams_sha256() -> None:
 
     with trio.fail_after(TIMEOUT * 3):
         async with (
-            serving(per_stream(echo_stream)) as listener,
+            serving(per_stream(echo_stream), transport) as listener,
             await connect(listener) as conn,
             trio.open_nursery() as nursery,
         ):
@@ -159,21 +184,21 @@ class StreamPairs:
 
 
 @asynccontextmanager
-async def stream_pairs() -> AsyncIterator[StreamPairs]:
-    listener = await mstls.trio.listen("127.0.0.1", 0, server_config())
+async def stream_pairs(transport: str) -> AsyncIterator[StreamPairs]:
+    listener = await mstls.trio.listen("127.0.0.1", 0, server_config(), transport=transport)
     async with listener, await connect(listener) as client:
         with trio.fail_after(TIMEOUT):
             server = await listener.accept()
         yield StreamPairs(client, server)
 
 
-async def test_check_half_closeable_stream() -> None:
-    async with stream_pairs() as pairs:
+async def test_check_half_closeable_stream(transport: str) -> None:
+    async with stream_pairs(transport) as pairs:
         await trio.testing.check_half_closeable_stream(pairs.make, pairs.make_clogged)
 
 
-async def test_concurrent_receive_is_busy() -> None:
-    async with stream_pairs() as pairs:
+async def test_concurrent_receive_is_busy(transport: str) -> None:
+    async with stream_pairs(transport) as pairs:
         ours, _ = await pairs.make()
         with pytest.raises(ExceptionGroup) as info:
             async with trio.open_nursery() as nursery:
@@ -182,8 +207,8 @@ async def test_concurrent_receive_is_busy() -> None:
         assert info.group_contains(trio.BusyResourceError)
 
 
-async def test_cancelled_receive_leaves_the_stream_usable() -> None:
-    async with stream_pairs() as pairs:
+async def test_cancelled_receive_leaves_the_stream_usable(transport: str) -> None:
+    async with stream_pairs(transport) as pairs:
         ours, theirs = await pairs.make()
         with trio.move_on_after(0.1) as scope:
             await ours.receive_some()
@@ -195,8 +220,8 @@ async def test_cancelled_receive_leaves_the_stream_usable() -> None:
             assert await receive_exactly(theirs, 8) == b"and back"
 
 
-async def test_wait_acknowledged() -> None:
-    async with stream_pairs() as pairs:
+async def test_wait_acknowledged(transport: str) -> None:
+    async with stream_pairs(transport) as pairs:
         ours, _ = await pairs.make()
         await ours.send_all(b"z" * 200_000)
         with trio.fail_after(TIMEOUT):
@@ -205,7 +230,7 @@ async def test_wait_acknowledged() -> None:
 
 
 # -- the error model ---------------------------------------------------------------------------
-async def test_replication_to_16_blocked_tasks() -> None:
+async def test_replication_to_16_blocked_tasks(transport: str) -> None:
     count = 16
     server_side: list[mstls.trio.Connection] = []
     all_accepted = trio.Event()
@@ -226,7 +251,7 @@ async def test_replication_to_16_blocked_tasks() -> None:
             outcomes.append((exc, errors.errors()))
 
     with trio.fail_after(TIMEOUT):
-        async with serving(handler) as listener, await connect(listener) as conn:
+        async with serving(handler, transport) as listener, await connect(listener) as conn:
             streams = [await conn.open_stream() for _ in range(count)]
             for stream in streams:
                 await stream.send_all(b"x")
@@ -256,7 +281,7 @@ async def test_replication_to_16_blocked_tasks() -> None:
     assert [e.reason for e in late_entries] == [e.reason for e in first_entries]
 
 
-async def test_stop_sending_fails_writes_only() -> None:
+async def test_stop_sending_fails_writes_only(transport: str) -> None:
     async def stopper(stream: mstls.trio.Stream) -> None:
         assert await receive_exactly(stream, 2) == b"hi"
         await stream.send_all(b"data before stop")
@@ -264,7 +289,10 @@ async def test_stop_sending_fails_writes_only() -> None:
         stream.stop_sending(7)
 
     with trio.fail_after(TIMEOUT):
-        async with serving(per_stream(stopper)) as listener, await connect(listener) as conn:
+        async with (
+            serving(per_stream(stopper), transport) as listener,
+            await connect(listener) as conn,
+        ):
             stream = await conn.open_stream()
             await stream.send_all(b"hi")
             assert await receive_exactly(stream, 16) == b"data before stop"
@@ -280,7 +308,7 @@ async def test_stop_sending_fails_writes_only() -> None:
             assert await stream.receive_some() == b""  # reads still work
 
 
-async def test_reset_fails_reads_only() -> None:
+async def test_reset_fails_reads_only(transport: str) -> None:
     got: list[bytes] = []
 
     async def resetter(stream: mstls.trio.Stream) -> None:
@@ -291,7 +319,10 @@ async def test_reset_fails_reads_only() -> None:
         got.append(await receive_exactly(stream, 5))
 
     with trio.fail_after(TIMEOUT):
-        async with serving(per_stream(resetter)) as listener, await connect(listener) as conn:
+        async with (
+            serving(per_stream(resetter), transport) as listener,
+            await connect(listener) as conn,
+        ):
             stream = await conn.open_stream()
             await stream.send_all(b"x")
             assert await receive_exactly(stream, 7) == b"partial"
@@ -316,8 +347,11 @@ async def test_connect_timeout_against_a_silent_port() -> None:
         silent.close()
 
 
-async def test_closed_listener_and_connection_raise_closed_resource() -> None:
-    async with await mstls.trio.listen("127.0.0.1", 0, server_config()) as listener:
+async def test_closed_listener_and_connection_raise_closed_resource(transport: str) -> None:
+    listener = await mstls.trio.listen("127.0.0.1", 0, server_config(), transport=transport)
+    async with listener:
+        conn = await connect(listener)
+        server = await listener.accept()
         async with trio.open_nursery() as nursery:
 
             async def accept_expecting_closed() -> None:
@@ -325,8 +359,6 @@ async def test_closed_listener_and_connection_raise_closed_resource() -> None:
                     await listener.accept()
 
             nursery.start_soon(accept_expecting_closed)
-            conn = await connect(listener)
-            server = await listener.accept()
             await trio.testing.wait_all_tasks_blocked()
             await listener.aclose()
         await conn.aclose()

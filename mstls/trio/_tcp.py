@@ -1,0 +1,279 @@
+"""QMux over TLS/TCP for the trio driver: one connection per socket, and a listener.
+
+Theory of operation
+-------------------
+:class:`TcpDriver` runs one :class:`~mstls.qmux.connection.QMuxConnection` on a
+non-blocking TCP socket with the same two small loops as UDP:
+
+* the receive loop waits until the socket is readable or the connection's
+  deadline, reads once (at most :data:`RECEIVE_SIZE` bytes, brief T5), feeds
+  :meth:`~QMuxConnection.receive_data` (or :meth:`~QMuxConnection.receive_eof`
+  on a TCP FIN, :meth:`~QMuxConnection.on_transport_error` on a reset or fatal
+  socket error), runs due timers and calls the shared change step;
+* :meth:`TcpDriver.flush`, from whichever task made the change, writes
+  :meth:`~QMuxConnection.data_to_send` with a non-blocking ``send``; what the
+  kernel does not take waits for the send loop, which waits until the socket is
+  writable.  Once the connection says so (``should_shutdown_write``, after
+  close_notify) and everything is written, the write side is shut down.
+
+The loops end when the connection is terminated; the socket is closed then
+(the connection has already decided whether the end was clean or premature,
+brief E8).
+
+:class:`TcpListenerDriver` accepts TCP connections, gives each its own
+:class:`TcpDriver` (started with the listener's spawner, so closing the
+listening socket does not cut live connections short) and offers it to
+:meth:`~mstls.trio.Listener.accept` once its handshake completed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from collections import deque
+from typing import Any
+
+import trio
+
+from ..config import ClientConfig, ServerConfig
+from ..qmux.config import QMuxConfig
+from ..qmux.connection import QMuxConnection
+from ._driver import Core, Driver, ListenerDriver, Spawner
+
+__all__ = ["TcpDriver", "TcpListenerDriver", "open_tcp_socket", "qmux_config"]
+
+#: Bytes read per wake-up of the receive loop (brief T5: bounded work).
+RECEIVE_SIZE = 256 * 1024
+#: Connections accepted per wake-up of the accept loop.
+MAX_ACCEPTS_PER_WAKE = 64
+#: Pause after an accept failure such as EMFILE, so the loop does not spin.
+ACCEPT_ERROR_PAUSE = 0.1
+#: Listen backlog.
+LISTEN_BACKLOG = 128
+#: errno values that mean the peer reset the TCP connection.
+_RESET_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ECONNRESET", "EPIPE", "ECONNABORTED") if hasattr(errno, name)
+)
+
+
+def qmux_config(config: ClientConfig | ServerConfig, host: str | None = None) -> QMuxConfig:
+    """The QMux settings for a public configuration (its own builder if it has one)."""
+    builder = getattr(config, "qmux_config", None)
+    if builder is not None:
+        result = builder(host) if isinstance(config, ClientConfig) else builder()
+        assert isinstance(result, QMuxConfig)
+        return result
+    tls = config.tls_config(host or "") if isinstance(config, ClientConfig) else config.tls_config()
+    return QMuxConfig(
+        tls=tls,
+        idle_timeout=config.idle_timeout,
+        handshake_timeout=config.handshake_timeout,
+        keepalive_interval=config.keepalive,
+    )
+
+
+def _prepare(sock: socket.socket) -> socket.socket:
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+async def open_tcp_socket(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket (trio's happy-eyeballs connect)."""
+    stream = await trio.open_tcp_stream(host, port)
+    return _prepare(socket.socket(fileno=stream.socket.detach()))
+
+
+class TcpDriver(Driver):
+    """One QMux connection on its own TCP socket."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        conn: QMuxConnection,
+        peer_address: Any,
+        listener: TcpListenerDriver | None = None,
+    ) -> None:
+        super().__init__()
+        self.sock = sock
+        self.conn = conn
+        self.listener = listener
+        self.core = Core(self, conn, "tcp", peer_address)
+        self._cores = [self.core]
+        self._pending: deque[memoryview] = deque()
+        self._writable_needed = trio.Event()
+        self._write_shut = False
+
+    def cores(self) -> list[Core]:
+        return self._cores
+
+    def timer(self) -> float | None:
+        return self.conn.get_timer()
+
+    def after_change(self, only: Core | None = None) -> None:
+        super().after_change(only)
+        if self.listener is not None:
+            self.listener.check_handshakes()
+
+    # -- loops -------------------------------------------------------------------------------
+    async def loops(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self.guarded, self._send_loop)
+        await self.guarded(self._receive_loop)
+
+    async def _receive_loop(self) -> None:
+        sock, conn = self.sock, self.conn
+
+        async def readable() -> None:
+            await trio.lowlevel.wait_readable(sock)
+
+        while not conn.is_terminated:
+            got_data = await self.sleep_until_readable(readable)
+            if self.closed:
+                return
+            now = trio.current_time()
+            if got_data:
+                self._receive(now)
+            timer = conn.get_timer()
+            if timer is not None and timer <= now:
+                conn.handle_timer(now)
+            self.after_change()
+        self.after_change()  # the last bytes (close_notify), best effort
+
+    def _receive(self, now: float) -> None:
+        try:
+            data = self.sock.recv(RECEIVE_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return  # E4: spurious readiness
+        except OSError as exc:
+            self._transport_error(exc, now)
+            return
+        if data:
+            self.conn.receive_data(data, now)
+        else:
+            self.conn.receive_eof(now)
+
+    def _transport_error(self, exc: OSError, now: float) -> None:
+        kind = "tcp_reset" if exc.errno in _RESET_ERRNOS else "io_error"
+        self.conn.on_transport_error(kind, now, f"{type(exc).__name__}: {exc}")
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._writable_needed.wait()
+            await trio.lowlevel.wait_writable(self.sock)
+            if self.closed:
+                return
+            self._writable_needed = trio.Event()
+            if self._write_pending(trio.current_time()):
+                self.after_change()
+
+    # -- sending -------------------------------------------------------------------------------
+    def flush(self, now: float) -> None:
+        if not self._write_pending(now):
+            return
+        conn = self.conn
+        while data := conn.data_to_send(now):
+            self._pending.append(memoryview(data))
+            if not self._write_pending(now):
+                return
+        if conn.should_shutdown_write and not self._write_shut:
+            self._write_shut = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+
+    def _write_pending(self, now: float) -> bool:
+        """Write what is queued; True once nothing is left."""
+        pending = self._pending
+        while pending:
+            view = pending[0]
+            try:
+                sent = self.sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                pending.clear()
+                self._transport_error(exc, now)
+                return False
+            if sent < len(view):
+                pending[0] = view[sent:]
+                self._writable_needed.set()
+                return False
+            pending.popleft()
+        return True
+
+    def close_transport(self) -> None:
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.listener is not None:
+            self.listener.forget(self.core)
+
+
+class TcpListenerDriver(ListenerDriver):
+    """A listening TCP socket; each accepted connection runs its own :class:`TcpDriver`."""
+
+    def __init__(self, sock: socket.socket, config: QMuxConfig, spawn: Spawner) -> None:
+        super().__init__()
+        self.sock = sock
+        self.config = config
+        self._spawn = spawn
+
+    def timer(self) -> float | None:
+        return None
+
+    def flush(self, now: float) -> None:
+        pass  # connections flush through their own drivers
+
+    def after_change(self, only: Core | None = None) -> None:
+        self.check_handshakes()
+
+    async def loops(self, nursery: trio.Nursery) -> None:
+        await self.guarded(self._accept_loop)
+
+    async def _accept_loop(self) -> None:
+        sock = self.sock
+        while not self.closed:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(MAX_ACCEPTS_PER_WAKE):
+                try:
+                    conn_sock, addr = sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # EMFILE, ENOBUFS, an aborted connection: try again later
+                    await trio.sleep(ACCEPT_ERROR_PAUSE)
+                    break
+                self._start_connection(_prepare(conn_sock), addr)
+
+    def _start_connection(self, sock: socket.socket, addr: Any) -> None:
+        conn = QMuxConnection(self.config, is_client=False, now=trio.current_time())
+        driver = TcpDriver(sock, conn, addr, listener=self)
+        self.adopt(driver.core)
+        driver.start(self._spawn)
+        driver.after_change()
+
+    def close_transport(self) -> None:
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+
+
+def open_tcp_listener(host: str, port: int) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket (``"::"``: dual stack)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host or None, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and sockaddr[0] == "::":
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(sockaddr)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

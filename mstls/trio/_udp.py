@@ -1,0 +1,197 @@
+"""QUIC over UDP for the trio driver: a client socket, or a listening socket.
+
+Theory of operation
+-------------------
+The receive loop waits until the socket is readable or the connection's next
+deadline (:meth:`~mstls.trio._driver.Driver.sleep_until_readable`), reads a
+bounded batch of datagrams (brief T5) with
+:func:`~mstls.quic.udp.receive_datagrams` (GRO-batched on Linux), feeds them,
+runs due timers and calls :meth:`~mstls.trio._driver.Driver.after_change`.
+
+Sending happens in :meth:`_UdpDriver.flush`, from whichever task made the
+change, with :func:`~mstls.quic.udp.send_datagrams` (GSO-batched).  When the
+socket refuses datagrams (EAGAIN/ENOBUFS, brief E4) the rest waits in a
+backlog, nothing more is pulled from the connection, and the send loop waits
+until the socket is writable, then resumes.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import Any
+
+import trio
+
+from ..quic.connection import QuicConnection
+from ..quic.endpoint import ServerEndpoint
+from ..quic.udp import detect_capabilities, new_receive_buffer, receive_datagrams, send_datagrams
+from ._driver import Core, Driver, ListenerDriver
+
+__all__ = ["UdpClientDriver", "UdpListenerDriver"]
+
+#: Datagrams read per wake-up of the receive loop (brief T5: bounded work).
+MAX_DATAGRAMS_PER_READ = 256
+#: Rounds of ``datagrams_to_send`` per flush.
+MAX_FLUSH_ROUNDS = 16
+
+
+class _UdpDriver(Driver):
+    """Receive, feed, send for one UDP socket; see the module documentation."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.caps = detect_capabilities(sock)
+        self._buffer = new_receive_buffer()
+        self._backlog: deque[tuple[bytes, Any]] = deque()
+        self._writable_needed = trio.Event()
+
+    # Implemented by the client and listener -------------------------------------------------
+    def feed(self, data: bytes, addr: Any, now: float) -> None:
+        raise NotImplementedError
+
+    def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
+        raise NotImplementedError
+
+    def handle_timer(self, now: float) -> None:
+        raise NotImplementedError
+
+    def finished(self) -> bool:
+        return False
+
+    # Loops ---------------------------------------------------------------------------------
+    async def loops(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self.guarded, self._send_loop)
+        await self.guarded(self._receive_loop)
+
+    async def _receive_loop(self) -> None:
+        sock = self.sock
+
+        async def readable() -> None:
+            await trio.lowlevel.wait_readable(sock)
+
+        while not self.finished():
+            got_data = await self.sleep_until_readable(readable)
+            if self.closed:
+                return
+            now = trio.current_time()
+            if got_data:
+                self._receive(now)
+            timer = self.timer()
+            if timer is not None and timer <= now:
+                self.handle_timer(now)
+            self.after_change()
+
+    def _receive(self, now: float) -> None:
+        batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer)
+        feed = self.feed
+        for data, addr in batch:
+            feed(bytes(data), addr, now)  # views die at the next read; the core may keep data
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._writable_needed.wait()
+            await trio.lowlevel.wait_writable(self.sock)
+            if self.closed:
+                return
+            self._writable_needed = trio.Event()
+            pending = list(self._backlog)
+            self._backlog.clear()
+            if self._send(pending):
+                self.after_change()
+
+    # Sending -------------------------------------------------------------------------------
+    def flush(self, now: float) -> None:
+        if self._backlog:
+            return  # the socket is full: the send loop goes first
+        for _ in range(MAX_FLUSH_ROUNDS):
+            out = self.outgoing(now)
+            if not out or not self._send(out):
+                return
+
+    def _send(self, out: list[tuple[bytes, Any]]) -> bool:
+        """Send ``out`` in runs of one address; keep what the socket refused. True: all sent."""
+        index, count = 0, len(out)
+        while index < count:
+            addr = out[index][1]
+            end = index + 1
+            while end < count and out[end][1] == addr:
+                end += 1
+            group = [d for d, _ in out[index:end]]
+            try:
+                sent = send_datagrams(self.sock, group, addr, self.caps)
+            except OSError:
+                sent = len(group)  # unsendable (bad address): lost like any datagram
+            index += sent
+            if index < end:
+                self._backlog.extend(out[index:])
+                self._writable_needed.set()
+                return False
+        return True
+
+    def close_transport(self) -> None:
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+
+
+class UdpClientDriver(_UdpDriver):
+    """One client connection on its own UDP socket."""
+
+    def __init__(self, sock: socket.socket, conn: QuicConnection) -> None:
+        super().__init__(sock)
+        self.conn = conn
+        self.core = Core(self, conn, "udp", conn.peer_address)
+        self._cores = [self.core]
+
+    def cores(self) -> list[Core]:
+        return self._cores
+
+    def feed(self, data: bytes, addr: Any, now: float) -> None:
+        self.conn.receive_datagram(data, addr, now)
+
+    def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
+        addr = self.conn.peer_address
+        return [(d, addr) for d in self.conn.datagrams_to_send(now)]
+
+    def timer(self) -> float | None:
+        return self.conn.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.conn.handle_timer(now)
+
+    def finished(self) -> bool:
+        return bool(self.conn.is_terminated)
+
+
+class UdpListenerDriver(_UdpDriver, ListenerDriver):
+    """A listening UDP socket: every server connection behind one ServerEndpoint."""
+
+    def __init__(self, sock: socket.socket, endpoint: ServerEndpoint) -> None:
+        super().__init__(sock)
+        self.endpoint = endpoint
+
+    def cores(self) -> list[Core]:
+        out = list(self.live.values())
+        terminated = self.endpoint.terminated
+        while terminated:  # forgotten by the endpoint: pumped once more, then dropped
+            core = self.live.get(id(terminated.popleft()))
+            if core is not None:
+                self.forget(core)
+        return out
+
+    def feed(self, data: bytes, addr: Any, now: float) -> None:
+        endpoint = self.endpoint
+        endpoint.receive_datagram(data, addr, now)
+        while endpoint.accepted:
+            conn = endpoint.accepted.popleft()
+            self.adopt(Core(self, conn, "udp", conn.peer_address))
+
+    def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
+        return self.endpoint.datagrams_to_send(now)
+
+    def timer(self) -> float | None:
+        return self.endpoint.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.endpoint.handle_timer(now)
