@@ -1,23 +1,59 @@
-"""mstls: secure, multiplexed connections over QUIC v1 (UDP) and QMux over TLS 1.3 (TCP)."""
+"""mstls: secure, multiplexed connections over QUIC v1 (UDP) and QMux over TLS 1.3 (TCP).
 
+The blocking, thread-safe API lives here (:func:`connect`, :func:`listen`,
+:class:`Connection`, :class:`Stream`, :class:`Listener`); the trio API in
+:mod:`mstls.trio`; the per-thread error queues in :mod:`mstls.errors`.
+"""
+
+from . import errors
+from ._blocking.api import Connection, Listener, Stream, connect, listen
+from .config import ClientConfig, ServerConfig
 from .exceptions import (
     CertificateError,
+    ConfigurationError,
+    ConnectionIOError,
     ConnectionTerminated,
     Error,
     ErrorKind,
+    HandshakeAlert,
     HandshakeError,
+    IncompleteRead,
+    ListenerClosed,
     PrematureClose,
     ProtocolError,
+    StreamReset,
+    StreamStopped,
+    Timeout,
+    WantRead,
+    WantWrite,
 )
 
 __all__ = [
     "CertificateError",
+    "ClientConfig",
+    "ConfigurationError",
+    "Connection",
+    "ConnectionIOError",
     "ConnectionTerminated",
     "Error",
     "ErrorKind",
+    "HandshakeAlert",
     "HandshakeError",
+    "IncompleteRead",
+    "Listener",
+    "ListenerClosed",
     "PrematureClose",
     "ProtocolError",
+    "ServerConfig",
+    "Stream",
+    "StreamReset",
+    "StreamStopped",
+    "Timeout",
+    "WantRead",
+    "WantWrite",
+    "connect",
+    "errors",
+    "listen",
 ]
 
 __version__ = "0.1.0.dev0"

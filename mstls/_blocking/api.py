@@ -1,0 +1,352 @@
+"""The blocking, thread-safe API: :func:`connect`, :func:`listen`, Connection, Stream, Listener.
+
+Theory of operation
+-------------------
+Every object here is a thin view on a handler (which owns the socket, the lock and
+the sans-I/O connection) and a :class:`~mstls.session.Session`.  A call takes the
+handler's lock, tries the operation on the session, and if it would block waits on
+the condition variable of exactly what it needs (its stream, the accept queue, the
+handshake), with the caller's timeout.  Whoever changes the state — the assist
+thread receiving a datagram, another application thread writing — notifies under
+the same lock, so wake-ups are never lost (brief C1, C2).
+
+Application threads send directly: after a write they flush the connection's
+output themselves instead of waiting for the assist thread.
+
+Lazy handshake (the seeds' handshakeCond): ``connect(..., lazy=True)`` returns at
+once; the first read or write starts the handshake and every concurrent caller
+waits on the same condition until it completes or fails.  Exactly one caller
+starts it, because starting happens under the lock and is recorded.
+
+Non-blocking mode (``connection.blocking = False``): a call that would wait
+raises :class:`~mstls.exceptions.WantRead` or :class:`~mstls.exceptions.WantWrite`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .. import errors
+from ..config import ClientConfig, ServerConfig
+from ..exceptions import ConfigurationError, Error
+from ..quic.connection import QuicConnection
+from ..quic.endpoint import ServerEndpoint
+from ..quic.udp import open_udp_socket
+from ..session import Session
+from .handlers import UdpClientHandler, UdpListenerHandler, Waiters
+
+__all__ = ["Connection", "Listener", "Stream", "connect", "listen"]
+
+T = TypeVar("T")
+#: Default read size.
+DEFAULT_READ = 65536
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class _Core:
+    """What a Connection and its Streams share: handler, session, waiters."""
+
+    def __init__(self, handler: Any, conn: Any, session: Session, waiters: Waiters) -> None:
+        self.handler = handler
+        self.conn = conn
+        self.session = session
+        self.waiters = waiters
+        self.lock: threading.RLock = handler.lock
+        self.blocking = True
+        self.handshake_started = not conn.is_client if hasattr(conn, "is_client") else True
+
+    def wait_until(
+        self,
+        cond: threading.Condition,
+        attempt: Callable[[], T | None],
+        timeout: float | None,
+        want: type[Error],
+        op: str,
+    ) -> T:
+        """Retry ``attempt`` (lock held) until it returns non-None; wait on ``cond``."""
+        deadline = _deadline(timeout)
+        with self.lock:
+            while True:
+                result = attempt()
+                if result is not None:
+                    self.after_change()
+                    return result
+                self.session.check(op)
+                if not self.blocking:
+                    raise errors.recorded(want(f"{op} would block"))
+                left = _remaining(deadline)
+                if left is not None and left <= 0:
+                    raise errors.timeout_error(op, timeout)
+                cond.wait(left)
+
+    def after_change(self) -> None:
+        self.handler.after_change(time.monotonic())
+
+    def ensure_handshake(self, timeout: float | None) -> None:
+        """Start a lazy client handshake once; wait (with every other caller) for it."""
+        with self.lock:
+            if not self.handshake_started:
+                self.handshake_started = True
+                self.conn.connect(time.monotonic())
+                self.after_change()
+
+        def done() -> bool | None:
+            return True if self.session.handshake_done else None
+
+        self.wait_until(self.waiters.connection, done, timeout, errors.WantRead, "handshake")
+
+
+class Stream:
+    """One bidirectional or unidirectional stream; all methods are thread-safe."""
+
+    def __init__(self, core: _Core, stream_id: int) -> None:
+        self._core = core
+        self.stream_id = stream_id
+        self._cond = core.waiters.stream(stream_id)
+
+    def __repr__(self) -> str:
+        return f"<mstls.Stream {self.stream_id}>"
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.conclude()
+        except Error:
+            pass
+
+    def read(self, max_bytes: int = DEFAULT_READ, timeout: float | None = None) -> bytes:
+        """Up to ``max_bytes``; ``b""`` only at a clean end of stream (FIN)."""
+        core = self._core
+        core.ensure_handshake(timeout)
+        return core.wait_until(
+            self._cond,
+            lambda: core.session.read(self.stream_id, max_bytes),
+            timeout,
+            errors.WantRead,
+            "read",
+        )
+
+    def read_exactly(self, n: int, timeout: float | None = None) -> bytes:
+        """Exactly ``n`` bytes; an early end raises :class:`~mstls.exceptions.Error`."""
+        deadline = _deadline(timeout)
+        out = bytearray()
+        while len(out) < n:
+            chunk = self.read(n - len(out), _remaining(deadline))
+            if not chunk:
+                raise errors.recorded(
+                    errors.IncompleteRead(f"stream ended after {len(out)} of {n} bytes")
+                )
+            out += chunk
+        return bytes(out)
+
+    def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
+        """Write all of ``data`` (blocking while flow control or buffers are full)."""
+        core = self._core
+        core.ensure_handshake(timeout)
+        view = memoryview(data).cast("B")
+        deadline = _deadline(timeout)
+        total = 0
+        while total < len(view):
+
+            def attempt(offset: int = total) -> int | None:
+                taken = core.session.write(self.stream_id, view[offset:])
+                return taken or None
+
+            total += core.wait_until(
+                self._cond, attempt, _remaining(deadline), errors.WantWrite, "write"
+            )
+        return total
+
+    def conclude(self) -> None:
+        """Send FIN: the end of our data (RFC 9000 §3.1)."""
+        core = self._core
+        with core.lock:
+            core.session.write(self.stream_id, b"", fin=True)
+            core.after_change()
+
+    def reset(self, code: int) -> None:
+        """Abandon sending with RESET_STREAM ``code`` (RFC 9000 §19.4)."""
+        with self._core.lock:
+            self._core.session.reset(self.stream_id, code)
+            self._core.after_change()
+
+    def stop_sending(self, code: int) -> None:
+        """Ask the peer to stop sending with STOP_SENDING ``code`` (RFC 9000 §19.5)."""
+        with self._core.lock:
+            self._core.session.stop_sending(self.stream_id, code)
+            self._core.after_change()
+
+    def wait_acknowledged(self, timeout: float | None = None) -> None:
+        """Return once the peer's transport acknowledged everything written so far."""
+        core = self._core
+
+        def acked() -> bool | None:
+            return True if core.session.all_acknowledged(self.stream_id) else None
+
+        core.wait_until(self._cond, acked, timeout, errors.WantWrite, "wait_acknowledged")
+
+
+class Connection:
+    """One secure multiplexed connection (QUIC over UDP, or QMux over TLS/TCP)."""
+
+    def __init__(self, core: _Core, transport: str) -> None:
+        self._core = core
+        self.transport = transport
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def blocking(self) -> bool:
+        return self._core.blocking
+
+    @blocking.setter
+    def blocking(self, value: bool) -> None:
+        self._core.blocking = value
+
+    @property
+    def alpn(self) -> str | None:
+        info = self._core.session.handshake_info
+        return info.alpn_protocol if info else None
+
+    @property
+    def peer_certificate(self) -> Any:
+        """The verified peer identity (chain, subject, names), or ``None``."""
+        info = self._core.session.handshake_info
+        return info.peer if info else None
+
+    @property
+    def sans_io(self) -> Any:
+        """The underlying sans-I/O connection (for inspection; hold no reference to mutate)."""
+        return self._core.conn
+
+    def open_stream(self, bidirectional: bool = True, timeout: float | None = None) -> Stream:
+        core = self._core
+        core.ensure_handshake(timeout)
+        sid = core.wait_until(
+            core.waiters.open,
+            lambda: core.session.open_stream(bidirectional),
+            timeout,
+            errors.WantWrite,
+            "open_stream",
+        )
+        return Stream(core, sid)
+
+    def accept_stream(self, timeout: float | None = None) -> Stream:
+        core = self._core
+        core.ensure_handshake(timeout)
+        sid = core.wait_until(
+            core.waiters.accept, core.session.accept, timeout, errors.WantRead, "accept_stream"
+        )
+        return Stream(core, sid)
+
+    def close(self, code: int = 0, reason: str = "") -> None:
+        """Close with an application ``code`` and ``reason`` (RFC 9000 §10.2)."""
+        core = self._core
+        with core.lock:
+            if not core.conn.is_terminated:
+                core.conn.close(code, reason, now=time.monotonic())
+            core.after_change()
+
+
+class Listener:
+    """Accepts connections on a UDP port (QUIC)."""
+
+    def __init__(self, handler: UdpListenerHandler) -> None:
+        self._handler = handler
+        self.address = handler.sock.getsockname()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def accept(self, timeout: float | None = None) -> Connection:
+        handler = self._handler
+        deadline = _deadline(timeout)
+        with handler.lock:
+            while not handler.accepted:
+                if handler.closed:
+                    raise errors.recorded(errors.ListenerClosed("listener closed"))
+                left = _remaining(deadline)
+                if left is not None and left <= 0:
+                    raise errors.timeout_error("accept", timeout)
+                handler.accept_cond.wait(left)
+            conn, session, waiters = handler.accepted.popleft()
+        return Connection(_Core(handler, conn, session, waiters), "udp")
+
+    def close(self) -> None:
+        handler = self._handler
+        with handler.lock:
+            for session, _ in handler.sessions.values():
+                if not session.conn.is_terminated:
+                    session.conn.close(0, "listener closed", now=time.monotonic())
+            handler.after_change(time.monotonic())
+        handler.close_socket()
+
+
+def _resolve(host: str, port: int) -> tuple[str, int]:
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    address = info[0][4]
+    return str(address[0]), int(address[1])
+
+
+def connect(
+    host: str,
+    port: int,
+    config: ClientConfig,
+    *,
+    transport: str = "udp",
+    timeout: float | None = None,
+    lazy: bool = False,
+) -> Connection:
+    """Connect to ``host:port``; waits for the handshake unless ``lazy``."""
+    if transport not in ("udp", "tcp", "auto"):
+        raise ConfigurationError(f"transport: expected 'udp', 'tcp' or 'auto', got {transport!r}")
+    if transport != "udp":
+        from .transports import connect_other  # noqa: PLC0415 - TCP/auto live apart
+
+        return connect_other(host, port, config, transport=transport, timeout=timeout, lazy=lazy)
+    address = _resolve(host, port)
+    quic_config = config.quic_config(host)
+    family_host = "::" if ":" in address[0] else "0.0.0.0"
+    sock = open_udp_socket(family_host, 0)
+    conn = QuicConnection(quic_config, is_client=True, now=time.monotonic(), peer_address=address)
+    handler = UdpClientHandler(sock, conn)
+    core = _Core(handler, conn, handler.session, handler.waiters)
+    core.handshake_started = False
+    handler.assist.add(handler)
+    connection = Connection(core, "udp")
+    if not lazy:
+        core.ensure_handshake(timeout)
+    return connection
+
+
+def listen(host: str, port: int, config: ServerConfig, *, transport: str = "udp") -> Listener:
+    """Listen on ``host:port`` for QUIC connections."""
+    if transport != "udp":
+        from .transports import listen_other  # noqa: PLC0415
+
+        return listen_other(host, port, config, transport=transport)  # type: ignore[no-any-return]
+    endpoint = ServerEndpoint(config.quic_config(), retry=config.retry)
+    sock = open_udp_socket(host, port)
+    handler = UdpListenerHandler(sock, endpoint)
+    handler.assist.add(handler)
+    return Listener(handler)

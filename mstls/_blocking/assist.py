@@ -1,0 +1,144 @@
+"""The assist thread: one per process, it receives and ticks timers for every blocking connection.
+
+Theory of operation
+-------------------
+Blocking connections must stay alive (ACKs, retransmissions, keep-alives, idle
+timeouts) while no application thread calls in (brief C3).  One daemon thread
+runs a selector over the sockets of every registered :class:`Handler` plus a
+wake-up socket pair.  Each turn it waits until the earliest handler deadline,
+calls :meth:`Handler.on_readable` for sockets with data and
+:meth:`Handler.on_timer` for handlers whose deadline passed.
+
+Handlers do their own locking; the assist thread holds no lock while it waits.
+Application threads that change a connection (a write, a close) send what the
+connection produced themselves and call :meth:`AssistThread.reschedule` so the
+loop recomputes its timeout.  Work per turn is bounded: a handler reads a bounded
+batch of datagrams per call (brief T5).
+
+The thread starts lazily with the first handler and stops at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import selectors
+import socket
+import threading
+import time
+from typing import Protocol
+
+__all__ = ["AssistThread", "Handler"]
+
+#: Longest wait, so a stop request or a missed wake-up is noticed.
+MAX_WAIT = 0.25
+
+
+class Handler(Protocol):
+    """What the assist thread drives."""
+
+    sock: socket.socket
+
+    def on_readable(self) -> None: ...
+
+    def on_timer(self) -> None: ...
+
+    def deadline(self) -> float | None: ...
+
+
+class AssistThread:
+    """The process-wide assist thread (use :meth:`get`)."""
+
+    _instance: AssistThread | None = None
+    _instance_lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> AssistThread:
+        with cls._instance_lock:
+            if cls._instance is None or not cls._instance.alive:
+                cls._instance = cls()
+                cls._instance.start()
+            return cls._instance
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._handlers: set[Handler] = set()
+        self._lock = threading.Lock()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="mstls-assist", daemon=True)
+        self.error: BaseException | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def start(self) -> None:
+        self._thread.start()
+        atexit.register(self.stop)
+
+    def add(self, handler: Handler) -> None:
+        with self._lock:
+            self._handlers.add(handler)
+            self._selector.register(handler.sock, selectors.EVENT_READ, handler)
+        self.reschedule()
+
+    def remove(self, handler: Handler) -> None:
+        with self._lock:
+            self._handlers.discard(handler)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(handler.sock)
+        self.reschedule()
+
+    def reschedule(self) -> None:
+        """Wake the loop so it recomputes deadlines (after an application-side change)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def stop(self) -> None:
+        self._stop = True
+        self.reschedule()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(2.0)
+
+    # -- the loop -------------------------------------------------------------------------
+    def _timeout(self, handlers: list[Handler]) -> float:
+        now = time.monotonic()
+        timeout = MAX_WAIT
+        for handler in handlers:
+            deadline = handler.deadline()
+            if deadline is not None:
+                timeout = min(timeout, max(0.0, deadline - now))
+        return timeout
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                with self._lock:
+                    handlers = list(self._handlers)
+                ready = self._selector.select(self._timeout(handlers))
+                for key, _ in ready:
+                    if key.data is None:
+                        with contextlib.suppress(BlockingIOError):
+                            self._wake_r.recv(4096)
+                    else:
+                        key.data.on_readable()
+                now = time.monotonic()
+                for handler in handlers:
+                    deadline = handler.deadline()
+                    if deadline is not None and deadline <= now:
+                        handler.on_timer()
+        except BaseException as exc:  # pragma: no cover - a bug; surfaced to waiters
+            self.error = exc
+            raise
+        finally:
+            self._selector.close()
+            self._wake_r.close()
+            self._wake_w.close()

@@ -1,0 +1,256 @@
+"""Socket handlers for the assist thread: UDP (QUIC) client and listener sockets.
+
+Each handler owns one socket and a lock.  The lock protects the sans-I/O objects
+(connection or endpoint, and their :class:`~mstls.session.Session`) and is the
+lock of every condition variable that application threads wait on, so a waiter
+can never miss a wake-up: state changes and notifications happen under the same
+lock as the waiter's check (the lost wake-up of OpenSSL #24166 cannot happen).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from ..quic.connection import QuicConnection
+from ..quic.endpoint import ServerEndpoint
+from ..quic.udp import (
+    detect_capabilities,
+    new_receive_buffer,
+    receive_datagrams,
+    send_datagrams,
+)
+from ..session import Session, Wakeups
+from .assist import AssistThread
+
+__all__ = ["UdpClientHandler", "UdpListenerHandler", "Waiters"]
+
+#: Datagrams read per readiness event (brief T5: bounded work per wake-up).
+MAX_DATAGRAMS_PER_READ = 256
+#: Rounds of datagrams_to_send per flush.
+MAX_FLUSH_ROUNDS = 16
+#: Attempts to push a batch that the socket would not take right away.
+SEND_RETRIES = 50
+
+
+class Waiters:
+    """Condition variables of one connection, all on its handler's lock."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.lock = lock
+        self.connection = threading.Condition(lock)
+        self.accept = threading.Condition(lock)
+        self.open = threading.Condition(lock)
+        self._streams: dict[int, threading.Condition] = {}
+
+    def stream(self, stream_id: int) -> threading.Condition:
+        found = self._streams.get(stream_id)
+        if found is None:
+            found = self._streams[stream_id] = threading.Condition(self.lock)
+        return found
+
+    def forget(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    def notify(self, wake: Wakeups) -> None:
+        if wake.connection:
+            self.connection.notify_all()
+            self.accept.notify_all()
+            self.open.notify_all()
+            for cond in self._streams.values():
+                cond.notify_all()
+            return
+        for stream_id in wake.streams:
+            cond = self._streams.get(stream_id)
+            if cond is not None:
+                cond.notify_all()
+        if wake.accept:
+            self.accept.notify_all()
+        if wake.open:
+            self.open.notify_all()
+
+
+class _UdpBase:
+    """Receive, feed, send and notify for one UDP socket."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.caps = detect_capabilities(sock)
+        self.lock = threading.RLock()
+        self._buffer = new_receive_buffer()
+        self._deadline: float | None = None
+        self.assist = AssistThread.get()
+        self.closed = False
+
+    def deadline(self) -> float | None:
+        return self._deadline
+
+    # Implemented by subclasses --------------------------------------------------------
+    def _feed(self, data: bytes, addr: Any, now: float) -> None:
+        raise NotImplementedError
+
+    def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
+        raise NotImplementedError
+
+    def _timer(self) -> float | None:
+        raise NotImplementedError
+
+    def _handle_timer(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _sessions(self) -> list[tuple[Session, Waiters]]:
+        raise NotImplementedError
+
+    # Assist thread entry points ---------------------------------------------------------
+    def on_readable(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            now = time.monotonic()
+            try:
+                batch = receive_datagrams(
+                    self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer
+                )
+            except OSError:
+                batch = []  # E4: intermittent socket errors are handled inside
+            for data, addr in batch:
+                self._feed(bytes(data), addr, now)
+            self.after_change(now)
+
+    def on_timer(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            now = time.monotonic()
+            timer = self._timer()
+            if timer is not None and timer <= now:
+                self._handle_timer(now)
+            self.after_change(now)
+
+    # Shared by the assist thread and application threads (lock held) ------------------------
+    def after_change(self, now: float) -> None:
+        """Send what is due, wake exactly the waiters concerned, re-arm the timer."""
+        self.flush(now)
+        for session, waiters in self._sessions():
+            wake = session.pump_events()
+            if wake:
+                waiters.notify(wake)
+        old = self._deadline
+        self._deadline = self._timer()
+        if self._deadline is not None and (old is None or self._deadline < old):
+            self.assist.reschedule()
+
+    def flush(self, now: float) -> None:
+        for _ in range(MAX_FLUSH_ROUNDS):
+            out = self._outgoing(now)
+            if not out:
+                return
+            by_addr: dict[Any, list[bytes]] = {}
+            for data, addr in out:
+                by_addr.setdefault(addr, []).append(data)
+            for addr, datagrams in by_addr.items():
+                self._send(datagrams, addr)
+
+    def _send(self, datagrams: list[bytes], addr: Any) -> None:
+        sent = 0
+        for _ in range(SEND_RETRIES):
+            with contextlib.suppress(OSError):
+                sent += send_datagrams(self.sock, datagrams[sent:], addr, self.caps)
+            if sent >= len(datagrams):
+                return
+            time.sleep(0.0002)  # the socket buffer is full: let the kernel drain it
+        # What could not be sent is lost like any datagram; recovery resends it.
+
+    def close_socket(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        self.assist.remove(self)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class UdpClientHandler(_UdpBase):
+    """One client connection on its own UDP socket."""
+
+    def __init__(self, sock: Any, conn: QuicConnection) -> None:
+        super().__init__(sock)
+        self.conn = conn
+        self.session = Session(conn, transport="udp")
+        self.waiters = Waiters(self.lock)
+
+    def _feed(self, data: bytes, addr: Any, now: float) -> None:
+        self.conn.receive_datagram(data, addr, now)
+
+    def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
+        return [(d, self.conn.peer_address) for d in self.conn.datagrams_to_send(now)]
+
+    def _timer(self) -> float | None:
+        return self.conn.get_timer()
+
+    def _handle_timer(self, now: float) -> None:
+        self.conn.handle_timer(now)
+
+    def _sessions(self) -> list[tuple[Session, Waiters]]:
+        return [(self.session, self.waiters)]
+
+    def on_timer(self) -> None:
+        super().on_timer()
+        if self.conn.is_terminated:
+            self.close_socket()
+
+
+class UdpListenerHandler(_UdpBase):
+    """A listening UDP socket: every server connection behind one ServerEndpoint."""
+
+    def __init__(self, sock: Any, endpoint: ServerEndpoint) -> None:
+        super().__init__(sock)
+        self.endpoint = endpoint
+        self.sessions: dict[int, tuple[Session, Waiters]] = {}
+        self.accepted: deque[tuple[QuicConnection, Session, Waiters]] = deque()
+        self.accept_cond = threading.Condition(self.lock)
+        #: New connections whose handshake is still running.
+        self._handshaking: deque[tuple[QuicConnection, Session, Waiters]] = deque()
+
+    def _feed(self, data: bytes, addr: Any, now: float) -> None:
+        self.endpoint.receive_datagram(data, addr, now)
+        while self.endpoint.accepted:
+            conn = self.endpoint.accepted.popleft()
+            session = Session(conn, transport="udp")
+            waiters = Waiters(self.lock)
+            self.sessions[id(conn)] = (session, waiters)
+            self._handshaking.append((conn, session, waiters))
+
+    def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
+        return self.endpoint.datagrams_to_send(now)
+
+    def _timer(self) -> float | None:
+        return self.endpoint.get_timer()
+
+    def _handle_timer(self, now: float) -> None:
+        self.endpoint.handle_timer(now)
+
+    def _sessions(self) -> list[tuple[Session, Waiters]]:
+        gone = list(self.endpoint.terminated)
+        self.endpoint.terminated.clear()
+        out = list(self.sessions.values())
+        for conn in gone:
+            entry = self.sessions.pop(id(conn), None)
+            if entry is not None and entry not in out:
+                out.append(entry)
+        return out
+
+    def after_change(self, now: float) -> None:
+        super().after_change(now)
+        # A connection is handed to accept() once its handshake completed.
+        ready = [p for p in self._handshaking if p[1].handshake_done or p[1].failed]
+        for item in ready:
+            self._handshaking.remove(item)
+            if item[1].handshake_done and not item[1].failed:
+                self.accepted.append(item)
+        if ready:
+            self.accept_cond.notify_all()

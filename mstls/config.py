@@ -1,0 +1,146 @@
+"""Public configuration: :class:`ClientConfig` and :class:`ServerConfig`.
+
+They take file names and plain values, check them once, and build the engine
+configurations (TLS, QUIC, QMux).  A bad value raises
+:class:`~mstls.exceptions.ConfigurationError` naming the option and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from .exceptions import ConfigurationError
+from .quic.config import QuicConfig
+from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
+from .tls.config import TLSConfig
+
+__all__ = ["ClientConfig", "ServerConfig"]
+
+PathLike = str | os.PathLike[str]
+
+
+def _alpn(value: str | Sequence[str]) -> list[str]:
+    protocols = [value] if isinstance(value, str) else list(value)
+    if not protocols or not all(isinstance(p, str) and 0 < len(p) < 256 for p in protocols):
+        raise ConfigurationError(
+            f"alpn: expected protocol names of 1-255 characters, got {value!r}"
+        )
+    return protocols
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigurationError(f"{name}: must be positive, got {value!r}")
+
+
+@attrs.define
+class ClientConfig:
+    """How a client connects: application protocol, trust, identity, timers."""
+
+    alpn: str | Sequence[str]
+    cafile: PathLike | None = None
+    cadata: str | bytes | None = None
+    server_name: str | None = None
+    certfile: PathLike | None = None
+    keyfile: PathLike | None = None
+    verify: bool = True
+    pinned_sha256: Sequence[str] | None = None
+    idle_timeout: float = 30.0
+    keepalive: float | None = None
+    keylog_file: PathLike | None = None
+    handshake_timeout: float = 10.0
+    #: How long ``transport="auto"`` waits for a QUIC answer before trying TCP.
+    fallback_delay: float = 0.3
+    extra: dict[str, Any] = attrs.Factory(dict)
+
+    def tls_config(self, host: str) -> TLSConfig:
+        alpn = _alpn(self.alpn)
+        _positive("idle_timeout", self.idle_timeout)
+        _positive("keepalive", self.keepalive)
+        name = self.server_name or host
+        if self.verify and not self.pinned_sha256:
+            server_name_subject(name)  # raises ConfigurationError for a bad name
+        chain: list[Any] = []
+        key = None
+        if self.certfile is not None:
+            chain, key = load_cert_chain(self.certfile, self.keyfile)
+        roots = None
+        if self.verify and not self.pinned_sha256:
+            own = self.cafile is not None or self.cadata is not None
+            roots = load_roots(self.cafile, self.cadata, use_system=not own)
+        pins = [normalize_pin(p) for p in self.pinned_sha256] if self.pinned_sha256 else None
+        return TLSConfig(
+            alpn_protocols=alpn,
+            server_name=name,
+            certificate_chain=chain,
+            private_key=key,
+            verify_peer=self.verify,
+            trusted_roots=roots,
+            pinned_sha256=pins,
+            keylog=self.keylog_file,
+        )
+
+    def quic_config(self, host: str) -> QuicConfig:
+        return QuicConfig(
+            tls=self.tls_config(host),
+            idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
+            keepalive_interval=self.keepalive,
+            **self.extra,
+        )
+
+
+@attrs.define
+class ServerConfig:
+    """How a server accepts: certificate, application protocols, client authentication."""
+
+    certfile: PathLike
+    keyfile: PathLike | None
+    alpn: str | Sequence[str]
+    client_cafile: PathLike | None = None
+    require_client_cert: bool = False
+    idle_timeout: float = 30.0
+    keepalive: float | None = None
+    keylog_file: PathLike | None = None
+    handshake_timeout: float = 10.0
+    pinned_client_sha256: Sequence[str] | None = None
+    retry: bool = False
+    extra: dict[str, Any] = attrs.Factory(dict)
+
+    def tls_config(self) -> TLSConfig:
+        alpn = _alpn(self.alpn)
+        _positive("idle_timeout", self.idle_timeout)
+        chain, key = load_cert_chain(self.certfile, self.keyfile)
+        roots = None
+        if self.client_cafile is not None:
+            roots = load_roots(self.client_cafile, use_system=False)
+        elif self.require_client_cert and not self.pinned_client_sha256:
+            raise ConfigurationError("require_client_cert: needs client_cafile to verify against")
+        pins = (
+            [normalize_pin(p) for p in self.pinned_client_sha256]
+            if self.pinned_client_sha256
+            else None
+        )
+        return TLSConfig(
+            alpn_protocols=alpn,
+            certificate_chain=chain,
+            private_key=key,
+            trusted_roots=roots,
+            pinned_sha256=pins,
+            request_client_certificate=roots is not None,
+            require_client_certificate=self.require_client_cert,
+            keylog=self.keylog_file,
+        )
+
+    def quic_config(self) -> QuicConfig:
+        return QuicConfig(
+            tls=self.tls_config(),
+            idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
+            keepalive_interval=self.keepalive,
+            **self.extra,
+        )

@@ -1,0 +1,214 @@
+"""The public API's view of one sans-I/O connection, shared by the blocking and trio drivers.
+
+Theory of operation
+-------------------
+A :class:`Session` wraps a QUIC (:class:`~mstls.quic.connection.QuicConnection`) or
+QMux (:class:`~mstls.qmux.connection.QMuxConnection`) connection.  It holds what
+the public API needs beyond the stream layer: which streams reached their end
+(FIN), which were reset or stopped by the peer and with which code, the queue of
+peer-opened streams, and the connection's error :class:`~mstls.errors.Channel`.
+
+Drivers call :meth:`Session.pump_events` after every input or timer; it drains the
+connection's events into that state and returns a :class:`Wakeups` naming exactly
+the waiters to wake: the streams whose state changed, the acceptors, everyone when
+the connection changed (handshake done, termination).  It never blocks, sleeps or
+touches a socket; callers hold the driver's lock.
+
+Error rules (brief E3-E6): a connection failure goes onto the channel once and is
+replicated to every later caller; a stream reset fails reads only, a STOP_SENDING
+fails writes only, and reads return everything delivered before the reset's error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from . import errors
+from .core.events import (
+    ConnectionTerminatedEvent,
+    HandshakeCompletedEvent,
+    StopSendingReceived,
+    StreamAcknowledged,
+    StreamDataAvailable,
+    StreamOpened,
+    StreamReset,
+    StreamsAvailable,
+    StreamWritable,
+)
+from .exceptions import (
+    Error,
+    StreamLimitReached,
+    StreamResetError,
+    StreamStateError,
+    StreamStoppedError,
+)
+
+__all__ = ["Session", "Wakeups"]
+
+
+@attrs.define
+class Wakeups:
+    """Whom an event batch concerns."""
+
+    streams: set[int] = attrs.Factory(set)
+    accept: bool = False
+    open: bool = False
+    connection: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.streams or self.accept or self.open or self.connection)
+
+
+class Session:
+    """Stream and connection state of one connection, as the public API sees it."""
+
+    def __init__(self, conn: Any, *, transport: str) -> None:
+        self.conn = conn
+        self.transport = transport
+        self.channel = errors.Channel()
+        self.handshake_done = False
+        self.handshake_info: HandshakeCompletedEvent | None = None
+        self.accept_queue: list[int] = []
+        self._fin: set[int] = set()
+        self._reset: dict[int, int] = {}
+        self._stopped: dict[int, int] = {}
+        self._acknowledged: set[int] = set()
+
+    # -- events --------------------------------------------------------------------------
+    def pump_events(self) -> Wakeups:
+        wake = Wakeups()
+        conn = self.conn
+        while (event := conn.next_event()) is not None:
+            if isinstance(event, StreamDataAvailable | StreamWritable):
+                wake.streams.add(event.stream_id)
+            elif isinstance(event, StreamOpened):
+                self.accept_queue.append(event.stream_id)
+                wake.accept = True
+            elif isinstance(event, StreamReset):
+                self._reset[event.stream_id] = event.error_code
+                wake.streams.add(event.stream_id)
+            elif isinstance(event, StopSendingReceived):
+                self._stopped[event.stream_id] = event.error_code
+                wake.streams.add(event.stream_id)
+            elif isinstance(event, StreamAcknowledged):
+                self._acknowledged.add(event.stream_id)
+                wake.streams.add(event.stream_id)
+            elif isinstance(event, StreamsAvailable):
+                wake.open = True
+            elif isinstance(event, HandshakeCompletedEvent):
+                self.handshake_done = True
+                self.handshake_info = event
+                wake.connection = True
+            elif isinstance(event, ConnectionTerminatedEvent):
+                self._on_terminated(event)
+                wake.connection = True
+        return wake
+
+    def _on_terminated(self, event: ConnectionTerminatedEvent) -> None:
+        if not self.channel.failed:
+            factory, entries = errors.terminated_from_event(
+                event, transport=self.transport, during_handshake=not self.handshake_done
+            )
+            self.channel.fail(entries, factory)
+
+    # -- checks ----------------------------------------------------------------------------
+    @property
+    def failed(self) -> bool:
+        return self.channel.failed
+
+    def check(self, op: str) -> None:
+        """Raise the connection's failure (copied into the caller's queue) if it failed."""
+        self.channel.raise_if_failed(op)
+
+    # -- streams -----------------------------------------------------------------------------
+    def open_stream(self, bidirectional: bool) -> int | None:
+        """A new stream ID, or ``None`` while the peer's stream limit is reached."""
+        self.check("open_stream")
+        try:
+            return int(self.conn.streams.open_stream(bidirectional))
+        except StreamLimitReached:
+            return None
+
+    def accept(self) -> int | None:
+        self.check("accept_stream")
+        return self.accept_queue.pop(0) if self.accept_queue else None
+
+    def read(self, stream_id: int, max_bytes: int) -> bytes | None:
+        """Data, ``b""`` at a clean FIN, or ``None`` when nothing is there yet.
+
+        Data delivered before a reset is returned first (E6); the reset then
+        raises :class:`~mstls.exceptions.StreamReset` in the caller's queue only (E5).
+        """
+        if stream_id in self._fin:
+            return b""
+        try:
+            data, fin = self.conn.streams.read(stream_id, max_bytes)
+        except StreamResetError as exc:
+            raise errors.stream_error("reset", exc.error_code, stream_id) from None
+        except StreamStateError:
+            code = self._reset.get(stream_id)
+            if code is not None:
+                raise errors.stream_error("reset", code, stream_id) from None
+            self.check("read")
+            raise
+        if fin:
+            self._fin.add(stream_id)
+        if data or fin:
+            return bytes(data)
+        code = self._reset.get(stream_id)
+        if code is not None:
+            raise errors.stream_error("reset", code, stream_id)
+        self.check("read")
+        return None
+
+    def write(self, stream_id: int, data: bytes | bytearray | memoryview, fin: bool = False) -> int:
+        """Bytes the stream layer took (0: full, wait for StreamWritable)."""
+        self._check_write(stream_id)
+        try:
+            return int(self.conn.streams.write(stream_id, data, fin=fin))
+        except StreamStoppedError as exc:
+            raise errors.stream_error("stopped", exc.error_code, stream_id) from None
+        except StreamStateError:
+            self._check_write(stream_id)
+            raise
+
+    def _check_write(self, stream_id: int) -> None:
+        code = self._stopped.get(stream_id)
+        if code is not None:
+            raise errors.stream_error("stopped", code, stream_id)
+        self.check("write")
+
+    def reset(self, stream_id: int, code: int) -> None:
+        self.check("reset")
+        try:
+            self.conn.streams.reset_stream(stream_id, code)
+        except StreamStateError:
+            pass  # already finished or reset: nothing left to abandon
+
+    def stop_sending(self, stream_id: int, code: int) -> None:
+        self.check("stop_sending")
+        try:
+            self.conn.streams.stop_sending(stream_id, code)
+        except StreamStateError:
+            pass
+
+    def all_acknowledged(self, stream_id: int) -> bool:
+        """RFC 9000 §3.1 "Data Recvd": the peer acknowledged every byte written (and FIN)."""
+        if stream_id in self._acknowledged:
+            return True
+        stream = self.conn.streams.get_stream(stream_id)
+        if stream is None or stream.send is None:
+            return True
+        return bool(stream.send.all_acknowledged)
+
+    def forget(self, stream_id: int) -> None:
+        self._fin.discard(stream_id)
+        self._reset.pop(stream_id, None)
+        self._stopped.pop(stream_id, None)
+        self._acknowledged.discard(stream_id)
+
+
+def as_error(exc: BaseException) -> Error | None:
+    return exc if isinstance(exc, Error) else None
