@@ -392,3 +392,70 @@ async def test_trio_client_with_aioquic_server() -> None:
                     nursery.start_soon(send)
                     echoed = await receive_all(stream)
     assert echoed == payload
+
+
+# -- TCP: premature close (E8) ---------------------------------------------------------------------
+async def relay(
+    front: trio.SocketListener, back_port: int, cut: trio.Event, task_status: Any
+) -> None:
+    """Forward one TCP connection to ``back_port`` until ``cut``, then FIN the client
+    side without a TLS close_notify: a truncation."""
+    task_status.started()
+    client = await front.accept()
+    server = await trio.open_tcp_stream("127.0.0.1", back_port)
+
+    async def pump(source: trio.SocketStream, sink: trio.SocketStream) -> None:
+        while data := await source.receive_some():
+            await sink.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump, client, server)
+        nursery.start_soon(pump, server, client)
+        await cut.wait()
+        nursery.cancel_scope.cancel()
+    await client.send_eof()
+
+
+async def premature_close_on_tcp() -> mstls.PrematureClose:
+    """What receive_some raises when the TCP connection ends without close_notify."""
+    cut = trio.Event()
+
+    async def greeter(stream: mstls.trio.Stream) -> None:
+        await stream.send_all(b"hello")
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT):
+        async with serving(per_stream(greeter), "tcp") as listener, trio.open_nursery() as nursery:
+            [front] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            await nursery.start(relay, front, listener.address[1], cut)
+            conn = await mstls.trio.connect(
+                "127.0.0.1",
+                front.socket.getsockname()[1],
+                client_config(),
+                transport="tcp",
+                timeout=TIMEOUT,
+            )
+            stream = await conn.open_stream()
+            await stream.send_all(b"x")
+            assert await receive_exactly(stream, 5) == b"hello"
+            cut.set()
+            with pytest.raises(mstls.PrematureClose) as info:
+                await stream.receive_some()  # never b"": a truncation is not an end
+            nursery.cancel_scope.cancel()
+    return info.value
+
+
+async def test_tcp_fin_without_close_is_a_premature_close() -> None:
+    exc = await premature_close_on_tcp()
+    assert isinstance(exc, trio.BrokenResourceError)
+    assert exc.by_peer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mstls/session.py: Session._on_terminated passes neither the QMux "
+    "connection's termination_error (cause) nor bytes_received to terminated_from_event",
+)
+async def test_premature_close_reports_the_bytes_received() -> None:
+    exc = await premature_close_on_tcp()
+    assert exc.bytes_received > 0
