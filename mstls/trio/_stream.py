@@ -72,12 +72,23 @@ def as_broken(exc: Error) -> Error:
         return exc
     dual = _BROKEN_CLASSES.get(cls)
     if dual is None:
-        dual = type(cls.__name__, (cls, trio.BrokenResourceError), {"__module__": cls.__module__})
+        namespace = {"__module__": cls.__module__, "__reduce__": _reduce_to_base}
+        dual = type(cls.__name__, (cls, trio.BrokenResourceError), namespace)
         dual.__qualname__ = cls.__qualname__
         _BROKEN_CLASSES[cls] = dual
     with contextlib.suppress(TypeError):  # an incompatible layout keeps the plain class
         exc.__class__ = dual
     return exc
+
+
+def _reduce_to_base(self: Error) -> tuple[Any, ...]:
+    """Pickle (and copy) as the plain mstls class: the dual class is made at run time
+    and cannot be found by name in another process."""
+    base = type(self).__mro__[1]
+    fn, args, *rest = Error.__reduce__(self)
+    fn = base if fn is type(self) else fn
+    args = tuple(base if arg is type(self) else arg for arg in args)
+    return (fn, args, *rest)
 
 
 class ConflictDetector:

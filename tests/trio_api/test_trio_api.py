@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +18,8 @@ import mstls
 import mstls.trio
 from mstls import errors
 from mstls.config import ClientConfig, ServerConfig
+from mstls.exceptions import StreamStateError
+from mstls.trio._stream import as_broken
 from tests.certs import get_pki
 
 pytestmark = pytest.mark.network
@@ -152,6 +155,51 @@ async def test_concurrent_streams_sha256(transport: str) -> None:
             for i in range(count):
                 nursery.start_soon(exchange, conn, i)
     assert results == {i: hashlib.sha256(p).hexdigest() for i, p in enumerate(payloads)}
+
+
+async def test_unidirectional_streams(transport: str) -> None:
+    received: list[bytes] = []
+
+    async def collect(stream: mstls.trio.Stream) -> None:
+        received.append(await receive_all(stream))
+        with pytest.raises(mstls.Error):  # a peer's unidirectional stream has no send side
+            await stream.send_all(b"no")
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(per_stream(collect), transport) as listener,
+            await connect(listener) as conn,
+        ):
+            stream = await conn.open_stream(bidirectional=False)
+            await stream.send_all(b"one way")
+            await stream.send_eof()
+            await stream.wait_acknowledged()
+            while not received:
+                await trio.sleep(0.01)
+    assert received == [b"one way"]
+
+
+async def test_open_stream_waits_for_the_peers_stream_limit() -> None:
+    files = get_pki().files("server")
+    config = ServerConfig(
+        certfile=files.cert, keyfile=files.key, alpn=ALPN, extra={"max_streams_bidi": 2}
+    )
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            functools.partial(mstls.trio.serve, "127.0.0.1", 0, config, per_stream(echo_stream))
+        )
+        with trio.fail_after(TIMEOUT):
+            async with await connect(listener) as conn:
+                first, _second = await conn.open_stream(), await conn.open_stream()
+                with trio.move_on_after(0.2) as scope:
+                    await conn.open_stream()
+                assert scope.cancelled_caught  # the limit holds
+                await first.send_all(b"done")
+                await first.send_eof()
+                assert await receive_all(first) == b"done"
+                third = await conn.open_stream()  # woken by MAX_STREAMS
+                assert third.stream_id == 8
+        nursery.cancel_scope.cancel()
 
 
 # -- trio's stream conformance suite ---------------------------------------------------------
@@ -392,6 +440,16 @@ async def test_trio_client_with_aioquic_server() -> None:
                     nursery.start_soon(send)
                     echoed = await receive_all(stream)
     assert echoed == payload
+
+
+def test_broken_flavour_pickles_as_the_plain_class() -> None:
+    exc = as_broken(errors.StreamReset(9, stream_id=4))
+    assert isinstance(exc, errors.StreamReset)
+    assert isinstance(exc, trio.BrokenResourceError)
+    copy = pickle.loads(pickle.dumps(exc))
+    assert type(copy) is errors.StreamReset
+    assert (copy.code, copy.stream_id) == (9, 4)
+    assert not isinstance(as_broken(StreamStateError("misuse")), trio.BrokenResourceError)
 
 
 # -- TCP: premature close (E8) ---------------------------------------------------------------------
