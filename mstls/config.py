@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from .exceptions import ConfigurationError
+from .qmux.config import QMuxConfig
 from .quic.config import QuicConfig
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import TLSConfig
@@ -93,6 +94,14 @@ class ClientConfig:
             **self.extra,
         )
 
+    def qmux_config(self, host: str) -> QMuxConfig:
+        return QMuxConfig(
+            tls=self.tls_config(host),
+            idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
+            keepalive_interval=self.keepalive,
+        )
+
 
 @attrs.define
 class ServerConfig:
@@ -143,4 +152,12 @@ class ServerConfig:
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
             **self.extra,
+        )
+
+    def qmux_config(self) -> QMuxConfig:
+        return QMuxConfig(
+            tls=self.tls_config(),
+            idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
+            keepalive_interval=self.keepalive,
         )

@@ -21,6 +21,7 @@ fails writes only, and reads return everything delivered before the reset's erro
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import attrs
@@ -67,7 +68,7 @@ class Session:
     def __init__(self, conn: Any, *, transport: str) -> None:
         self.conn = conn
         self.transport = transport
-        self.channel = errors.Channel()
+        self.channel = errors.Channel(errors.Lib.QMUX if transport == "tcp" else errors.Lib.QUIC)
         self.handshake_done = False
         self.handshake_info: HandshakeCompletedEvent | None = None
         self.accept_queue: list[int] = []
@@ -108,8 +109,16 @@ class Session:
 
     def _on_terminated(self, event: ConnectionTerminatedEvent) -> None:
         if not self.channel.failed:
+            conn = self.conn
             factory, entries = errors.terminated_from_event(
-                event, transport=self.transport, during_handshake=not self.handshake_done
+                event,
+                transport=self.transport,
+                during_handshake=not self.handshake_done,
+                idle_timeout=getattr(conn, "idle_timeout", None),
+                bytes_received=getattr(conn, "bytes_received", None)
+                if self.transport == "tcp"
+                else None,
+                cause=getattr(conn, "termination_error", None),
             )
             self.channel.fail(entries, factory)
 
@@ -189,10 +198,8 @@ class Session:
 
     def stop_sending(self, stream_id: int, code: int) -> None:
         self.check("stop_sending")
-        try:
+        with contextlib.suppress(StreamStateError):
             self.conn.streams.stop_sending(stream_id, code)
-        except StreamStateError:
-            pass
 
     def all_acknowledged(self, stream_id: int) -> bool:
         """RFC 9000 §3.1 "Data Recvd": the peer acknowledged every byte written (and FIN)."""

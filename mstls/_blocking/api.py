@@ -24,6 +24,7 @@ raises :class:`~mstls.exceptions.WantRead` or :class:`~mstls.exceptions.WantWrit
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -93,13 +94,19 @@ class _Core:
     def after_change(self) -> None:
         self.handler.after_change(time.monotonic())
 
-    def ensure_handshake(self, timeout: float | None) -> None:
-        """Start a lazy client handshake once; wait (with every other caller) for it."""
+    def ensure_handshake_started(self) -> None:
+        """Start a lazy client handshake exactly once (under the lock)."""
         with self.lock:
             if not self.handshake_started:
                 self.handshake_started = True
                 self.conn.connect(time.monotonic())
                 self.after_change()
+
+    def ensure_handshake(self, timeout: float | None) -> None:
+        """Start a lazy client handshake once; wait (with every other caller) for it."""
+        if self.session.handshake_done:
+            return
+        self.ensure_handshake_started()
 
         def done() -> bool | None:
             return True if self.session.handshake_done else None
@@ -122,10 +129,8 @@ class Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
+        with contextlib.suppress(Error):
             self.conclude()
-        except Error:
-            pass
 
     def read(self, max_bytes: int = DEFAULT_READ, timeout: float | None = None) -> bytes:
         """Up to ``max_bytes``; ``b""`` only at a clean end of stream (FIN)."""
@@ -344,7 +349,7 @@ def listen(host: str, port: int, config: ServerConfig, *, transport: str = "udp"
     if transport != "udp":
         from .transports import listen_other  # noqa: PLC0415
 
-        return listen_other(host, port, config, transport=transport)  # type: ignore[no-any-return]
+        return listen_other(host, port, config, transport=transport)
     endpoint = ServerEndpoint(config.quic_config(), retry=config.retry)
     sock = open_udp_socket(host, port)
     handler = UdpListenerHandler(sock, endpoint)

@@ -45,6 +45,10 @@ class Handler(Protocol):
 
     def deadline(self) -> float | None: ...
 
+    def wants_write(self) -> bool: ...
+
+    def on_writable(self) -> None: ...
+
 
 class AssistThread:
     """The process-wide assist thread (use :meth:`get`)."""
@@ -118,17 +122,32 @@ class AssistThread:
                 timeout = min(timeout, max(0.0, deadline - now))
         return timeout
 
+    def _update_interest(self, handlers: list[Handler]) -> None:
+        """Watch for writability only while a handler has output the kernel refused."""
+        for handler in handlers:
+            events = selectors.EVENT_READ
+            if handler.wants_write():
+                events |= selectors.EVENT_WRITE
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                key = self._selector.get_key(handler.sock)
+                if key.events != events:
+                    self._selector.modify(handler.sock, events, handler)
+
     def _run(self) -> None:
         try:
             while not self._stop:
                 with self._lock:
                     handlers = list(self._handlers)
+                    self._update_interest(handlers)
                 ready = self._selector.select(self._timeout(handlers))
-                for key, _ in ready:
+                for key, mask in ready:
                     if key.data is None:
                         with contextlib.suppress(BlockingIOError):
                             self._wake_r.recv(4096)
-                    else:
+                        continue
+                    if mask & selectors.EVENT_WRITE:
+                        key.data.on_writable()
+                    if mask & selectors.EVENT_READ:
                         key.data.on_readable()
                 now = time.monotonic()
                 for handler in handlers:

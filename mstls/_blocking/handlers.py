@@ -64,9 +64,9 @@ class Waiters:
                 cond.notify_all()
             return
         for stream_id in wake.streams:
-            cond = self._streams.get(stream_id)
-            if cond is not None:
-                cond.notify_all()
+            waiting = self._streams.get(stream_id)
+            if waiting is not None:
+                waiting.notify_all()
         if wake.accept:
             self.accept.notify_all()
         if wake.open:
@@ -87,6 +87,12 @@ class _UdpBase:
 
     def deadline(self) -> float | None:
         return self._deadline
+
+    def wants_write(self) -> bool:
+        return False
+
+    def on_writable(self) -> None:
+        """UDP output that the kernel refused is dropped (recovery resends it)."""
 
     # Implemented by subclasses --------------------------------------------------------
     def _feed(self, data: bytes, addr: Any, now: float) -> None:

@@ -2,8 +2,8 @@
 
 Sending keeps every handshake byte until it is acknowledged and resends lost
 ranges first.  Receiving reassembles out-of-order CRYPTO frames and hands the
-TLS engine contiguous bytes; data buffered beyond what TLS has consumed is
-bounded (CRYPTO_BUFFER_EXCEEDED, RFC 9000 §7.5).
+TLS engine contiguous bytes; data buffered beyond what TLS has consumed, and
+the number of gaps in it, are bounded (CRYPTO_BUFFER_EXCEEDED, RFC 9000 §7.5).
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from ..exceptions import ProtocolError
 from ..wire.frame_types import FrameType
 from ..wire.frames import crypto_frame_capacity, encode_crypto_frame_header
 
-__all__ = ["CryptoReceiver", "CryptoSender"]
+__all__ = ["MAX_CRYPTO_GAPS", "CryptoReceiver", "CryptoSender"]
+
+#: Disjoint out-of-order CRYPTO ranges buffered per level, at most.
+MAX_CRYPTO_GAPS = 64
 
 
 class CryptoSender:
@@ -92,49 +95,60 @@ class CryptoSender:
 
 
 class CryptoReceiver:
-    """Reassembles CRYPTO frames into the in-order byte stream TLS reads."""
+    """Reassembles CRYPTO frames into the in-order byte stream TLS reads.
 
-    __slots__ = ("_chunks", "_limit", "_offset", "_received")
+    Handles untrusted input.  Out-of-order data is written at its place in one
+    ``bytearray`` that starts at the first byte TLS has not seen (gaps
+    zero-filled) and its ranges are kept in a :class:`RangeSet`, so memory is
+    bounded by ``limit`` however the peer overlaps its frames, and the number
+    of gaps by :data:`MAX_CRYPTO_GAPS`.
+    """
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = ("_buffer", "_limit", "_max_gaps", "_offset", "_received")
+
+    def __init__(self, limit: int, max_gaps: int = MAX_CRYPTO_GAPS) -> None:
         self._offset = 0  # bytes delivered to TLS
-        self._chunks: dict[int, bytes] = {}
-        self._received = RangeSet()
+        self._buffer = bytearray()  # bytes from _offset on
+        self._received = RangeSet()  # ranges held in _buffer, all above _offset
         self._limit = limit
+        self._max_gaps = max_gaps
 
     def receive(self, offset: int, data: bytes | bytearray | memoryview) -> bytes:
         """Accept a CRYPTO frame; return the bytes that became contiguous."""
         end = offset + len(data)
         if end - self._offset > self._limit:
-            raise ProtocolError(
-                f"CRYPTO data up to offset {end} exceeds the buffer of {self._limit} bytes",
-                error_code=TransportErrorCode.CRYPTO_BUFFER_EXCEEDED,
-                frame_type=FrameType.CRYPTO,
+            raise _buffer_exceeded(
+                f"CRYPTO data up to offset {end} exceeds the buffer of {self._limit} bytes"
             )
-        if end <= self._offset:
-            return b""  # a retransmission of what TLS already has
+        if end <= self._offset or offset == end:
+            return b""  # a retransmission of what TLS already has, or nothing
         if offset < self._offset:
-            data = data[self._offset - offset :]
+            data = memoryview(data)[self._offset - offset :]
             offset = self._offset
-        if offset == self._offset and not self._chunks:
+        received = self._received
+        if offset == self._offset and not received:
             self._offset = end
             return bytes(data)
-        if not self._received.covers(offset, end):
-            self._chunks[offset] = bytes(data)
-            self._received.add(offset, end)
-        return self._drain()
+        buffer = self._buffer
+        start = offset - self._offset
+        if start > len(buffer):
+            buffer += bytes(start - len(buffer))
+        buffer[start : start + len(data)] = data  # grows the buffer when past its end
+        received.add(offset, end)
+        if received.lowest > self._offset:
+            if len(received) > self._max_gaps:
+                raise _buffer_exceeded(f"more than {self._max_gaps} gaps in CRYPTO data")
+            return b""
+        _, stop = received.shift()
+        size = stop - self._offset
+        out = bytes(buffer[:size])
+        del buffer[:size]
+        self._offset = stop
+        return out
 
-    def _drain(self) -> bytes:
-        out = bytearray()
-        while self._chunks:
-            usable = [o for o in self._chunks if o <= self._offset]
-            if not usable:
-                break
-            for start in usable:
-                chunk = self._chunks.pop(start)
-                end = start + len(chunk)
-                if end > self._offset:
-                    out += chunk[self._offset - start :]
-                    self._offset = end
-        self._received.drop_below(self._offset)
-        return bytes(out)
+
+def _buffer_exceeded(reason: str) -> ProtocolError:
+    """RFC 9000 §7.5: too much CRYPTO data buffered is CRYPTO_BUFFER_EXCEEDED."""
+    return ProtocolError(
+        reason, error_code=TransportErrorCode.CRYPTO_BUFFER_EXCEEDED, frame_type=FrameType.CRYPTO
+    )

@@ -41,11 +41,15 @@ from ..wire.frames import (
     decode_frame,
 )
 from ..wire.packet import PacketHeader, PacketType, parse_header
+from .builder import MIN_INITIAL_DATAGRAM
 from .crypto import OneRttKeys
 from .retry import verify_retry
 from .state import CloseInfo, ConnectionState
 
-__all__ = ["FRAME_HANDLERS", "ReceivingMixin"]
+__all__ = ["FRAME_HANDLERS", "MAX_PENDING_PATH_RESPONSES", "ReceivingMixin"]
+
+#: PATH_RESPONSE frames waiting to be sent, at most; older challenges go unanswered.
+MAX_PENDING_PATH_RESPONSES = 4
 
 _PACKET_SPACE = {
     PacketType.INITIAL: PacketNumberSpace.INITIAL,
@@ -119,6 +123,12 @@ class ReceivingMixin(ConnectionState):
         keys = space.recv_keys
         if keys is None:
             return False  # keys not yet available, or discarded (RFC 9001 §4.9, §5.7)
+        if (
+            space_id == PacketNumberSpace.INITIAL
+            and not self.is_client
+            and len(view) < (MIN_INITIAL_DATAGRAM)
+        ):
+            return True  # RFC 9000 §14.1: a server discards Initials in small datagrams
         packet = view[pos : header.packet_end]
         try:
             _header, payload, pn = keys.decrypt_packet(
@@ -210,7 +220,15 @@ class ReceivingMixin(ConnectionState):
         self.local_cids.on_retire_connection_id(frame, ctx.dcid)
 
     def _on_path_challenge(self, frame: PathChallengeFrame, ctx: _Context) -> None:
-        self.pending_path_responses.append(bytes(frame.data))
+        """RFC 9000 §8.2.2: echo the data, at most once per challenge.
+
+        Only the newest :data:`MAX_PENDING_PATH_RESPONSES` wait while congestion
+        control holds them back, so a flood of challenges cannot grow our state.
+        """
+        pending = self.pending_path_responses
+        pending.append(bytes(frame.data))
+        if len(pending) > MAX_PENDING_PATH_RESPONSES:
+            del pending[0]
 
     def _on_connection_close(
         self, frame: ConnectionCloseFrame | ApplicationCloseFrame, ctx: _Context

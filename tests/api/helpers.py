@@ -54,10 +54,11 @@ def server(
     *,
     transport: str = "udp",
     on_connection: Callable[[mstls.Connection], None] | None = None,
+    port: int = 0,
     **config: Any,
 ) -> Iterator[tuple[mstls.Listener, list[mstls.Connection]]]:
     """A listener whose connections run ``handler`` on every accepted stream."""
-    listener = mstls.listen("127.0.0.1", 0, server_config(**config), transport=transport)
+    listener = mstls.listen("127.0.0.1", port, server_config(**config), transport=transport)
     connections: list[mstls.Connection] = []
     stop = threading.Event()
 

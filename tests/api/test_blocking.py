@@ -1,22 +1,24 @@
-"""The blocking, thread-safe API over QUIC: the seeds' scenarios as tests."""
+"""The blocking, thread-safe API on both transports: the seeds' scenarios as tests."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import mstls
 from mstls import errors
+from mstls.core.stateless_reset import StatelessResetKey
 
 from .helpers import TIMEOUT, client_config, server
 
 pytestmark = pytest.mark.network
 
-TRANSPORTS = ["udp"]
+TRANSPORTS = ["udp", "tcp"]
 
 
 def connect(port: int, transport: str = "udp", **kw: Any) -> mstls.Connection:
@@ -24,69 +26,11 @@ def connect(port: int, transport: str = "udp", **kw: Any) -> mstls.Connection:
     return mstls.connect("127.0.0.1", port, config, transport=transport, timeout=TIMEOUT, **kw)
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_echo_round_trip(transport: str) -> None:
-    with server(transport=transport) as (listener, _), connect(listener.address[1]) as conn:
-        assert conn.alpn == "mstls-test"
-        assert conn.peer_certificate.common_name == "localhost"
-        with conn.open_stream() as stream:
-            stream.write(b"hello" * 10000)
-            stream.conclude()
-            assert stream.read_exactly(50000, timeout=TIMEOUT) == b"hello" * 10000
-            assert stream.read(timeout=TIMEOUT) == b""
-            assert stream.read(timeout=TIMEOUT) == b""  # FIN stays FIN
-
-
-def run_threads(target: Any, count: int) -> list[Any]:
-    results: list[Any] = [None] * count
-
-    def wrapper(i: int) -> None:
-        try:
-            results[i] = target(i)
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=wrapper, args=(i,), daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT * 2)
-    assert not any(t.is_alive() for t in threads), "a thread is still blocked"
-    return results
-
-
-def blocked_readers(conn: mstls.Connection, count: int) -> tuple[list[Any], Any]:
-    """``count`` threads each blocked reading its own stream; returns their outcomes later."""
-    streams = []
-    for _ in range(count):
-        stream = conn.open_stream()
-        stream.write(b"x")  # the server sees the stream (and does not answer)
-        streams.append(stream)
-    ready = threading.Barrier(count + 1)
-    outcomes: list[Any] = [None] * count
-
-    def reader(i: int) -> None:
-        ready.wait()
-        try:
-            streams[i].read(timeout=TIMEOUT * 2)
-        except mstls.Error as exc:
-            outcomes[i] = (exc, errors.errors())
-        else:
-            outcomes[i] = "returned"
-
-    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    ready.wait()
-    time.sleep(0.2)  # everyone is blocked in read()
-
-    def join() -> list[Any]:
-        for thread in threads:
-            thread.join(TIMEOUT)
-        assert not any(t.is_alive() for t in threads), "a reader was never woken"
-        return outcomes
-
-    return outcomes, join
+def wait_for(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
 
 
 def silent(stream: mstls.Stream) -> None:
@@ -98,71 +42,169 @@ def silent(stream: mstls.Stream) -> None:
         pass
 
 
-def test_replication_to_16_threads_on_peer_close() -> None:
-    with server(silent) as (listener, server_conns), connect(listener.address[1]) as conn:
-        _, join = blocked_readers(conn, 16)
-        deadline = time.monotonic() + TIMEOUT
-        while not server_conns:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_echo_round_trip(transport: str) -> None:
+    with (
+        server(transport=transport) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
+        assert conn.alpn == "mstls-test" and conn.transport == transport
+        assert conn.peer_certificate.common_name == "localhost"
+        with conn.open_stream() as stream:
+            stream.write(b"hello" * 10000)
+            stream.conclude()
+            assert stream.read_exactly(50000, timeout=TIMEOUT) == b"hello" * 10000
+            assert stream.read(timeout=TIMEOUT) == b""
+            assert stream.read(timeout=TIMEOUT) == b""  # FIN stays FIN
+
+
+# -- replication (E2, E3) -----------------------------------------------------------------
+def blocked_readers(conn: mstls.Connection, count: int) -> Callable[[], list[Any]]:
+    """``count`` threads each blocked reading its own stream; call the result to join them."""
+    streams = []
+    for _ in range(count):
+        stream = conn.open_stream()
+        stream.write(b"x")
+        streams.append(stream)
+    ready = threading.Barrier(count + 1)
+    outcomes: list[Any] = [None] * count
+
+    def reader(i: int) -> None:
+        ready.wait()
+        try:
+            streams[i].read(timeout=TIMEOUT * 2)
+        except mstls.Error as exc:
+            outcomes[i] = (exc, errors.errors())
+        else:
+            outcomes[i] = ("returned", [])
+
+    threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    time.sleep(0.2)  # everyone is blocked in read()
+
+    def join() -> list[Any]:
+        for thread in threads:
+            thread.join(TIMEOUT * 3)
+        assert not any(t.is_alive() for t in threads), "a reader was never woken"
+        return outcomes
+
+    return join
+
+
+def in_fresh_thread(fn: Callable[[], Any]) -> tuple[Any, list[Any]]:
+    box: list[Any] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except mstls.Error as exc:
+            box.append((exc, errors.errors()))
+        else:
+            box.append((None, []))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    return box[0]  # type: ignore[no-any-return]
+
+
+def assert_replicated(outcomes: list[Any], exc_type: type, reason: errors.Reason) -> None:
+    reference = [e.reason for e in outcomes[0][1]]
+    assert reference[-1] is errors.Reason.CONNECTION_TERMINATED
+    assert reason in reference
+    for exc, entries in outcomes:
+        assert isinstance(exc, exc_type), exc
+        assert [e.reason for e in entries] == reference
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_replication_to_16_threads_on_peer_close(transport: str) -> None:
+    with (
+        server(silent, transport=transport) as (listener, server_conns),
+        connect(listener.address[1], transport) as conn,
+    ):
+        join = blocked_readers(conn, 16)
+        wait_for(lambda: bool(server_conns))
         server_conns[0].close(42, "maintenance")
         outcomes = join()
-    first_exc, first_entries = outcomes[0]
-    for exc, entries in outcomes:
-        assert isinstance(exc, mstls.ConnectionTerminated)
-        assert (exc.code, exc.reason, exc.by_peer, exc.is_application) == (
-            42,
-            "maintenance",
-            True,
-            True,
-        )
-        assert [e.reason for e in entries] == [e.reason for e in first_entries]
-        assert entries[-1].reason is errors.Reason.CONNECTION_TERMINATED
-    # A fresh thread later gets the same entries.
-    [(late_exc, late_entries)] = run_threads(lambda i: _late_read(conn), 1)
-    assert isinstance(late_exc, mstls.ConnectionTerminated)
-    assert [e.reason for e in late_entries] == [e.reason for e in first_entries]
+        assert_replicated(outcomes, mstls.ConnectionTerminated, errors.Reason.PEER_CLOSED)
+        for exc, _ in outcomes:
+            assert (exc.code, exc.reason, exc.by_peer, exc.is_application) == (
+                42,
+                "maintenance",
+                True,
+                True,
+            )
+        # A later call from a fresh thread gets the same entries.
+        late = in_fresh_thread(conn.open_stream)
+        assert_replicated([*outcomes, late], mstls.ConnectionTerminated, errors.Reason.PEER_CLOSED)
 
 
-def _late_read(conn: mstls.Connection) -> tuple[Any, Any]:
-    try:
-        conn.open_stream()
-    except mstls.Error as exc:
-        return exc, errors.errors()
-    return None, []
+def vanish(listener: mstls.Listener, server_conns: list[mstls.Connection]) -> None:
+    """The server stops answering without a word (its process froze or died)."""
+    handlers = [listener._handler] if hasattr(listener, "_handler") else []
+    handlers += [c._core.handler for c in server_conns]
+    for handler in handlers:
+        handler.closed = True
 
 
-def test_replication_when_the_assist_thread_sees_an_idle_timeout() -> None:
-    with server(silent) as (listener, _):
-        conn = connect(listener.address[1], config={"idle_timeout": 1.0})
-        _, join = blocked_readers(conn, 4)
-        listener._handler.closed = True  # the server vanishes without a word
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_replication_when_the_assist_thread_sees_an_idle_timeout(transport: str) -> None:
+    with server(silent, transport=transport) as (listener, server_conns):
+        conn = connect(listener.address[1], transport, config={"idle_timeout": 1.0})
+        join = blocked_readers(conn, 4)
+        vanish(listener, server_conns)
         outcomes = join()
-    for exc, entries in outcomes:
-        assert isinstance(exc, mstls.ConnectionTerminated)
-        assert any(e.reason is errors.Reason.IDLE_TIMEOUT for e in entries)
-        assert entries[-1].reason is errors.Reason.CONNECTION_TERMINATED
+    assert_replicated(outcomes, mstls.ConnectionTerminated, errors.Reason.IDLE_TIMEOUT)
 
 
-def test_split_directions_stop_sending_fails_writes_only() -> None:
+def test_replication_of_a_stateless_reset_after_a_server_restart() -> None:
+    key = StatelessResetKey.generate()
+    extra = {"extra": {"stateless_reset_key": key}}
+    with server(silent, **extra) as (listener, _):
+        port = listener.address[1]
+        conn = connect(port)
+        join = blocked_readers(conn, 4)
+        listener._handler.close_socket()  # the server process dies: no CONNECTION_CLOSE
+    with server(silent, port=port, **extra):  # restarted with the same reset key
+        with pytest.raises(mstls.ConnectionTerminated):
+            for _ in range(100):
+                conn.open_stream().write(b"anyone?")
+                time.sleep(0.05)
+        outcomes = join()
+    assert_replicated(outcomes, mstls.ConnectionTerminated, errors.Reason.STATELESS_RESET)
+
+
+# -- split directions (E5, E6) ------------------------------------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_stop_sending_fails_writes_only(transport: str) -> None:
     def stopper(stream: mstls.Stream) -> None:
         stream.write(b"data before stop")
         stream.conclude()
         stream.stop_sending(7)
 
-    with server(stopper) as (listener, _), connect(listener.address[1]) as conn:
+    with (
+        server(stopper, transport=transport) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
         stream = conn.open_stream()
         stream.write(b"hi")
         assert stream.read_exactly(16, timeout=TIMEOUT) == b"data before stop"
+        errors.clear_error()
         with pytest.raises(mstls.StreamStopped) as info:
             for _ in range(1000):
                 stream.write(b"more", timeout=TIMEOUT)
                 time.sleep(0.01)
         assert info.value.code == 7
+        assert [e.reason for e in errors.errors()] == [errors.Reason.STREAM_STOPPED]
         assert stream.read(timeout=TIMEOUT) == b""  # reads still work
+        conn.open_stream().write(b"the connection is fine")  # E5: stream-only
 
 
-def test_split_directions_reset_fails_reads_only() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_reset_fails_reads_only(transport: str) -> None:
     got: list[bytes] = []
 
     def resetter(stream: mstls.Stream) -> None:
@@ -171,7 +213,10 @@ def test_split_directions_reset_fails_reads_only() -> None:
         stream.reset(9)
         got.append(stream.read_exactly(6, timeout=TIMEOUT))
 
-    with server(resetter) as (listener, _), connect(listener.address[1]) as conn:
+    with (
+        server(resetter, transport=transport) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
         stream = conn.open_stream()
         stream.write(b"x")
         assert stream.read_exactly(7, timeout=TIMEOUT) == b"partial"
@@ -179,41 +224,79 @@ def test_split_directions_reset_fails_reads_only() -> None:
             stream.read(timeout=TIMEOUT)
         assert info.value.code == 9
         stream.write(b"still")  # writes still work after the peer's reset
-        deadline = time.monotonic() + TIMEOUT
-        while not got and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: bool(got))
         assert got == [b"xstill"]
 
 
-def test_handshake_race_reader_and_writer_1000_times() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_received_data_is_read_before_a_failure(transport: str) -> None:
+    """E6: data delivered before the connection failed is read first, then the error."""
+
+    def send_then_close(conn: mstls.Connection) -> None:
+        stream = conn.accept_stream(timeout=TIMEOUT)
+        stream.write(b"last words")
+        time.sleep(0.3)
+        conn.close(5, "gone")
+
+    with (
+        server(on_connection=send_then_close, transport=transport) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
+        stream = conn.open_stream()
+        stream.write(b"hi")
+        wait_for(lambda: conn.sans_io.is_terminated or conn.sans_io.state != "established")
+        with pytest.raises(mstls.ConnectionTerminated):
+            stream.write(b"x" * 100, timeout=TIMEOUT)  # the local write fails...
+        assert stream.read(timeout=TIMEOUT) == b"last words"  # ...the data is still there
+        with pytest.raises(mstls.ConnectionTerminated):
+            stream.read(timeout=TIMEOUT)
+
+
+# -- concurrency (C1) -----------------------------------------------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_handshake_race_reader_and_writer_1000_times(transport: str) -> None:
     """The Go handshakeCond test: a lazy handshake raced by a reader and a writer."""
-    with server() as (listener, _):
+    with server(transport=transport) as (listener, _):
         port = listener.address[1]
-        for i in range(1000 if not _slow() else 200):
-            conn = connect(port, lazy=True)
-            stream_box: list[mstls.Stream] = []
-            opened = threading.Event()
-
-            def reader(conn: mstls.Connection = conn) -> None:
-                opened.wait(TIMEOUT)
-                stream_box[0].read(timeout=TIMEOUT)
-
-            def writer(conn: mstls.Connection = conn) -> None:
-                stream_box.append(conn.open_stream())
-                opened.set()
-                stream_box[0].write(b"ping", timeout=TIMEOUT)
-
-            order = [reader, writer] if i % 2 else [writer, reader]
-            results = run_threads(lambda k: order[k](), 2)
-            assert all(r is None for r in results), results
+        for i in range(1000):
+            conn = connect(port, transport, lazy=True)
+            outcomes = race_once(conn, reader_first=bool(i % 2))
+            assert outcomes == [None, None], outcomes
             conn.close()
 
 
-def _slow() -> bool:
-    return False
+def race_once(conn: mstls.Connection, *, reader_first: bool) -> list[Any]:
+    box: list[mstls.Stream] = []
+    opened = threading.Event()
+    outcomes: list[Any] = [None, None]
+
+    def reader() -> None:
+        opened.wait(TIMEOUT)
+        box[0].read(timeout=TIMEOUT)
+
+    def writer() -> None:
+        box.append(conn.open_stream(timeout=TIMEOUT))
+        opened.set()
+        box[0].write(b"ping", timeout=TIMEOUT)
+
+    def run(i: int, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            outcomes[i] = exc
+
+    order = [reader, writer] if reader_first else [writer, reader]
+    threads = [threading.Thread(target=run, args=(i, f), daemon=True) for i, f in enumerate(order)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+    assert not any(t.is_alive() for t in threads), "deadlock"
+    return outcomes
 
 
-def test_lost_wakeup_two_readers_both_wake_promptly() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_lost_wakeup_two_readers_both_wake_promptly(transport: str) -> None:
     """OpenSSL #24166: data for two blocked readers arrives; each wakes, neither times out."""
     release = threading.Event()
 
@@ -222,16 +305,18 @@ def test_lost_wakeup_two_readers_both_wake_promptly() -> None:
         release.wait(TIMEOUT)
         stream.write(data)
 
-    with server(delayed_echo) as (listener, _), connect(listener.address[1]) as conn:
+    with (
+        server(delayed_echo, transport=transport) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
         streams = [conn.open_stream() for _ in range(2)]
         for i, stream in enumerate(streams):
             stream.write(bytes([i]))
-        times: list[float] = [0.0, 0.0]
+        times = [0.0, 0.0]
 
-        def reader(i: int) -> bytes:
-            data = streams[i].read(timeout=TIMEOUT)
+        def reader(i: int) -> None:
+            streams[i].read(timeout=TIMEOUT)
             times[i] = time.monotonic()
-            return data
 
         threads = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(2)]
         for thread in threads:
@@ -244,34 +329,58 @@ def test_lost_wakeup_two_readers_both_wake_promptly() -> None:
         assert all(0 < t - sent < 2.0 for t in times), [t - sent for t in times]
 
 
+# -- intermittent errors (E4) ------------------------------------------------------------------
 def test_handshake_to_a_closed_port_is_one_timeout() -> None:
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nobody listens: ICMP port unreachable answers every datagram
     errors.clear_error()
-    with pytest.raises(mstls.ConnectionTerminated) as info:
+    with pytest.raises(mstls.ConnectionTerminated):
         mstls.connect("127.0.0.1", port, client_config(handshake_timeout=1.0), timeout=TIMEOUT)
-    entries = errors.errors()
-    assert [e.reason for e in entries] == [
-        errors.Reason.HANDSHAKE_TIMEOUT,
-        errors.Reason.CONNECTION_TERMINATED,
-    ]
-    assert "ECONNREFUSED" not in " ".join(str(e.reason) for e in entries)
-    assert info.value.code is not None
+    reasons = [e.reason for e in errors.errors()]
+    assert reasons == [errors.Reason.HANDSHAKE_TIMEOUT, errors.Reason.CONNECTION_TERMINATED]
 
 
-def test_nonblocking_mode_raises_want_read() -> None:
-    with server(silent) as (listener, _), connect(listener.address[1]) as conn:
+def test_icmp_unreachable_and_send_bursts_leave_no_entries() -> None:
+    with server() as (listener, _), connect(listener.address[1]) as conn:
+        errors.clear_error()
+        handler = conn._core.handler
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+        closed.close()
+        for _ in range(20):  # provoke ICMP port-unreachable on our socket
+            handler.sock.sendto(b"\x40" + b"\0" * 40, ("127.0.0.1", dead_port))
+        handler.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # force EAGAIN
+        with conn.open_stream() as stream:
+            payload = bytes(range(256)) * 8192  # 2 MiB in one burst
+            stream.write(payload, timeout=TIMEOUT * 3)
+            stream.conclude()
+            assert stream.read_exactly(len(payload), timeout=TIMEOUT * 3) == payload
+        assert errors.errors() == []
+
+
+# -- modes and acknowledgements ----------------------------------------------------------------
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_nonblocking_mode_raises_want_read(transport: str) -> None:
+    with (
+        server(silent, transport=transport) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
         stream = conn.open_stream()
         conn.blocking = False
-        with pytest.raises(mstls.WantRead):
+        with pytest.raises(mstls.WantRead) as info:
             stream.read()
-        assert errors.classify(mstls.WantRead("x")) is mstls.ErrorKind.WANT_READ
+        assert errors.classify(info.value) is mstls.ErrorKind.WANT_READ
 
 
-def test_wait_acknowledged() -> None:
-    with server(silent) as (listener, _), connect(listener.address[1]) as conn:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_wait_acknowledged(transport: str) -> None:
+    with (
+        server(silent, transport=transport) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
         stream = conn.open_stream()
         stream.write(b"z" * 200_000)
         stream.wait_acknowledged(timeout=TIMEOUT)

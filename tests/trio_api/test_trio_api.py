@@ -509,11 +509,6 @@ async def test_tcp_fin_without_close_is_a_premature_close() -> None:
     assert exc.by_peer
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mstls/session.py: Session._on_terminated passes neither the QMux "
-    "connection's termination_error (cause) nor bytes_received to terminated_from_event",
-)
 async def test_premature_close_reports_the_bytes_received() -> None:
     exc = await premature_close_on_tcp()
     assert exc.bytes_received > 0

@@ -1,0 +1,341 @@
+"""QMux over TLS/TCP for the blocking API, and ``transport="auto"``.
+
+A :class:`TcpHandler` runs one :class:`~mstls.qmux.connection.QMuxConnection` on a
+non-blocking TCP socket under the assist thread: readable → ``receive_data`` (or
+``receive_eof`` on FIN, ``on_transport_error`` on a reset), output →
+``send`` with what the kernel refuses kept for when the socket is writable, and
+the write side shut down once the connection says so (after close_notify).
+
+``auto`` is Happy Eyeballs for transports: QUIC starts first; if no QUIC packet
+has come back after ``ClientConfig.fallback_delay``, a QMux/TCP attempt starts
+beside it, and the first handshake to complete wins (the other is closed).  The
+winner is reported by :attr:`Connection.transport`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .. import errors
+from ..config import ClientConfig, ServerConfig
+from ..exceptions import ConfigurationError, ConnectionIOError, Error
+from ..qmux.connection import QMuxConnection
+from ..session import Session
+from .api import Connection, Listener, _Core, _deadline, _remaining, connect
+from .assist import AssistThread
+from .handlers import Waiters
+
+__all__ = ["TcpHandler", "TcpListenerHandler", "connect_other", "listen_other"]
+
+#: Bytes read per readiness event (brief T5).
+RECEIVE_SIZE = 256 * 1024
+LISTEN_BACKLOG = 128
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+def _prepare(sock: socket.socket) -> socket.socket:
+    sock.setblocking(False)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class TcpHandler:
+    """One QMux connection on one TCP socket."""
+
+    def __init__(self, sock: socket.socket, conn: QMuxConnection, lock: Any = None) -> None:
+        self.sock = _prepare(sock)
+        self.conn = conn
+        self.lock = lock or threading.RLock()
+        self.session = Session(conn, transport="tcp")
+        self.waiters = Waiters(self.lock)
+        self.assist = AssistThread.get()
+        self._out = bytearray()
+        self._deadline: float | None = None
+        self._write_shut = False
+        self.closed = False
+        self.on_change: Any = None  # set by a listener to learn of completed handshakes
+
+    # -- assist thread ---------------------------------------------------------------
+    def deadline(self) -> float | None:
+        return self._deadline
+
+    def wants_write(self) -> bool:
+        return bool(self._out) and not self.closed
+
+    def on_readable(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            now = time.monotonic()
+            try:
+                data = self.sock.recv(RECEIVE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                kind = "tcp_reset" if exc.errno in _RESET_ERRNOS else "io_error"
+                self.conn.on_transport_error(kind, now, str(exc))
+            else:
+                if data:
+                    self.conn.receive_data(data, now)
+                else:
+                    self.conn.receive_eof(now)
+            self.after_change(now)
+
+    def on_writable(self) -> None:
+        with self.lock:
+            self._write_out(time.monotonic())
+
+    def on_timer(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            timer = self.conn.get_timer()
+            if timer is not None and timer <= now:
+                self.conn.handle_timer(now)
+            self.after_change(now)
+
+    # -- shared ----------------------------------------------------------------------
+    def after_change(self, now: float) -> None:
+        self.flush(now)
+        wake = self.session.pump_events()
+        if wake:
+            self.waiters.notify(wake)
+        if self.on_change is not None:
+            self.on_change(self)
+        old = self._deadline
+        self._deadline = self.conn.get_timer()
+        if self.conn.is_terminated and not self._out:
+            self._close_socket()
+        elif self._deadline is not None and (old is None or self._deadline < old):
+            self.assist.reschedule()
+
+    def flush(self, now: float) -> None:
+        for _ in range(64):
+            data = self.conn.data_to_send(now)
+            if not data:
+                break
+            self._out += data
+        self._write_out(now)
+
+    def _write_out(self, now: float) -> None:
+        while self._out and not self.closed:
+            try:
+                sent = self.sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                self.assist.reschedule()  # watch for writability
+                return
+            except OSError as exc:
+                self._out.clear()
+                kind = "tcp_reset" if exc.errno in _RESET_ERRNOS else "io_error"
+                self.conn.on_transport_error(kind, now, str(exc))
+                return
+            del self._out[:sent]
+        if not self._out and self.conn.should_shutdown_write and not self._write_shut:
+            self._write_shut = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+
+    def _close_socket(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.assist.remove(self)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def close_socket(self) -> None:
+        with self.lock:
+            self._close_socket()
+
+
+class TcpListenerHandler:
+    """A listening TCP socket; each accepted connection gets its own TcpHandler."""
+
+    def __init__(self, sock: socket.socket, config: ServerConfig) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self.qmux_config = config.qmux_config()
+        self.lock = threading.RLock()
+        self.accept_cond = threading.Condition(self.lock)
+        self.accepted: deque[TcpHandler] = deque()
+        self.handlers: list[TcpHandler] = []
+        self.assist = AssistThread.get()
+        self.closed = False
+
+    def deadline(self) -> float | None:
+        return None
+
+    def wants_write(self) -> bool:
+        return False
+
+    def on_writable(self) -> None:
+        """Listening sockets are never written."""
+
+    def on_timer(self) -> None:
+        """Nothing to time: each connection has its own handler."""
+
+    def on_readable(self) -> None:
+        for _ in range(64):
+            try:
+                client, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # EMFILE and friends: try again on the next readiness
+            now = time.monotonic()
+            conn = QMuxConnection(self.qmux_config, is_client=False, now=now)
+            handler = TcpHandler(client, conn)
+            handler.on_change = self._on_change
+            with self.lock:
+                self.handlers.append(handler)
+            self.assist.add(handler)
+            with handler.lock:
+                handler.after_change(now)
+
+    def _on_change(self, handler: TcpHandler) -> None:
+        if handler.session.handshake_done and handler in self.handlers:
+            with self.lock:
+                self.handlers.remove(handler)
+                if not handler.session.failed:
+                    self.accepted.append(handler)
+                    self.accept_cond.notify_all()
+        elif handler.session.failed and handler in self.handlers:
+            with self.lock:
+                self.handlers.remove(handler)
+
+    def close_socket(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.accept_cond.notify_all()
+        self.assist.remove(self)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class TcpListener(Listener):
+    """Accepts QMux connections on a TCP port."""
+
+    def __init__(self, handler: TcpListenerHandler) -> None:
+        self._tcp = handler
+        self.address = handler.sock.getsockname()
+
+    def accept(self, timeout: float | None = None) -> Connection:
+        handler = self._tcp
+        deadline = _deadline(timeout)
+        with handler.lock:
+            while not handler.accepted:
+                if handler.closed:
+                    raise errors.recorded(errors.ListenerClosed("listener closed"))
+                left = _remaining(deadline)
+                if left is not None and left <= 0:
+                    raise errors.timeout_error("accept", timeout)
+                handler.accept_cond.wait(left)
+            tcp = handler.accepted.popleft()
+        core = _Core(tcp, tcp.conn, tcp.session, tcp.waiters)
+        return Connection(core, "tcp")
+
+    def close(self) -> None:
+        self._tcp.close_socket()
+
+
+def _tcp_client(host: str, port: int, config: ClientConfig, timeout: float | None) -> _Core:
+    sock = socket.create_connection((host, port), timeout=timeout or config.handshake_timeout)
+    now = time.monotonic()
+    conn = QMuxConnection(config.qmux_config(host), is_client=True, now=now)
+    handler = TcpHandler(sock, conn)
+    core = _Core(handler, conn, handler.session, handler.waiters)
+    core.handshake_started = False
+    handler.assist.add(handler)
+    return core
+
+
+def connect_other(
+    host: str,
+    port: int,
+    config: ClientConfig,
+    *,
+    transport: str,
+    timeout: float | None,
+    lazy: bool,
+) -> Connection:
+    """``transport="tcp"`` (QMux over TLS) or ``"auto"`` (QUIC, falling back to TCP)."""
+    if transport == "tcp":
+        try:
+            core = _tcp_client(host, port, config, timeout)
+        except OSError as exc:
+            raise errors.recorded(
+                ConnectionIOError(f"TCP connect to {host}:{port} failed: {exc}")
+            ) from exc
+        connection = Connection(core, "tcp")
+        if not lazy:
+            core.ensure_handshake(timeout)
+        return connection
+    return _connect_auto(host, port, config, timeout)
+
+
+def _connect_auto(host: str, port: int, config: ClientConfig, timeout: float | None) -> Connection:
+    deadline = _deadline(timeout)
+    quic = connect(host, port, config, transport="udp", lazy=True)
+    core = quic._core
+    core.ensure_handshake_started()
+    if _wait_quic_answer(core, config.fallback_delay):
+        core.ensure_handshake(_remaining(deadline))
+        return quic
+    try:
+        tcp_core = _tcp_client(host, port, config, _remaining(deadline))
+    except OSError:
+        core.ensure_handshake(_remaining(deadline))  # TCP impossible: QUIC it is
+        return quic
+    tcp_core.ensure_handshake_started()
+    winner = _first_handshake([core, tcp_core], deadline)
+    loser = tcp_core if winner is core else core
+    with contextlib.suppress(Error):
+        Connection(loser, "").close(0, "other transport won")
+    return Connection(winner, "udp" if winner is core else "tcp")
+
+
+def _wait_quic_answer(core: _Core, delay: float) -> bool:
+    """Whether any QUIC packet came back within ``delay`` seconds."""
+    end = time.monotonic() + delay
+    with core.lock:
+        while core.conn.bytes_received == 0 and not core.session.handshake_done:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            core.waiters.connection.wait(min(left, 0.02))
+    return True
+
+
+def _first_handshake(cores: list[_Core], deadline: float | None) -> _Core:
+    while True:
+        for core in cores:
+            with core.lock:
+                if core.session.handshake_done:
+                    return core
+        if all(core.session.failed for core in cores):
+            cores[-1].session.check("connect")
+        left = _remaining(deadline)
+        if left is not None and left <= 0:
+            raise errors.timeout_error("connect", None)
+        time.sleep(0.005)
+
+
+def listen_other(host: str, port: int, config: ServerConfig, *, transport: str) -> Listener:
+    if transport != "tcp":
+        raise ConfigurationError(f"transport: a listener is 'udp' or 'tcp', got {transport!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    handler = TcpListenerHandler(sock, config)
+    handler.assist.add(handler)
+    return TcpListener(handler)
