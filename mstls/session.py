@@ -191,10 +191,9 @@ class Session:
 
     def reset(self, stream_id: int, code: int) -> None:
         self.check("reset")
-        try:
+        # Already finished or reset: nothing is left to abandon.
+        with contextlib.suppress(StreamStateError):
             self.conn.streams.reset_stream(stream_id, code)
-        except StreamStateError:
-            pass  # already finished or reset: nothing left to abandon
 
     def stop_sending(self, stream_id: int, code: int) -> None:
         self.check("stop_sending")
