@@ -1,0 +1,155 @@
+"""Transport-specific behaviour of the blocking API: premature close on TCP, ``auto``, interop."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+import mstls
+from tests.certs import get_pki
+from tests.interop.aioquic_peer import AioquicServer, ClientHandle, run_aioquic_client
+
+from .helpers import TIMEOUT, client_config, server
+
+pytestmark = pytest.mark.network
+
+
+@contextmanager
+def tcp_relay(target: int, cut_after: int, *, reset: bool) -> Iterator[int]:
+    """A TCP relay to ``127.0.0.1:target`` that, once ``cut_after`` bytes went from the
+    server to the client, closes the client side without TLS close_notify: a FIN, or an
+    RST (``reset``)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def pipe(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if limit is not None and sent + len(data) >= limit:
+                    dst.sendall(data[: limit - sent])
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        if limit is not None:
+            if reset:
+                dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                dst.close()
+            else:
+                dst.shutdown(socket.SHUT_WR)
+
+    def run() -> None:
+        client, _ = listener.accept()
+        upstream = socket.create_connection(("127.0.0.1", target), timeout=TIMEOUT)
+        threading.Thread(target=pipe, args=(client, upstream, None), daemon=True).start()
+        pipe(upstream, client, cut_after)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def source(stream: mstls.Stream) -> None:
+    """Send a lot after the first byte arrives."""
+    try:
+        stream.read(timeout=TIMEOUT)
+        for _ in range(100):
+            stream.write(b"p" * 65536, timeout=TIMEOUT)
+    except mstls.Error:
+        pass
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_tcp_truncation_is_a_premature_close_never_end_of_data(reset: bool) -> None:
+    with server(source, transport="tcp") as (listener, _):
+        with tcp_relay(listener.address[1], cut_after=200_000, reset=reset) as port:
+            conn = mstls.connect(
+                "127.0.0.1", port, client_config(), transport="tcp", timeout=TIMEOUT
+            )
+            stream = conn.open_stream()
+            stream.write(b"go")
+            received = 0
+            with pytest.raises(mstls.ConnectionTerminated) as info:
+                for _ in range(10_000):
+                    data = stream.read(timeout=TIMEOUT)
+                    assert data != b"", "a truncation must never look like a clean end"
+                    received += len(data)
+    if reset:
+        assert info.value.by_peer
+    else:
+        assert isinstance(info.value, mstls.PrematureClose)
+        assert 0 < received <= info.value.bytes_received <= 200_000
+
+
+def test_auto_prefers_quic_when_it_answers() -> None:
+    with server() as (listener, _):
+        conn = mstls.connect(
+            "127.0.0.1", listener.address[1], client_config(), transport="auto", timeout=TIMEOUT
+        )
+        assert conn.transport == "udp"
+        conn.close()
+
+
+def test_auto_falls_back_to_tcp_when_udp_is_dropped() -> None:
+    with server(transport="tcp") as (listener, _):
+        start = time.monotonic()
+        conn = mstls.connect(
+            "127.0.0.1",
+            listener.address[1],
+            client_config(fallback_delay=0.3),
+            transport="auto",
+            timeout=TIMEOUT,
+        )
+        assert conn.transport == "tcp"
+        assert time.monotonic() - start < 5.0
+        with conn.open_stream() as stream:
+            stream.write(b"over tcp")
+            stream.conclude()
+            assert stream.read_exactly(8, timeout=TIMEOUT) == b"over tcp"
+        conn.close()
+
+
+def test_blocking_client_to_aioquic_server() -> None:
+    files = get_pki().files("server")
+    with AioquicServer(files.cert, files.key) as peer:
+        conn = mstls.connect("127.0.0.1", peer.port, client_config(), timeout=TIMEOUT)
+        with conn.open_stream() as stream:
+            stream.write(b"echo\nblocking meets aioquic")
+            stream.conclude()
+            assert stream.read_exactly(22, timeout=TIMEOUT) == b"blocking meets aioquic"
+            assert stream.read(timeout=TIMEOUT) == b""
+        conn.close()
+
+
+def command_echo(stream: mstls.Stream) -> None:
+    """The ``echo`` command of the mstls-test protocol, for aioquic clients."""
+    try:
+        line = b""
+        while not line.endswith(b"\n"):
+            line += stream.read(1, timeout=TIMEOUT)
+        while data := stream.read(timeout=TIMEOUT):
+            stream.write(data)
+        stream.conclude()
+    except mstls.Error:
+        pass
+
+
+def test_aioquic_client_to_blocking_listener() -> None:
+    async def scenario(h: ClientHandle) -> bytes:
+        return await h.echo(b"aioquic meets blocking")
+
+    with server(command_echo) as (listener, _):
+        cafile = get_pki().files("ca").cert
+        port = listener.address[1]
+        assert run_aioquic_client("127.0.0.1", port, cafile, scenario) == b"aioquic meets blocking"
