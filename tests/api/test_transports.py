@@ -72,19 +72,19 @@ def source(stream: mstls.Stream) -> None:
 
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
 def test_tcp_truncation_is_a_premature_close_never_end_of_data(reset: bool) -> None:
-    with server(source, transport="tcp") as (listener, _):
-        with tcp_relay(listener.address[1], cut_after=200_000, reset=reset) as port:
-            conn = mstls.connect(
-                "127.0.0.1", port, client_config(), transport="tcp", timeout=TIMEOUT
-            )
-            stream = conn.open_stream()
-            stream.write(b"go")
-            received = 0
-            with pytest.raises(mstls.ConnectionTerminated) as info:
-                for _ in range(10_000):
-                    data = stream.read(timeout=TIMEOUT)
-                    assert data != b"", "a truncation must never look like a clean end"
-                    received += len(data)
+    with (
+        server(source, transport="tcp") as (listener, _),
+        tcp_relay(listener.address[1], cut_after=200_000, reset=reset) as port,
+    ):
+        conn = mstls.connect("127.0.0.1", port, client_config(), transport="tcp", timeout=TIMEOUT)
+        stream = conn.open_stream()
+        stream.write(b"go")
+        received = 0
+        with pytest.raises(mstls.ConnectionTerminated) as info:
+            for _ in range(10_000):
+                data = stream.read(timeout=TIMEOUT)
+                assert data != b"", "a truncation must never look like a clean end"
+                received += len(data)
     if reset:
         assert info.value.by_peer
     else:
