@@ -74,6 +74,11 @@ class _Context:
         self.now = now
 
 
+def _too_small_for_initial(conn: ConnectionState, datagram: memoryview) -> bool:
+    """RFC 9000 §14.1: a server discards Initial packets in datagrams under 1200 bytes."""
+    return not conn.is_client and len(datagram) < MIN_INITIAL_DATAGRAM
+
+
 class ReceivingMixin(ConnectionState):
     """The receive path of :class:`~mstls.quic.connection.QuicConnection`."""
 
@@ -123,12 +128,8 @@ class ReceivingMixin(ConnectionState):
         keys = space.recv_keys
         if keys is None:
             return False  # keys not yet available, or discarded (RFC 9001 §4.9, §5.7)
-        if (
-            space_id == PacketNumberSpace.INITIAL
-            and not self.is_client
-            and len(view) < (MIN_INITIAL_DATAGRAM)
-        ):
-            return True  # RFC 9000 §14.1: a server discards Initials in small datagrams
+        if space_id == PacketNumberSpace.INITIAL and _too_small_for_initial(self, view):
+            return True  # RFC 9000 §14.1: dropped, as if never received
         packet = view[pos : header.packet_end]
         try:
             _header, payload, pn = keys.decrypt_packet(
