@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import selectors
 import socket
 import struct
 import threading
@@ -28,29 +29,44 @@ def tcp_relay(target: int, cut_after: int, *, reset: bool) -> Iterator[int]:
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(TIMEOUT)
 
-    def pipe(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
-        sent = 0
-        try:
-            while data := src.recv(65536):
-                if limit is not None and sent + len(data) >= limit:
-                    dst.sendall(data[: limit - sent])
-                    break
-                dst.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        if limit is not None:
-            if reset:
-                dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                dst.close()
-            else:
-                dst.shutdown(socket.SHUT_WR)
-
     def run() -> None:
+        # One thread and a selector: closing a socket another thread is blocked in
+        # would delay the RST until that thread returns.
         client, _ = listener.accept()
         upstream = socket.create_connection(("127.0.0.1", target), timeout=TIMEOUT)
-        threading.Thread(target=pipe, args=(client, upstream, None), daemon=True).start()
-        pipe(upstream, client, cut_after)
+        selector = selectors.DefaultSelector()
+        selector.register(client, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, client)
+        forwarded = 0
+        deadline = time.monotonic() + TIMEOUT * 3
+        try:
+            while time.monotonic() < deadline:
+                for key, _ in selector.select(0.1):
+                    src, dst = key.fileobj, key.data
+                    data = src.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    if src is upstream:
+                        room = cut_after - forwarded
+                        client.sendall(data[:room])
+                        forwarded += min(room, len(data))
+                        if forwarded >= cut_after:
+                            cut(client)
+                            return
+                    else:
+                        dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            selector.close()
+            upstream.close()
+
+    def cut(client: socket.socket) -> None:
+        if reset:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        else:
+            client.shutdown(socket.SHUT_WR)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
