@@ -1,0 +1,57 @@
+"""From the daemon's configuration to an :class:`mstls.ServerConfig`, checked before binding.
+
+The server certificate is the configured ``tls.certfile``/``tls.keyfile`` or,
+without a ``[tls]`` table, the development certificate of the state directory
+(generated on first start, see :mod:`daemon.state`).  The stateless-reset key
+of the state directory and the stream limit go to the QUIC settings through
+``ServerConfig.extra``.  Building the QUIC settings once here loads and checks
+every file, so a bad certificate or key fails with one clear message before
+any socket is bound.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mstls
+from mstls.core.stateless_reset import StatelessResetKey
+
+from .config import ConfigError, DaemonConfig
+from .state import ensure_dev_pki
+
+__all__ = ["build_server_config"]
+
+
+def build_server_config(
+    config: DaemonConfig, state_dir: Path, reset_key: StatelessResetKey
+) -> mstls.ServerConfig:
+    """The library configuration for ``config`` (raises ConfigError / StateError)."""
+    tls, limits = config.tls, config.limits
+    if tls.development:
+        paths, _ = ensure_dev_pki(state_dir)
+        certfile, keyfile = paths.server_cert, paths.server_key
+    else:
+        certfile, keyfile = tls.certfile, tls.keyfile  # type: ignore[assignment]
+    server = mstls.ServerConfig(
+        certfile=certfile,
+        keyfile=keyfile,
+        alpn=list(tls.alpn),
+        client_cafile=tls.client_cafile,
+        require_client_cert=tls.require_client_cert,
+        pinned_client_sha256=list(tls.pinned_client_sha256) if tls.pinned_client_sha256 else None,
+        idle_timeout=limits.idle_timeout,
+        handshake_timeout=limits.handshake_timeout,
+        keylog_file=tls.keylog_file,
+        retry=limits.retry,
+        extra={
+            "stateless_reset_key": reset_key,
+            "max_streams_bidi": limits.max_streams_per_connection,
+        },
+    )
+    try:
+        server.quic_config()
+    except mstls.ConfigurationError as exc:
+        raise ConfigError(config.source, "tls", str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(config.source, "tls", f"{type(exc).__name__}: {exc}") from None
+    return server

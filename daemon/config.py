@@ -1,0 +1,479 @@
+"""mstlsd configuration: the TOML file (read with :mod:`tomllib`) and the embedded default.
+
+Theory of operation
+-------------------
+A configuration is checked completely before the daemon binds a socket: every
+key is looked up in a table of known keys (an unknown key is an error, so a
+typo never silently falls back to a default), every value is checked for its
+type and range, files are opened, Python handlers are imported.  The first
+problem raises :class:`ConfigError`, whose message names the file, the key and
+the problem::
+
+    /etc/mstlsd.toml: limits.max_connections: expected a positive integer, got -1
+
+Relative paths in a file are relative to the file's directory.  Without a
+``[tls]`` table the daemon uses development certificates it generates in the
+state directory (see :mod:`daemon.state`): fine on a laptop, never in
+production.  The embedded default (:func:`default_config`, used when no
+``--config`` is given) is: UDP and TCP listeners on 127.0.0.1 port
+:data:`DEFAULT_PORT`, development certificates, services ``echo`` and
+``discard``, ALPN :data:`ALPN`.  ``configs/`` holds commented examples.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .identity import AllowList, RuleError
+from .preamble import MAX_SERVICE_NAME, encode_preamble
+
+__all__ = [
+    "ALPN",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "EMBEDDED_SOURCE",
+    "SERVICE_TYPES",
+    "ConfigError",
+    "DaemonConfig",
+    "Limits",
+    "ListenerSpec",
+    "LoggingSettings",
+    "ServiceSpec",
+    "TLSSettings",
+    "default_config",
+    "load_config",
+    "parse_address",
+]
+
+#: The application protocol (ALPN) mstlsd speaks by default; clients must offer it.
+ALPN = "mstls"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4433
+#: What :attr:`DaemonConfig.source` says for the embedded default.
+EMBEDDED_SOURCE = "<embedded default>"
+TRANSPORTS = ("udp", "tcp")
+SERVICE_TYPES = ("echo", "discard", "forward", "python")
+LOG_FORMATS = ("human", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_PORT = 65535
+
+
+class ConfigError(Exception):
+    """A configuration problem: ``source: key: problem``."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+# --- the parsed configuration ---------------------------------------------------------------
+
+
+@attrs.frozen
+class ListenerSpec:
+    """One listening socket: ``transport`` is "udp" (QUIC) or "tcp" (QMux)."""
+
+    transport: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+
+    def label(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport} {host}:{self.port}"
+
+
+@attrs.frozen
+class TLSSettings:
+    """Server certificate and client authentication; ``None`` files: development PKI."""
+
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    client_cafile: Path | None = None
+    require_client_cert: bool = False
+    pinned_client_sha256: tuple[str, ...] | None = None
+    alpn: tuple[str, ...] = (ALPN,)
+    keylog_file: Path | None = None
+
+    @property
+    def development(self) -> bool:
+        return self.certfile is None
+
+
+@attrs.frozen
+class ServiceSpec:
+    """One service: what a stream whose preamble names it is connected to."""
+
+    name: str
+    type: str
+    allow: AllowList = attrs.field(factory=lambda: AllowList(None))
+    target: tuple[str, int] | None = None
+    handler_name: str | None = None
+    handler: Callable[..., Any] | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class Limits:
+    """Resource limits and timers (seconds)."""
+
+    max_connections: int = 1000
+    max_streams_per_connection: int = 100
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    #: How long a new stream may take to send its preamble.
+    preamble_timeout: float = 10.0
+    #: On SIGTERM/SIGINT, how long open streams may take to finish.
+    drain_timeout: float = 10.0
+    #: How long ``forward`` waits for the backend's TCP connect.
+    connect_timeout: float = 5.0
+    #: Validate client addresses with a QUIC Retry before any handshake work.
+    retry: bool = False
+
+
+@attrs.frozen
+class LoggingSettings:
+    format: str = "human"
+    level: str = "info"
+
+
+@attrs.frozen
+class DaemonConfig:
+    """Everything the daemon runs with; ``source`` is the file name or the embedded default."""
+
+    source: str
+    listeners: tuple[ListenerSpec, ...]
+    services: Mapping[str, ServiceSpec]
+    tls: TLSSettings = TLSSettings()
+    limits: Limits = Limits()
+    logging: LoggingSettings = LoggingSettings()
+    metrics_address: tuple[str, int] | None = None
+    state_dir: Path | None = None
+
+
+# --- value checkers ----------------------------------------------------------------------------
+
+Checker = Callable[[Any, "_Context", str], Any]
+
+
+@attrs.frozen
+class _Context:
+    source: str
+    base: Path
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, key, problem)
+
+
+def _positive_int(value: Any, ctx: _Context, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ctx.error(key, f"expected a positive integer, got {value!r}")
+    return value
+
+
+def _positive_float(value: Any, ctx: _Context, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ctx.error(key, f"expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _bool(value: Any, ctx: _Context, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ctx.error(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def _string(value: Any, ctx: _Context, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ctx.error(key, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _choice(*choices: str) -> Checker:
+    def check(value: Any, ctx: _Context, key: str) -> str:
+        if value not in choices:
+            raise ctx.error(key, f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        return str(value)
+
+    return check
+
+
+def _port(value: Any, ctx: _Context, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PORT:
+        raise ctx.error(key, f"expected a port number 0-{MAX_PORT}, got {value!r}")
+    return value
+
+
+def _existing_file(value: Any, ctx: _Context, key: str) -> Path:
+    path = ctx.base / _string(value, ctx, key)
+    if not path.is_file():
+        raise ctx.error(key, f"no such file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ctx.error(key, f"cannot read {path} (permission denied)")
+    return path
+
+
+def _writable_path(value: Any, ctx: _Context, key: str) -> Path:
+    return ctx.base / _string(value, ctx, key)
+
+
+def _string_list(value: Any, ctx: _Context, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ctx.error(key, f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def parse_address(text: str, default_host: str | None = None) -> tuple[str, int]:
+    """``"host:port"``, ``"[v6]:port"`` (or ``":port"`` with ``default_host``) as a pair.
+
+    Raises ValueError naming the problem.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) <= MAX_PORT:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        if default_host is None:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        host = default_host
+    return host, int(port_text)
+
+
+def _address(value: Any, ctx: _Context, key: str) -> tuple[str, int]:
+    try:
+        return parse_address(_string(value, ctx, key))
+    except ValueError as exc:
+        raise ctx.error(key, str(exc)) from None
+
+
+def _handler(value: Any, ctx: _Context, key: str) -> Callable[..., Any]:
+    text = _string(value, ctx, key)
+    module_name, sep, attr = text.partition(":")
+    if not sep or not module_name or not attr:
+        raise ctx.error(key, f"expected 'module:function', got {text!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time failure is a configuration problem
+        raise ctx.error(key, f"cannot import {module_name!r}: {exc}") from None
+    handler = getattr(module, attr, None)
+    if handler is None:
+        raise ctx.error(key, f"module {module_name!r} has no attribute {attr!r}")
+    if not inspect.iscoroutinefunction(handler):
+        raise ctx.error(key, f"{text} must be an async function (stream, peer)")
+    return handler  # type: ignore[no-any-return]
+
+
+# --- tables of keys ------------------------------------------------------------------------------
+
+_TOP_KEYS = ("listeners", "tls", "services", "limits", "logging", "metrics", "state_dir")
+
+_LISTENER_KEYS: dict[str, Checker] = {
+    "transport": _choice(*TRANSPORTS),
+    "host": _string,
+    "port": _port,
+}
+_TLS_KEYS: dict[str, Checker] = {
+    "certfile": _existing_file,
+    "keyfile": _existing_file,
+    "client_cafile": _existing_file,
+    "require_client_cert": _bool,
+    "pinned_client_sha256": _string_list,
+    "alpn": _string_list,
+    "keylog_file": _writable_path,
+}
+_LIMIT_KEYS: dict[str, Checker] = {
+    "max_connections": _positive_int,
+    "max_streams_per_connection": _positive_int,
+    "handshake_timeout": _positive_float,
+    "idle_timeout": _positive_float,
+    "preamble_timeout": _positive_float,
+    "drain_timeout": _positive_float,
+    "connect_timeout": _positive_float,
+    "retry": _bool,
+}
+_LOGGING_KEYS: dict[str, Checker] = {
+    "format": _choice(*LOG_FORMATS),
+    "level": _choice(*LOG_LEVELS),
+}
+_METRICS_KEYS: dict[str, Checker] = {"address": _address}
+_SERVICE_KEYS: dict[str, Checker] = {
+    "type": _choice(*SERVICE_TYPES),
+    "target": _address,
+    "handler": _handler,
+    "allow": _string_list,
+}
+#: Which keys each service type needs (beyond ``type``), and which it may not have.
+_SERVICE_NEEDS: dict[str, tuple[str, ...]] = {
+    "echo": (),
+    "discard": (),
+    "forward": ("target",),
+    "python": ("handler",),
+}
+_SERVICE_FORBIDS: dict[str, tuple[str, ...]] = {
+    "echo": ("target", "handler"),
+    "discard": ("target", "handler"),
+    "forward": ("handler",),
+    "python": ("target",),
+}
+
+
+def _table(value: Any, ctx: _Context, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ctx.error(key, f"expected a table, got {value!r}")
+    return value
+
+
+def _section(
+    table: Mapping[str, Any], keys: Mapping[str, Checker], ctx: _Context, prefix: str
+) -> dict[str, Any]:
+    """Check every key of ``table`` against ``keys``; the checked values by key."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        checker = keys.get(key)
+        where = f"{prefix}.{key}" if prefix else key
+        if checker is None:
+            known = ", ".join(keys)
+            raise ctx.error(where, f"unknown key (known keys: {known})")
+        out[key] = checker(value, ctx, where)
+    return out
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+
+def _listeners(value: Any, ctx: _Context) -> tuple[ListenerSpec, ...]:
+    if not isinstance(value, list) or not value:
+        raise ctx.error("listeners", "expected at least one [[listeners]] table")
+    specs: list[ListenerSpec] = []
+    for index, item in enumerate(value):
+        where = f"listeners[{index}]"
+        fields = _section(_table(item, ctx, where), _LISTENER_KEYS, ctx, where)
+        if "transport" not in fields:
+            raise ctx.error(f"{where}.transport", "missing (\"udp\" or \"tcp\")")
+        spec = ListenerSpec(**fields)
+        if spec in specs:
+            raise ctx.error(where, f"duplicate listener {spec.label()}")
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _tls(value: Any, ctx: _Context) -> TLSSettings:
+    fields = _section(_table(value, ctx, "tls"), _TLS_KEYS, ctx, "tls")
+    for key in ("certfile", "keyfile"):
+        if key not in fields:
+            raise ctx.error(f"tls.{key}", "missing (a [tls] table needs certfile and keyfile)")
+    if fields.get("require_client_cert") and not (
+        fields.get("client_cafile") or fields.get("pinned_client_sha256")
+    ):
+        raise ctx.error(
+            "tls.require_client_cert", "needs tls.client_cafile (or tls.pinned_client_sha256)"
+        )
+    return TLSSettings(**fields)
+
+
+def _service(name: str, value: Any, ctx: _Context) -> ServiceSpec:
+    where = f"services.{name}"
+    try:
+        encode_preamble(name)
+    except ValueError:
+        raise ctx.error(
+            where,
+            f"bad service name: use 1-{MAX_SERVICE_NAME} letters, digits, '.', '_', '-'",
+        ) from None
+    fields = _section(_table(value, ctx, where), _SERVICE_KEYS, ctx, where)
+    kind = fields.get("type")
+    if kind is None:
+        raise ctx.error(f"{where}.type", f"missing (one of {', '.join(SERVICE_TYPES)})")
+    for key in _SERVICE_NEEDS[kind]:
+        if key not in fields:
+            raise ctx.error(f"{where}.{key}", f"missing (a {kind!r} service needs it)")
+    for key in _SERVICE_FORBIDS[kind]:
+        if key in fields:
+            raise ctx.error(f"{where}.{key}", f"not allowed for a {kind!r} service")
+    try:
+        allow = AllowList.from_config(fields.get("allow"))
+    except RuleError as exc:
+        raise ctx.error(f"{where}.allow", str(exc)) from None
+    handler = fields.get("handler")
+    handler_text = value.get("handler") if handler is not None else None
+    return ServiceSpec(
+        name=name,
+        type=kind,
+        allow=allow,
+        target=fields.get("target"),
+        handler_name=handler_text,
+        handler=handler,
+    )
+
+
+def _services(value: Any, ctx: _Context) -> dict[str, ServiceSpec]:
+    table = _table(value, ctx, "services")
+    if not table:
+        raise ctx.error("services", "expected at least one [services.NAME] table")
+    return {name: _service(name, item, ctx) for name, item in table.items()}
+
+
+def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConfig:
+    """Check a parsed TOML document (see the module documentation)."""
+    ctx = _Context(source, base)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ctx.error(key, f"unknown key (known keys: {', '.join(_TOP_KEYS)})")
+    for key in ("listeners", "services"):
+        if key not in data:
+            raise ctx.error(key, "missing")
+    limits = _section(_table(data.get("limits", {}), ctx, "limits"), _LIMIT_KEYS, ctx, "limits")
+    logging = _section(
+        _table(data.get("logging", {}), ctx, "logging"), _LOGGING_KEYS, ctx, "logging"
+    )
+    metrics = _section(
+        _table(data.get("metrics", {}), ctx, "metrics"), _METRICS_KEYS, ctx, "metrics"
+    )
+    state_dir = data.get("state_dir")
+    return DaemonConfig(
+        source=source,
+        listeners=_listeners(data["listeners"], ctx),
+        services=_services(data["services"], ctx),
+        tls=_tls(data["tls"], ctx) if "tls" in data else TLSSettings(),
+        limits=Limits(**limits),
+        logging=LoggingSettings(**logging),
+        metrics_address=metrics.get("address"),
+        state_dir=_writable_path(state_dir, ctx, "state_dir") if state_dir is not None else None,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> DaemonConfig:
+    """Read and check a TOML configuration file (raises :class:`ConfigError`)."""
+    file = Path(path)
+    source = str(file)
+    try:
+        with file.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(source, "", "no such file") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    return parse_config(data, source, file.resolve().parent)
+
+
+def default_config() -> DaemonConfig:
+    """The embedded default: 127.0.0.1 UDP+TCP port 4433, dev certificates, echo and discard."""
+    return DaemonConfig(
+        source=EMBEDDED_SOURCE,
+        listeners=(ListenerSpec("udp"), ListenerSpec("tcp")),
+        services={
+            "echo": ServiceSpec("echo", "echo"),
+            "discard": ServiceSpec("discard", "discard"),
+        },
+    )

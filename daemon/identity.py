@@ -1,0 +1,160 @@
+"""Client identities and the per-service allow-lists.
+
+A client's identity is what mutual TLS verified: the certificate's subject, its
+common name, its DNS and IP subjectAltNames and the SHA-256 of its public key
+(``VerifiedPeer`` from :attr:`mstls.trio.Connection.peer_certificate`).  A
+client without a certificate has no identity.
+
+Allow-list entries (``allow = [...]`` of a service), one rule each:
+
+==========================  =================================================
+``"*"``                     any client that presented a verified certificate
+``"cn:NAME"``               the subject's common name is NAME
+``"dns:NAME"``              NAME is one of the DNS subjectAltNames
+``"ip:ADDRESS"``            ADDRESS is one of the IP subjectAltNames
+``"subject:RFC4514"``       the whole subject, as RFC 4514 text (``CN=x,O=y``)
+``"spki-sha256:HEX"``       the public key's SHA-256 (a pinned key), hex with
+                            or without colons
+``"NAME"`` (no prefix)      NAME is the common name or a DNS subjectAltName
+==========================  =================================================
+
+A service without ``allow`` accepts every client, with or without a
+certificate.  A service with ``allow = []`` accepts nobody.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+__all__ = ["AllowList", "Peer", "RuleError", "parse_rule"]
+
+#: Length of a SHA-256 written as hex.
+_SHA256_HEX = 64
+
+
+class RuleError(ValueError):
+    """An allow-list entry that cannot be parsed."""
+
+
+@attrs.frozen
+class Peer:
+    """Who is on the other end of a stream: what the python handlers receive.
+
+    ``certificate`` is the library's ``VerifiedPeer`` (or None); the other
+    fields are copied from it for convenience.
+    """
+
+    address: Any
+    transport: str
+    connection_id: str
+    certificate: Any = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.certificate is not None
+
+    @property
+    def subject(self) -> str | None:
+        return self.certificate.subject if self.certificate is not None else None
+
+    @property
+    def common_name(self) -> str | None:
+        return self.certificate.common_name if self.certificate is not None else None
+
+    @property
+    def dns_names(self) -> tuple[str, ...]:
+        return tuple(self.certificate.dns_names) if self.certificate is not None else ()
+
+    @property
+    def ip_addresses(self) -> tuple[str, ...]:
+        return tuple(self.certificate.ip_addresses) if self.certificate is not None else ()
+
+    @property
+    def spki_sha256(self) -> str | None:
+        return self.certificate.spki_sha256 if self.certificate is not None else None
+
+    def describe(self) -> str:
+        """A short label for logs: the subject, or ``anonymous``."""
+        return self.subject or "anonymous"
+
+
+Rule = Callable[[Peer], bool]
+
+
+def _normalise_hex(text: str) -> str:
+    value = text.replace(":", "").lower()
+    if len(value) != _SHA256_HEX or any(c not in "0123456789abcdef" for c in value):
+        raise RuleError(f"spki-sha256: expected 64 hex digits, got {text!r}")
+    return value
+
+
+def _ip_rule(text: str) -> Rule:
+    try:
+        wanted = ipaddress.ip_address(text)
+    except ValueError:
+        raise RuleError(f"ip: not an IP address: {text!r}") from None
+    return lambda p: any(ipaddress.ip_address(a) == wanted for a in p.ip_addresses)
+
+
+def _spki_rule(text: str) -> Rule:
+    wanted = _normalise_hex(text)
+    return lambda p: p.spki_sha256 is not None and _normalise_hex(p.spki_sha256) == wanted
+
+
+def _name_rule(text: str) -> Rule:
+    wanted = text.lower()
+    return lambda p: (p.common_name or "").lower() == wanted or wanted in (
+        n.lower() for n in p.dns_names
+    )
+
+
+_PREFIXES: dict[str, Callable[[str], Rule]] = {
+    "cn": lambda v: lambda p: p.common_name == v,
+    "dns": lambda v: lambda p: v.lower() in (n.lower() for n in p.dns_names),
+    "ip": _ip_rule,
+    "subject": lambda v: lambda p: p.subject == v,
+    "spki-sha256": _spki_rule,
+}
+
+
+def parse_rule(entry: str) -> Rule:
+    """One allow-list entry as a predicate on :class:`Peer` (raises :class:`RuleError`)."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise RuleError(f"expected a non-empty string, got {entry!r}")
+    if entry == "*":
+        return lambda p: p.authenticated
+    prefix, sep, value = entry.partition(":")
+    if sep and prefix in _PREFIXES:
+        if not value:
+            raise RuleError(f"{entry!r}: nothing after {prefix + ':'!r}")
+        return _PREFIXES[prefix](value)
+    if sep:
+        known = ", ".join(f"{p}:" for p in _PREFIXES)
+        raise RuleError(f"{entry!r}: unknown prefix {prefix + ':'!r} (use {known} or '*')")
+    return _name_rule(entry)
+
+
+@attrs.frozen
+class AllowList:
+    """A service's allow-list; ``entries=None`` means no restriction."""
+
+    entries: tuple[str, ...] | None
+    _rules: tuple[Rule, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        rules = tuple(parse_rule(e) for e in self.entries) if self.entries is not None else ()
+        object.__setattr__(self, "_rules", rules)
+
+    @classmethod
+    def from_config(cls, entries: Sequence[str] | None) -> AllowList:
+        return cls(None if entries is None else tuple(entries))
+
+    def allows(self, peer: Peer) -> bool:
+        """Whether ``peer`` may use the service."""
+        if self.entries is None:
+            return True
+        return peer.authenticated and any(rule(peer) for rule in self._rules)

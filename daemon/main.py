@@ -1,0 +1,149 @@
+"""``mstlsd``: the command line of the daemon.
+
+Exit status: 0 after a clean shutdown (SIGTERM/SIGINT and the drain), 2 for a
+configuration problem (reported before anything is bound), 1 when a listener
+cannot be bound or the daemon fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from . import logs
+from .config import ALPN, DEFAULT_PORT, ConfigError, DaemonConfig, default_config, load_config
+from .server import BindError, Daemon
+from .state import STATE_DIR_ENV, StateError, default_state_dir
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "build_parser", "main"]
+
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+_DESCRIPTION = f"""\
+mstlsd terminates secure multiplexed connections -- QUIC v1 on UDP and QMux over
+TLS 1.3 on TCP -- and routes every stream to a service named by the stream's
+first line (the preamble "SERVICE-NAME\\n").
+
+Without --config it runs the embedded default: UDP and TCP on 127.0.0.1 port
+{DEFAULT_PORT}, development certificates generated on first start in the state
+directory, services "echo" and "discard", ALPN "{ALPN}".  Try it with:
+
+    echo hello | mstls connect 127.0.0.1:{DEFAULT_PORT} --service echo
+"""
+
+_EPILOG = f"""\
+signals: SIGTERM/SIGINT drain (stop accepting, let streams finish, close with
+0x200) and exit 0; a second one closes at once.  SIGHUP reloads the
+configuration without dropping connections.
+
+state directory: --state-dir, else state_dir in the config file, else
+${STATE_DIR_ENV}, else $XDG_STATE_HOME/mstlsd or ~/.local/state/mstlsd.
+Example configurations: configs/*.toml; see the README section "Running mstlsd".
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mstlsd",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-c", "--config", type=Path, metavar="FILE", help="TOML configuration file"
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="where development certificates and the stateless-reset key live",
+    )
+    parser.add_argument(
+        "--listen-port",
+        type=int,
+        metavar="PORT",
+        help="use PORT for every listener (overrides the configuration)",
+    )
+    parser.add_argument(
+        "--log-format", choices=("human", "json"), help="log format (overrides the configuration)"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration (and certificates), print a summary, exit",
+    )
+    return parser
+
+
+def _load(args: argparse.Namespace) -> DaemonConfig:
+    config = load_config(args.config) if args.config is not None else default_config()
+    if args.listen_port is not None and not 0 <= args.listen_port <= 65535:
+        raise ConfigError("--listen-port", "", f"not a port number: {args.listen_port}")
+    return config
+
+
+def _state_dir(args: argparse.Namespace, config: DaemonConfig) -> Path:
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    return config.state_dir if config.state_dir is not None else default_state_dir()
+
+
+async def _serve(daemon: Daemon) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def on_signals() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        daemon.reload()
+                    else:
+                        daemon.request_shutdown()
+
+            nursery.start_soon(on_signals)
+            await daemon.run()
+            nursery.cancel_scope.cancel()
+
+
+def _summary(daemon: Daemon) -> str:
+    config = daemon.config
+    lines = [f"configuration OK: {config.source}", f"state directory: {daemon.state_dir}"]
+    lines += [f"listener: {spec.label()}" for spec in config.listeners]
+    lines += [f"service: {name} ({spec.type})" for name, spec in sorted(config.services.items())]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the daemon; the exit status (see the module documentation)."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = _load(args)
+        log_format = args.log_format or config.logging.format
+        logs.configure(log_format, config.logging.level)
+        daemon = Daemon(
+            config,
+            state_dir=_state_dir(args, config),
+            config_path=args.config,
+            port_override=args.listen_port,
+        )
+    except (ConfigError, StateError) as exc:
+        print(f"mstlsd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check:
+        print(_summary(daemon))
+        return 0
+    try:
+        trio.run(_serve, daemon)
+    except BindError as exc:
+        print(f"mstlsd: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

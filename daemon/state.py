@@ -1,0 +1,118 @@
+"""The daemon's state directory: development certificates and the stateless-reset key.
+
+Layout (created on first start, private to the user)::
+
+    STATE_DIR/
+        pki/ca.pem ca.key server.pem server.key client.pem client.key
+        stateless_reset.key        32 random bytes, mode 0600
+
+The state directory is, in order: ``--state-dir``, ``state_dir`` in the
+configuration file, ``$MSTLSD_STATE_DIR``, ``$XDG_STATE_HOME/mstlsd``, and
+``~/.local/state/mstlsd``.  The ``mstls`` command line looks in the same place
+for the development CA when it talks to a daemon on this machine.
+
+The stateless-reset key (RFC 9000 §10.3) survives restarts: a client whose
+connection the previous run served sends a packet, the new run does not know
+its connection ID, answers with a stateless reset computed from the same key,
+and the client learns at once that its connection is gone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mstls.core.stateless_reset import STATELESS_RESET_KEY_LENGTH, StatelessResetKey
+from mstls.devcerts import DevPKIPaths, write_dev_pki
+from mstls.exceptions import ConfigurationError
+
+__all__ = [
+    "PKI_SUBDIR",
+    "RESET_KEY_FILE",
+    "STATE_DIR_ENV",
+    "StateError",
+    "default_state_dir",
+    "dev_pki_paths",
+    "ensure_dev_pki",
+    "load_reset_key",
+]
+
+STATE_DIR_ENV = "MSTLSD_STATE_DIR"
+PKI_SUBDIR = "pki"
+RESET_KEY_FILE = "stateless_reset.key"
+_PRIVATE_DIR_MODE = 0o700
+_PRIVATE_FILE_MODE = 0o600
+
+
+class StateError(Exception):
+    """The state directory cannot be used (message names the path and the problem)."""
+
+
+def default_state_dir() -> Path:
+    """``$MSTLSD_STATE_DIR``, else ``$XDG_STATE_HOME/mstlsd``, else ``~/.local/state/mstlsd``."""
+    explicit = os.environ.get(STATE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+    return base / "mstlsd"
+
+
+def _private_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR_MODE)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create the state directory: {exc.strerror}") from None
+
+
+def dev_pki_paths(state_dir: Path) -> DevPKIPaths:
+    """Where the development certificates of ``state_dir`` are (whether or not they exist)."""
+    root = state_dir / PKI_SUBDIR
+    return DevPKIPaths(
+        directory=root,
+        ca_cert=root / "ca.pem",
+        ca_key=root / "ca.key",
+        server_cert=root / "server.pem",
+        server_key=root / "server.key",
+        client_cert=root / "client.pem",
+        client_key=root / "client.key",
+    )
+
+
+def ensure_dev_pki(state_dir: Path) -> tuple[DevPKIPaths, bool]:
+    """The development PKI of ``state_dir``, generated if missing; True if just made."""
+    paths = dev_pki_paths(state_dir)
+    if paths.server_cert.is_file() and paths.server_key.is_file() and paths.ca_cert.is_file():
+        return paths, False
+    _private_dir(state_dir)
+    try:
+        return write_dev_pki(paths.directory, overwrite=True), True
+    except ConfigurationError as exc:
+        raise StateError(str(exc)) from None
+
+
+def load_reset_key(state_dir: Path) -> StatelessResetKey:
+    """The persisted stateless-reset key of ``state_dir``, created on first use."""
+    _private_dir(state_dir)
+    path = state_dir / RESET_KEY_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        key = StatelessResetKey.generate()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE_MODE)
+        except FileExistsError:  # another process made it first: use theirs
+            return load_reset_key(state_dir)
+        except OSError as exc:
+            raise StateError(f"{path}: cannot create: {exc.strerror}") from None
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(bytes(key))
+        return key
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) != STATELESS_RESET_KEY_LENGTH:
+        raise StateError(
+            f"{path}: expected {STATELESS_RESET_KEY_LENGTH} bytes, found {len(data)} "
+            "(delete the file to make a new key)"
+        )
+    return StatelessResetKey.from_bytes(data)
