@@ -49,6 +49,7 @@ from mstls.quic.crypto import initial_protection
 from mstls.quic.crypto_stream import MAX_CRYPTO_GAPS, CryptoReceiver, CryptoSender
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.quic.receiving import MAX_PENDING_PATH_RESPONSES
+from mstls.quic.retry import retry_integrity_tag
 from mstls.wire.buffer import VARINT_MAX
 from mstls.wire.frames import (
     MAX_STREAMS_LIMIT,
@@ -79,7 +80,7 @@ from mstls.wire.frames import (
     encode_frame,
     encode_frames,
 )
-from mstls.wire.packet import PacketType, encode_long_header
+from mstls.wire.packet import PacketType, encode_long_header, encode_retry
 
 from .fuzz_corpus import (
     AEAD_TAG,
@@ -113,6 +114,8 @@ def fuzz_settings(examples: int) -> settings:
 VALID_CODES = frozenset(TransportErrorCode) | frozenset(range(CRYPTO_ERROR_BASE, 0x200))
 #: Virtual seconds a pair may run after an injection before it must have settled.
 SETTLE_TIME = 2.0
+#: Consecutive wake-ups that may leave a deadline in the past (more: a driver would spin).
+MAX_STALLS = 5
 NOW = 1000.0
 
 # -- strategies -----------------------------------------------------------------------------
@@ -251,12 +254,20 @@ def check_termination(events: list[Event]) -> ConnectionTerminatedEvent | None:
 
 
 def exercise(conn: QuicConnection, now: float) -> list[bytes]:
-    """Every output entry point after an input: datagrams, timers, events."""
+    """Every output entry point after an input: datagrams, then timers for a while.
+
+    A deadline that stays in the past after :meth:`handle_timer` and
+    :meth:`datagrams_to_send` would make a driver spin: that fails.
+    """
     out = conn.datagrams_to_send(now)
-    timer = conn.get_timer()
-    if timer is not None and timer <= now + SETTLE_TIME:
-        conn.handle_timer(max(now, timer))
-        out += conn.datagrams_to_send(max(now, timer))
+    until = now + SETTLE_TIME
+    stalls = 0
+    while (timer := conn.get_timer()) is not None and timer <= until:
+        stalls = stalls + 1 if timer <= now else 0
+        assert stalls <= MAX_STALLS, f"the timer stays at {timer} <= now: a driver would spin"
+        now = max(now, timer)
+        conn.handle_timer(now)
+        out += conn.datagrams_to_send(now)
     return out
 
 
@@ -294,9 +305,28 @@ def recorded_pair() -> tuple[Pair, Recorder]:
     return pair, recorder
 
 
+def next_time(pair: Pair) -> float | None:
+    """When the pair's next step happens: an arrival or a deadline."""
+    times = [t for t in (pair.client.get_timer(), pair.endpoint.get_timer()) if t is not None]
+    if pair.in_flight:
+        times.append(pair.in_flight[0][0])
+    return min(times, default=None)
+
+
 def settle(pair: Pair) -> None:
-    """Run the pair until nothing is in flight (bounded: must not hang)."""
+    """Run the pair until nothing is in flight, then its timers for a while.
+
+    Bounded: must not hang.  Steps that do not move the virtual clock mean a
+    deadline that stays in the past, which would make a driver spin.
+    """
     pair.run_until(lambda: not pair.in_flight, max_time=SETTLE_TIME * 10)
+    end = pair.now + SETTLE_TIME
+    stalls = 0
+    while (upcoming := next_time(pair)) is not None and upcoming <= end:
+        before = pair.now
+        pair.step()
+        stalls = stalls + 1 if pair.now == before else 0
+        assert stalls <= MAX_STALLS, f"the pair's clock is stuck at {before}: a driver would spin"
 
 
 def check_pair(pair: Pair) -> None:
@@ -364,10 +394,10 @@ def deliver(pair: Pair, data: bytes, to_server: bool) -> None:
 # -- 1. random datagrams ----------------------------------------------------------------------
 
 
-@given(st.lists(random_datagrams, min_size=1, max_size=4))
+@given(st.lists(random_datagrams, min_size=1, max_size=4), st.booleans())
 @fuzz_settings(300)
-def test_random_datagrams_to_a_fresh_endpoint(datagrams: list[bytes]) -> None:
-    endpoint = ServerEndpoint(server_config())
+def test_random_datagrams_to_a_fresh_endpoint(datagrams: list[bytes], retry: bool) -> None:
+    endpoint = ServerEndpoint(server_config(), retry=retry)
     received = 0
     for data in datagrams:
         endpoint.receive_datagram(data, CLIENT_ADDR, NOW)
@@ -417,7 +447,7 @@ def test_mutated_client_datagrams_to_a_fresh_endpoint(
     data: st.DataObject, seeds: list[int], rounds: int
 ) -> None:
     corpus = _corpus(to_server=True)
-    endpoint = ServerEndpoint(server_config())
+    endpoint = ServerEndpoint(server_config(), retry=data.draw(st.booleans()))
     for seed in seeds:
         original = data.draw(st.sampled_from(corpus))
         endpoint.receive_datagram(mutate(original, seed, rounds), CLIENT_ADDR, NOW)
@@ -506,19 +536,35 @@ def test_forged_client_initial_frames_to_a_fresh_endpoint(
             assert sent, "closed without sending CONNECTION_CLOSE"
 
 
-@given(frame_payloads(), st.integers(0, 1 << 32), st.booleans())
+@given(
+    frame_payloads(),
+    st.integers(0, 1 << 32),
+    st.booleans(),
+    st.none() | st.tuples(st.binary(max_size=20), st.binary(max_size=300)),
+)
 @fuzz_settings(250)
 def test_forged_server_initial_to_a_connecting_client(
-    payload: bytes, seed: int, with_hello: bool
+    payload: bytes, seed: int, with_hello: bool, retry: tuple[bytes, bytes] | None
 ) -> None:
-    """Frames, or a damaged ServerHello, in a valid server Initial (keys are public)."""
+    """Frames, or a damaged ServerHello, in a valid server Initial (keys are public).
+
+    ``retry``: first a valid Retry (RFC 9000 §17.2.5) with that SCID and token,
+    which an off-path attacker cannot forge but an on-path one can.
+    """
     client = QuicConnection(client_config(), is_client=True, now=NOW, peer_address=SERVER_ADDR)
     client.connect(NOW)
     client.datagrams_to_send(NOW)
+    datagrams = []
+    initial_dcid = client.original_dcid
+    if retry is not None:
+        retry_scid, token = retry
+        packet = encode_retry(client.host_cid, retry_scid, token)
+        datagrams.append(packet + retry_integrity_tag(client.original_dcid, packet))
+        initial_dcid = retry_scid
     if with_hello:
         _, hello = initial_crypto()
         payload = encode_frame(CryptoFrame(0, mutate(hello, seed))) + payload
-    keys, _ = initial_protection(client.original_dcid, is_client=False)
+    keys, _ = initial_protection(initial_dcid, is_client=False)
     scid = random.Random(seed).randbytes(8)
     header = encode_long_header(
         PacketType.INITIAL,
@@ -528,7 +574,8 @@ def test_forged_server_initial_to_a_connecting_client(
         PN_LENGTH,
         length=PN_LENGTH + len(payload) + AEAD_TAG,
     )
-    check_lone_connection(client, [bytes(keys.encrypt_packet(header, payload, 0))], NOW)
+    datagrams.append(bytes(keys.encrypt_packet(header, payload, 0)))
+    check_lone_connection(client, datagrams, NOW)
 
 
 # -- 3. valid packets with fuzzed frames ---------------------------------------------------------
@@ -814,3 +861,27 @@ def test_server_discards_initial_packets_in_small_datagrams() -> None:
     assert conn.state == "handshake"
     endpoint.receive_datagram(forged_initial(dcid, scid, close, pn=2), CLIENT_ADDR, NOW)
     assert conn.state == "draining"  # the same close in a full-sized datagram is taken
+
+
+def test_endpoint_answers_floods_of_strangers_within_bounds() -> None:
+    """Unknown short headers, other versions, bad Initials: bounded stateless answers."""
+    endpoint = ServerEndpoint(server_config())
+    rng = random.Random(7)
+    received = resets = 0
+    for i in range(3000):
+        kind = i % 3
+        if kind == 0:  # short header, unknown DCID: a Stateless Reset, rate-limited
+            data = bytes((0x40 | rng.randrange(64),)) + rng.randbytes(rng.randrange(20, 1400))
+        elif kind == 1:  # another version, full-sized: Version Negotiation
+            data = b"\xc0" + rng.randbytes(4) + b"\x08" + rng.randbytes(8) + b"\x00"
+            data += bytes(1200 - len(data))
+        else:  # an Initial whose DCID is too short to open a connection (RFC 9000 §7.2)
+            data = forged_initial(rng.randbytes(4), rng.randbytes(8), encode_frame(PingFrame()))
+        endpoint.receive_datagram(data, (f"10.0.{i % 250}.1", 1000 + i), NOW + i * 1e-4)
+        received += len(data)
+        for answer, _ in endpoint.datagrams_to_send(NOW + i * 1e-4):
+            assert len(answer) < len(data)  # never larger than the trigger
+            resets += answer[0] & 0x80 == 0
+    assert not endpoint.connections
+    # RFC 9000 §10.3.3: bounded by the limiter (burst 20, 100 per second over 0.3 s).
+    assert resets <= 20 + 100 * 0.3 + 1
