@@ -11,12 +11,14 @@ any socket is bound.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import mstls
 from mstls.core.stateless_reset import StatelessResetKey
 
 from .config import ConfigError, DaemonConfig
+from .logs import event
 from .state import ensure_dev_pki
 
 __all__ = ["build_server_config"]
@@ -28,7 +30,14 @@ def build_server_config(
     """The library configuration for ``config`` (raises ConfigError / StateError)."""
     tls, limits = config.tls, config.limits
     if tls.development:
-        paths, _ = ensure_dev_pki(state_dir)
+        paths, created = ensure_dev_pki(state_dir)
+        if created:
+            event(
+                logging.INFO,
+                "daemon.dev_pki",
+                f"generated development certificates in {paths.directory} "
+                f"(clients trust {paths.ca_cert})",
+            )
         certfile, keyfile = paths.server_cert, paths.server_key
     else:
         certfile, keyfile = tls.certfile, tls.keyfile  # type: ignore[assignment]

@@ -137,12 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(_summary(daemon))
         return 0
+    failures: list[BaseException] = []
     try:
         trio.run(_serve, daemon)
-    except BindError as exc:
-        print(f"mstlsd: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    return 0
+    except* BindError as group:  # raised inside the signal nursery, so inside a group
+        failures.extend(group.exceptions)
+    for failure in failures:
+        print(f"mstlsd: {failure}", file=sys.stderr)
+    return EXIT_FAILURE if failures else 0
 
 
 if __name__ == "__main__":

@@ -159,10 +159,10 @@ class Daemon:
         self._shutdown = trio.Event()
         self._streams_idle = trio.Event()
         try:
+            await self._bind()  # outside the nursery: a BindError stays a plain exception
+            self._serve_metrics()
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await self._bind()
-                self._serve_metrics()
                 for spec, listener in self.listeners:
                     nursery.start_soon(self._accept_loop, spec, listener)
                 self._announce_ready()

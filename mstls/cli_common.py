@@ -1,0 +1,257 @@
+"""What the ``mstls`` subcommands share: client options, trust defaults, connecting, errors.
+
+Trust default: without ``--cafile``, ``--pin`` or ``--insecure``, a connection to
+this machine (127.0.0.0/8, ::1, ``localhost``) trusts the development CA of the
+mstlsd state directory (``--state-dir``, else ``$MSTLSD_STATE_DIR``, else
+``~/.local/state/mstlsd``) when it exists, so ``mstls connect 127.0.0.1:4433``
+works against the embedded-default daemon with no flag.  Any other host is
+verified against the system store.
+
+``--transport auto`` is Happy Eyeballs for transports: QUIC first, and TCP
+(QMux) as well if QUIC has not answered within :data:`AUTO_FALLBACK_DELAY`
+seconds; the first handshake to complete wins.
+
+Written on the public API only (:mod:`mstls`, :mod:`mstls.trio`) and the
+daemon's stream preamble (:mod:`daemon.preamble`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from daemon.config import ALPN, parse_address
+from daemon.preamble import describe_code
+from daemon.state import default_state_dir, dev_pki_paths
+
+from . import errors
+from .config import ClientConfig
+from .exceptions import (
+    ConfigurationError,
+    ConnectionTerminated,
+    Error,
+    StreamReset,
+    StreamStopped,
+)
+from .trio import Connection, connect
+
+__all__ = [
+    "AUTO_FALLBACK_DELAY",
+    "DEFAULT_TIMEOUT",
+    "EXIT_CONNECTION",
+    "EXIT_OK",
+    "EXIT_STREAM",
+    "EXIT_USAGE",
+    "CliError",
+    "add_client_options",
+    "client_config",
+    "describe_failure",
+    "open_connection",
+    "peer_summary",
+    "report",
+    "target",
+]
+
+EXIT_OK = 0
+#: Could not connect, or the connection failed.
+EXIT_CONNECTION = 1
+#: Bad command line or configuration.
+EXIT_USAGE = 2
+#: The server reset or stopped the stream (refused service, backend down...).
+EXIT_STREAM = 3
+DEFAULT_TIMEOUT = 10.0
+#: ``--transport auto``: how long QUIC gets before TCP starts too.
+AUTO_FALLBACK_DELAY = 0.3
+_LOCAL_NAMES = ("localhost", "localhost.localdomain")
+
+
+class CliError(Exception):
+    """A failure to report in one line with an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_CONNECTION) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def report(message: str) -> None:
+    print(f"mstls: {message}", file=sys.stderr, flush=True)
+
+
+def target(text: str) -> tuple[str, int]:
+    """An argparse type for ``HOST:PORT``."""
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """Options for commands that connect: transport, trust, identity, timeout."""
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--transport",
+        choices=("udp", "tcp", "auto"),
+        default="auto",
+        help="udp: QUIC; tcp: QMux over TLS 1.3; auto: QUIC, TCP if QUIC is slow (default)",
+    )
+    group.add_argument("--cafile", type=Path, help="trust this CA (PEM) for the server")
+    group.add_argument("--cert", type=Path, help="client certificate (PEM) for mutual TLS")
+    group.add_argument("--key", type=Path, help="private key of --cert")
+    group.add_argument(
+        "--pin", action="append", metavar="SHA256", help="accept the server key with this hash"
+    )
+    group.add_argument(
+        "--insecure", action="store_true", help="do not verify the server certificate"
+    )
+    group.add_argument("--server-name", help="name to verify (and send as SNI) instead of HOST")
+    group.add_argument("--alpn", default=ALPN, help=f"application protocol (default {ALPN!r})")
+    group.add_argument(
+        "--state-dir",
+        type=Path,
+        help="mstlsd state directory whose CA is trusted for local servers",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"handshake timeout in seconds (default {DEFAULT_TIMEOUT:g})",
+    )
+    group.add_argument("--keylog", type=Path, help="append TLS secrets here (for Wireshark)")
+
+
+def is_local(host: str) -> bool:
+    if host.lower() in _LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def default_cafile(host: str, state_dir: Path | None) -> Path | None:
+    """The local daemon's development CA, for a local ``host`` (see the module docs)."""
+    if not is_local(host):
+        return None
+    ca = dev_pki_paths(state_dir or default_state_dir()).ca_cert
+    return ca if ca.is_file() else None
+
+
+def client_config(args: argparse.Namespace, host: str) -> ClientConfig:
+    """The :class:`ClientConfig` of the parsed client options."""
+    if args.key is not None and args.cert is None:
+        raise CliError("--key needs --cert", EXIT_USAGE)
+    cafile = args.cafile
+    if cafile is None and not args.insecure and not args.pin:
+        cafile = default_cafile(host, args.state_dir)
+    return ClientConfig(
+        alpn=args.alpn,
+        cafile=cafile,
+        server_name=args.server_name,
+        certfile=args.cert,
+        keyfile=args.key,
+        verify=not args.insecure,
+        pinned_sha256=args.pin,
+        handshake_timeout=args.timeout,
+        keylog_file=args.keylog,
+    )
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line saying why, with the daemon's code names where they apply."""
+    if isinstance(exc, StreamReset):
+        return f"the server reset the stream: {describe_code(exc.code)}"
+    if isinstance(exc, StreamStopped):
+        return f"the server stopped reading the stream: {describe_code(exc.code)}"
+    if isinstance(exc, ConnectionTerminated) and exc.is_application:
+        who = "the server" if exc.by_peer else "we"
+        reason = f" ({exc.reason})" if exc.reason else ""
+        return f"{who} closed the connection: {describe_code(exc.code)}{reason}"
+    return str(exc) or type(exc).__name__
+
+
+async def _connect_auto(
+    host: str, port: int, config: ClientConfig, timeout: float
+) -> Connection:
+    winner: list[Connection] = []
+    failures: list[BaseException] = []
+
+    async def attempt(transport: str, delay: float, cancel: trio.CancelScope) -> None:
+        await trio.sleep(delay)
+        try:
+            conn = await connect(host, port, config, transport=transport, timeout=timeout)
+        except (Error, OSError) as exc:
+            failures.append(exc)
+            return
+        if winner:
+            await conn.aclose()
+            return
+        winner.append(conn)
+        cancel.cancel()
+
+    async with trio.open_nursery() as nursery:
+        scope = nursery.cancel_scope
+        nursery.start_soon(attempt, "udp", 0.0, scope)
+        nursery.start_soon(attempt, "tcp", AUTO_FALLBACK_DELAY, scope)
+    if winner:
+        return winner[0]
+    raise failures[-1] if failures else CliError("connect: no transport answered")
+
+
+async def open_connection(
+    args: argparse.Namespace, host: str, port: int, *, quiet: bool = False
+) -> Connection:
+    """Connect as the options say; on failure raise :class:`CliError` after printing why."""
+    config = client_config(args, host)
+    try:
+        if args.transport == "auto":
+            conn = await _connect_auto(host, port, config, args.timeout)
+        else:
+            conn = await connect(host, port, config, transport=args.transport, timeout=args.timeout)
+    except ConfigurationError as exc:
+        raise CliError(f"bad option: {exc}", EXIT_USAGE) from None
+    except Error as exc:
+        report(f"cannot connect to {host}:{port} over {args.transport}: {describe_failure(exc)}")
+        errors.print_errors()
+        raise CliError("connection failed") from exc
+    except OSError as exc:  # trio's TCP connect reports a refusal as a bare OSError
+        report(f"cannot connect to {host}:{port} over {args.transport}: {exc}")
+        raise CliError("connection failed") from exc
+    if not quiet:
+        report(f"connected to {host}:{port} over {conn.transport} ({_framing(conn)})")
+        report(peer_summary(conn.peer_certificate, conn.alpn))
+    return conn
+
+
+def _framing(conn: Connection) -> str:
+    return "QUIC v1" if conn.transport == "udp" else "QMux over TLS 1.3"
+
+
+def peer_summary(peer: Any, alpn: str | None) -> str:
+    """The server certificate in one line (subject, names, key hash, ALPN)."""
+    if peer is None:
+        return f"server certificate NOT verified (--insecure), ALPN {alpn}"
+    names = [f"DNS:{n}" for n in peer.dns_names] + [f"IP:{a}" for a in peer.ip_addresses]
+    issuer = peer.chain[-1].subject.rfc4514_string() if len(peer.chain) > 1 else "pinned key"
+    return (
+        f"server {peer.subject} [{', '.join(names) or 'no names'}] issued by {issuer}, "
+        f"key sha256 {peer.spki_sha256[:16]}..., ALPN {alpn}"
+    )
+
+
+def run(main: Callable[[], Any]) -> int:
+    """Run an async command; map failures to exit statuses."""
+    try:
+        result = trio.run(main)
+    except CliError as exc:
+        if str(exc) != "connection failed":
+            report(str(exc))
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    return int(result or 0)
