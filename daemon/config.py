@@ -231,13 +231,17 @@ def _string_list(value: Any, ctx: _Context, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_address(text: str, default_host: str | None = None) -> tuple[str, int]:
+def parse_address(
+    text: str, default_host: str | None = None, *, allow_any_port: bool = False
+) -> tuple[str, int]:
     """``"host:port"``, ``"[v6]:port"`` (or ``":port"`` with ``default_host``) as a pair.
 
-    Raises ValueError naming the problem.
+    Port 0 ("any free port") only with ``allow_any_port``.  Raises ValueError
+    naming the problem.
     """
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) <= MAX_PORT:
+    lowest = 0 if allow_any_port else 1
+    if not sep or not port_text.isdigit() or not lowest <= int(port_text) <= MAX_PORT:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -251,6 +255,13 @@ def parse_address(text: str, default_host: str | None = None) -> tuple[str, int]
 def _address(value: Any, ctx: _Context, key: str) -> tuple[str, int]:
     try:
         return parse_address(_string(value, ctx, key))
+    except ValueError as exc:
+        raise ctx.error(key, str(exc)) from None
+
+
+def _bind_address(value: Any, ctx: _Context, key: str) -> tuple[str, int]:
+    try:
+        return parse_address(_string(value, ctx, key), allow_any_port=True)
     except ValueError as exc:
         raise ctx.error(key, str(exc)) from None
 
@@ -304,7 +315,7 @@ _LOGGING_KEYS: dict[str, Checker] = {
     "format": _choice(*LOG_FORMATS),
     "level": _choice(*LOG_LEVELS),
 }
-_METRICS_KEYS: dict[str, Checker] = {"address": _address}
+_METRICS_KEYS: dict[str, Checker] = {"address": _bind_address}
 _SERVICE_KEYS: dict[str, Checker] = {
     "type": _choice(*SERVICE_TYPES),
     "target": _address,

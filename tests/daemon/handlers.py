@@ -1,0 +1,26 @@
+"""Python service handlers used by the daemon tests (``tests.daemon.handlers:NAME``)."""
+
+from __future__ import annotations
+
+import trio
+
+from daemon.identity import Peer
+
+
+async def greet(stream: trio.abc.HalfCloseableStream, peer: Peer) -> None:
+    """Answer ``hello <client> <name-sent>`` then FIN."""
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    who = peer.common_name or "anonymous"
+    await stream.send_all(b"hello %s %s via %s" % (who.encode(), data, peer.transport.encode()))
+    await stream.send_eof()
+
+
+async def explode(stream: trio.abc.HalfCloseableStream, peer: Peer) -> None:
+    """Fail: the daemon must reset the stream with HANDLER_FAILED."""
+    raise RuntimeError("boom")
+
+
+def not_async(stream: object, peer: object) -> None:
+    """Not a coroutine function: refused at configuration time."""
