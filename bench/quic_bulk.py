@@ -293,6 +293,7 @@ class Job:
     key: str
     timeout: float
     profile: str | None = None
+    nice: int = 0
 
 
 def default_timeout(scenario: Scenario, size: int, handshakes: int) -> float:
@@ -1024,6 +1025,8 @@ _ROLES: dict[str, Callable[[Job, Connection], None]] = {
 def _child(role: str, job: Job, control: Connection) -> None:
     """Entry point of a child process: play ``role`` in ``job``, report over ``control``."""
     try:
+        if job.nice:
+            _renice(job.nice)
         if job.profile is None:
             _ROLES[role](job, control)
         else:
@@ -1033,6 +1036,19 @@ def _child(role: str, job: Job, control: Connection) -> None:
             control.send(("error", f"{job.scenario.name} {role}: {traceback.format_exc()}"))
     finally:
         control.close()
+
+
+def _renice(increment: int) -> None:
+    """Change this process's priority by ``increment``, across sessions too.
+
+    With Linux autogroup scheduling, niceness only ranks processes of one
+    session; so the process first starts a session (a new autogroup) and sets
+    that group's niceness as well (``/proc/self/autogroup``, root only).
+    """
+    with contextlib.suppress(OSError):
+        os.setsid()
+        Path("/proc/self/autogroup").write_text(f"{increment}\n")
+    os.nice(increment)
 
 
 def _profiled(role: str, job: Job, control: Connection) -> None:
@@ -1206,6 +1222,7 @@ class Options:
     only: tuple[str, ...] = ()
     timeout: float | None = None
     profile: str | None = None
+    nice: int = 0
 
 
 def run_bench(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -1227,6 +1244,7 @@ def run_bench(options: Options, log: Callable[[str], None] = print) -> dict[str,
                 key=str(pki.server_key),
                 timeout=timeout,
                 profile=options.profile,
+                nice=options.nice,
             )
             numbers = _bulk_numbers if scenario.kind == "bulk" else _handshake_numbers
             runs = []
@@ -1355,6 +1373,12 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
     parser.add_argument("--only", default="", help=f"comma-separated scenarios of: {names}")
     parser.add_argument("--timeout", type=float, help="seconds per run (default: by size)")
     parser.add_argument("--profile", metavar="DIR", help="cProfile every child into DIR")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness increment of the children (negative: ahead of other load; needs root)",
+    )
     args = parser.parse_args(argv)
     only = tuple(name for name in args.only.split(",") if name)
     unknown = set(only) - {s.name for s in SCENARIOS}
@@ -1374,6 +1398,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
         only=only,
         timeout=args.timeout,
         profile=args.profile,
+        nice=args.nice,
     )
     return options, args.json
 
