@@ -6,6 +6,9 @@ operators and tests can tune it (RFC 9000 §18.2 for the transport parameters).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import attrs
 
 from ..core.stateless_reset import StatelessResetKey
@@ -60,6 +63,13 @@ class QuicConfig:
     pmtu_max: int = DEFAULT_PMTU_MAX
     max_crypto_buffer: int = MAX_CRYPTO_BUFFER
     stateless_reset_key: StatelessResetKey | None = None
+    #: Makes the connection IDs we issue (e.g. ``QuicLbConfig.generate`` for IDs a
+    #: load balancer can route); must return ``cid_length`` bytes.  Default: random.
+    cid_generator: Callable[[int], bytes] | None = None
+
+    def new_cid(self) -> bytes:
+        """A fresh connection ID of ``cid_length`` bytes from the generator."""
+        return (self.cid_generator or os.urandom)(self.cid_length)
 
     def transport_parameters(self, source_cid: bytes) -> TransportParameters:
         """Our transport parameters (RFC 9000 §18.2); the caller adds role-specific ones."""

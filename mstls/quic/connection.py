@@ -83,8 +83,10 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.close_info: CloseInfo | None = None
         self.created = now
         reset_key = config.stateless_reset_key or StatelessResetKey.generate()
-        scid = local_cid or os.urandom(config.cid_length)
-        self.local_cids = LocalConnectionIds(scid, reset_key, cid_length=config.cid_length)
+        scid = local_cid or config.new_cid()
+        self.local_cids = LocalConnectionIds(
+            scid, reset_key, cid_length=config.cid_length, generator=config.cid_generator
+        )
         if is_client:
             dcid = os.urandom(8)
             self.original_dcid = dcid

@@ -195,7 +195,7 @@ class ServerEndpoint:
         self._update_routes(conn)
 
     def _send_retry(self, dcid: bytes, scid: bytes, addr: Address, now: float) -> None:
-        retry_scid = os.urandom(self.config.cid_length)
+        retry_scid = self.config.new_cid()  # routable too: the client's next DCID
         token = self.retry_tokens.seal(dcid, retry_scid, addr, now)
         packet = encode_retry(scid, retry_scid, token)
         self._stateless.append((packet + retry_integrity_tag(dcid, packet), addr))

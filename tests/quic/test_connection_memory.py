@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from mstls.core.events import ConnectionTerminatedEvent, HandshakeCompletedEvent
+from mstls.exceptions import ConfigurationError
 from mstls.quic.crypto import OneRttKeys
 from mstls.quic.endpoint import ServerEndpoint
+from mstls.quic.quic_lb import QuicLbConfig, decode_server_id
 from mstls.wire.packet import PacketType, encode_version_negotiation, parse_header
 
 from .pair import CLIENT_ADDR, SERVER_ADDR, Pair, client_config, server_config
@@ -262,3 +264,29 @@ def test_version_negotiation_listing_v1_is_ignored() -> None:
     reply = encode_version_negotiation(bytes(header.scid), bytes(header.dcid), [1, 0x6B3343CF])
     client.receive_datagram(reply, SERVER_ADDR, pair.now)
     assert client.next_event() is None and not client.is_terminated
+
+
+def test_quic_lb_ids_route_every_connection_id_to_the_server() -> None:
+    lb = QuicLbConfig(config_id=1, server_id=b"\x07\x2a", nonce_length=6)
+    pair = Pair(
+        server=server_config(cid_length=lb.cid_length, cid_generator=lb.generate), retry=True
+    )
+    pair.handshake()
+    transfer(pair, 20_000)
+    issued = [pair.client.retry_source_cid, *pair.client.peer_cids.active_cids()]
+    assert len(issued) > 2
+    for cid in issued:
+        assert cid is not None and len(cid) == lb.cid_length
+        assert decode_server_id(cid, 2) == b"\x07\x2a"
+        assert cid[0] >> 5 == 1 and cid[0] & 0x1F == lb.cid_length - 1
+
+
+def test_quic_lb_rejects_bad_configurations() -> None:
+    with pytest.raises(ConfigurationError):
+        QuicLbConfig(config_id=7, server_id=b"\x01")
+    with pytest.raises(ConfigurationError):
+        QuicLbConfig(config_id=0, server_id=b"\x01" * 16)
+    with pytest.raises(ConfigurationError):
+        QuicLbConfig(config_id=0, server_id=b"\x01", nonce_length=3)
+    assert decode_server_id(b"\xe0\x01\x02", 1) is None  # config 7: unroutable
+    assert decode_server_id(b"\x20", 1) is None  # too short
