@@ -66,6 +66,8 @@ class QuicConfig:
     #: Makes the connection IDs we issue (e.g. ``QuicLbConfig.generate`` for IDs a
     #: load balancer can route); must return ``cid_length`` bytes.  Default: random.
     cid_generator: Callable[[int], bytes] | None = None
+    #: Write a qlog trace per connection into this directory (None: off).
+    qlog_dir: str | os.PathLike[str] | None = None
 
     def new_cid(self) -> bytes:
         """A fresh connection ID of ``cid_length`` bytes from the generator."""

@@ -40,6 +40,7 @@ from ..wire.transport_params import TransportParameters
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
+from .qlog import open_qlog
 from .receiving import ReceivingMixin
 from .sending import SendingMixin
 from .state import Address, CloseInfo, ConnectionState
@@ -119,6 +120,16 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.ack_eliciting_sent_since_receive = False
         self.last_sent = now
         self.peer_params: TransportParameters | None = None
+        self.qlog = (
+            open_qlog(
+                config.qlog_dir,
+                vantage="client" if is_client else "server",
+                odcid=self.original_dcid,
+                now=now,
+            )
+            if config.qlog_dir is not None
+            else None
+        )
         self._init_spaces(initial)
         self._init_handshake(now)
         self._init_sending()
@@ -243,6 +254,21 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
             self._emit_terminated(info, kind)
 
     def _emit_terminated(self, info: CloseInfo, kind: str) -> None:
+        if self.qlog is not None:
+            self.qlog.event(
+                self.last_sent,
+                "connectivity:connection_closed",
+                {
+                    "owner": "remote" if info.by_peer else "local",
+                    "application_code" if info.is_application else "connection_code": (
+                        info.error_code
+                    ),
+                    "reason": info.reason,
+                    "trigger": kind,
+                },
+            )
+            self.qlog.close()
+            self.qlog = None
         self.events.append(
             ConnectionTerminatedEvent(
                 error_code=info.error_code,

@@ -142,6 +142,14 @@ class ReceivingMixin(ConnectionState):
             return True
         if space.acks.is_duplicate(pn):
             return True
+        if self.qlog is not None:
+            self.qlog.packet(
+                now,
+                "transport:packet_received",
+                header.packet_type.name,
+                pn,
+                header.packet_end - pos,
+            )
         self._on_first_packets(header, space_id)
         try:
             ack_eliciting = self._process_frames(

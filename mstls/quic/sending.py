@@ -147,6 +147,14 @@ class SendingMixin(ConnectionState):
                 records=built.records,
             )
             self.recovery.on_packet_sent(packet, now)
+            if self.qlog is not None:
+                self.qlog.packet(
+                    now,
+                    "transport:packet_sent",
+                    _SPACE_TYPE[built.space].name,
+                    built.packet_number,
+                    built.size,
+                )
             if built.ack_eliciting:
                 if not self.ack_eliciting_sent_since_receive:
                     # RFC 9000 §10.1: only the first ack-eliciting packet sent after
@@ -327,7 +335,20 @@ class SendingMixin(ConnectionState):
 
     # -- recovery hooks ----------------------------------------------------------------------
     def on_ack_result(self, result: Any, now: float) -> None:
-        """After an ACK: nothing beyond what the frame records did, for now."""
+        """After an ACK: the frame records did the work; qlog the new metrics."""
+        if self.qlog is not None:
+            rtt = self.recovery.rtt
+            self.qlog.event(
+                now,
+                "recovery:metrics_updated",
+                {
+                    "congestion_window": self.recovery.congestion.cwnd,
+                    "bytes_in_flight": self.recovery.bytes_in_flight,
+                    "smoothed_rtt": rtt.smoothed_rtt * 1000.0,
+                    "latest_rtt": rtt.latest_rtt * 1000.0,
+                    "min_rtt": rtt.min_rtt * 1000.0,
+                },
+            )
 
     def on_loss_detection_timeout(self, now: float) -> None:
         """RFC 9002 §6.2.4: a PTO asks for probes; CRYPTO data is resent in them."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..wire.transport_params import TransportParameters
     from .config import QuicConfig
     from .mtu import PathMtu
+    from .qlog import QlogWriter
 
 __all__ = ["Address", "CloseInfo", "ConnectionState", "Space"]
 
@@ -107,6 +108,7 @@ class ConnectionState:
     peer_params: TransportParameters | None
     handshake_complete: bool
     handshake_confirmed: bool
+    qlog: QlogWriter | None
 
     def _init_spaces(self, initial_dcid: bytes) -> None:
         limit = self.config.max_crypto_buffer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from typing import Any
 
 import pytest
@@ -290,3 +291,25 @@ def test_quic_lb_rejects_bad_configurations() -> None:
         QuicLbConfig(config_id=0, server_id=b"\x01", nonce_length=3)
     assert decode_server_id(b"\xe0\x01\x02", 1) is None  # config 7: unroutable
     assert decode_server_id(b"\x20", 1) is None  # too short
+
+
+def test_qlog_traces_are_json_seq(tmp_path: Any) -> None:
+    directory = str(tmp_path)
+    pair = Pair(client=client_config(qlog_dir=directory), server=server_config(qlog_dir=directory))
+    pair.handshake()
+    transfer(pair, 50_000)
+    pair.client.close(3, "bye", now=pair.now)
+    pair.run_until(lambda: terminated(pair.server_events) is not None)
+    files = sorted(tmp_path.glob("*.sqlog"))
+    assert [f.name.split("_")[1] for f in files] == ["client.sqlog", "server.sqlog"]
+    for path in files:
+        raw = path.read_bytes()
+        records = [json.loads(r) for r in raw.split(b"\x1e") if r]  # RFC 7464 records
+        header, events = records[0], records[1:]
+        assert header["qlog_format"] == "JSON-SEQ" and header["qlog_version"] == "0.3"
+        names = {e["name"] for e in events}
+        assert {"transport:packet_sent", "transport:packet_received"} <= names
+        assert "recovery:metrics_updated" in names
+        assert events[-1]["name"] == "connectivity:connection_closed"
+        times = [e["time"] for e in events]
+        assert times == sorted(times)
