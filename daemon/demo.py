@@ -52,8 +52,8 @@ def _show(argv: Sequence[str], stdin: str | None = None) -> None:
 
 def _pump(stream: object, lines: queue.Queue[str]) -> None:
     for line in stream:  # type: ignore[attr-defined]
+        print(f"mstlsd | {line.rstrip()}", flush=True)  # shown before anyone acts on it
         lines.put(line.rstrip("\n"))
-        print(f"mstlsd | {line.rstrip()}", flush=True)
 
 
 def _wait_ready(daemon: subprocess.Popen[str], lines: queue.Queue[str]) -> bool:

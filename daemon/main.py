@@ -130,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             state_dir=_state_dir(args, config),
             config_path=args.config,
             port_override=args.listen_port,
+            log_format_override=args.log_format,
         )
     except (ConfigError, StateError) as exc:
         print(f"mstlsd: configuration error: {exc}", file=sys.stderr)

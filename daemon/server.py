@@ -131,8 +131,10 @@ class Daemon:
         state_dir: Path,
         config_path: Path | None = None,
         port_override: int | None = None,
+        log_format_override: str | None = None,
     ) -> None:
         self.config = apply_overrides(config, port=port_override)
+        self.log_format_override = log_format_override
         self.state_dir = state_dir
         self.config_path = config_path
         self.port_override = port_override
@@ -278,7 +280,7 @@ class Daemon:
         if fresh.metrics_address != self.config.metrics_address:
             event(logging.WARNING, "daemon.reload", "metrics address changes need a restart")
         self._update_certificates(server_config)
-        logs.configure(fresh.logging.format, fresh.logging.level)
+        logs.configure(self.log_format_override or fresh.logging.format, fresh.logging.level)
         self.config = attrs.evolve(fresh, listeners=self.config.listeners)
         self.server_config = server_config
         self.metrics.reloads.labels("ok").inc()

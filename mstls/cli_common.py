@@ -169,7 +169,7 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, StreamStopped):
         return f"the server stopped reading the stream: {describe_code(exc.code)}"
     if isinstance(exc, ConnectionTerminated) and exc.is_application:
-        who = "the server" if exc.by_peer else "we"
+        who = "the peer" if exc.by_peer else "we"
         reason = f" ({exc.reason})" if exc.reason else ""
         return f"{who} closed the connection: {describe_code(exc.code)}{reason}"
     return str(exc) or type(exc).__name__

@@ -50,6 +50,8 @@ MAX_HEADER = 1024
 #: Longest answer line accepted.
 MAX_ANSWER = 256
 CHUNK = 256 * 1024
+#: After the answer line, how long the sender waits for the receiver's FIN.
+ANSWER_END_TIMEOUT = 5.0
 
 
 def _bar(total: int | None, label: str, quiet: bool) -> Any:
@@ -112,6 +114,9 @@ async def run_send(args: argparse.Namespace) -> int:
                 await stream.send_all(b"%s %d %s\n" % (HEADER_MAGIC, size, name))
                 local = await _upload(stream, source, size, args.quiet)
                 answer, _ = await _read_line(stream, MAX_ANSWER)
+                with trio.move_on_after(ANSWER_END_TIMEOUT):
+                    while await stream.receive_some():  # up to the receiver's FIN
+                        pass
             except (Error, trio.BrokenResourceError) as exc:
                 report(f"send failed: {describe_failure(exc)}")
                 return EXIT_CONNECTION
@@ -193,9 +198,10 @@ async def _receive_one(conn: Connection, args: argparse.Namespace) -> int:
         await stream.send_eof()
         return EXIT_CONNECTION
     await stream.send_all(b"OK %s\n" % digest.encode())
-    await stream.send_eof()
     with contextlib.suppress(Error, trio.BrokenResourceError):
-        await stream.wait_acknowledged()  # the sender may close as soon as it has the answer
+        # The file is safe; the sender may close as soon as it has the answer.
+        await stream.send_eof()
+        await stream.wait_acknowledged()
     print(f"{digest}  {label}", file=sys.stderr if label == "<stdout>" else sys.stdout)
     report(f"received {size} bytes from {conn.peer_address[0]}:{conn.peer_address[1]}")
     return 0

@@ -77,7 +77,9 @@ def cli(
 class DaemonProcess:
     """``mstlsd`` in a subprocess; its stderr lines are collected in :attr:`lines`."""
 
-    def __init__(self, args: Sequence[str], state_dir: Path) -> None:
+    def __init__(
+        self, args: Sequence[str], state_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.argv = [sys.executable, "-m", "daemon", *args]
         self.state_dir = state_dir
         self.lines: list[str] = []
@@ -87,7 +89,7 @@ class DaemonProcess:
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
-            env=env_for(state_dir),
+            env={**env_for(state_dir), **(env or {})},
             cwd=ROOT,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -176,3 +178,38 @@ async def test_restart_sends_stateless_reset(tmp_path: Path) -> None:
         elapsed = time.monotonic() - started
     assert elapsed < 1.0, f"took {elapsed:.2f} s: an idle timeout, not a stateless reset"
     assert "reset" in str(info.value).lower()
+
+
+async def test_json_logs_and_systemd_notifications(tmp_path: Path) -> None:
+    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await notify.bind(str(tmp_path / "notify"))
+    port = free_port()
+    daemon = DaemonProcess(
+        ["--listen-port", str(port), "--log-format", "json"],
+        tmp_path,
+        env={"NOTIFY_SOCKET": str(tmp_path / "notify")},
+    )
+    try:
+        with trio.fail_after(20):
+            assert await notify.recv(100) == b"READY=1"
+        conn = await connect(port, tmp_path)
+        assert await refused_with(conn, b"nope\n") == StreamCode.UNKNOWN_SERVICE
+        await conn.aclose()
+        daemon.send(signal.SIGHUP)
+        with trio.fail_after(10):
+            assert await notify.recv(100) == b"RELOADING=1"
+            assert await notify.recv(100) == b"READY=1"
+        assert await trio.to_thread.run_sync(daemon.stop) == 0
+        with trio.fail_after(5):
+            assert await notify.recv(100) == b"STOPPING=1"
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+        notify.close()
+    records = [json.loads(line) for line in daemon.lines]  # every line is one JSON object
+    events = {r["event"] for r in records}
+    assert {"daemon.ready", "connection.accepted", "stream.refused", "daemon.stopped"} <= events
+    refused = next(r for r in records if r["event"] == "stream.refused")
+    assert refused["code"] == "0x100" and refused["stream"].startswith("c1/s")
+    accepted = next(r for r in records if r["event"] == "connection.accepted")
+    assert accepted["transport"] == "udp" and accepted["peer"].startswith("127.0.0.1:")
