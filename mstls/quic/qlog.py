@@ -68,9 +68,11 @@ class QlogWriter:
         )
 
     def event(self, now: float, name: str, data: dict[str, Any]) -> None:
-        self._write(
-            {"time": round((now - self._reference) * 1000.0, 3), "name": name, "data": data}
-        )
+        # Events are written in the order they happen; a caller's clock reading
+        # taken earlier (e.g. the last send time) never moves the trace backwards.
+        elapsed = max(self._last, round((now - self._reference) * 1000.0, 3))
+        self._last = elapsed
+        self._write({"time": elapsed, "name": name, "data": data})
         if len(self._pending) >= FLUSH_EVERY:
             self.flush()
 
