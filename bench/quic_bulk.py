@@ -20,17 +20,17 @@ two pipes and sleeps while they work.  Messages are pickled tuples:
 writes ``--size`` bytes and the FIN; the server reads and discards, and when it
 sees the FIN answers ``b"ok"`` and the FIN.  The client's wall time runs from
 its first write to the end of that answer.  The server's CPU time
-(``time.process_time``) and its count of received datagrams run from the moment
-it is listening to the moment it read the FIN (one handshake is included: about
-0.01 % of a 64 MiB run).
+(``time.process_time``) and its count of received datagrams run from the
+completion of the handshake to the moment it read the FIN.
 
-*Handshakes.*  The client performs ``--handshakes`` handshakes in sequence,
-each from a new socket: it waits until its handshake is complete (its Finished
-is sent in the same turn), then closes the connection without waiting for the
-closing period.  The parent then asks the server until it has counted that many
-completed handshakes; CPU per handshake is the server's CPU time since it was
-listening divided by that count, so it includes parsing, key exchange,
-signing, the close and the server's timers.
+*Handshakes.*  The client performs ``--handshakes`` + 1 handshakes in
+sequence, each from a new socket: it waits until its handshake is complete
+(its Finished is sent in the same turn), then closes the connection without
+waiting for the closing period.  The first handshake is a warm-up: the
+server's CPU time runs from its completion to the completion of the last one,
+so each measured handshake is a full cycle (the previous connection's close,
+then parsing, key exchange, signing and the server's timers).  The parent asks
+the server for its numbers until that span has ended.
 
 *Fairness.*  Both stacks get the same certificate (ECDSA P-256 from
 :func:`mstls.devcerts.write_dev_pki`), the same ALPN, 1200-byte datagrams
@@ -41,17 +41,12 @@ exchange differs by default: an aioquic client sends secp256r1, secp384r1 and
 x25519 shares and an aioquic server takes the first (secp256r1); mstls offers
 X25519MLKEM768 first.  So handshakes are measured per group: each stack's
 default, both with x25519 alone (aioquic has no setting for it; its client is
-patched in the client process, see :func:`_aioquic_offer_only_x25519`) and
+patched in the client process, see :mod:`bench.quic_aioquic`) and
 mstls with secp256r1 (what aioquic picks by default).
 
-*The mstls driver* (:class:`_Loop`) is part of what is measured, so it is
-written as a fast driver should be: per turn, read every ready datagram with
-GRO into one buffer (no copies: the connection decrypts each view before the
-next read), feed them all, run an expired timer, let the application write as
-much as the stream takes, build the output and send it with GSO in one call,
-then read the next deadline once and wait in ``select`` only when the turn
-left nothing to do.  ``select`` is used rather than epoll because epoll rounds
-timeouts up to whole milliseconds, which would oversleep pacing deadlines.
+The roles live in :mod:`bench.quic_mstls` (with the mstls driver loop, which
+is part of what is measured) and :mod:`bench.quic_aioquic`; what both share is
+in :mod:`bench.quic_common`.
 
 *Bounds.*  Every run has a deadline (:func:`default_timeout`, or
 ``--timeout``); the children check it in their loops and the parent kills both
@@ -62,7 +57,6 @@ used.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import cProfile
 import io
@@ -72,8 +66,6 @@ import os
 import platform
 import pstats
 import re
-import select
-import socket
 import statistics
 import subprocess
 import sys
@@ -87,71 +79,42 @@ from pathlib import Path
 from typing import Any
 
 import aioquic
-from aioquic import tls as aioquic_tls
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection as AioquicConnection
-from aioquic.quic.events import HandshakeCompleted, QuicEvent
 
 from mstls.devcerts import write_dev_pki
-from mstls.quic.config import QuicConfig
-from mstls.quic.connection import QuicConnection
-from mstls.quic.endpoint import ServerEndpoint
-from mstls.quic.sending import MAX_DATAGRAMS_PER_CALL
-from mstls.quic.udp import (
-    DEFAULT_SOCKET_BUFFER,
-    Address,
-    DatagramCounters,
-    detect_capabilities,
-    new_receive_buffer,
-    open_udp_socket,
-    receive_datagrams,
-    send_datagrams,
+
+from . import quic_aioquic, quic_mstls
+from .quic_common import (
+    CONNECTION_WINDOW,
+    MIB,
+    MIN_DATAGRAM,
+    STREAM_WINDOW,
+    BenchError,
+    Job,
+    Scenario,
 )
-from mstls.tls.certificates import load_cert_chain, load_roots
-from mstls.tls.config import TLSConfig
-from mstls.tls.groups import SUPPORTED_GROUPS, NamedGroup
 
 __all__ = [
     "RATIOS",
     "SCENARIOS",
     "BenchError",
     "Job",
+    "Options",
     "Scenario",
     "compute_ratios",
     "default_timeout",
+    "format_report",
     "main",
     "parse_size",
     "run_bench",
+    "run_job",
 ]
 
-HOST = "127.0.0.1"
-SERVER_NAME = "localhost"
-ALPN = "mstls-bench"
-#: The server's answer once it saw the FIN.
-ACK = b"ok"
-MIB = 1 << 20
 DEFAULT_SIZE = 64 * MIB
-DEFAULT_DATAGRAM = 1200
-#: Smallest and largest datagram the options accept (RFC 9000 §14; largest UDP payload).
-MIN_DATAGRAM = 1200
+DEFAULT_DATAGRAM = MIN_DATAGRAM
+#: Largest datagram the options accept (the largest UDP payload over IPv4).
 MAX_DATAGRAM = 65527
 DEFAULT_RUNS = 3
 DEFAULT_HANDSHAKES = 50
-#: Receive windows both stacks advertise (aioquic max_data / max_stream_data).
-CONNECTION_WINDOW = 16 * MIB
-STREAM_WINDOW = 8 * MIB
-#: The client writes this payload over and over (one object: writes keep it without copying).
-WRITE_CHUNK = os.urandom(64 * 1024)
-#: Most bytes one read takes from a stream.
-READ_MAX = 16 * MIB
-#: Datagrams read per turn of the mstls loop (about 300 kB at 1200 bytes).
-RECEIVE_BATCH = 256
-#: ``datagrams_to_send`` calls per turn of the mstls loop (each gives at most 64 datagrams).
-SEND_CALLS = 4
-#: Longest sleep of the mstls loop without a deadline (the control pipe is checked then).
-MAX_WAIT = 0.05
 #: Deadline of one run: this much for process start and handshakes, plus the size at MIN_RATE.
 STARTUP_ALLOWANCE = 30.0
 MIN_RATE = 1e6
@@ -159,35 +122,13 @@ MIN_RATE = 1e6
 HANDSHAKE_ALLOWANCE = 0.5
 #: How long stopped children get to exit before they are killed.
 STOP_GRACE = 5.0
-#: Pause between report requests while the server has not counted every handshake.
+#: Pause between report requests while the server has not finished measuring.
 REPORT_POLL = 0.01
 #: Functions listed from each profile (``--profile``).
 PROFILE_TOP = 15
 MB = 1e6
 
-
-class BenchError(Exception):
-    """A run failed: a child raised, exited early or missed its deadline."""
-
-
 # --- what is measured ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One measured configuration."""
-
-    name: str
-    stack: str  # "aioquic" or "mstls"
-    kind: str  # "bulk" or "handshake"
-    label: str
-    #: mstls: path-MTU probing up to QuicConfig's default maximum (16384 bytes).
-    pmtu: bool = False
-    #: Key-exchange groups the client offers; empty: the stack's default.
-    groups: tuple[str, ...] = ()
-    #: The group the server is expected to pick (for the table).
-    group: str = ""
-
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("aioquic", "aioquic", "bulk", "aioquic"),
@@ -280,22 +221,6 @@ RATIOS: tuple[Ratio, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Job:
-    """Everything a child process needs for one run (pickled to it)."""
-
-    scenario: Scenario
-    size: int
-    datagram: int
-    handshakes: int
-    ca: str
-    cert: str
-    key: str
-    timeout: float
-    profile: str | None = None
-    nice: int = 0
-
-
 def default_timeout(scenario: Scenario, size: int, handshakes: int) -> float:
     """Seconds one run of ``scenario`` may take before it counts as hung."""
     if scenario.kind == "bulk":
@@ -317,688 +242,6 @@ def parse_size(text: str) -> int:
     return size
 
 
-# --- server statistics (both stacks) ------------------------------------------------------
-
-
-class _ServerStats:
-    """What a server reports; the measured span starts when the first handshake completes.
-
-    Bulk runs end the span when the FIN is read (:meth:`mark`).  Handshake runs
-    end it when ``handshake_target`` more handshakes completed, so the first
-    handshake is a warm-up and every measured one is a full cycle (the previous
-    connection's close, then a handshake).  ``counts`` gives the datagrams and
-    bytes the server has received so far.
-    """
-
-    def __init__(self, handshake_target: int | None = None) -> None:
-        self.counts: Callable[[], tuple[int, int]] = lambda: (0, 0)
-        self.handshake_target = handshake_target
-        self.origin: tuple[float, int, int] = (time.process_time(), 0, 0)
-        self.handshakes = 0
-        self.stream_bytes = 0
-        self.groups: set[str] = set()
-        self.final: dict[str, Any] | None = None
-
-    def begin(self) -> None:
-        self.origin = (time.process_time(), *self.counts())
-
-    def snapshot(self) -> dict[str, Any]:
-        cpu, datagrams, nbytes = self.origin
-        now_datagrams, now_bytes = self.counts()
-        return {
-            "cpu": time.process_time() - cpu,
-            "datagrams": now_datagrams - datagrams,
-            "bytes": now_bytes - nbytes,
-            "handshakes": self.handshakes,
-            "stream_bytes": self.stream_bytes,
-            "groups": sorted(self.groups),
-            "final": self.final is not None,
-        }
-
-    def on_handshake(self, group: str | None) -> None:
-        self.handshakes += 1
-        if group is not None:
-            self.groups.add(group)
-        if self.handshakes == 1:
-            self.begin()
-        elif self.handshake_target is not None and self.handshakes > self.handshake_target:
-            self.mark()
-
-    def mark(self) -> None:
-        """The measured span ends: freeze the numbers reported."""
-        if self.final is None:
-            self.final = self.snapshot()
-            self.final["final"] = True
-
-    def report(self) -> dict[str, Any]:
-        return self.final if self.final is not None else self.snapshot()
-
-
-def _new_stats(job: Job) -> _ServerStats:
-    return _ServerStats(job.handshakes if job.scenario.kind == "handshake" else None)
-
-
-# --- the mstls driver ---------------------------------------------------------------------
-
-
-class _Loop:
-    """A tight loop over one non-blocking UDP socket for one sans-I/O QUIC object.
-
-    Subclasses connect it to a client connection or a server endpoint through
-    :meth:`feed`, :meth:`output`, :meth:`next_timer` and :meth:`fire_timer`.
-    """
-
-    def __init__(self, control: Connection | None = None) -> None:
-        self.sock = open_udp_socket(HOST, 0)
-        self.caps = detect_capabilities(self.sock)
-        self.buffer = new_receive_buffer()
-        self.control = control
-        self.readers: list[Any] = [self.sock] if control is None else [self.sock, control]
-        #: Output the socket would not take yet (EAGAIN): sent before anything new.
-        self.blocked: list[tuple[Address, list[bytes]]] = []
-        self.timer: float | None = None
-        self.stopped = False
-        #: Turns of the loop, timer firings and waits (diagnostics, reported by servers).
-        self.turns = 0
-        self.timers_fired = 0
-        self.waits = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def feed(self, batch: list[tuple[memoryview, Address]], now: float) -> None:
-        raise NotImplementedError
-
-    def output(self, now: float) -> tuple[list[tuple[Address, list[bytes]]], bool]:
-        """Datagrams to send by destination, and whether more may be ready at once."""
-        raise NotImplementedError
-
-    def next_timer(self) -> float | None:
-        raise NotImplementedError
-
-    def fire_timer(self, now: float) -> None:
-        raise NotImplementedError
-
-    def on_control(self, message: Any) -> None:
-        """A message from the parent (servers answer report requests)."""
-
-    def run(
-        self, done: Callable[[], bool], step: Callable[[float], None] | None, deadline: float
-    ) -> None:
-        """Turn until ``done()``; ``step(now)`` is the application's turn."""
-        sock, caps, buffer = self.sock, self.caps, self.buffer
-        feed, flush, next_timer = self.feed, self.flush, self.next_timer
-        monotonic = time.monotonic
-        while not done():
-            now = monotonic()
-            if now > deadline:
-                raise BenchError("deadline passed in the mstls loop")
-            self.turns += 1
-            batch = receive_datagrams(sock, RECEIVE_BATCH, caps, buffer)
-            if batch:
-                feed(batch, now)
-            timer = self.timer
-            if timer is not None and timer <= now:
-                self.timers_fired += 1
-                self.fire_timer(now)
-            if step is not None:
-                step(now)
-            busy = flush(now) or len(batch) >= RECEIVE_BATCH
-            self.timer = timer = next_timer()
-            if not busy:
-                self.wait(timer)
-
-    def flush(self, now: float) -> bool:
-        """Send what is blocked, then the new output; True if more output may be ready."""
-        if self.blocked and not self._send(self.blocked):
-            return False
-        groups, more = self.output(now)
-        return self._send(groups) and more
-
-    def _send(self, groups: list[tuple[Address, list[bytes]]]) -> bool:
-        """Send ``groups``; keep what the socket refused in :attr:`blocked`; True if all left."""
-        for index, (addr, datagrams) in enumerate(groups):
-            sent = send_datagrams(self.sock, datagrams, addr, self.caps)
-            if sent < len(datagrams):
-                self.blocked = [(addr, datagrams[sent:]), *groups[index + 1 :]]
-                return False
-        self.blocked = []
-        return True
-
-    def wait(self, timer: float | None) -> None:
-        """Sleep until the socket (or the control pipe) is ready, or the deadline ``timer``."""
-        timeout = MAX_WAIT if timer is None else min(MAX_WAIT, timer - time.monotonic())
-        if timeout <= 0:
-            return
-        self.waits += 1
-        writers = [self.sock] if self.blocked else []
-        readable, _, _ = select.select(self.readers, writers, [], timeout)
-        if self.control is not None and self.control in readable:
-            try:
-                message = self.control.recv()
-            except EOFError:  # the parent is gone
-                self.stopped = True
-                return
-            self.on_control(message)
-
-
-class _ClientLoop(_Loop):
-    """The loop of one client connection."""
-
-    def __init__(self, conn: QuicConnection) -> None:
-        super().__init__()
-        self.conn = conn
-        self.peer = conn.peer_address
-
-    def feed(self, batch: list[tuple[memoryview, Address]], now: float) -> None:
-        receive = self.conn.receive_datagram
-        for data, addr in batch:
-            receive(data, addr, now)
-
-    def output(self, now: float) -> tuple[list[tuple[Address, list[bytes]]], bool]:
-        produce = self.conn.datagrams_to_send
-        out = produce(now)
-        calls = 1
-        while len(out) == calls * MAX_DATAGRAMS_PER_CALL and calls < SEND_CALLS:
-            out += produce(now)
-            calls += 1
-        more = len(out) == calls * MAX_DATAGRAMS_PER_CALL
-        return ([(self.peer, out)] if out else []), more
-
-    def next_timer(self) -> float | None:
-        return self.conn.get_timer()
-
-    def fire_timer(self, now: float) -> None:
-        self.conn.handle_timer(now)
-
-
-class _ServerLoop(_Loop):
-    """The loop of a server endpoint; answers the parent's report requests."""
-
-    def __init__(self, endpoint: ServerEndpoint, control: Connection, stats: _ServerStats) -> None:
-        super().__init__(control)
-        self.endpoint = endpoint
-        self.app = _ServerApp(endpoint, stats, self.caps.counters)
-
-    def feed(self, batch: list[tuple[memoryview, Address]], now: float) -> None:
-        receive = self.endpoint.receive_datagram
-        for data, addr in batch:
-            receive(data, addr, now)  # type: ignore[arg-type]  # views are accepted
-
-    def output(self, now: float) -> tuple[list[tuple[Address, list[bytes]]], bool]:
-        out = self.endpoint.datagrams_to_send(now)
-        if not out:
-            return [], False
-        groups: list[tuple[Address, list[bytes]]] = []
-        start, addr = 0, out[0][1]
-        for index in range(1, len(out)):
-            if out[index][1] != addr:
-                groups.append((addr, [data for data, _ in out[start:index]]))
-                start, addr = index, out[index][1]
-        groups.append((addr, [data for data, _ in out[start:]]))
-        return groups, len(out) >= MAX_DATAGRAMS_PER_CALL
-
-    def next_timer(self) -> float | None:
-        return self.endpoint.get_timer()
-
-    def fire_timer(self, now: float) -> None:
-        self.endpoint.handle_timer(now)
-
-    def on_control(self, message: Any) -> None:
-        if message[0] == "report":
-            assert self.control is not None
-            report = self.app.stats.report()
-            report["loop"] = {"turns": self.turns, "timers": self.timers_fired, "waits": self.waits}
-            self.control.send(("report", report))
-        elif message[0] == "stop":
-            self.stopped = True
-
-
-class _ServerApp:
-    """The mstls server application: counts handshakes, drains streams, answers each FIN."""
-
-    def __init__(
-        self, endpoint: ServerEndpoint, stats: _ServerStats, counters: DatagramCounters
-    ) -> None:
-        self.endpoint = endpoint
-        self.stats = stats
-        self.counters = counters
-        self.fresh: list[QuicConnection] = []  # accepted, handshake not complete yet
-        self.live: list[QuicConnection] = []  # handshake complete
-        self.seen: list[QuicConnection] = []
-        self.reading: list[tuple[QuicConnection, int]] = []
-
-        stats.counts = lambda: (counters.received, sum(c.bytes_received for c in self.seen))
-
-    def step(self, now: float) -> None:
-        accepted = self.endpoint.accepted
-        while accepted:
-            conn = accepted.popleft()
-            self.fresh.append(conn)
-            self.seen.append(conn)
-        if self.fresh:
-            self._check_handshakes()
-        for conn in self.live:
-            for stream_id in conn.streams.accept_pending():
-                self.reading.append((conn, stream_id))
-        if self.reading:
-            self._drain()
-
-    def _check_handshakes(self) -> None:
-        waiting = []
-        for conn in self.fresh:
-            # Not is_established: the client's Finished and its close may arrive in one batch.
-            if conn.handshake_complete:
-                group = getattr(conn.tls, "group", None)
-                self.stats.on_handshake(None if group is None else _group_name(group))
-                self.live.append(conn)
-            elif not conn.is_terminated:
-                waiting.append(conn)
-        self.fresh = waiting
-        self.live = [conn for conn in self.live if not conn.is_terminated]
-
-    def _drain(self) -> None:
-        still = []
-        for conn, stream_id in self.reading:
-            data, fin = conn.streams.read(stream_id, READ_MAX)
-            self.stats.stream_bytes += len(data)
-            if fin:
-                conn.streams.write(stream_id, ACK, fin=True)
-                self.stats.mark()
-            else:
-                still.append((conn, stream_id))
-        self.reading = still
-
-
-def _group_name(group: int) -> str:
-    try:
-        return NamedGroup(group).name
-    except ValueError:
-        return hex(group)
-
-
-class _Upload:
-    """The mstls client's application: write the payload and FIN, then read the answer."""
-
-    def __init__(self, conn: QuicConnection, size: int) -> None:
-        self.conn = conn
-        self.streams = conn.streams
-        self.stream_id = self.streams.open_stream()
-        self.remaining = size
-        self.partial: memoryview | None = None
-        self.answer = b""
-        self.done = False
-
-    def finished(self) -> bool:
-        return self.done or self.conn.is_terminated
-
-    def step(self, now: float) -> None:
-        if self.remaining:
-            self._write()
-        else:
-            data, fin = self.streams.read(self.stream_id, READ_MAX)
-            self.answer += data
-            self.done = fin
-
-    def _write(self) -> None:
-        write, stream_id, chunk = self.streams.write, self.stream_id, WRITE_CHUNK
-        while self.remaining:
-            piece: bytes | memoryview
-            if self.partial is not None:
-                piece = self.partial
-            else:
-                piece = chunk if self.remaining >= len(chunk) else chunk[: self.remaining]
-            size = len(piece)
-            taken = write(stream_id, piece, self.remaining == size)
-            self.remaining -= taken
-            if taken < size:
-                self.partial = memoryview(piece)[taken:]
-                return
-            self.partial = None
-
-
-def _mstls_config(job: Job, *, server: bool) -> QuicConfig:
-    scenario = job.scenario
-    tls: TLSConfig
-    if server:
-        chain, key = load_cert_chain(job.cert, job.key)
-        tls = TLSConfig(alpn_protocols=[ALPN], certificate_chain=chain, private_key=key)
-    else:
-        groups = [NamedGroup[name] for name in scenario.groups]
-        tls = TLSConfig(
-            alpn_protocols=[ALPN],
-            server_name=SERVER_NAME,
-            trusted_roots=load_roots(cafile=job.ca, use_system=False),
-            groups=groups or SUPPORTED_GROUPS,
-        )
-    path: dict[str, Any] = {}
-    if not scenario.pmtu:
-        if job.datagram == MIN_DATAGRAM or scenario.kind == "handshake":
-            path = {"pmtu_discovery": False}
-        else:  # probe straight up to the requested size (loopback takes it)
-            path = {"pmtu_discovery": True, "pmtu_max": job.datagram}
-    return QuicConfig(
-        tls=tls,
-        initial_max_data=CONNECTION_WINDOW,
-        initial_max_stream_data=STREAM_WINDOW,
-        max_data_window=CONNECTION_WINDOW,
-        max_stream_data_window=STREAM_WINDOW,
-        **path,
-    )
-
-
-def _mstls_server(job: Job, control: Connection) -> None:
-    endpoint = ServerEndpoint(_mstls_config(job, server=True))
-    loop = _ServerLoop(endpoint, control, _new_stats(job))
-    try:
-        deadline = time.monotonic() + job.timeout
-        control.send(("ready", loop.sock.getsockname()[1]))
-        loop.run(lambda: loop.stopped, loop.app.step, deadline)
-    finally:
-        loop.close()
-
-
-def _connect_mstls(config: QuicConfig, port: int, deadline: float) -> _ClientLoop:
-    """A client connection whose handshake completed (its Finished is sent)."""
-    now = time.monotonic()
-    conn = QuicConnection(config, is_client=True, now=now, peer_address=(HOST, port))
-    loop = _ClientLoop(conn)
-    try:
-        conn.connect(now)
-        loop.run(lambda: conn.is_established or conn.is_terminated, None, deadline)
-        if not conn.is_established:
-            raise BenchError(f"mstls handshake failed: {conn.close_info}")
-    except BaseException:
-        loop.close()
-        raise
-    return loop
-
-
-def _close_mstls(loop: _ClientLoop) -> None:
-    now = time.monotonic()
-    loop.conn.close(now=now)
-    loop.flush(now)
-    loop.close()
-
-
-def _mstls_bulk_client(job: Job, port: int) -> dict[str, Any]:
-    deadline = time.monotonic() + job.timeout
-    loop = _connect_mstls(_mstls_config(job, server=False), port, deadline)
-    try:
-        upload = _Upload(loop.conn, job.size)
-        counters = loop.caps.counters
-        sent, received = counters.sent, counters.received
-        cpu = time.process_time()
-        start = time.perf_counter()
-        loop.run(upload.finished, upload.step, deadline)
-        elapsed = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-        if not upload.done or upload.answer != ACK:
-            raise BenchError(f"no answer from the server: {loop.conn.close_info}")
-        return {
-            "seconds": elapsed,
-            "client_cpu": cpu,
-            "client_datagrams_sent": counters.sent - sent,
-            "client_datagrams_received": counters.received - received,
-        }
-    finally:
-        _close_mstls(loop)
-
-
-def _mstls_handshake_client(job: Job, port: int) -> dict[str, Any]:
-    deadline = time.monotonic() + job.timeout
-    config = _mstls_config(job, server=False)
-    times = []
-    for _ in range(1 + job.handshakes):  # the first is a warm-up
-        start = time.perf_counter()
-        loop = _connect_mstls(config, port, deadline)
-        times.append(time.perf_counter() - start)
-        _close_mstls(loop)
-    return {"handshake_seconds": times[1:]}
-
-
-# --- the aioquic side ---------------------------------------------------------------------
-
-
-class _Count:
-    """Datagrams and bytes seen by a wrapped ``datagram_received``."""
-
-    __slots__ = ("bytes", "datagrams")
-
-    def __init__(self) -> None:
-        self.datagrams = 0
-        self.bytes = 0
-
-
-def _counting(receive: Callable[[Any, Any], None], count: _Count) -> Callable[[Any, Any], None]:
-    def datagram_received(data: Any, addr: Any) -> None:
-        count.datagrams += 1
-        count.bytes += len(data)
-        receive(data, addr)
-
-    return datagram_received
-
-
-def _aioquic_group(quic: AioquicConnection) -> str | None:
-    """The group an aioquic server used (read from its TLS context; best effort)."""
-    context = getattr(quic, "tls", None)
-    if getattr(context, "_x25519_private_key", None) is not None:
-        return "x25519"
-    keys = getattr(context, "_ec_private_keys", None)
-    if keys:
-        return str(keys[-1].curve.name)
-    return None
-
-
-class _ServerProtocol(QuicConnectionProtocol):
-    """aioquic's connection protocol, counting completed handshakes."""
-
-    stats: _ServerStats
-
-    def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, HandshakeCompleted):
-            self.stats.on_handshake(_aioquic_group(self._quic))
-        super().quic_event_received(event)
-
-
-def _aioquic_socket_buffers(transport: asyncio.BaseTransport) -> None:
-    """Give aioquic's socket the buffer sizes mstls's sockets ask for (it keeps the
-    OS defaults, about 200 kB, and loses datagrams to a full receive buffer)."""
-    sock = transport.get_extra_info("socket")
-    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, option, DEFAULT_SOCKET_BUFFER)
-
-
-def _aioquic_config(job: Job, *, server: bool) -> QuicConfiguration:
-    configuration = QuicConfiguration(
-        is_client=not server,
-        alpn_protocols=[ALPN],
-        max_datagram_size=job.datagram,
-        max_data=CONNECTION_WINDOW,
-        max_stream_data=STREAM_WINDOW,
-    )
-    if server:
-        configuration.load_cert_chain(job.cert, job.key)
-    else:
-        configuration.server_name = SERVER_NAME
-        configuration.load_verify_locations(cafile=job.ca)
-    return configuration
-
-
-async def _aioquic_sink(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stats: _ServerStats
-) -> None:
-    """Read a stream to its end, discarding, then answer :data:`ACK` and the FIN."""
-    while data := await reader.read(READ_MAX):
-        stats.stream_bytes += len(data)
-    writer.write(ACK)
-    writer.write_eof()
-    stats.mark()
-
-
-async def _aioquic_serve(job: Job, control: Connection) -> None:
-    loop = asyncio.get_running_loop()
-    stats, count = _new_stats(job), _Count()
-    stats.counts = lambda: (count.datagrams, count.bytes)
-    tasks: set[asyncio.Task[None]] = set()
-    stop = asyncio.Event()
-
-    def on_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = loop.create_task(_aioquic_sink(reader, writer, stats))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    def create_protocol(quic: AioquicConnection, **kwargs: Any) -> _ServerProtocol:
-        protocol = _ServerProtocol(quic, **kwargs)
-        protocol.stats = stats
-        return protocol
-
-    def on_control() -> None:
-        try:
-            message = control.recv()
-        except EOFError:
-            stop.set()
-            return
-        if message[0] == "report":
-            control.send(("report", stats.report()))
-        elif message[0] == "stop":
-            stop.set()
-
-    configuration = _aioquic_config(job, server=True)
-    transport, server = await loop.create_datagram_endpoint(
-        lambda: QuicServer(
-            configuration=configuration, create_protocol=create_protocol, stream_handler=on_stream
-        ),
-        local_addr=(HOST, 0),
-    )
-    _aioquic_socket_buffers(transport)
-    server.datagram_received = _counting(server.datagram_received, count)  # type: ignore[method-assign,assignment]
-    loop.add_reader(control.fileno(), on_control)
-    try:
-        control.send(("ready", transport.get_extra_info("sockname")[1]))
-        await asyncio.wait_for(stop.wait(), job.timeout)
-    finally:
-        loop.remove_reader(control.fileno())
-        server.close()
-
-
-class _ClientProtocol(QuicConnectionProtocol):
-    """aioquic's connection protocol, counting received datagrams."""
-
-    datagrams = 0
-    sent = 0
-
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        self.datagrams += 1
-        super().datagram_received(data, addr)
-
-
-async def _aioquic_connect(
-    configuration: QuicConfiguration, port: int
-) -> tuple[_ClientProtocol, asyncio.DatagramTransport]:
-    """Connect from 127.0.0.1 (``aioquic.asyncio.connect`` binds the wildcard ``::``)."""
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: _ClientProtocol(AioquicConnection(configuration=configuration)),
-        local_addr=(HOST, 0),
-    )
-    _aioquic_socket_buffers(transport)
-    send = transport.sendto
-
-    def sendto(data: Any, addr: Any = None) -> None:
-        protocol.sent += 1
-        send(data, addr)
-
-    transport.sendto = sendto  # type: ignore[method-assign]
-    try:
-        protocol.connect((HOST, port))
-        await protocol.wait_connected()
-    except BaseException:
-        transport.close()
-        raise
-    return protocol, transport
-
-
-async def _aioquic_bulk(job: Job, port: int) -> dict[str, Any]:
-    configuration = _aioquic_config(job, server=False)
-    protocol, transport = await _aioquic_connect(configuration, port)
-    try:
-        reader, writer = await protocol.create_stream()
-        received, sent = protocol.datagrams, protocol.sent
-        cpu = time.process_time()
-        start = time.perf_counter()
-        remaining, chunk = job.size, WRITE_CHUNK
-        while remaining:
-            piece = chunk if remaining >= len(chunk) else chunk[:remaining]
-            writer.write(piece)
-            await writer.drain()
-            remaining -= len(piece)
-        writer.write_eof()
-        answer = await reader.read()
-        elapsed = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-        if answer != ACK:
-            raise BenchError(f"aioquic server answered {answer!r}")
-        return {
-            "seconds": elapsed,
-            "client_cpu": cpu,
-            "client_datagrams_received": protocol.datagrams - received,
-            "client_datagrams_sent": protocol.sent - sent,
-        }
-    finally:
-        protocol.close()
-        transport.close()
-
-
-async def _aioquic_handshakes(job: Job, port: int) -> dict[str, Any]:
-    configuration = _aioquic_config(job, server=False)
-    times = []
-    for _ in range(1 + job.handshakes):  # the first is a warm-up
-        start = time.perf_counter()
-        protocol, transport = await _aioquic_connect(configuration, port)
-        times.append(time.perf_counter() - start)
-        protocol.close()
-        transport.close()
-    return {"handshake_seconds": times[1:]}
-
-
-def _aioquic_offer_only_x25519() -> None:
-    """Make aioquic clients in this process offer only x25519.
-
-    aioquic has no setting for it: its client sends secp256r1, secp384r1 and
-    x25519 shares and its server takes the first.  The TLS context's group list
-    is replaced after construction (client process only; the server is stock).
-    """
-    original = aioquic_tls.Context.__init__
-
-    def init(self: aioquic_tls.Context, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if not hasattr(self, "_supported_groups"):
-            raise BenchError("this aioquic has no _supported_groups: cannot restrict its groups")
-        self._supported_groups = [aioquic_tls.Group.X25519]
-
-    aioquic_tls.Context.__init__ = init  # type: ignore[method-assign]
-
-
-def _aioquic_server(job: Job, control: Connection) -> None:
-    asyncio.run(_aioquic_serve(job, control))
-
-
-def _aioquic_client(job: Job, port: int) -> dict[str, Any]:
-    if job.scenario.groups == ("x25519",):
-        _aioquic_offer_only_x25519()
-    elif job.scenario.groups:
-        raise BenchError(f"aioquic clients can be limited to x25519 only: {job.scenario.groups}")
-    run = _aioquic_bulk if job.scenario.kind == "bulk" else _aioquic_handshakes
-    return asyncio.run(asyncio.wait_for(run(job, port), job.timeout))
-
-
-def _mstls_client(job: Job, port: int) -> dict[str, Any]:
-    if job.scenario.kind == "bulk":
-        return _mstls_bulk_client(job, port)
-    return _mstls_handshake_client(job, port)
-
-
 # --- child processes ----------------------------------------------------------------------
 
 
@@ -1007,12 +250,12 @@ def _client_role(job: Job, control: Connection) -> None:
         raise BenchError("no port from the parent")
     message = control.recv()
     port = message[1]
-    run = _aioquic_client if job.scenario.stack == "aioquic" else _mstls_client
+    run = quic_aioquic.client if job.scenario.stack == "aioquic" else quic_mstls.client
     control.send(("result", run(job, port)))
 
 
 def _server_role(job: Job, control: Connection) -> None:
-    run = _aioquic_server if job.scenario.stack == "aioquic" else _mstls_server
+    run = quic_aioquic.server if job.scenario.stack == "aioquic" else quic_mstls.server
     run(job, control)
 
 
