@@ -64,7 +64,7 @@ def _counting(receive: Callable[[Any, Any], None], count: _Count) -> Callable[[A
     return datagram_received
 
 
-def _aioquic_group(quic: AioquicConnection) -> str | None:
+def _negotiated_group(quic: AioquicConnection) -> str | None:
     """The group an aioquic server used (read from its TLS context; best effort)."""
     context = getattr(quic, "tls", None)
     if getattr(context, "_x25519_private_key", None) is not None:
@@ -82,11 +82,11 @@ class _ServerProtocol(QuicConnectionProtocol):
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, HandshakeCompleted):
-            self.stats.on_handshake(_aioquic_group(self._quic))
+            self.stats.on_handshake(_negotiated_group(self._quic))
         super().quic_event_received(event)
 
 
-def _aioquic_socket_buffers(transport: asyncio.BaseTransport) -> None:
+def _raise_socket_buffers(transport: asyncio.BaseTransport) -> None:
     """Give aioquic's socket the buffer sizes mstls's sockets ask for (it keeps the
     OS defaults, about 200 kB, and loses datagrams to a full receive buffer)."""
     sock = transport.get_extra_info("socket")
@@ -94,7 +94,7 @@ def _aioquic_socket_buffers(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.SOL_SOCKET, option, DEFAULT_SOCKET_BUFFER)
 
 
-def _aioquic_config(job: Job, *, server: bool) -> QuicConfiguration:
+def _config(job: Job, *, server: bool) -> QuicConfiguration:
     configuration = QuicConfiguration(
         is_client=not server,
         alpn_protocols=[ALPN],
@@ -110,7 +110,7 @@ def _aioquic_config(job: Job, *, server: bool) -> QuicConfiguration:
     return configuration
 
 
-async def _aioquic_sink(
+async def _sink(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stats: ServerStats
 ) -> None:
     """Read a stream to its end, discarding, then answer :data:`ACK` and the FIN."""
@@ -121,7 +121,7 @@ async def _aioquic_sink(
     stats.mark()
 
 
-async def _aioquic_serve(job: Job, control: Connection) -> None:
+async def _serve(job: Job, control: Connection) -> None:
     loop = asyncio.get_running_loop()
     stats, count = new_stats(job), _Count()
     stats.counts = lambda: (count.datagrams, count.bytes)
@@ -129,7 +129,7 @@ async def _aioquic_serve(job: Job, control: Connection) -> None:
     stop = asyncio.Event()
 
     def on_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = loop.create_task(_aioquic_sink(reader, writer, stats))
+        task = loop.create_task(_sink(reader, writer, stats))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -149,14 +149,14 @@ async def _aioquic_serve(job: Job, control: Connection) -> None:
         elif message[0] == "stop":
             stop.set()
 
-    configuration = _aioquic_config(job, server=True)
+    configuration = _config(job, server=True)
     transport, server = await loop.create_datagram_endpoint(
         lambda: QuicServer(
             configuration=configuration, create_protocol=create_protocol, stream_handler=on_stream
         ),
         local_addr=(HOST, 0),
     )
-    _aioquic_socket_buffers(transport)
+    _raise_socket_buffers(transport)
     server.datagram_received = _counting(server.datagram_received, count)  # type: ignore[method-assign,assignment]
     loop.add_reader(control.fileno(), on_control)
     try:
@@ -178,7 +178,7 @@ class _ClientProtocol(QuicConnectionProtocol):
         super().datagram_received(data, addr)
 
 
-async def _aioquic_connect(
+async def _connect(
     configuration: QuicConfiguration, port: int
 ) -> tuple[_ClientProtocol, asyncio.DatagramTransport]:
     """Connect from 127.0.0.1 (``aioquic.asyncio.connect`` binds the wildcard ``::``)."""
@@ -187,7 +187,7 @@ async def _aioquic_connect(
         lambda: _ClientProtocol(AioquicConnection(configuration=configuration)),
         local_addr=(HOST, 0),
     )
-    _aioquic_socket_buffers(transport)
+    _raise_socket_buffers(transport)
     send = transport.sendto
 
     def sendto(data: Any, addr: Any = None) -> None:
@@ -204,9 +204,9 @@ async def _aioquic_connect(
     return protocol, transport
 
 
-async def _aioquic_bulk(job: Job, port: int) -> dict[str, Any]:
-    configuration = _aioquic_config(job, server=False)
-    protocol, transport = await _aioquic_connect(configuration, port)
+async def _bulk(job: Job, port: int) -> dict[str, Any]:
+    configuration = _config(job, server=False)
+    protocol, transport = await _connect(configuration, port)
     try:
         reader, writer = await protocol.create_stream()
         received, sent = protocol.datagrams, protocol.sent
@@ -235,19 +235,19 @@ async def _aioquic_bulk(job: Job, port: int) -> dict[str, Any]:
         transport.close()
 
 
-async def _aioquic_handshakes(job: Job, port: int) -> dict[str, Any]:
-    configuration = _aioquic_config(job, server=False)
+async def _handshakes(job: Job, port: int) -> dict[str, Any]:
+    configuration = _config(job, server=False)
     times = []
     for _ in range(1 + job.handshakes):  # the first is a warm-up
         start = time.perf_counter()
-        protocol, transport = await _aioquic_connect(configuration, port)
+        protocol, transport = await _connect(configuration, port)
         times.append(time.perf_counter() - start)
         protocol.close()
         transport.close()
     return {"handshake_seconds": times[1:]}
 
 
-def _aioquic_offer_only_x25519() -> None:
+def _offer_only_x25519() -> None:
     """Make aioquic clients in this process offer only x25519.
 
     aioquic has no setting for it: its client sends secp256r1, secp384r1 and
@@ -266,13 +266,13 @@ def _aioquic_offer_only_x25519() -> None:
 
 
 def server(job: Job, control: Connection) -> None:
-    asyncio.run(_aioquic_serve(job, control))
+    asyncio.run(_serve(job, control))
 
 
 def client(job: Job, port: int) -> dict[str, Any]:
     if job.scenario.groups == ("x25519",):
-        _aioquic_offer_only_x25519()
+        _offer_only_x25519()
     elif job.scenario.groups:
         raise BenchError(f"aioquic clients can be limited to x25519 only: {job.scenario.groups}")
-    run = _aioquic_bulk if job.scenario.kind == "bulk" else _aioquic_handshakes
+    run = _bulk if job.scenario.kind == "bulk" else _handshakes
     return asyncio.run(asyncio.wait_for(run(job, port), job.timeout))

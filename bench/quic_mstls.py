@@ -256,12 +256,10 @@ class _ServerApp:
     ) -> None:
         self.endpoint = endpoint
         self.stats = stats
-        self.counters = counters
         self.fresh: list[QuicConnection] = []  # accepted, handshake not complete yet
         self.live: list[QuicConnection] = []  # handshake complete
         self.seen: list[QuicConnection] = []
         self.reading: list[tuple[QuicConnection, int]] = []
-
         stats.counts = lambda: (counters.received, sum(c.bytes_received for c in self.seen))
 
     def step(self, now: float) -> None:
@@ -351,7 +349,7 @@ class _Upload:
             self.partial = None
 
 
-def _mstls_config(job: Job, *, server: bool) -> QuicConfig:
+def _config(job: Job, *, server: bool) -> QuicConfig:
     scenario = job.scenario
     tls: TLSConfig
     if server:
@@ -382,7 +380,7 @@ def _mstls_config(job: Job, *, server: bool) -> QuicConfig:
 
 
 def server(job: Job, control: Connection) -> None:
-    endpoint = ServerEndpoint(_mstls_config(job, server=True))
+    endpoint = ServerEndpoint(_config(job, server=True))
     loop = _ServerLoop(endpoint, control, new_stats(job))
     try:
         deadline = time.monotonic() + job.timeout
@@ -392,7 +390,7 @@ def server(job: Job, control: Connection) -> None:
         loop.close()
 
 
-def _connect_mstls(config: QuicConfig, port: int, deadline: float) -> _ClientLoop:
+def _connect(config: QuicConfig, port: int, deadline: float) -> _ClientLoop:
     """A client connection whose handshake completed (its Finished is sent)."""
     now = time.monotonic()
     conn = QuicConnection(config, is_client=True, now=now, peer_address=(HOST, port))
@@ -408,16 +406,16 @@ def _connect_mstls(config: QuicConfig, port: int, deadline: float) -> _ClientLoo
     return loop
 
 
-def _close_mstls(loop: _ClientLoop) -> None:
+def _close(loop: _ClientLoop) -> None:
     now = time.monotonic()
     loop.conn.close(now=now)
     loop.flush(now)
     loop.close()
 
 
-def _mstls_bulk_client(job: Job, port: int) -> dict[str, Any]:
+def _bulk_client(job: Job, port: int) -> dict[str, Any]:
     deadline = time.monotonic() + job.timeout
-    loop = _connect_mstls(_mstls_config(job, server=False), port, deadline)
+    loop = _connect(_config(job, server=False), port, deadline)
     try:
         upload = _Upload(loop.conn, job.size)
         counters = loop.caps.counters
@@ -436,22 +434,22 @@ def _mstls_bulk_client(job: Job, port: int) -> dict[str, Any]:
             "client_datagrams_received": counters.received - received,
         }
     finally:
-        _close_mstls(loop)
+        _close(loop)
 
 
-def _mstls_handshake_client(job: Job, port: int) -> dict[str, Any]:
+def _handshake_client(job: Job, port: int) -> dict[str, Any]:
     deadline = time.monotonic() + job.timeout
-    config = _mstls_config(job, server=False)
+    config = _config(job, server=False)
     times = []
     for _ in range(1 + job.handshakes):  # the first is a warm-up
         start = time.perf_counter()
-        loop = _connect_mstls(config, port, deadline)
+        loop = _connect(config, port, deadline)
         times.append(time.perf_counter() - start)
-        _close_mstls(loop)
+        _close(loop)
     return {"handshake_seconds": times[1:]}
 
 
 def client(job: Job, port: int) -> dict[str, Any]:
     if job.scenario.kind == "bulk":
-        return _mstls_bulk_client(job, port)
-    return _mstls_handshake_client(job, port)
+        return _bulk_client(job, port)
+    return _handshake_client(job, port)
