@@ -18,23 +18,19 @@ import hmac
 import ipaddress
 import os
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..codes import AlertDescription
-from ..exceptions import CertificateError, HandshakeError, TLSError
+from ..exceptions import HandshakeError, TLSError
 from . import extensions as ext
 from .certificates import (
-    MAX_CERTIFICATE_CHAIN_LENGTH,
-    load_roots,
-    parse_certificate_der,
     unverified_peer,
     verify_pinned,
     verify_server_chain,
 )
 from .cipher_suites import CipherSuite
 from .config import TLSConfig
-from .engine import POST_HANDSHAKE, Direction, Epoch, HandshakeCompleted, TLSHandshake
+from .engine import POST_HANDSHAKE, Direction, Epoch, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
 from .groups import KeyShareClient, NamedGroup
 from .key_schedule import KeySchedule
@@ -52,7 +48,6 @@ from .signatures import (
     certificate_verify_content,
     choose_scheme,
     sign,
-    verify,
 )
 
 __all__ = ["ClientHandshake"]
@@ -92,7 +87,6 @@ class ClientHandshake(TLSHandshake):
         self._server_hs_secret = b""
         self._client_hs_secret = b""
         self._certificate_request: CertificateRequest | None = None
-        self._peer_chain: list[x509.Certificate] = []
         if config.verify_peer and not config.pinned_sha256 and not config.server_name:
             raise HandshakeError(
                 AlertDescription.internal_error,
@@ -314,29 +308,17 @@ class ClientHandshake(TLSHandshake):
 
     def _handle_certificate(self, body: bytes, raw: bytes) -> None:
         message = Certificate.parse(body)
-        if message.context:
-            raise HandshakeError(
-                AlertDescription.illegal_parameter, "server Certificate has a request context"
-            )
         if not message.entries:
             raise HandshakeError(AlertDescription.decode_error, "server sent no certificate")
-        if len(message.entries) > MAX_CERTIFICATE_CHAIN_LENGTH:
-            raise CertificateError(
-                AlertDescription.bad_certificate,
-                f"server certificate chain of {len(message.entries)} certificates exceeds "
-                f"the limit of {MAX_CERTIFICATE_CHAIN_LENGTH}",
-            )
-        for _, entry_extensions in message.entries:
-            self._check_extensions_allowed(HandshakeType.certificate, entry_extensions)
-        chain = [parse_certificate_der(der) for der, _ in message.entries]
-        self._peer_chain = chain
+        chain = self._parse_peer_chain(message)
         config = self.config
         if config.pinned_sha256:
             self.peer = verify_pinned(chain, config.pinned_sha256)
         elif config.verify_peer:
             assert config.server_name is not None
-            roots = list(config.trusted_roots) if config.trusted_roots is not None else load_roots()
-            self.peer = verify_server_chain(chain, config.server_name, roots, self.now())
+            self.peer = verify_server_chain(
+                chain, config.server_name, self._trusted_roots(), self.now()
+            )
         else:
             self.peer = unverified_peer(chain)
         assert self._schedule is not None
@@ -344,16 +326,7 @@ class ClientHandshake(TLSHandshake):
         self.state = "wait_cv"
 
     def _handle_certificate_verify(self, body: bytes, raw: bytes) -> None:
-        message = CertificateVerify.parse(body)
-        if message.algorithm not in self.config.signature_schemes:
-            raise HandshakeError(
-                AlertDescription.illegal_parameter,
-                f"server signed with scheme {message.algorithm:#06x}, which we did not offer",
-            )
-        assert self._schedule is not None
-        content = certificate_verify_content(self._schedule.transcript_hash(), is_server=True)
-        verify(self._peer_chain[0].public_key(), message.algorithm, message.signature, content)
-        self._schedule.update_transcript(raw)
+        self._check_certificate_verify(body, raw, self.config.signature_schemes)
         self.state = "wait_finished"
 
     def _handle_finished(self, body: bytes, raw: bytes) -> None:
@@ -394,20 +367,6 @@ class ClientHandshake(TLSHandshake):
         scheme = choose_scheme(key, [s for s in peer_schemes if s in config.signature_schemes])
         content = certificate_verify_content(self._schedule.transcript_hash(), is_server=False)
         self._send(Epoch.HANDSHAKE, CertificateVerify(scheme, sign(key, scheme, content)))
-
-    def _complete(self) -> None:
-        assert self.cipher_suite is not None
-        self.handshake_complete = True
-        self.state = "connected"
-        self._output.append(
-            HandshakeCompleted(
-                alpn_protocol=self.alpn_protocol,
-                cipher_suite=self.cipher_suite,
-                group=self.group,
-                peer=self.peer,
-                server_name=self.server_name,
-            )
-        )
 
     TRANSITIONS = {
         ("wait_sh", HandshakeType.server_hello): (_handle_server_hello, Epoch.INITIAL),

@@ -29,22 +29,36 @@ read epoch advances any bytes left at the old epoch are an error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from enum import Enum, IntEnum
 from typing import ClassVar
 
 import attrs
+from cryptography import x509
 
 from ..codes import AlertDescription
-from ..exceptions import TLSError
-from .certificates import VerifiedPeer
+from ..exceptions import CertificateError, HandshakeError, TLSError
+from .certificates import (
+    MAX_CERTIFICATE_CHAIN_LENGTH,
+    VerifiedPeer,
+    load_roots,
+    parse_certificate_der,
+)
 from .cipher_suites import CipherSuite
 from .config import TLSConfig
 from .extensions import ALLOWED_IN, HandshakeType
 from .key_schedule import KeySchedule, next_traffic_secret
 from .keylog import KeyLogger, keylog_from_environment
-from .messages import HandshakeReader, KeyUpdate, NewSessionTicket, frame_message
+from .messages import (
+    Certificate,
+    CertificateVerify,
+    HandshakeReader,
+    KeyUpdate,
+    NewSessionTicket,
+    frame_message,
+)
+from .signatures import certificate_verify_content, verify
 
 __all__ = [
     "Direction",
@@ -144,6 +158,7 @@ class TLSHandshake:
         self._read_epoch = Epoch.INITIAL
         self._output: list[Output] = []
         self._app_secrets: dict[Direction, bytes] = {}
+        self._peer_chain_certs: list[x509.Certificate] = []
         self._keylog: KeyLogger | None = (
             KeyLogger(config.keylog) if config.keylog is not None else keylog_from_environment()
         )
@@ -266,6 +281,62 @@ class TLSHandshake:
             self._keylog.log("CLIENT_TRAFFIC_SECRET_0", self.client_random, client)
             self._keylog.log("SERVER_TRAFFIC_SECRET_0", self.client_random, server)
             self._keylog.log("EXPORTER_SECRET", self.client_random, schedule.derive(b"exp master"))
+
+    # -- the peer's certificate (RFC 8446 §4.4.2, §4.4.3), shared by both roles ----------
+    def _parse_peer_chain(self, message: Certificate) -> list[x509.Certificate]:
+        """Check a non-empty Certificate message and parse its chain (untrusted input)."""
+        peer = "server" if self.is_client else "client"
+        if message.context:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, f"{peer} Certificate has a request context"
+            )
+        if len(message.entries) > MAX_CERTIFICATE_CHAIN_LENGTH:
+            raise CertificateError(
+                AlertDescription.bad_certificate,
+                f"{peer} certificate chain of {len(message.entries)} certificates exceeds "
+                f"the limit of {MAX_CERTIFICATE_CHAIN_LENGTH}",
+            )
+        for _, entry_extensions in message.entries:
+            self._check_extensions_allowed(HandshakeType.certificate, entry_extensions)
+        chain = [parse_certificate_der(der) for der, _ in message.entries]
+        self._peer_chain_certs = chain
+        return chain
+
+    def _trusted_roots(self) -> list[x509.Certificate]:
+        roots = self.config.trusted_roots
+        return list(roots) if roots is not None else load_roots()
+
+    def _check_certificate_verify(self, body: bytes, raw: bytes, offered: Sequence[int]) -> None:
+        """The peer's signature over the transcript so far (RFC 8446 §4.4.3)."""
+        message = CertificateVerify.parse(body)
+        peer = "server" if self.is_client else "client"
+        if message.algorithm not in offered:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"{peer} signed with scheme {message.algorithm:#06x}, which we did not offer",
+            )
+        assert self._schedule is not None
+        content = certificate_verify_content(
+            self._schedule.transcript_hash(), is_server=self.is_client
+        )
+        leaf = self._peer_chain_certs[0]
+        verify(leaf.public_key(), message.algorithm, message.signature, content)
+        self._schedule.update_transcript(raw)
+
+    def _complete(self) -> None:
+        """The handshake is done (RFC 8446 §2): report what was negotiated."""
+        assert self.cipher_suite is not None
+        self.handshake_complete = True
+        self.state = "connected"
+        self._output.append(
+            HandshakeCompleted(
+                alpn_protocol=self.alpn_protocol,
+                cipher_suite=self.cipher_suite,
+                group=self.group,
+                peer=self.peer,
+                server_name=self.server_name,
+            )
+        )
 
     def _install_application_key(self, direction: Direction) -> None:
         self._install(Epoch.ONE_RTT, direction, self._app_secrets[direction], "")

@@ -17,22 +17,18 @@ from __future__ import annotations
 import hmac
 import os
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..codes import AlertDescription
 from ..exceptions import CertificateError, HandshakeError
 from . import extensions as ext
 from .certificates import (
-    MAX_CERTIFICATE_CHAIN_LENGTH,
-    load_roots,
-    parse_certificate_der,
     verify_client_chain,
     verify_pinned,
 )
 from .cipher_suites import CipherSuite
 from .config import TLSConfig
-from .engine import POST_HANDSHAKE, Direction, Epoch, HandshakeCompleted, TLSHandshake
+from .engine import POST_HANDSHAKE, Direction, Epoch, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
 from .groups import server_key_share
 from .key_schedule import KeySchedule
@@ -46,7 +42,7 @@ from .messages import (
     Finished,
     ServerHello,
 )
-from .signatures import certificate_verify_content, choose_scheme, sign, verify
+from .signatures import certificate_verify_content, choose_scheme, sign
 
 __all__ = ["ServerHandshake"]
 
@@ -66,7 +62,6 @@ class ServerHandshake(TLSHandshake):
         self.server_name = None
         self._retry_group: int | None = None
         self._client_hs_secret = b""
-        self._peer_chain: list[x509.Certificate] = []
         self._offered_schemes: list[int] = []
 
     def start(self) -> None:
@@ -296,10 +291,6 @@ class ServerHandshake(TLSHandshake):
     # -- the client's flight --------------------------------------------------------------
     def _handle_client_certificate(self, body: bytes, raw: bytes) -> None:
         message = Certificate.parse(body)
-        if message.context:
-            raise HandshakeError(
-                AlertDescription.illegal_parameter, "client Certificate has a request context"
-            )
         assert self._schedule is not None
         if not message.entries:
             if self.config.require_client_certificate:
@@ -310,34 +301,16 @@ class ServerHandshake(TLSHandshake):
             self._schedule.update_transcript(raw)
             self.state = "wait_client_finished"
             return
-        if len(message.entries) > MAX_CERTIFICATE_CHAIN_LENGTH:
-            raise CertificateError(
-                AlertDescription.bad_certificate,
-                f"client certificate chain of {len(message.entries)} certificates exceeds "
-                f"the limit of {MAX_CERTIFICATE_CHAIN_LENGTH}",
-            )
-        chain = [parse_certificate_der(der) for der, _ in message.entries]
-        self._peer_chain = chain
-        config = self.config
-        if config.pinned_sha256:
-            self.peer = verify_pinned(chain, config.pinned_sha256)
+        chain = self._parse_peer_chain(message)
+        if self.config.pinned_sha256:
+            self.peer = verify_pinned(chain, self.config.pinned_sha256)
         else:
-            roots = list(config.trusted_roots) if config.trusted_roots is not None else load_roots()
-            self.peer = verify_client_chain(chain, roots, self.now())
+            self.peer = verify_client_chain(chain, self._trusted_roots(), self.now())
         self._schedule.update_transcript(raw)
         self.state = "wait_client_cv"
 
     def _handle_client_certificate_verify(self, body: bytes, raw: bytes) -> None:
-        message = CertificateVerify.parse(body)
-        if message.algorithm not in self._offered_schemes:
-            raise HandshakeError(
-                AlertDescription.illegal_parameter,
-                f"client signed with scheme {message.algorithm:#06x}, which we did not offer",
-            )
-        assert self._schedule is not None
-        content = certificate_verify_content(self._schedule.transcript_hash(), is_server=False)
-        verify(self._peer_chain[0].public_key(), message.algorithm, message.signature, content)
-        self._schedule.update_transcript(raw)
+        self._check_certificate_verify(body, raw, self._offered_schemes)
         self.state = "wait_client_finished"
 
     def _handle_client_finished(self, body: bytes, raw: bytes) -> None:
@@ -350,17 +323,7 @@ class ServerHandshake(TLSHandshake):
             )
         schedule.update_transcript(raw)
         self._install_application_key(Direction.READ)
-        self.handshake_complete = True
-        self.state = "connected"
-        self._output.append(
-            HandshakeCompleted(
-                alpn_protocol=self.alpn_protocol,
-                cipher_suite=self.cipher_suite,
-                group=self.group,
-                peer=self.peer,
-                server_name=self.server_name,
-            )
-        )
+        self._complete()
 
     TRANSITIONS = {
         ("wait_ch", HandshakeType.client_hello): (_handle_client_hello, Epoch.INITIAL),
