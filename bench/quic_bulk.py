@@ -523,7 +523,7 @@ def _environment() -> dict[str, Any]:
             cwd=Path(__file__).resolve().parent,
             check=False,
         ).stdout.strip()
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         commit = ""
     return {
         "python": platform.python_version(),
@@ -547,7 +547,7 @@ def format_report(document: dict[str, Any]) -> str:
         f"QUIC over 127.0.0.1, {document['environment']['cpus']} CPUs, "
         f"Python {document['environment']['python']}, "
         f"aioquic {document['environment']['aioquic']}, "
-        f"mstls {document['environment']['mstls_commit']}",
+        f"mstls {document['environment']['mstls_commit'] or '(not a git checkout)'}",
         f"flow control (both stacks): connection {settings['connection_window'] // MIB} MiB, "
         f"stream {settings['stream_window'] // MIB} MiB; median of {settings['runs']} run(s)",
     ]
