@@ -125,8 +125,9 @@ class SendingMixin(ConnectionState):
                 self.pacing_deadline = wait
                 congestion_ok = False
         builder = DatagramBuilder(limit)
-        for space_id in PacketNumberSpace:
-            self._fill_space(builder, self.spaces[space_id], now, congestion_ok)
+        for space in self.spaces:
+            if space.send_keys is not None and not space.discarded:
+                self._fill_space(builder, space, now, congestion_ok)
         data, packets = builder.finish()
         if not packets:
             return b""
