@@ -125,7 +125,11 @@ def _abort_tcp(sock: trio.SocketStream) -> None:
 async def _forward(stream: ServiceStream, ctx: ServiceContext) -> None:
     backend = await _open_backend(ctx)
     async with backend:
-        outcome = await relay(stream, backend)
+        try:
+            outcome = await relay(stream, backend)
+        except BaseException:  # cancelled (the connection ended, the daemon stopped)
+            _abort_tcp(backend)  # a reset, so a cut request never looks complete
+            raise
         if outcome.failed == "b":
             raise ServiceRefused(StreamCode.BACKEND_FAILED, f"backend failed: {outcome.error}")
         if outcome.failed == "a":

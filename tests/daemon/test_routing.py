@@ -196,3 +196,45 @@ allow = ["dns:client.example"]
         # Client certificates are optional here: without one the allow-list refuses.
         async with await mstls.trio.connect("127.0.0.1", port, client_config(ca), timeout=5) as c:
             assert await refused_with(c, b"hello\n") == StreamCode.NOT_AUTHORISED
+
+
+def can_bind(host: str) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("host", "retry"), [("127.0.0.1", True), ("::1", False)])
+async def test_retry_and_ipv6_listeners(tmp_path: Path, host: str, retry: bool) -> None:
+    if not can_bind(host):
+        pytest.skip(f"cannot bind {host} here")
+    config = config_from(
+        f"""
+[[listeners]]
+transport = "udp"
+host = "{host}"
+port = 0
+[[listeners]]
+transport = "tcp"
+host = "{host}"
+port = 0
+[limits]
+retry = {str(retry).lower()}
+[services.echo]
+type = "echo"
+""",
+        tmp_path,
+    )
+    message = b"via " + host.encode()
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        ca = dev_pki_paths(tmp_path / "state").ca_cert
+        for transport in ("udp", "tcp"):
+            port = port_of(daemon, transport)
+            cfg = client_config(ca)
+            async with await mstls.trio.connect(
+                host, port, cfg, transport=transport, timeout=5
+            ) as conn:
+                assert await exchange(conn, "echo", message) == message
