@@ -50,6 +50,9 @@ class QuicConfig:
     initial_max_stream_data: int = 256 << 10
     max_data_window: int = 16 << 20
     max_stream_data_window: int = 8 << 20
+    #: Bytes of application data buffered per stream before write() blocks; with
+    #: large datagrams (PMTU) a round trip can carry more than the 1 MiB default.
+    send_buffer_size: int = 4 << 20
     max_streams_bidi: int = 128
     max_streams_uni: int = 128
     max_ack_delay_ms: int = 25
