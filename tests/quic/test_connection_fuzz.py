@@ -699,6 +699,14 @@ def _flood_crypto_gaps(i: int, victim_is_client: bool) -> bytes:
     return encode_frames([CryptoFrame(1 + 2 * (64 * i + k), b"x") for k in range(64)])
 
 
+def _flood_crypto_in_order(i: int, victim_is_client: bool) -> bytes:
+    """In-order 1-RTT CRYPTO data of one huge NewSessionTicket (type 4)."""
+    chunk = bytes(1100)
+    if i == 0:
+        chunk = b"\x04\x00\xff\xff" + chunk[4:]  # just under the 64 KiB limit
+    return encode_frame(CryptoFrame(1100 * i, chunk))
+
+
 def _flood_path_challenges(i: int, victim_is_client: bool) -> bytes:
     return encode_frames([PathChallengeFrame(i.to_bytes(8, "big"))] * 30)
 
@@ -741,6 +749,7 @@ def _flood_blocked(i: int, victim_is_client: bool) -> bytes:
 FLOODS: dict[str, Callable[[int, bool], bytes]] = {
     "crypto overlaps": _flood_crypto_overlaps,
     "crypto gaps": _flood_crypto_gaps,
+    "crypto in order": _flood_crypto_in_order,
     "path challenges": _flood_path_challenges,
     "stream gaps": _flood_stream_gaps,
     "blocked signals": _flood_blocked,
