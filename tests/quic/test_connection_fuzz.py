@@ -601,10 +601,25 @@ def test_forged_server_initial_to_a_connecting_client(
 # -- 3. valid packets with fuzzed frames ---------------------------------------------------------
 
 
-@given(st.lists(frame_payloads(), min_size=1, max_size=3), st.booleans())
+def make_busy(pair: Pair) -> None:
+    """Streams of both kinds open both ways, with data still in flight."""
+    client, server = pair.client.streams, pair.server.streams
+    for bidirectional in (True, True, False):
+        client.write(client.open_stream(bidirectional), bytes(20000), fin=not bidirectional)
+        server.write(server.open_stream(bidirectional), bytes(20000))
+    for _ in range(6):
+        pair.step()
+
+
+@given(st.lists(frame_payloads(), min_size=1, max_size=3), st.booleans(), st.booleans())
 @fuzz_settings(300)
-def test_fuzzed_frames_in_one_rtt_packets(payloads: list[bytes], to_server: bool) -> None:
+def test_fuzzed_frames_in_one_rtt_packets(
+    payloads: list[bytes], to_server: bool, busy: bool
+) -> None:
+    """Any frames in valid 1-RTT packets, to an idle pair or one with streams in flight."""
     pair = established_pair()
+    if busy:
+        make_busy(pair)
     sender = pair.client if to_server else pair.server
     for payload in payloads:
         deliver(pair, protect_one_rtt(sender, payload, pair.now), to_server)
