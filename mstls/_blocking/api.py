@@ -297,6 +297,19 @@ class Listener:
             conn, session, waiters = handler.accepted.popleft()
         return Connection(_Core(handler, conn, session, waiters), "udp")
 
+    def update_config(self, config: ServerConfig) -> None:
+        """Use ``config`` (certificate, ALPN, limits) for handshakes that start from now on;
+        established connections, the stateless reset key and CID generator are kept."""
+        endpoint = self._handler.endpoint
+        with self._handler.lock:
+            new = config.quic_config()
+            old = endpoint.config
+            if new.stateless_reset_key is None:
+                new.stateless_reset_key = old.stateless_reset_key
+            if new.cid_generator is None:
+                new.cid_generator, new.cid_length = old.cid_generator, old.cid_length
+            endpoint.config = new
+
     def close(self) -> None:
         handler = self._handler
         with handler.lock:

@@ -242,6 +242,11 @@ class TcpListener(Listener):
         core = _Core(tcp, tcp.conn, tcp.session, tcp.waiters)
         return Connection(core, "tcp")
 
+    def update_config(self, config: ServerConfig) -> None:
+        """Use ``config`` for handshakes that start from now on."""
+        with self._tcp.lock:
+            self._tcp.qmux_config = config.qmux_config()
+
     def close(self) -> None:
         self._tcp.close_socket()
 

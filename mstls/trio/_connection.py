@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import trio
 
 from .. import errors
+from ..config import ServerConfig
 from ..exceptions import Error
 from ._driver import Core, ListenerDriver
 from ._stream import Stream, as_broken
@@ -168,6 +169,24 @@ class Listener(trio.abc.Listener[Connection]):
             lambda: self._closed,
         )
         return Connection(core, self.transport)
+
+    def update_config(self, config: ServerConfig) -> None:
+        """Use ``config`` (certificate, ALPN, limits) for handshakes that start from now on.
+
+        Established connections keep what they negotiated; the stateless reset key
+        and connection ID generator stay, so routing and resets are unaffected.
+        """
+        driver: Any = self._driver
+        if self.transport == "udp":
+            old = driver.endpoint.config
+            new = config.quic_config()
+            if new.stateless_reset_key is None:
+                new.stateless_reset_key = old.stateless_reset_key
+            if new.cid_generator is None:
+                new.cid_generator, new.cid_length = old.cid_generator, old.cid_length
+            driver.endpoint.config = new
+        else:
+            driver.config = config.qmux_config()
 
     async def aclose(self) -> None:
         """Close every connection (code 0) and the socket; never waits."""

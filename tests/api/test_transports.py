@@ -169,3 +169,22 @@ def test_aioquic_client_to_blocking_listener() -> None:
         cafile = get_pki().files("ca").cert
         port = listener.address[1]
         assert run_aioquic_client("127.0.0.1", port, cafile, scenario) == b"aioquic meets blocking"
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_update_config_serves_a_new_certificate_to_new_handshakes(transport: str) -> None:
+    pki = get_pki()
+    with server(transport=transport) as (listener, _):
+        port = listener.address[1]
+        before = mstls.connect("127.0.0.1", port, client_config(), transport=transport)
+        assert before.peer_certificate.dns_names == ("localhost",)
+        rsa = pki.files("server_rsa")
+        listener.update_config(mstls.ServerConfig(rsa.cert, rsa.key, alpn="mstls-test"))
+        after = mstls.connect("127.0.0.1", port, client_config(), transport=transport)
+        assert after.peer_certificate.spki_sha256 != before.peer_certificate.spki_sha256
+        with before.open_stream() as stream:  # the established connection is untouched
+            stream.write(b"still here")
+            stream.conclude()
+            assert stream.read_exactly(10, timeout=TIMEOUT) == b"still here"
+        before.close()
+        after.close()
