@@ -170,6 +170,20 @@ class Listener(trio.abc.Listener[Connection]):
         )
         return Connection(core, self.transport)
 
+    @property
+    def failed_handshakes(self) -> int:
+        """How many handshakes failed on this listener (for metrics)."""
+        return int(self._driver.failed_handshakes)
+
+    def pop_handshake_failures(self) -> list[tuple[Any, Error | None]]:
+        """The failed handshakes recorded since the last call: (peer address, exception).
+
+        At most the latest :data:`~mstls.trio._driver.MAX_RECORDED_FAILURES` are kept.
+        """
+        failures = list(self._driver.handshake_failures)
+        self._driver.handshake_failures.clear()
+        return failures
+
     def update_config(self, config: ServerConfig) -> None:
         """Use ``config`` (certificate, ALPN, limits) for handshakes that start from now on.
 

@@ -44,6 +44,7 @@ import trio
 from .. import errors
 from ..codes import TransportErrorCode
 from ..core.events import ConnectionTerminatedEvent
+from ..exceptions import Error
 from ..session import Session, Wakeups
 
 __all__ = ["Core", "Driver", "ListenerDriver", "Spawner", "Waiters", "system_spawner"]
@@ -243,6 +244,10 @@ class Driver:
         return not scope.cancelled_caught
 
 
+#: Failed handshakes a listener remembers (their count is kept without bound).
+MAX_RECORDED_FAILURES = 256
+
+
 class ListenerDriver(Driver):
     """A driver with an accept queue: connections are offered once their handshake completed."""
 
@@ -251,6 +256,12 @@ class ListenerDriver(Driver):
         self.live: dict[int, Core] = {}
         self._handshaking: list[Core] = []
         self.accepted: deque[Core] = deque()
+        #: The latest failed handshakes as (peer address, exception), newest last.
+        self.handshake_failures: deque[tuple[Any, Error | None]] = deque(
+            maxlen=MAX_RECORDED_FAILURES
+        )
+        #: Every failed handshake since the listener started.
+        self.failed_handshakes = 0
         self.accept_lot = trio.lowlevel.ParkingLot()
 
     def adopt(self, core: Core) -> None:
@@ -277,8 +288,17 @@ class ListenerDriver(Driver):
             self._handshaking.remove(core)
             if core.session.handshake_done and not core.session.failed:
                 self.accepted.append(core)
+            else:
+                self._record_failure(core)
         if ready:
             self.accept_lot.unpark_all()
+
+    def _record_failure(self, core: Core) -> None:
+        """Keep a bounded record of failed handshakes for the application (metrics, logs)."""
+        error = core.session.channel.exception()
+        address = getattr(core.conn, "peer_address", None)
+        self.handshake_failures.append((address, error))
+        self.failed_handshakes += 1
 
     def stop(self) -> None:
         super().stop()

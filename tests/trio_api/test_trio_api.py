@@ -512,3 +512,23 @@ async def test_tcp_fin_without_close_is_a_premature_close() -> None:
 async def test_premature_close_reports_the_bytes_received() -> None:
     exc = await premature_close_on_tcp()
     assert exc.bytes_received > 0
+
+
+async def test_listener_counts_failed_handshakes() -> None:
+    """A client that rejects the server's certificate shows up in the listener's record."""
+    pki = get_pki()
+    files = pki.files("server")
+    server_config = mstls.ServerConfig(files.cert, files.key, alpn="mstls-test")
+    listener = await mstls.trio.listen("127.0.0.1", 0, server_config)
+    bad = mstls.ClientConfig(
+        alpn="mstls-test", cafile=pki.files("other_ca").cert, server_name="localhost"
+    )
+    with pytest.raises(mstls.Error):
+        await mstls.trio.connect("127.0.0.1", listener.address[1], bad, timeout=5)
+    with trio.fail_after(5):
+        while listener.failed_handshakes == 0:
+            await trio.sleep(0.01)
+    [(address, error)] = listener.pop_handshake_failures()
+    assert address is not None and isinstance(error, mstls.Error)
+    assert listener.pop_handshake_failures() == []
+    await listener.aclose()
