@@ -34,7 +34,10 @@ def test_send_and_recv(tmp_path: Path) -> None:
     out.mkdir()
     receiver = subprocess.Popen(
         [sys.executable, "-m", "mstls.cli", "recv", "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_for(tmp_path), cwd=out,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env_for(tmp_path),
+        cwd=out,
     )
     try:
         assert receiver.stderr is not None
@@ -58,8 +61,19 @@ def test_send_and_recv(tmp_path: Path) -> None:
 def test_bench_against_the_daemon(tmp_path: Path) -> None:
     port = free_port()
     with daemon_process(["--listen-port", str(port)], tmp_path) as daemon:
-        result = cli("bench", f"127.0.0.1:{port}", "--size", "1", "--handshakes", "3",
-                     "--transport", "tcp", "--json", state_dir=tmp_path, timeout=60)
+        result = cli(
+            "bench",
+            f"127.0.0.1:{port}",
+            "--size",
+            "1",
+            "--handshakes",
+            "3",
+            "--transport",
+            "tcp",
+            "--json",
+            state_dir=tmp_path,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         numbers = json.loads(result.stdout)
         assert numbers["transport"] == "tcp" and numbers["handshakes"] == 3

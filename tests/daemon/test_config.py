@@ -105,22 +105,31 @@ handler = "tests.daemon.handlers:greet"
         ("listners = 1", "listners", "unknown key"),
         ("[limits]\nmax_connections = -1", "limits.max_connections", "positive integer"),
         ("[limits]\nmax_connections = true", "limits.max_connections", "positive integer"),
-        ("[limits]\nidle_timeout = \"30s\"", "limits.idle_timeout", "positive number"),
+        ('[limits]\nidle_timeout = "30s"', "limits.idle_timeout", "positive number"),
         ("[limits]\nmax_conections = 3", "limits.max_conections", "unknown key"),
-        ("[logging]\nformat = \"xml\"", "logging.format", "one of"),
-        ("[tls]\ncertfile = \"missing.pem\"\nkeyfile = \"k\"", "tls.certfile", "no such file"),
-        ("[metrics]\naddress = \"nowhere\"", "metrics.address", "HOST:PORT"),
-        ("[services.x]\ntype = \"teleport\"", "services.x.type", "one of"),
-        ("[services.x]\ntype = \"forward\"", "services.x.target", "missing"),
-        ("[services.x]\ntype = \"echo\"\ntarget = \"a:1\"", "services.x.target", "not allowed"),
-        ("[services.x]\ntype = \"echo\"\nallow = [\"uri:x\"]", "services.x.allow", "prefix"),
-        ("[services.x]\ntype = \"python\"\nhandler = \"nomodule_zz:f\"", "services.x.handler",
-         "cannot import"),
-        ("[services.x]\ntype = \"python\"\nhandler = \"tests.daemon.handlers:nope\"",
-         "services.x.handler", "no attribute"),
-        ("[services.x]\ntype = \"python\"\nhandler = \"tests.daemon.handlers:not_async\"",
-         "services.x.handler", "async function"),
-        ("[services.\"a b\"]\ntype = \"echo\"", "services.a b", "bad service name"),
+        ('[logging]\nformat = "xml"', "logging.format", "one of"),
+        ('[tls]\ncertfile = "missing.pem"\nkeyfile = "k"', "tls.certfile", "no such file"),
+        ('[metrics]\naddress = "nowhere"', "metrics.address", "HOST:PORT"),
+        ('[services.x]\ntype = "teleport"', "services.x.type", "one of"),
+        ('[services.x]\ntype = "forward"', "services.x.target", "missing"),
+        ('[services.x]\ntype = "echo"\ntarget = "a:1"', "services.x.target", "not allowed"),
+        ('[services.x]\ntype = "echo"\nallow = ["uri:x"]', "services.x.allow", "prefix"),
+        (
+            '[services.x]\ntype = "python"\nhandler = "nomodule_zz:f"',
+            "services.x.handler",
+            "cannot import",
+        ),
+        (
+            '[services.x]\ntype = "python"\nhandler = "tests.daemon.handlers:nope"',
+            "services.x.handler",
+            "no attribute",
+        ),
+        (
+            '[services.x]\ntype = "python"\nhandler = "tests.daemon.handlers:not_async"',
+            "services.x.handler",
+            "async function",
+        ),
+        ('[services."a b"]\ntype = "echo"', "services.a b", "bad service name"),
     ],
 )
 def test_errors_name_file_key_problem(tmp_path: Path, text: str, key: str, problem: str) -> None:
@@ -175,8 +184,8 @@ def _port_is_free(port: int) -> bool:
 @pytest.mark.parametrize(
     ("extra", "key"),
     [
-        ("[limits]\nmax_streams_per_connection = \"many\"", "limits.max_streams_per_connection"),
-        ("[tls]\ncertfile = \"nope.pem\"\nkeyfile = \"nope.key\"", "tls.certfile"),
+        ('[limits]\nmax_streams_per_connection = "many"', "limits.max_streams_per_connection"),
+        ('[tls]\ncertfile = "nope.pem"\nkeyfile = "nope.key"', "tls.certfile"),
     ],
 )
 def test_mstlsd_exits_2_before_binding(tmp_path: Path, extra: str, key: str) -> None:

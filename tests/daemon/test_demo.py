@@ -45,8 +45,16 @@ def test_connect_reports_refusals_and_failures(tmp_path: Path) -> None:
     with daemon_process(["--listen-port", str(port)], tmp_path) as daemon:
         target = f"127.0.0.1:{port}"
         for transport in ("udp", "tcp", "auto"):
-            ok = cli("connect", target, "-s", "echo", "--transport", transport,
-                     input=b"line one\nline two\n", state_dir=tmp_path)
+            ok = cli(
+                "connect",
+                target,
+                "-s",
+                "echo",
+                "--transport",
+                transport,
+                input=b"line one\nline two\n",
+                state_dir=tmp_path,
+            )
             assert ok.returncode == 0, ok.stderr
             assert ok.stdout == b"line one\nline two\n"
         unknown = cli("connect", target, "-s", "nope", input=b"x", state_dir=tmp_path)
@@ -54,13 +62,15 @@ def test_connect_reports_refusals_and_failures(tmp_path: Path) -> None:
         assert b"0x100 UNKNOWN_SERVICE" in unknown.stderr
         # Without the development CA the server certificate is not trusted: say why.
         other = tmp_path / "elsewhere"
-        untrusted = cli("connect", target, "-s", "echo", "--transport", "udp",
-                        input=b"x", state_dir=other)
+        untrusted = cli(
+            "connect", target, "-s", "echo", "--transport", "udp", input=b"x", state_dir=other
+        )
         assert untrusted.returncode == 1
         assert b"not a trusted root" in untrusted.stderr or b"unknown CA" in untrusted.stderr
         assert b":error:" in untrusted.stderr  # the error queue was printed
         assert daemon.stop() == 0
-    refused = cli("connect", target, "-s", "echo", "--transport", "tcp", input=b"x",
-                  state_dir=tmp_path)
+    refused = cli(
+        "connect", target, "-s", "echo", "--transport", "tcp", input=b"x", state_dir=tmp_path
+    )
     assert refused.returncode == 1 and b"cannot connect" in refused.stderr
     assert StreamCode.UNKNOWN_SERVICE == 0x100

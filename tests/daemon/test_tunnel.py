@@ -67,9 +67,24 @@ def backend() -> Iterator[int]:
 def start_tunnel(port: int, service: str, state_dir: Path) -> tuple[subprocess.Popen[str], int]:
     local = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mstls.cli", "tunnel", "--listen", f"127.0.0.1:{local}",
-         "--to", f"127.0.0.1:{port}", "--service", service, "--transport", "udp"],
-        stderr=subprocess.PIPE, text=True, env=env_for(state_dir), cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "mstls.cli",
+            "tunnel",
+            "--listen",
+            f"127.0.0.1:{local}",
+            "--to",
+            f"127.0.0.1:{port}",
+            "--service",
+            service,
+            "--transport",
+            "udp",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_for(state_dir),
+        cwd=ROOT,
     )
     assert proc.stderr is not None
     for line in proc.stderr:
