@@ -3,8 +3,9 @@
 The server certificate is the configured ``tls.certfile``/``tls.keyfile`` or,
 without a ``[tls]`` table, the development certificate of the state directory
 (generated on first start, see :mod:`daemon.state`).  The stateless-reset key
-of the state directory and the stream limit go to the QUIC settings through
-``ServerConfig.extra``.  Building the QUIC settings once here loads and checks
+of the state directory, the stream limit and the qlog directory
+(``[observability] qlog_dir``, QUIC connections only: QMux has no packets to
+trace) go to the QUIC settings through ``ServerConfig.extra``.  Building the QUIC settings once here loads and checks
 every file, so a bad certificate or key fails with one clear message before
 any socket is bound.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import mstls
 from mstls.core.stateless_reset import StatelessResetKey
@@ -29,6 +31,19 @@ def build_server_config(
 ) -> mstls.ServerConfig:
     """The library configuration for ``config`` (raises ConfigError / StateError)."""
     tls, limits = config.tls, config.limits
+    extra: dict[str, Any] = {
+        "stateless_reset_key": reset_key,
+        "max_streams_bidi": limits.max_streams_per_connection,
+    }
+    qlog_dir = config.observability.qlog_dir
+    if qlog_dir is not None:
+        try:
+            qlog_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                config.source, "observability.qlog_dir", f"cannot create {qlog_dir}: {exc}"
+            ) from None
+        extra["qlog_dir"] = qlog_dir
     if tls.development:
         paths, created = ensure_dev_pki(state_dir)
         if created:
@@ -52,10 +67,7 @@ def build_server_config(
         handshake_timeout=limits.handshake_timeout,
         keylog_file=tls.keylog_file,
         retry=limits.retry,
-        extra={
-            "stateless_reset_key": reset_key,
-            "max_streams_bidi": limits.max_streams_per_connection,
-        },
+        extra=extra,
     )
     try:
         server.quic_config()

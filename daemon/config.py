@@ -46,6 +46,7 @@ __all__ = [
     "Limits",
     "ListenerSpec",
     "LoggingSettings",
+    "ObservabilitySettings",
     "ServiceSpec",
     "TLSSettings",
     "default_config",
@@ -146,6 +147,13 @@ class LoggingSettings:
 
 
 @attrs.frozen
+class ObservabilitySettings:
+    """Optional traces: ``qlog_dir`` gets one qlog file per QUIC connection."""
+
+    qlog_dir: Path | None = None
+
+
+@attrs.frozen
 class DaemonConfig:
     """Everything the daemon runs with; ``source`` is the file name or the embedded default."""
 
@@ -155,6 +163,7 @@ class DaemonConfig:
     tls: TLSSettings = TLSSettings()
     limits: Limits = Limits()
     logging: LoggingSettings = LoggingSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     metrics_address: tuple[str, int] | None = None
     state_dir: Path | None = None
 
@@ -225,6 +234,16 @@ def _writable_path(value: Any, ctx: _Context, key: str) -> Path:
     return ctx.base / _string(value, ctx, key)
 
 
+def _directory(value: Any, ctx: _Context, key: str) -> Path:
+    """A directory that exists or can be made (made when the daemon starts)."""
+    path = _writable_path(value, ctx, key)
+    if path.exists() and not path.is_dir():
+        raise ctx.error(key, f"not a directory: {path}")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise ctx.error(key, f"cannot write to {path} (permission denied)")
+    return path
+
+
 def _string_list(value: Any, ctx: _Context, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ctx.error(key, f"expected a list of strings, got {value!r}")
@@ -285,7 +304,16 @@ def _handler(value: Any, ctx: _Context, key: str) -> Callable[..., Any]:
 
 # --- tables of keys ------------------------------------------------------------------------------
 
-_TOP_KEYS = ("listeners", "tls", "services", "limits", "logging", "metrics", "state_dir")
+_TOP_KEYS = (
+    "listeners",
+    "tls",
+    "services",
+    "limits",
+    "logging",
+    "metrics",
+    "observability",
+    "state_dir",
+)
 
 _LISTENER_KEYS: dict[str, Checker] = {
     "transport": _choice(*TRANSPORTS),
@@ -316,6 +344,7 @@ _LOGGING_KEYS: dict[str, Checker] = {
     "level": _choice(*LOG_LEVELS),
 }
 _METRICS_KEYS: dict[str, Checker] = {"address": _bind_address}
+_OBSERVABILITY_KEYS: dict[str, Checker] = {"qlog_dir": _directory}
 _SERVICE_KEYS: dict[str, Checker] = {
     "type": _choice(*SERVICE_TYPES),
     "target": _address,
@@ -449,6 +478,12 @@ def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConf
     metrics = _section(
         _table(data.get("metrics", {}), ctx, "metrics"), _METRICS_KEYS, ctx, "metrics"
     )
+    observability = _section(
+        _table(data.get("observability", {}), ctx, "observability"),
+        _OBSERVABILITY_KEYS,
+        ctx,
+        "observability",
+    )
     state_dir = data.get("state_dir")
     return DaemonConfig(
         source=source,
@@ -457,6 +492,7 @@ def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConf
         tls=_tls(data["tls"], ctx) if "tls" in data else TLSSettings(),
         limits=Limits(**limits),
         logging=LoggingSettings(**logging),
+        observability=ObservabilitySettings(**observability),
         metrics_address=metrics.get("address"),
         state_dir=_writable_path(state_dir, ctx, "state_dir") if state_dir is not None else None,
     )
