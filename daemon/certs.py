@@ -5,9 +5,9 @@ without a ``[tls]`` table, the development certificate of the state directory
 (generated on first start, see :mod:`daemon.state`).  The stateless-reset key
 of the state directory, the stream limit and the qlog directory
 (``[observability] qlog_dir``, QUIC connections only: QMux has no packets to
-trace) go to the QUIC settings through ``ServerConfig.extra``.  Building the QUIC settings once here loads and checks
-every file, so a bad certificate or key fails with one clear message before
-any socket is bound.
+trace) go to the QUIC settings through ``ServerConfig.extra``.  Building the
+QUIC settings once here loads and checks every file, so a bad certificate or
+key fails with one clear message before any socket is bound.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Every metric lives in the daemon's own :class:`prometheus_client.CollectorRegist
 ``mstlsd_connections_closed_total{reason}`` how connections ended (clean, peer_closed,
                                             idle_timeout, stateless_reset, error, shutdown)
 ``mstlsd_handshakes_total{transport}``      completed handshakes
+``mstlsd_handshake_failures_total{transport,reason}``  failed handshakes, by reason
+                                            (see :mod:`daemon.handshakes`)
 ``mstlsd_streams_total{service}``           streams routed to a service
 ``mstlsd_streams_active``                   streams open now
 ``mstlsd_stream_refusals_total{reason}``    streams reset by the daemon, by code name
@@ -49,6 +51,12 @@ class Metrics:
         )
         self.handshakes = Counter(
             "mstlsd_handshakes", "Completed handshakes", ["transport"], registry=r
+        )
+        self.handshake_failures = Counter(
+            "mstlsd_handshake_failures",
+            "Failed handshakes, by reason",
+            ["transport", "reason"],
+            registry=r,
         )
         self.streams = Counter("mstlsd_streams", "Streams routed", ["service"], registry=r)
         self.streams_active = Gauge("mstlsd_streams_active", "Streams open now", registry=r)

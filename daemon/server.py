@@ -53,6 +53,7 @@ import mstls.trio
 from . import logs
 from .certs import build_server_config
 from .config import ConfigError, DaemonConfig, ListenerSpec, default_config, load_config
+from .handshakes import HandshakeWatch
 from .identity import Peer
 from .logs import event
 from .metrics import Metrics
@@ -139,6 +140,7 @@ class Daemon:
         self.config_path = config_path
         self.port_override = port_override
         self.metrics = Metrics()
+        self.handshake_watch = HandshakeWatch(self.metrics)
         try:
             self.reset_key = load_reset_key(state_dir)
         except StateError as exc:
@@ -167,6 +169,8 @@ class Daemon:
                 self._nursery = nursery
                 for spec, listener in self.listeners:
                     nursery.start_soon(self._accept_loop, spec, listener)
+                watched = [(spec.transport, listener) for spec, listener in self.listeners]
+                nursery.start_soon(self.handshake_watch.run, watched)
                 self._announce_ready()
                 task_status.started(self)
                 await self._shutdown.wait()

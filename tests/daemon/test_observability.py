@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 import mstls
 import mstls.trio
+from daemon.handshakes import POLL_INTERVAL, failure_reason
+from daemon.server import Daemon
 from daemon.state import dev_pki_paths
+from mstls.codes import AlertDescription
+from mstls.exceptions import CertificateError, DecodeError, HandshakeAlert, TLSError
+from tests.certs import TestPKI
 from tests.daemon.support import client_config, config_from, exchange, port_of, running_daemon
 
 pytestmark = pytest.mark.network
@@ -87,3 +94,97 @@ async def test_qlog_trace_per_connection(tmp_path: Path) -> None:
     records = parse_json_seq(files[0].read_bytes())
     check_qlog(records, "server")
     assert records[0]["trace"]["common_fields"]["ODCID"] == odcid
+
+
+FAILURES_CONFIG = """
+[[listeners]]
+transport = "udp"
+port = 0
+
+[[listeners]]
+transport = "tcp"
+port = 0
+
+[services.echo]
+type = "echo"
+
+[metrics]
+address = "127.0.0.1:0"
+"""
+
+
+def scrape(address: tuple[str, int] | None) -> str:
+    assert address is not None
+    with urllib.request.urlopen(f"http://{address[0]}:{address[1]}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def failures(text: str, transport: str) -> dict[str, float]:
+    """``mstlsd_handshake_failures_total{transport=...}`` by reason."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for item in family.samples:
+            if (
+                item.name == "mstlsd_handshake_failures_total"
+                and item.labels["transport"] == transport
+            ):
+                found[item.labels["reason"]] = item.value
+    return found
+
+
+async def failures_now(daemon: Daemon, transport: str) -> dict[str, float]:
+    return failures(await trio.to_thread.run_sync(scrape, daemon.metrics_address), transport)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_failed_handshakes_counted_by_reason(
+    tmp_path: Path, pki: TestPKI, transport: str
+) -> None:
+    config = config_from(FAILURES_CONFIG, tmp_path)
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        port = port_of(daemon, transport)
+        before = await trio.to_thread.run_sync(scrape, daemon.metrics_address)
+        assert failures(before, transport) == {}
+        # A client that trusts another CA rejects the daemon's certificate.
+        wrong_ca = client_config(pki.files("other_ca").cert)
+        for _ in range(2):
+            with pytest.raises(mstls.Error):
+                await mstls.trio.connect(
+                    "127.0.0.1", port, wrong_ca, transport=transport, timeout=5
+                )
+        with trio.fail_after(10):
+            while sum((counted := await failures_now(daemon, transport)).values()) < 2:
+                await trio.sleep(0.1)
+        # A good client still gets through and is not counted as a failure.
+        ca = dev_pki_paths(tmp_path / "state").ca_cert
+        conn = await mstls.trio.connect(
+            "127.0.0.1", port, client_config(ca), transport=transport, timeout=5
+        )
+        async with conn:
+            assert await exchange(conn, "echo", b"ok") == b"ok"
+        await trio.sleep(POLL_INTERVAL * 2)
+        after = await failures_now(daemon, transport)
+    assert counted == {"peer_alert_unknown_ca": 2}
+    assert after == counted
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (None, "unknown"),
+        (CertificateError(AlertDescription.bad_certificate, "x"), "certificate"),
+        (HandshakeAlert(AlertDescription.unknown_ca, "x"), "peer_alert_unknown_ca"),
+        (TLSError(AlertDescription.no_application_protocol, "x"), "tls_no_application_protocol"),
+        (mstls.ConnectionTerminated(0x100 + 48, "x", by_peer=True), "peer_alert_unknown_ca"),
+        (mstls.ConnectionTerminated(0x178, "x"), "tls_no_application_protocol"),
+        (mstls.ConnectionTerminated(0, "bye", by_peer=True), "peer_closed"),
+        (mstls.ConnectionTerminated(0, "handshake timeout"), "timeout"),
+        (mstls.PrematureClose("fin"), "premature_close"),
+        (mstls.Timeout("handshake"), "timeout"),
+        (DecodeError("garbage"), "decode_error"),
+        (mstls.ProtocolError("bad"), "protocol_error"),
+        (ValueError("?"), "other"),
+    ],
+)
+def test_failure_reasons(exc: BaseException | None, reason: str) -> None:
+    assert failure_reason(exc) == reason

@@ -1,0 +1,154 @@
+"""Failed handshakes: a bounded label for the metrics and a log line per failure.
+
+The library's trio :class:`~mstls.trio.Listener` counts handshakes that never
+completed (``failed_handshakes``) and keeps the latest ones with their
+exception (``pop_handshake_failures``).  The daemon polls every listener every
+:data:`POLL_INTERVAL` seconds (:func:`watch_handshakes`), counts each failure in
+``mstlsd_handshake_failures_total{transport,reason}`` and logs it.  A flood of
+garbage must not become a flood of log lines: at most :data:`LOG_PER_POLL`
+failures are logged one by one per poll, the rest as one summary line.
+Failures the listener did not keep (more than its record holds between two
+polls) are counted with reason ``unrecorded``.
+
+Reasons (a small, fixed vocabulary, so the metric's cardinality stays bounded):
+
+=======================  ===============================================================
+``certificate``          we rejected the client's certificate (or it sent none)
+``peer_alert_NAME``      the client aborted with TLS alert NAME (e.g. ``unknown_ca``:
+                         it did not trust our certificate)
+``tls_NAME``             we aborted with TLS alert NAME (no common ALPN, group...)
+``timeout``              ``handshake_timeout`` passed
+``premature_close``      TCP closed before the handshake finished
+``decode_error``         undecodable bytes (garbage on a TCP port)
+``protocol_error``       another protocol violation
+``peer_closed``          the client closed the connection during the handshake
+``io_error``             a socket error
+``other``, ``unknown``   anything else / no exception recorded
+=======================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+import mstls
+import mstls.trio
+from mstls.codes import AlertDescription
+from mstls.exceptions import DecodeError, PeerAlert, TLSError
+
+from .logs import event
+from .metrics import Metrics
+
+__all__ = ["LOG_PER_POLL", "POLL_INTERVAL", "HandshakeWatch", "failure_reason"]
+
+#: How often the listeners' failure records are read (seconds).
+POLL_INTERVAL = 0.5
+#: Failures logged one by one per poll; the rest are summarised in one line.
+LOG_PER_POLL = 10
+#: QUIC CRYPTO_ERROR codes are 0x100 + the TLS alert (RFC 9001 §4.8).
+CRYPTO_ERROR_BASE = 0x100
+CRYPTO_ERROR_LAST = 0x1FF
+
+
+def _alert_name(alert: int) -> str:
+    try:
+        return AlertDescription(alert).name.lower()
+    except ValueError:
+        return str(int(alert))
+
+
+def _terminated_reason(exc: mstls.ConnectionTerminated) -> str:
+    if isinstance(exc, mstls.PrematureClose):
+        return "premature_close"
+    if isinstance(exc, mstls.ConnectionIOError):
+        return "io_error"
+    code = int(exc.code)
+    if not exc.is_application and CRYPTO_ERROR_BASE <= code <= CRYPTO_ERROR_LAST:
+        prefix = "peer_alert_" if exc.by_peer else "tls_"
+        return prefix + _alert_name(code - CRYPTO_ERROR_BASE)
+    if exc.by_peer:
+        return "peer_closed"
+    return "timeout" if "timeout" in exc.reason.lower() else "other"
+
+
+def failure_reason(exc: BaseException | None) -> str:
+    """The metric label for a failed handshake's exception (see the module table)."""
+    if exc is None:
+        return "unknown"
+    if isinstance(exc, mstls.ConnectionTerminated):
+        return _terminated_reason(exc)
+    if isinstance(exc, mstls.CertificateError):
+        return "certificate"
+    if isinstance(exc, PeerAlert):
+        return "peer_alert_" + _alert_name(exc.alert)
+    if isinstance(exc, TLSError):
+        return "tls_" + _alert_name(exc.alert)
+    if isinstance(exc, mstls.Timeout):
+        return "timeout"
+    if isinstance(exc, DecodeError):
+        return "decode_error"
+    if isinstance(exc, mstls.ProtocolError):
+        return "protocol_error"
+    return "other"
+
+
+def _peer(address: Any) -> str:
+    try:
+        host, port = address[0], address[1]
+    except (TypeError, IndexError):
+        return str(address)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+class HandshakeWatch:
+    """Counts and logs the failed handshakes of a set of listeners."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._seen: dict[int, int] = {}
+
+    def poll(self, transport: str, listener: mstls.trio.Listener) -> int:
+        """Count and log what ``listener`` recorded since the last poll; how many failed."""
+        total = listener.failed_handshakes
+        failures = listener.pop_handshake_failures()
+        new = total - self._seen.get(id(listener), 0)
+        self._seen[id(listener)] = total
+        reasons: Counter[str] = Counter()
+        for index, (address, exc) in enumerate(failures):
+            reason = failure_reason(exc)
+            reasons[reason] += 1
+            if index < LOG_PER_POLL:
+                event(
+                    logging.INFO,
+                    "handshake.failed",
+                    f"handshake failed ({reason}): {exc}",
+                    peer=_peer(address),
+                    transport=transport,
+                    reason=reason,
+                )
+        unrecorded = max(0, new - len(failures))
+        if unrecorded:
+            reasons["unrecorded"] += unrecorded
+        for reason, count in reasons.items():
+            self.metrics.handshake_failures.labels(transport, reason).inc(count)
+        if new > LOG_PER_POLL:
+            summary = ", ".join(f"{r}={n}" for r, n in reasons.most_common())
+            event(
+                logging.WARNING,
+                "handshake.failures",
+                f"{new} failed handshakes in the last {POLL_INTERVAL} s ({summary})",
+                transport=transport,
+            )
+        return new
+
+    async def run(self, listeners: Sequence[tuple[str, mstls.trio.Listener]]) -> None:
+        """Poll every :data:`POLL_INTERVAL` seconds until cancelled."""
+        while True:
+            await trio.sleep(POLL_INTERVAL)
+            for transport, listener in listeners:
+                self.poll(transport, listener)
