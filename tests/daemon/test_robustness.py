@@ -121,12 +121,14 @@ def total(text: str, name: str, **labels: str) -> float:
 
 def garbage_tcp(port: int, rng: random.Random, count: int) -> None:
     for i in range(count):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as tcp:
-            # The daemon may answer garbage with an alert and a reset before we finish.
-            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-                tcp.sendall(rng.randbytes(rng.randint(1, 2000)))
-                if i % 2:
-                    tcp.shutdown(socket.SHUT_WR)
+        # The daemon may answer garbage with an alert and a reset before we finish.
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as tcp,
+            contextlib.suppress(ConnectionResetError, BrokenPipeError),
+        ):
+            tcp.sendall(rng.randbytes(rng.randint(1, 2000)))
+            if i % 2:
+                tcp.shutdown(socket.SHUT_WR)
 
 
 async def flood(
@@ -137,10 +139,7 @@ async def flood(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.setblocking(False)
         for i in range(DATAGRAMS):
-            if i % 2:
-                datagram = mutate(rng, initial)
-            else:
-                datagram = rng.randbytes(rng.choice(SIZES))
+            datagram = mutate(rng, initial) if i % 2 else rng.randbytes(rng.choice(SIZES))
             with contextlib.suppress(BlockingIOError):
                 udp.sendto(datagram, ("127.0.0.1", port))
             if i % BURST == BURST - 1:
