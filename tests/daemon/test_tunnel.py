@@ -7,6 +7,7 @@ import concurrent.futures
 import hashlib
 import http.client
 import http.server
+import os
 import socket
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from tests.daemon.support import ROOT, daemon_process, env_for, free_port
 
 pytestmark = pytest.mark.network
 
-BIG = 16 << 20  # bytes of the large download (the 100 MiB is a manual check)
+#: The large download, checked with SHA-256: the issue's 100 MiB (about 9 s here on 2
+#: cores, the whole test about 15 s); MSTLS_TUNNEL_MIB=N changes it for a quick run.
+BIG = int(os.environ.get("MSTLS_TUNNEL_MIB", "100")) << 20
 REQUESTS = 50
 
 
