@@ -52,24 +52,28 @@ MAX_WORKERS = 256
 Instruction = tuple[int, int, int, int]
 
 
-def steering_program(workers: int) -> list[Instruction]:
-    """The classic BPF program: ``(code, jt, jf, k)`` per instruction."""
+def steering_program(workers: int, worker_byte: int = 0) -> list[Instruction]:
+    """The classic BPF program: ``(code, jt, jf, k)`` per instruction.
+
+    ``worker_byte``: which byte of the server ID names the worker (1 for a
+    two-byte ``host, worker`` server ID behind a fleet balancer).
+    """
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers: 1..{MAX_WORKERS}, got {workers}")
     return [
         (BPF_LDB_ABS, 0, 0, 0),  # A = first byte
         (BPF_JSET_K, 0, 2, LONG_HEADER_BIT),  # long header? else skip 2
-        (BPF_LDB_ABS, 0, 0, LONG_HEADER_SERVER_ID),
+        (BPF_LDB_ABS, 0, 0, LONG_HEADER_SERVER_ID + worker_byte),
         (BPF_JA, 0, 0, 1),
-        (BPF_LDB_ABS, 0, 0, SHORT_HEADER_SERVER_ID),
+        (BPF_LDB_ABS, 0, 0, SHORT_HEADER_SERVER_ID + worker_byte),
         (BPF_MOD_K, 0, 0, workers),
         (BPF_RET_A, 0, 0, 0),
     ]
 
 
-def attach_steering(sock: socket.socket, workers: int) -> None:
+def attach_steering(sock: socket.socket, workers: int, worker_byte: int = 0) -> None:
     """Attach :func:`steering_program` to the reuseport group of ``sock`` (Linux only)."""
-    program = steering_program(workers)
+    program = steering_program(workers, worker_byte)
     code = b"".join(struct.pack("HBBI", *insn) for insn in program)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("HP", len(program), ctypes.addressof(buffer))

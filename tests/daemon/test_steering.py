@@ -56,5 +56,6 @@ def test_datagrams_reach_the_worker_their_dcid_names() -> None:
 
 def test_program_bounds() -> None:
     assert steering_program(2)[-2] == (0x94, 0, 0, 2)
+    assert [insn[3] for insn in steering_program(2, worker_byte=1)[2:5:2]] == [8, 3]
     with pytest.raises(ValueError):
         steering_program(0)
