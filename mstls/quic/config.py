@@ -56,6 +56,12 @@ class QuicConfig:
     max_streams_bidi: int = 128
     max_streams_uni: int = 128
     max_ack_delay_ms: int = 25
+    #: draft-ietf-quic-ack-frequency: advertise min_ack_delay (so the peer may ask us
+    #: to acknowledge less often) and ask a peer that advertises it to acknowledge
+    #: every ``ack_eliciting_threshold + 1`` ack-eliciting packets.
+    ack_frequency: bool = True
+    min_ack_delay_us: int = 1000
+    ack_eliciting_threshold: int = 9
     ack_delay_exponent: int = 3
     active_connection_id_limit: int = 8
     cid_length: int = DEFAULT_CID_LENGTH
@@ -92,4 +98,5 @@ class QuicConfig:
             max_ack_delay=self.max_ack_delay_ms,
             active_connection_id_limit=self.active_connection_id_limit,
             initial_source_connection_id=source_cid,
+            min_ack_delay=self.min_ack_delay_us if self.ack_frequency else None,
         )

@@ -19,7 +19,7 @@ close the connection with their code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..codes import TransportErrorCode
@@ -29,8 +29,8 @@ from ..exceptions import DecodeError, DecryptionFailed, ProtocolError
 from ..wire.buffer import Reader
 from ..wire.frame_types import ACK_ELICITING, ALLOWED_FRAME_TYPES, FrameType, PacketKind
 from ..wire.frames import (
-    FRAME_DECODERS,
     AckFrame,
+    AckFrequencyFrame,
     ApplicationCloseFrame,
     ConnectionCloseFrame,
     CryptoFrame,
@@ -83,6 +83,8 @@ class ReceivingMixin(ConnectionState):
     """The receive path of :class:`~mstls.quic.connection.QuicConnection`."""
 
     pending_path_responses: list[bytes]
+    frame_decoders: Mapping[int, Any]
+    ack_frequency_received: int
     #: Stream and flow-control frames go to the stream manager (shared with QMux).
     stream_handlers: dict[int, Callable[[Any], None]]
 
@@ -183,7 +185,7 @@ class ReceivingMixin(ConnectionState):
         reader = Reader(payload)
         ack_eliciting = False
         while not reader.eof():
-            frame = decode_frame(reader, FRAME_DECODERS)
+            frame = decode_frame(reader, self.frame_decoders)
             frame_type = frame.frame_type
             if frame_type not in allowed:
                 raise ProtocolError(
@@ -252,6 +254,23 @@ class ReceivingMixin(ConnectionState):
         )
         self.enter_draining(info, ctx.now)
 
+    def _on_ack_frequency(self, frame: AckFrequencyFrame, ctx: _Context) -> None:
+        """draft-ietf-quic-ack-frequency §4: acknowledge less (or more) often."""
+        if frame.requested_max_ack_delay < self.config.min_ack_delay_us:
+            raise ProtocolError(
+                "ACK_FREQUENCY asks for a max_ack_delay below our min_ack_delay",
+                frame_type=FrameType.ACK_FREQUENCY,
+            )
+        if frame.sequence_number < self.ack_frequency_received:
+            return  # an older request arrived late
+        self.ack_frequency_received = frame.sequence_number + 1
+        acks = self.spaces[PacketNumberSpace.APPLICATION].acks
+        acks.set_ack_frequency(frame.ack_eliciting_threshold, frame.reordering_threshold)
+        self.ack_delay = frame.requested_max_ack_delay / 1_000_000
+
+    def _on_immediate_ack(self, frame: Any, ctx: _Context) -> None:
+        self.spaces[ctx.space].acks.request_immediate_ack(ctx.now)
+
     def _on_handshake_done(self, frame: Any, ctx: _Context) -> None:
         self.on_handshake_done(ctx.now)  # type: ignore[attr-defined]
 
@@ -304,4 +323,6 @@ FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {
     FrameType.CONNECTION_CLOSE: ReceivingMixin._on_connection_close,
     FrameType.CONNECTION_CLOSE_APPLICATION: ReceivingMixin._on_connection_close,
     FrameType.HANDSHAKE_DONE: ReceivingMixin._on_handshake_done,
+    FrameType.ACK_FREQUENCY: ReceivingMixin._on_ack_frequency,
+    FrameType.IMMEDIATE_ACK: ReceivingMixin._on_immediate_ack,
 }

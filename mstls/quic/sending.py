@@ -19,6 +19,7 @@ whose loss is not a congestion signal (RFC 8899).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.congestion import NewReno
@@ -27,6 +28,9 @@ from ..core.recovery import PacketNumberSpace, Recovery, SentPacket
 from ..wire.buffer import Writer
 from ..wire.frame_types import FrameType
 from ..wire.frames import (
+    ACK_FREQUENCY_FRAME_DECODERS,
+    FRAME_DECODERS,
+    AckFrequencyFrame,
     ApplicationCloseFrame,
     ConnectionCloseFrame,
     HandshakeDoneFrame,
@@ -43,6 +47,9 @@ __all__ = ["MAX_DATAGRAMS_PER_CALL", "SendingMixin"]
 
 #: Datagrams one call may produce (brief T5: bounded work per wake-up).
 MAX_DATAGRAMS_PER_CALL = 64
+#: Fewer ACKs are requested only while the congestion window holds this many
+#: times the ACK threshold in packets (draft-ietf-quic-ack-frequency §9.1).
+ACK_FREQUENCY_WINDOW_FACTOR = 4
 #: RFC 9000 §8.1: an unvalidated server sends at most three times what it received.
 AMPLIFICATION_FACTOR = 3
 
@@ -60,6 +67,11 @@ class SendingMixin(ConnectionState):
     pending_path_responses: list[bytes]
     handshake_done_pending: bool
     pacing_deadline: float | None
+    ack_frequency_pending: bool
+    ack_frequency_sequence: int
+    ack_threshold_sent: int
+    ack_frequency_received: int
+    frame_decoders: Mapping[int, Any]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -73,6 +85,16 @@ class SendingMixin(ConnectionState):
         self.pending_path_responses = []
         self.close_pending = False
         self.pacing_deadline = None
+        self.ack_delay = self.config.max_ack_delay_ms / 1000
+        # ACK_FREQUENCY we send: sequence numbers, the threshold in force at the
+        # peer (1 is RFC 9000's default), and whether a lost frame must go again.
+        self.ack_frequency_pending = False
+        self.ack_frequency_sequence = 0
+        self.ack_threshold_sent = 1
+        self.ack_frequency_received = 0
+        self.frame_decoders = (
+            ACK_FREQUENCY_FRAME_DECODERS if self.config.ack_frequency else FRAME_DECODERS
+        )
 
     # -- public ---------------------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[bytes]:
@@ -97,7 +119,7 @@ class SendingMixin(ConnectionState):
     def send_deadline(self) -> float | None:
         """When sending must happen even without new input: a delayed ACK, pacing."""
         deadlines = [self.pacing_deadline]
-        max_ack_delay = self.config.max_ack_delay_ms / 1000
+        max_ack_delay = self.ack_delay
         for space in self.spaces:
             if space.recv_keys is not None and not space.discarded:
                 deadlines.append(space.acks.ack_deadline(max_ack_delay))
@@ -175,8 +197,7 @@ class SendingMixin(ConnectionState):
     def _wants_to_send(self, space: Space, now: float, congestion_ok: bool) -> bool:
         if space.probes:
             return True
-        max_ack_delay = self.config.max_ack_delay_ms / 1000
-        deadline = space.acks.ack_deadline(max_ack_delay)
+        deadline = space.acks.ack_deadline(self.ack_delay)
         if deadline is not None and deadline <= now:
             return True
         if not congestion_ok:
@@ -263,7 +284,39 @@ class SendingMixin(ConnectionState):
         self.peer_cids.write_frames(sink)
         if self._keepalive_due(now) and sink.remaining >= 1:
             sink.add(_PING)
+        self._write_ack_frequency(sink)
         self.streams.write_frames(sink, now)
+
+    def _wanted_ack_threshold(self) -> int:
+        """How many ack-eliciting packets the peer may wait for before acknowledging.
+
+        draft-ietf-quic-ack-frequency §9.1: fewer ACKs only while the congestion
+        window holds several times that many packets, so loss recovery keeps its
+        feedback; a small window (loss, slow start) gets the RFC 9000 default.
+        """
+        cc = self.recovery.congestion
+        wanted = self.config.ack_eliciting_threshold
+        if cc.cwnd < ACK_FREQUENCY_WINDOW_FACTOR * (wanted + 1) * cc.max_datagram_size:
+            return 1
+        return wanted
+
+    def _write_ack_frequency(self, sink: PacketSink) -> None:
+        """Tell a peer that supports it how often to acknowledge (ack-frequency §4)."""
+        if self.peer_params is None or self.peer_params.min_ack_delay is None:
+            return
+        wanted = self._wanted_ack_threshold()
+        if wanted == self.ack_threshold_sent and not self.ack_frequency_pending:
+            return
+        delay_us = max(self.peer_params.min_ack_delay, self.peer_params.max_ack_delay * 1000)
+        frame = encode_frame(AckFrequencyFrame(self.ack_frequency_sequence, wanted, delay_us, 1))
+        if len(frame) <= sink.remaining:
+            self.ack_frequency_sequence += 1
+            self.ack_threshold_sent = wanted
+            self.ack_frequency_pending = False
+            sink.add(frame, (_ignore, self._resend_ack_frequency, ()))
+
+    def _resend_ack_frequency(self) -> None:
+        self.ack_frequency_pending = True
 
     def _resend_handshake_done(self) -> None:
         self.handshake_done_pending = True

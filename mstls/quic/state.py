@@ -109,6 +109,8 @@ class ConnectionState:
     handshake_complete: bool
     handshake_confirmed: bool
     qlog: QlogWriter | None
+    #: Our current max_ack_delay in seconds (the peer may change it, ack-frequency §4).
+    ack_delay: float
 
     def _init_spaces(self, initial_dcid: bytes) -> None:
         limit = self.config.max_crypto_buffer
