@@ -94,9 +94,7 @@ def _add_tunnel(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "of ONE multiplexed connection to --to, opening --service.  Half-close is "
         "propagated both ways; a stream the daemon resets resets the TCP connection.",
     )
-    p.add_argument(
-        "--listen", type=_address("127.0.0.1"), required=True, metavar="[HOST]:PORT"
-    )
+    p.add_argument("--listen", type=_address("127.0.0.1"), required=True, metavar="[HOST]:PORT")
     p.add_argument("--to", type=target, required=True, metavar="HOST:PORT")
     p.add_argument("-s", "--service", required=True, help="mstlsd service, e.g. a forward")
     add_client_options(p)

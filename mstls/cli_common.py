@@ -175,9 +175,7 @@ def describe_failure(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _connect_auto(
-    host: str, port: int, config: ClientConfig, timeout: float
-) -> Connection:
+async def _connect_auto(host: str, port: int, config: ClientConfig, timeout: float) -> Connection:
     winner: list[Connection] = []
     failures: list[BaseException] = []
 

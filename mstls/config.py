@@ -16,6 +16,7 @@ import attrs
 from .exceptions import ConfigurationError
 from .qmux.config import QMuxConfig
 from .quic.config import QuicConfig
+from .quic.endpoint import RetryTokens
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import TLSConfig
 
@@ -118,6 +119,8 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     pinned_client_sha256: Sequence[str] | None = None
     retry: bool = False
+    #: AES-128 key sealing Retry tokens; workers of one service share it (None: random).
+    retry_token_key: bytes | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -144,6 +147,12 @@ class ServerConfig:
             require_client_certificate=self.require_client_cert,
             keylog=self.keylog_file,
         )
+
+    def retry_tokens(self) -> RetryTokens:
+        """The Retry token sealer (shared by every worker given the same key)."""
+        if self.retry_token_key is not None and len(self.retry_token_key) != 16:
+            raise ConfigurationError("retry_token_key: must be 16 bytes (AES-128)")
+        return RetryTokens(self.retry_token_key)
 
     def quic_config(self) -> QuicConfig:
         return QuicConfig(

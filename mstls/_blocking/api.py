@@ -363,7 +363,9 @@ def listen(host: str, port: int, config: ServerConfig, *, transport: str = "udp"
         from .transports import listen_other  # noqa: PLC0415
 
         return listen_other(host, port, config, transport=transport)
-    endpoint = ServerEndpoint(config.quic_config(), retry=config.retry)
+    endpoint = ServerEndpoint(
+        config.quic_config(), retry=config.retry, retry_tokens=config.retry_tokens()
+    )
     sock = open_udp_socket(host, port)
     handler = UdpListenerHandler(sock, endpoint)
     handler.assist.add(handler)

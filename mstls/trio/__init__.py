@@ -121,29 +121,58 @@ async def connect(
     raise errors.timeout_error("connect", timeout)
 
 
+SocketHook = Callable[[socket.socket], object]
+
+
 async def _listen(
-    host: str, port: int, config: ServerConfig, transport: str, spawn: Spawner
+    host: str,
+    port: int,
+    config: ServerConfig,
+    transport: str,
+    spawn: Spawner,
+    *,
+    reuse_port: bool = False,
+    socket_hook: SocketHook | None = None,
 ) -> Listener:
     _check_transport(transport)
     driver: ListenerDriver
     if transport == "tcp":
-        sock = open_tcp_listener(host, port)
+        sock = open_tcp_listener(host, port, reuse_port=reuse_port)
+        if socket_hook is not None:
+            socket_hook(sock)
         driver = TcpListenerDriver(sock, qmux_config(config), spawn)
     else:
-        endpoint = ServerEndpoint(config.quic_config(), retry=config.retry)
-        sock = open_udp_socket(host, port)
+        endpoint = ServerEndpoint(
+            config.quic_config(), retry=config.retry, retry_tokens=config.retry_tokens()
+        )
+        sock = open_udp_socket(host, port, reuse_port=reuse_port)
+        if socket_hook is not None:
+            socket_hook(sock)
         driver = UdpListenerDriver(sock, endpoint)
     driver.start(spawn)
     return Listener(driver, transport, sock.getsockname())
 
 
-async def listen(host: str, port: int, config: ServerConfig, *, transport: str = "udp") -> Listener:
+async def listen(
+    host: str,
+    port: int,
+    config: ServerConfig,
+    *,
+    transport: str = "udp",
+    reuse_port: bool = False,
+    socket_hook: SocketHook | None = None,
+) -> Listener:
     """Listen on ``host:port`` (port 0: any; see :attr:`Listener.address`).
 
     ``transport`` is ``"udp"`` (QUIC) or ``"tcp"`` (QMux over TLS/TCP).
+    ``reuse_port`` sets SO_REUSEPORT so several processes share the port;
+    ``socket_hook(sock)`` is called with the bound socket before it is used (for
+    example to attach a reuseport steering program).
     """
     spawn = system_spawner(f"mstls.trio {transport} listener {host}:{port}")
-    return await _listen(host, port, config, transport, spawn)
+    return await _listen(
+        host, port, config, transport, spawn, reuse_port=reuse_port, socket_hook=socket_hook
+    )
 
 
 Handler = Callable[[Connection], Awaitable[object]]
@@ -156,6 +185,8 @@ async def serve(
     handler: Handler,
     *,
     transport: str = "udp",
+    reuse_port: bool = False,
+    socket_hook: SocketHook | None = None,
     task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept connections forever, running ``await handler(connection)`` for each.
@@ -169,7 +200,15 @@ async def serve(
     listener ends ``serve`` once the handlers have returned.
     """
     async with trio.open_nursery() as nursery:
-        listener = await _listen(host, port, config, transport, nursery.start_soon)
+        listener = await _listen(
+            host,
+            port,
+            config,
+            transport,
+            nursery.start_soon,
+            reuse_port=reuse_port,
+            socket_hook=socket_hook,
+        )
         async with listener:
             task_status.started(listener)
             while True:

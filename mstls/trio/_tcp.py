@@ -259,7 +259,7 @@ class TcpListenerDriver(ListenerDriver):
         self.sock.close()
 
 
-def open_tcp_listener(host: str, port: int) -> socket.socket:
+def open_tcp_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A bound, listening, non-blocking TCP socket (``"::"``: dual stack)."""
     family, _, _, _, sockaddr = socket.getaddrinfo(
         host or None, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
@@ -267,6 +267,8 @@ def open_tcp_listener(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6 and sockaddr[0] == "::":
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

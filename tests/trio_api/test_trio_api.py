@@ -532,3 +532,32 @@ async def test_listener_counts_failed_handshakes() -> None:
     assert address is not None and isinstance(error, mstls.Error)
     assert listener.pop_handshake_failures() == []
     await listener.aclose()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_reuse_port_lets_two_listeners_share_a_port(transport: str) -> None:
+    """Worker processes share one port: SO_REUSEPORT, and a hook sees each socket."""
+    pki = get_pki()
+    files = pki.files("server")
+    config = mstls.ServerConfig(
+        files.cert, files.key, alpn="mstls-test", retry_token_key=bytes(range(16))
+    )
+    seen: list[Any] = []
+    first = await mstls.trio.listen(
+        "127.0.0.1", 0, config, transport=transport, reuse_port=True, socket_hook=seen.append
+    )
+    port = first.address[1]
+    second = await mstls.trio.listen(
+        "127.0.0.1", port, config, transport=transport, reuse_port=True, socket_hook=seen.append
+    )
+    assert second.address[1] == port and len(seen) == 2
+    assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in seen)
+    await first.aclose()
+    await second.aclose()
+
+
+def test_retry_token_key_is_checked() -> None:
+    files = get_pki().files("server")
+    bad = mstls.ServerConfig(files.cert, files.key, alpn="x", retry_token_key=b"short")
+    with pytest.raises(mstls.ConfigurationError):
+        bad.retry_tokens()
