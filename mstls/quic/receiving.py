@@ -296,6 +296,8 @@ class ReceivingMixin(ConnectionState):
         """RFC 9000 §17.2.5.2: accept one valid Retry before any Initial from the server."""
         if not self.is_client or self.peer_cid_set or self.retry_source_cid is not None:
             return
+        if not header.token:
+            return  # a client MUST discard a Retry with an empty token (§17.2.5.2)
         packet = bytes(view[: header.packet_end])
         scid = bytes(header.scid)
         if scid == self.peer_cids.current or not verify_retry(self.original_dcid, packet):
