@@ -256,13 +256,14 @@ def check_termination(events: list[Event]) -> ConnectionTerminatedEvent | None:
     return end
 
 
-def exercise(conn: QuicConnection, now: float) -> list[bytes]:
+def exercise(conn: QuicConnection, now: float, sent: list[bytes]) -> float:
     """Every output entry point after an input: datagrams, then timers for a while.
 
+    Appends what the connection sends to ``sent``; returns the clock reached.
     A deadline that stays in the past after :meth:`handle_timer` and
     :meth:`datagrams_to_send` would make a driver spin: that fails.
     """
-    out = conn.datagrams_to_send(now)
+    sent += conn.datagrams_to_send(now)
     until = now + SETTLE_TIME
     stalls = 0
     while (timer := conn.get_timer()) is not None and timer <= until:
@@ -270,8 +271,8 @@ def exercise(conn: QuicConnection, now: float) -> list[bytes]:
         assert stalls <= MAX_STALLS, f"the timer stays at {timer} <= now: a driver would spin"
         now = max(now, timer)
         conn.handle_timer(now)
-        out += conn.datagrams_to_send(now)
-    return out
+        sent += conn.datagrams_to_send(now)
+    return now
 
 
 def check_lone_connection(conn: QuicConnection, datagrams: list[bytes], now: float) -> None:
@@ -280,7 +281,7 @@ def check_lone_connection(conn: QuicConnection, datagrams: list[bytes], now: flo
     sent: list[bytes] = []
     for data in datagrams:
         conn.receive_datagram(data, SERVER_ADDR, now)
-        sent += exercise(conn, now)
+        now = exercise(conn, now, sent) + 0.001  # the driver's clock never goes back
     end = check_termination(drain(conn))
     if end is not None and end.kind == "close" and not end.by_peer and not was_closing:
         assert sent, "closed without sending CONNECTION_CLOSE"
@@ -929,3 +930,20 @@ def test_endpoint_answers_floods_of_strangers_within_bounds() -> None:
     assert not endpoint.connections
     # RFC 9000 §10.3.3: bounded by the limiter (burst 20, 100 per second over 0.3 s).
     assert resets <= 20 + 100 * 0.3 + 1
+
+
+def test_client_discards_a_retry_without_token() -> None:
+    """RFC 9000 §17.2.5.2: a client MUST discard a Retry with a zero-length token."""
+    client = QuicConnection(client_config(), is_client=True, now=NOW, peer_address=SERVER_ADDR)
+    client.connect(NOW)
+    client.datagrams_to_send(NOW)
+    empty = encode_retry(client.host_cid, bytes(8), b"")
+    client.receive_datagram(
+        empty + retry_integrity_tag(client.original_dcid, empty), SERVER_ADDR, NOW
+    )
+    assert client.retry_source_cid is None and client.retry_token == b""
+    valid = encode_retry(client.host_cid, bytes(8), b"token")
+    client.receive_datagram(
+        valid + retry_integrity_tag(client.original_dcid, valid), SERVER_ADDR, NOW
+    )
+    assert (client.retry_source_cid, client.retry_token) == (bytes(8), b"token")
