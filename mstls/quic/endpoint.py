@@ -122,6 +122,8 @@ class ServerEndpoint:
         self.terminated: deque[QuicConnection] = deque()
         self._stateless: list[tuple[bytes, Address]] = []
         self._reset_limiter = StatelessResetLimiter()
+        #: Initial datagrams that authenticated nothing and created no connection.
+        self.dropped_initials = 0
 
     # -- input ---------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
@@ -188,10 +190,16 @@ class ServerEndpoint:
             retry_source_cid=retry_scid,
             address_validated=validated,
         )
+        conn.receive_datagram(data, addr, now)
+        if conn.spaces[0].acks.largest_received < 0:
+            # Not one packet authenticated: forged or corrupted.  Keeping state for
+            # it would let garbage fill memory until handshake timeouts (brief:
+            # security rules), so the datagram is simply dropped.
+            self.dropped_initials += 1
+            return
         self.connections.append(conn)
         self.accepted.append(conn)
         self._initial_routes[dcid] = conn
-        conn.receive_datagram(data, addr, now)
         self._update_routes(conn)
 
     def _send_retry(self, dcid: bytes, scid: bytes, addr: Address, now: float) -> None:

@@ -313,3 +313,19 @@ def test_qlog_traces_are_json_seq(tmp_path: Any) -> None:
         assert events[-1]["name"] == "connectivity:connection_closed"
         times = [e["time"] for e in events]
         assert times == sorted(times)
+
+
+def test_forged_initials_create_no_connection_state() -> None:
+    """A corrupted Initial authenticates nothing: no connection is kept for it."""
+    pair = Pair()
+    pair.client.connect(pair.now)
+    genuine = pair.client.datagrams_to_send(pair.now)[0]
+    endpoint = pair.endpoint
+    for i in range(200):
+        forged = bytearray(genuine)
+        forged[6] ^= 1 + i % 250  # another DCID: other Initial keys, the AEAD fails
+        forged[-1] ^= 0xFF
+        endpoint.receive_datagram(bytes(forged), CLIENT_ADDR, pair.now)
+    assert endpoint.connections == [] and endpoint.dropped_initials == 200
+    endpoint.receive_datagram(genuine, CLIENT_ADDR, pair.now)
+    assert len(endpoint.connections) == 1
