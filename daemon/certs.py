@@ -8,6 +8,12 @@ of the state directory, the stream limit and the qlog directory
 trace) go to the QUIC settings through ``ServerConfig.extra``.  Building the
 QUIC settings once here loads and checks every file, so a bad certificate or
 key fails with one clear message before any socket is bound.
+
+Worker ``I`` of a multi-worker daemon (``workers = N``) issues QUIC-LB plaintext
+connection IDs whose one-byte server ID is ``I`` (Retry source IDs included),
+so the steering program of :mod:`daemon.steering` sends every later datagram
+of a connection to the worker that owns it; the Retry token key of the state
+directory is shared by all workers.
 """
 
 from __future__ import annotations
@@ -18,23 +24,47 @@ from typing import Any
 
 import mstls
 from mstls.core.stateless_reset import StatelessResetKey
+from mstls.quic.quic_lb import QuicLbConfig
 
 from .config import ConfigError, DaemonConfig
 from .logs import event
 from .state import ensure_dev_pki
 
-__all__ = ["build_server_config"]
+__all__ = ["LB_CONFIG_ID", "LB_NONCE_LENGTH", "build_server_config", "worker_cids"]
+
+#: QUIC-LB configuration of the worker IDs: config rotation 0, 1-byte server ID, 6-byte nonce.
+LB_CONFIG_ID = 0
+LB_NONCE_LENGTH = 6
+
+
+def worker_cids(worker: int) -> QuicLbConfig:
+    """The QUIC-LB connection-ID generator of worker ``worker`` (server ID = its index)."""
+    return QuicLbConfig(
+        config_id=LB_CONFIG_ID, server_id=bytes((worker,)), nonce_length=LB_NONCE_LENGTH
+    )
 
 
 def build_server_config(
-    config: DaemonConfig, state_dir: Path, reset_key: StatelessResetKey
+    config: DaemonConfig,
+    state_dir: Path,
+    reset_key: StatelessResetKey,
+    *,
+    retry_token_key: bytes | None = None,
+    worker: int | None = None,
 ) -> mstls.ServerConfig:
-    """The library configuration for ``config`` (raises ConfigError / StateError)."""
+    """The library configuration for ``config`` (raises ConfigError / StateError).
+
+    ``worker``: this process's worker index (QUIC-LB connection IDs naming it).
+    """
     tls, limits = config.tls, config.limits
     extra: dict[str, Any] = {
         "stateless_reset_key": reset_key,
         "max_streams_bidi": limits.max_streams_per_connection,
     }
+    if worker is not None:
+        lb = worker_cids(worker)
+        extra["cid_generator"] = lb.generate
+        extra["cid_length"] = lb.cid_length
     qlog_dir = config.observability.qlog_dir
     if qlog_dir is not None:
         try:
@@ -67,6 +97,7 @@ def build_server_config(
         handshake_timeout=limits.handshake_timeout,
         keylog_file=tls.keylog_file,
         retry=limits.retry,
+        retry_token_key=retry_token_key,
         extra=extra,
     )
     try:

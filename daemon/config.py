@@ -65,6 +65,8 @@ SERVICE_TYPES = ("echo", "discard", "forward", "python")
 LOG_FORMATS = ("human", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_PORT = 65535
+#: ``workers``: one byte of the QUIC-LB server ID names the worker (daemon/steering.py).
+MAX_WORKERS = 256
 
 
 class ConfigError(Exception):
@@ -166,6 +168,8 @@ class DaemonConfig:
     observability: ObservabilitySettings = ObservabilitySettings()
     metrics_address: tuple[str, int] | None = None
     state_dir: Path | None = None
+    #: Worker processes sharing the listeners with SO_REUSEPORT (docs/fleet.md).
+    workers: int = 1
 
 
 # --- value checkers ----------------------------------------------------------------------------
@@ -213,6 +217,12 @@ def _choice(*choices: str) -> Checker:
         return str(value)
 
     return check
+
+
+def _workers(value: Any, ctx: _Context, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise ctx.error(key, f"expected a number of processes 1-{MAX_WORKERS}, got {value!r}")
+    return value
 
 
 def _port(value: Any, ctx: _Context, key: str) -> int:
@@ -313,6 +323,7 @@ _TOP_KEYS = (
     "metrics",
     "observability",
     "state_dir",
+    "workers",
 )
 
 _LISTENER_KEYS: dict[str, Checker] = {
@@ -485,6 +496,7 @@ def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConf
         "observability",
     )
     state_dir = data.get("state_dir")
+    workers = _workers(data["workers"], ctx, "workers") if "workers" in data else 1
     return DaemonConfig(
         source=source,
         listeners=_listeners(data["listeners"], ctx),
@@ -495,6 +507,7 @@ def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConf
         observability=ObservabilitySettings(**observability),
         metrics_address=metrics.get("address"),
         state_dir=_writable_path(state_dir, ctx, "state_dir") if state_dir is not None else None,
+        workers=workers,
     )
 
 

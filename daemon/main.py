@@ -2,12 +2,15 @@
 
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT and the drain), 2 for a
 configuration problem (reported before anything is bound), 1 when a listener
-cannot be bound or the daemon fails.
+cannot be bound or the daemon fails.  With ``workers = N`` (N > 1) this
+process is the parent of N workers (:mod:`daemon.workers`) and its status is
+0 only when every worker exited 0 after a shutdown signal.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +22,7 @@ from . import logs
 from .config import ALPN, DEFAULT_PORT, ConfigError, DaemonConfig, default_config, load_config
 from .server import BindError, Daemon
 from .state import STATE_DIR_ENV, StateError, default_state_dir
+from .workers import supervise, watch_parent
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILURE", "build_parser", "main"]
 
@@ -73,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-format", choices=("human", "json"), help="log format (overrides the configuration)"
     )
+    parser.add_argument(  # internal: set by the parent of a multi-worker daemon
+        "--worker", type=int, metavar="I", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--ready-fd", type=int, metavar="FD", help=argparse.SUPPRESS)
     parser.add_argument(
         "--check",
         action="store_true",
@@ -94,7 +102,8 @@ def _state_dir(args: argparse.Namespace, config: DaemonConfig) -> Path:
     return config.state_dir if config.state_dir is not None else default_state_dir()
 
 
-async def _serve(daemon: Daemon) -> None:
+async def _serve(daemon: Daemon, ready_fd: int | None = None) -> None:
+    """Run ``daemon`` with its signals; a worker reports "bound" on ``ready_fd``."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -105,24 +114,47 @@ async def _serve(daemon: Daemon) -> None:
                     else:
                         daemon.request_shutdown()
 
+            async def run(task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED) -> None:
+                await daemon.run(task_status=task_status)
+                nursery.cancel_scope.cancel()
+
             nursery.start_soon(on_signals)
-            await daemon.run()
-            nursery.cancel_scope.cancel()
+            await nursery.start(run)
+            if ready_fd is not None:
+                os.write(ready_fd, b"bound\n")
+                os.close(ready_fd)
+                nursery.start_soon(watch_parent, daemon.request_shutdown)
 
 
 def _summary(daemon: Daemon) -> str:
     config = daemon.config
     lines = [f"configuration OK: {config.source}", f"state directory: {daemon.state_dir}"]
     lines += [f"listener: {spec.label()}" for spec in config.listeners]
+    if config.workers > 1:
+        lines.append(f"workers: {config.workers}")
     lines += [f"service: {name} ({spec.type})" for name, spec in sorted(config.services.items())]
     return "\n".join(lines)
 
 
+def _check_workers(args: argparse.Namespace, config: DaemonConfig) -> None:
+    if args.worker is not None and not 0 <= args.worker < config.workers:
+        raise ConfigError("--worker", "", f"expected 0-{config.workers - 1}, got {args.worker}")
+    if config.workers > 1:
+        for spec in config.listeners:
+            port = spec.port if args.listen_port is None else args.listen_port
+            if port == 0:
+                raise ConfigError(
+                    config.source, "workers", f"{spec.label()}: workers share a fixed port, not 0"
+                )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the daemon; the exit status (see the module documentation)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         config = _load(args)
+        _check_workers(args, config)
         log_format = args.log_format or config.logging.format
         logs.configure(log_format, config.logging.level)
         daemon = Daemon(
@@ -131,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config_path=args.config,
             port_override=args.listen_port,
             log_format_override=args.log_format,
+            worker=args.worker if config.workers > 1 else None,
         )
     except (ConfigError, StateError) as exc:
         print(f"mstlsd: configuration error: {exc}", file=sys.stderr)
@@ -138,9 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         print(_summary(daemon))
         return 0
+    if config.workers > 1 and args.worker is None:
+        return supervise(argv, config.workers)  # the keys and certificates exist by now
     failures: list[BaseException] = []
     try:
-        trio.run(_serve, daemon)
+        trio.run(_serve, daemon, args.ready_fd)
     except* BindError as group:  # raised inside the signal nursery, so inside a group
         failures.extend(group.exceptions)
     for failure in failures:

@@ -34,6 +34,11 @@ logging apply to new streams and connections; established connections are
 untouched.  New certificates are handed to each listener for new handshakes
 (see :meth:`Daemon.reload` about the library hook this needs).  Listener and
 metrics-address changes need a restart.
+
+*Workers* (``workers = N``, :mod:`daemon.workers`): this class runs one worker
+when given ``worker=I``: listeners bound with SO_REUSEPORT, the steering
+program attached to the UDP group by worker 0, QUIC-LB connection IDs naming
+worker I, and metrics (if configured) on the metrics port + I.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ from .metrics import Metrics
 from .notify import notify
 from .preamble import ConnectionCode, PreambleError, StreamCode, read_preamble
 from .services import ServiceContext, ServiceRefused, ServiceStream, run_service
-from .state import StateError, load_reset_key
+from .state import StateError, load_reset_key, load_retry_token_key
+from .steering import attach_steering
 
 __all__ = ["BindError", "Daemon", "apply_overrides"]
 
@@ -133,8 +139,10 @@ class Daemon:
         config_path: Path | None = None,
         port_override: int | None = None,
         log_format_override: str | None = None,
+        worker: int | None = None,
     ) -> None:
         self.config = apply_overrides(config, port=port_override)
+        self.worker = worker
         self.log_format_override = log_format_override
         self.state_dir = state_dir
         self.config_path = config_path
@@ -143,9 +151,10 @@ class Daemon:
         self.handshake_watch = HandshakeWatch(self.metrics)
         try:
             self.reset_key = load_reset_key(state_dir)
+            self.retry_token_key = load_retry_token_key(state_dir)
         except StateError as exc:
             raise ConfigError(config.source, "state_dir", str(exc)) from None
-        self.server_config = build_server_config(self.config, state_dir, self.reset_key)
+        self.server_config = self._server_config(self.config)
         self.listeners: list[tuple[ListenerSpec, mstls.trio.Listener]] = []
         self.connections: dict[str, ConnectionState] = {}
         self.active_streams = 0
@@ -183,11 +192,32 @@ class Daemon:
             self.metrics.close()
         event(logging.INFO, "daemon.stopped", "mstlsd stopped")
 
+    def _server_config(self, config: DaemonConfig) -> mstls.ServerConfig:
+        return build_server_config(
+            config,
+            self.state_dir,
+            self.reset_key,
+            retry_token_key=self.retry_token_key,
+            worker=self.worker,
+        )
+
+    def _socket_hook(self, spec: ListenerSpec) -> Any:
+        """Worker 0 attaches the steering program to each UDP reuseport group."""
+        if self.worker != 0 or spec.transport != "udp":
+            return None
+        workers = self.config.workers
+        return lambda sock: attach_steering(sock, workers)
+
     async def _bind(self) -> None:
         for spec in self.config.listeners:
             try:
                 listener = await mstls.trio.listen(
-                    spec.host, spec.port, self.server_config, transport=spec.transport
+                    spec.host,
+                    spec.port,
+                    self.server_config,
+                    transport=spec.transport,
+                    reuse_port=self.worker is not None,
+                    socket_hook=self._socket_hook(spec),
                 )
             except (OSError, mstls.Error) as exc:
                 raise BindError(f"{spec.label()}: cannot listen: {exc}") from None
@@ -195,6 +225,8 @@ class Daemon:
 
     def _serve_metrics(self) -> None:
         address = self.config.metrics_address
+        if address is not None and self.worker and address[1]:
+            address = (address[0], address[1] + self.worker)  # one port per worker
         if address is not None:
             try:
                 self.metrics_address = self.metrics.serve(*address)
@@ -220,6 +252,7 @@ class Daemon:
             "daemon.ready",
             f"mstlsd ready (config {self.config.source}, services {services})",
             state_dir=str(self.state_dir),
+            worker=self.worker,
         )
         notify("READY=1")
 
@@ -273,7 +306,7 @@ class Daemon:
         try:
             fresh = load_config(self.config_path) if self.config_path else default_config()
             fresh = apply_overrides(fresh, port=self.port_override)
-            server_config = build_server_config(fresh, self.state_dir, self.reset_key)
+            server_config = self._server_config(attrs.evolve(fresh, workers=self.config.workers))
         except (ConfigError, StateError) as exc:
             event(logging.ERROR, "daemon.reload_failed", f"reload failed, keeping the old: {exc}")
             self.metrics.reloads.labels("failed").inc()
@@ -281,11 +314,15 @@ class Daemon:
             return False
         if fresh.listeners != self.config.listeners:
             event(logging.WARNING, "daemon.reload", "listener changes take effect at restart")
+        if fresh.workers != self.config.workers:
+            event(logging.WARNING, "daemon.reload", "workers changes need a restart")
         if fresh.metrics_address != self.config.metrics_address:
             event(logging.WARNING, "daemon.reload", "metrics address changes need a restart")
         self._update_certificates(server_config)
         logs.configure(self.log_format_override or fresh.logging.format, fresh.logging.level)
-        self.config = attrs.evolve(fresh, listeners=self.config.listeners)
+        self.config = attrs.evolve(
+            fresh, listeners=self.config.listeners, workers=self.config.workers
+        )
         self.server_config = server_config
         self.metrics.reloads.labels("ok").inc()
         services = ", ".join(sorted(fresh.services))

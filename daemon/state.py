@@ -5,6 +5,7 @@ Layout (created on first start, private to the user)::
     STATE_DIR/
         pki/ca.pem ca.key server.pem server.key client.pem client.key
         stateless_reset.key        32 random bytes, mode 0600
+        retry_token.key            16 random bytes (AES-128), mode 0600
 
 The state directory is, in order: ``--state-dir``, ``state_dir`` in the
 configuration file, ``$MSTLSD_STATE_DIR``, ``$XDG_STATE_HOME/mstlsd``, and
@@ -14,7 +15,11 @@ for the development CA when it talks to a daemon on this machine.
 The stateless-reset key (RFC 9000 §10.3) survives restarts: a client whose
 connection the previous run served sends a packet, the new run does not know
 its connection ID, answers with a stateless reset computed from the same key,
-and the client learns at once that its connection is gone.
+and the client learns at once that its connection is gone.  The Retry token
+key (RFC 9000 §8.1.2) is persisted the same way so that every worker process
+(``workers = N``) accepts the tokens any of them issued.  Both files are made
+by the first process that needs them (``O_EXCL``: concurrent starts agree); the
+parent of a multi-worker daemon makes them before it starts any worker.
 """
 
 from __future__ import annotations
@@ -35,11 +40,15 @@ __all__ = [
     "dev_pki_paths",
     "ensure_dev_pki",
     "load_reset_key",
+    "load_retry_token_key",
 ]
 
 STATE_DIR_ENV = "MSTLSD_STATE_DIR"
 PKI_SUBDIR = "pki"
 RESET_KEY_FILE = "stateless_reset.key"
+RETRY_KEY_FILE = "retry_token.key"
+#: AES-128 (what ``mstls.ServerConfig.retry_token_key`` takes).
+RETRY_KEY_LENGTH = 16
 _PRIVATE_DIR_MODE = 0o700
 _PRIVATE_FILE_MODE = 0o600
 
@@ -91,28 +100,40 @@ def ensure_dev_pki(state_dir: Path) -> tuple[DevPKIPaths, bool]:
         raise StateError(str(exc)) from None
 
 
-def load_reset_key(state_dir: Path) -> StatelessResetKey:
-    """The persisted stateless-reset key of ``state_dir``, created on first use."""
+def _load_key(state_dir: Path, name: str, length: int) -> bytes:
+    """``length`` secret bytes persisted in ``state_dir/name``, created on first use."""
     _private_dir(state_dir)
-    path = state_dir / RESET_KEY_FILE
+    path = state_dir / name
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        key = StatelessResetKey.generate()
+        data = os.urandom(length)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_FILE_MODE)
         except FileExistsError:  # another process made it first: use theirs
-            return load_reset_key(state_dir)
+            return _load_key(state_dir, name, length)
         except OSError as exc:
             raise StateError(f"{path}: cannot create: {exc.strerror}") from None
         with os.fdopen(fd, "wb") as handle:
-            handle.write(bytes(key))
-        return key
+            handle.write(data)
+        return data
     except OSError as exc:
         raise StateError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) != STATELESS_RESET_KEY_LENGTH:
+    if len(data) != length:
         raise StateError(
-            f"{path}: expected {STATELESS_RESET_KEY_LENGTH} bytes, found {len(data)} "
+            f"{path}: expected {length} bytes, found {len(data)} "
             "(delete the file to make a new key)"
         )
-    return StatelessResetKey.from_bytes(data)
+    return data
+
+
+def load_reset_key(state_dir: Path) -> StatelessResetKey:
+    """The persisted stateless-reset key of ``state_dir``, created on first use."""
+    return StatelessResetKey.from_bytes(
+        _load_key(state_dir, RESET_KEY_FILE, STATELESS_RESET_KEY_LENGTH)
+    )
+
+
+def load_retry_token_key(state_dir: Path) -> bytes:
+    """The persisted Retry token key of ``state_dir`` (16 bytes), created on first use."""
+    return _load_key(state_dir, RETRY_KEY_FILE, RETRY_KEY_LENGTH)

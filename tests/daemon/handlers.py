@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import trio
 
 from daemon.identity import Peer
@@ -24,3 +26,10 @@ async def explode(stream: trio.abc.HalfCloseableStream, peer: Peer) -> None:
 
 def not_async(stream: object, peer: object) -> None:
     """Not a coroutine function: refused at configuration time."""
+
+
+async def whoami(stream: trio.abc.HalfCloseableStream, peer: Peer) -> None:
+    """Answer ``WORKER PID`` (``$MSTLSD_WORKER``, ``-`` outside a multi-worker daemon), FIN."""
+    worker = os.environ.get("MSTLSD_WORKER", "-")
+    await stream.send_all(f"{worker} {os.getpid()}".encode())
+    await stream.send_eof()

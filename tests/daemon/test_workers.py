@@ -1,0 +1,137 @@
+"""``workers = 2``: two processes share the ports; every connection stays on one worker.
+
+Each client connection asks the ``whoami`` service (tests.daemon.handlers:whoami)
+twice, the second time on a new stream opened a little later: the same worker
+must answer both (a datagram steered to the other worker would meet an unknown
+connection ID and draw a stateless reset).  Retry is on, so the Retry and
+address-validation path (QUIC-LB Retry source IDs, the shared token key) is
+exercised too.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import mstls
+from daemon.preamble import encode_preamble
+from daemon.state import RETRY_KEY_FILE, dev_pki_paths
+from tests.daemon.support import DaemonProcess, free_port
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SO_ATTACH_REUSEPORT_CBPF is Linux-only"
+)
+
+CONNECTIONS = 200
+THREADS = 8
+#: Between the first and the second stream of a connection.
+PAUSE = 0.05
+TIMEOUT = 10.0
+ALL_BOUND = "workers bound"
+
+CONFIG = """\
+workers = 2
+
+[[listeners]]
+transport = "udp"
+host = "127.0.0.1"
+port = {port}
+
+[[listeners]]
+transport = "tcp"
+host = "127.0.0.1"
+port = {port}
+
+[limits]
+retry = true
+drain_timeout = 2
+
+[services.whoami]
+type = "python"
+handler = "tests.daemon.handlers:whoami"
+"""
+
+
+def start(tmp_path: Path) -> tuple[DaemonProcess, int]:
+    port = free_port()
+    config = tmp_path / "workers.toml"
+    config.write_text(CONFIG.format(port=port))
+    proc = DaemonProcess(["--config", str(config)], tmp_path / "state")
+    proc.wait_for(ALL_BOUND)
+    return proc, port
+
+
+def ask(conn: mstls.Connection) -> str:
+    with conn.open_stream(timeout=TIMEOUT) as stream:
+        stream.write(encode_preamble("whoami"), timeout=TIMEOUT)
+        stream.conclude()
+        reply = bytearray()
+        while chunk := stream.read(timeout=TIMEOUT):
+            reply += chunk
+    return reply.decode()
+
+
+def twice(ca: Path, port: int, transport: str) -> tuple[str, str]:
+    config = mstls.ClientConfig(alpn="mstls", cafile=ca)
+    conn = mstls.connect("127.0.0.1", port, config, transport=transport, timeout=TIMEOUT)
+    try:
+        first = ask(conn)
+        time.sleep(PAUSE)
+        return first, ask(conn)
+    finally:
+        conn.close()
+
+
+def test_two_workers_keep_each_connection(tmp_path: Path) -> None:
+    proc, port = start(tmp_path)
+    try:
+        ca = dev_pki_paths(tmp_path / "state").ca_cert
+        with ThreadPoolExecutor(THREADS) as pool:
+            answers = list(pool.map(lambda _: twice(ca, port, "udp"), range(CONNECTIONS)))
+            tcp = list(pool.map(lambda _: twice(ca, port, "tcp"), range(THREADS * 2)))
+        for first, second in answers + tcp:
+            assert first == second
+            assert re.fullmatch(r"[01] \d+", first), first
+        served = collections.Counter(first.split()[0] for first, _ in answers)
+        assert set(served) == {"0", "1"}, served
+        assert len({first for first, _ in answers}) == 2  # one pid per worker
+        assert (tmp_path / "state" / RETRY_KEY_FILE).stat().st_size == 16
+        assert "stateless reset" not in proc.log()
+        assert proc.stop(signal.SIGTERM) == 0
+        assert proc.log().count("mstlsd stopped") == 2
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+
+
+def test_worker_death_stops_the_rest(tmp_path: Path) -> None:
+    proc, _ = start(tmp_path)
+    try:
+        line = next(line for line in proc.lines if ALL_BOUND in line)
+        pids = [int(pid) for pid in re.findall(r"\d+", line.split("pids", 1)[1])]
+        assert len(pids) == 2
+        os.kill(pids[1], signal.SIGKILL)
+        proc.wait_for("exited unexpectedly")
+        assert proc.proc.wait(timeout=TIMEOUT) != 0
+        assert "worker 1" in proc.log()
+        assert proc.log().count("mstlsd stopped") == 1  # worker 0 drained and stopped
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+
+
+def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
+    config = tmp_path / "zero.toml"
+    config.write_text(CONFIG.format(port=0))
+    proc = DaemonProcess(["--config", str(config)], tmp_path / "state")
+    assert proc.proc.wait(timeout=TIMEOUT) == 2
+    proc.stop()
+    assert "workers share a fixed port" in proc.log()
