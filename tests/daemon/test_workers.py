@@ -22,9 +22,12 @@ from pathlib import Path
 import pytest
 
 import mstls
+from daemon.config import ConfigError
 from daemon.preamble import encode_preamble
+from daemon.server import Daemon
 from daemon.state import RETRY_KEY_FILE, dev_pki_paths
-from tests.daemon.support import DaemonProcess, free_port
+from mstls.quic.quic_lb import decode_server_id
+from tests.daemon.support import DaemonProcess, config_from, free_port
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_ATTACH_REUSEPORT_CBPF is Linux-only"
@@ -135,3 +138,31 @@ def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
     assert proc.proc.wait(timeout=TIMEOUT) == 2
     proc.stop()
     assert "workers share a fixed port" in proc.log()
+
+
+@pytest.mark.parametrize("value", ["0", "257", "true", '"2"', "1.5"])
+def test_workers_value_is_checked(tmp_path: Path, value: str) -> None:
+    text = CONFIG.format(port=4433).replace("workers = 2", f"workers = {value}")
+    with pytest.raises(ConfigError, match=r"test\.toml: workers: expected a number"):
+        config_from(text, tmp_path)
+
+
+def test_workers_default_and_value(tmp_path: Path) -> None:
+    text = CONFIG.format(port=4433)
+    assert config_from(text, tmp_path).workers == 2
+    assert config_from(text.replace("workers = 2\n", ""), tmp_path).workers == 1
+
+
+def test_worker_ids_and_shared_keys(tmp_path: Path) -> None:
+    """Worker I's connection IDs carry server ID I; both workers share both keys."""
+    config = config_from(CONFIG.format(port=4433), tmp_path)
+    daemons = [Daemon(config, state_dir=tmp_path / "state", worker=i) for i in range(2)]
+    for index, daemon in enumerate(daemons):
+        extra = daemon.server_config.extra
+        cid = extra["cid_generator"]()
+        assert len(cid) == extra["cid_length"] == 8
+        assert decode_server_id(cid, 1) == bytes((index,))
+        assert daemon.server_config.retry_token_key == daemons[0].server_config.retry_token_key
+        assert bytes(extra["stateless_reset_key"]) == bytes(daemons[0].reset_key)
+    single = Daemon(config, state_dir=tmp_path / "state")
+    assert "cid_generator" not in single.server_config.extra
