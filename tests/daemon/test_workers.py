@@ -108,6 +108,9 @@ def test_two_workers_keep_each_connection(tmp_path: Path) -> None:
         assert len({first for first, _ in answers}) == 2  # one pid per worker
         assert (tmp_path / "state" / RETRY_KEY_FILE).stat().st_size == 16
         assert "stateless reset" not in proc.log()
+        proc.send(signal.SIGHUP)  # forwarded: both workers reload
+        proc.wait_for("configuration reloaded")
+        proc.wait_for("configuration reloaded")
         assert proc.stop(signal.SIGTERM) == 0
         assert proc.log().count("mstlsd stopped") == 2
     finally:
