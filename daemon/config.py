@@ -409,7 +409,7 @@ def _listeners(value: Any, ctx: _Context) -> tuple[ListenerSpec, ...]:
         where = f"listeners[{index}]"
         fields = _section(_table(item, ctx, where), _LISTENER_KEYS, ctx, where)
         if "transport" not in fields:
-            raise ctx.error(f"{where}.transport", "missing (\"udp\" or \"tcp\")")
+            raise ctx.error(f"{where}.transport", 'missing ("udp" or "tcp")')
         spec = ListenerSpec(**fields)
         if spec in specs:
             raise ctx.error(where, f"duplicate listener {spec.label()}")

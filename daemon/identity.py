@@ -107,8 +107,8 @@ def _spki_rule(text: str) -> Rule:
 
 def _name_rule(text: str) -> Rule:
     wanted = text.lower()
-    return lambda p: (p.common_name or "").lower() == wanted or wanted in (
-        n.lower() for n in p.dns_names
+    return lambda p: (
+        (p.common_name or "").lower() == wanted or wanted in (n.lower() for n in p.dns_names)
     )
 
 

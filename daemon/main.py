@@ -59,9 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-c", "--config", type=Path, metavar="FILE", help="TOML configuration file"
-    )
+    parser.add_argument("-c", "--config", type=Path, metavar="FILE", help="TOML configuration file")
     parser.add_argument(
         "--state-dir",
         type=Path,
