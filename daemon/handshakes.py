@@ -111,6 +111,7 @@ class HandshakeWatch:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._seen: dict[int, int] = {}
+        self._dropped: dict[tuple[int, str], int] = {}
 
     def poll(self, transport: str, listener: mstls.trio.Listener) -> int:
         """Count and log what ``listener`` recorded since the last poll; how many failed."""
@@ -134,6 +135,12 @@ class HandshakeWatch:
         unrecorded = max(0, new - len(failures))
         if unrecorded:
             reasons["unrecorded"] += unrecorded
+        dropped = getattr(listener, "dropped_initials", 0)
+        key = (id(listener), "dropped")
+        fresh = dropped - self._dropped.get(key, 0)
+        self._dropped[key] = dropped
+        if fresh > 0:  # Initials that authenticated nothing: forged, corrupted, scans
+            reasons["unauthenticated"] += fresh
         for reason, count in reasons.items():
             self.metrics.handshake_failures.labels(transport, reason).inc(count)
         if new > LOG_PER_POLL:

@@ -175,6 +175,12 @@ class Listener(trio.abc.Listener[Connection]):
         """How many handshakes failed on this listener (for metrics)."""
         return int(self._driver.failed_handshakes)
 
+    @property
+    def dropped_initials(self) -> int:
+        """QUIC Initial datagrams that authenticated nothing and were dropped (UDP only)."""
+        endpoint = getattr(self._driver, "endpoint", None)
+        return int(endpoint.dropped_initials) if endpoint is not None else 0
+
     def pop_handshake_failures(self) -> list[tuple[Any, Error | None]]:
         """The failed handshakes recorded since the last call: (peer address, exception).
 

@@ -204,6 +204,8 @@ async def test_garbage_at_scale_does_not_hurt(tmp_path: Path) -> None:
         )
         assert settled <= baseline + RSS_SLACK
         assert failed_tcp == TCP_CONNECTIONS
+        # Mutated Initials authenticate nothing: counted, and no state is kept for them.
+        assert total(text, "mstlsd_handshake_failures_total", transport="udp") > 0
         assert daemon.proc.poll() is None
         assert await trio.to_thread.run_sync(daemon.stop) == 0
         assert "Traceback" not in daemon.log()
