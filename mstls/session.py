@@ -183,6 +183,13 @@ class Session:
             self._check_write(stream_id)
             raise
 
+    def conclude(self, stream_id: int) -> None:
+        """Send FIN.  After the peer's STOP_SENDING this is a quiet no-op: the peer
+        asked for no more data and ending ours complies (RFC 9000 §3.5)."""
+        if stream_id in self._stopped:
+            return
+        self.write(stream_id, b"", fin=True)
+
     def _check_write(self, stream_id: int) -> None:
         code = self._stopped.get(stream_id)
         if code is not None:

@@ -179,7 +179,7 @@ class Stream:
         """Send FIN: the end of our data (RFC 9000 §3.1)."""
         core = self._core
         with core.lock:
-            core.session.write(self.stream_id, b"", fin=True)
+            core.session.conclude(self.stream_id)
             core.after_change()
 
     def reset(self, code: int) -> None:

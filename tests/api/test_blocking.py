@@ -384,3 +384,28 @@ def test_wait_acknowledged(transport: str) -> None:
         stream = conn.open_stream()
         stream.write(b"z" * 200_000)
         stream.wait_acknowledged(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_conclude_after_stop_sending_is_quiet(transport: str) -> None:
+    """A server that answers and stops reading: the client's FIN is no error."""
+
+    def answer_and_stop(stream: mstls.Stream) -> None:
+        stream.read(timeout=TIMEOUT)
+        stream.write(b"answer")
+        stream.conclude()
+        stream.stop_sending(0)
+
+    with (
+        server(answer_and_stop, transport=transport) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
+        stream = conn.open_stream()
+        stream.write(b"question")
+        assert stream.read_exactly(6, timeout=TIMEOUT) == b"answer"
+        wait_for(lambda: stream.stream_id in conn._core.session._stopped)
+        errors.clear_error()
+        stream.conclude()  # the peer stopped reading: ending our side complies
+        assert errors.errors() == []
+        with pytest.raises(mstls.StreamStopped):
+            stream.write(b"more")
