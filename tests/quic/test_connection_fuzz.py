@@ -932,6 +932,10 @@ def test_endpoint_answers_floods_of_strangers_within_bounds() -> None:
     assert resets <= 20 + 100 * 0.3 + 1
 
 
+def retry_state(client: QuicConnection) -> tuple[bytes | None, bytes]:
+    return client.retry_source_cid, client.retry_token
+
+
 def test_client_discards_a_retry_without_token() -> None:
     """RFC 9000 §17.2.5.2: a client MUST discard a Retry with a zero-length token."""
     client = QuicConnection(client_config(), is_client=True, now=NOW, peer_address=SERVER_ADDR)
@@ -941,9 +945,9 @@ def test_client_discards_a_retry_without_token() -> None:
     client.receive_datagram(
         empty + retry_integrity_tag(client.original_dcid, empty), SERVER_ADDR, NOW
     )
-    assert client.retry_source_cid is None and client.retry_token == b""
+    assert retry_state(client) == (None, b"")
     valid = encode_retry(client.host_cid, bytes(8), b"token")
     client.receive_datagram(
         valid + retry_integrity_tag(client.original_dcid, valid), SERVER_ADDR, NOW
     )
-    assert (client.retry_source_cid, client.retry_token) == (bytes(8), b"token")
+    assert retry_state(client) == (bytes(8), b"token")
