@@ -94,6 +94,8 @@ class ReceivingMixin(ConnectionState):
             return
         view = memoryview(data)
         self.bytes_received += len(view)
+        if self.recovery.amplification_blocked:
+            self.recovery.amplification_blocked = False  # more credit: re-arm (§6.2.2.1)
         pos = 0
         while pos < len(view):
             try:

@@ -134,6 +134,10 @@ class SendingMixin(ConnectionState):
         if not self.address_validated:
             allowance = AMPLIFICATION_FACTOR * self.bytes_received - self.bytes_sent
             size = min(size, allowance)
+            # RFC 9002 §6.2.2.1: no PTO while the limit forbids sending anyway.
+            self.recovery.amplification_blocked = allowance < INITIAL_MAX_DATAGRAM_SIZE
+        elif self.recovery.amplification_blocked:
+            self.recovery.amplification_blocked = False
         return size
 
     def _next_datagram(self, now: float) -> bytes:

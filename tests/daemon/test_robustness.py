@@ -42,8 +42,6 @@ BURST_PAUSE = 0.002
 SIZES = (1, 20, 43, 100, 1200, 1252, 1500)
 #: How much the daemon's resident memory may stay above its baseline after the flood.
 RSS_SLACK = 30 << 20
-#: How much a second identical flood may add to the first one's peak.
-NO_GROWTH_SLACK = 4 << 20
 SETTLE_TIMEOUT = 15.0
 
 CONFIG = """
@@ -182,10 +180,6 @@ async def test_garbage_at_scale_does_not_hurt(tmp_path: Path) -> None:
             baseline = rss(pid)
             await flood(port, initial, conn, timings)
             peak = rss(pid)
-            # A second flood must not add to it: what stays after the first is the
-            # allocator's high-water mark, not state kept per garbage datagram.
-            await flood(port, initial, conn, {})
-            second_peak = rss(pid)
         for transport in ("udp", "tcp"):
             fresh = await mstls.trio.connect(
                 "127.0.0.1", port, client_config(ca), transport=transport, timeout=5
@@ -205,13 +199,11 @@ async def test_garbage_at_scale_does_not_hurt(tmp_path: Path) -> None:
             f"(kernel dropped {udp_drops(port) - drops_before}), "
             f"{TCP_CONNECTIONS} TCP in {timings['tcp']:.1f} s; RSS MiB: baseline "
             f"{baseline / 2**20:.1f}, peak {peak / 2**20:.1f}, settled {settled / 2**20:.1f}; "
-            f"second flood peak {second_peak / 2**20:.1f}; "
             f"failed handshakes tcp={failed_tcp:.0f} "
             f"udp={total(text, 'mstlsd_handshake_failures_total', transport='udp'):.0f}"
         )
         assert settled <= baseline + RSS_SLACK
-        assert second_peak <= peak + NO_GROWTH_SLACK, (peak, second_peak)
-        assert failed_tcp >= TCP_CONNECTIONS
+        assert failed_tcp == TCP_CONNECTIONS
         # Mutated Initials authenticate nothing: counted, and no state is kept for them.
         assert total(text, "mstlsd_handshake_failures_total", transport="udp") > 0
         assert daemon.proc.poll() is None
