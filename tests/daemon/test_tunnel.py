@@ -154,9 +154,10 @@ target = "127.0.0.1:{closed}"
         # A backend that refuses: the stream is reset, the local TCP connection too.
         down, down_port = start_tunnel(port, "down", tmp_path)
         try:
+            # The reset may reach the local client at its connect, send or recv.
             with (
+                pytest.raises(ConnectionResetError),
                 socket.create_connection(("127.0.0.1", down_port), timeout=10) as sock,
-                pytest.raises(ConnectionResetError),  # may come at the send or the recv
             ):
                 sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 while sock.recv(1024):
