@@ -26,6 +26,7 @@ from mstls.quic.connection import QuicConnection
 from tests.helpers.quic_driver import LoopThread, client_loop
 
 from .protocol import Command, command_line, parse_digest_line
+from .writes import flush_writes
 
 TIMEOUT = 30.0
 READ_CHUNK = 1 << 20
@@ -65,24 +66,8 @@ class MstlsClient:
         conn = self.conn
         while (event := conn.next_event()) is not None:
             self.events.append(event)
+        flush_writes(conn.streams, self._writes)
         streams = conn.streams
-        for sid in list(self._writes):
-            queue = self._writes[sid]
-            while queue:
-                data, end = queue[0]
-                try:
-                    taken = streams.write(sid, data, fin=end) if data else 0
-                    if not data and end:
-                        streams.write(sid, b"", fin=True)
-                except Error:
-                    queue.clear()
-                    break
-                if taken < len(data):
-                    queue[0] = (data[taken:], end)
-                    break
-                queue.popleft()
-            if not queue:
-                del self._writes[sid]
         for sid in list(self._reads):
             if sid in self._finished:
                 continue

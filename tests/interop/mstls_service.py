@@ -28,6 +28,7 @@ from mstls.quic.endpoint import ServerEndpoint
 from mstls.tls.cipher_suites import CipherSuite
 
 from .protocol import Close, KeyUpdate, Reset, Send, SendUni, ServiceSession, Stop
+from .writes import flush_writes
 
 READ_CHUNK = 1 << 20
 
@@ -100,24 +101,7 @@ class _ConnectionService:
             conn.request_key_update()
 
     def _flush(self) -> None:
-        streams = self.conn.streams
-        for stream_id in list(self.pending):
-            queue = self.pending[stream_id]
-            while queue:
-                data, end = queue[0]
-                try:
-                    taken = streams.write(stream_id, data, fin=end) if data else 0
-                    if not data and end:
-                        streams.write(stream_id, b"", fin=True)
-                except Error:
-                    queue.clear()
-                    break
-                if taken < len(data):
-                    queue[0] = (data[taken:], end)
-                    break
-                queue.popleft()
-            if not queue:
-                del self.pending[stream_id]
+        flush_writes(self.conn.streams, self.pending)
 
 
 class ServiceEndpoint:
