@@ -40,6 +40,7 @@ from .exceptions import (
     HandshakeError,
     PrematureClose,
     TLSError,
+    kept,
 )
 
 __all__ = [
@@ -328,6 +329,8 @@ def terminated_from_event(
     ``__cause__``.  ``bytes_received`` defaults to the cause's.  An unknown
     ``kind`` is treated as ``close``.
     """
+    if cause is not None:
+        cause = kept(cause)  # the factory keeps it for the connection's lifetime
     if bytes_received is None:
         bytes_received = getattr(cause, "bytes_received", 0)
     ctx = _Context(

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 from enum import Enum
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from .codes import CRYPTO_ERROR_BASE, AlertDescription, TransportErrorCode
 
@@ -71,6 +71,7 @@ __all__ = [
     "WantRead",
     "WantWrite",
     "WouldBlock",
+    "kept",
 ]
 
 
@@ -117,6 +118,37 @@ class Error(Exception):
         new.__cause__ = self.__cause__
         new.__suppress_context__ = self.__suppress_context__
         return new
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def kept(exc: E) -> E:
+    """A copy of ``exc`` for a long-lived object to keep and re-raise later.
+
+    The copy has no traceback and its cause chain (``__cause__``) is copied the
+    same way; ``__context__`` is dropped.  A kept traceback pins every frame it
+    passed through, and with them the connection that stored it: a reference
+    cycle that only the full garbage collection frees, so a flood of failed
+    handshakes would leave hundreds of dead connections in memory.  Re-raise a
+    kept exception as ``raise kept(stored)`` so the stored one never gains a
+    traceback either.
+    """
+    return _kept(exc, _MAX_KEPT_CAUSES)
+
+
+#: How many ``__cause__`` links :func:`kept` copies (a chain is short; a cycle is not).
+_MAX_KEPT_CAUSES = 8
+
+
+def _kept(exc: E, depth: int) -> E:
+    new = copy.copy(exc)
+    new.__traceback__ = None
+    new.__context__ = None
+    cause = exc.__cause__
+    new.__cause__ = _kept(cause, depth - 1) if cause is not None and depth > 0 else None
+    new.__suppress_context__ = exc.__suppress_context__
+    return new
 
 
 class WouldBlock(Error):

@@ -87,7 +87,14 @@ from collections import deque
 from ..codes import TransportErrorCode
 from ..core.events import ConnectionTerminatedEvent, Event
 from ..core.stream_manager import StreamManager
-from ..exceptions import ConnectionTerminated, Error, PrematureClose, ProtocolError, TLSError
+from ..exceptions import (
+    ConnectionTerminated,
+    Error,
+    PrematureClose,
+    ProtocolError,
+    TLSError,
+    kept,
+)
 from ..quic.state import CloseInfo
 from ..tls.engine import TLSHandshake
 from ..tls.tcp import TLSConnection
@@ -223,7 +230,7 @@ class QMuxConnection(ReceivingMixin):
         try:
             self.tls_connection.receive_data(data)
         except TLSError as exc:  # PeerAlert included; records before it still count
-            error = exc
+            error = kept(exc)  # a local holding the traced original would be a cycle
         self._drain_tls_events(now)
         if error is not None:
             self._on_tls_error(error)
@@ -384,7 +391,7 @@ class QMuxConnection(ReceivingMixin):
         """Record why the connection ended and emit the one termination event."""
         self.close_info = info
         self.handshake_deadline = None
-        self.termination_error = error or ConnectionTerminated(
+        self.termination_error = kept(error) if error is not None else ConnectionTerminated(
             info.error_code,
             info.reason,
             by_peer=info.by_peer,

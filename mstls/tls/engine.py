@@ -38,7 +38,7 @@ import attrs
 from cryptography import x509
 
 from ..codes import AlertDescription
-from ..exceptions import CertificateError, HandshakeError, TLSError
+from ..exceptions import CertificateError, HandshakeError, TLSError, kept
 from .certificates import (
     MAX_CERTIFICATE_CHAIN_LENGTH,
     VerifiedPeer,
@@ -181,7 +181,7 @@ class TLSHandshake:
     def receive(self, epoch: Epoch, data: bytes | bytearray | memoryview) -> None:
         """Feed handshake bytes that arrived at ``epoch``; may raise :class:`TLSError`."""
         if self.failed is not None:
-            raise self.failed
+            raise kept(self.failed)
         try:
             reader = self._readers[epoch]
             reader.feed(data)
@@ -189,7 +189,7 @@ class TLSHandshake:
                 msg_type, body, raw = message
                 self._dispatch(epoch, msg_type, body, raw)
         except TLSError as exc:
-            self.failed = exc
+            self.failed = kept(exc)
             raise
 
     def _dispatch(self, epoch: Epoch, msg_type: int, body: bytes, raw: bytes) -> None:

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidTag
 
 from ..codes import AlertDescription
-from ..exceptions import PeerAlert, TLSError
+from ..exceptions import PeerAlert, TLSError, kept
 from .cipher_suites import IV_LENGTH, TAG_LENGTH, CipherSuite, make_aead
 from .key_schedule import next_traffic_secret, traffic_key_iv
 
@@ -392,11 +392,11 @@ class RecordLayer:
         are consumed silently and never returned.
         """
         if self._error is not None:
-            raise self._error
+            raise kept(self._error)
         try:
             return self._next_record()
         except TLSError as exc:
-            self._error = exc
+            self._error = kept(exc)
             raise
 
     def _next_record(self) -> tuple[ContentType, bytes] | None:

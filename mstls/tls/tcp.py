@@ -29,7 +29,7 @@ from __future__ import annotations
 import attrs
 
 from ..codes import AlertDescription
-from ..exceptions import Error, PeerAlert, PrematureClose, TLSError
+from ..exceptions import Error, PeerAlert, PrematureClose, TLSError, kept
 from .client import ClientHandshake
 from .config import TLSConfig
 from .engine import (
@@ -117,7 +117,7 @@ class TLSConnection:
                     continue  # RFC 8446 §6.1: data after close_notify is ignored
                 self._process_record(*record)
         except PeerAlert as exc:
-            self._error = exc
+            self._error = kept(exc)
             raise
         except TLSError as exc:
             self._fail(exc)
@@ -128,16 +128,15 @@ class TLSConnection:
         self.records.receive_eof()
         if self._close_notify_received or self._error is not None:
             if self._error is not None:
-                raise self._error
+                raise kept(self._error)
             return
         state = self.records.eof_state()
         stage = "" if self.handshake_complete else " during the handshake"
-        error = PrematureClose(
+        self._error = PrematureClose(
             f"TCP connection closed without TLS close_notify{stage}: {state.message}",
             bytes_received=self.bytes_received,
         )
-        self._error = error
-        raise error
+        raise kept(self._error)  # the stored one never gains a traceback
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Queue application data; held back until the application keys exist."""
@@ -183,11 +182,11 @@ class TLSConnection:
     # -- internals ----------------------------------------------------------------
     def _check_usable(self) -> None:
         if self._error is not None:
-            raise self._error
+            raise kept(self._error)
 
     def _fail(self, exc: TLSError) -> None:
         """Queue the fatal alert for ``exc`` and make the connection unusable."""
-        self._error = exc
+        self._error = kept(exc)
         if not self._close_notify_sent:
             alert = exc.alert if isinstance(exc.alert, AlertDescription) else None
             self._out += self.records.encode_alert(alert or AlertDescription.internal_error)

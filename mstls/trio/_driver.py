@@ -230,6 +230,9 @@ class Driver:
         self.close_transport()
         for core in self.cores():
             core.waiters.wake_all()
+            # Break the driver <-> core cycle: a dead connection is then freed by
+            # reference counting, not left for the full garbage collection.
+            core.driver = STOPPED
         self.done.set()
 
     async def sleep_until_readable(self, wait: Callable[[], Awaitable[None]]) -> bool:
@@ -314,3 +317,18 @@ class ListenerDriver(Driver):
                 drivers[id(core.driver)] = core.driver
         for driver in drivers.values():  # one flush per socket
             driver.after_change()
+
+
+class _Stopped(Driver):
+    """The driver of every core whose own driver stopped: closed, does nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = True
+
+    def cores(self) -> list[Core]:
+        return []
+
+
+#: Stands in for a stopped driver (see :meth:`Driver.stop`).
+STOPPED: Driver = _Stopped()

@@ -648,7 +648,9 @@ def test_errors_are_sticky() -> None:
     error = expect_alert(AlertDescription.unexpected_message, layer, b"\x00\x03\x03\x00\x00")
     with pytest.raises(TLSError) as again:
         layer.next_record()
-    assert again.value is error
+    assert type(again.value) is type(error) and again.value.alert == error.alert
+    # A fresh copy each time: the stored error never pins a traceback (exceptions.kept).
+    assert again.value is not error and again.value.reason == error.reason
 
 
 def test_input_buffer_is_bounded() -> None:
