@@ -16,12 +16,7 @@ import trio
 
 from mstls import errors
 from mstls.errors import ErrorEntry, Lib, Reason
-from mstls.exceptions import (
-    ConnectionIOError,
-    Timeout,
-    WantRead,
-    WantWrite,
-)
+from mstls.exceptions import ConnectionIOError, Timeout, WantRead, WantWrite
 
 from .helpers import THREADS, make_entry, queue_texts, run_threads
 
