@@ -44,6 +44,9 @@ gave no credit and no streams.
 QMux (``ordered_transport=True``) runs on a reliable, ordered byte stream: a
 STREAM frame that does not start where the previous one on its stream ended is
 a PROTOCOL_VIOLATION, and its sink acknowledges frames as it takes them.
+
+Helpers live beside it: :mod:`mstls.core.stream_limits` (the stream-count credit
+of both sides) and :mod:`mstls.core.stream_control` (the control-frame builders).
 """
 
 from __future__ import annotations
@@ -62,9 +65,7 @@ from ..exceptions import (
 )
 from ..wire.frame_types import FrameType, frame_type_name
 from ..wire.frames import (
-    MAX_STREAMS_LIMIT,
     DataBlockedFrame,
-    Frame,
     MaxDataFrame,
     MaxStreamDataFrame,
     MaxStreamsFrame,
@@ -88,6 +89,8 @@ from .events import (
 )
 from .flow_control import ReceiveWindow, SendCredit
 from .sending import FrameSink
+from .stream_control import BUILDERS, CONNECTION_WINDOW_RATIO, ControlKey
+from .stream_limits import BIDI, UNI, StreamCounts, stream_kind
 from .streams import (
     DEFAULT_SEND_BUFFER,
     MAX_RECV_GAPS,
@@ -96,12 +99,12 @@ from .streams import (
     SEND_TERMINAL,
     RecvState,
     RecvStream,
-    SendState,
     SendStream,
     Stream,
     is_bidirectional,
     is_local,
     make_stream_id,
+    stream_index,
 )
 
 __all__ = [
@@ -118,8 +121,6 @@ __all__ = [
 DEFAULT_MAX_STREAM_WINDOW = 16 << 20
 #: Largest auto-tuned connection receive window.
 DEFAULT_MAX_CONNECTION_WINDOW = 24 << 20
-#: The connection window is kept at least this multiple of the largest stream window.
-CONNECTION_WINDOW_RATIO = 1.5
 #: Streams tracked at once, at most: ours (the peer's MAX_STREAMS may be huge) and,
 #: as a configuration check, the peer's concurrency we advertise.
 DEFAULT_MAX_TRACKED_STREAMS = 4096
@@ -130,12 +131,8 @@ INITIAL_RTT = 0.333
 #: Smallest STREAM frame: type, 1-byte ID and Length, no data (RFC 9000 §19.8).
 _MIN_STREAM_FRAME = 3
 
-_BIDI, _UNI = 0, 1
 _MAX_STREAMS_TYPES = (FrameType.MAX_STREAMS_BIDI, FrameType.MAX_STREAMS_UNI)
 _STREAMS_BLOCKED_TYPES = (FrameType.STREAMS_BLOCKED_BIDI, FrameType.STREAMS_BLOCKED_UNI)
-
-_ControlKey = tuple[int, int]  # (frame type, stream ID or stream kind)
-_Built = tuple[Frame, int] | None  # the frame and a value remembered for its record
 
 
 def _state_error(reason: str, frame_type: int) -> ProtocolError:
@@ -181,22 +178,13 @@ class StreamManager:
         self.connection_window = ReceiveWindow(local_params.initial_max_data, max_connection_window)
         self.connection_credit = SendCredit(0)
         self._streams: dict[int, Stream] = {}
-        # Streams we open: next index per kind, and the peer's limit (MAX_STREAMS).
-        self._next_local = [0, 0]
-        self._peer_max_streams = [0, 0]
-        self._streams_blocked_reported = [-1, -1]
-        # Streams the peer opens: how many, how many forgotten, what we allow.
-        self._concurrency = [
-            local_params.initial_max_streams_bidi,
-            local_params.initial_max_streams_uni,
-        ]
-        self._remote_opened = [0, 0]
-        self._remote_closed = [0, 0]
-        self._max_remote = list(self._concurrency)
-        self._max_remote_acked = list(self._concurrency)
+        #: Stream-count credit both ways (RFC 9000 §4.6).
+        self.stream_counts = StreamCounts(
+            local_params.initial_max_streams_bidi, local_params.initial_max_streams_uni
+        )
         self._send_queue: deque[SendStream] = deque()
         self._retransmit_queue: deque[SendStream] = deque()
-        self._control: dict[_ControlKey, None] = {}
+        self._control: dict[ControlKey, None] = {}
         self._events: dict[tuple[int, type], Event] = {}
         self._readable: dict[int, None] = {}  # StreamDataAvailable, made when pulled
         self._accept: list[int] = []
@@ -207,12 +195,11 @@ class StreamManager:
         self.peer_params = params
         self.connection_credit.raise_limit(params.initial_max_data)
         for kind, limit in (
-            (_BIDI, params.initial_max_streams_bidi),
-            (_UNI, params.initial_max_streams_uni),
+            (BIDI, params.initial_max_streams_bidi),
+            (UNI, params.initial_max_streams_uni),
         ):
-            if limit > self._peer_max_streams[kind]:
-                self._peer_max_streams[kind] = limit
-                self._event(-1 - kind, StreamsAvailable(kind == _BIDI))
+            if self.stream_counts.raise_peer_limit(kind, limit):
+                self._event(-1 - kind, StreamsAvailable(kind == BIDI))
         for stream in self._streams.values():
             send = stream.send
             if send is None:
@@ -265,19 +252,19 @@ class StreamManager:
     def open_stream(self, bidirectional: bool = True) -> int:
         """Open a stream of ours; raises :class:`StreamLimitReached` when the peer's
         MAX_STREAMS does not allow it (and queues STREAMS_BLOCKED, RFC 9000 §4.6)."""
-        kind = _BIDI if bidirectional else _UNI
-        index = self._next_local[kind]
-        limit = self._peer_max_streams[kind]
-        if index >= limit:
-            if self._streams_blocked_reported[kind] != limit:
-                self._streams_blocked_reported[kind] = limit
+        kind = BIDI if bidirectional else UNI
+        counts = self.stream_counts
+        if counts.local_exhausted(kind):
+            if counts.report_blocked(kind):
                 self._control[(_STREAMS_BLOCKED_TYPES[kind], kind)] = None
             what = "bidirectional" if bidirectional else "unidirectional"
-            raise StreamLimitReached(f"the peer allows {limit} {what} streams; all are opened")
+            raise StreamLimitReached(
+                f"the peer allows {counts.peer_max[kind]} {what} streams; all are opened"
+            )
         if len(self._streams) >= self.max_tracked_streams:
             raise StreamLimitReached(f"{len(self._streams)} streams open (the local limit)")
+        index = counts.take_local(kind)
         stream_id = make_stream_id(index, client=self.is_client, bidirectional=bidirectional)
-        self._next_local[kind] = index + 1
         self._new_stream(stream_id)
         return stream_id
 
@@ -295,14 +282,7 @@ class StreamManager:
         stream = self._streams.get(stream_id)
         if stream is not None:
             return stream
-        kind = _BIDI if is_bidirectional(stream_id) else _UNI
-        index = stream_id >> 2
-        opened = (
-            self._next_local[kind]
-            if is_local(stream_id, self.is_client)
-            else self._remote_opened[kind]
-        )
-        if index < opened:
+        if self.stream_counts.was_opened(stream_id, is_local(stream_id, self.is_client)):
             return None
         raise StreamStateError(f"stream {stream_id} does not exist", stream_id=stream_id)
 
@@ -417,17 +397,13 @@ class StreamManager:
         stream_id = stream.stream_id
         del self._streams[stream_id]
         if not is_local(stream_id, self.is_client):
-            kind = _BIDI if is_bidirectional(stream_id) else _UNI
-            self._remote_closed[kind] += 1
+            kind = stream_kind(stream_id)
+            self.stream_counts.remote_closed_one(kind)
             self._check_max_streams(kind)
 
     def _check_max_streams(self, kind: int, force: bool = False) -> None:
         """Queue MAX_STREAMS when the peer used half its credit and some came back."""
-        target = self._remote_closed[kind] + self._concurrency[kind]
-        advertised = self._max_remote[kind]
-        if target > advertised and (
-            force or advertised - self._remote_opened[kind] <= self._concurrency[kind] // 2
-        ):
+        if self.stream_counts.wants_max_streams(kind, force):
             self._control[(_MAX_STREAMS_TYPES[kind], kind)] = None
 
     def _after_discard(self, stream: Stream, recv: RecvStream) -> None:
@@ -453,20 +429,21 @@ class StreamManager:
         stream = self._streams.get(stream_id)
         if stream is not None:
             return stream
-        kind = _BIDI if bidi else _UNI
-        index = stream_id >> 2
+        counts = self.stream_counts
         if local:
-            if index >= self._next_local[kind]:
+            if not counts.was_opened(stream_id, local=True):
                 raise _state_error(f"stream {stream_id} was not opened by us", frame_type)
             return None
-        if index >= self._max_remote[kind]:
+        kind = stream_kind(stream_id)
+        index = stream_index(stream_id)
+        if index >= counts.max_remote[kind]:
             raise ProtocolError(
                 f"{frame_type_name(frame_type)}: stream {stream_id} exceeds the limit of "
-                f"{self._max_remote[kind]} streams",
+                f"{counts.max_remote[kind]} streams",
                 error_code=TransportErrorCode.STREAM_LIMIT_ERROR,
                 frame_type=frame_type,
             )
-        opened = self._remote_opened[kind]
+        opened = counts.remote_opened[kind]
         if index < opened:
             return None
         for i in range(opened, index + 1):
@@ -474,7 +451,7 @@ class StreamManager:
             stream = self._new_stream(new_id)
             self._accept.append(new_id)
             self._event(new_id, StreamOpened(new_id))
-        self._remote_opened[kind] = index + 1
+        counts.remote_opened[kind] = index + 1
         self._check_max_streams(kind)
         return stream
 
@@ -550,9 +527,8 @@ class StreamManager:
 
     def on_max_streams(self, frame: MaxStreamsFrame) -> None:
         """MAX_STREAMS (RFC 9000 §19.11); a smaller value is ignored."""
-        kind = _BIDI if frame.bidi else _UNI
-        if frame.maximum > self._peer_max_streams[kind]:
-            self._peer_max_streams[kind] = frame.maximum
+        kind = BIDI if frame.bidi else UNI
+        if self.stream_counts.raise_peer_limit(kind, frame.maximum):
             self._event(-1 - kind, StreamsAvailable(frame.bidi))
 
     def on_data_blocked(self, frame: DataBlockedFrame) -> None:
@@ -576,7 +552,7 @@ class StreamManager:
 
     def on_streams_blocked(self, frame: StreamsBlockedFrame) -> None:
         """STREAMS_BLOCKED (RFC 9000 §19.14): return stream credit now if any came back."""
-        self._check_max_streams(_BIDI if frame.bidi else _UNI, force=True)
+        self._check_max_streams(BIDI if frame.bidi else UNI, force=True)
 
     def frame_handlers(self) -> dict[int, Callable[[Any], None]]:
         """Bound handlers keyed by frame type (all eight STREAM types included)."""
@@ -653,7 +629,7 @@ class StreamManager:
         control = self._control
         for key in list(control):
             kind, target = key
-            built = _BUILDERS[kind](self, target, now)
+            built = BUILDERS[kind](self, target, now)
             if built is None:
                 del control[key]
                 continue
@@ -672,7 +648,7 @@ class StreamManager:
             if stream is not None and stream.recv is not None:
                 stream.recv.window.on_acked(value)
         elif kind in _MAX_STREAMS_TYPES:
-            self._max_remote_acked[target] = max(self._max_remote_acked[target], value)
+            self.stream_counts.on_max_streams_acked(target, value)
         elif kind == FrameType.RESET_STREAM:
             stream = self._streams.get(target)
             if stream is not None and stream.send is not None:
@@ -682,91 +658,10 @@ class StreamManager:
     def _control_lost(self, kind: int, target: int, value: int) -> None:
         self._control[(kind, target)] = None  # rebuilt from the current state, if still needed
 
-    # -- control frame builders: (frame, value) from the current state, or None -----------
-    def _build_max_data(self, target: int, now: float) -> _Built:
-        window = self.connection_window
-        if window.wants_update:
-            window.advance(now, self.rtt)
-        elif window.acked_limit >= window.limit:
-            return None
-        return MaxDataFrame(window.limit), window.limit
+    def request_control(self, frame_type: int, target: int) -> None:
+        """Queue a control frame, built when sent (:mod:`mstls.core.stream_control`)."""
+        self._control[(frame_type, target)] = None
 
-    def _build_max_stream_data(self, stream_id: int, now: float) -> _Built:
-        stream = self._streams.get(stream_id)
-        recv = None if stream is None else stream.recv
-        if recv is None or recv.state is not RecvState.RECV or recv.stop_code is not None:
-            return None
-        window = recv.window
-        if window.wants_update:
-            window.advance(now, self.rtt)
-            connection = self.connection_window
-            connection.grow(int(window.window * CONNECTION_WINDOW_RATIO))
-            if connection.wants_update:
-                self._control[(FrameType.MAX_DATA, 0)] = None
-        elif window.acked_limit >= window.limit:
-            return None
-        return MaxStreamDataFrame(stream_id, window.limit), window.limit
-
-    def _build_max_streams(self, kind: int, now: float) -> _Built:
-        target = min(self._remote_closed[kind] + self._concurrency[kind], MAX_STREAMS_LIMIT)
-        if target > self._max_remote[kind]:
-            self._max_remote[kind] = target
-        elif self._max_remote_acked[kind] >= self._max_remote[kind]:
-            return None
-        limit = self._max_remote[kind]
-        return MaxStreamsFrame(limit, kind == _BIDI), limit
-
-    def _build_data_blocked(self, target: int, now: float) -> _Built:
-        credit = self.connection_credit
-        if not credit.blocked:
-            return None
-        return DataBlockedFrame(credit.limit), credit.limit
-
-    def _build_stream_data_blocked(self, stream_id: int, now: float) -> _Built:
-        stream = self._streams.get(stream_id)
-        send = None if stream is None else stream.send
-        if send is None or not send.is_flow_blocked:
-            return None
-        send.on_blocked_sent()
-        return StreamDataBlockedFrame(stream_id, send.credit.limit), send.credit.limit
-
-    def _build_streams_blocked(self, kind: int, now: float) -> _Built:
-        limit = self._peer_max_streams[kind]
-        if self._next_local[kind] < limit:
-            return None
-        return StreamsBlockedFrame(limit, kind == _BIDI), limit
-
-    def _build_reset_stream(self, stream_id: int, now: float) -> _Built:
-        stream = self._streams.get(stream_id)
-        send = None if stream is None else stream.send
-        if send is None or send.state is not SendState.RESET_SENT:
-            return None
-        return send.reset_frame(), 0
-
-    def _build_stop_sending(self, stream_id: int, now: float) -> _Built:
-        stream = self._streams.get(stream_id)
-        recv = None if stream is None else stream.recv
-        if recv is None or recv.stop_code is None:
-            return None
-        if recv.state is not RecvState.RECV and recv.state is not RecvState.SIZE_KNOWN:
-            return None  # everything arrived or the peer reset: no need (§3.5)
-        return StopSendingFrame(stream_id, recv.stop_code), 0
-
-
-_Builder = Callable[[StreamManager, int, float], _Built]
-#: Control frame type -> builder (RFC 9000 §19.4-§19.14).
-_BUILDERS: Mapping[int, _Builder] = {
-    FrameType.MAX_DATA: StreamManager._build_max_data,
-    FrameType.MAX_STREAM_DATA: StreamManager._build_max_stream_data,
-    FrameType.MAX_STREAMS_BIDI: StreamManager._build_max_streams,
-    FrameType.MAX_STREAMS_UNI: StreamManager._build_max_streams,
-    FrameType.DATA_BLOCKED: StreamManager._build_data_blocked,
-    FrameType.STREAM_DATA_BLOCKED: StreamManager._build_stream_data_blocked,
-    FrameType.STREAMS_BLOCKED_BIDI: StreamManager._build_streams_blocked,
-    FrameType.STREAMS_BLOCKED_UNI: StreamManager._build_streams_blocked,
-    FrameType.RESET_STREAM: StreamManager._build_reset_stream,
-    FrameType.STOP_SENDING: StreamManager._build_stop_sending,
-}
 
 #: Frame type -> unbound handler ``handler(manager, frame)``, all eight STREAM types
 #: included, for a connection's dispatch table (:meth:`StreamManager.frame_handlers`

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..codes import AlertDescription
 from ..exceptions import HandshakeError, TLSError
 from . import extensions as ext
-from .certificates import (
+from .chain_verification import (
     unverified_peer,
     verify_pinned,
     verify_server_chain,

@@ -39,12 +39,7 @@ from cryptography import x509
 
 from ..codes import AlertDescription
 from ..exceptions import CertificateError, HandshakeError, TLSError, kept
-from .certificates import (
-    MAX_CERTIFICATE_CHAIN_LENGTH,
-    VerifiedPeer,
-    load_roots,
-    parse_certificate_der,
-)
+from .cert_files import load_roots
 from .cipher_suites import CipherSuite
 from .config import TLSConfig
 from .extensions import ALLOWED_IN, HandshakeType
@@ -58,7 +53,9 @@ from .messages import (
     NewSessionTicket,
     frame_message,
 )
+from .peer_identity import VerifiedPeer
 from .signatures import certificate_verify_content, verify
+from .x509_fields import MAX_CERTIFICATE_CHAIN_LENGTH, parse_certificate_der
 
 __all__ = [
     "Direction",

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..codes import AlertDescription
 from ..exceptions import CertificateError, HandshakeError
 from . import extensions as ext
-from .certificates import (
+from .chain_verification import (
     verify_client_chain,
     verify_pinned,
 )

@@ -1,0 +1,277 @@
+"""The error model, rules E2/E3, E5 and E6: the connection's channel, replicated to
+every caller; stream errors that land only in the caller's queue; reads and
+writes that fail apart."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+
+from mstls import errors
+from mstls.codes import AlertDescription
+from mstls.errors import Channel, DirectionErrors, ErrorEntry, Lib, Reason
+from mstls.exceptions import (
+    CertificateError,
+    ConnectionIOError,
+    ConnectionTerminated,
+    Error,
+    HandshakeError,
+    PrematureClose,
+    StreamReset,
+    StreamStopped,
+)
+
+from .helpers import THREADS, make_entry, run_threads
+
+
+# -- E2/E3: the channel ------------------------------------------------------------------------
+def _failed_channel() -> tuple[Channel, list[ErrorEntry]]:
+    """A channel failed from another thread (the "assist" thread) with two entries."""
+    channel = Channel()
+
+    def assist() -> list[ErrorEntry]:
+        errors.record(Lib.QUIC, Reason.PROTOCOL_VIOLATION, "bad ACK range", code=0x0A)
+        errors.record(Lib.QUIC, Reason.LOCAL_CLOSED, "closing with PROTOCOL_VIOLATION")
+        recorded = errors.errors()
+        error = ConnectionTerminated(0x0A, "bad ACK range", by_peer=False)
+        assert channel.fail(None, error)
+        assert errors.errors() == []  # moved, not copied
+        return recorded
+
+    return channel, run_threads(1, lambda _: assist())[0]
+
+
+def test_channel_replicates_to_every_thread() -> None:
+    channel, recorded = _failed_channel()
+    assert channel.failed and list(channel.entries) == recorded
+
+    def call(i: int) -> tuple[Error, list[ErrorEntry]]:
+        with pytest.raises(ConnectionTerminated) as info:
+            channel.raise_if_failed(f"read{i}")
+        return info.value, errors.errors()
+
+    results = run_threads(THREADS, call)
+    raised = [exc for exc, _ in results]
+    assert len({id(exc) for exc in raised}) == THREADS  # a fresh instance per raise
+    for i, (exc, entries) in enumerate(results):
+        assert (exc.code, exc.reason, exc.by_peer) == (0x0A, "bad ACK range", False)
+        assert entries[:-1] == recorded
+        last = entries[-1]
+        assert last.reason is Reason.CONNECTION_TERMINATED and last.code == 0x0A
+        assert last.reason_text == f"read{i}: connection terminated"
+        assert last.where.startswith("test_errors_channel.py:") and last.where.endswith(" in call")
+    assert list(channel.entries) == recorded  # still there for later calls
+
+    # a thread that comes later sees the same
+    later = run_threads(1, call)[0][1]
+    assert later[:-1] == recorded
+
+
+def test_blocked_threads_all_wake_with_the_same_entries() -> None:
+    channel = Channel()
+    cond = threading.Condition()
+    waiting = 0
+
+    def blocked_reader(i: int) -> list[ErrorEntry]:
+        nonlocal waiting
+        with cond:
+            waiting += 1
+            cond.notify_all()
+            cond.wait_for(lambda: channel.failed, timeout=10)
+        with pytest.raises(ConnectionTerminated):
+            channel.raise_if_failed(f"read stream {4 * i}")
+        return errors.errors()[:-1]
+
+    def timer_thread() -> None:
+        with cond:
+            cond.wait_for(lambda: waiting == THREADS, timeout=10)
+            errors.record(Lib.QUIC, Reason.IDLE_TIMEOUT, "idle timeout after 30.0 s")
+            channel.fail(None, ConnectionTerminated(0, "idle timeout after 30.0 s"))
+            cond.notify_all()
+
+    timer = threading.Thread(target=timer_thread)
+    timer.start()
+    results = run_threads(THREADS, blocked_reader)
+    timer.join(10)
+    assert all(entries == list(channel.entries) for entries in results)
+    assert [e.reason for e in channel.entries] == [Reason.IDLE_TIMEOUT]
+
+
+async def test_channel_replicates_to_trio_tasks() -> None:
+    channel, recorded = _failed_channel()
+    got: list[list[ErrorEntry]] = []
+
+    async def reader() -> None:
+        with pytest.raises(ConnectionTerminated):
+            channel.raise_if_failed("read")
+        got.append(errors.errors())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(reader)
+    assert len(got) == 3 and all(entries[:-1] == recorded for entries in got)
+    assert errors.errors() == []  # the parent task called nothing
+
+
+def test_first_failure_wins_and_later_entries_are_dropped() -> None:
+    channel = Channel()
+    errors.record(Lib.QUIC, Reason.PEER_CLOSED, "first")
+    assert channel.fail(None, ConnectionTerminated(1, "first", by_peer=True))
+    errors.record(Lib.SYS, Reason.SYSCALL, "second")
+    assert not channel.fail([make_entry("given")], ConnectionIOError("second"))
+    assert errors.errors() == []
+    assert [e.reason_text for e in channel.entries] == ["first"]
+    with pytest.raises(ConnectionTerminated) as info:
+        channel.raise_if_failed("write")
+    assert type(info.value) is ConnectionTerminated and info.value.reason == "first"
+
+
+def test_fail_moves_queue_then_given_entries_or_describes_the_error() -> None:
+    channel = Channel()
+    errors.put_error(make_entry("from the queue"))
+    channel.fail([make_entry("given")], ConnectionTerminated(0, "x"))
+    assert [e.reason_text for e in channel.entries] == ["from the queue", "given"]
+
+    bare = Channel(Lib.QMUX)
+    bare.fail(None, PrematureClose("TCP FIN", bytes_received=5))
+    (entry,) = bare.entries
+    assert entry.reason is Reason.PREMATURE_CLOSE and "TCP FIN" in entry.reason_text
+    assert entry.where.endswith(
+        " in test_fail_moves_queue_then_given_entries_or_describes_the_error"
+    )
+
+
+def test_channel_accepts_a_factory_and_never_raises_one_object_twice() -> None:
+    channel = Channel()
+    assert not channel.failed and channel.exception() is None
+    channel.raise_if_failed("read")  # not failed: nothing happens
+    assert errors.errors() == []
+    made: list[Error] = []
+
+    def factory() -> Error:
+        made.append(ConnectionTerminated(7, "bye", by_peer=True, is_application=True))
+        return made[-1]
+
+    channel.fail([make_entry("peer closed")], factory)
+    raised = []
+    for _ in range(2):
+        with pytest.raises(ConnectionTerminated) as info:
+            channel.raise_if_failed("read")
+        raised.append(info.value)
+    assert raised[0] is not raised[1] and all(e in made for e in raised)
+    prototype = ConnectionTerminated(1, "x")
+    other = Channel()
+    other.fail(None, prototype)
+    with pytest.raises(ConnectionTerminated) as info:
+        other.raise_if_failed("read")
+    assert info.value is not prototype and prototype.__traceback__ is None
+
+
+# -- E5: stream errors stay local ----------------------------------------------------------------
+def test_stream_errors_land_only_in_the_callers_queue() -> None:
+    channel = Channel()
+
+    def reader(i: int) -> tuple[Error | None, list[ErrorEntry]]:
+        if i == 0:
+            exc: Error = errors.stream_error("reset", 7, 4)
+            return exc, errors.errors()
+        if i == 1:
+            exc = errors.stream_error("stopped", 9, 8)
+            return exc, errors.errors()
+        channel.raise_if_failed("read")
+        return None, errors.errors()
+
+    (reset, reset_entries), (stop, stop_entries), *others = run_threads(4, reader)
+    assert isinstance(reset, StreamReset) and (reset.code, reset.stream_id) == (7, 4)
+    assert isinstance(stop, StreamStopped) and (stop.code, stop.stream_id) == (9, 8)
+    assert [(e.lib, e.reason, e.code) for e in reset_entries] == [
+        (Lib.STREAM, Reason.STREAM_RESET, 7)
+    ]
+    assert reset_entries[0].where.startswith("test_errors_channel.py:")
+    assert reset_entries[0].where.endswith(" in reader")
+    assert [e.reason for e in stop_entries] == [Reason.STREAM_STOPPED]
+    assert others == [(None, []), (None, [])]
+    assert not channel.failed and errors.errors() == []
+
+
+# -- E6: read and write fail apart -------------------------------------------------------------
+def test_reset_fails_reads_only_and_stop_fails_writes_only() -> None:
+    reset_side = DirectionErrors()
+    assert reset_side.fail_read(StreamReset(7, stream_id=4))
+    reset_side.check_write()
+    with pytest.raises(StreamReset):
+        reset_side.check_read()
+
+    stopped_side = DirectionErrors()
+    assert stopped_side.fail_write(StreamStopped(9, stream_id=4))
+    stopped_side.check_read()
+    with pytest.raises(StreamStopped) as info:
+        stopped_side.check_write("flush")
+    assert info.value.code == 9
+    assert [e.reason for e in errors.errors()] == [Reason.STREAM_RESET, Reason.STREAM_STOPPED]
+
+
+def test_first_error_per_side_wins_and_every_raise_is_fresh_and_recorded() -> None:
+    sides = DirectionErrors()
+    first = StreamReset(1)
+    assert sides.fail_read(first) and not sides.fail_read(StreamReset(2))
+    raised = []
+    for _ in range(3):
+        with pytest.raises(StreamReset) as info:
+            sides.check_read()
+        raised.append(info.value)
+    assert {e.code for e in raised} == {1} and len({id(e) for e in raised}) == 3
+    assert first not in raised and sides.read_error is first
+    entries = errors.errors()
+    assert len(entries) == 3
+    assert entries[0].where.endswith(
+        " in test_first_error_per_side_wins_and_every_raise_is_fresh_and_recorded"
+    )
+
+
+def test_handshake_error_fails_both_directions() -> None:
+    sides = DirectionErrors()
+    error = CertificateError(AlertDescription.bad_certificate, "name mismatch")
+    assert sides.fail_handshake(error)
+    assert not sides.fail_handshake(HandshakeError(AlertDescription.internal_error, "x"))
+    for check in (sides.check_read, sides.check_write):
+        with pytest.raises(CertificateError):
+            check()
+    assert sides.read_error is None and sides.write_error is None
+    assert sides.handshake_error is error
+
+
+def test_connection_failure_comes_before_the_sides() -> None:
+    channel = Channel()
+    sides = DirectionErrors(channel)
+    sides.fail_read(StreamReset(7))
+    channel.fail([make_entry("peer closed", Reason.PEER_CLOSED)], ConnectionTerminated(0, "bye"))
+    for check in (sides.check_read, sides.check_write):
+        with pytest.raises(ConnectionTerminated):
+            check()
+    assert [e.reason for e in errors.errors()] == [
+        Reason.PEER_CLOSED,
+        Reason.CONNECTION_TERMINATED,
+    ] * 2
+
+
+def test_buffered_data_is_returned_before_the_read_error() -> None:
+    """The documented rule: the driver drains what was delivered, then checks."""
+    buffered = bytearray(b"delivered before the reset")
+    sides = DirectionErrors()
+    sides.fail_read(StreamReset(7))
+    sides.fail_write(StreamStopped(8))  # a write failure never touches received data
+
+    def read(n: int) -> bytes:
+        if buffered:
+            chunk = bytes(buffered[:n])
+            del buffered[:n]
+            return chunk
+        sides.check_read()
+        raise AssertionError("unreachable")
+
+    assert read(9) + read(100) == b"delivered before the reset"
+    with pytest.raises(StreamReset):
+        read(1)

@@ -1,0 +1,132 @@
+"""The error model, rule E7: a classification that never reads a queue; and the
+entries recorded for exceptions."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mstls import errors
+from mstls.codes import AlertDescription
+from mstls.errors import ErrorEntry, ErrorKind, Lib, Reason
+from mstls.exceptions import (
+    CertificateError,
+    ConnectionIOError,
+    ConnectionTerminated,
+    HandshakeError,
+    PeerAlert,
+    PrematureClose,
+    ProtocolError,
+    StreamReset,
+    StreamStopped,
+    Timeout,
+    WantRead,
+    WantWrite,
+)
+
+# -- E7: classification ------------------------------------------------------------------------
+CLASSIFIED: list[tuple[BaseException | None, ErrorKind]] = [
+    (None, ErrorKind.NONE),
+    (WantRead("x"), ErrorKind.WANT_READ),
+    (WantWrite("x"), ErrorKind.WANT_WRITE),
+    (Timeout(writing=True), ErrorKind.WANT_WRITE),
+    (StreamReset(1), ErrorKind.STREAM_RESET),
+    (ConnectionTerminated(0, "x"), ErrorKind.CONNECTION_CLOSED),
+    (PrematureClose("x"), ErrorKind.SYSCALL),
+    (HandshakeError(AlertDescription.handshake_failure, "x"), ErrorKind.SSL),
+    (ProtocolError("x"), ErrorKind.SSL),
+    (BlockingIOError(), ErrorKind.WANT_READ),
+    (TimeoutError(), ErrorKind.WANT_READ),
+    (ConnectionResetError(), ErrorKind.SYSCALL),
+    (ValueError(), ErrorKind.SSL),
+]
+
+
+@pytest.mark.parametrize(("outcome", "kind"), CLASSIFIED)
+def test_classify(outcome: BaseException | None, kind: ErrorKind) -> None:
+    assert errors.classify(outcome) is kind
+
+
+@pytest.mark.parametrize(
+    ("result", "kind"),
+    [
+        (b"", ErrorKind.ZERO_RETURN),
+        (b"data", ErrorKind.NONE),
+        (memoryview(b""), ErrorKind.ZERO_RETURN),
+        (0, ErrorKind.ZERO_RETURN),
+        (5, ErrorKind.NONE),
+        (None, ErrorKind.WANT_READ),
+        (StreamReset(3), ErrorKind.STREAM_RESET),
+    ],
+)
+def test_classify_read(result: Any, kind: ErrorKind) -> None:
+    assert errors.classify_read(result) is kind
+
+
+junk_entries = st.lists(
+    st.builds(
+        ErrorEntry,
+        st.sampled_from(Lib),
+        st.sampled_from(Reason),
+        st.text(max_size=20),
+        st.text(max_size=20),
+        st.text(max_size=10),
+        st.none() | st.integers(0, 2**62 - 1),
+    ),
+    max_size=errors.QUEUE_LIMIT,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(junk=junk_entries, case=st.sampled_from(CLASSIFIED))
+def test_classification_never_depends_on_queue_contents(
+    junk: list[ErrorEntry], case: tuple[BaseException | None, ErrorKind]
+) -> None:
+    outcome, kind = case
+    errors.clear_error()
+    errors.put_errors(junk)
+    assert errors.classify(outcome) is kind
+    assert errors.classify_read(b"") is ErrorKind.ZERO_RETURN
+    assert errors.errors() == junk  # and classification does not touch the queue
+
+
+# -- entries for exceptions ------------------------------------------------------------------------
+def test_recorded_and_timeout_error() -> None:
+    exc = WantRead("read would block")
+    assert errors.recorded(exc) is exc
+    timeout = errors.timeout_error("accept", 2.5)
+    assert isinstance(timeout, Timeout) and str(timeout) == "accept timed out after 2.5 s"
+    assert all(e.where.endswith(" in test_recorded_and_timeout_error") for e in errors.errors())
+    assert [(e.reason, e.reason_text) for e in errors.errors()] == [
+        (Reason.WANT_READ, "read would block"),
+        (Reason.TIMEOUT, "accept timed out after 2.5 s"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("exc", "lib", "reason", "code"),
+    [
+        (StreamStopped(9), Lib.STREAM, Reason.STREAM_STOPPED, 9),
+        (
+            CertificateError(AlertDescription.unknown_ca, "x"),
+            Lib.TLS,
+            Reason.CERTIFICATE_VERIFY_FAILED,
+            0x130,
+        ),
+        (PeerAlert(AlertDescription.decode_error, "x"), Lib.TLS, Reason.TLS_ALERT, 0x132),
+        (ProtocolError("x", error_code=3), Lib.QUIC, Reason.PROTOCOL_VIOLATION, 3),
+        (ConnectionTerminated(7, "x", by_peer=True), Lib.QUIC, Reason.PEER_CLOSED, 7),
+        (ConnectionTerminated(0, "x"), Lib.QUIC, Reason.LOCAL_CLOSED, 0),
+        (ConnectionIOError("x", errno=9), Lib.SYS, Reason.SYSCALL, 1),
+        (OSError(errno.EBADF, "x"), Lib.SYS, Reason.SYSCALL, errno.EBADF),
+        (KeyError("x"), Lib.API, Reason.INTERNAL, None),
+    ],
+)
+def test_entry_for(exc: BaseException, lib: Lib, reason: Reason, code: int | None) -> None:
+    entry = errors.entry_for(exc)
+    assert (entry.lib, entry.reason, entry.code) == (lib, reason, code)
+    assert entry.reason_text == str(exc) and entry.detail == type(exc).__name__
