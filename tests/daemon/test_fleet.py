@@ -27,13 +27,14 @@ import pytest
 
 import mstls
 from daemon.certs import steering_worker_byte
-from daemon.config import ConfigError, FleetSettings
+from daemon.config import ConfigError, FleetSettings, load_config
 from daemon.preamble import encode_preamble
 from daemon.server import Daemon
 from daemon.state import RESET_KEY_FILE, RETRY_KEY_FILE, dev_pki_paths
 from daemon.steering import attach_steering
 from mstls.quic.quic_lb import decode_server_id
-from tests.daemon.support import DaemonProcess, config_from, free_port
+from tests.certs import TestPKI
+from tests.daemon.support import ROOT, DaemonProcess, config_from, free_port
 
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="SO_ATTACH_REUSEPORT_CBPF is Linux-only")
@@ -83,7 +84,7 @@ def test_fleet_table_parsed(tmp_path: Path) -> None:
     config = config_from(fleet_config(4433), tmp_path)
     assert config.fleet == FleetSettings(host_id=HOST_ID, config_id=1, nonce_length=6)
     assert config.fleet.cid_length == 9
-    text = '[fleet]\nhost_id = 0\nnonce_length = 17\n' + BASE.format(port=4433)
+    text = "[fleet]\nhost_id = 0\nnonce_length = 17\n" + BASE.format(port=4433)
     assert config_from(text, tmp_path).fleet == FleetSettings(0, 0, 17)
 
 
@@ -112,6 +113,28 @@ def test_fleet_values_checked(tmp_path: Path, table: str, key: str, problem: str
 def test_fleet_must_be_a_table(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"test\.toml: fleet: expected a table"):
         config_from("fleet = 3\n" + BASE.format(port=4433), tmp_path)
+
+
+def test_documented_fleet_configurations_load(tmp_path: Path, pki: TestPKI) -> None:
+    """docs/fleet.md's three host files and configs/fleet.toml: valid, one host byte each."""
+    docs = (ROOT / "docs" / "fleet.md").read_text()
+    toml = re.findall(r"```toml\n(.*?)```", docs, re.S)
+    blocks = [b for b in toml if "[fleet]" in b and "[[listeners]]" in b]  # whole host files
+    blocks.append((ROOT / "configs" / "fleet.toml").read_text())
+    fleets = []
+    for index, text in enumerate(blocks):
+        for name, path in (
+            ("/etc/mstlsd/server.pem", pki.files("server").cert),
+            ("/etc/mstlsd/server.key", pki.files("server").key),
+        ):
+            text = text.replace(name, str(path))
+        file = tmp_path / f"host{index}.toml"
+        file.write_text(text)
+        fleet = load_config(file).fleet
+        assert fleet is not None
+        fleets.append(fleet)
+    assert [fleet.host_id for fleet in fleets] == [1, 2, 3, 1]
+    assert {(fleet.config_id, fleet.nonce_length) for fleet in fleets} == {(0, 6)}
 
 
 # --- connection IDs and steering ---------------------------------------------------------------
@@ -287,7 +310,6 @@ class Balancer:
                     upstream.sendto(data, self.route(data))
                 else:
                     self.front.sendto(data, self.clients[sock])
-
 
 
 @contextlib.contextmanager
