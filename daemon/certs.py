@@ -13,7 +13,10 @@ Worker ``I`` of a multi-worker daemon (``workers = N``) issues QUIC-LB plaintext
 connection IDs whose one-byte server ID is ``I`` (Retry source IDs included),
 so the steering program of :mod:`daemon.steering` sends every later datagram
 of a connection to the worker that owns it; the Retry token key of the state
-directory is shared by all workers.
+directory is shared by all workers.  With a ``[fleet]`` table the server ID is
+two bytes, ``(host_id, I)`` (``I`` = 0 for a single-process daemon), in the
+fleet's config rotation and nonce length, so a QUIC-LB balancer routes by the
+first byte and the steering program by the second (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -26,22 +29,47 @@ import mstls
 from mstls.core.stateless_reset import StatelessResetKey
 from mstls.quic.quic_lb import QuicLbConfig
 
-from .config import ConfigError, DaemonConfig
+from .config import ConfigError, DaemonConfig, FleetSettings
 from .logs import event
 from .state import ensure_dev_pki
 
-__all__ = ["LB_CONFIG_ID", "LB_NONCE_LENGTH", "build_server_config", "worker_cids"]
+__all__ = [
+    "LB_CONFIG_ID",
+    "LB_NONCE_LENGTH",
+    "build_server_config",
+    "steering_worker_byte",
+    "worker_cids",
+]
 
 #: QUIC-LB configuration of the worker IDs: config rotation 0, 1-byte server ID, 6-byte nonce.
 LB_CONFIG_ID = 0
 LB_NONCE_LENGTH = 6
 
 
-def worker_cids(worker: int) -> QuicLbConfig:
-    """The QUIC-LB connection-ID generator of worker ``worker`` (server ID = its index)."""
+#: Where the worker byte sits in the server ID: alone, or after the fleet's host byte.
+WORKER_BYTE = 0
+FLEET_WORKER_BYTE = 1
+
+
+def worker_cids(worker: int, fleet: FleetSettings | None = None) -> QuicLbConfig:
+    """The QUIC-LB connection-ID generator of worker ``worker``.
+
+    Server ID: ``(worker,)``, or ``(fleet.host_id, worker)`` in a fleet.
+    """
+    if fleet is None:
+        return QuicLbConfig(
+            config_id=LB_CONFIG_ID, server_id=bytes((worker,)), nonce_length=LB_NONCE_LENGTH
+        )
     return QuicLbConfig(
-        config_id=LB_CONFIG_ID, server_id=bytes((worker,)), nonce_length=LB_NONCE_LENGTH
+        config_id=fleet.config_id,
+        server_id=bytes((fleet.host_id, worker)),
+        nonce_length=fleet.nonce_length,
     )
+
+
+def steering_worker_byte(config: DaemonConfig) -> int:
+    """Which byte of the server ID the steering program reads (:mod:`daemon.steering`)."""
+    return WORKER_BYTE if config.fleet is None else FLEET_WORKER_BYTE
 
 
 def build_server_config(
@@ -54,15 +82,17 @@ def build_server_config(
 ) -> mstls.ServerConfig:
     """The library configuration for ``config`` (raises ConfigError / StateError).
 
-    ``worker``: this process's worker index (QUIC-LB connection IDs naming it).
+    ``worker``: this process's worker index (QUIC-LB connection IDs naming it);
+    with ``[fleet]`` even a single-process daemon (``None``) issues QUIC-LB IDs,
+    as worker 0 of its host.
     """
     tls, limits = config.tls, config.limits
     extra: dict[str, Any] = {
         "stateless_reset_key": reset_key,
         "max_streams_bidi": limits.max_streams_per_connection,
     }
-    if worker is not None:
-        lb = worker_cids(worker)
+    if worker is not None or config.fleet is not None:
+        lb = worker_cids(worker or 0, config.fleet)
         extra["cid_generator"] = lb.generate
         extra["cid_length"] = lb.cid_length
     qlog_dir = config.observability.qlog_dir

@@ -32,6 +32,8 @@ from typing import Any
 
 import attrs
 
+from mstls.quic.quic_lb import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH
+
 from .identity import AllowList, RuleError
 from .preamble import MAX_SERVICE_NAME, encode_preamble
 
@@ -43,6 +45,7 @@ __all__ = [
     "SERVICE_TYPES",
     "ConfigError",
     "DaemonConfig",
+    "FleetSettings",
     "Limits",
     "ListenerSpec",
     "LoggingSettings",
@@ -67,6 +70,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_PORT = 65535
 #: ``workers``: one byte of the QUIC-LB server ID names the worker (daemon/steering.py).
 MAX_WORKERS = 256
+#: ``[fleet]``: the server ID is two bytes, the host byte then the worker byte.
+FLEET_SERVER_ID_LENGTH = 2
+MAX_HOST_ID = 255
+#: The draft's nonce bounds for a two-byte server ID in a connection ID of at most 20 bytes.
+MAX_FLEET_NONCE_LENGTH = MAX_CID_LENGTH - 1 - FLEET_SERVER_ID_LENGTH
 
 
 class ConfigError(Exception):
@@ -156,6 +164,24 @@ class ObservabilitySettings:
 
 
 @attrs.frozen
+class FleetSettings:
+    """``[fleet]``: this host's place in a fleet behind a QUIC-LB balancer (docs/fleet.md).
+
+    Worker ``I`` issues plaintext QUIC-LB connection IDs (draft-ietf-quic-load-balancers
+    §5.2) whose two-byte server ID is ``(host_id, I)``; ``config_id`` (the config
+    rotation codepoint) and ``nonce_length`` must match the balancer's configuration.
+    """
+
+    host_id: int
+    config_id: int = 0
+    nonce_length: int = 6
+
+    @property
+    def cid_length(self) -> int:
+        return 1 + FLEET_SERVER_ID_LENGTH + self.nonce_length
+
+
+@attrs.frozen
 class DaemonConfig:
     """Everything the daemon runs with; ``source`` is the file name or the embedded default."""
 
@@ -170,6 +196,8 @@ class DaemonConfig:
     state_dir: Path | None = None
     #: Worker processes sharing the listeners with SO_REUSEPORT (docs/fleet.md).
     workers: int = 1
+    #: ``[fleet]``: a host byte before the worker byte in the QUIC-LB server IDs.
+    fleet: FleetSettings | None = None
 
 
 # --- value checkers ----------------------------------------------------------------------------
@@ -324,6 +352,7 @@ _TOP_KEYS = (
     "observability",
     "state_dir",
     "workers",
+    "fleet",
 )
 
 _LISTENER_KEYS: dict[str, Checker] = {
@@ -473,6 +502,40 @@ def _services(value: Any, ctx: _Context) -> dict[str, ServiceSpec]:
     return {name: _service(name, item, ctx) for name, item in table.items()}
 
 
+# --- [fleet] ----------------------------------------------------------------------------------
+
+
+def _int_range(low: int, high: int, what: str) -> Checker:
+    """An integer in ``low..high``; ``what`` describes it, with ``{low}`` and ``{high}``."""
+
+    def check(value: Any, ctx: _Context, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ctx.error(key, f"expected {what.format(low=low, high=high)}, got {value!r}")
+        return value
+
+    return check
+
+
+_FLEET_KEYS: dict[str, Checker] = {
+    "host_id": _int_range(0, MAX_HOST_ID, "a host byte {low}-{high}"),
+    "config_id": _int_range(0, MAX_CONFIG_ID, "a QUIC-LB config rotation {low}-{high}"),
+    "nonce_length": _int_range(
+        MIN_NONCE_LENGTH,
+        MAX_FLEET_NONCE_LENGTH,
+        "a nonce of {low}-{high} bytes (a connection ID is 1 + "
+        f"{FLEET_SERVER_ID_LENGTH} + nonce bytes, at most {MAX_CID_LENGTH})",
+    ),
+}
+
+
+def _fleet(value: Any, ctx: _Context) -> FleetSettings:
+    """``[fleet]``: host_id (required), config_id and nonce_length (QUIC-LB, plaintext)."""
+    fields = _section(_table(value, ctx, "fleet"), _FLEET_KEYS, ctx, "fleet")
+    if "host_id" not in fields:
+        raise ctx.error("fleet.host_id", f"missing (this host's byte, 0-{MAX_HOST_ID})")
+    return FleetSettings(**fields)
+
+
 def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConfig:
     """Check a parsed TOML document (see the module documentation)."""
     ctx = _Context(source, base)
@@ -508,6 +571,7 @@ def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConf
         metrics_address=metrics.get("address"),
         state_dir=_writable_path(state_dir, ctx, "state_dir") if state_dir is not None else None,
         workers=workers,
+        fleet=_fleet(data["fleet"], ctx) if "fleet" in data else None,
     )
 
 

@@ -130,6 +130,12 @@ def _summary(daemon: Daemon) -> str:
     lines += [f"listener: {spec.label()}" for spec in config.listeners]
     if config.workers > 1:
         lines.append(f"workers: {config.workers}")
+    if config.fleet is not None:
+        fleet = config.fleet
+        lines.append(
+            f"fleet: host {fleet.host_id}, QUIC-LB config {fleet.config_id}, "
+            f"server ID (host, worker), {fleet.cid_length}-byte connection IDs"
+        )
     lines += [f"service: {name} ({spec.type})" for name, spec in sorted(config.services.items())]
     return "\n".join(lines)
 

@@ -32,13 +32,14 @@ process exits 0.  A second signal skips the rest of the wait.
 again; if it is bad the old one stays.  Services, allow-lists, limits and
 logging apply to new streams and connections; established connections are
 untouched.  New certificates are handed to each listener for new handshakes
-(see :meth:`Daemon.reload` about the library hook this needs).  Listener and
-metrics-address changes need a restart.
+(see :meth:`Daemon.reload` about the library hook this needs).  Listener,
+metrics-address, ``workers`` and ``[fleet]`` changes need a restart.
 
 *Workers* (``workers = N``, :mod:`daemon.workers`): this class runs one worker
 when given ``worker=I``: listeners bound with SO_REUSEPORT, the steering
 program attached to the UDP group by worker 0, QUIC-LB connection IDs naming
-worker I, and metrics (if configured) on the metrics port + I.
+worker I (after the host byte with ``[fleet]``), and metrics (if configured)
+on the metrics port + I.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ import mstls
 import mstls.trio
 
 from . import logs
-from .certs import build_server_config
+from .certs import build_server_config, steering_worker_byte
 from .config import ConfigError, DaemonConfig, ListenerSpec, default_config, load_config
 from .handshakes import HandshakeWatch
 from .identity import Peer
@@ -205,8 +206,8 @@ class Daemon:
         """Worker 0 attaches the steering program to each UDP reuseport group."""
         if self.worker != 0 or spec.transport != "udp":
             return None
-        workers = self.config.workers
-        return lambda sock: attach_steering(sock, workers)
+        workers, worker_byte = self.config.workers, steering_worker_byte(self.config)
+        return lambda sock: attach_steering(sock, workers, worker_byte)
 
     async def _bind(self) -> None:
         for spec in self.config.listeners:
@@ -306,7 +307,8 @@ class Daemon:
         try:
             fresh = load_config(self.config_path) if self.config_path else default_config()
             fresh = apply_overrides(fresh, port=self.port_override)
-            server_config = self._server_config(attrs.evolve(fresh, workers=self.config.workers))
+            pinned = attrs.evolve(fresh, workers=self.config.workers, fleet=self.config.fleet)
+            server_config = self._server_config(pinned)
         except (ConfigError, StateError) as exc:
             event(logging.ERROR, "daemon.reload_failed", f"reload failed, keeping the old: {exc}")
             self.metrics.reloads.labels("failed").inc()
@@ -316,12 +318,17 @@ class Daemon:
             event(logging.WARNING, "daemon.reload", "listener changes take effect at restart")
         if fresh.workers != self.config.workers:
             event(logging.WARNING, "daemon.reload", "workers changes need a restart")
+        if fresh.fleet != self.config.fleet:
+            event(logging.WARNING, "daemon.reload", "[fleet] changes need a restart")
         if fresh.metrics_address != self.config.metrics_address:
             event(logging.WARNING, "daemon.reload", "metrics address changes need a restart")
         self._update_certificates(server_config)
         logs.configure(self.log_format_override or fresh.logging.format, fresh.logging.level)
         self.config = attrs.evolve(
-            fresh, listeners=self.config.listeners, workers=self.config.workers
+            fresh,
+            listeners=self.config.listeners,
+            workers=self.config.workers,
+            fleet=self.config.fleet,
         )
         self.server_config = server_config
         self.metrics.reloads.labels("ok").inc()

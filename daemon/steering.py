@@ -12,19 +12,22 @@ connection ID in the QUIC-LB plaintext format (draft-ietf-quic-load-balancers
 §5.2: first octet, then the server ID)::
 
     long header  (first byte & 0x80): flags(1) version(4) dcid_len(1) DCID...
-                                      -> server-ID byte at offset 7
+                                      -> server ID from offset 7
     short header:                     flags(1) DCID...
-                                      -> server-ID byte at offset 2
+                                      -> server ID from offset 2
 
-    socket index = server-ID byte % N
+    socket index = server_id[worker_byte] % N
 
+``worker_byte`` is 0 for mstlsd's one-byte server ID (the worker index) and 1
+for the two-byte ``(host, worker)`` server ID of ``[fleet]`` (offsets 8 and
+3): the balancer routes by the host byte, this program by the worker byte.
 The reuseport filter sees the UDP payload at offset 0.  A datagram too short
 for the load ends the program with 0 (worker 0 drops it like any garbage).
-Workers bind in order, so socket index == worker index == the one-byte server
-ID each worker puts in its connection IDs.  A client's first Initial carries a
-random DCID: its byte at offset 7 still names one worker, every retransmitted
-Initial carries the same DCID, so the handshake stays there; afterwards the
-client uses the worker's own IDs, which carry its index.
+Workers bind in order, so socket index == worker index == the worker byte
+each worker puts in its connection IDs.  A client's first Initial carries a
+random DCID: its byte at the worker offset still names one worker, every
+retransmitted Initial carries the same DCID, so the handshake stays there;
+afterwards the client uses the worker's own IDs, which carry its index.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ __all__ = ["SO_ATTACH_REUSEPORT_CBPF", "attach_steering", "steering_program"]
 
 #: Linux <asm-generic/socket.h>.
 SO_ATTACH_REUSEPORT_CBPF = 51
-#: Offsets of the QUIC-LB server-ID byte (see the module documentation).
+#: Offsets of the QUIC-LB server ID's first byte (see the module documentation).
 LONG_HEADER_SERVER_ID = 7
 SHORT_HEADER_SERVER_ID = 2
 LONG_HEADER_BIT = 0x80

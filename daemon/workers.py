@@ -9,8 +9,9 @@ starts the workers one at a time: ``python -m daemon ARGS --worker I
 writes one line to the pipe ``FD`` once all of them are bound; only then does
 the next worker start, so the socket index of worker ``I`` in each reuseport
 group is ``I``.  That is what the steering program (:mod:`daemon.steering`,
-attached to the UDP group by worker 0) relies on: it returns the server-ID
-byte of the QUIC-LB connection ID, which worker ``I`` sets to ``I``.
+attached to the UDP group by worker 0) relies on: it returns the worker byte
+of the QUIC-LB connection ID's server ID (after the host byte with
+``[fleet]``), which worker ``I`` sets to ``I``.
 
 Each worker runs in its own process group, so a terminal's Ctrl-C reaches only
 the parent, which forwards SIGTERM, SIGINT and SIGHUP to every live worker

@@ -24,7 +24,15 @@ import attrs
 
 from ..exceptions import ConfigurationError
 
-__all__ = ["MAX_CONFIG_ID", "UNROUTABLE_CONFIG_ID", "QuicLbConfig", "decode_server_id"]
+__all__ = [
+    "MAX_CID_LENGTH",
+    "MAX_CONFIG_ID",
+    "MAX_SERVER_ID_LENGTH",
+    "MIN_NONCE_LENGTH",
+    "UNROUTABLE_CONFIG_ID",
+    "QuicLbConfig",
+    "decode_server_id",
+]
 
 #: Config rotation codepoints 0-6 are usable; 7 (0b111) marks an unroutable ID.
 MAX_CONFIG_ID = 6
