@@ -18,9 +18,11 @@ RTT = 2 * ONE_WAY
 def quiesce(pair: Pair) -> None:
     """Run until nothing is in flight and no timer but the idle one is near."""
     pair.run_until(
-        lambda: not pair.in_flight
-        and not pair.client.recovery.bytes_in_flight
-        and not pair.server.recovery.bytes_in_flight,
+        lambda: (
+            not pair.in_flight
+            and not pair.client.recovery.bytes_in_flight
+            and not pair.server.recovery.bytes_in_flight
+        ),
     )
 
 
