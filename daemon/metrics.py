@@ -18,7 +18,18 @@ Every metric lives in the daemon's own :class:`prometheus_client.CollectorRegist
 ``mstlsd_bytes_received_total{service}``    bytes read from clients (after the preamble)
 ``mstlsd_bytes_sent_total{service}``        bytes written to clients
 ``mstlsd_reloads_total{result}``            SIGHUP reloads (ok, failed)
+``mstlsd_packets_lost_total{transport}``    QUIC packets declared lost (RFC 9002 §6.1)
+``mstlsd_retransmissions_total{transport}``  lost QUIC packets whose frames were sent again
+                                            (0 over TCP: the kernel retransmits there)
+``mstlsd_rtt_seconds{transport}``           histogram of connections' smoothed RTT (RFC 9002
+                                            §5.3), sampled every ``STATS_INTERVAL`` seconds
+                                            while open and once when they end; TCP
+                                            connections have one only with QX_PING keep-alives
 ==========================================  ====================================================
+
+The loss counters grow as connections go: each sample adds what grew since the
+previous one (:class:`StatsCursor`), so a long connection is not counted only
+when it ends.  Definitions of the underlying figures: :mod:`mstls.stats`.
 """
 
 from __future__ import annotations
@@ -26,9 +37,25 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["Metrics"]
+import mstls
+
+__all__ = ["RTT_BUCKETS", "TRANSPORTS", "Metrics", "StatsCursor"]
+
+#: Upper bounds (seconds) of the RTT histogram's buckets: loopback to intercontinental.
+RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Label values of ``transport``; their series exist (at 0) from the start.
+TRANSPORTS = ("udp", "tcp")
+
+
+@attrs.define
+class StatsCursor:
+    """What one connection's loss counters had reached at its previous sample."""
+
+    packets_lost: int = 0
+    retransmissions: int = 0
 
 
 class Metrics:
@@ -70,8 +97,42 @@ class Metrics:
             "mstlsd_bytes_sent", "Bytes written to clients", ["service"], registry=r
         )
         self.reloads = Counter("mstlsd_reloads", "SIGHUP reloads", ["result"], registry=r)
+        self.packets_lost = Counter(
+            "mstlsd_packets_lost", "QUIC packets declared lost", ["transport"], registry=r
+        )
+        self.retransmissions = Counter(
+            "mstlsd_retransmissions",
+            "Lost QUIC packets whose frames were sent again",
+            ["transport"],
+            registry=r,
+        )
+        self.rtt = Histogram(
+            "mstlsd_rtt_seconds",
+            "Smoothed RTT of connections, sampled while open and at their end",
+            ["transport"],
+            buckets=RTT_BUCKETS,
+            registry=r,
+        )
+        for transport in TRANSPORTS:
+            self.packets_lost.labels(transport)
+            self.retransmissions.labels(transport)
         self._server: Any = None
         self._thread: threading.Thread | None = None
+
+    def observe_connection(self, stats: mstls.ConnectionStats, cursor: StatsCursor) -> None:
+        """One sample of a connection: count the losses since ``cursor`` (and move it),
+        observe the smoothed RTT if the connection has measured one."""
+        transport = stats.transport
+        lost = stats.packets_lost - cursor.packets_lost
+        if lost > 0:
+            self.packets_lost.labels(transport).inc(lost)
+            cursor.packets_lost = stats.packets_lost
+        resent = stats.retransmissions - cursor.retransmissions
+        if resent > 0:
+            self.retransmissions.labels(transport).inc(resent)
+            cursor.retransmissions = stats.retransmissions
+        if stats.smoothed_rtt is not None:
+            self.rtt.labels(transport).observe(stats.smoothed_rtt)
 
     def serve(self, host: str, port: int) -> tuple[str, int]:
         """Serve ``/metrics`` on ``host:port`` from a daemon thread; the bound address."""

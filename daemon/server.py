@@ -62,7 +62,7 @@ from .config import ConfigError, DaemonConfig, ListenerSpec, default_config, loa
 from .handshakes import HandshakeWatch
 from .identity import Peer
 from .logs import event
-from .metrics import Metrics
+from .metrics import Metrics, StatsCursor
 from .notify import notify
 from .preamble import ConnectionCode, PreambleError, StreamCode, read_preamble
 from .services import ServiceContext, ServiceRefused, ServiceStream, run_service
@@ -75,6 +75,8 @@ __all__ = ["BindError", "Daemon", "apply_overrides"]
 CLOSE_GRACE = 0.2
 #: Bit 0x2 of a stream ID marks a unidirectional stream (RFC 9000 §2.1).
 UNIDIRECTIONAL_BIT = 0x2
+#: Seconds between two samples of an open connection's statistics (RTT, losses).
+STATS_INTERVAL = 10.0
 #: What a broken stream or connection raises (peer resets, terminations, closed sockets).
 FAILURES = (trio.BrokenResourceError, trio.ClosedResourceError, mstls.Error)
 
@@ -108,6 +110,8 @@ class ConnectionState:
     conn: mstls.trio.Connection
     peer: Peer
     streams: int = 0
+    #: Loss counters already reported to the metrics.
+    reported: StatsCursor = attrs.Factory(StatsCursor)
 
 
 def termination_reason(exc: BaseException) -> str:
@@ -403,15 +407,24 @@ class Daemon:
         reason = "local_close"
         try:
             async with trio.open_nursery() as streams:
+                streams.start_soon(self._sample_stats, state)
                 reason = await self._accept_streams(state, streams)
                 streams.cancel_scope.cancel()  # the connection is gone: so are its streams
         finally:
+            self.metrics.observe_connection(conn.stats(), state.reported)
             del self.connections[label]
             self.metrics.connections_active.labels(conn.transport).dec()
             self.metrics.connections_closed.labels(reason).inc()
             event(logging.INFO, "connection.closed", "connection closed", conn=label, reason=reason)
             with trio.CancelScope(shield=True):
                 await conn.aclose()
+
+    async def _sample_stats(self, state: ConnectionState) -> None:
+        """Every STATS_INTERVAL while the connection is open: RTT and loss growth to the
+        metrics (one cheap snapshot per connection per interval)."""
+        while True:
+            await trio.sleep(STATS_INTERVAL)
+            self.metrics.observe_connection(state.conn.stats(), state.reported)
 
     async def _accept_streams(self, state: ConnectionState, streams: trio.Nursery) -> str:
         """Accept streams until the connection ends; how it ended."""

@@ -27,6 +27,7 @@ from .exceptions import (
     WantRead,
     WantWrite,
 )
+from .stats import ConnectionStats
 
 __all__ = [
     "CertificateError",
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigurationError",
     "Connection",
     "ConnectionIOError",
+    "ConnectionStats",
     "ConnectionTerminated",
     "Error",
     "ErrorKind",

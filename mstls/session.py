@@ -45,6 +45,7 @@ from .exceptions import (
     StreamStateError,
     StreamStoppedError,
 )
+from .stats import ConnectionStats
 
 __all__ = ["Session", "Wakeups"]
 
@@ -121,6 +122,12 @@ class Session:
                 cause=getattr(conn, "termination_error", None),
             )
             self.channel.fail(entries, factory)
+
+    # -- statistics ------------------------------------------------------------------------
+    def stats(self, now: float) -> ConnectionStats:
+        """The connection's :class:`~mstls.stats.ConnectionStats` (also after it ended)."""
+        stats: ConnectionStats = self.conn.stats(now)
+        return stats
 
     # -- checks ----------------------------------------------------------------------------
     @property

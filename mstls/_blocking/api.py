@@ -38,6 +38,7 @@ from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
 from ..quic.udp import open_udp_socket
 from ..session import Session
+from ..stats import ConnectionStats
 from .handlers import UdpClientHandler, UdpListenerHandler, Waiters
 
 __all__ = ["Connection", "Listener", "Stream", "connect", "listen"]
@@ -240,6 +241,13 @@ class Connection:
     def sans_io(self) -> Any:
         """The underlying sans-I/O connection (for inspection; hold no reference to mutate)."""
         return self._core.conn
+
+    def stats(self) -> ConnectionStats:
+        """A snapshot of RTT, loss, traffic and congestion counters (RFC 9002 §5-§7;
+        see :mod:`mstls.stats`).  Thread-safe; also works after the connection ended."""
+        core = self._core
+        with core.lock:
+            return core.session.stats(time.monotonic())
 
     def open_stream(self, bidirectional: bool = True, timeout: float | None = None) -> Stream:
         core = self._core

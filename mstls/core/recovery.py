@@ -55,6 +55,12 @@ unblocked, a deadline already past simply fires on the caller's next check.  A
 client arms the PTO even with nothing in flight until the server has validated
 its address (§6.2.2.1, A.6 PeerCompletedAddressValidation).
 
+*Statistics* (:mod:`mstls.stats`).  Integer counters only, updated per batch of
+losses and per timeout, never per packet sent or acknowledged:
+:attr:`Recovery.packets_lost`, ``bytes_lost``, ``retransmissions`` (lost
+ack-eliciting packets whose frames went back to their producers) and
+``probe_timeouts``.
+
 Congestion control and bytes in flight belong to :class:`~mstls.core.congestion.NewReno`;
 pacing to :class:`~mstls.core.pacing.Pacer`.  Recovery feeds both.
 """
@@ -360,6 +366,13 @@ class Recovery:
         self.rtt = RttEstimator()
         #: RFC 9002 §6.2.1 PTO backoff exponent.
         self.pto_count = 0
+        #: Statistics (:mod:`mstls.stats`): packets and bytes declared lost (§6.1,
+        #: MTU probes excluded), lost ack-eliciting packets whose frames were handed
+        #: back to be sent again, and probe timeouts (§6.2) since the start.
+        self.packets_lost = 0
+        self.bytes_lost = 0
+        self.retransmissions = 0
+        self.probe_timeouts = 0
         #: The client has Handshake keys (its anti-deadlock probe is then a Handshake packet).
         self.has_handshake_keys = False
         #: ECN counts reported by the peer went down (RFC 9000 §13.4.2.1): stop marking.
@@ -605,7 +618,20 @@ class Recovery:
     def _on_lost(self, space: PacketNumberSpace, lost: list[SentPacket], now: float) -> bool:
         """B.8 OnPacketsLost plus the records' ``on_lost``; True on persistent congestion."""
         sp = self._spaces[space]
-        sp.ack_eliciting_in_flight -= sum(1 for p in lost if p.ack_eliciting and p.in_flight)
+        eliciting_in_flight = count = size = resent = 0
+        for packet in lost:
+            if packet.ack_eliciting:
+                if packet.in_flight:
+                    eliciting_in_flight += 1
+                if packet.records and not packet.is_mtu_probe:
+                    resent += 1
+            if not packet.is_mtu_probe:
+                count += 1
+                size += packet.size
+        sp.ack_eliciting_in_flight -= eliciting_in_flight
+        self.packets_lost += count
+        self.bytes_lost += size
+        self.retransmissions += resent
         self.congestion.on_packets_lost(lost, now)
         persistent = self._persistent_congestion(space, lost)
         if persistent:
@@ -721,6 +747,7 @@ class Recovery:
             space, count = self._pto_time_and_space()[1], PTO_PROBE_PACKETS
         self._spaces[space].probes = count
         self.pto_count += 1
+        self.probe_timeouts += 1
         self._timer_now = now
         self._timer_stale = True
         return TimeoutResult(probe_space=space, probe_count=count)

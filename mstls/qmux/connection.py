@@ -96,6 +96,7 @@ from ..exceptions import (
     kept,
 )
 from ..quic.state import CloseInfo
+from ..stats import ConnectionStats, streams_opened
 from ..tls.engine import TLSHandshake
 from ..tls.tcp import TLSConnection
 from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_frame
@@ -152,6 +153,9 @@ class QMuxConnection(ReceivingMixin):
         self._last_received = now
         self._last_sent = now  # records that reset the idle timer (keep-alives do not)
         self._last_activity = now  # any record either way, and keep-alive attempts
+        #: TLS record bytes read from and written to TCP (statistics).
+        self.wire_bytes_received = 0
+        self.wire_bytes_sent = 0
         self._started = False
         self._write_closed = False
         self._peer_shut = False
@@ -183,6 +187,26 @@ class QMuxConnection(ReceivingMixin):
     def latest_rtt(self) -> float | None:
         """Round-trip time measured by the latest answered QX_PING, in seconds."""
         return self.ping_state.latest_rtt
+
+    def stats(self, now: float) -> ConnectionStats:
+        """A snapshot of the counters (definitions in :mod:`mstls.stats`): RTT from
+        QX_PING round trips (§4.3, RFC 9002 §5), no loss or congestion figures (TCP
+        retransmits below us).  Valid after termination too."""
+        rtt = self.ping_state.rtt
+        sampled = rtt.has_sample
+        local, peer = streams_opened(self.streams)
+        return ConnectionStats(
+            transport="tcp",
+            duration=now - self.created,
+            smoothed_rtt=rtt.smoothed_rtt if sampled else None,
+            min_rtt=rtt.min_rtt if sampled else None,
+            latest_rtt=rtt.latest_rtt if sampled else None,
+            rtt_variance=rtt.rttvar if sampled else None,
+            bytes_sent=self.wire_bytes_sent,
+            bytes_received=self.wire_bytes_received,
+            streams_opened_local=local,
+            streams_opened_peer=peer,
+        )
 
     # -- public API: lifecycle -------------------------------------------------------------
     def connect(self, now: float) -> None:
@@ -227,6 +251,7 @@ class QMuxConnection(ReceivingMixin):
         if self.state == "terminated":
             return
         error: TLSError | None = None
+        self.wire_bytes_received += len(data)
         try:
             self.tls_connection.receive_data(data)
         except TLSError as exc:  # PeerAlert included; records before it still count
@@ -268,6 +293,7 @@ class QMuxConnection(ReceivingMixin):
         if self.state in _LIVE and self.peer_params is not None:
             self._produce_records(now)
         out = self.tls_connection.data_to_send()
+        self.wire_bytes_sent += len(out)
         if self._write_closed and (self.tls_connection.handshake_complete or self.is_terminated):
             self._shutdown_ready = True
         return out

@@ -11,6 +11,9 @@ Rules kept here:
 * A response with a sequence number above the largest request we sent is a
   PROTOCOL_VIOLATION.  Since we send every number up to that one (merged
   requests aside) we do not try to detect "a number we did not send".
+* A response to our newest request is an RTT sample, fed to the RFC 9002 §5
+  estimator (there is no ACK delay to subtract: a peer answers as soon as it
+  writes).  Responses to merged or older requests are not timed.
 
 Handles untrusted input (the sequence numbers come from the peer).
 """
@@ -18,6 +21,7 @@ Handles untrusted input (the sequence numbers come from the peer).
 from __future__ import annotations
 
 from ..codes import TransportErrorCode
+from ..core.recovery import RttEstimator
 from ..exceptions import ProtocolError
 from ..wire.frames import encode_frame
 from ..wire.qmux import QMuxFrameType, QxPingFrame
@@ -37,6 +41,8 @@ class PingState:
         "latest_rtt",
         "next_sequence",
         "response_pending",
+        "rtt",
+        "samples",
     )
 
     def __init__(self) -> None:
@@ -49,6 +55,10 @@ class PingState:
         self.response_pending = False
         #: Round-trip time measured by the latest answered request, in seconds.
         self.latest_rtt: float | None = None
+        #: Smoothed, minimum and variation of the RTT samples (RFC 9002 §5).
+        self.rtt = RttEstimator()
+        #: Round trips measured.
+        self.samples = 0
         self._pending_request: int | None = None
         self._request_sent_at: tuple[int, float] | None = None
 
@@ -105,5 +115,8 @@ class PingState:
         self.largest_acknowledged = max(self.largest_acknowledged, sequence)
         sent = self._request_sent_at
         if sent is not None and sent[0] == sequence:
-            self.latest_rtt = now - sent[1]
+            sample = now - sent[1]
+            self.latest_rtt = sample
+            self.rtt.update(sample, 0.0, now, max_ack_delay=None)
+            self.samples += 1
             self._request_sent_at = None

@@ -28,6 +28,7 @@ Lifecycle states: ``handshake`` → ``established`` → (``closing`` | ``drainin
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 
@@ -36,6 +37,7 @@ from ..core.connection_ids import LocalConnectionIds, PeerConnectionIds
 from ..core.events import ConnectionTerminatedEvent, Event
 from ..core.stateless_reset import StatelessResetKey
 from ..exceptions import Error
+from ..stats import ConnectionStats, streams_opened
 from ..wire.transport_params import TransportParameters
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
 from .handshake import HandshakeMixin
@@ -108,6 +110,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.address_validated = is_client or address_validated
         self.bytes_received = 0
         self.bytes_sent = 0
+        self.packets_received = 0
         self.mtu = PathMtu(
             INITIAL_MAX_DATAGRAM_SIZE, config.pmtu_max, enabled=config.pmtu_discovery
         )
@@ -168,6 +171,39 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         if not self.events:
             self.events.extend(self.streams.pull_events())
         return self.events.popleft() if self.events else None
+
+    def stats(self, now: float) -> ConnectionStats:
+        """A snapshot of the counters (RFC 9002 §5 RTT, §6 loss, §7 congestion);
+        definitions in :mod:`mstls.stats`.  Valid after termination too."""
+        recovery = self.recovery
+        rtt = recovery.rtt
+        cc = recovery.congestion
+        sampled = rtt.has_sample
+        ssthresh = cc.ssthresh
+        local, peer = streams_opened(self.streams)
+        return ConnectionStats(
+            transport="udp",
+            duration=now - self.created,
+            smoothed_rtt=rtt.smoothed_rtt if sampled else None,
+            min_rtt=rtt.min_rtt if sampled else None,
+            latest_rtt=rtt.latest_rtt if sampled else None,
+            rtt_variance=rtt.rttvar if sampled else None,
+            packets_sent=self.packets_sent,
+            packets_received=self.packets_received,
+            packets_lost=recovery.packets_lost,
+            bytes_lost=recovery.bytes_lost,
+            retransmissions=recovery.retransmissions,
+            probe_timeouts=recovery.probe_timeouts,
+            pto_count=recovery.pto_count,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            congestion_window=cc.cwnd,
+            slow_start_threshold=None if ssthresh == math.inf else int(ssthresh),
+            bytes_in_flight=cc.bytes_in_flight,
+            path_mtu=self.mtu.current,
+            streams_opened_local=local,
+            streams_opened_peer=peer,
+        )
 
     # -- public API: timers -----------------------------------------------------------
     def get_timer(self) -> float | None:

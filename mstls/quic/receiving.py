@@ -83,6 +83,8 @@ class ReceivingMixin(ConnectionState):
     """The receive path of :class:`~mstls.quic.connection.QuicConnection`."""
 
     pending_path_responses: list[bytes]
+    #: Packets decrypted and not duplicates (statistics).
+    packets_received: int
     frame_decoders: Mapping[int, Any]
     ack_frequency_received: int
     #: Stream and flow-control frames go to the stream manager (shared with QMux).
@@ -146,6 +148,7 @@ class ReceivingMixin(ConnectionState):
             return True
         if space.acks.is_duplicate(pn):
             return True
+        self.packets_received += 1
         if self.qlog is not None:
             self.qlog.packet(
                 now,

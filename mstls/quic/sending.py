@@ -65,6 +65,8 @@ class SendingMixin(ConnectionState):
     """The send path of :class:`~mstls.quic.connection.QuicConnection`."""
 
     pending_path_responses: list[bytes]
+    #: QUIC packets sent, coalesced ones counted one by one (statistics).
+    packets_sent: int
     handshake_done_pending: bool
     pacing_deadline: float | None
     ack_frequency_pending: bool
@@ -83,6 +85,7 @@ class SendingMixin(ConnectionState):
         )
         self.recovery.peer_address_validated = self.address_validated
         self.pending_path_responses = []
+        self.packets_sent = 0
         self.close_pending = False
         self.pacing_deadline = None
         self.ack_delay = self.config.max_ack_delay_ms / 1000
@@ -162,6 +165,7 @@ class SendingMixin(ConnectionState):
 
     def _on_datagram_sent(self, data: bytes, packets: list[Any], now: float) -> None:
         self.bytes_sent += len(data)
+        self.packets_sent += len(packets)
         self.last_sent = now
         for built in packets:
             packet = SentPacket(
@@ -386,9 +390,10 @@ class SendingMixin(ConnectionState):
                 space.next_packet_number += 1
                 if space.space == PacketNumberSpace.INITIAL:
                     builder.pad_to_initial_minimum = self.is_client
-        data, _ = builder.finish()
+        data, packets = builder.finish()
         if data:
             self.bytes_sent += len(data)
+            self.packets_sent += len(packets)
         return [data] if data else []
 
     # -- recovery hooks ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import trio
 from .. import errors
 from ..config import ServerConfig
 from ..exceptions import Error
+from ..stats import ConnectionStats
 from ._driver import Core, ListenerDriver
 from ._stream import Stream, as_broken
 
@@ -86,6 +87,11 @@ class Connection(trio.abc.AsyncResource):
     def sans_io(self) -> Any:
         """The underlying sans-I/O connection (for inspection only)."""
         return self._core.conn
+
+    def stats(self) -> ConnectionStats:
+        """A snapshot of RTT, loss, traffic and congestion counters (RFC 9002 §5-§7;
+        see :mod:`mstls.stats`).  Never blocks; also works after the connection ended."""
+        return self._core.session.stats(trio.current_time())
 
     def _is_closed(self) -> bool:
         return self._closed

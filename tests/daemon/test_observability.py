@@ -1,4 +1,5 @@
-"""Observability: qlog traces per QUIC connection and handshake failures in the metrics."""
+"""Observability: qlog traces per QUIC connection; handshake failures, RTT and losses in
+the metrics."""
 
 from __future__ import annotations
 
@@ -13,13 +14,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mstls
 import mstls.trio
+from daemon import server as daemon_server
 from daemon.handshakes import POLL_INTERVAL, failure_reason
 from daemon.server import Daemon
 from daemon.state import dev_pki_paths
 from mstls.codes import AlertDescription
 from mstls.exceptions import CertificateError, DecodeError, HandshakeAlert, TLSError
 from tests.certs import TestPKI
-from tests.daemon.support import client_config, config_from, exchange, port_of, running_daemon
+from tests.daemon.support import (
+    client_config,
+    config_from,
+    exchange,
+    port_of,
+    running_daemon,
+    sample,
+)
+from tests.helpers.relay import FaultRelay, FaultSpec
 
 pytestmark = pytest.mark.network
 
@@ -188,3 +198,121 @@ async def test_failed_handshakes_counted_by_reason(
 )
 def test_failure_reasons(exc: BaseException | None, reason: str) -> None:
     assert failure_reason(exc) == reason
+
+
+STATS_CONFIG = """
+[[listeners]]
+transport = "udp"
+port = 0
+
+[[listeners]]
+transport = "tcp"
+port = 0
+
+[services.echo]
+type = "echo"
+
+[metrics]
+address = "127.0.0.1:0"
+"""
+#: Sampling interval of open connections in these tests (the daemon's is 10 s).
+FAST_STATS_INTERVAL = 0.05
+#: A loopback round trip is far below this.
+LOOPBACK_RTT_BOUND = 0.5
+
+
+async def scrape_now(daemon: Daemon) -> str:
+    return await trio.to_thread.run_sync(scrape, daemon.metrics_address)
+
+
+def rtt_count(text: str, transport: str) -> float:
+    return sample(text, "mstlsd_rtt_seconds_count", transport=transport)
+
+
+def rtt_samples(text: str, transport: str) -> float:
+    """Like :func:`rtt_count`, 0 while the series does not exist yet."""
+    try:
+        return rtt_count(text, transport)
+    except KeyError:
+        return 0.0
+
+
+async def echo_and_close(daemon: Daemon, tmp_path: Path, transport: str) -> float | None:
+    """One connection, one echo; returns the client's smoothed RTT once the daemon let go."""
+    ca = dev_pki_paths(tmp_path / "state").ca_cert
+    conn = await mstls.trio.connect(
+        "127.0.0.1", port_of(daemon, transport), client_config(ca), transport=transport, timeout=5
+    )
+    async with conn:
+        assert await exchange(conn, "echo", b"rtt" * 10_000) == b"rtt" * 10_000
+        rtt = conn.stats().smoothed_rtt
+    with trio.fail_after(10):
+        while daemon.connections:
+            await trio.sleep(0.01)
+    return rtt
+
+
+async def test_rtt_observed_when_a_connection_ends(tmp_path: Path) -> None:
+    """The daemon's sampling interval (10 s) is far off: the one sample is the final one."""
+    config = config_from(STATS_CONFIG, tmp_path)
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        text = await scrape_now(daemon)
+        for transport in ("udp", "tcp"):  # present, at 0, before any connection
+            assert sample(text, "mstlsd_retransmissions_total", transport=transport) == 0
+            assert sample(text, "mstlsd_packets_lost_total", transport=transport) == 0
+        assert "mstlsd_rtt_seconds_count" not in text
+        client_rtt = await echo_and_close(daemon, tmp_path, "udp")
+        await echo_and_close(daemon, tmp_path, "tcp")
+        text = await scrape_now(daemon)
+    assert rtt_count(text, "udp") == 1
+    assert 0 < sample(text, "mstlsd_rtt_seconds_sum", transport="udp") < LOOPBACK_RTT_BOUND
+    assert sample(text, "mstlsd_rtt_seconds_bucket", transport="udp", le="+Inf") == 1
+    assert client_rtt is not None and client_rtt < LOOPBACK_RTT_BOUND
+    # The daemon sends no QX_PING of its own, so it has no TCP RTT to report.
+    with pytest.raises(KeyError):
+        rtt_count(text, "tcp")
+    assert sample(text, "mstlsd_retransmissions_total", transport="udp") == 0
+
+
+async def test_rtt_sampled_while_a_connection_is_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_server, "STATS_INTERVAL", FAST_STATS_INTERVAL)
+    config = config_from(STATS_CONFIG, tmp_path)
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        ca = dev_pki_paths(tmp_path / "state").ca_cert
+        conn = await mstls.trio.connect(
+            "127.0.0.1", port_of(daemon, "udp"), client_config(ca), timeout=5
+        )
+        async with conn:
+            assert await exchange(conn, "echo", b"rtt") == b"rtt"
+            with trio.fail_after(10):
+                while rtt_samples(await scrape_now(daemon), "udp") < 3:
+                    await trio.sleep(FAST_STATS_INTERVAL)
+            assert daemon.connections  # all of them taken while the connection was open
+
+
+async def test_losses_and_retransmissions_counted_through_a_lossy_relay(tmp_path: Path) -> None:
+    """Datagrams from the daemon are dropped: the daemon detects the losses (RFC 9002 §6.1)
+    and resends their frames; both counters grow on the UDP series only."""
+    config = config_from(STATS_CONFIG, tmp_path)
+    payload = bytes(range(256)) * 800
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        ca = dev_pki_paths(tmp_path / "state").ca_cert
+        lossy = FaultSpec(loss=0.1)
+        with FaultRelay(
+            ("127.0.0.1", port_of(daemon, "udp")), seed=5, server_to_client=lossy
+        ) as relay:
+            conn = await mstls.trio.connect(
+                "127.0.0.1", relay.address[1], client_config(ca), timeout=10
+            )
+            async with conn:
+                assert await exchange(conn, "echo", payload, limit=30) == payload
+            with trio.fail_after(10):
+                while daemon.connections:
+                    await trio.sleep(0.01)
+        text = await scrape_now(daemon)
+    lost = sample(text, "mstlsd_packets_lost_total", transport="udp")
+    resent = sample(text, "mstlsd_retransmissions_total", transport="udp")
+    assert lost > 0 and 0 < resent <= lost
+    assert sample(text, "mstlsd_retransmissions_total", transport="tcp") == 0
