@@ -374,6 +374,7 @@ def _first_handshake(cores: list[_Core], deadline: float | None) -> _Core:
 def listen_other(host: str, port: int, config: ServerConfig, *, transport: str) -> Listener:
     if transport != "tcp":
         raise ConfigurationError(f"transport: a listener is 'udp' or 'tcp', got {transport!r}")
+    config.check_admission()  # before a socket is bound
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

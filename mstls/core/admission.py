@@ -88,10 +88,8 @@ def source_key(address: Any) -> bytes:
     malformed address never raises; the key lengths (4, 8, other) keep the
     three kinds apart.
     """
-    try:
-        host = str(address[0])
-    except (TypeError, IndexError, KeyError):
-        host = str(address)
+    is_pair = isinstance(address, tuple | list) and address
+    host = str(address[0]) if is_pair else str(address)
     try:
         return socket.inet_pton(socket.AF_INET, host)
     except OSError:
@@ -134,21 +132,18 @@ def needs_retry(
     return retry or (retry_threshold is not None and handshakes >= retry_threshold)
 
 
-def check_admission(
-    rate: float | None, burst: int, retry_threshold: int | None, *, prefix: str = ""
-) -> None:
+def check_admission(rate: float | None, burst: int, retry_threshold: int | None) -> None:
     """Raise :class:`ConfigurationError` naming the first bad admission setting."""
     if rate is not None and (
         isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf
     ):
         raise ConfigurationError(
-            f"{prefix}handshake_rate_per_source: expected a positive number of handshakes "
+            f"handshake_rate_per_source: expected a positive number of handshakes "
             f"per second, got {rate!r}"
         )
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise ConfigurationError(
-            f"{prefix}handshake_burst_per_source: expected an integer of at least 1, "
-            f"got {burst!r}"
+            f"handshake_burst_per_source: expected an integer of at least 1, got {burst!r}"
         )
     if retry_threshold is not None and (
         isinstance(retry_threshold, bool)
@@ -156,8 +151,7 @@ def check_admission(
         or retry_threshold < 0
     ):
         raise ConfigurationError(
-            f"{prefix}retry_threshold: expected a number of handshakes (0 or more), "
-            f"got {retry_threshold!r}"
+            f"retry_threshold: expected a number of handshakes (0 or more), got {retry_threshold!r}"
         )
 
 

@@ -134,6 +134,7 @@ async def _listen(
     socket_hook: SocketHook | None = None,
 ) -> Listener:
     _check_transport(transport)
+    config.check_admission()  # before a socket is bound
     driver: ListenerDriver
     if transport == "tcp":
         sock = open_tcp_listener(host, port, reuse_port=reuse_port)
