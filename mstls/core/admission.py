@@ -200,6 +200,12 @@ class SourceRateLimiter:
             self.refused += 1
         return admitted
 
+    def refund(self, address: Any) -> None:
+        """Give back the token of an admission that started no handshake after all."""
+        entry = self._table.get(source_key(address))
+        if entry is not None:
+            entry[0] = min(float(self.burst), entry[0] + 1.0)
+
     def available(self, address: Any, now: float) -> float:
         """Tokens ``address`` has at ``now`` (``burst`` for an unknown source)."""
         entry = self._table.get(source_key(address))

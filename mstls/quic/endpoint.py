@@ -25,7 +25,11 @@ Admission of a new Initial (:mod:`mstls.core.admission`) runs in this order:
 4. only now, right before state would be created, the source's handshake
    rate (``rate_limiter``) is charged; over the rate the Initial is dropped
    and counted in :attr:`ServerEndpoint.refused_initials` and
-   :attr:`ServerEndpoint.refusals`.
+   :attr:`ServerEndpoint.refusals`.  An Initial that authenticates nothing
+   stays charged (its keys were derived: the work being limited); one that
+   authenticates but closes at once (a client aborting its attempt sends a
+   CONNECTION_CLOSE in an Initial) is refunded, so it does not use up the
+   token of the client's next attempt.
 
 Charging last means a Retry never costs a source anything, and while Retry
 is in effect only proven addresses are charged, so spoofed Initials cannot
@@ -271,9 +275,13 @@ class ServerEndpoint:
             # security rules), so the datagram is simply dropped.
             self.dropped_initials += 1
             return
-        self.connections.append(conn)
         if conn.state == "handshake":
             self._handshaking.add(conn)
+        elif limiter is not None:
+            # It authenticated but started no handshake (an aborting client's
+            # CONNECTION_CLOSE): no handshake work to charge the source for.
+            limiter.refund(addr)
+        self.connections.append(conn)
         self.accepted.append(conn)
         self._initial_routes[dcid] = conn
         self._update_routes(conn)

@@ -37,6 +37,20 @@ def test_burst_then_rate() -> None:
     assert limiter.available(addr, T0 + 100) == 3.0  # capped at the burst
 
 
+def test_refund_gives_the_token_back_up_to_the_burst() -> None:
+    limiter = SourceRateLimiter(0.001, 2)
+    addr = ("192.0.2.1", 1)
+    assert limiter.admit(addr, T0) and limiter.admit(addr, T0)
+    limiter.refund(addr)
+    assert limiter.admit(addr, T0)
+    assert not limiter.admit(addr, T0)
+    for _ in range(5):
+        limiter.refund(addr)
+    assert limiter.available(addr, T0) == 2.0
+    limiter.refund(("198.51.100.1", 1))  # unknown: nothing to give back, nothing made
+    assert len(limiter) == 1
+
+
 def test_sources_are_independent_and_ports_ignored() -> None:
     limiter = SourceRateLimiter(1.0, 1)
     assert limiter.admit(("192.0.2.1", 1), T0)
