@@ -75,6 +75,10 @@ FLEET_SERVER_ID_LENGTH = 2
 MAX_HOST_ID = 255
 #: The draft's nonce bounds for a two-byte server ID in a connection ID of at most 20 bytes.
 MAX_FLEET_NONCE_LENGTH = MAX_CID_LENGTH - 1 - FLEET_SERVER_ID_LENGTH
+#: ``limits.retry``: when QUIC clients are sent a Retry (RFC 9000 §8.1.2).
+RETRY_MODES = ("always", "under_load", "never")
+#: ``retry = "under_load"`` without ``retry_threshold``: handshakes in progress.
+DEFAULT_RETRY_THRESHOLD = 100
 
 
 class ConfigError(Exception):
@@ -146,8 +150,22 @@ class Limits:
     drain_timeout: float = 10.0
     #: How long ``forward`` waits for the backend's TCP connect.
     connect_timeout: float = 5.0
-    #: Validate client addresses with a QUIC Retry before any handshake work.
+    #: Validate every client address with a QUIC Retry before any handshake work
+    #: (``retry = "always"``, or ``true``).
     retry: bool = False
+    #: ``retry = "under_load"``: a Retry once this many QUIC handshakes are in progress.
+    retry_threshold: int | None = None
+    #: Handshakes per second one source address may start (IPv6: per /64); None: no limit.
+    handshake_rate: float | None = None
+    #: Handshakes a source may start at once before the rate applies (None: library default).
+    handshake_burst: int | None = None
+
+    @property
+    def retry_mode(self) -> str:
+        """``"always"``, ``"under_load"`` or ``"never"``, as the file says it."""
+        if self.retry:
+            return "always"
+        return "never" if self.retry_threshold is None else "under_load"
 
 
 @attrs.frozen
@@ -224,6 +242,26 @@ def _positive_float(value: Any, ctx: _Context, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ctx.error(key, f"expected a positive number of seconds, got {value!r}")
     return float(value)
+
+
+def _rate(value: Any, ctx: _Context, key: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < float("inf")
+    ):
+        raise ctx.error(key, f"expected a positive number of handshakes per second, got {value!r}")
+    return float(value)
+
+
+def _retry_mode(value: Any, ctx: _Context, key: str) -> str:
+    """``true``/``false`` (the old form) or one of :data:`RETRY_MODES`."""
+    if isinstance(value, bool):
+        return "always" if value else "never"
+    if value not in RETRY_MODES:
+        choices = ", ".join(f'"{mode}"' for mode in RETRY_MODES)
+        raise ctx.error(key, f"expected {choices}, true or false, got {value!r}")
+    return str(value)
 
 
 def _bool(value: Any, ctx: _Context, key: str) -> bool:
@@ -377,7 +415,10 @@ _LIMIT_KEYS: dict[str, Checker] = {
     "preamble_timeout": _positive_float,
     "drain_timeout": _positive_float,
     "connect_timeout": _positive_float,
-    "retry": _bool,
+    "retry": _retry_mode,
+    "retry_threshold": _positive_int,
+    "handshake_rate": _rate,
+    "handshake_burst": _positive_int,
 }
 _LOGGING_KEYS: dict[str, Checker] = {
     "format": _choice(*LOG_FORMATS),
@@ -428,6 +469,22 @@ def _section(
 
 
 # --- sections ---------------------------------------------------------------------------------
+
+
+def _limits(value: Any, ctx: _Context) -> Limits:
+    """``[limits]``: the keys, then the rules that tie keys together."""
+    fields = _section(_table(value, ctx, "limits"), _LIMIT_KEYS, ctx, "limits")
+    mode = fields.pop("retry", "never")
+    threshold = fields.pop("retry_threshold", None)
+    if threshold is not None and mode != "under_load":
+        raise ctx.error(
+            "limits.retry_threshold", 'only used with retry = "under_load" (see limits.retry)'
+        )
+    if "handshake_burst" in fields and "handshake_rate" not in fields:
+        raise ctx.error("limits.handshake_burst", "needs limits.handshake_rate")
+    if mode == "under_load" and threshold is None:
+        threshold = DEFAULT_RETRY_THRESHOLD
+    return Limits(**fields, retry=mode == "always", retry_threshold=threshold)
 
 
 def _listeners(value: Any, ctx: _Context) -> tuple[ListenerSpec, ...]:
@@ -545,7 +602,7 @@ def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConf
     for key in ("listeners", "services"):
         if key not in data:
             raise ctx.error(key, "missing")
-    limits = _section(_table(data.get("limits", {}), ctx, "limits"), _LIMIT_KEYS, ctx, "limits")
+    limits = _limits(data.get("limits", {}), ctx)
     logging = _section(
         _table(data.get("logging", {}), ctx, "logging"), _LOGGING_KEYS, ctx, "logging"
     )
@@ -565,7 +622,7 @@ def parse_config(data: Mapping[str, Any], source: str, base: Path) -> DaemonConf
         listeners=_listeners(data["listeners"], ctx),
         services=_services(data["services"], ctx),
         tls=_tls(data["tls"], ctx) if "tls" in data else TLSSettings(),
-        limits=Limits(**limits),
+        limits=limits,
         logging=LoggingSettings(**logging),
         observability=ObservabilitySettings(**observability),
         metrics_address=metrics.get("address"),

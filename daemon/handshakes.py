@@ -23,6 +23,11 @@ Reasons (a small, fixed vocabulary, so the metric's cardinality stays bounded):
 ``protocol_error``       another protocol violation
 ``peer_closed``          the client closed the connection during the handshake
 ``io_error``             a socket error
+``rate_limited``         refused before any handshake work: the source address was over
+                         ``limits.handshake_rate`` (TCP: the connection was reset; UDP: the
+                         Initial dropped, so each Initial datagram of a client, its
+                         retransmissions included, counts once)
+``refused``              refused by admission control for another cause
 ``other``, ``unknown``   anything else / no exception recorded
 =======================  ===============================================================
 """
@@ -39,7 +44,7 @@ import trio
 import mstls
 import mstls.trio
 from mstls.codes import AlertDescription
-from mstls.exceptions import DecodeError, PeerAlert, TLSError
+from mstls.exceptions import DecodeError, HandshakeRefused, PeerAlert, TLSError
 
 from .logs import event
 from .metrics import Metrics
@@ -50,6 +55,8 @@ __all__ = ["LOG_PER_POLL", "POLL_INTERVAL", "HandshakeWatch", "failure_reason"]
 POLL_INTERVAL = 0.5
 #: Failures logged one by one per poll; the rest are summarised in one line.
 LOG_PER_POLL = 10
+#: Refusal causes reported as themselves (anything else is ``refused``).
+REFUSAL_CAUSES = frozenset({"rate_limited"})
 #: QUIC CRYPTO_ERROR codes are 0x100 + the TLS alert (RFC 9001 §4.8).
 CRYPTO_ERROR_BASE = 0x100
 CRYPTO_ERROR_LAST = 0x1FF
@@ -80,6 +87,8 @@ def failure_reason(exc: BaseException | None) -> str:
     """The metric label for a failed handshake's exception (see the module table)."""
     if exc is None:
         return "unknown"
+    if isinstance(exc, HandshakeRefused):
+        return exc.cause if exc.cause in REFUSAL_CAUSES else "refused"
     if isinstance(exc, mstls.ConnectionTerminated):
         return _terminated_reason(exc)
     if isinstance(exc, mstls.CertificateError):

@@ -198,13 +198,20 @@ class Daemon:
         event(logging.INFO, "daemon.stopped", "mstlsd stopped")
 
     def _server_config(self, config: DaemonConfig) -> mstls.ServerConfig:
-        return build_server_config(
+        server = build_server_config(
             config,
             self.state_dir,
             self.reset_key,
             retry_token_key=self.retry_token_key,
             worker=self.worker,
         )
+        limits = config.limits
+        server.retry = limits.retry
+        server.retry_threshold = limits.retry_threshold
+        server.handshake_rate_per_source = limits.handshake_rate
+        if limits.handshake_burst is not None:
+            server.handshake_burst_per_source = limits.handshake_burst
+        return server
 
     def _socket_hook(self, spec: ListenerSpec) -> Any:
         """Worker 0 attaches the steering program to each UDP reuseport group."""

@@ -13,10 +13,11 @@ from typing import Any
 
 import attrs
 
+from .core.admission import DEFAULT_BURST, SourceRateLimiter, check_admission
 from .exceptions import ConfigurationError
 from .qmux.config import QMuxConfig
 from .quic.config import QuicConfig
-from .quic.endpoint import RetryTokens
+from .quic.endpoint import RetryTokens, ServerEndpoint
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import TLSConfig
 
@@ -118,9 +119,18 @@ class ServerConfig:
     keylog_file: PathLike | None = None
     handshake_timeout: float = 10.0
     pinned_client_sha256: Sequence[str] | None = None
+    #: Answer every new QUIC Initial without a token with a Retry (RFC 9000 §8.1.2).
     retry: bool = False
     #: AES-128 key sealing Retry tokens; workers of one service share it (None: random).
     retry_token_key: bytes | None = None
+    #: Retry "under load": from this many QUIC handshakes in progress on, a new
+    #: Initial without a token gets a Retry (0: always; None: only per ``retry``).
+    retry_threshold: int | None = None
+    #: Handshakes per second one source address may start (IPv6: per /64), on
+    #: UDP and TCP; None: no limit (see :mod:`mstls.core.admission`).
+    handshake_rate_per_source: float | None = None
+    #: How many handshakes a source may start at once before that rate applies.
+    handshake_burst_per_source: int = DEFAULT_BURST
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -153,6 +163,40 @@ class ServerConfig:
         if self.retry_token_key is not None and len(self.retry_token_key) != 16:
             raise ConfigurationError("retry_token_key: must be 16 bytes (AES-128)")
         return RetryTokens(self.retry_token_key)
+
+    def check_admission(self) -> None:
+        """Raise :class:`ConfigurationError` for a bad rate, burst or Retry threshold."""
+        check_admission(
+            self.handshake_rate_per_source, self.handshake_burst_per_source, self.retry_threshold
+        )
+
+    def source_rate_limiter(self) -> SourceRateLimiter | None:
+        """A fresh per-source handshake limiter, or None without a rate."""
+        self.check_admission()
+        rate = self.handshake_rate_per_source
+        if rate is None:
+            return None
+        return SourceRateLimiter(rate, self.handshake_burst_per_source)
+
+    def configure_endpoint(self, endpoint: ServerEndpoint) -> None:
+        """Carry the Retry and rate settings to a running endpoint (its buckets are kept)."""
+        self.check_admission()
+        endpoint.configure_admission(
+            retry=self.retry,
+            retry_threshold=self.retry_threshold,
+            rate=self.handshake_rate_per_source,
+            burst=self.handshake_burst_per_source,
+        )
+
+    def server_endpoint(self) -> ServerEndpoint:
+        """The QUIC server endpoint for this configuration (Retry, admission, tokens)."""
+        return ServerEndpoint(
+            self.quic_config(),
+            retry=self.retry,
+            retry_tokens=self.retry_tokens(),
+            retry_threshold=self.retry_threshold,
+            rate_limiter=self.source_rate_limiter(),
+        )
 
     def quic_config(self) -> QuicConfig:
         return QuicConfig(

@@ -53,6 +53,7 @@ __all__ = [
     "ErrorKind",
     "HandshakeAlert",
     "HandshakeError",
+    "HandshakeRefused",
     "IncompleteRead",
     "ListenerClosed",
     "PeerAlert",
@@ -363,6 +364,19 @@ class ConnectionIOError(ConnectionTerminated):
             TransportErrorCode.INTERNAL_ERROR, reason, by_peer=False, is_application=False
         )
         self.errno = errno
+
+
+class HandshakeRefused(ConnectionTerminated):
+    """The server refused a handshake before doing any work for it (admission control).
+
+    ``cause`` is a short fixed word (``"rate_limited"``: the source address is
+    over its handshake rate, see :mod:`mstls.core.admission`); the code is
+    CONNECTION_REFUSED (RFC 9000 §20.1).
+    """
+
+    def __init__(self, reason: str, *, cause: str) -> None:
+        super().__init__(TransportErrorCode.CONNECTION_REFUSED, reason, by_peer=False)
+        self.cause = cause
 
 
 class StreamError(Error):

@@ -35,7 +35,6 @@ from .. import errors
 from ..config import ClientConfig, ServerConfig
 from ..exceptions import ConfigurationError, Error
 from ..quic.connection import QuicConnection
-from ..quic.endpoint import ServerEndpoint
 from ..quic.udp import open_udp_socket
 from ..session import Session
 from ..stats import ConnectionStats
@@ -316,7 +315,13 @@ class Listener:
                 new.stateless_reset_key = old.stateless_reset_key
             if new.cid_generator is None:
                 new.cid_generator, new.cid_length = old.cid_generator, old.cid_length
+            config.configure_endpoint(endpoint)
             endpoint.config = new
+
+    @property
+    def refused_handshakes(self) -> int:
+        """Handshakes refused by admission control (over the per-source rate)."""
+        return int(self._handler.endpoint.refused_initials)
 
     def close(self) -> None:
         handler = self._handler
@@ -371,9 +376,7 @@ def listen(host: str, port: int, config: ServerConfig, *, transport: str = "udp"
         from .transports import listen_other  # noqa: PLC0415
 
         return listen_other(host, port, config, transport=transport)
-    endpoint = ServerEndpoint(
-        config.quic_config(), retry=config.retry, retry_tokens=config.retry_tokens()
-    )
+    endpoint = config.server_endpoint()
     sock = open_udp_socket(host, port)
     handler = UdpListenerHandler(sock, endpoint)
     handler.assist.add(handler)

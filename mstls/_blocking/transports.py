@@ -5,6 +5,9 @@ non-blocking TCP socket under the assist thread: readable → ``receive_data`` (
 ``receive_eof`` on FIN, ``on_transport_error`` on a reset), output →
 ``send`` with what the kernel refuses kept for when the socket is writable, and
 the write side shut down once the connection says so (after close_notify).
+:class:`TcpListenerHandler` applies the per-source handshake rate
+(:mod:`mstls.core.admission`) before any TLS work: a connection from a source
+over its rate is reset at once and counted in ``refused_handshakes``.
 
 ``auto`` is Happy Eyeballs for transports: QUIC starts first; if no QUIC packet
 has come back after ``ClientConfig.fallback_delay``, a QMux/TCP attempt starts
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -24,6 +28,7 @@ from typing import Any
 
 from .. import errors
 from ..config import ClientConfig, ServerConfig
+from ..core.admission import reconfigured
 from ..exceptions import ConfigurationError, ConnectionIOError, Error
 from ..qmux.connection import QMuxConnection
 from ..session import Session
@@ -37,6 +42,17 @@ __all__ = ["TcpHandler", "TcpListenerHandler", "connect_other", "listen_other"]
 RECEIVE_SIZE = 256 * 1024
 LISTEN_BACKLOG = 128
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+#: SO_LINGER on, zero seconds: close() resets the connection (no FIN, no TIME_WAIT).
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _refuse_socket(sock: socket.socket) -> None:
+    """Close an accepted socket at once with a TCP reset: no TLS work, no TIME_WAIT."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    sock.close()
 
 
 def _prepare(sock: socket.socket) -> socket.socket:
@@ -161,6 +177,9 @@ class TcpListenerHandler:
         self.sock = sock
         sock.setblocking(False)
         self.qmux_config = config.qmux_config()
+        self.rate_limiter = config.source_rate_limiter()
+        #: Connections reset before their handshake by admission control.
+        self.refused_handshakes = 0
         self.lock = threading.RLock()
         self.accept_cond = threading.Condition(self.lock)
         self.accepted: deque[TcpHandler] = deque()
@@ -183,12 +202,20 @@ class TcpListenerHandler:
     def on_readable(self) -> None:
         for _ in range(64):
             try:
-                client, _ = self.sock.accept()
+                client, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return  # EMFILE and friends: try again on the next readiness
             now = time.monotonic()
+            with self.lock:
+                limiter = self.rate_limiter
+                refused = limiter is not None and not limiter.admit(addr, now)
+                if refused:
+                    self.refused_handshakes += 1
+            if refused:
+                _refuse_socket(client)
+                continue
             conn = QMuxConnection(self.qmux_config, is_client=False, now=now)
             handler = TcpHandler(client, conn)
             handler.on_change = self._on_change
@@ -244,8 +271,19 @@ class TcpListener(Listener):
 
     def update_config(self, config: ServerConfig) -> None:
         """Use ``config`` for handshakes that start from now on."""
+        config.check_admission()
         with self._tcp.lock:
             self._tcp.qmux_config = config.qmux_config()
+            self._tcp.rate_limiter = reconfigured(
+                self._tcp.rate_limiter,
+                config.handshake_rate_per_source,
+                config.handshake_burst_per_source,
+            )
+
+    @property
+    def refused_handshakes(self) -> int:
+        """Connections reset before their handshake (over the per-source rate)."""
+        return self._tcp.refused_handshakes
 
     def close(self) -> None:
         self._tcp.close_socket()
@@ -336,6 +374,7 @@ def _first_handshake(cores: list[_Core], deadline: float | None) -> _Core:
 def listen_other(host: str, port: int, config: ServerConfig, *, transport: str) -> Listener:
     if transport != "tcp":
         raise ConfigurationError(f"transport: a listener is 'udp' or 'tcp', got {transport!r}")
+    config.check_admission()  # before a socket is bound
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -13,6 +13,33 @@ connection is answered statelessly:
   or first a Retry when address validation is required (§8.1.2); the Retry
   token is sealed with AES-GCM under an endpoint key and carries the original
   DCID, the Retry's SCID, the client address and an expiry;
+
+Admission of a new Initial (:mod:`mstls.core.admission`) runs in this order:
+
+1. beyond ``max_connections`` the Initial is dropped;
+2. a token is opened: an invalid one drops the Initial (§8.1.3), a valid one
+   proves the address;
+3. without a valid token, a Retry is sent when ``retry`` is set, or when the
+   handshakes in progress (:attr:`ServerEndpoint.handshakes_in_progress`)
+   reach ``retry_threshold`` ("Retry under load"); no state is kept;
+4. only now, right before state would be created, the source's handshake
+   rate (``rate_limiter``) is charged; over the rate the Initial is dropped
+   and counted in :attr:`ServerEndpoint.refused_initials` and
+   :attr:`ServerEndpoint.refusals`.  An Initial that authenticates nothing
+   stays charged (its keys were derived: the work being limited); one that
+   authenticates but closes at once (a client aborting its attempt sends a
+   CONNECTION_CLOSE in an Initial) is refunded, so it does not use up the
+   token of the client's next attempt.
+
+Charging last means a Retry never costs a source anything, and while Retry
+is in effect only proven addresses are charged, so spoofed Initials cannot
+empty a victim's bucket (§8.1, §21.1.1.1).  A refused Initial is dropped
+rather than answered with a stateless CONNECTION_CLOSE (CONNECTION_REFUSED):
+the source is by definition sending too fast, an answer would cost Initial
+key derivation and packet protection per refused datagram exactly when the
+endpoint wants to be cheapest, and it would reflect traffic toward an address
+that may be spoofed.  A genuine client retransmits its Initial with backoff
+(RFC 9002 §6.2) and gets in once its bucket has refilled.
 * a short header → a Stateless Reset (§10.3), rate-limited, always shorter
   than the datagram that triggered it;
 * anything else is dropped.
@@ -31,6 +58,14 @@ from collections import deque
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..core.admission import (
+    DEFAULT_BURST,
+    RATE_LIMITED,
+    SourceRateLimiter,
+    check_admission,
+    needs_retry,
+    reconfigured,
+)
 from ..core.stateless_reset import StatelessResetKey, StatelessResetLimiter, build_stateless_reset
 from ..exceptions import DecodeError
 from ..wire.packet import (
@@ -54,6 +89,8 @@ RETRY_TOKEN_LIFETIME = 10.0
 MIN_INITIAL_DATAGRAM = 1200
 #: Connections a single endpoint keeps at most (further Initials are dropped).
 DEFAULT_MAX_CONNECTIONS = 10000
+#: Refusals kept for the driver to read (the count in ``refused_initials`` is exact).
+MAX_RECORDED_REFUSALS = 256
 _TOKEN_NONCE = 12
 
 
@@ -106,11 +143,18 @@ class ServerEndpoint:
         retry: bool = False,
         retry_tokens: RetryTokens | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        retry_threshold: int | None = None,
+        rate_limiter: SourceRateLimiter | None = None,
     ) -> None:
         if config.stateless_reset_key is None:
             config.stateless_reset_key = StatelessResetKey.generate()
         self.config = config
+        #: Always answer a token-less Initial with a Retry (§8.1.2).
         self.retry = retry
+        #: Handshakes in progress from which token-less Initials get a Retry.
+        self.retry_threshold = retry_threshold
+        #: The per-source handshake rate (None: unlimited).
+        self.rate_limiter = rate_limiter
         self.retry_tokens = retry_tokens or RetryTokens()
         self.max_connections = max_connections
         self._routes: dict[bytes, QuicConnection] = {}
@@ -124,6 +168,27 @@ class ServerEndpoint:
         self._reset_limiter = StatelessResetLimiter()
         #: Initial datagrams that authenticated nothing and created no connection.
         self.dropped_initials = 0
+        #: Initials refused by admission control (over the source's handshake rate).
+        self.refused_initials = 0
+        #: The latest refusals as (address, cause), for the driver to record.
+        self.refusals: deque[tuple[Address, str]] = deque(maxlen=MAX_RECORDED_REFUSALS)
+        #: Retry packets sent.
+        self.retries_sent = 0
+        self._handshaking: set[QuicConnection] = set()
+
+    def configure_admission(
+        self,
+        *,
+        retry: bool,
+        retry_threshold: int | None = None,
+        rate: float | None = None,
+        burst: int = DEFAULT_BURST,
+    ) -> None:
+        """New admission settings (a reload); the per-source buckets are kept."""
+        check_admission(rate, burst, retry_threshold)
+        self.retry = retry
+        self.retry_threshold = retry_threshold
+        self.rate_limiter = reconfigured(self.rate_limiter, rate, burst)
 
     # -- input ---------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
@@ -136,6 +201,8 @@ class ServerEndpoint:
         if conn is not None:
             conn.receive_datagram(data, addr, now)
             self._update_routes(conn)
+            if conn.state != "handshake":
+                self._handshaking.discard(conn)
             return
         self._stateless_answer(data, dcid, addr, now)
 
@@ -176,8 +243,19 @@ class ServerEndpoint:
                 return  # §8.1.3: an invalid token (could answer INVALID_TOKEN); drop
             original, retry_scid = opened
             validated = True
-        elif self.retry:
+        counted = not validated and not self.retry and self.retry_threshold is not None
+        if needs_retry(
+            validated=validated,
+            retry=self.retry,
+            handshakes=self._count_handshakes(full=False) if counted else 0,
+            retry_threshold=self.retry_threshold,
+        ):
             self._send_retry(dcid, scid, addr, now)
+            return
+        limiter = self.rate_limiter
+        if limiter is not None and not limiter.admit(addr, now):
+            self.refused_initials += 1
+            self.refusals.append((addr, RATE_LIMITED))
             return
         conn = QuicConnection(
             self.config,
@@ -197,12 +275,39 @@ class ServerEndpoint:
             # security rules), so the datagram is simply dropped.
             self.dropped_initials += 1
             return
+        if conn.state == "handshake":
+            self._handshaking.add(conn)
+        elif limiter is not None:
+            # It authenticated but started no handshake (an aborting client's
+            # CONNECTION_CLOSE): no handshake work to charge the source for.
+            limiter.refund(addr)
         self.connections.append(conn)
         self.accepted.append(conn)
         self._initial_routes[dcid] = conn
         self._update_routes(conn)
 
+    @property
+    def handshakes_in_progress(self) -> int:
+        """Connections whose handshake has neither completed nor failed."""
+        return self._count_handshakes(full=True)
+
+    def _count_handshakes(self, *, full: bool) -> int:
+        """Handshakes in progress.
+
+        Connections leave the set as their datagrams or timers move them on;
+        one closed by the application in between is pruned here, and (unless
+        ``full``) only when the set is large enough to reach the threshold, so
+        a new Initial costs O(1) while the endpoint is not under load.
+        """
+        handshaking = self._handshaking
+        threshold = self.retry_threshold
+        if full or (threshold is not None and len(handshaking) >= threshold):
+            for conn in [c for c in handshaking if c.state != "handshake"]:
+                handshaking.discard(conn)
+        return len(handshaking)
+
     def _send_retry(self, dcid: bytes, scid: bytes, addr: Address, now: float) -> None:
+        self.retries_sent += 1
         retry_scid = self.config.new_cid()  # routable too: the client's next DCID
         token = self.retry_tokens.seal(dcid, retry_scid, addr, now)
         packet = encode_retry(scid, retry_scid, token)
@@ -244,6 +349,8 @@ class ServerEndpoint:
             timer = conn.get_timer()
             if timer is not None and timer <= now:
                 conn.handle_timer(now)
+                if conn.state != "handshake":
+                    self._handshaking.discard(conn)
         self._forget_terminated()
 
     def _forget_terminated(self) -> None:
@@ -253,6 +360,7 @@ class ServerEndpoint:
                 for table in (self._routes, self._initial_routes):
                     for cid in [c for c, v in table.items() if v is conn]:
                         del table[cid]
+                self._handshaking.discard(conn)
                 self.terminated.append(conn)
             else:
                 alive.append(conn)

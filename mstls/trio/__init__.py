@@ -37,7 +37,6 @@ from ..config import ClientConfig, ServerConfig
 from ..exceptions import ConfigurationError, ConnectionTerminated
 from ..qmux.connection import QMuxConnection
 from ..quic.connection import QuicConnection
-from ..quic.endpoint import ServerEndpoint
 from ..quic.udp import open_udp_socket
 from ._connection import Connection, Listener
 from ._driver import Driver, ListenerDriver, Spawner, system_spawner
@@ -135,16 +134,17 @@ async def _listen(
     socket_hook: SocketHook | None = None,
 ) -> Listener:
     _check_transport(transport)
+    config.check_admission()  # before a socket is bound
     driver: ListenerDriver
     if transport == "tcp":
         sock = open_tcp_listener(host, port, reuse_port=reuse_port)
         if socket_hook is not None:
             socket_hook(sock)
-        driver = TcpListenerDriver(sock, qmux_config(config), spawn)
-    else:
-        endpoint = ServerEndpoint(
-            config.quic_config(), retry=config.retry, retry_tokens=config.retry_tokens()
+        driver = TcpListenerDriver(
+            sock, qmux_config(config), spawn, rate_limiter=config.source_rate_limiter()
         )
+    else:
+        endpoint = config.server_endpoint()
         sock = open_udp_socket(host, port, reuse_port=reuse_port)
         if socket_hook is not None:
             socket_hook(sock)

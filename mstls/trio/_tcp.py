@@ -23,7 +23,11 @@ brief E8).
 :class:`TcpListenerDriver` accepts TCP connections, gives each its own
 :class:`TcpDriver` (started with the listener's spawner, so closing the
 listening socket does not cut live connections short) and offers it to
-:meth:`~mstls.trio.Listener.accept` once its handshake completed.
+:meth:`~mstls.trio.Listener.accept` once its handshake completed.  With a
+per-source handshake rate (:mod:`mstls.core.admission`) a connection from a
+source over its rate is refused before any TLS work: the socket is reset at
+once (:func:`refuse_socket`) and the refusal recorded as a failed handshake
+(:class:`~mstls.exceptions.HandshakeRefused`).
 """
 
 from __future__ import annotations
@@ -31,17 +35,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import struct
 from collections import deque
 from typing import Any
 
 import trio
 
 from ..config import ClientConfig, ServerConfig
+from ..core.admission import RATE_LIMITED, SourceRateLimiter, reconfigured, refusal
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
 from ._driver import Core, Driver, ListenerDriver, Spawner
 
-__all__ = ["TcpDriver", "TcpListenerDriver", "open_tcp_socket", "qmux_config"]
+__all__ = ["TcpDriver", "TcpListenerDriver", "open_tcp_socket", "qmux_config", "refuse_socket"]
 
 #: Bytes read per wake-up of the receive loop (brief T5: bounded work).
 RECEIVE_SIZE = 256 * 1024
@@ -71,6 +77,17 @@ def qmux_config(config: ClientConfig | ServerConfig, host: str | None = None) ->
         handshake_timeout=config.handshake_timeout,
         keepalive_interval=config.keepalive,
     )
+
+
+#: SO_LINGER on, zero seconds: close() resets the connection (no FIN, no TIME_WAIT).
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def refuse_socket(sock: socket.socket) -> None:
+    """Close an accepted socket at once with a TCP reset: no TLS work, no TIME_WAIT."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    sock.close()
 
 
 def _prepare(sock: socket.socket) -> socket.socket:
@@ -215,11 +232,29 @@ class TcpDriver(Driver):
 class TcpListenerDriver(ListenerDriver):
     """A listening TCP socket; each accepted connection runs its own :class:`TcpDriver`."""
 
-    def __init__(self, sock: socket.socket, config: QMuxConfig, spawn: Spawner) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        config: QMuxConfig,
+        spawn: Spawner,
+        *,
+        rate_limiter: SourceRateLimiter | None = None,
+    ) -> None:
         super().__init__()
         self.sock = sock
         self.config = config
         self._spawn = spawn
+        #: The per-source handshake rate (None: unlimited).
+        self.rate_limiter = rate_limiter
+        #: Connections reset before their handshake by admission control.
+        self.refused_handshakes = 0
+
+    def update_admission(self, config: ServerConfig) -> None:
+        """A new per-source rate (a reload); the buckets are kept."""
+        config.check_admission()
+        self.rate_limiter = reconfigured(
+            self.rate_limiter, config.handshake_rate_per_source, config.handshake_burst_per_source
+        )
 
     def timer(self) -> float | None:
         return None
@@ -245,7 +280,17 @@ class TcpListenerDriver(ListenerDriver):
                 except OSError:  # EMFILE, ENOBUFS, an aborted connection: try again later
                     await trio.sleep(ACCEPT_ERROR_PAUSE)
                     break
+                limiter = self.rate_limiter
+                if limiter is not None and not limiter.admit(addr, trio.current_time()):
+                    self._refuse(conn_sock, addr)
+                    continue
                 self._start_connection(_prepare(conn_sock), addr)
+
+    def _refuse(self, sock: socket.socket, addr: Any) -> None:
+        refuse_socket(sock)
+        self.refused_handshakes += 1
+        self.handshake_failures.append((addr, refusal(RATE_LIMITED)))
+        self.failed_handshakes += 1
 
     def _start_connection(self, sock: socket.socket, addr: Any) -> None:
         conn = QMuxConnection(self.config, is_client=False, now=trio.current_time())

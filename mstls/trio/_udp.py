@@ -23,6 +23,8 @@ from typing import Any
 
 import trio
 
+from ..config import ServerConfig
+from ..core.admission import refusal
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
 from ..quic.udp import detect_capabilities, new_receive_buffer, receive_datagrams, send_datagrams
@@ -186,6 +188,15 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
         while endpoint.accepted:
             conn = endpoint.accepted.popleft()
             self.adopt(Core(self, conn, "udp", conn.peer_address))
+        refusals = endpoint.refusals
+        while refusals:  # admission control: a failed handshake for the metrics
+            address, cause = refusals.popleft()
+            self.handshake_failures.append((address, refusal(cause)))
+            self.failed_handshakes += 1
+
+    def update_admission(self, config: ServerConfig) -> None:
+        """New Retry and per-source rate settings (a reload); the buckets are kept."""
+        config.configure_endpoint(self.endpoint)
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
