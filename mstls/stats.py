@@ -48,9 +48,12 @@ grows; times are seconds):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:
+    from .core.stream_manager import StreamManager
 
 __all__ = ["ConnectionStats", "streams_opened"]
 
@@ -106,13 +109,6 @@ class ConnectionStats:
         return self.packets_lost / self.packets_sent if self.packets_sent else 0.0
 
 
-def streams_opened(streams: Any) -> tuple[int, int]:
-    """Streams opened (local, peer) by a :class:`~mstls.core.stream_manager.StreamManager`.
-
-    Its next local index and peer-opened count per stream kind (bidirectional,
-    unidirectional) are what RFC 9000 §2.1 calls opened; read defensively, as the
-    stream layer keeps them private.
-    """
-    local = getattr(streams, "_next_local", (0, 0))
-    peer = getattr(streams, "_remote_opened", (0, 0))
-    return int(sum(local)), int(sum(peer))
+def streams_opened(streams: StreamManager) -> tuple[int, int]:
+    """Streams opened (local, peer) on a stream manager (RFC 9000 §2.1)."""
+    return streams.stream_counts.opened()

@@ -65,6 +65,10 @@ class StreamCounts:
         self.max_remote_acked = list(self.concurrency)
 
     # -- streams we open -------------------------------------------------------------------
+    def opened(self) -> tuple[int, int]:
+        """Streams opened so far, (by us, by the peer), both kinds together (§2.1)."""
+        return sum(self.next_local), sum(self.remote_opened)
+
     def raise_peer_limit(self, kind: int, limit: int) -> bool:
         """Apply the peer's MAX_STREAMS (or initial limit); True if it grew (§4.6)."""
         if limit <= self.peer_max[kind]:

@@ -34,7 +34,7 @@ import trio
 
 from .. import errors
 from ..config import ClientConfig, ServerConfig
-from ..exceptions import ConfigurationError, ConnectionTerminated
+from ..exceptions import ConfigurationError, ConnectionIOError, ConnectionTerminated
 from ..qmux.connection import QMuxConnection
 from ..quic.connection import QuicConnection
 from ..quic.udp import open_udp_socket
@@ -75,9 +75,18 @@ async def _udp_client(host: str, port: int, config: ClientConfig) -> Driver:
 
 async def _tcp_client(host: str, port: int, config: ClientConfig) -> Driver:
     settings = qmux_config(config, host)
-    sock = await open_tcp_socket(host, port)
+    sock: socket.socket | None = None
+    try:
+        sock = await open_tcp_socket(host, port)
+        peer = sock.getpeername()  # ENOTCONN if the server reset at once (a refusal)
+    except OSError as exc:  # as the blocking API: one error model (brief E2)
+        if sock is not None:
+            sock.close()
+        raise errors.recorded(
+            ConnectionIOError(f"TCP connect to {host}:{port} failed: {exc}")
+        ) from exc
     conn = QMuxConnection(settings, is_client=True, now=trio.current_time())
-    driver = TcpDriver(sock, conn, sock.getpeername())
+    driver = TcpDriver(sock, conn, peer)
     driver.start(system_spawner(f"mstls.trio tcp client {host}:{port}"))
     conn.connect(trio.current_time())
     driver.after_change()

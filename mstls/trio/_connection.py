@@ -213,6 +213,7 @@ class Listener(trio.abc.Listener[Connection]):
             driver.endpoint.config = new
         else:
             driver.config = config.qmux_config()
+        driver.update_admission(config)  # Retry and per-source rate; the buckets are kept
 
     async def aclose(self) -> None:
         """Close every connection (code 0) and the socket; never waits."""

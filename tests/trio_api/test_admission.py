@@ -22,9 +22,9 @@ ALPN = "mstls-test"
 TIMEOUT = 10.0
 #: So slow that nothing refills during a test.
 SLOW_RATE = 0.001
-#: What a refused TCP client sees: the reset arrives during trio's connect (a bare
-#: OSError, as for any refused TCP connect) or at its first read/write.
-TCP_REFUSAL = (mstls.ConnectionTerminated, OSError)
+#: What a refused TCP client sees: the reset arrives during the TCP connect
+#: (ConnectionIOError, never a bare OSError) or at the first TLS read/write.
+TCP_REFUSAL = (mstls.ConnectionTerminated, mstls.ConnectionIOError)
 
 
 def client_config() -> mstls.ClientConfig:
@@ -101,8 +101,7 @@ async def test_udp_initials_beyond_the_burst_are_refused() -> None:
 async def test_update_config_carries_the_rate() -> None:
     listener = await mstls.trio.listen("127.0.0.1", 0, server_config(), transport="tcp")
     async with listener:
-        driver: Any = listener._driver
-        driver.update_admission(
+        listener.update_config(
             server_config(handshake_rate_per_source=SLOW_RATE, handshake_burst_per_source=1)
         )
         port = listener.address[1]
