@@ -21,7 +21,10 @@ from .quic.endpoint import RetryTokens, ServerEndpoint
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import TLSConfig
 
-__all__ = ["ClientConfig", "ServerConfig"]
+__all__ = ["DEFAULT_MAX_TCP_HANDSHAKES", "ClientConfig", "ServerConfig"]
+
+#: TLS handshakes a TCP listener runs at once by default (:attr:`ServerConfig.max_tcp_handshakes`).
+DEFAULT_MAX_TCP_HANDSHAKES = 128
 
 PathLike = str | os.PathLike[str]
 
@@ -131,6 +134,9 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     #: How many handshakes a source may start at once before that rate applies.
     handshake_burst_per_source: int = DEFAULT_BURST
+    #: TCP: at most this many TLS handshakes run at once; further connections
+    #: wait in the kernel's accept queue, so a flood cannot pile up handshake state.
+    max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -165,10 +171,14 @@ class ServerConfig:
         return RetryTokens(self.retry_token_key)
 
     def check_admission(self) -> None:
-        """Raise :class:`ConfigurationError` for a bad rate, burst or Retry threshold."""
+        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold or
+        handshake cap."""
         check_admission(
             self.handshake_rate_per_source, self.handshake_burst_per_source, self.retry_threshold
         )
+        cap = self.max_tcp_handshakes
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ConfigurationError(f"max_tcp_handshakes: must be a positive integer, got {cap!r}")
 
     def source_rate_limiter(self) -> SourceRateLimiter | None:
         """A fresh per-source handshake limiter, or None without a rate."""

@@ -123,15 +123,23 @@ class AssistThread:
         return timeout
 
     def _update_interest(self, handlers: list[Handler]) -> None:
-        """Watch for writability only while a handler has output the kernel refused."""
+        """Watch for writability only while a handler has output the kernel refused,
+        and for readability unless the handler pauses its input (``wants_read``)."""
+        selector = self._selector
         for handler in handlers:
-            events = selectors.EVENT_READ
+            wants_read = getattr(handler, "wants_read", None)
+            events = 0 if wants_read is not None and not wants_read() else selectors.EVENT_READ
             if handler.wants_write():
                 events |= selectors.EVENT_WRITE
-            with contextlib.suppress(KeyError, ValueError, OSError):
-                key = self._selector.get_key(handler.sock)
-                if key.events != events:
-                    self._selector.modify(handler.sock, events, handler)
+            with contextlib.suppress(ValueError, OSError):  # a socket closed meanwhile
+                key = selector.get_map().get(handler.sock)
+                if key is None:
+                    if events:
+                        selector.register(handler.sock, events, handler)
+                elif not events:
+                    selector.unregister(handler.sock)
+                elif key.events != events:
+                    selector.modify(handler.sock, events, handler)
 
     def _run(self) -> None:
         try:

@@ -41,6 +41,8 @@ __all__ = ["TcpHandler", "TcpListenerHandler", "connect_other", "listen_other"]
 #: Bytes read per readiness event (brief T5).
 RECEIVE_SIZE = 256 * 1024
 LISTEN_BACKLOG = 128
+#: Connections a listener accepts per readiness (the rest wait for the next turn).
+MAX_ACCEPTS_PER_WAKE = 64
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
@@ -180,6 +182,8 @@ class TcpListenerHandler:
         self.rate_limiter = config.source_rate_limiter()
         #: Connections reset before their handshake by admission control.
         self.refused_handshakes = 0
+        #: Handshakes run at once; beyond it, connections wait in the accept queue.
+        self.max_handshakes = config.max_tcp_handshakes
         self.lock = threading.RLock()
         self.accept_cond = threading.Condition(self.lock)
         self.accepted: deque[TcpHandler] = deque()
@@ -193,6 +197,11 @@ class TcpListenerHandler:
     def wants_write(self) -> bool:
         return False
 
+    def wants_read(self) -> bool:
+        """Accept only while fewer than ``max_handshakes`` handshakes run (a flood
+        then waits in the kernel's queue instead of piling up handshake state)."""
+        return len(self.handlers) < self.max_handshakes
+
     def on_writable(self) -> None:
         """Listening sockets are never written."""
 
@@ -200,7 +209,9 @@ class TcpListenerHandler:
         """Nothing to time: each connection has its own handler."""
 
     def on_readable(self) -> None:
-        for _ in range(64):
+        for _ in range(MAX_ACCEPTS_PER_WAKE):
+            if not self.wants_read():
+                return
             try:
                 client, addr = self.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -274,6 +285,7 @@ class TcpListener(Listener):
         config.check_admission()
         with self._tcp.lock:
             self._tcp.qmux_config = config.qmux_config()
+            self._tcp.max_handshakes = config.max_tcp_handshakes
             self._tcp.rate_limiter = reconfigured(
                 self._tcp.rate_limiter,
                 config.handshake_rate_per_source,

@@ -282,7 +282,9 @@ class RecordLayer:
         self._read: _Protection | None = None
         self._write: _Protection | None = None
         self._first_write = True
-        self._scratch = bytearray(MAX_INNER_PLAINTEXT)
+        #: Where inner plaintexts are assembled; allocated by the first protected
+        #: write, so a connection that fails before its keys costs no 16 KiB.
+        self._scratch: bytearray | None = None
         self._empty_records = 0
         self._eof = False
         self._error: TLSError | None = None
@@ -586,6 +588,8 @@ class RecordLayer:
             pads = [min(max(padding(content_type, n), 0), MAX_PLAINTEXT - n) for n in lengths]
         out = bytearray(total + sum(pads) + len(lengths) * _PROTECTED_OVERHEAD)
         scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = bytearray(MAX_INNER_PLAINTEXT)
         with memoryview(out) as out_view, memoryview(scratch) as inner_view:
             pos = start = 0
             for length, pad in zip(lengths, pads, strict=True):

@@ -150,7 +150,11 @@ async def _listen(
         if socket_hook is not None:
             socket_hook(sock)
         driver = TcpListenerDriver(
-            sock, qmux_config(config), spawn, rate_limiter=config.source_rate_limiter()
+            sock,
+            qmux_config(config),
+            spawn,
+            rate_limiter=config.source_rate_limiter(),
+            max_handshakes=config.max_tcp_handshakes,
         )
     else:
         endpoint = config.server_endpoint()

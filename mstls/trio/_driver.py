@@ -257,7 +257,8 @@ class ListenerDriver(Driver):
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, Core] = {}
-        self._handshaking: list[Core] = []
+        #: Connections whose handshake is still running, oldest first.
+        self.handshaking: list[Core] = []
         self.accepted: deque[Core] = deque()
         #: The latest failed handshakes as (peer address, exception), newest last.
         self.handshake_failures: deque[tuple[Any, Error | None]] = deque(
@@ -270,12 +271,12 @@ class ListenerDriver(Driver):
     def adopt(self, core: Core) -> None:
         """Track a new server connection until it is accepted or ends."""
         self.live[id(core.conn)] = core
-        self._handshaking.append(core)
+        self.handshaking.append(core)
 
     def forget(self, core: Core) -> None:
         self.live.pop(id(core.conn), None)
-        if core in self._handshaking:
-            self._handshaking.remove(core)
+        if core in self.handshaking:
+            self.handshaking.remove(core)
 
     def cores(self) -> list[Core]:
         return list(self.live.values())
@@ -286,9 +287,9 @@ class ListenerDriver(Driver):
 
     def check_handshakes(self) -> None:
         """Offer connections whose handshake completed; drop those that failed first."""
-        ready = [c for c in self._handshaking if c.session.handshake_done or c.session.failed]
+        ready = [c for c in self.handshaking if c.session.handshake_done or c.session.failed]
         for core in ready:
-            self._handshaking.remove(core)
+            self.handshaking.remove(core)
             if core.session.handshake_done and not core.session.failed:
                 self.accepted.append(core)
             else:

@@ -41,7 +41,7 @@ from typing import Any
 
 import trio
 
-from ..config import ClientConfig, ServerConfig
+from ..config import DEFAULT_MAX_TCP_HANDSHAKES, ClientConfig, ServerConfig
 from ..core.admission import RATE_LIMITED, SourceRateLimiter, reconfigured, refusal
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
@@ -239,9 +239,14 @@ class TcpListenerDriver(ListenerDriver):
         spawn: Spawner,
         *,
         rate_limiter: SourceRateLimiter | None = None,
+        max_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES,
     ) -> None:
         super().__init__()
         self.sock = sock
+        #: Handshakes run at once; beyond it, connections wait in the accept queue.
+        self.max_handshakes = max_handshakes
+        self._room = trio.lowlevel.ParkingLot()
+        self._unfinished: set[Core] = set()
         self.config = config
         self._spawn = spawn
         #: The per-source handshake rate (None: unlimited).
@@ -255,6 +260,8 @@ class TcpListenerDriver(ListenerDriver):
         self.rate_limiter = reconfigured(
             self.rate_limiter, config.handshake_rate_per_source, config.handshake_burst_per_source
         )
+        self.max_handshakes = config.max_tcp_handshakes
+        self._room.unpark_all()
 
     def timer(self) -> float | None:
         return None
@@ -265,14 +272,44 @@ class TcpListenerDriver(ListenerDriver):
     def after_change(self, only: Core | None = None) -> None:
         self.check_handshakes()
 
+    # Handshake cap: a connection counts from its accept() until its handshake
+    # succeeded or, if it failed, until its driver stopped (its state is freed).
+    def adopt(self, core: Core) -> None:
+        super().adopt(core)
+        self._unfinished.add(core)
+
+    def check_handshakes(self) -> None:
+        super().check_handshakes()
+        done = [c for c in self._unfinished if c.session.handshake_done and not c.session.failed]
+        for core in done:
+            self._unfinished.discard(core)
+        self._make_room()
+
+    def forget(self, core: Core) -> None:
+        super().forget(core)
+        self._unfinished.discard(core)
+        self._make_room()
+
+    def _make_room(self) -> None:
+        if len(self._unfinished) < self.max_handshakes:
+            self._room.unpark_all()
+
+    def stop(self) -> None:
+        super().stop()
+        self._room.unpark_all()
+
     async def loops(self, nursery: trio.Nursery) -> None:
         await self.guarded(self._accept_loop)
 
     async def _accept_loop(self) -> None:
         sock = self.sock
         while not self.closed:
+            room = self.max_handshakes - len(self._unfinished)
+            if room <= 0:  # a bounded amount of handshake state: the kernel queues the rest
+                await self._room.park()
+                continue
             await trio.lowlevel.wait_readable(sock)
-            for _ in range(MAX_ACCEPTS_PER_WAKE):
+            for _ in range(min(MAX_ACCEPTS_PER_WAKE, room)):
                 try:
                     conn_sock, addr = sock.accept()
                 except (BlockingIOError, InterruptedError):
