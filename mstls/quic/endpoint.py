@@ -10,39 +10,47 @@ connection is answered statelessly:
 * a long header of another version with a datagram of at least 1200 bytes →
   Version Negotiation (§6.1);
 * an Initial in a datagram of at least 1200 bytes (§14.1) → a new connection,
-  or first a Retry when address validation is required (§8.1.2); the Retry
-  token is sealed with AES-GCM under an endpoint key and carries the original
-  DCID, the Retry's SCID, the client address and an expiry;
+  or first a Retry when address validation is required (§8.1.2), through the
+  admission steps below; the Retry token is sealed with AES-GCM under an
+  endpoint key and carries the original DCID, the Retry's SCID, the client
+  address and an expiry;
+* a short header → a Stateless Reset (§10.3), rate-limited, always shorter
+  than the datagram that triggered it;
+* anything else is dropped.
 
 Admission of a new Initial (:mod:`mstls.core.admission`) runs in this order:
 
 1. beyond ``max_connections`` the Initial is dropped;
 2. a token is opened: an invalid one drops the Initial (§8.1.3), a valid one
    proves the address;
-3. without a valid token, a Retry is sent when ``retry`` is set, or when the
+3. the first packet must authenticate under the Initial keys of its DCID
+   (RFC 9001 §5.2); one that does not (random bytes, corruption) is dropped
+   and counted in :attr:`ServerEndpoint.dropped_initials` before any Retry,
+   rate charge or connection state: garbage costs one key derivation and one
+   AEAD check, never a :class:`QuicConnection`.  Initial keys are public, so
+   this filters noise, not a deliberate attacker: that is what the next two
+   steps are for;
+4. without a valid token, a Retry is sent when ``retry`` is set, or when the
    handshakes in progress (:attr:`ServerEndpoint.handshakes_in_progress`)
    reach ``retry_threshold`` ("Retry under load"); no state is kept;
-4. only now, right before state would be created, the source's handshake
+5. only now, right before state would be created, the source's handshake
    rate (``rate_limiter``) is charged; over the rate the Initial is dropped
    and counted in :attr:`ServerEndpoint.refused_initials` and
-   :attr:`ServerEndpoint.refusals`.  An Initial that authenticates nothing
-   stays charged (its keys were derived: the work being limited); one that
-   authenticates but closes at once (a client aborting its attempt sends a
-   CONNECTION_CLOSE in an Initial) is refunded, so it does not use up the
-   token of the client's next attempt.
+   :attr:`ServerEndpoint.refusals`.  An Initial that authenticates but closes
+   at once (a client aborting its attempt sends a CONNECTION_CLOSE in an
+   Initial) is refunded, so it does not use up the token of the client's next
+   attempt.
 
 Charging last means a Retry never costs a source anything, and while Retry
 is in effect only proven addresses are charged, so spoofed Initials cannot
-empty a victim's bucket (§8.1, §21.1.1.1).  A refused Initial is dropped
-rather than answered with a stateless CONNECTION_CLOSE (CONNECTION_REFUSED):
-the source is by definition sending too fast, an answer would cost Initial
-key derivation and packet protection per refused datagram exactly when the
-endpoint wants to be cheapest, and it would reflect traffic toward an address
-that may be spoofed.  A genuine client retransmits its Initial with backoff
-(RFC 9002 §6.2) and gets in once its bucket has refilled.
-* a short header → a Stateless Reset (§10.3), rate-limited, always shorter
-  than the datagram that triggered it;
-* anything else is dropped.
+empty a victim's bucket (§8.1, §21.1.1.1); without Retry, an attacker who can
+build valid Initials with a victim's source address can.  A refused Initial
+is dropped rather than answered with a stateless CONNECTION_CLOSE
+(CONNECTION_REFUSED): the source is by definition sending too fast, an answer
+would cost packet protection per refused datagram exactly when the endpoint
+wants to be cheapest, and it would reflect traffic toward an address that may
+be spoofed.  A genuine client retransmits its Initial with backoff (RFC 9002
+§6.2) and gets in once its bucket has refilled.
 
 The endpoint never sleeps and never touches a socket: the driver passes
 datagrams in, sends what :meth:`ServerEndpoint.datagrams_to_send` returns, and
@@ -67,7 +75,7 @@ from ..core.admission import (
     reconfigured,
 )
 from ..core.stateless_reset import StatelessResetKey, StatelessResetLimiter, build_stateless_reset
-from ..exceptions import DecodeError
+from ..exceptions import DecodeError, Error
 from ..wire.packet import (
     QUIC_VERSION_1,
     PacketType,
@@ -78,6 +86,7 @@ from ..wire.packet import (
 )
 from .config import QuicConfig
 from .connection import QuicConnection
+from .crypto import initial_protection
 from .retry import retry_integrity_tag
 from .state import Address
 
@@ -243,6 +252,9 @@ class ServerEndpoint:
                 return  # §8.1.3: an invalid token (could answer INVALID_TOKEN); drop
             original, retry_scid = opened
             validated = True
+        if not _authenticates(data, header):
+            self.dropped_initials += 1  # forged or corrupted: no Retry, charge or state
+            return
         counted = not validated and not self.retry and self.retry_threshold is not None
         if needs_retry(
             validated=validated,
@@ -365,3 +377,16 @@ class ServerEndpoint:
             else:
                 alive.append(conn)
         self.connections = alive
+
+
+def _authenticates(data: bytes, header: object) -> bool:
+    """Whether the datagram's first packet opens under the Initial keys derived
+    from its DCID (RFC 9001 §5.2).  Handles untrusted input; never raises."""
+    dcid = bytes(header.dcid)  # type: ignore[attr-defined]
+    _, receive = initial_protection(dcid, is_client=False)
+    packet = memoryview(data)[: header.packet_end]  # type: ignore[attr-defined]
+    try:
+        receive.decrypt_packet(packet, header.pn_offset, -1)  # type: ignore[attr-defined]
+    except Error:  # DecryptionFailed, or reserved bits set (a protocol error)
+        return False
+    return True

@@ -188,6 +188,9 @@ def spoofed_initial() -> bytes:
 
 
 def test_table_stays_bounded_under_100k_spoofed_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Initial keys are public: an attacker's Initials authenticate (the stand-in
+    # connection then authenticates nothing, so the flood runs fast).
+    monkeypatch.setattr(endpoint_module, "_authenticates", lambda data, header: True)
     monkeypatch.setattr(endpoint_module, "QuicConnection", _Unauthenticated)
     endpoint = limited(1.0, 1)
     limiter = endpoint.rate_limiter
@@ -205,3 +208,32 @@ def test_table_stays_bounded_under_100k_spoofed_sources(monkeypatch: pytest.Monk
     assert len(limiter) <= MAX_TRACKED_SOURCES
     assert limiter.evicted == count + 1 - MAX_TRACKED_SOURCES
     assert endpoint.dropped_initials == count and not endpoint.connections
+
+
+def test_garbage_initials_cost_no_retry_no_token_and_no_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An Initial whose packet does not authenticate is dropped first (RFC 9001 §5.2):
+    no Retry is reflected, the source's bucket is untouched, no connection is built."""
+    built: list[Any] = []
+
+    class Recording(QuicConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(endpoint_module, "QuicConnection", Recording)
+    for retry in (False, True):
+        endpoint = ServerEndpoint(
+            server_config(),
+            retry=retry,
+            rate_limiter=SourceRateLimiter(1.0, 1),
+        )
+        source = ("192.0.2.77", 4433)
+        for _ in range(10):
+            endpoint.receive_datagram(spoofed_initial(), source, T0)
+        assert endpoint.dropped_initials == 10
+        assert endpoint.retries_sent == 0 and not endpoint.datagrams_to_send(T0)
+        assert endpoint.rate_limiter is not None
+        assert endpoint.rate_limiter.available(source, T0) == 1
+        assert not built and not endpoint.connections
