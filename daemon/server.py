@@ -430,6 +430,7 @@ class Daemon:
         """Every STATS_INTERVAL while the connection is open: RTT and loss growth to the
         metrics (one cheap snapshot per connection per interval)."""
         while True:
+            state.conn.ping()  # TCP: a QX_PING, so even a busy connection has an RTT
             await trio.sleep(STATS_INTERVAL)
             self.metrics.observe_connection(state.conn.stats(), state.reported)
 

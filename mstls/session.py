@@ -129,6 +129,15 @@ class Session:
         stats: ConnectionStats = self.conn.stats(now)
         return stats
 
+    def ping(self) -> None:
+        """Ask for an RTT sample.  QMux: queue a QX_PING, whose answer feeds the RTT
+        estimate (draft-ietf-quic-qmux §4.3), since TCP acknowledges nothing we see.
+        QUIC samples the RTT from every acknowledgement (RFC 9002 §5.1): nothing to send.
+        Quiet once the connection has failed."""
+        request = getattr(self.conn, "ping", None)
+        if request is not None and not self.failed and not self.conn.is_terminated:
+            request()
+
     # -- checks ----------------------------------------------------------------------------
     @property
     def failed(self) -> bool:

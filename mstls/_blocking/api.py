@@ -248,6 +248,14 @@ class Connection:
         with core.lock:
             return core.session.stats(time.monotonic())
 
+    def ping(self) -> None:
+        """Ask for a fresh RTT sample (see :meth:`mstls.session.Session.ping`); the
+        answer shows in :meth:`stats`.  Thread-safe; never blocks."""
+        core = self._core
+        with core.lock:
+            core.session.ping()
+            core.after_change()
+
     def open_stream(self, bidirectional: bool = True, timeout: float | None = None) -> Stream:
         core = self._core
         core.ensure_handshake(timeout)

@@ -93,6 +93,13 @@ class Connection(trio.abc.AsyncResource):
         see :mod:`mstls.stats`).  Never blocks; also works after the connection ended."""
         return self._core.session.stats(trio.current_time())
 
+    def ping(self) -> None:
+        """Ask for a fresh RTT sample (see :meth:`mstls.session.Session.ping`); the
+        answer shows in :meth:`stats`.  Never blocks."""
+        core = self._core
+        core.session.ping()
+        core.after_change()
+
     def _is_closed(self) -> bool:
         return self._closed
 

@@ -268,26 +268,31 @@ async def test_rtt_observed_when_a_connection_ends(tmp_path: Path) -> None:
     assert 0 < sample(text, "mstlsd_rtt_seconds_sum", transport="udp") < LOOPBACK_RTT_BOUND
     assert sample(text, "mstlsd_rtt_seconds_bucket", transport="udp", le="+Inf") == 1
     assert client_rtt is not None and client_rtt < LOOPBACK_RTT_BOUND
-    # The daemon sends no QX_PING of its own, so it has no TCP RTT to report.
-    with pytest.raises(KeyError):
-        rtt_count(text, "tcp")
+    # TCP: the daemon's sampler sends a QX_PING as the connection starts (QMux §4.3).
+    assert rtt_count(text, "tcp") == 1
+    assert 0 < sample(text, "mstlsd_rtt_seconds_sum", transport="tcp") < LOOPBACK_RTT_BOUND
     assert sample(text, "mstlsd_retransmissions_total", transport="udp") == 0
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_rtt_sampled_while_a_connection_is_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
     monkeypatch.setattr(daemon_server, "STATS_INTERVAL", FAST_STATS_INTERVAL)
     config = config_from(STATS_CONFIG, tmp_path)
     async with running_daemon(config, tmp_path / "state") as daemon:
         ca = dev_pki_paths(tmp_path / "state").ca_cert
         conn = await mstls.trio.connect(
-            "127.0.0.1", port_of(daemon, "udp"), client_config(ca), timeout=5
+            "127.0.0.1",
+            port_of(daemon, transport),
+            client_config(ca),
+            transport=transport,
+            timeout=5,
         )
         async with conn:
             assert await exchange(conn, "echo", b"rtt") == b"rtt"
             with trio.fail_after(10):
-                while rtt_samples(await scrape_now(daemon), "udp") < 3:
+                while rtt_samples(await scrape_now(daemon), transport) < 3:
                     await trio.sleep(FAST_STATS_INTERVAL)
             assert daemon.connections  # all of them taken while the connection was open
 

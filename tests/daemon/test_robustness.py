@@ -12,9 +12,10 @@ The baseline is taken after a warm-up: one normal connection and a small
 flood (1/10 of the datagrams, :data:`WARMUP_TCP` garbage connections), so the
 code paths, caches and metric children that bad input touches once exist
 already, and the allocator has seen the TCP listener's full set of concurrent
-handshakes (capped by ``max_tcp_handshakes``).  The big flood must then leave at most :data:`RSS_SLACK` behind (a
-flood that retains per-connection state grows by tens of MiB); the warm-up
-itself may cost at most :data:`WARMUP_SLACK` over the clean start.
+handshakes (capped by ``max_tcp_handshakes``).  The big flood must then leave
+at most :data:`RSS_SLACK` behind (a flood that retains per-connection state
+grows by tens of MiB); the warm-up itself may cost at most
+:data:`WARMUP_SLACK` over the clean start.
 
 Datagrams are sent as fast as one socket allows, in bursts of :data:`BURST`
 with a short pause so the daemon reads most of them rather than the kernel

@@ -56,3 +56,18 @@ async def test_stats_after_an_echo(transport: str) -> None:
         assert stats.congestion_window is None
     # Still readable once the connection is closed, and never going backwards.
     assert after_close.bytes_sent >= stats.bytes_sent
+
+
+async def test_ping_gives_a_tcp_connection_its_rtt() -> None:
+    """Without keep-alive a QMux connection has no RTT sample until ping() asks for one."""
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(per_stream(echo_stream), "tcp") as listener,
+            await connect(listener) as conn,
+        ):
+            assert conn.stats().smoothed_rtt is None
+            conn.ping()
+            while conn.stats().smoothed_rtt is None:
+                await trio.sleep(0.01)
+            rtt = conn.stats().smoothed_rtt
+            assert rtt is not None and 0 < rtt < LOOPBACK_RTT_BOUND
