@@ -32,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from mstls.config import DEFAULT_MAX_TCP_HANDSHAKES
 from mstls.quic.quic_lb import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH
 
 from .identity import AllowList, RuleError
@@ -159,6 +160,8 @@ class Limits:
     handshake_rate: float | None = None
     #: Handshakes a source may start at once before the rate applies (None: library default).
     handshake_burst: int | None = None
+    #: TLS handshakes a TCP listener runs at once; more wait in the kernel's accept queue.
+    max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
 
     @property
     def retry_mode(self) -> str:
@@ -419,6 +422,7 @@ _LIMIT_KEYS: dict[str, Checker] = {
     "retry_threshold": _positive_int,
     "handshake_rate": _rate,
     "handshake_burst": _positive_int,
+    "max_tcp_handshakes": _positive_int,
 }
 _LOGGING_KEYS: dict[str, Checker] = {
     "format": _choice(*LOG_FORMATS),

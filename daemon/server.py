@@ -211,6 +211,7 @@ class Daemon:
         server.handshake_rate_per_source = limits.handshake_rate
         if limits.handshake_burst is not None:
             server.handshake_burst_per_source = limits.handshake_burst
+        server.max_tcp_handshakes = limits.max_tcp_handshakes
         return server
 
     def _socket_hook(self, spec: ListenerSpec) -> Any:

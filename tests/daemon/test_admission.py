@@ -10,6 +10,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 import mstls
+import mstls.config
 import mstls.trio
 from daemon.config import DEFAULT_RETRY_THRESHOLD, ConfigError, Limits
 from daemon.handshakes import POLL_INTERVAL, failure_reason
@@ -91,14 +92,19 @@ def test_config_errors_name_key_and_problem(
 
 
 def test_server_config_carries_the_limits(tmp_path: Path) -> None:
-    text = 'retry = "under_load"\nretry_threshold = 9\nhandshake_rate = 3.5\nhandshake_burst = 4'
+    text = (
+        'retry = "under_load"\nretry_threshold = 9\nhandshake_rate = 3.5\nhandshake_burst = 4\n'
+        "max_tcp_handshakes = 7"
+    )
     config = config_from(BASE + "[limits]\n" + text, tmp_path)
     server = Daemon(config, state_dir=tmp_path / "state").server_config
     assert server.retry is False and server.retry_threshold == 9
     assert server.handshake_rate_per_source == 3.5
     assert server.handshake_burst_per_source == 4
+    assert server.max_tcp_handshakes == 7
     plain = Daemon(config_from(BASE, tmp_path), state_dir=tmp_path / "state").server_config
     assert plain.handshake_rate_per_source is None and plain.retry_threshold is None
+    assert plain.max_tcp_handshakes == mstls.config.DEFAULT_MAX_TCP_HANDSHAKES
 
 
 def test_failure_reason_of_a_refusal() -> None:
