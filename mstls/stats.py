@@ -48,14 +48,14 @@ grows; times are seconds):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
     from .core.stream_manager import StreamManager
 
-__all__ = ["ConnectionStats", "streams_opened"]
+__all__ = ["ConnectionStats", "RttEstimate", "snapshot"]
 
 
 @attrs.frozen(kw_only=True)
@@ -109,6 +109,36 @@ class ConnectionStats:
         return self.packets_lost / self.packets_sent if self.packets_sent else 0.0
 
 
-def streams_opened(streams: StreamManager) -> tuple[int, int]:
-    """Streams opened (local, peer) on a stream manager (RFC 9000 §2.1)."""
-    return streams.stream_counts.opened()
+class RttEstimate(Protocol):
+    """What :func:`snapshot` reads of an RTT estimator (RFC 9002 §5)."""
+
+    @property
+    def has_sample(self) -> bool: ...
+    @property
+    def smoothed_rtt(self) -> float: ...
+    @property
+    def min_rtt(self) -> float: ...
+    @property
+    def latest_rtt(self) -> float: ...
+    @property
+    def rttvar(self) -> float: ...
+
+
+def snapshot(
+    transport: str, duration: float, rtt: RttEstimate, streams: StreamManager, **counters: Any
+) -> ConnectionStats:
+    """A :class:`ConnectionStats` from what both transports have, an RTT estimate and
+    a stream manager (streams opened, RFC 9000 §2.1), plus their own ``counters``."""
+    sampled = rtt.has_sample
+    local, peer = streams.stream_counts.opened()
+    return ConnectionStats(
+        transport=transport,
+        duration=duration,
+        smoothed_rtt=rtt.smoothed_rtt if sampled else None,
+        min_rtt=rtt.min_rtt if sampled else None,
+        latest_rtt=rtt.latest_rtt if sampled else None,
+        rtt_variance=rtt.rttvar if sampled else None,
+        streams_opened_local=local,
+        streams_opened_peer=peer,
+        **counters,
+    )

@@ -96,7 +96,7 @@ from ..exceptions import (
     kept,
 )
 from ..quic.state import CloseInfo
-from ..stats import ConnectionStats, streams_opened
+from ..stats import ConnectionStats, snapshot
 from ..tls.engine import TLSHandshake
 from ..tls.tcp import TLSConnection
 from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_frame
@@ -192,20 +192,13 @@ class QMuxConnection(ReceivingMixin):
         """A snapshot of the counters (definitions in :mod:`mstls.stats`): RTT from
         QX_PING round trips (§4.3, RFC 9002 §5), no loss or congestion figures (TCP
         retransmits below us).  Valid after termination too."""
-        rtt = self.ping_state.rtt
-        sampled = rtt.has_sample
-        local, peer = streams_opened(self.streams)
-        return ConnectionStats(
-            transport="tcp",
-            duration=now - self.created,
-            smoothed_rtt=rtt.smoothed_rtt if sampled else None,
-            min_rtt=rtt.min_rtt if sampled else None,
-            latest_rtt=rtt.latest_rtt if sampled else None,
-            rtt_variance=rtt.rttvar if sampled else None,
+        return snapshot(
+            "tcp",
+            now - self.created,
+            self.ping_state.rtt,
+            self.streams,
             bytes_sent=self.wire_bytes_sent,
             bytes_received=self.wire_bytes_received,
-            streams_opened_local=local,
-            streams_opened_peer=peer,
         )
 
     # -- public API: lifecycle -------------------------------------------------------------

@@ -37,7 +37,7 @@ from ..core.connection_ids import LocalConnectionIds, PeerConnectionIds
 from ..core.events import ConnectionTerminatedEvent, Event
 from ..core.stateless_reset import StatelessResetKey
 from ..exceptions import Error
-from ..stats import ConnectionStats, streams_opened
+from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
 from .handshake import HandshakeMixin
@@ -176,18 +176,13 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         """A snapshot of the counters (RFC 9002 §5 RTT, §6 loss, §7 congestion);
         definitions in :mod:`mstls.stats`.  Valid after termination too."""
         recovery = self.recovery
-        rtt = recovery.rtt
         cc = recovery.congestion
-        sampled = rtt.has_sample
         ssthresh = cc.ssthresh
-        local, peer = streams_opened(self.streams)
-        return ConnectionStats(
-            transport="udp",
-            duration=now - self.created,
-            smoothed_rtt=rtt.smoothed_rtt if sampled else None,
-            min_rtt=rtt.min_rtt if sampled else None,
-            latest_rtt=rtt.latest_rtt if sampled else None,
-            rtt_variance=rtt.rttvar if sampled else None,
+        return snapshot(
+            "udp",
+            now - self.created,
+            recovery.rtt,
+            self.streams,
             packets_sent=self.packets_sent,
             packets_received=self.packets_received,
             packets_lost=recovery.packets_lost,
@@ -201,8 +196,6 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
             slow_start_threshold=None if ssthresh == math.inf else int(ssthresh),
             bytes_in_flight=cc.bytes_in_flight,
             path_mtu=self.mtu.current,
-            streams_opened_local=local,
-            streams_opened_peer=peer,
         )
 
     # -- public API: timers -----------------------------------------------------------
