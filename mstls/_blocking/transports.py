@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-import struct
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from ..core.admission import reconfigured
 from ..exceptions import ConfigurationError, ConnectionIOError, Error
 from ..qmux.connection import QMuxConnection
 from ..session import Session
+from ..tcp_sockets import prepare_socket, refuse_socket
 from .api import Connection, Listener, _Core, _deadline, _remaining, connect
 from .assist import AssistThread
 from .handlers import Waiters
@@ -46,29 +46,11 @@ MAX_ACCEPTS_PER_WAKE = 64
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
-#: SO_LINGER on, zero seconds: close() resets the connection (no FIN, no TIME_WAIT).
-_LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-def _refuse_socket(sock: socket.socket) -> None:
-    """Close an accepted socket at once with a TCP reset: no TLS work, no TIME_WAIT."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    sock.close()
-
-
-def _prepare(sock: socket.socket) -> socket.socket:
-    sock.setblocking(False)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
 class TcpHandler:
     """One QMux connection on one TCP socket."""
 
     def __init__(self, sock: socket.socket, conn: QMuxConnection, lock: Any = None) -> None:
-        self.sock = _prepare(sock)
+        self.sock = prepare_socket(sock)
         self.conn = conn
         self.lock = lock or threading.RLock()
         self.session = Session(conn, transport="tcp")
@@ -225,7 +207,7 @@ class TcpListenerHandler:
                 if refused:
                     self.refused_handshakes += 1
             if refused:
-                _refuse_socket(client)
+                refuse_socket(client)
                 continue
             conn = QMuxConnection(self.qmux_config, is_client=False, now=now)
             handler = TcpHandler(client, conn)

@@ -26,7 +26,7 @@ listening socket does not cut live connections short) and offers it to
 :meth:`~mstls.trio.Listener.accept` once its handshake completed.  With a
 per-source handshake rate (:mod:`mstls.core.admission`) a connection from a
 source over its rate is refused before any TLS work: the socket is reset at
-once (:func:`refuse_socket`) and the refusal recorded as a failed handshake
+once (:func:`mstls.tcp_sockets.refuse_socket`) and the refusal recorded as a failed handshake
 (:class:`~mstls.exceptions.HandshakeRefused`).
 """
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
-import struct
 from collections import deque
 from typing import Any
 
@@ -45,9 +44,10 @@ from ..config import DEFAULT_MAX_TCP_HANDSHAKES, ClientConfig, ServerConfig
 from ..core.admission import RATE_LIMITED, SourceRateLimiter, reconfigured, refusal
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
+from ..tcp_sockets import prepare_socket, refuse_socket
 from ._driver import Core, Driver, ListenerDriver, Spawner
 
-__all__ = ["TcpDriver", "TcpListenerDriver", "open_tcp_socket", "qmux_config", "refuse_socket"]
+__all__ = ["TcpDriver", "TcpListenerDriver", "open_tcp_socket", "qmux_config"]
 
 #: Bytes read per wake-up of the receive loop (brief T5: bounded work).
 RECEIVE_SIZE = 256 * 1024
@@ -79,28 +79,10 @@ def qmux_config(config: ClientConfig | ServerConfig, host: str | None = None) ->
     )
 
 
-#: SO_LINGER on, zero seconds: close() resets the connection (no FIN, no TIME_WAIT).
-_LINGER_RESET = struct.pack("ii", 1, 0)
-
-
-def refuse_socket(sock: socket.socket) -> None:
-    """Close an accepted socket at once with a TCP reset: no TLS work, no TIME_WAIT."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    sock.close()
-
-
-def _prepare(sock: socket.socket) -> socket.socket:
-    sock.setblocking(False)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
 async def open_tcp_socket(host: str, port: int) -> socket.socket:
     """A connected non-blocking TCP socket (trio's happy-eyeballs connect)."""
     stream = await trio.open_tcp_stream(host, port)
-    return _prepare(socket.socket(fileno=stream.socket.detach()))
+    return prepare_socket(socket.socket(fileno=stream.socket.detach()))
 
 
 class TcpDriver(Driver):
@@ -321,7 +303,7 @@ class TcpListenerDriver(ListenerDriver):
                 if limiter is not None and not limiter.admit(addr, trio.current_time()):
                     self._refuse(conn_sock, addr)
                     continue
-                self._start_connection(_prepare(conn_sock), addr)
+                self._start_connection(prepare_socket(conn_sock), addr)
 
     def _refuse(self, sock: socket.socket, addr: Any) -> None:
         refuse_socket(sock)
