@@ -31,6 +31,7 @@ from typing import NamedTuple, Protocol
 
 from ._error_queue import ErrorEntry, Lib, Reason, caller_location
 from .codes import CRYPTO_ERROR_BASE, AlertDescription, TransportErrorCode
+from .core.lifecycle import TerminationKind
 from .exceptions import (
     CertificateError,
     ConnectionIOError,
@@ -264,16 +265,18 @@ def _io_error(ctx: _Context) -> _Outcome:
     return _Outcome(lambda: ConnectionIOError(phrase, errno=errno), Lib.SYS, Reason.SYSCALL, text)
 
 
-_HANDLERS: dict[str, Callable[[_Context], _Outcome]] = {
-    "close": _close,
-    "tls_error": _close,
-    "idle_timeout": _idle_timeout,
-    "handshake_timeout": _handshake_timeout,
-    "stateless_reset": _stateless_reset,
-    "premature_close": _premature_close,
-    "tcp_reset": _tcp_reset,
-    "io_error": _io_error,
+#: One handler per termination kind; the table is total (checked at import).
+_HANDLERS: dict[TerminationKind, Callable[[_Context], _Outcome]] = {
+    TerminationKind.CLOSE: _close,
+    TerminationKind.TLS_ERROR: _close,
+    TerminationKind.IDLE_TIMEOUT: _idle_timeout,
+    TerminationKind.HANDSHAKE_TIMEOUT: _handshake_timeout,
+    TerminationKind.STATELESS_RESET: _stateless_reset,
+    TerminationKind.PREMATURE_CLOSE: _premature_close,
+    TerminationKind.TCP_RESET: _tcp_reset,
+    TerminationKind.IO_ERROR: _io_error,
 }
+assert set(_HANDLERS) == set(TerminationKind), "a termination kind without a handler"
 
 
 def _factory(outcome: _Outcome, cause: BaseException | None) -> Callable[[], Error]:
@@ -326,8 +329,9 @@ def terminated_from_event(
     as QMux's ``termination_error``) is what every later call raises, except
     that a TLS failure during the handshake always becomes a
     :class:`HandshakeError`; anything else (an ``OSError``) becomes the
-    ``__cause__``.  ``bytes_received`` defaults to the cause's.  An unknown
-    ``kind`` is treated as ``close``.
+    ``__cause__``.  ``bytes_received`` defaults to the cause's.  ``kind`` must
+    be a :class:`~mstls.core.lifecycle.TerminationKind` (or its value): an
+    unknown kind is a ``ValueError``, never silently a ``close``.
     """
     if cause is not None:
         cause = kept(cause)  # the factory keeps it for the connection's lifetime
@@ -337,9 +341,11 @@ def terminated_from_event(
         event, during_handshake, idle_timeout, handshake_timeout, bytes_received or 0, cause
     )
     lib = Lib.QMUX if transport == "tcp" else Lib.QUIC
-    outcome = _HANDLERS.get(event.kind, _close)(ctx)
+    kind = TerminationKind(event.kind)
+    outcome = _HANDLERS[kind](ctx)
     errno = getattr(cause, "errno", None)
-    code = errno if event.kind == "io_error" and isinstance(errno, int) else event.error_code
+    io_error = kind is TerminationKind.IO_ERROR
+    code = errno if io_error and isinstance(errno, int) else event.error_code
     entry = ErrorEntry(
         outcome.lib or lib,
         outcome.reason,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import attrs
 
+from .lifecycle import TerminationKind
+
 __all__ = [
     "ConnectionTerminatedEvent",
     "Event",
@@ -96,7 +98,8 @@ class ConnectionTerminatedEvent:
     reason: str
     by_peer: bool
     is_application: bool
-    kind: str = "close"  # "close", "idle_timeout", "stateless_reset", "handshake_timeout"
+    #: Why it ended (the lifecycle table's termination kind).
+    kind: TerminationKind = TerminationKind.CLOSE
 
 
 Event = (

@@ -47,9 +47,11 @@ Flow control is the stream layer's, unchanged (§6): TCP's own round-trip time
 is invisible here, so window auto-tuning keeps the stream layer's conservative
 default RTT, which lets a fast reader's windows grow to the configured maxima.
 
-Lifecycle (§7), states ``handshake`` → ``established`` → ``closing`` |
-``draining`` → ``terminated``, one
-:class:`~mstls.core.events.ConnectionTerminatedEvent` per connection:
+Lifecycle (§7): the table :data:`~mstls.core.lifecycle.QMUX_TRANSITIONS`
+(``HANDSHAKE`` → ``ESTABLISHED`` → ``CLOSING`` | ``DRAINING`` → ``TERMINATED``),
+applied by :meth:`QMuxConnection._apply`, one
+:class:`~mstls.core.events.ConnectionTerminatedEvent` per connection; the
+timers are the table :data:`QMUX_TIMERS`.  What each row sends:
 
 ============================  =============  ================================  =========
 what happened                 kind           we send                           next state
@@ -86,7 +88,16 @@ from collections import deque
 
 from ..codes import TransportErrorCode
 from ..core.events import ConnectionTerminatedEvent, Event
+from ..core.lifecycle import (
+    QMUX_TRANSITIONS,
+    CloseInfo,
+    Lifecycle,
+    LifecycleEvent,
+    State,
+    TerminationKind,
+)
 from ..core.stream_manager import StreamManager
+from ..core.timers import Timer, TimerRow, TimerTable
 from ..exceptions import (
     ConnectionTerminated,
     Error,
@@ -95,7 +106,6 @@ from ..exceptions import (
     TLSError,
     kept,
 )
-from ..quic.state import CloseInfo
 from ..stats import ConnectionStats, snapshot
 from ..tls.engine import TLSHandshake
 from ..tls.tcp import TLSConnection
@@ -104,7 +114,7 @@ from ..wire.qmux import QxTransportParametersFrame, RecordReader, encode_record
 from ..wire.transport_params import TransportParameters
 from .config import QMuxConfig
 from .ping import PingState
-from .receiving import LIVE_STATES, ReceivingMixin
+from .receiving import ReceivingMixin
 from .records import RecordSink
 
 __all__ = ["MAX_REASON_BYTES", "TRANSPORT_ERROR_KINDS", "QMuxConnection"]
@@ -112,9 +122,12 @@ __all__ = ["MAX_REASON_BYTES", "TRANSPORT_ERROR_KINDS", "QMuxConnection"]
 #: Reason phrases we send are cut to this many bytes (the frame must fit a record).
 MAX_REASON_BYTES = 1024
 #: Kinds :meth:`QMuxConnection.on_transport_error` accepts: a TCP reset by the
-#: peer, or any other fatal socket error.
-TRANSPORT_ERROR_KINDS = frozenset({"tcp_reset", "io_error"})
-_LIVE = LIVE_STATES
+#: peer, or any other fatal socket error, and the lifecycle event each is.
+TRANSPORT_ERROR_EVENTS = {
+    "tcp_reset": LifecycleEvent.TCP_RESET,
+    "io_error": LifecycleEvent.IO_ERROR,
+}
+TRANSPORT_ERROR_KINDS = frozenset(TRANSPORT_ERROR_EVENTS)
 
 
 class QMuxConnection(ReceivingMixin):
@@ -123,7 +136,7 @@ class QMuxConnection(ReceivingMixin):
     def __init__(self, config: QMuxConfig, *, is_client: bool, now: float) -> None:
         self.config = config
         self.is_client = is_client
-        self.state = "handshake"
+        self.lifecycle = Lifecycle(QMUX_TRANSITIONS)
         self.events: deque[Event] = deque()
         self.close_info: CloseInfo | None = None
         #: The exception every later call on this connection raises (brief E3).
@@ -165,12 +178,17 @@ class QMuxConnection(ReceivingMixin):
 
     # -- public API: state -----------------------------------------------------------------
     @property
+    def state(self) -> State:
+        """The lifecycle state (§7)."""
+        return self.lifecycle.state
+
+    @property
     def is_established(self) -> bool:
-        return self.handshake_complete and self.state == "established"
+        return self.handshake_complete and self.lifecycle.state is State.ESTABLISHED
 
     @property
     def is_terminated(self) -> bool:
-        return self.state == "terminated"
+        return self.lifecycle.state is State.TERMINATED
 
     @property
     def should_shutdown_write(self) -> bool:
@@ -241,7 +259,7 @@ class QMuxConnection(ReceivingMixin):
     # -- public API: input -----------------------------------------------------------------
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Process bytes TCP delivered (untrusted input)."""
-        if self.state == "terminated":
+        if self.lifecycle.state is State.TERMINATED:
             return
         error: TLSError | None = None
         self.wire_bytes_received += len(data)
@@ -255,35 +273,34 @@ class QMuxConnection(ReceivingMixin):
 
     def receive_eof(self, now: float) -> None:
         """TCP delivered a FIN.  Without close_notify or CONNECTION_CLOSE: premature close (E8)."""
-        if self.state == "terminated":
+        if self.lifecycle.state is State.TERMINATED:
             return
         self._peer_shut = True
+        reason = "TCP FIN without TLS close_notify"
         try:
             self.tls_connection.receive_eof()
         except PrematureClose as exc:
-            if self.state in _LIVE:
-                self._premature("premature_close", exc.reason, by_peer=True)
-        except TLSError:
-            pass  # a TLS failure already terminated the connection
-        self.state = "terminated"
+            reason = exc.reason
+        except TLSError as exc:
+            self._on_tls_error(kept(exc))
+            return
+        self._apply(LifecycleEvent.TCP_FIN, *self._premature(reason, by_peer=True))
 
     def on_transport_error(self, kind: str, now: float, reason: str = "") -> None:
         """The driver's socket failed: ``kind`` is ``"tcp_reset"`` (ECONNRESET, EPIPE)
         or ``"io_error"`` (any other fatal error).  Terminates at once (§7.4); while
         live this is a premature close (E8)."""
-        if kind not in TRANSPORT_ERROR_KINDS:
+        event = TRANSPORT_ERROR_EVENTS.get(kind)
+        if event is None:
             raise ValueError(f"unknown transport error kind {kind!r}")
-        if self.state == "terminated":
-            return
-        if self.state in _LIVE:
-            what = "TCP connection reset" if kind == "tcp_reset" else "TCP socket error"
-            self._premature(kind, f"{what}{': ' + reason if reason else ''}", kind == "tcp_reset")
-        self.state = "terminated"
+        reset = event is LifecycleEvent.TCP_RESET
+        what = "TCP connection reset" if reset else "TCP socket error"
+        self._apply(event, *self._premature(f"{what}{': ' + reason if reason else ''}", reset))
 
     # -- public API: output and timers ----------------------------------------------------------
     def data_to_send(self, now: float) -> bytes:
         """Bytes to write to TCP, in order (also after termination, until empty)."""
-        if self.state in _LIVE and self.peer_params is not None:
+        if self.lifecycle.live and self.peer_params is not None:
             self._produce_records(now)
         out = self.tls_connection.data_to_send()
         self.wire_bytes_sent += len(out)
@@ -293,40 +310,31 @@ class QMuxConnection(ReceivingMixin):
 
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called."""
-        if self.state == "terminated":
-            return None
-        if self.state not in _LIVE:
-            return self.close_deadline
-        deadlines = [self.handshake_deadline, self._idle_deadline(), self._keepalive_deadline()]
-        return min((d for d in deadlines if d is not None), default=None)
+        return QMUX_TIMERS.next_deadline(self)
 
     def handle_timer(self, now: float) -> None:
-        """Act on every deadline that has passed."""
-        if self.state == "terminated":
-            return
-        if self.state not in _LIVE:
-            if self.close_deadline is not None and now >= self.close_deadline:
-                self.state = "terminated"
-            return
-        if self.handshake_deadline is not None and now >= self.handshake_deadline:
-            stage = "TLS" if not self.handshake_complete else "the peer's transport parameters"
-            reason = f"handshake did not complete in {self.config.handshake_timeout:g} s ({stage})"
-            info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, False, False)
-            self._terminated(info, "handshake_timeout")
-            self.state = "terminated"
-            return
-        idle = self._idle_deadline()
-        if idle is not None and now >= idle:
-            reason = f"idle timeout after {self.idle_timeout:g} s"
-            info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, False, False)
-            self._terminated(info, "idle_timeout")
+        """Act on every deadline that has passed (:data:`QMUX_TIMERS`)."""
+        QMUX_TIMERS.fire(self, now)
+
+    def _on_close_timer(self, now: float) -> None:
+        self._apply(LifecycleEvent.CLOSE_TIMER)
+
+    def _on_handshake_timer(self, now: float) -> None:
+        stage = "TLS" if not self.handshake_complete else "the peer's transport parameters"
+        reason = f"handshake did not complete in {self.config.handshake_timeout:g} s ({stage})"
+        info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, False, False)
+        self._apply(LifecycleEvent.HANDSHAKE_TIMEOUT, info)
+
+    def _on_idle_timer(self, now: float) -> None:
+        reason = f"idle timeout after {self.idle_timeout:g} s"
+        info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, False, False)
+        if self._apply(LifecycleEvent.IDLE_TIMEOUT, info):
             self._shutdown_write()  # §7.2: no frames, a close_notify
-            self._closing_period("closing", now)
-            return
-        keepalive = self._keepalive_deadline()
-        if keepalive is not None and now >= keepalive:
-            self.ping_state.request()
-            self._last_activity = now
+            self._start_close_timer(now)
+
+    def _on_keepalive_timer(self, now: float) -> None:
+        self.ping_state.request()
+        self._last_activity = now
 
     def _idle_deadline(self) -> float | None:
         """§7.1: reset by every record received and every record sent."""
@@ -372,12 +380,24 @@ class QMuxConnection(ReceivingMixin):
         info = CloseInfo(error.error_code, error.frame_type, error.reason, False, False)
         self._enter_closing(info, now)
 
+    def _apply(
+        self, event: LifecycleEvent, info: CloseInfo | None = None, error: Error | None = None
+    ) -> bool:
+        """Move the lifecycle by ``event``; if that ends the connection, record ``info``
+        (and ``error``, the exception later calls raise).  Returns whether the state
+        changed."""
+        before = self.lifecycle.state
+        kind = self.lifecycle.apply(event)
+        if kind is not None:
+            assert info is not None, f"{event.name} ends the connection without a cause"
+            self._terminated(info, kind, error)
+        return self.lifecycle.state is not before
+
     def _enter_closing(self, info: CloseInfo, now: float) -> None:
-        if self.state not in _LIVE:
+        if not self._started:  # nothing was sent: nothing to close on the wire
+            self._apply(LifecycleEvent.ABANDON, info)
             return
-        self._terminated(info, "close")
-        if not self._started:
-            self.state = "terminated"
+        if not self._apply(LifecycleEvent.LOCAL_CLOSE, info):
             return
         reason = info.reason.encode()[:MAX_REASON_BYTES]
         frame: ConnectionCloseFrame | ApplicationCloseFrame
@@ -387,10 +407,10 @@ class QMuxConnection(ReceivingMixin):
             frame = ConnectionCloseFrame(info.error_code, info.frame_type or 0, reason)
         self.tls_connection.send(encode_record(encode_frame(frame)))
         self._shutdown_write()
-        self._closing_period("closing", now)
+        self._start_close_timer(now)
 
-    def _closing_period(self, state: str, now: float) -> None:
-        self.state = "terminated" if self._peer_shut else state
+    def _start_close_timer(self, now: float) -> None:
+        """The closing or draining wait (§7.2): until the peer's close_notify or FIN."""
         self.close_deadline = now + self.config.close_timeout
 
     def _shutdown_write(self) -> None:
@@ -398,15 +418,17 @@ class QMuxConnection(ReceivingMixin):
             self._write_closed = True
             self.tls_connection.close()
 
-    def _premature(self, kind: str, reason: str, by_peer: bool) -> None:
+    def _premature(self, reason: str, by_peer: bool) -> tuple[CloseInfo, Error]:
         """E8: the byte stream ended without CONNECTION_CLOSE or close_notify."""
         received = self.tls_connection.bytes_received
         partial = " (in the middle of a QMux record)" if self._reader.buffered else ""
         text = f"{reason}; {received} application bytes had arrived{partial}"
         info = CloseInfo(TransportErrorCode.INTERNAL_ERROR, None, text, by_peer, False)
-        self._terminated(info, kind, PrematureClose(text, bytes_received=received))
+        return info, PrematureClose(text, bytes_received=received)
 
-    def _terminated(self, info: CloseInfo, kind: str, error: Error | None = None) -> None:
+    def _terminated(
+        self, info: CloseInfo, kind: TerminationKind, error: Error | None = None
+    ) -> None:
         """Record why the connection ended and emit the one termination event."""
         self.close_info = info
         self.handshake_deadline = None
@@ -427,3 +449,27 @@ class QMuxConnection(ReceivingMixin):
                 kind=kind,
             )
         )
+
+
+_LIVE_TIMERS: tuple[TimerRow[QMuxConnection], ...] = (
+    TimerRow(
+        Timer.HANDSHAKE, lambda c: c.handshake_deadline, QMuxConnection._on_handshake_timer
+    ),
+    TimerRow(Timer.IDLE, QMuxConnection._idle_deadline, QMuxConnection._on_idle_timer),
+    TimerRow(
+        Timer.KEEPALIVE, QMuxConnection._keepalive_deadline, QMuxConnection._on_keepalive_timer
+    ),
+)
+_CLOSE_TIMER: TimerRow[QMuxConnection] = TimerRow(
+    Timer.CLOSE, lambda c: c.close_deadline, QMuxConnection._on_close_timer
+)
+#: The timers armed in each lifecycle state, in the order they are handled (§7).
+QMUX_TIMERS: TimerTable[QMuxConnection] = TimerTable(
+    {
+        State.HANDSHAKE: _LIVE_TIMERS,
+        State.ESTABLISHED: _LIVE_TIMERS,
+        State.CLOSING: (_CLOSE_TIMER,),
+        State.DRAINING: (_CLOSE_TIMER,),
+        State.TERMINATED: (),
+    }
+)

@@ -28,9 +28,9 @@ from typing import Any
 
 from ..codes import TransportErrorCode
 from ..core.events import Event, HandshakeCompletedEvent
+from ..core.lifecycle import CloseInfo, Lifecycle, LifecycleEvent
 from ..core.stream_manager import StreamManager
 from ..exceptions import Error, PeerAlert, ProtocolError, TLSError
-from ..quic.state import CloseInfo
 from ..tls.engine import HandshakeCompleted
 from ..tls.tcp import ApplicationData, CloseNotifyReceived, TLSConnection
 from ..wire.buffer import Reader
@@ -47,11 +47,7 @@ from ..wire.transport_params import TransportParameters, validate_qmux_parameter
 from .config import QMuxConfig
 from .ping import PingState
 
-__all__ = ["FRAME_HANDLERS", "LIVE_STATES", "ReceivingMixin"]
-
-#: States in which frames are still processed and produced.
-LIVE_STATES = frozenset({"handshake", "established"})
-_LIVE = LIVE_STATES
+__all__ = ["FRAME_HANDLERS", "ReceivingMixin"]
 
 
 def _violation(reason: str, frame_type: int | None) -> ProtocolError:
@@ -65,7 +61,7 @@ class ReceivingMixin:
     of the shared state first; the connection defines and initialises it)."""
 
     config: QMuxConfig
-    state: str
+    lifecycle: Lifecycle
     events: deque[Event]
     tls_connection: TLSConnection
     streams: StreamManager
@@ -85,20 +81,22 @@ class ReceivingMixin:
     def _fail(self, error: ProtocolError, now: float) -> None:
         raise NotImplementedError
 
-    def _terminated(self, info: CloseInfo, kind: str, error: Error | None = None) -> None:
+    def _apply(
+        self, event: LifecycleEvent, info: CloseInfo | None = None, error: Error | None = None
+    ) -> bool:
         raise NotImplementedError
 
     def _shutdown_write(self) -> None:
         raise NotImplementedError
 
-    def _closing_period(self, state: str, now: float) -> None:
+    def _start_close_timer(self, now: float) -> None:
         raise NotImplementedError
 
     def _drain_tls_events(self, now: float) -> None:
         tls = self.tls_connection
         while (event := tls.next_event()) is not None:
             if type(event) is ApplicationData:
-                if self.state in _LIVE:  # §7.2: discarded while closing or draining
+                if self.lifecycle.live:  # §7.2: discarded while closing or draining
                     self._on_application_data(event.data, now)
             elif isinstance(event, HandshakeCompleted):
                 self._on_handshake_completed(event)
@@ -111,7 +109,7 @@ class ReceivingMixin:
             for payload in self._reader.feed(data):
                 self._process_record(payload, now)
                 self._last_received = now
-                if self.state not in _LIVE:
+                if not self.lifecycle.live:
                     return
         except ProtocolError as exc:
             self._fail(exc, now)
@@ -139,7 +137,7 @@ class ReceivingMixin:
             handler = own.get(frame_type)
             if handler is not None:
                 handler(self, frame, now)
-                if self.state not in _LIVE:
+                if not self.lifecycle.live:
                     return  # after CONNECTION_CLOSE the rest is not processed
             else:
                 stream_handler = streams.get(frame_type)
@@ -188,16 +186,15 @@ class ReceivingMixin:
             by_peer=True,
             is_application=is_application,
         )
-        self._terminated(info, "close")
-        self._shutdown_write()
-        self._closing_period("draining", now)
+        if self._apply(LifecycleEvent.PEER_CLOSE, info):
+            self._shutdown_write()
+            self._start_close_timer(now)
 
     def _on_handshake_completed(self, event: HandshakeCompleted) -> None:
         self.handshake_complete = True
         if self.peer_params is not None:
             self.handshake_deadline = None
-        if self.state == "handshake":
-            self.state = "established"
+        self.lifecycle.apply(LifecycleEvent.HANDSHAKE_DONE)
         self.events.append(
             HandshakeCompletedEvent(
                 alpn_protocol=event.alpn_protocol,
@@ -210,25 +207,21 @@ class ReceivingMixin:
     def _on_close_notify(self) -> None:
         """The peer shut down its sending side (§7.2, §7.3)."""
         self._peer_shut = True
-        if self.state in _LIVE:
-            partial = " in the middle of a QMux record" if self._reader.buffered else ""
-            reason = (
-                f"peer shut down with TLS close_notify and no CONNECTION_CLOSE{partial} "
-                "(draft-ietf-quic-qmux-02 §7.2: its idle timeout)"
-            )
-            info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, True, False)
-            self._terminated(info, "idle_timeout")
-            self._shutdown_write()
-        self.state = "terminated"
+        partial = " in the middle of a QMux record" if self._reader.buffered else ""
+        reason = (
+            f"peer shut down with TLS close_notify and no CONNECTION_CLOSE{partial} "
+            "(draft-ietf-quic-qmux-02 §7.2: its idle timeout)"
+        )
+        info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, True, False)
+        if self._apply(LifecycleEvent.CLOSE_NOTIFY, info):
+            self._shutdown_write()  # answer with ours (idempotent after CONNECTION_CLOSE)
 
     def _on_tls_error(self, error: TLSError) -> None:
-        if self.state in _LIVE:
-            by_peer = isinstance(error, PeerAlert)
-            info = CloseInfo(error.error_code, None, error.reason, by_peer, False)
-            self._terminated(info, "tls_error", error)
-        if not isinstance(error, PeerAlert):
+        by_peer = isinstance(error, PeerAlert)
+        info = CloseInfo(error.error_code, None, error.reason, by_peer, False)
+        self._apply(LifecycleEvent.TLS_ERROR, info, error)
+        if not by_peer:
             self._write_closed = True  # TLS queued our alert
-        self.state = "terminated"
 
 
 _Handler = Callable[[ReceivingMixin, Any, float], None]

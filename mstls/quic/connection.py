@@ -21,9 +21,11 @@ TLS engine (CRYPTO data in, keys and bytes out) and the transport parameters.
 This module holds the state, the public API, the timers and the lifecycle
 (closing and draining periods, idle timeout, RFC 9000 §10).
 
-Lifecycle states: ``handshake`` → ``established`` → (``closing`` | ``draining``)
-→ ``terminated``.  A termination always produces exactly one
-:class:`~mstls.core.events.ConnectionTerminatedEvent`.
+The lifecycle (``HANDSHAKE`` → ``ESTABLISHED`` → ``CLOSING`` | ``DRAINING`` →
+``TERMINATED``) is the table :data:`~mstls.core.lifecycle.QUIC_TRANSITIONS`;
+every change goes through :meth:`QuicConnection._apply`, which emits the one
+:class:`~mstls.core.events.ConnectionTerminatedEvent` when the table says the
+connection ends.  The timers are the table :data:`QUIC_TIMERS`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,16 @@ from collections import deque
 from ..codes import TransportErrorCode
 from ..core.connection_ids import LocalConnectionIds, PeerConnectionIds
 from ..core.events import ConnectionTerminatedEvent, Event
+from ..core.lifecycle import (
+    QUIC_TRANSITIONS,
+    CloseInfo,
+    Lifecycle,
+    LifecycleEvent,
+    State,
+    TerminationKind,
+)
 from ..core.stateless_reset import StatelessResetKey
+from ..core.timers import Timer, TimerRow, TimerTable
 from ..exceptions import Error
 from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
@@ -45,7 +56,7 @@ from .mtu import PathMtu
 from .qlog import open_qlog
 from .receiving import ReceivingMixin
 from .sending import SendingMixin
-from .state import Address, CloseInfo, ConnectionState
+from .state import Address, ConnectionState
 
 __all__ = ["QuicConnection"]
 
@@ -82,7 +93,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.is_client = is_client
         self.peer_address = peer_address
         self.events: deque[Event] = deque()
-        self.state = "handshake"
+        self.lifecycle = Lifecycle(QUIC_TRANSITIONS)
         self.close_info: CloseInfo | None = None
         self.created = now
         reset_key = config.stateless_reset_key or StatelessResetKey.generate()
@@ -145,12 +156,17 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.start_handshake(now)
 
     @property
+    def state(self) -> State:
+        """The lifecycle state (RFC 9000 §10)."""
+        return self.lifecycle.state
+
+    @property
     def is_established(self) -> bool:
-        return self.handshake_complete and self.state == "established"
+        return self.handshake_complete and self.lifecycle.state is State.ESTABLISHED
 
     @property
     def is_terminated(self) -> bool:
-        return self.state == "terminated"
+        return self.lifecycle.state is State.TERMINATED
 
     def close(
         self,
@@ -201,38 +217,25 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
     # -- public API: timers -----------------------------------------------------------
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called."""
-        if self.state == "terminated":
-            return None
-        if self.state in ("closing", "draining"):
-            return self.close_deadline
-        deadlines = [
-            self.idle_deadline,
-            self.handshake_deadline,
-            self.recovery.loss_detection_deadline(),
-            self.key_discard_deadline,
-            self.send_deadline(),
-        ]
-        return min((d for d in deadlines if d is not None), default=None)
+        return QUIC_TIMERS.next_deadline(self)
 
     def handle_timer(self, now: float) -> None:
-        """Act on every deadline that has passed."""
-        if self.state == "terminated":
-            return
-        if self.state in ("closing", "draining"):
-            if self.close_deadline is not None and now >= self.close_deadline:
-                self.state = "terminated"
-            return
-        if now >= self.idle_deadline:
-            self._terminate_silently("idle timeout", "idle_timeout")
-            return
-        if self.handshake_deadline is not None and now >= self.handshake_deadline:
-            self._terminate_silently("handshake did not complete in time", "handshake_timeout")
-            return
-        if self.key_discard_deadline is not None and now >= self.key_discard_deadline:
-            self.discard_previous_keys()
-        deadline = self.recovery.loss_detection_deadline()
-        if deadline is not None and now >= deadline:
-            self.on_loss_detection_timeout(now)
+        """Act on every deadline that has passed (:data:`QUIC_TIMERS`)."""
+        QUIC_TIMERS.fire(self, now)
+
+    def _on_close_timer(self, now: float) -> None:
+        self._apply(LifecycleEvent.CLOSE_TIMER, None)
+
+    def _on_idle_timer(self, now: float) -> None:
+        self._terminate_silently("idle timeout", LifecycleEvent.IDLE_TIMEOUT)
+
+    def _on_handshake_timer(self, now: float) -> None:
+        self._terminate_silently(
+            "handshake did not complete in time", LifecycleEvent.HANDSHAKE_TIMEOUT
+        )
+
+    def _on_key_discard_timer(self, now: float) -> None:
+        self.discard_previous_keys()
 
     # -- lifecycle internals ------------------------------------------------------------
     def close_period(self) -> float:
@@ -247,42 +250,46 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
             CloseInfo(code, frame_type, reason, by_peer=False, is_application=False), now
         )
 
+    def _apply(self, event: LifecycleEvent, info: CloseInfo | None) -> bool:
+        """Move the lifecycle by ``event``; emit the termination if it ends the
+        connection now (with ``info``).  Returns whether the state changed."""
+        before = self.lifecycle.state
+        kind = self.lifecycle.apply(event)
+        if kind is not None:
+            assert info is not None, f"{event.name} ends the connection without a cause"
+            self.close_info = info
+            self._emit_terminated(info, kind)
+        return self.lifecycle.state is not before
+
     def _enter_closing(self, info: CloseInfo, now: float) -> None:
-        if self.state in ("closing", "draining", "terminated"):
-            return
-        self.state = "closing"
-        self.close_info = info
-        self.close_deadline = now + self.close_period()
-        self.close_pending = True
-        self._emit_terminated(info, "close")
+        if self._apply(LifecycleEvent.LOCAL_CLOSE, info):
+            self.close_deadline = now + self.close_period()
+            self.close_pending = True
 
     def enter_draining(self, info: CloseInfo, now: float) -> None:
         """The peer closed: no more sending, state kept for 3 PTOs (RFC 9000 §10.2.2)."""
-        if self.state in ("draining", "terminated"):
-            return
-        was_closing = self.state == "closing"
-        self.state = "draining"
-        self.close_deadline = now + self.close_period()
-        if not was_closing:
-            self.close_info = info
-            self._emit_terminated(info, "close")
+        if self._apply(LifecycleEvent.PEER_CLOSE, info):
+            self.close_deadline = now + self.close_period()
 
-    def _terminate_silently(self, reason: str, kind: str) -> None:
+    def abandon(self, error: Error, now: float) -> None:
+        """Discard the connection at once, sending nothing (RFC 9000 §6.2)."""
+        code = getattr(error, "error_code", TransportErrorCode.INTERNAL_ERROR)
+        reason = getattr(error, "reason", str(error))
+        info = CloseInfo(code, None, reason, by_peer=False, is_application=False)
+        self._apply(LifecycleEvent.ABANDON, info)
+
+    def _terminate_silently(self, reason: str, event: LifecycleEvent) -> None:
         """Idle timeout, handshake timeout, stateless reset: no packets (RFC 9000 §10.1)."""
         info = CloseInfo(
             TransportErrorCode.NO_ERROR,
             None,
             reason,
-            by_peer=kind == "stateless_reset",
+            by_peer=event is LifecycleEvent.STATELESS_RESET,
             is_application=False,
         )
-        self.close_info = info
-        already = self.state in ("closing", "draining")
-        self.state = "terminated"
-        if not already:
-            self._emit_terminated(info, kind)
+        self._apply(event, info)
 
-    def _emit_terminated(self, info: CloseInfo, kind: str) -> None:
+    def _emit_terminated(self, info: CloseInfo, kind: TerminationKind) -> None:
         if self.qlog is not None:
             self.qlog.event(
                 self.last_sent,
@@ -311,8 +318,45 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
 
     def on_stateless_reset(self) -> None:
         """RFC 9000 §10.3.1: the connection is gone; enter draining without sending."""
-        self._terminate_silently("stateless reset received", "stateless_reset")
+        self._terminate_silently("stateless reset received", LifecycleEvent.STATELESS_RESET)
 
     def reset_idle_timer(self, now: float) -> None:
         """RFC 9000 §10.1: the effective timeout is at least three PTOs."""
         self.idle_deadline = now + max(self.idle_timeout, 3 * self.pto_interval())
+
+
+def _live_timers() -> tuple[TimerRow[QuicConnection], ...]:
+    """RFC 9000 §10.1 idle, T1 handshake, RFC 9001 §6.5 key discard, RFC 9002 §6.2
+    loss detection, then pacing/delayed ACK (wakes the driver only)."""
+    return (
+        TimerRow(Timer.IDLE, lambda c: c.idle_deadline, QuicConnection._on_idle_timer),
+        TimerRow(
+            Timer.HANDSHAKE, lambda c: c.handshake_deadline, QuicConnection._on_handshake_timer
+        ),
+        TimerRow(
+            Timer.KEY_DISCARD,
+            lambda c: c.key_discard_deadline,
+            QuicConnection._on_key_discard_timer,
+        ),
+        TimerRow(
+            Timer.LOSS_DETECTION,
+            lambda c: c.recovery.loss_detection_deadline(),
+            QuicConnection.on_loss_detection_timeout,
+        ),
+        TimerRow(Timer.SEND, QuicConnection.send_deadline),
+    )
+
+
+_CLOSE_TIMER: TimerRow[QuicConnection] = TimerRow(
+    Timer.CLOSE, lambda c: c.close_deadline, QuicConnection._on_close_timer
+)
+#: The timers armed in each lifecycle state, in the order they are handled.
+QUIC_TIMERS: TimerTable[QuicConnection] = TimerTable(
+    {
+        State.HANDSHAKE: _live_timers(),
+        State.ESTABLISHED: _live_timers(),
+        State.CLOSING: (_CLOSE_TIMER,),
+        State.DRAINING: (_CLOSE_TIMER,),
+        State.TERMINATED: (),
+    }
+)

@@ -74,6 +74,7 @@ from ..core.admission import (
     needs_retry,
     reconfigured,
 )
+from ..core.lifecycle import State
 from ..core.stateless_reset import StatelessResetKey, StatelessResetLimiter, build_stateless_reset
 from ..exceptions import DecodeError, Error
 from ..wire.packet import (
@@ -210,7 +211,7 @@ class ServerEndpoint:
         if conn is not None:
             conn.receive_datagram(data, addr, now)
             self._update_routes(conn)
-            if conn.state != "handshake":
+            if conn.state is not State.HANDSHAKE:
                 self._handshaking.discard(conn)
             return
         self._stateless_answer(data, dcid, addr, now)
@@ -287,7 +288,7 @@ class ServerEndpoint:
             # security rules), so the datagram is simply dropped.
             self.dropped_initials += 1
             return
-        if conn.state == "handshake":
+        if conn.state is State.HANDSHAKE:
             self._handshaking.add(conn)
         elif limiter is not None:
             # It authenticated but started no handshake (an aborting client's
@@ -314,7 +315,7 @@ class ServerEndpoint:
         handshaking = self._handshaking
         threshold = self.retry_threshold
         if full or (threshold is not None and len(handshaking) >= threshold):
-            for conn in [c for c in handshaking if c.state != "handshake"]:
+            for conn in [c for c in handshaking if c.state is not State.HANDSHAKE]:
                 handshaking.discard(conn)
         return len(handshaking)
 
@@ -361,7 +362,7 @@ class ServerEndpoint:
             timer = conn.get_timer()
             if timer is not None and timer <= now:
                 conn.handle_timer(now)
-                if conn.state != "handshake":
+                if conn.state is not State.HANDSHAKE:
                     self._handshaking.discard(conn)
         self._forget_terminated()
 

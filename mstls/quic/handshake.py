@@ -15,6 +15,7 @@ from typing import Any
 
 from ..codes import TransportErrorCode
 from ..core.events import HandshakeCompletedEvent
+from ..core.lifecycle import LifecycleEvent
 from ..core.recovery import PacketNumberSpace
 from ..core.stream_manager import StreamManager
 from ..exceptions import ProtocolError, TransportParameterError
@@ -117,8 +118,7 @@ class HandshakeMixin(ConnectionState):
     def _on_handshake_completed(self, item: HandshakeCompleted, now: float) -> None:
         self.handshake_complete = True
         self.handshake_deadline = None
-        if self.state == "handshake":
-            self.state = "established"
+        self.lifecycle.apply(LifecycleEvent.HANDSHAKE_DONE)
         self.events.append(
             HandshakeCompletedEvent(
                 alpn_protocol=item.alpn_protocol,

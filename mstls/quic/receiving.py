@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..codes import TransportErrorCode
+from ..core.lifecycle import CloseInfo, State
 from ..core.recovery import PacketNumberSpace
 from ..core.stateless_reset import is_stateless_reset
 from ..exceptions import DecodeError, DecryptionFailed, ProtocolError
@@ -44,7 +45,7 @@ from ..wire.packet import PacketHeader, PacketType, parse_header
 from .builder import MIN_INITIAL_DATAGRAM
 from .crypto import OneRttKeys
 from .retry import verify_retry
-from .state import CloseInfo, ConnectionState
+from .state import ConnectionState
 
 __all__ = ["FRAME_HANDLERS", "MAX_PENDING_PATH_RESPONSES", "ReceivingMixin"]
 
@@ -92,7 +93,8 @@ class ReceivingMixin(ConnectionState):
 
     def receive_datagram(self, data: bytes | bytearray | memoryview, addr: Any, now: float) -> None:
         """Process one UDP datagram from the peer (untrusted input)."""
-        if self.state in ("draining", "terminated"):
+        state = self.lifecycle.state
+        if state is State.DRAINING or state is State.TERMINATED:
             return
         view = memoryview(data)
         self.bytes_received += len(view)
@@ -121,9 +123,9 @@ class ReceivingMixin(ConnectionState):
                 self.on_stateless_reset()
                 return
             pos = header.packet_end
-            if self.state == "terminated":
+            if self.lifecycle.state is State.TERMINATED:
                 return
-        if self.state == "closing":
+        if self.lifecycle.state is State.CLOSING:
             self.close_pending = True  # answer with CONNECTION_CLOSE again (§10.2.1)
 
     # -- one packet ---------------------------------------------------------------------
@@ -288,14 +290,13 @@ class ReceivingMixin(ConnectionState):
             return
         if 1 in (header.supported_versions or ()):
             return  # a VN that lists our version is ignored (§6.2)
-        self.fail(
+        self.abandon(
             ProtocolError(
                 f"server supports only QUIC versions {list(header.supported_versions or ())}",
                 error_code=TransportErrorCode.NO_VIABLE_PATH,
             ),
             now,
         )
-        self.state = "terminated"
 
     def _on_retry(self, view: memoryview, header: PacketHeader, now: float) -> None:
         """RFC 9000 §17.2.5.2: accept one valid Retry before any Initial from the server."""

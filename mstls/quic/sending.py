@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.congestion import NewReno
+from ..core.lifecycle import State
 from ..core.pacing import Pacer
 from ..core.recovery import PacketNumberSpace, Recovery, SentPacket
 from ..wire.buffer import Writer
@@ -102,9 +103,10 @@ class SendingMixin(ConnectionState):
     # -- public ---------------------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[bytes]:
         """Datagrams to send to :attr:`peer_address` now, in order."""
-        if self.state in ("draining", "terminated"):
+        state = self.lifecycle.state
+        if state is State.DRAINING or state is State.TERMINATED:
             return []
-        if self.state == "closing":
+        if state is State.CLOSING:
             return self._close_datagrams()
         out: list[bytes] = []
         self.pacing_deadline = None

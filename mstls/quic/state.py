@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from ..core.ack_tracker import AckTracker
+from ..core.lifecycle import CloseInfo, Lifecycle
 from ..core.recovery import PacketNumberSpace
 from .crypto import OneRttKeys, PacketProtection
 from .crypto_stream import CryptoReceiver, CryptoSender
@@ -28,20 +27,9 @@ if TYPE_CHECKING:
     from .mtu import PathMtu
     from .qlog import QlogWriter
 
-__all__ = ["Address", "CloseInfo", "ConnectionState", "Space"]
+__all__ = ["Address", "ConnectionState", "Space"]
 
 Address = Any  # whatever the socket layer uses: (host, port) tuples
-
-
-@attrs.frozen
-class CloseInfo:
-    """Why a connection ended (RFC 9000 §10, §19.19)."""
-
-    error_code: int
-    frame_type: int | None
-    reason: str
-    by_peer: bool
-    is_application: bool
 
 
 class Space:
@@ -77,7 +65,7 @@ class ConnectionState:
 
     config: QuicConfig
     is_client: bool
-    state: str
+    lifecycle: Lifecycle
     peer_address: Address
     events: deque[Event]
     close_info: CloseInfo | None
@@ -130,6 +118,9 @@ class ConnectionState:
         raise NotImplementedError
 
     def enter_draining(self, info: CloseInfo, now: float) -> None:
+        raise NotImplementedError
+
+    def abandon(self, error: Any, now: float) -> None:
         raise NotImplementedError
 
     def on_stateless_reset(self) -> None:

@@ -44,6 +44,7 @@ import trio
 from .. import errors
 from ..codes import TransportErrorCode
 from ..core.events import ConnectionTerminatedEvent
+from ..core.lifecycle import TerminationKind
 from ..exceptions import Error
 from ..session import Session, Wakeups
 
@@ -192,7 +193,7 @@ class Driver:
                     reason=reason,
                     by_peer=False,
                     is_application=False,
-                    kind="io_error",
+                    kind=TerminationKind.IO_ERROR,
                 )
                 factory, entries = errors.terminated_from_event(
                     event,

@@ -13,6 +13,7 @@ import pytest
 
 import mstls
 from mstls import errors
+from mstls.core.lifecycle import State
 from mstls.core.stateless_reset import StatelessResetKey
 
 from .helpers import TIMEOUT, client_config, server
@@ -247,7 +248,7 @@ def test_received_data_is_read_before_a_failure(transport: str) -> None:
     ):
         stream = conn.open_stream()
         stream.write(b"hi")
-        wait_for(lambda: conn.sans_io.is_terminated or conn.sans_io.state != "established")
+        wait_for(lambda: conn.sans_io.is_terminated or conn.sans_io.state is not State.ESTABLISHED)
         with pytest.raises(mstls.ConnectionTerminated):
             stream.write(b"x" * 100, timeout=TIMEOUT)  # the local write fails...
         assert stream.read(timeout=TIMEOUT) == b"last words"  # ...the data is still there

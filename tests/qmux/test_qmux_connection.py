@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from mstls.core.events import HandshakeCompletedEvent
+from mstls.core.lifecycle import State
 from mstls.exceptions import ConnectionTerminated, PrematureClose, StreamLimitReached
 from mstls.wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, StreamFrame
 from mstls.wire.qmux import QxPingFrame, QxTransportParametersFrame
@@ -35,7 +36,7 @@ def test_handshake_in_memory() -> None:
     assert not pair.server.handshake_complete
     pair.handshake()
     client, server = pair.client, pair.server
-    assert client.state == server.state == "established"
+    assert client.state is server.state is State.ESTABLISHED
     assert client.tls.alpn_protocol == "mstls-test"
     assert client.tls.peer is not None and client.tls.peer.common_name == "localhost"
     completed = [e for e in pair.client_events if isinstance(e, HandshakeCompletedEvent)]
@@ -98,7 +99,7 @@ def test_several_streams_mib_both_ways() -> None:
     transfer = Transfer(pair, [2 * MiB, MiB, MiB // 2 + 17, 1, 0], echo=True)
     pair.run_until(lambda: transfer.complete, max_time=30)
     transfer.check()
-    assert pair.client.state == pair.server.state == "established"
+    assert pair.client.state == pair.server.state is State.ESTABLISHED
 
 
 def test_records_fit_one_tls_record_and_the_peers_limit() -> None:
@@ -153,7 +154,7 @@ def test_application_close_is_seen_by_the_peer() -> None:
     pair = Pair()
     pair.handshake()
     pair.client.close(0x1234, "done for today", now=pair.now)
-    assert pair.client.state == "closing"
+    assert pair.client.state is State.CLOSING
     pair.run()
     client, server = pair.terminated("client"), pair.terminated("server")
     assert (client.kind, client.by_peer, client.error_code) == ("close", False, 0x1234)

@@ -8,6 +8,7 @@ import pytest
 
 from mstls.codes import AlertDescription
 from mstls.core.events import ConnectionTerminatedEvent, StopSendingReceived, StreamReset
+from mstls.core.lifecycle import State
 from mstls.exceptions import PeerAlert, PrematureClose, TLSError
 from mstls.qmux.connection import QMuxConnection
 from tests.qmux.helpers import raw_server_pair
@@ -55,7 +56,7 @@ def test_eof_after_our_close_is_not_premature() -> None:
     pair, _raw = raw_server_pair()
     pair.client.close(now=pair.now)
     pair.drain()
-    assert pair.client.state == "closing"
+    assert pair.client.state is State.CLOSING
     pair.cut("server")
     pair.drain()
     assert pair.client.is_terminated
@@ -109,7 +110,7 @@ def test_close_before_the_handshake_completes() -> None:
     pair = Pair()
     pair.start()
     pair.client.close(3, "changed my mind", now=pair.now)
-    assert pair.client.state == "closing"
+    assert pair.client.state is State.CLOSING
     pair.run(max_time=5)
     event = pair.terminated("server")
     assert (event.kind, event.error_code, event.reason) == ("close", 3, "changed my mind")

@@ -32,6 +32,7 @@ import os
 
 from mstls.codes import CRYPTO_ERROR_BASE, TransportErrorCode
 from mstls.core.events import ConnectionTerminatedEvent, Event
+from mstls.core.lifecycle import State
 from mstls.exceptions import ProtocolError
 from mstls.quic.connection import QuicConnection
 from mstls.wire.buffer import Reader
@@ -96,7 +97,7 @@ def exercise(conn: QuicConnection, now: float, sent: list[bytes]) -> float:
 
 def check_lone_connection(conn: QuicConnection, datagrams: list[bytes], now: float) -> None:
     """A connection without a live peer: a local close must put a CONNECTION_CLOSE out."""
-    was_closing = conn.state in ("closing", "draining", "terminated")
+    was_closing = conn.state in (State.CLOSING, State.DRAINING, State.TERMINATED)
     sent: list[bytes] = []
     for data in datagrams:
         conn.receive_datagram(data, SERVER_ADDR, now)

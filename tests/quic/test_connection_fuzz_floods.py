@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mstls.core.lifecycle import State
 from mstls.quic.config import MAX_CRYPTO_BUFFER
 from mstls.wire.frames import (
     AckFrame,
@@ -132,7 +133,7 @@ def test_floods_of_state_growing_frames_stay_bounded(name: str, to_server: bool)
         before = tracemalloc.get_traced_memory()[0]
         for packet in packets:
             deliver(pair, packet, to_server)
-            if victim.state != "established":
+            if victim.state is not State.ESTABLISHED:
                 break  # a clean protocol error ends the flood: fine
         growth = tracemalloc.get_traced_memory()[0] - before
     finally:

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mstls.codes import TransportErrorCode
+from mstls.core.lifecycle import State
 from mstls.exceptions import ProtocolError
 from mstls.quic.config import MAX_CRYPTO_BUFFER
 from mstls.quic.connection import QuicConnection
@@ -120,9 +121,9 @@ def test_server_discards_initial_packets_in_small_datagrams() -> None:
     small = forged_initial(dcid, scid, close, pn=1, pad_to=0)
     assert len(small) < 1200
     endpoint.receive_datagram(small, CLIENT_ADDR, NOW)
-    assert conn.state == "handshake"
+    assert conn.state is State.HANDSHAKE
     endpoint.receive_datagram(forged_initial(dcid, scid, close, pn=2), CLIENT_ADDR, NOW)
-    assert conn.state == "draining"  # the same close in a full-sized datagram is taken
+    assert conn.state is State.DRAINING  # the same close in a full-sized datagram is taken
 
 
 def test_endpoint_answers_floods_of_strangers_within_bounds() -> None:
