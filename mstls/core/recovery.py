@@ -334,7 +334,10 @@ class _Space:
 def _check_skipped(skipped: set[int], ack: AckFrame) -> None:
     """RFC 9000 §21.4: acknowledging a skipped packet number is an optimistic ACK."""
     ranges = ack.ranges
+    low, high = ranges[-1][0], ranges[0][1]
     for pn in skipped:
+        if pn < low or pn > high:
+            continue  # the usual case: one comparison per skipped number
         # ranges descend: the first whose smallest is <= pn is the only candidate
         i = bisect_left(ranges, -pn, key=_negated_low)
         if i < len(ranges) and ranges[i][1] >= pn:
@@ -444,7 +447,8 @@ class Recovery:
         sp = self._spaces[space]
         if packet_number <= sp.largest_sent:
             raise ValueError("a skipped packet number must be above every one sent")
-        sp.largest_sent = packet_number
+        # largest_sent is left alone: packets numbered below this one may be built
+        # but not yet reported by on_packet_sent (a GSO batch).
         skipped = sp.skipped
         skipped.add(packet_number)
         if len(skipped) > MAX_SKIPPED_PACKET_NUMBERS:

@@ -19,6 +19,7 @@ whose loss is not a congestion signal (RFC 8899).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +54,10 @@ MAX_DATAGRAMS_PER_CALL = 64
 ACK_FREQUENCY_WINDOW_FACTOR = 4
 #: RFC 9000 §8.1: an unvalidated server sends at most three times what it received.
 AMPLIFICATION_FACTOR = 3
+#: 1-RTT packet numbers are skipped at random intervals in this range, so an
+#: ACK for a number never sent exposes an optimistic-ACK attack (RFC 9000 §21.4).
+PN_SKIP_MIN_INTERVAL = 256
+PN_SKIP_MAX_INTERVAL = 1024
 
 _SPACE_TYPE = {
     PacketNumberSpace.INITIAL: PacketType.INITIAL,
@@ -60,6 +65,7 @@ _SPACE_TYPE = {
     PacketNumberSpace.APPLICATION: PacketType.ONE_RTT,
 }
 _PING = encode_frame(PingFrame())
+APPLICATION = PacketNumberSpace.APPLICATION
 
 
 class SendingMixin(ConnectionState):
@@ -85,6 +91,7 @@ class SendingMixin(ConnectionState):
             is_client=self.is_client,
         )
         self.recovery.peer_address_validated = self.address_validated
+        self.next_pn_skip = _pn_skip_interval()
         self.pending_path_responses = []
         self.packets_sent = 0
         self.close_pending = False
@@ -250,8 +257,17 @@ class SendingMixin(ConnectionState):
             space.probes -= 1
         if builder.close_packet(sink):
             space.next_packet_number += 1
+            if space.next_packet_number >= self.next_pn_skip and space.space == APPLICATION:
+                self._skip_packet_number(space)
             if space.space == PacketNumberSpace.INITIAL and (self.is_client or sink.ack_eliciting):
                 builder.pad_to_initial_minimum = True  # RFC 9000 §14.1
+
+    def _skip_packet_number(self, space: Space) -> None:
+        """Leave one 1-RTT packet number unused (RFC 9000 §21.4); an ACK for it
+        is a PROTOCOL_VIOLATION (:meth:`~mstls.core.recovery.Recovery.skip_packet_number`)."""
+        self.recovery.skip_packet_number(APPLICATION, space.next_packet_number)
+        space.next_packet_number += 1
+        self.next_pn_skip = space.next_packet_number + _pn_skip_interval()
 
     def _open_packet(self, builder: DatagramBuilder, space: Space) -> PacketSink | None:
         keys = space.send_keys
@@ -433,3 +449,7 @@ class SendingMixin(ConnectionState):
 
 def _ignore(*args: Any) -> None:
     """A record callback that has nothing to do."""
+
+
+def _pn_skip_interval() -> int:
+    return PN_SKIP_MIN_INTERVAL + secrets.randbelow(PN_SKIP_MAX_INTERVAL - PN_SKIP_MIN_INTERVAL)

@@ -66,6 +66,8 @@ class ConnectionState:
     config: QuicConfig
     is_client: bool
     lifecycle: Lifecycle
+    #: The next 1-RTT packet number to skip (RFC 9000 §21.4, :mod:`.sending`).
+    next_pn_skip: int
     peer_address: Address
     events: deque[Event]
     close_info: CloseInfo | None
