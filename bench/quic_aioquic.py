@@ -25,7 +25,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.events import HandshakeCompleted, QuicEvent
 
-from mstls.quic.udp import DEFAULT_SOCKET_BUFFER
+from mstls.io.udp import DEFAULT_SOCKET_BUFFER
 
 from .quic_common import (
     ACK,

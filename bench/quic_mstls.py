@@ -5,7 +5,7 @@ Theory of operation
 :class:`_Loop` drives one sans-I/O object (a client
 :class:`~mstls.quic.connection.QuicConnection` or a
 :class:`~mstls.quic.endpoint.ServerEndpoint`) over one non-blocking UDP socket
-from :mod:`mstls.quic.udp`.  It is part of what is measured, so it is written
+from :mod:`mstls.io.udp`.  It is part of what is measured, so it is written
 the way a fast driver should be.  Each turn:
 
 1. read every ready datagram (GRO batches, up to :data:`RECEIVE_BATCH`) into
@@ -32,11 +32,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mstls.quic.config import QuicConfig
-from mstls.quic.connection import QuicConnection
-from mstls.quic.endpoint import ServerEndpoint
-from mstls.quic.sending import MAX_DATAGRAMS_PER_CALL
-from mstls.quic.udp import (
+from mstls.io.udp import (
     Address,
     DatagramCounters,
     detect_capabilities,
@@ -45,6 +41,10 @@ from mstls.quic.udp import (
     receive_datagrams,
     send_datagrams,
 )
+from mstls.quic.config import QuicConfig
+from mstls.quic.connection import QuicConnection
+from mstls.quic.endpoint import ServerEndpoint
+from mstls.quic.sending import MAX_DATAGRAMS_PER_CALL
 from mstls.tls.certificates import load_cert_chain, load_roots
 from mstls.tls.config import TLSConfig
 from mstls.tls.groups import SUPPORTED_GROUPS, NamedGroup

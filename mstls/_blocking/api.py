@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 from .. import errors
 from ..config import ClientConfig, ServerConfig
 from ..exceptions import ConfigurationError, Error
+from ..io.udp import open_udp_socket
 from ..quic.connection import QuicConnection
-from ..quic.udp import open_udp_socket
 from ..session import Session
 from ..stats import ConnectionStats
 from .handlers import UdpClientHandler, UdpListenerHandler, Waiters

@@ -15,14 +15,14 @@ import time
 from collections import deque
 from typing import Any
 
-from ..quic.connection import QuicConnection
-from ..quic.endpoint import ServerEndpoint
-from ..quic.udp import (
+from ..io.udp import (
     detect_capabilities,
     new_receive_buffer,
     receive_datagrams,
     send_datagrams,
 )
+from ..quic.connection import QuicConnection
+from ..quic.endpoint import ServerEndpoint
 from ..session import Session, Wakeups
 from .assist import AssistThread
 

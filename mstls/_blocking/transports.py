@@ -29,9 +29,9 @@ from .. import errors
 from ..config import ClientConfig, ServerConfig
 from ..core.admission import reconfigured
 from ..exceptions import ConfigurationError, ConnectionIOError, Error
+from ..io.tcp import prepare_socket, refuse_socket
 from ..qmux.connection import QMuxConnection
 from ..session import Session
-from ..tcp_sockets import prepare_socket, refuse_socket
 from .api import Connection, Listener, _Core, _deadline, _remaining, connect
 from .assist import AssistThread
 from .handlers import Waiters

@@ -44,8 +44,8 @@ TCP handshake has already proven the address before a connection is accepted.
 
 from __future__ import annotations
 
+import ipaddress
 import math
-import socket
 from collections import OrderedDict
 from typing import Any
 
@@ -91,12 +91,12 @@ def source_key(address: Any) -> bytes:
     is_pair = isinstance(address, tuple | list) and address
     host = str(address[0]) if is_pair else str(address)
     try:
-        return socket.inet_pton(socket.AF_INET, host)
-    except OSError:
+        return ipaddress.IPv4Address(host).packed
+    except ValueError:
         pass
     try:
-        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
-    except (OSError, ValueError):
+        packed = ipaddress.IPv6Address(host.partition("%")[0]).packed
+    except ValueError:
         return b"?" + host.encode("utf-8", "replace")
     if packed.startswith(_V4_MAPPED_PREFIX):
         return packed[12:]

@@ -35,9 +35,9 @@ import trio
 from .. import errors
 from ..config import ClientConfig, ServerConfig
 from ..exceptions import ConfigurationError, ConnectionIOError, ConnectionTerminated
+from ..io.udp import open_udp_socket
 from ..qmux.connection import QMuxConnection
 from ..quic.connection import QuicConnection
-from ..quic.udp import open_udp_socket
 from ._connection import Connection, Listener
 from ._driver import Driver, ListenerDriver, Spawner, system_spawner
 from ._stream import DEFAULT_RECEIVE_SIZE, Stream

@@ -26,7 +26,7 @@ listening socket does not cut live connections short) and offers it to
 :meth:`~mstls.trio.Listener.accept` once its handshake completed.  With a
 per-source handshake rate (:mod:`mstls.core.admission`) a connection from a
 source over its rate is refused before any TLS work: the socket is reset at
-once (:func:`mstls.tcp_sockets.refuse_socket`) and the refusal recorded as a failed handshake
+once (:func:`mstls.io.tcp.refuse_socket`) and the refusal recorded as a failed handshake
 (:class:`~mstls.exceptions.HandshakeRefused`).
 """
 
@@ -42,9 +42,9 @@ import trio
 
 from ..config import DEFAULT_MAX_TCP_HANDSHAKES, ClientConfig, ServerConfig
 from ..core.admission import RATE_LIMITED, SourceRateLimiter, reconfigured, refusal
+from ..io.tcp import prepare_socket, refuse_socket
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
-from ..tcp_sockets import prepare_socket, refuse_socket
 from ._driver import Core, Driver, ListenerDriver, Spawner
 
 __all__ = ["TcpDriver", "TcpListenerDriver", "open_tcp_socket", "qmux_config"]

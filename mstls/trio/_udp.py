@@ -5,11 +5,11 @@ Theory of operation
 The receive loop waits until the socket is readable or the connection's next
 deadline (:meth:`~mstls.trio._driver.Driver.sleep_until_readable`), reads a
 bounded batch of datagrams (brief T5) with
-:func:`~mstls.quic.udp.receive_datagrams` (GRO-batched on Linux), feeds them,
+:func:`~mstls.io.udp.receive_datagrams` (GRO-batched on Linux), feeds them,
 runs due timers and calls :meth:`~mstls.trio._driver.Driver.after_change`.
 
 Sending happens in :meth:`_UdpDriver.flush`, from whichever task made the
-change, with :func:`~mstls.quic.udp.send_datagrams` (GSO-batched).  When the
+change, with :func:`~mstls.io.udp.send_datagrams` (GSO-batched).  When the
 socket refuses datagrams (EAGAIN/ENOBUFS, brief E4) the rest waits in a
 backlog, nothing more is pulled from the connection, and the send loop waits
 until the socket is writable, then resumes.
@@ -25,9 +25,9 @@ import trio
 
 from ..config import ServerConfig
 from ..core.admission import refusal
+from ..io.udp import detect_capabilities, new_receive_buffer, receive_datagrams, send_datagrams
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
-from ..quic.udp import detect_capabilities, new_receive_buffer, receive_datagrams, send_datagrams
 from ._driver import Core, Driver, ListenerDriver
 
 __all__ = ["UdpClientDriver", "UdpListenerDriver"]

@@ -18,15 +18,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mstls.quic.connection import QuicConnection
-from mstls.quic.endpoint import ServerEndpoint
-from mstls.quic.udp import (
+from mstls.io.udp import (
     detect_capabilities,
     new_receive_buffer,
     open_udp_socket,
     receive_datagrams,
     send_datagrams,
 )
+from mstls.quic.connection import QuicConnection
+from mstls.quic.endpoint import ServerEndpoint
 
 T = TypeVar("T")
 MAX_WAIT = 0.05
