@@ -1,15 +1,9 @@
 """The client side of the TLS 1.3 handshake (RFC 8446 §2, Appendix A.1).
 
-State machine (RFC 8446 A.1), as the transition table at the bottom::
-
-    start --send ClientHello--> wait_sh
-    wait_sh --HelloRetryRequest / send ClientHello2--> wait_sh2
-    wait_sh, wait_sh2 --ServerHello--> wait_ee            (handshake keys)
-    wait_ee --EncryptedExtensions--> wait_cert_cr
-    wait_cert_cr --CertificateRequest--> wait_cert
-    wait_cert_cr, wait_cert --Certificate--> wait_cv
-    wait_cv --CertificateVerify--> wait_finished
-    wait_finished --Finished / send [Certificate, CertificateVerify,] Finished--> connected
+The handlers of the messages a client receives; each returns the
+:class:`~mstls.tls.states.Branch` it took and the state machine
+(``TRANSITIONS[Role.CLIENT]`` in :mod:`mstls.tls.states`, beside the RFC's
+diagram) says where that leads.
 """
 
 from __future__ import annotations
@@ -30,7 +24,7 @@ from .chain_verification import (
 )
 from .cipher_suites import CipherSuite
 from .config import TLSConfig
-from .engine import POST_HANDSHAKE, Direction, Epoch, TLSHandshake
+from .engine import Direction, Epoch, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
 from .groups import KeyShareClient, NamedGroup
 from .key_schedule import KeySchedule
@@ -49,6 +43,7 @@ from .signatures import (
     choose_scheme,
     sign,
 )
+from .states import STARTED, Branch, HandshakeState, Role
 
 __all__ = ["ClientHandshake"]
 
@@ -76,17 +71,19 @@ def _is_ip_literal(name: str) -> bool:
 class ClientHandshake(TLSHandshake):
     """Drives a TLS 1.3 handshake as the client."""
 
-    is_client = True
+    role = Role.CLIENT
 
     def __init__(self, config: TLSConfig, *, transport_parameters: bytes | None = None) -> None:
         super().__init__(config, transport_parameters=transport_parameters)
         self._shares: dict[int, KeyShareClient] = {}
         self._hello: ClientHello | None = None
         self._hello_raw = b""
-        self._hello_retried = False
         self._server_hs_secret = b""
         self._client_hs_secret = b""
         self._certificate_request: CertificateRequest | None = None
+        #: Whether a HelloRetryRequest was answered (diagnostics; the state table
+        #: is what refuses a second one).
+        self._hello_retried = False
         if config.verify_peer and not config.pinned_sha256 and not config.server_name:
             raise HandshakeError(
                 AlertDescription.internal_error,
@@ -96,14 +93,14 @@ class ClientHandshake(TLSHandshake):
     # -- ClientHello ------------------------------------------------------------------
     def start(self) -> None:
         """Queue the ClientHello (RFC 8446 §4.1.2)."""
-        if self.state != "start":
+        if self.state is not HandshakeState.START:
             raise TLSError(AlertDescription.internal_error, "handshake already started")
         self.client_random = os.urandom(32)
         for group in self.config.initial_share_groups():
             self._shares[group] = KeyShareClient.generate(group)
         self._hello = self._build_hello(cookie=None)
         self._hello_raw = self._send(Epoch.INITIAL, self._hello)
-        self.state = "wait_sh"
+        self.state = STARTED[self.role]
 
     def _build_hello(self, cookie: bytes | None) -> ClientHello:
         config = self.config
@@ -140,12 +137,12 @@ class ClientHandshake(TLSHandshake):
         )
 
     # -- ServerHello / HelloRetryRequest ---------------------------------------------
-    def _handle_server_hello(self, body: bytes, raw: bytes) -> None:
+    def _handle_server_hello(self, body: bytes, raw: bytes) -> Branch:
         hello = ServerHello.parse(body)
         self._check_common_hello(hello)
         if hello.is_hello_retry_request:
             self._handle_hello_retry(hello, raw)
-            return
+            return Branch.HELLO_RETRY
         self._check_extensions_allowed(HandshakeType.server_hello, hello.extensions)
         self._check_offered(hello.extensions, "ServerHello")
         if hello.random[-8:-1] == b"DOWNGRD":
@@ -181,7 +178,7 @@ class ClientHandshake(TLSHandshake):
             "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
         )
         self._shares.clear()
-        self.state = "wait_ee"
+        return Branch.NEXT
 
     def _check_common_hello(self, hello: ServerHello) -> None:
         """Checks shared by ServerHello and HelloRetryRequest (RFC 8446 §4.1.3, §4.1.4)."""
@@ -230,11 +227,9 @@ class ClientHandshake(TLSHandshake):
         return self._schedule
 
     def _handle_hello_retry(self, hello: ServerHello, raw: bytes) -> None:
-        """RFC 8446 §4.1.4: answer a HelloRetryRequest with a new ClientHello."""
-        if self._hello_retried:
-            raise HandshakeError(
-                AlertDescription.unexpected_message, "second HelloRetryRequest received"
-            )
+        """RFC 8446 §4.1.4: answer a HelloRetryRequest with a new ClientHello;
+        a second one is an ``unexpected_message`` (the table has no such branch)."""
+        self._check_branch(Branch.HELLO_RETRY, "a second HelloRetryRequest")
         self._hello_retried = True
         self._check_extensions_allowed("hello_retry_request", hello.extensions)
         self._check_offered(hello.extensions, "HelloRetryRequest")
@@ -257,10 +252,9 @@ class ClientHandshake(TLSHandshake):
             self._shares = {group: KeyShareClient.generate(NamedGroup(group))}
         self._hello = self._build_hello(cookie=cookie)
         self._hello_raw = self._send(Epoch.INITIAL, self._hello)
-        self.state = "wait_sh2"
 
     # -- encrypted flight --------------------------------------------------------------
-    def _handle_encrypted_extensions(self, body: bytes, raw: bytes) -> None:
+    def _handle_encrypted_extensions(self, body: bytes, raw: bytes) -> Branch:
         message = EncryptedExtensions.parse(body)
         self._check_extensions_allowed(HandshakeType.encrypted_extensions, message.extensions)
         self._check_offered(message.extensions, "EncryptedExtensions")
@@ -287,9 +281,9 @@ class ClientHandshake(TLSHandshake):
             self.peer_transport_parameters = params
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
-        self.state = "wait_cert_cr"
+        return Branch.NEXT
 
-    def _handle_certificate_request(self, body: bytes, raw: bytes) -> None:
+    def _handle_certificate_request(self, body: bytes, raw: bytes) -> Branch:
         request = CertificateRequest.parse(body)
         if request.context:
             raise HandshakeError(
@@ -304,9 +298,9 @@ class ClientHandshake(TLSHandshake):
         self._certificate_request = request
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
-        self.state = "wait_cert"
+        return Branch.NEXT
 
-    def _handle_certificate(self, body: bytes, raw: bytes) -> None:
+    def _handle_certificate(self, body: bytes, raw: bytes) -> Branch:
         message = Certificate.parse(body)
         if not message.entries:
             raise HandshakeError(AlertDescription.decode_error, "server sent no certificate")
@@ -323,13 +317,13 @@ class ClientHandshake(TLSHandshake):
             self.peer = unverified_peer(chain)
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
-        self.state = "wait_cv"
+        return Branch.NEXT
 
-    def _handle_certificate_verify(self, body: bytes, raw: bytes) -> None:
+    def _handle_certificate_verify(self, body: bytes, raw: bytes) -> Branch:
         self._check_certificate_verify(body, raw, self.config.signature_schemes)
-        self.state = "wait_finished"
+        return Branch.NEXT
 
-    def _handle_finished(self, body: bytes, raw: bytes) -> None:
+    def _handle_finished(self, body: bytes, raw: bytes) -> Branch:
         schedule = self._schedule
         assert schedule is not None
         expected = schedule.finished(self._server_hs_secret)
@@ -345,6 +339,7 @@ class ClientHandshake(TLSHandshake):
         self._send(Epoch.HANDSHAKE, Finished(schedule.finished(self._client_hs_secret)))
         self._install_application_key(Direction.WRITE)
         self._complete()
+        return Branch.NEXT
 
     def _send_client_certificate(self, request: CertificateRequest) -> None:
         """RFC 8446 §4.4.2: send our chain (possibly empty) and sign the transcript."""
@@ -368,23 +363,13 @@ class ClientHandshake(TLSHandshake):
         content = certificate_verify_content(self._schedule.transcript_hash(), is_server=False)
         self._send(Epoch.HANDSHAKE, CertificateVerify(scheme, sign(key, scheme, content)))
 
-    TRANSITIONS = {
-        ("wait_sh", HandshakeType.server_hello): (_handle_server_hello, Epoch.INITIAL),
-        ("wait_sh2", HandshakeType.server_hello): (_handle_server_hello, Epoch.INITIAL),
-        ("wait_ee", HandshakeType.encrypted_extensions): (
-            _handle_encrypted_extensions,
-            Epoch.HANDSHAKE,
-        ),
-        ("wait_cert_cr", HandshakeType.certificate_request): (
-            _handle_certificate_request,
-            Epoch.HANDSHAKE,
-        ),
-        ("wait_cert_cr", HandshakeType.certificate): (_handle_certificate, Epoch.HANDSHAKE),
-        ("wait_cert", HandshakeType.certificate): (_handle_certificate, Epoch.HANDSHAKE),
-        ("wait_cv", HandshakeType.certificate_verify): (
-            _handle_certificate_verify,
-            Epoch.HANDSHAKE,
-        ),
-        ("wait_finished", HandshakeType.finished): (_handle_finished, Epoch.HANDSHAKE),
-        **POST_HANDSHAKE,
+    HANDLERS = {
+        HandshakeType.server_hello: _handle_server_hello,
+        HandshakeType.encrypted_extensions: _handle_encrypted_extensions,
+        HandshakeType.certificate_request: _handle_certificate_request,
+        HandshakeType.certificate: _handle_certificate,
+        HandshakeType.certificate_verify: _handle_certificate_verify,
+        HandshakeType.finished: _handle_finished,
+        HandshakeType.key_update: TLSHandshake._handle_key_update,
+        HandshakeType.new_session_ticket: TLSHandshake._handle_new_session_ticket,
     }
