@@ -29,6 +29,7 @@ from .extensions import ExtensionType, HandshakeType
 from .groups import KeyShareClient, NamedGroup
 from .key_schedule import KeySchedule
 from .messages import (
+    LEGACY_VERSION,
     Certificate,
     CertificateRequest,
     CertificateVerify,
@@ -41,6 +42,7 @@ from .signatures import (
     SignatureScheme,
     certificate_verify_content,
     choose_scheme,
+    schemes_for_key,
     sign,
 )
 from .states import STARTED, Branch, HandshakeState, Role
@@ -58,6 +60,9 @@ CERTIFICATE_SIGNATURE_SCHEMES = (
     SignatureScheme.rsa_pss_rsae_sha384,
     SignatureScheme.rsa_pkcs1_sha256,
 )
+#: The last 8 bytes of ServerHello.random of a server that could do TLS 1.3 but
+#: negotiated TLS 1.2 (``...01``) or below (``...00``) (RFC 8446 §4.1.3).
+DOWNGRADE_SENTINELS = (b"DOWNGRD\x01", b"DOWNGRD\x00")
 
 
 def _is_ip_literal(name: str) -> bool:
@@ -145,10 +150,6 @@ class ClientHandshake(TLSHandshake):
             return Branch.HELLO_RETRY
         self._check_extensions_allowed(HandshakeType.server_hello, hello.extensions)
         self._check_offered(hello.extensions, "ServerHello")
-        if hello.random[-8:-1] == b"DOWNGRD":
-            raise HandshakeError(
-                AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello"
-            )
         if ExtensionType.key_share not in hello.extensions:
             raise HandshakeError(AlertDescription.missing_extension, "ServerHello has no key_share")
         group, key_exchange = ext.parse_key_share_server(hello.extensions[ExtensionType.key_share])
@@ -181,16 +182,29 @@ class ClientHandshake(TLSHandshake):
         return Branch.NEXT
 
     def _check_common_hello(self, hello: ServerHello) -> None:
-        """Checks shared by ServerHello and HelloRetryRequest (RFC 8446 §4.1.3, §4.1.4)."""
+        """Checks shared by ServerHello and HelloRetryRequest (RFC 8446 §4.1.3,
+        §4.1.4), the version first (§4.2.1: before the rest is processed)."""
         assert self._hello is not None
+        if hello.random[-8:] in DOWNGRADE_SENTINELS:
+            # §4.1.3: MUST be checked in a ServerHello of TLS 1.2 or below; we also
+            # refuse it in TLS 1.3 ones, where it can only come from a broken server.
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello"
+            )
         versions = hello.extensions.get(ExtensionType.supported_versions)
         if versions is None:
+            # Appendix D.1: the server chose legacy_version, which we do not support.
             raise HandshakeError(AlertDescription.protocol_version, "peer does not support TLS 1.3")
         selected = ext.parse_uint16(versions, "supported_versions extension")
         if selected != ext.TLS13:
             raise HandshakeError(
                 AlertDescription.illegal_parameter,
                 f"server selected version {selected:#06x}, which we did not offer",
+            )
+        if hello.legacy_version != LEGACY_VERSION:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"ServerHello legacy_version is {hello.legacy_version:#06x}, not 0x0303",
             )
         if hello.legacy_session_id_echo != self._hello.legacy_session_id:
             raise HandshakeError(
@@ -209,11 +223,13 @@ class ClientHandshake(TLSHandshake):
                 "ServerHello cipher suite differs from the HelloRetryRequest's",
             )
 
-    def _check_offered(self, extensions: dict[int, bytes], where: str) -> None:
+    def _check_offered(
+        self, extensions: dict[int, bytes], where: str, *, except_for: int | None = None
+    ) -> None:
         """RFC 8446 §4.2: the server may only answer extensions we sent."""
         assert self._hello is not None
         for ext_type in extensions:
-            if ext_type not in self._hello.extensions:
+            if ext_type not in self._hello.extensions and ext_type != except_for:
                 raise HandshakeError(
                     AlertDescription.unsupported_extension,
                     f"{where} contains extension {ext_type}, which we did not offer",
@@ -232,7 +248,8 @@ class ClientHandshake(TLSHandshake):
         self._check_branch(Branch.HELLO_RETRY, "a second HelloRetryRequest")
         self._hello_retried = True
         self._check_extensions_allowed("hello_retry_request", hello.extensions)
-        self._check_offered(hello.extensions, "HelloRetryRequest")
+        # §4.2: a cookie is the one extension a HelloRetryRequest may send unasked.
+        self._check_offered(hello.extensions, "HelloRetryRequest", except_for=ExtensionType.cookie)
         cookie = hello.extensions.get(ExtensionType.cookie)
         key_share = hello.extensions.get(ExtensionType.key_share)
         if key_share is None and cookie is None:
@@ -291,10 +308,13 @@ class ClientHandshake(TLSHandshake):
                 "CertificateRequest context must be empty during the handshake",
             )
         self._check_extensions_allowed(HandshakeType.certificate_request, request.extensions)
-        if ExtensionType.signature_algorithms not in request.extensions:
+        schemes = request.extensions.get(ExtensionType.signature_algorithms)
+        if schemes is None:
             raise HandshakeError(
                 AlertDescription.missing_extension, "CertificateRequest has no signature_algorithms"
             )
+        # A non-empty list (§4.2.3), checked even when we have no certificate to send.
+        ext.parse_uint16_list(schemes, "signature_algorithms extension")
         self._certificate_request = request
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
@@ -304,7 +324,9 @@ class ClientHandshake(TLSHandshake):
         message = Certificate.parse(body)
         if not message.entries:
             raise HandshakeError(AlertDescription.decode_error, "server sent no certificate")
-        chain = self._parse_peer_chain(message)
+        assert self._hello is not None
+        # §4.4.2: the server's certificate extensions must answer ours (§4.2).
+        chain = self._parse_peer_chain(message, solicited=self._hello.extensions)
         config = self.config
         if config.pinned_sha256:
             self.peer = verify_pinned(chain, config.pinned_sha256)
@@ -342,10 +364,16 @@ class ClientHandshake(TLSHandshake):
         return Branch.NEXT
 
     def _send_client_certificate(self, request: CertificateRequest) -> None:
-        """RFC 8446 §4.4.2: send our chain (possibly empty) and sign the transcript."""
+        """RFC 8446 §4.4.2: send our chain and sign the transcript.
+
+        §4.4.2.3: with no suitable certificate -- none configured, or a key that
+        can sign with none of the schemes the server accepts -- the Certificate
+        is empty and the server decides.
+        """
         config = self.config
         key = config.private_key
-        chain = list(config.certificate_chain) if key is not None else []
+        scheme = self._client_scheme(request) if key is not None else None
+        chain = list(config.certificate_chain) if scheme is not None else []
         self._send(
             Epoch.HANDSHAKE,
             Certificate(
@@ -353,15 +381,24 @@ class ClientHandshake(TLSHandshake):
                 [(c.public_bytes(Encoding.DER), {}) for c in chain],
             ),
         )
-        if not chain:
+        if scheme is None:
             return
         assert key is not None and self._schedule is not None
+        content = certificate_verify_content(self._schedule.transcript_hash(), is_server=False)
+        self._send(Epoch.HANDSHAKE, CertificateVerify(scheme, sign(key, scheme, content)))
+
+    def _client_scheme(self, request: CertificateRequest) -> SignatureScheme | None:
+        """Our scheme for the CertificateVerify, or None if our key fits none the
+        server accepts (§4.4.2.2, §4.3.2)."""
+        key = self.config.private_key
+        assert key is not None
         peer_schemes = ext.parse_uint16_list(
             request.extensions[ExtensionType.signature_algorithms], "signature_algorithms"
         )
-        scheme = choose_scheme(key, [s for s in peer_schemes if s in config.signature_schemes])
-        content = certificate_verify_content(self._schedule.transcript_hash(), is_server=False)
-        self._send(Epoch.HANDSHAKE, CertificateVerify(scheme, sign(key, scheme, content)))
+        usable = [s for s in peer_schemes if s in self.config.signature_schemes]
+        if not set(schemes_for_key(key)) & set(usable):
+            return None
+        return choose_scheme(key, usable)
 
     HANDLERS = {
         HandshakeType.server_hello: _handle_server_hello,

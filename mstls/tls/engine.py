@@ -31,7 +31,7 @@ read epoch advances any bytes left at the old epoch are an error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import ClassVar
@@ -297,8 +297,14 @@ class TLSHandshake:
             self._keylog.log("EXPORTER_SECRET", self.client_random, schedule.derive(b"exp master"))
 
     # -- the peer's certificate (RFC 8446 §4.4.2, §4.4.3), shared by both roles ----------
-    def _parse_peer_chain(self, message: Certificate) -> list[x509.Certificate]:
-        """Check a non-empty Certificate message and parse its chain (untrusted input)."""
+    def _parse_peer_chain(
+        self, message: Certificate, *, solicited: Collection[int] | None = None
+    ) -> list[x509.Certificate]:
+        """Check a non-empty Certificate message and parse its chain (untrusted input).
+
+        With ``solicited``, an entry extension not in it is ``unsupported_extension``
+        (RFC 8446 §4.2, §4.4.2).
+        """
         peer = "server" if self.is_client else "client"
         if message.context:
             raise HandshakeError(
@@ -312,9 +318,23 @@ class TLSHandshake:
             )
         for _, entry_extensions in message.entries:
             self._check_extensions_allowed(HandshakeType.certificate, entry_extensions)
+            if solicited is not None:
+                self._check_solicited(peer, entry_extensions, solicited)
         chain = [parse_certificate_der(der) for der, _ in message.entries]
         self._peer_chain_certs = chain
         return chain
+
+    @staticmethod
+    def _check_solicited(
+        peer: str, extensions: Collection[int], solicited: Collection[int]
+    ) -> None:
+        for ext_type in extensions:
+            if ext_type not in solicited:
+                raise HandshakeError(
+                    AlertDescription.unsupported_extension,
+                    f"{peer} Certificate entry contains extension {ext_type}, "
+                    "which was not requested",
+                )
 
     def _trusted_roots(self) -> list[x509.Certificate]:
         roots = self.config.trusted_roots

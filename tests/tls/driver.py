@@ -220,9 +220,17 @@ class EnginePair:
     delivery is recorded in :attr:`trace`.
     """
 
-    def __init__(self, client_config: TLSConfig, server_config: TLSConfig) -> None:
-        self.client = ClientHandshake(client_config)
-        self.server = ServerHandshake(server_config)
+    def __init__(
+        self,
+        client_config: TLSConfig,
+        server_config: TLSConfig,
+        *,
+        transport_parameters: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        """``transport_parameters`` (client's, server's) puts both in QUIC mode."""
+        client_tp, server_tp = transport_parameters or (None, None)
+        self.client = ClientHandshake(client_config, transport_parameters=client_tp)
+        self.server = ServerHandshake(server_config, transport_parameters=server_tp)
         self.inbox: dict[Role, deque[Message]] = {Role.CLIENT: deque(), Role.SERVER: deque()}
         self.trace: list[Step] = []
         self.client.start()
@@ -248,7 +256,10 @@ class EnginePair:
     def deliver(self, role: Role, message: Message | None = None) -> Message:
         """Feed ``role`` its next queued message (or ``message`` instead of it)."""
         queued = self.inbox[role].popleft()
-        message = queued if message is None else message
+        return self.feed(role, queued if message is None else message)
+
+    def feed(self, role: Role, message: Message) -> Message:
+        """Feed ``role`` a message of the test's own, leaving its queue alone."""
         engine = self.engine(role)
         before = engine.state
         engine.receive(message.epoch, message.raw)
