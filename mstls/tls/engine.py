@@ -22,8 +22,8 @@ Dispatch is a table (RFC 8446 Appendix A, :mod:`mstls.tls.states`):
 arrive at and the next state for each branch; the role's ``HANDLERS`` give the
 handler for the message type, which returns the branch it took.  Anything not
 in the table is an ``unexpected_message`` alert naming the state and the
-message.  Every failure is raised as :class:`~mstls.exceptions.TLSError` carrying the
-alert to send; the engine is unusable afterwards.
+message.  Every failure is raised as :class:`~mstls.exceptions.TLSError`
+carrying the alert to send; the engine is unusable afterwards.
 
 RFC 8446 §5.1: handshake messages must not span a key change, so when the
 read epoch advances any bytes left at the old epoch are an error.

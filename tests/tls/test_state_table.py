@@ -242,3 +242,16 @@ def _retry_request_of(name: str) -> Message:
     message = pair.next_message(Role.CLIENT)
     assert message is not None and message.msg_type == HandshakeType.server_hello
     return message
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_quic_refuses_the_key_update_the_table_accepts_over_tcp(role: Role) -> None:
+    """RFC 9001 §6: QUIC has its own key update; a TLS KeyUpdate is unexpected_message."""
+    pair = EnginePair(*_configs("plain"), transport_parameters=(b"\x01\x00", b"\x01\x00"))
+    pair.run()
+    engine = pair.engine(role)
+    assert engine.state is HandshakeState.CONNECTED
+    with pytest.raises(TLSError) as info:
+        engine.receive(Epoch.ONE_RTT, frame_message(HandshakeType.key_update, b"\x00"))
+    assert info.value.alert == AlertDescription.unexpected_message
+    assert info.value.reason == "TLS KeyUpdate received in QUIC"
