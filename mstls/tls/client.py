@@ -1,15 +1,9 @@
 """The client side of the TLS 1.3 handshake (RFC 8446 §2, Appendix A.1).
 
-State machine (RFC 8446 A.1), as the transition table at the bottom::
-
-    start --send ClientHello--> wait_sh
-    wait_sh --HelloRetryRequest / send ClientHello2--> wait_sh2
-    wait_sh, wait_sh2 --ServerHello--> wait_ee            (handshake keys)
-    wait_ee --EncryptedExtensions--> wait_cert_cr
-    wait_cert_cr --CertificateRequest--> wait_cert
-    wait_cert_cr, wait_cert --Certificate--> wait_cv
-    wait_cv --CertificateVerify--> wait_finished
-    wait_finished --Finished / send [Certificate, CertificateVerify,] Finished--> connected
+The handlers of the messages a client receives; each returns the
+:class:`~mstls.tls.states.Branch` it took and the state machine
+(``TRANSITIONS[Role.CLIENT]`` in :mod:`mstls.tls.states`, beside the RFC's
+diagram) says where that leads.
 """
 
 from __future__ import annotations
@@ -30,11 +24,12 @@ from .chain_verification import (
 )
 from .cipher_suites import CipherSuite
 from .config import TLSConfig
-from .engine import POST_HANDSHAKE, Direction, Epoch, TLSHandshake
+from .engine import Direction, Epoch, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
 from .groups import KeyShareClient, NamedGroup
 from .key_schedule import KeySchedule
 from .messages import (
+    LEGACY_VERSION,
     Certificate,
     CertificateRequest,
     CertificateVerify,
@@ -47,8 +42,10 @@ from .signatures import (
     SignatureScheme,
     certificate_verify_content,
     choose_scheme,
+    schemes_for_key,
     sign,
 )
+from .states import STARTED, Branch, HandshakeState, Role
 
 __all__ = ["ClientHandshake"]
 
@@ -63,6 +60,9 @@ CERTIFICATE_SIGNATURE_SCHEMES = (
     SignatureScheme.rsa_pss_rsae_sha384,
     SignatureScheme.rsa_pkcs1_sha256,
 )
+#: The last 8 bytes of ServerHello.random of a server that could do TLS 1.3 but
+#: negotiated TLS 1.2 (``...01``) or below (``...00``) (RFC 8446 §4.1.3).
+DOWNGRADE_SENTINELS = (b"DOWNGRD\x01", b"DOWNGRD\x00")
 
 
 def _is_ip_literal(name: str) -> bool:
@@ -76,17 +76,19 @@ def _is_ip_literal(name: str) -> bool:
 class ClientHandshake(TLSHandshake):
     """Drives a TLS 1.3 handshake as the client."""
 
-    is_client = True
+    role = Role.CLIENT
 
     def __init__(self, config: TLSConfig, *, transport_parameters: bytes | None = None) -> None:
         super().__init__(config, transport_parameters=transport_parameters)
         self._shares: dict[int, KeyShareClient] = {}
         self._hello: ClientHello | None = None
         self._hello_raw = b""
-        self._hello_retried = False
         self._server_hs_secret = b""
         self._client_hs_secret = b""
         self._certificate_request: CertificateRequest | None = None
+        #: Whether a HelloRetryRequest was answered (diagnostics; the state table
+        #: is what refuses a second one).
+        self._hello_retried = False
         if config.verify_peer and not config.pinned_sha256 and not config.server_name:
             raise HandshakeError(
                 AlertDescription.internal_error,
@@ -96,14 +98,14 @@ class ClientHandshake(TLSHandshake):
     # -- ClientHello ------------------------------------------------------------------
     def start(self) -> None:
         """Queue the ClientHello (RFC 8446 §4.1.2)."""
-        if self.state != "start":
+        if self.state is not HandshakeState.START:
             raise TLSError(AlertDescription.internal_error, "handshake already started")
         self.client_random = os.urandom(32)
         for group in self.config.initial_share_groups():
             self._shares[group] = KeyShareClient.generate(group)
         self._hello = self._build_hello(cookie=None)
         self._hello_raw = self._send(Epoch.INITIAL, self._hello)
-        self.state = "wait_sh"
+        self.state = STARTED[self.role]
 
     def _build_hello(self, cookie: bytes | None) -> ClientHello:
         config = self.config
@@ -140,18 +142,14 @@ class ClientHandshake(TLSHandshake):
         )
 
     # -- ServerHello / HelloRetryRequest ---------------------------------------------
-    def _handle_server_hello(self, body: bytes, raw: bytes) -> None:
+    def _handle_server_hello(self, body: bytes, raw: bytes) -> Branch:
         hello = ServerHello.parse(body)
         self._check_common_hello(hello)
         if hello.is_hello_retry_request:
             self._handle_hello_retry(hello, raw)
-            return
+            return Branch.HELLO_RETRY
         self._check_extensions_allowed(HandshakeType.server_hello, hello.extensions)
         self._check_offered(hello.extensions, "ServerHello")
-        if hello.random[-8:-1] == b"DOWNGRD":
-            raise HandshakeError(
-                AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello"
-            )
         if ExtensionType.key_share not in hello.extensions:
             raise HandshakeError(AlertDescription.missing_extension, "ServerHello has no key_share")
         group, key_exchange = ext.parse_key_share_server(hello.extensions[ExtensionType.key_share])
@@ -181,19 +179,32 @@ class ClientHandshake(TLSHandshake):
             "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
         )
         self._shares.clear()
-        self.state = "wait_ee"
+        return Branch.NEXT
 
     def _check_common_hello(self, hello: ServerHello) -> None:
-        """Checks shared by ServerHello and HelloRetryRequest (RFC 8446 §4.1.3, §4.1.4)."""
+        """Checks shared by ServerHello and HelloRetryRequest (RFC 8446 §4.1.3,
+        §4.1.4), the version first (§4.2.1: before the rest is processed)."""
         assert self._hello is not None
+        if hello.random[-8:] in DOWNGRADE_SENTINELS:
+            # §4.1.3: MUST be checked in a ServerHello of TLS 1.2 or below; we also
+            # refuse it in TLS 1.3 ones, where it can only come from a broken server.
+            raise HandshakeError(
+                AlertDescription.illegal_parameter, "downgrade sentinel in ServerHello"
+            )
         versions = hello.extensions.get(ExtensionType.supported_versions)
         if versions is None:
+            # Appendix D.1: the server chose legacy_version, which we do not support.
             raise HandshakeError(AlertDescription.protocol_version, "peer does not support TLS 1.3")
         selected = ext.parse_uint16(versions, "supported_versions extension")
         if selected != ext.TLS13:
             raise HandshakeError(
                 AlertDescription.illegal_parameter,
                 f"server selected version {selected:#06x}, which we did not offer",
+            )
+        if hello.legacy_version != LEGACY_VERSION:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"ServerHello legacy_version is {hello.legacy_version:#06x}, not 0x0303",
             )
         if hello.legacy_session_id_echo != self._hello.legacy_session_id:
             raise HandshakeError(
@@ -212,11 +223,13 @@ class ClientHandshake(TLSHandshake):
                 "ServerHello cipher suite differs from the HelloRetryRequest's",
             )
 
-    def _check_offered(self, extensions: dict[int, bytes], where: str) -> None:
+    def _check_offered(
+        self, extensions: dict[int, bytes], where: str, *, except_for: int | None = None
+    ) -> None:
         """RFC 8446 §4.2: the server may only answer extensions we sent."""
         assert self._hello is not None
         for ext_type in extensions:
-            if ext_type not in self._hello.extensions:
+            if ext_type not in self._hello.extensions and ext_type != except_for:
                 raise HandshakeError(
                     AlertDescription.unsupported_extension,
                     f"{where} contains extension {ext_type}, which we did not offer",
@@ -230,14 +243,13 @@ class ClientHandshake(TLSHandshake):
         return self._schedule
 
     def _handle_hello_retry(self, hello: ServerHello, raw: bytes) -> None:
-        """RFC 8446 §4.1.4: answer a HelloRetryRequest with a new ClientHello."""
-        if self._hello_retried:
-            raise HandshakeError(
-                AlertDescription.unexpected_message, "second HelloRetryRequest received"
-            )
+        """RFC 8446 §4.1.4: answer a HelloRetryRequest with a new ClientHello;
+        a second one is an ``unexpected_message`` (the table has no such branch)."""
+        self._check_branch(Branch.HELLO_RETRY, "a second HelloRetryRequest")
         self._hello_retried = True
         self._check_extensions_allowed("hello_retry_request", hello.extensions)
-        self._check_offered(hello.extensions, "HelloRetryRequest")
+        # §4.2: a cookie is the one extension a HelloRetryRequest may send unasked.
+        self._check_offered(hello.extensions, "HelloRetryRequest", except_for=ExtensionType.cookie)
         cookie = hello.extensions.get(ExtensionType.cookie)
         key_share = hello.extensions.get(ExtensionType.key_share)
         if key_share is None and cookie is None:
@@ -257,10 +269,9 @@ class ClientHandshake(TLSHandshake):
             self._shares = {group: KeyShareClient.generate(NamedGroup(group))}
         self._hello = self._build_hello(cookie=cookie)
         self._hello_raw = self._send(Epoch.INITIAL, self._hello)
-        self.state = "wait_sh2"
 
     # -- encrypted flight --------------------------------------------------------------
-    def _handle_encrypted_extensions(self, body: bytes, raw: bytes) -> None:
+    def _handle_encrypted_extensions(self, body: bytes, raw: bytes) -> Branch:
         message = EncryptedExtensions.parse(body)
         self._check_extensions_allowed(HandshakeType.encrypted_extensions, message.extensions)
         self._check_offered(message.extensions, "EncryptedExtensions")
@@ -287,9 +298,9 @@ class ClientHandshake(TLSHandshake):
             self.peer_transport_parameters = params
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
-        self.state = "wait_cert_cr"
+        return Branch.NEXT
 
-    def _handle_certificate_request(self, body: bytes, raw: bytes) -> None:
+    def _handle_certificate_request(self, body: bytes, raw: bytes) -> Branch:
         request = CertificateRequest.parse(body)
         if request.context:
             raise HandshakeError(
@@ -297,20 +308,25 @@ class ClientHandshake(TLSHandshake):
                 "CertificateRequest context must be empty during the handshake",
             )
         self._check_extensions_allowed(HandshakeType.certificate_request, request.extensions)
-        if ExtensionType.signature_algorithms not in request.extensions:
+        schemes = request.extensions.get(ExtensionType.signature_algorithms)
+        if schemes is None:
             raise HandshakeError(
                 AlertDescription.missing_extension, "CertificateRequest has no signature_algorithms"
             )
+        # A non-empty list (§4.2.3), checked even when we have no certificate to send.
+        ext.parse_uint16_list(schemes, "signature_algorithms extension")
         self._certificate_request = request
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
-        self.state = "wait_cert"
+        return Branch.NEXT
 
-    def _handle_certificate(self, body: bytes, raw: bytes) -> None:
+    def _handle_certificate(self, body: bytes, raw: bytes) -> Branch:
         message = Certificate.parse(body)
         if not message.entries:
             raise HandshakeError(AlertDescription.decode_error, "server sent no certificate")
-        chain = self._parse_peer_chain(message)
+        assert self._hello is not None
+        # §4.4.2: the server's certificate extensions must answer ours (§4.2).
+        chain = self._parse_peer_chain(message, solicited=self._hello.extensions)
         config = self.config
         if config.pinned_sha256:
             self.peer = verify_pinned(chain, config.pinned_sha256)
@@ -323,13 +339,13 @@ class ClientHandshake(TLSHandshake):
             self.peer = unverified_peer(chain)
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
-        self.state = "wait_cv"
+        return Branch.NEXT
 
-    def _handle_certificate_verify(self, body: bytes, raw: bytes) -> None:
+    def _handle_certificate_verify(self, body: bytes, raw: bytes) -> Branch:
         self._check_certificate_verify(body, raw, self.config.signature_schemes)
-        self.state = "wait_finished"
+        return Branch.NEXT
 
-    def _handle_finished(self, body: bytes, raw: bytes) -> None:
+    def _handle_finished(self, body: bytes, raw: bytes) -> Branch:
         schedule = self._schedule
         assert schedule is not None
         expected = schedule.finished(self._server_hs_secret)
@@ -345,12 +361,19 @@ class ClientHandshake(TLSHandshake):
         self._send(Epoch.HANDSHAKE, Finished(schedule.finished(self._client_hs_secret)))
         self._install_application_key(Direction.WRITE)
         self._complete()
+        return Branch.NEXT
 
     def _send_client_certificate(self, request: CertificateRequest) -> None:
-        """RFC 8446 §4.4.2: send our chain (possibly empty) and sign the transcript."""
+        """RFC 8446 §4.4.2: send our chain and sign the transcript.
+
+        §4.4.2.3: with no suitable certificate -- none configured, or a key that
+        can sign with none of the schemes the server accepts -- the Certificate
+        is empty and the server decides.
+        """
         config = self.config
         key = config.private_key
-        chain = list(config.certificate_chain) if key is not None else []
+        scheme = self._client_scheme(request) if key is not None else None
+        chain = list(config.certificate_chain) if scheme is not None else []
         self._send(
             Epoch.HANDSHAKE,
             Certificate(
@@ -358,33 +381,32 @@ class ClientHandshake(TLSHandshake):
                 [(c.public_bytes(Encoding.DER), {}) for c in chain],
             ),
         )
-        if not chain:
+        if scheme is None:
             return
         assert key is not None and self._schedule is not None
-        peer_schemes = ext.parse_uint16_list(
-            request.extensions[ExtensionType.signature_algorithms], "signature_algorithms"
-        )
-        scheme = choose_scheme(key, [s for s in peer_schemes if s in config.signature_schemes])
         content = certificate_verify_content(self._schedule.transcript_hash(), is_server=False)
         self._send(Epoch.HANDSHAKE, CertificateVerify(scheme, sign(key, scheme, content)))
 
-    TRANSITIONS = {
-        ("wait_sh", HandshakeType.server_hello): (_handle_server_hello, Epoch.INITIAL),
-        ("wait_sh2", HandshakeType.server_hello): (_handle_server_hello, Epoch.INITIAL),
-        ("wait_ee", HandshakeType.encrypted_extensions): (
-            _handle_encrypted_extensions,
-            Epoch.HANDSHAKE,
-        ),
-        ("wait_cert_cr", HandshakeType.certificate_request): (
-            _handle_certificate_request,
-            Epoch.HANDSHAKE,
-        ),
-        ("wait_cert_cr", HandshakeType.certificate): (_handle_certificate, Epoch.HANDSHAKE),
-        ("wait_cert", HandshakeType.certificate): (_handle_certificate, Epoch.HANDSHAKE),
-        ("wait_cv", HandshakeType.certificate_verify): (
-            _handle_certificate_verify,
-            Epoch.HANDSHAKE,
-        ),
-        ("wait_finished", HandshakeType.finished): (_handle_finished, Epoch.HANDSHAKE),
-        **POST_HANDSHAKE,
+    def _client_scheme(self, request: CertificateRequest) -> SignatureScheme | None:
+        """Our scheme for the CertificateVerify, or None if our key fits none the
+        server accepts (§4.4.2.2, §4.3.2)."""
+        key = self.config.private_key
+        assert key is not None
+        peer_schemes = ext.parse_uint16_list(
+            request.extensions[ExtensionType.signature_algorithms], "signature_algorithms"
+        )
+        usable = [s for s in peer_schemes if s in self.config.signature_schemes]
+        if not set(schemes_for_key(key)) & set(usable):
+            return None
+        return choose_scheme(key, usable)
+
+    HANDLERS = {
+        HandshakeType.server_hello: _handle_server_hello,
+        HandshakeType.encrypted_extensions: _handle_encrypted_extensions,
+        HandshakeType.certificate_request: _handle_certificate_request,
+        HandshakeType.certificate: _handle_certificate,
+        HandshakeType.certificate_verify: _handle_certificate_verify,
+        HandshakeType.finished: _handle_finished,
+        HandshakeType.key_update: TLSHandshake._handle_key_update,
+        HandshakeType.new_session_ticket: TLSHandshake._handle_new_session_ticket,
     }

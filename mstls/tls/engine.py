@@ -17,11 +17,13 @@ The order matters for TCP: a record layer that applies the list in order
 always protects each message with the right key.  QUIC only needs per-level
 bytes and keys, which the same list provides.
 
-Dispatch is a table (RFC 8446 Appendix A): ``TRANSITIONS[(state, msg_type)]``
-names the handler and the epoch the message must arrive at.  Anything not in
-the table is an ``unexpected_message`` alert naming the state and the message.
-Every failure is raised as :class:`~mstls.exceptions.TLSError` carrying the
-alert to send; the engine is unusable afterwards.
+Dispatch is a table (RFC 8446 Appendix A, :mod:`mstls.tls.states`):
+``TRANSITIONS[role][(state, msg_type)]`` gives the epoch the message must
+arrive at and the next state for each branch; the role's ``HANDLERS`` give the
+handler for the message type, which returns the branch it took.  Anything not
+in the table is an ``unexpected_message`` alert naming the state and the
+message.  Every failure is raised as :class:`~mstls.exceptions.TLSError`
+carrying the alert to send; the engine is unusable afterwards.
 
 RFC 8446 §5.1: handshake messages must not span a key change, so when the
 read epoch advances any bytes left at the old epoch are an error.
@@ -29,9 +31,9 @@ read epoch advances any bytes left at the old epoch are an error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
-from enum import Enum, IntEnum
+from enum import Enum
 from typing import ClassVar
 
 import attrs
@@ -55,6 +57,7 @@ from .messages import (
 )
 from .peer_identity import VerifiedPeer
 from .signatures import certificate_verify_content, verify
+from .states import TRANSITIONS, Branch, Epoch, HandshakeState, Role, Transition
 from .x509_fields import MAX_CERTIFICATE_CHAIN_LENGTH, parse_certificate_der
 
 __all__ = [
@@ -67,15 +70,6 @@ __all__ = [
     "SessionTicketReceived",
     "TLSHandshake",
 ]
-
-
-class Epoch(IntEnum):
-    """Encryption levels (RFC 9001 §4.1.4); TCP uses INITIAL for plaintext."""
-
-    INITIAL = 0
-    ZERO_RTT = 1
-    HANDSHAKE = 2
-    ONE_RTT = 3
 
 
 class Direction(Enum):
@@ -120,16 +114,18 @@ class SessionTicketReceived:
 
 
 Output = SendHandshake | InstallKey | HandshakeCompleted | SessionTicketReceived
-Handler = Callable[..., None]
+#: ``handler(engine, body, raw) -> the branch it took``.
+Handler = Callable[..., Branch]
 
 
 class TLSHandshake:
     """Role-independent machinery; :class:`ClientHandshake` and
-    :class:`ServerHandshake` provide the transition table and the handlers."""
+    :class:`ServerHandshake` provide the handlers, :mod:`mstls.tls.states`
+    the transitions."""
 
-    is_client: ClassVar[bool]
-    #: ``(state, message type) -> (handler, epoch the message must arrive at)``.
-    TRANSITIONS: ClassVar[dict[tuple[str, int], tuple[Handler, Epoch]]]
+    role: ClassVar[Role]
+    #: ``message type -> handler``; which states accept it is the table's business.
+    HANDLERS: ClassVar[dict[int, Handler]]
 
     def __init__(
         self,
@@ -141,7 +137,9 @@ class TLSHandshake:
         #: Our QUIC transport parameters; ``None`` for TLS over TCP.
         self.transport_parameters = transport_parameters
         self.peer_transport_parameters: bytes | None = None
-        self.state = "start"
+        self.state = HandshakeState.START
+        #: The transition being taken while a handler runs.
+        self._transition: Transition | None = None
         self.alpn_protocol: str | None = None
         self.cipher_suite: CipherSuite | None = None
         self.group: int = 0
@@ -161,6 +159,10 @@ class TLSHandshake:
         )
 
     # -- properties -------------------------------------------------------------
+    @property
+    def is_client(self) -> bool:
+        return self.role is Role.CLIENT
+
     @property
     def is_quic(self) -> bool:
         """QUIC mode (RFC 9001): transport parameters travel in the handshake."""
@@ -190,23 +192,38 @@ class TLSHandshake:
             raise
 
     def _dispatch(self, epoch: Epoch, msg_type: int, body: bytes, raw: bytes) -> None:
-        entry = self.TRANSITIONS.get((self.state, msg_type))
-        if entry is None:
-            raise self._unexpected(msg_type)
-        handler, expected_epoch = entry
-        if epoch != expected_epoch:
+        """RFC 8446 Appendix A: the table decides before the body is parsed."""
+        transition = TRANSITIONS[self.role].get((self.state, msg_type))
+        if transition is None:
+            raise self._unexpected(_type_name(msg_type))
+        if epoch != transition.epoch:
             raise TLSError(
                 AlertDescription.unexpected_message,
                 f"{_type_name(msg_type)} arrived at epoch {epoch.name}, "
-                f"expected {expected_epoch.name}",
+                f"expected {transition.epoch.name}",
             )
-        handler(self, body, raw)
+        self._transition = transition
+        branch = self.HANDLERS[msg_type](self, body, raw)
+        self._transition = None
+        self.state = self._next_state(transition, branch, _type_name(msg_type))
 
-    def _unexpected(self, msg_type: int) -> TLSError:
-        role = "client" if self.is_client else "server"
+    def _next_state(self, transition: Transition, branch: Branch, what: str) -> HandshakeState:
+        state = transition.next.get(branch)
+        if state is None:
+            raise self._unexpected(what if branch is Branch.NEXT else f"{what} ({branch.value})")
+        return state
+
+    def _check_branch(self, branch: Branch, what: str) -> None:
+        """Refuse ``branch`` of the message being handled, before its side effects,
+        when the table has no such branch from this state."""
+        assert self._transition is not None
+        if not self._transition.allows(branch):
+            raise self._unexpected(what)
+
+    def _unexpected(self, what: str) -> TLSError:
         return TLSError(
             AlertDescription.unexpected_message,
-            f"{role} received {_type_name(msg_type)} in state {self.state}",
+            f"{self.role.value} received {what} in state {self.state.value}",
         )
 
     # -- output -------------------------------------------------------------------
@@ -280,8 +297,14 @@ class TLSHandshake:
             self._keylog.log("EXPORTER_SECRET", self.client_random, schedule.derive(b"exp master"))
 
     # -- the peer's certificate (RFC 8446 §4.4.2, §4.4.3), shared by both roles ----------
-    def _parse_peer_chain(self, message: Certificate) -> list[x509.Certificate]:
-        """Check a non-empty Certificate message and parse its chain (untrusted input)."""
+    def _parse_peer_chain(
+        self, message: Certificate, *, solicited: Collection[int] | None = None
+    ) -> list[x509.Certificate]:
+        """Check a non-empty Certificate message and parse its chain (untrusted input).
+
+        With ``solicited``, an entry extension not in it is ``unsupported_extension``
+        (RFC 8446 §4.2, §4.4.2).
+        """
         peer = "server" if self.is_client else "client"
         if message.context:
             raise HandshakeError(
@@ -295,9 +318,23 @@ class TLSHandshake:
             )
         for _, entry_extensions in message.entries:
             self._check_extensions_allowed(HandshakeType.certificate, entry_extensions)
+            if solicited is not None:
+                self._check_solicited(peer, entry_extensions, solicited)
         chain = [parse_certificate_der(der) for der, _ in message.entries]
         self._peer_chain_certs = chain
         return chain
+
+    @staticmethod
+    def _check_solicited(
+        peer: str, extensions: Collection[int], solicited: Collection[int]
+    ) -> None:
+        for ext_type in extensions:
+            if ext_type not in solicited:
+                raise HandshakeError(
+                    AlertDescription.unsupported_extension,
+                    f"{peer} Certificate entry contains extension {ext_type}, "
+                    "which was not requested",
+                )
 
     def _trusted_roots(self) -> list[x509.Certificate]:
         roots = self.config.trusted_roots
@@ -324,7 +361,6 @@ class TLSHandshake:
         """The handshake is done (RFC 8446 §2): report what was negotiated."""
         assert self.cipher_suite is not None
         self.handshake_complete = True
-        self.state = "connected"
         self._output.append(
             HandshakeCompleted(
                 alpn_protocol=self.alpn_protocol,
@@ -358,7 +394,7 @@ class TLSHandshake:
             self._advance_read_epoch(Epoch.ONE_RTT)
         self._output.append(InstallKey(Epoch.ONE_RTT, direction, self.cipher_suite, secret))
 
-    def _handle_key_update(self, body: bytes, raw: bytes) -> None:
+    def _handle_key_update(self, body: bytes, raw: bytes) -> Branch:
         if self.is_quic:
             # RFC 9001 §6: a TLS KeyUpdate is an unexpected_message (0x010a).
             raise TLSError(AlertDescription.unexpected_message, "TLS KeyUpdate received in QUIC")
@@ -366,13 +402,13 @@ class TLSHandshake:
         self._step_secret(Direction.READ)
         if update.request_update:
             self.send_key_update(request_update=False)
+        return Branch.NEXT
 
-    def _handle_new_session_ticket(self, body: bytes, raw: bytes) -> None:
-        if not self.is_client:
-            raise self._unexpected(HandshakeType.new_session_ticket)
+    def _handle_new_session_ticket(self, body: bytes, raw: bytes) -> Branch:
         ticket = NewSessionTicket.parse(body)
         self._check_extensions_allowed(HandshakeType.new_session_ticket, ticket.extensions)
         self._output.append(SessionTicketReceived(ticket))
+        return Branch.NEXT
 
 
 def _type_name(msg_type: int) -> str:
@@ -380,13 +416,3 @@ def _type_name(msg_type: int) -> str:
         return HandshakeType(msg_type).name
     except ValueError:
         return f"handshake message type {msg_type}"
-
-
-#: Messages accepted in the "connected" state by either role (RFC 8446 §4.6).
-POST_HANDSHAKE: dict[tuple[str, int], tuple[Handler, Epoch]] = {
-    ("connected", HandshakeType.key_update): (TLSHandshake._handle_key_update, Epoch.ONE_RTT),
-    ("connected", HandshakeType.new_session_ticket): (
-        TLSHandshake._handle_new_session_ticket,
-        Epoch.ONE_RTT,
-    ),
-}

@@ -25,6 +25,7 @@ from .extensions import HandshakeType
 
 __all__ = [
     "HELLO_RETRY_RANDOM",
+    "LEGACY_VERSION",
     "MAX_BUFFERED_HANDSHAKE_BYTES",
     "MAX_HANDSHAKE_MESSAGE_SIZE",
     "Certificate",
@@ -143,6 +144,8 @@ class ServerHello:
     cipher_suite: int
     extensions: Extensions
     legacy_compression_method: int = 0
+    #: MUST be 0x0303 (RFC 8446 §4.1.3); kept so that the client can check it.
+    legacy_version: int = LEGACY_VERSION
     msg_type = HandshakeType.server_hello
 
     @property
@@ -151,7 +154,7 @@ class ServerHello:
 
     def encode(self) -> bytes:
         w = Writer()
-        w.push_uint16(LEGACY_VERSION)
+        w.push_uint16(self.legacy_version)
         w.push_bytes(self.random)
         w.push_block(1, self.legacy_session_id_echo)
         w.push_uint16(self.cipher_suite)
@@ -162,7 +165,7 @@ class ServerHello:
     @classmethod
     def parse(cls, body: bytes) -> ServerHello:
         def parse(r: Reader) -> ServerHello:
-            r.pull_uint16()
+            legacy_version = r.pull_uint16()
             random = r.pull_bytes(32)
             session_id = r.pull_block(1)
             if len(session_id) > 32:
@@ -170,7 +173,7 @@ class ServerHello:
             suite = r.pull_uint16()
             compression = r.pull_uint8()
             extensions = _pull_extensions(r, "ServerHello") if not r.eof() else {}
-            return cls(random, session_id, suite, extensions, compression)
+            return cls(random, session_id, suite, extensions, compression, legacy_version)
 
         return _parse("ServerHello", body, parse)
 

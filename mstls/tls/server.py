@@ -1,15 +1,9 @@
 """The server side of the TLS 1.3 handshake (RFC 8446 §2, Appendix A.2).
 
-State machine (RFC 8446 A.2), as the transition table at the bottom::
-
-    wait_ch --ClientHello (share missing) / send HelloRetryRequest--> wait_ch2
-    wait_ch, wait_ch2 --ClientHello / send ServerHello, EncryptedExtensions,
-        [CertificateRequest,] Certificate, CertificateVerify, Finished-->
-        wait_client_cert (if a certificate was requested) or wait_client_finished
-    wait_client_cert --Certificate (non-empty)--> wait_client_cv
-    wait_client_cert --Certificate (empty)--> wait_client_finished
-    wait_client_cv --CertificateVerify--> wait_client_finished
-    wait_client_finished --Finished--> connected
+The handlers of the messages a server receives; each returns the
+:class:`~mstls.tls.states.Branch` it took and the state machine
+(``TRANSITIONS[Role.SERVER]`` in :mod:`mstls.tls.states`, beside the RFC's
+diagram) says where that leads.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ from .chain_verification import (
 )
 from .cipher_suites import CipherSuite
 from .config import TLSConfig
-from .engine import POST_HANDSHAKE, Direction, Epoch, TLSHandshake
+from .engine import Direction, Epoch, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
 from .groups import server_key_share
 from .key_schedule import KeySchedule
@@ -43,6 +37,7 @@ from .messages import (
     ServerHello,
 )
 from .signatures import certificate_verify_content, choose_scheme, sign
+from .states import Branch, Role
 
 __all__ = ["ServerHandshake"]
 
@@ -50,7 +45,7 @@ __all__ = ["ServerHandshake"]
 class ServerHandshake(TLSHandshake):
     """Drives a TLS 1.3 handshake as the server."""
 
-    is_client = False
+    role = Role.SERVER
 
     def __init__(self, config: TLSConfig, *, transport_parameters: bytes | None = None) -> None:
         super().__init__(config, transport_parameters=transport_parameters)
@@ -58,7 +53,6 @@ class ServerHandshake(TLSHandshake):
             raise HandshakeError(
                 AlertDescription.internal_error, "a server needs a certificate and a private key"
             )
-        self.state = "wait_ch"
         self.server_name = None
         self._retry_group: int | None = None
         self._client_hs_secret = b""
@@ -68,7 +62,7 @@ class ServerHandshake(TLSHandshake):
         """Servers wait for the ClientHello; nothing to send yet."""
 
     # -- ClientHello --------------------------------------------------------------------
-    def _handle_client_hello(self, body: bytes, raw: bytes) -> None:
+    def _handle_client_hello(self, body: bytes, raw: bytes) -> Branch:
         hello = ClientHello.parse(body)
         self._check_client_hello(hello)
         suite = self._choose_suite(hello)
@@ -84,12 +78,12 @@ class ServerHandshake(TLSHandshake):
         self._schedule.update_transcript(raw)
         if share is None:
             self._send_hello_retry(hello, group)
-            return
+            return Branch.HELLO_RETRY
         self.client_random = hello.random
         alpn = self._choose_alpn(hello)
         self._read_client_extensions(hello)
         scheme = self._choose_scheme(hello)
-        self._send_server_flight(hello, group, share, alpn, scheme)
+        return self._send_server_flight(hello, group, share, alpn, scheme)
 
     def _check_client_hello(self, hello: ClientHello) -> None:
         """Version, compression and extension placement (RFC 8446 §4.1.2, §4.2)."""
@@ -214,12 +208,13 @@ class ServerHandshake(TLSHandshake):
             },
         )
         self._send(Epoch.INITIAL, retry)
-        self.state = "wait_ch2"
 
     # -- our flight ------------------------------------------------------------------------
     def _send_server_flight(
         self, hello: ClientHello, group: int, client_share: bytes, alpn: str | None, scheme: int
-    ) -> None:
+    ) -> Branch:
+        """RFC 8446 §4.1.3-§4.4.4: our whole flight; the branch says whether it
+        asked for a client certificate."""
         schedule = self._schedule
         assert schedule is not None and self.cipher_suite is not None
         key_exchange, shared_secret = server_key_share(group, client_share)
@@ -268,7 +263,7 @@ class ServerHandshake(TLSHandshake):
         self._send(Epoch.HANDSHAKE, Finished(schedule.finished(server_hs_secret)))
         self._derive_application_secrets()
         self._install_application_key(Direction.WRITE)
-        self.state = "wait_client_cert" if requesting else "wait_client_finished"
+        return Branch.CERTIFICATE_REQUESTED if requesting else Branch.NEXT
 
     def _encrypted_extensions(self, alpn: str | None) -> dict[int, bytes]:
         extensions: dict[int, bytes] = {}
@@ -289,7 +284,7 @@ class ServerHandshake(TLSHandshake):
         )
 
     # -- the client's flight --------------------------------------------------------------
-    def _handle_client_certificate(self, body: bytes, raw: bytes) -> None:
+    def _handle_client_certificate(self, body: bytes, raw: bytes) -> Branch:
         message = Certificate.parse(body)
         assert self._schedule is not None
         if not message.entries:
@@ -299,21 +294,20 @@ class ServerHandshake(TLSHandshake):
                     "client certificate required but the client sent none",
                 )
             self._schedule.update_transcript(raw)
-            self.state = "wait_client_finished"
-            return
+            return Branch.EMPTY_CERTIFICATE
         chain = self._parse_peer_chain(message)
         if self.config.pinned_sha256:
             self.peer = verify_pinned(chain, self.config.pinned_sha256)
         else:
             self.peer = verify_client_chain(chain, self._trusted_roots(), self.now())
         self._schedule.update_transcript(raw)
-        self.state = "wait_client_cv"
+        return Branch.NEXT
 
-    def _handle_client_certificate_verify(self, body: bytes, raw: bytes) -> None:
+    def _handle_client_certificate_verify(self, body: bytes, raw: bytes) -> Branch:
         self._check_certificate_verify(body, raw, self._offered_schemes)
-        self.state = "wait_client_finished"
+        return Branch.NEXT
 
-    def _handle_client_finished(self, body: bytes, raw: bytes) -> None:
+    def _handle_client_finished(self, body: bytes, raw: bytes) -> Branch:
         schedule = self._schedule
         assert schedule is not None and self.cipher_suite is not None
         expected = schedule.finished(self._client_hs_secret)
@@ -324,21 +318,12 @@ class ServerHandshake(TLSHandshake):
         schedule.update_transcript(raw)
         self._install_application_key(Direction.READ)
         self._complete()
+        return Branch.NEXT
 
-    TRANSITIONS = {
-        ("wait_ch", HandshakeType.client_hello): (_handle_client_hello, Epoch.INITIAL),
-        ("wait_ch2", HandshakeType.client_hello): (_handle_client_hello, Epoch.INITIAL),
-        ("wait_client_cert", HandshakeType.certificate): (
-            _handle_client_certificate,
-            Epoch.HANDSHAKE,
-        ),
-        ("wait_client_cv", HandshakeType.certificate_verify): (
-            _handle_client_certificate_verify,
-            Epoch.HANDSHAKE,
-        ),
-        ("wait_client_finished", HandshakeType.finished): (
-            _handle_client_finished,
-            Epoch.HANDSHAKE,
-        ),
-        **POST_HANDSHAKE,
+    HANDLERS = {
+        HandshakeType.client_hello: _handle_client_hello,
+        HandshakeType.certificate: _handle_client_certificate,
+        HandshakeType.certificate_verify: _handle_client_certificate_verify,
+        HandshakeType.finished: _handle_client_finished,
+        HandshakeType.key_update: TLSHandshake._handle_key_update,
     }

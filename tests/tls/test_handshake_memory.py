@@ -19,29 +19,7 @@ from mstls.tls.record import MAX_CIPHERTEXT
 from mstls.tls.tcp import ApplicationData, CloseNotifyReceived, TLSConnection
 from tests.certs import CLIENT_NAME, SERVER_NAME, TestPKI
 
-from .driver import drain, memory_pair, pump
-
-ALPN = ["mstls-test"]
-
-
-def client_config(pki: TestPKI, **kw: Any) -> TLSConfig:
-    options: dict[str, Any] = dict(
-        alpn_protocols=ALPN, server_name=SERVER_NAME, trusted_roots=pki.roots
-    )
-    options.update(kw)
-    return TLSConfig(**options)
-
-
-def server_config(pki: TestPKI, cert: str = "server", **kw: Any) -> TLSConfig:
-    pair = getattr(pki, cert)
-    options: dict[str, Any] = dict(
-        alpn_protocols=ALPN,
-        certificate_chain=[pair.certificate],
-        private_key=pair.private_key,
-        trusted_roots=pki.roots,
-    )
-    options.update(kw)
-    return TLSConfig(**options)
+from .driver import client_config, drain, memory_pair, pump, server_config
 
 
 def handshake(client_cfg: TLSConfig, server_cfg: TLSConfig) -> tuple[TLSConnection, TLSConnection]:

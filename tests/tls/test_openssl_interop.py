@@ -19,8 +19,7 @@ from mstls.tls.groups import NamedGroup
 from mstls.tls.tcp import TLSConnection
 from tests.certs import CLIENT_NAME, SERVER_NAME, TestPKI
 
-from .driver import BlockingTLS
-from .test_handshake_memory import ALPN, client_config, server_config
+from .driver import ALPN, BlockingTLS, client_config, server_config
 
 pytestmark = pytest.mark.network
 
