@@ -361,7 +361,8 @@ def test_stop_sending_triggers_reset_with_the_peers_code() -> None:
     assert pair.client.read(sid, 100) == (b"answer", True)
 
 
-def test_reset_by_peer_fails_reads_and_returns_credit() -> None:
+def test_reset_by_peer_returns_delivered_data_then_fails_reads() -> None:
+    """E6: the 15,000 bytes that arrived before RESET_STREAM are read first."""
     pair = Pair(server_params=params(data=20_000, stream=20_000))
     sid = pair.client.open_stream()
     pair.client.write(sid, b"x" * 15_000)
@@ -370,11 +371,17 @@ def test_reset_by_peer_fails_reads_and_returns_credit() -> None:
     pair.client.reset_stream(sid, 5)
     pair.step()
     assert StreamReset(sid, 5, 15_000) in pair.server.pull_events()
+    received = bytearray()
+    while len(received) < 15_000:
+        data, fin = pair.server.read(sid, 4000)
+        assert data and not fin
+        received += data
+    assert received == b"x" * 15_000
     with pytest.raises(StreamResetError) as info:
         pair.server.read(sid, 100)
     assert info.value.error_code == 5
     window = pair.server.connection_window
-    assert window.consumed == 15_000  # discarded data is credited back
+    assert window.consumed == 15_000  # what was read is credited back
     pair.step()
     assert pair.client.connection_credit.limit > 20_000  # MAX_DATA followed
 
