@@ -135,3 +135,24 @@ def test_read_returns_data_delivered_before_the_reset(transport: str) -> None:
     assert "error" not in outcome, outcome.get("error")
     assert outcome["data"] == payload  # used to raise StreamReset at once
     assert outcome["code"] == 0x77
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_wait_acknowledged_is_woken_by_the_connection_closing(transport: str) -> None:
+    """C2: a wait for data the peer never takes ends when the connection does."""
+
+    def on_connection(conn: mstls.Connection) -> None:
+        conn.accept_stream(timeout=TIMEOUT)  # and never read
+        time.sleep(SHORT)  # let the wait start first
+        conn.close()
+
+    with (
+        server(transport=transport, on_connection=on_connection) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
+        stream = conn.open_stream()
+        stream.write(b"d" * BEYOND_WINDOW, timeout=TIMEOUT)
+        errors.clear_error()
+        with pytest.raises(mstls.ConnectionTerminated):
+            stream.wait_acknowledged(timeout=TIMEOUT)
+        errors.clear_error()

@@ -137,3 +137,21 @@ async def test_receive_returns_data_delivered_before_the_reset(transport: str) -
             await theirs.send_eof()
             assert await receive_exactly(ours, 5) == b"reply"
             assert await ours.receive_some() == b""
+
+
+async def test_wait_acknowledged_is_woken_by_the_connection_closing(transport: str) -> None:
+    """C2: a wait for data the peer never takes ends when the connection does."""
+    async with connected(transport) as (client, server):
+        ours = await client.open_stream()
+        await ours.send_all(b"d" * BEYOND_WINDOW)
+        with trio.fail_after(TIMEOUT):
+            await server.accept_stream()  # and never read
+
+            async def close_peer() -> None:
+                await trio.sleep(SHORT)  # let the wait park first
+                await server.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(close_peer)
+                with pytest.raises(mstls.ConnectionTerminated):
+                    await ours.wait_acknowledged()
