@@ -279,6 +279,8 @@ class Session:
             return False
         if self.transport != "tcp" or (stream is not None and send is None):
             return True  # QUIC ACKs, or a receive-only stream (nothing written)
+        if send is not None and not send.write_offset and not send.fin_requested:
+            return True  # nothing written: nothing to wait for
         return self._ping_answered(stream_id, send)
 
     def _ping_answered(self, stream_id: int, send: Any) -> bool:

@@ -177,3 +177,10 @@ def test_read_returns_delivered_data_before_the_reset(sessions: _Sessions) -> No
     # E6: the reset of one direction leaves the other one working.
     server.write(sid, b"reply", fin=True)
     sessions.run_until(lambda: client.read(sid, 100) == b"reply")
+
+
+def test_nothing_written_is_acknowledged_at_once(sessions: _Sessions) -> None:
+    sid = sessions.client.open_stream(True)
+    assert sid is not None
+    assert sessions.acked(sid)
+    assert not sessions.client._ack_pings  # QMux: no round trip needed
