@@ -386,6 +386,28 @@ def test_reset_by_peer_returns_delivered_data_then_fails_reads() -> None:
     assert pair.client.connection_credit.limit > 20_000  # MAX_DATA followed
 
 
+def test_reset_with_a_gap_credits_the_connection_and_forgets_the_stream() -> None:
+    """Bytes beyond the first gap are undeliverable: credited at once (final size, §4.5);
+    the readable prefix is credited when read; the stream is forgotten once the
+    reset was reported."""
+    m = manager(False, params(data=1000, stream=1000), params())
+    sid = 2  # the client's first unidirectional stream: receive-only for us
+    m.on_stream(StreamFrame(sid, 0, b"a" * 100))
+    m.on_stream(StreamFrame(sid, 200, b"b" * 100))
+    m.on_reset_stream(ResetStreamFrame(sid, 11, 600))
+    window = m.connection_window
+    assert window.received == 600 and window.consumed == 500
+    assert m.read(sid, 1000) == (b"a" * 100, False)
+    assert window.consumed == 600
+    assert frames_of_type(decoded(send_once(m)), MaxDataFrame)  # half the window came back
+    with pytest.raises(StreamResetError) as info:
+        m.read(sid, 1000)
+    assert info.value.error_code == 11
+    assert m.get_stream(sid) is None  # memory released once reported
+    with pytest.raises(StreamStateError):
+        m.read(sid, 1000)
+
+
 def test_read_discarded_after_local_reset_keeps_writes_working() -> None:
     pair = Pair()
     sid = pair.client.open_stream()
