@@ -17,6 +17,17 @@ touches a socket; callers hold the driver's lock.
 Error rules (brief E3-E6): a connection failure goes onto the channel once and is
 replicated to every later caller; a stream reset fails reads only, a STOP_SENDING
 fails writes only, and reads return everything delivered before the reset's error.
+
+"Acknowledged" (:meth:`Session.all_acknowledged`, behind both APIs'
+``wait_acknowledged``) means the peer's transport holds every byte written so far
+and the FIN if sent, and is recomputed on every call, never cached.  QUIC: the
+peer ACKed all of it (RFC 9000 §3.1 "Data Recvd").  QMux has no ACKs (its frame
+sink counts a frame as acknowledged once it is framed into a TLS record), so once
+everything is framed a QX_PING is queued behind it and the data counts as
+acknowledged when the peer answers that ping or a later one
+(draft-ietf-quic-qmux-02 §4.3): TCP and TLS deliver in order and the peer's QMux
+layer answers only after processing every record before the request, so the
+peer's stream layer received all of it — the same promise as a QUIC ACK.
 """
 
 from __future__ import annotations
@@ -76,7 +87,12 @@ class Session:
         self._fin: set[int] = set()
         self._reset: dict[int, int] = {}
         self._stopped: dict[int, int] = {}
-        self._acknowledged: set[int] = set()
+        #: Streams we reset ourselves: their data will never be acknowledged.
+        self._reset_sent: set[int] = set()
+        #: QMux: stream -> (what was framed: bytes written and FIN, or None once the
+        #: stream is forgotten; the QX_PING sequence number that must be answered).
+        self._ack_pings: dict[int, tuple[tuple[int, bool] | None, int]] = {}
+        self._pings_answered = -1
 
     # -- events --------------------------------------------------------------------------
     def pump_events(self) -> Wakeups:
@@ -95,7 +111,6 @@ class Session:
                 self._stopped[event.stream_id] = event.error_code
                 wake.streams.add(event.stream_id)
             elif isinstance(event, StreamAcknowledged):
-                self._acknowledged.add(event.stream_id)
                 wake.streams.add(event.stream_id)
             elif isinstance(event, StreamsAvailable):
                 wake.open = True
@@ -106,7 +121,18 @@ class Session:
             elif isinstance(event, ConnectionTerminatedEvent):
                 self._on_terminated(event)
                 wake.connection = True
+        if self._ack_pings:
+            self._wake_acknowledged(wake)
         return wake
+
+    def _wake_acknowledged(self, wake: Wakeups) -> None:
+        """QMux: wake the streams whose acknowledging QX_PING was just answered."""
+        answered = int(self.conn.ping_state.largest_acknowledged)
+        if answered > self._pings_answered:
+            self._pings_answered = answered
+            wake.streams.update(
+                sid for sid, (_, sequence) in self._ack_pings.items() if sequence <= answered
+            )
 
     def _on_terminated(self, event: ConnectionTerminatedEvent) -> None:
         if not self.channel.failed:
@@ -163,8 +189,10 @@ class Session:
     def read(self, stream_id: int, max_bytes: int) -> bytes | None:
         """Data, ``b""`` at a clean FIN, or ``None`` when nothing is there yet.
 
-        Data delivered before a reset is returned first (E6); the reset then
-        raises :class:`~mstls.exceptions.StreamReset` in the caller's queue only (E5).
+        Every byte received contiguously before the peer's RESET_STREAM is returned
+        first (E6; RFC 9000 §3.2 allows it, bytes beyond a gap are lost); then the
+        reset raises :class:`~mstls.exceptions.StreamReset` with the peer's code,
+        in the caller's queue only (E5), on this and every later read.
         """
         if stream_id in self._fin:
             return b""
@@ -217,6 +245,9 @@ class Session:
         # Already finished or reset: nothing is left to abandon.
         with contextlib.suppress(StreamStateError):
             self.conn.streams.reset_stream(stream_id, code)
+        stream = self.conn.streams.get_stream(stream_id)
+        if stream is not None and stream.send is not None and stream.send.reset_code is not None:
+            self._reset_sent.add(stream_id)
 
     def stop_sending(self, stream_id: int, code: int) -> None:
         self.check("stop_sending")
@@ -224,19 +255,57 @@ class Session:
             self.conn.streams.stop_sending(stream_id, code)
 
     def all_acknowledged(self, stream_id: int) -> bool:
-        """RFC 9000 §3.1 "Data Recvd": the peer acknowledged every byte written (and FIN)."""
-        if stream_id in self._acknowledged:
-            return True
+        """Every byte written on ``stream_id`` so far, and its FIN if sent, is
+        acknowledged (see the module documentation for QUIC and QMux).
+
+        Checked anew on every call.  QMux: may queue a QX_PING (the caller flushes
+        the connection's output).  The peer's STOP_SENDING raises
+        :class:`~mstls.exceptions.StreamStopped` (E6: it fails the write side);
+        our own reset raises :class:`StreamStateError`: that data is abandoned.
+        """
+        code = self._stopped.get(stream_id)
+        if code is not None:
+            raise errors.stream_error("stopped", code, stream_id)
         stream = self.conn.streams.get_stream(stream_id)
-        if stream is None or stream.send is None:
-            return True
-        return bool(stream.send.all_acknowledged)
+        send = None if stream is None else stream.send
+        if stream_id in self._reset_sent or (send is not None and send.reset_code is not None):
+            raise errors.recorded(
+                StreamStateError(
+                    f"stream {stream_id} was reset: its data will not be acknowledged",
+                    stream_id=stream_id,
+                )
+            )
+        if send is not None and not send.all_acknowledged:
+            return False
+        if self.transport != "tcp" or (stream is not None and send is None):
+            return True  # QUIC ACKs, or a receive-only stream (nothing written)
+        if send is not None and not send.write_offset and not send.fin_requested:
+            return True  # nothing written: nothing to wait for
+        return self._ping_answered(stream_id, send)
+
+    def _ping_answered(self, stream_id: int, send: Any) -> bool:
+        """QMux: everything is framed; a QX_PING queued after it must come back."""
+        mark = None if send is None else (int(send.write_offset), bool(send.fin_requested))
+        entry = self._ack_pings.get(stream_id)
+        if entry is not None:
+            framed, sequence = entry
+            # Forgotten: nothing was written since a mark made after its FIN.
+            valid = framed == mark or (mark is None and (framed is None or framed[1]))
+            if valid:
+                if self.conn.ping_state.largest_acknowledged >= sequence:
+                    del self._ack_pings[stream_id]
+                    return True
+                return False
+        if not self.failed and not self.conn.is_terminated:
+            self._ack_pings[stream_id] = (mark, int(self.conn.ping()))
+        return False
 
     def forget(self, stream_id: int) -> None:
         self._fin.discard(stream_id)
         self._reset.pop(stream_id, None)
         self._stopped.pop(stream_id, None)
-        self._acknowledged.discard(stream_id)
+        self._reset_sent.discard(stream_id)
+        self._ack_pings.pop(stream_id, None)
 
 
 def as_error(exc: BaseException) -> Error | None:

@@ -133,7 +133,12 @@ class Stream:
             self.conclude()
 
     def read(self, max_bytes: int = DEFAULT_READ, timeout: float | None = None) -> bytes:
-        """Up to ``max_bytes``; ``b""`` only at a clean end of stream (FIN)."""
+        """Up to ``max_bytes``; ``b""`` only at a clean end of stream (FIN).
+
+        After the peer's RESET_STREAM, every byte that arrived in order before it
+        is returned first (E6); then :class:`~mstls.exceptions.StreamReset` is
+        raised with the peer's code, on this and every later read.
+        """
         core = self._core
         core.ensure_handshake(timeout)
         return core.wait_until(
@@ -195,11 +200,23 @@ class Stream:
             self._core.after_change()
 
     def wait_acknowledged(self, timeout: float | None = None) -> None:
-        """Return once the peer's transport acknowledged everything written so far."""
+        """Return once every byte written so far, and the FIN if sent, is acknowledged.
+
+        UDP: the peer ACKed all of it (RFC 9000 §3.1 "Data Recvd").  TCP (QMux has
+        no ACKs): all of it went into TLS records and the peer answered a QX_PING
+        sent after them, so its stream layer holds every byte (see
+        :mod:`mstls.session`).  Checked anew on every call.  Raises
+        :class:`~mstls.exceptions.StreamStopped` after the peer's STOP_SENDING,
+        :class:`~mstls.exceptions.StreamStateError` after our own reset, and
+        :class:`~mstls.exceptions.Timeout` when ``timeout`` passes.
+        """
         core = self._core
 
         def acked() -> bool | None:
-            return True if core.session.all_acknowledged(self.stream_id) else None
+            if core.session.all_acknowledged(self.stream_id):
+                return True
+            core.after_change()  # sends the QX_PING the check may have queued
+            return None
 
         core.wait_until(self._cond, acked, timeout, errors.WantWrite, "wait_acknowledged")
 

@@ -7,9 +7,18 @@ out-of-order data is written at its place (gaps zero-filled) and its ranges
 kept in a :class:`~mstls.core.rangeset.RangeSet`, so received bytes are copied
 once in and once out, and memory is bounded by our flow-control window (the
 peer cannot send beyond it).  The number of gaps is bounded too
-(:data:`MAX_RECV_GAPS`).  Final-size rules are §4.5; a RESET_STREAM discards
-unread data (what was read stays read, §3.2).  News for the application
-(data, the end) is left in :attr:`RecvStream.notify` for the owner.
+(:data:`MAX_RECV_GAPS`).  Final-size rules are §4.5.  News for the
+application (data, the end) is left in :attr:`RecvStream.notify` for the owner.
+
+A RESET_STREAM keeps what was delivered (rule E6; RFC 9000 §3.2 allows it):
+the bytes received contiguously from the read position up to the first gap
+stay readable, and only once they are read does :meth:`RecvStream.read` raise
+:class:`~mstls.exceptions.StreamResetError` with the peer's code.  Bytes beyond
+that gap can never be delivered: they are dropped at once, and the connection
+window is credited for everything from the gap up to the final size (§4.5:
+the final size is what the peer's credit was charged), so only the readable
+prefix still holds credit and memory, until it is read (or discarded by our
+STOP_SENDING).  The buffer is released when the reset is reported.
 """
 
 from __future__ import annotations
@@ -233,8 +242,10 @@ class RecvStream:
     def read(self, max_bytes: int) -> tuple[bytes, bool]:
         """Up to ``max_bytes`` of in-order data, and whether the FIN was reached.
 
-        Raises :class:`StreamStateError` after our own STOP_SENDING, else
-        :class:`StreamResetError` once the peer reset the stream.
+        Raises :class:`StreamStateError` after our own STOP_SENDING.  After the
+        peer's reset, data delivered before it is returned first (E6); once none
+        is left, :class:`StreamResetError` with the peer's code is raised (and
+        keeps being raised).
         """
         if self.stop_code is not None:
             raise StreamStateError(
@@ -242,9 +253,14 @@ class RecvStream:
                 stream_id=self.stream_id,
             )
         state = self.state
-        if state is RecvState.RESET_RECVD or state is RecvState.RESET_READ:
+        window = self.window
+        base = window.consumed
+        if (state is RecvState.RESET_RECVD and self.frontier == base) or (
+            state is RecvState.RESET_READ
+        ):
             if state is RecvState.RESET_RECVD:
                 self._fire(RecvEvent.APP_READ_RESET)
+                self._buffer = bytearray()  # reported: release the memory
             code = self.reset_code
             assert code is not None
             raise StreamResetError(
@@ -252,8 +268,6 @@ class RecvStream:
                 code,
                 stream_id=self.stream_id,
             )
-        window = self.window
-        base = window.consumed
         size = self.frontier - base
         size = min(size, max_bytes)
         data = b""
@@ -277,8 +291,10 @@ class RecvStream:
     def on_reset(self, error_code: int, final_size: int) -> bool:
         """RESET_STREAM (RFC 9000 §19.4).  Handles untrusted input.
 
-        Returns True when the reset takes effect (data discarded, the
-        application is to be told); False when it came too late to matter.
+        Returns True when the reset takes effect (the application is to be
+        told); False when it came too late to matter (all data was received).
+        Data delivered before it stays readable (E6); the rest is dropped and
+        credited to the connection (:meth:`_drop_undeliverable`).
         """
         frame_type = FrameType.RESET_STREAM
         self._check_size(final_size, True, frame_type)
@@ -289,10 +305,25 @@ class RecvStream:
             return False
         self.final_size = final_size
         self.reset_code = error_code
-        self._discard_to(final_size)
         if self.stop_code is not None:
+            self._discard_to(final_size)  # we read nothing more anyway
             self._fire(RecvEvent.APP_READ_RESET)
+        else:
+            self._drop_undeliverable(final_size)
         return True
+
+    def _drop_undeliverable(self, final_size: int) -> None:
+        """After a reset: keep the readable prefix, drop what lies beyond its gap,
+        and credit the connection with ``[frontier, final_size)`` (§4.5, §4.1)."""
+        keep = self.frontier - self.window.consumed
+        if keep:
+            del self._buffer[keep:]
+        else:
+            self._buffer = bytearray()
+        self._ranges = None
+        undeliverable = final_size - self.frontier
+        if undeliverable > 0 and self.connection is not None:
+            self.connection.consume(undeliverable)
 
     def stop(self, error_code: int) -> bool:
         """The application stops reading (STOP_SENDING, §3.5): unread data is discarded.
@@ -303,7 +334,9 @@ class RecvStream:
         if self.stop_code is not None or self.state in RECV_TERMINAL:
             return False
         self.stop_code = error_code
-        self._discard_to(self.window.received)
+        # After a reset only the readable prefix still holds connection credit.
+        reset = self.reset_code is not None
+        self._discard_to(self.frontier if reset else self.window.received)
         if self.state is RecvState.DATA_RECVD:
             self._fire(RecvEvent.APP_READ_ALL)
             return False

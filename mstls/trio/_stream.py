@@ -130,7 +130,12 @@ class Stream(trio.abc.HalfCloseableStream):
 
     # -- receiving ------------------------------------------------------------------------
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        """Up to ``max_bytes`` bytes; ``b""`` only at the peer's clean end (FIN)."""
+        """Up to ``max_bytes`` bytes; ``b""`` only at the peer's clean end (FIN).
+
+        After the peer's RESET_STREAM, every byte that arrived in order before it
+        is returned first (E6); then :class:`~mstls.exceptions.StreamReset` is
+        raised with the peer's code, on this and every later call.
+        """
         if max_bytes is None:
             max_bytes = DEFAULT_RECEIVE_SIZE
         else:
@@ -267,15 +272,29 @@ class Stream(trio.abc.HalfCloseableStream):
         self._core.after_change()
 
     async def wait_acknowledged(self) -> None:
-        """Return once the peer acknowledged everything written so far (and the FIN)."""
-        session = self._core.session
+        """Return once every byte written so far, and the FIN if sent, is acknowledged.
+
+        UDP: the peer ACKed all of it (RFC 9000 §3.1 "Data Recvd").  TCP (QMux has
+        no ACKs): all of it went into TLS records and the peer answered a QX_PING
+        sent after them, so its stream layer holds every byte (see
+        :mod:`mstls.session`).  Checked anew on every call.  Raises the stream
+        stopped error after the peer's STOP_SENDING and
+        :class:`~mstls.exceptions.StreamStateError` after our own reset.
+        """
+        core = self._core
+        session = core.session
         await trio.lowlevel.checkpoint_if_cancelled()
         parked = False
-        while not session.all_acknowledged(self.stream_id):
+        while True:
             try:
+                if session.all_acknowledged(self.stream_id):
+                    break
                 session.check("wait_acknowledged")
+            except StreamStateError:
+                raise
             except Error as exc:
                 raise as_broken(exc) from None
+            core.after_change()  # sends the QX_PING the check may have queued
             await self._lot.park()
             parked = True
         if not parked:

@@ -361,7 +361,8 @@ def test_stop_sending_triggers_reset_with_the_peers_code() -> None:
     assert pair.client.read(sid, 100) == (b"answer", True)
 
 
-def test_reset_by_peer_fails_reads_and_returns_credit() -> None:
+def test_reset_by_peer_returns_delivered_data_then_fails_reads() -> None:
+    """E6: the 15,000 bytes that arrived before RESET_STREAM are read first."""
     pair = Pair(server_params=params(data=20_000, stream=20_000))
     sid = pair.client.open_stream()
     pair.client.write(sid, b"x" * 15_000)
@@ -370,13 +371,41 @@ def test_reset_by_peer_fails_reads_and_returns_credit() -> None:
     pair.client.reset_stream(sid, 5)
     pair.step()
     assert StreamReset(sid, 5, 15_000) in pair.server.pull_events()
+    received = bytearray()
+    while len(received) < 15_000:
+        data, fin = pair.server.read(sid, 4000)
+        assert data and not fin
+        received += data
+    assert received == b"x" * 15_000
     with pytest.raises(StreamResetError) as info:
         pair.server.read(sid, 100)
     assert info.value.error_code == 5
     window = pair.server.connection_window
-    assert window.consumed == 15_000  # discarded data is credited back
+    assert window.consumed == 15_000  # what was read is credited back
     pair.step()
     assert pair.client.connection_credit.limit > 20_000  # MAX_DATA followed
+
+
+def test_reset_with_a_gap_credits_the_connection_and_forgets_the_stream() -> None:
+    """Bytes beyond the first gap are undeliverable: credited at once (final size, §4.5);
+    the readable prefix is credited when read; the stream is forgotten once the
+    reset was reported."""
+    m = manager(False, params(data=1000, stream=1000), params())
+    sid = 2  # the client's first unidirectional stream: receive-only for us
+    m.on_stream(StreamFrame(sid, 0, b"a" * 100))
+    m.on_stream(StreamFrame(sid, 200, b"b" * 100))
+    m.on_reset_stream(ResetStreamFrame(sid, 11, 600))
+    window = m.connection_window
+    assert window.received == 600 and window.consumed == 500
+    assert m.read(sid, 1000) == (b"a" * 100, False)
+    assert window.consumed == 600
+    assert frames_of_type(decoded(send_once(m)), MaxDataFrame)  # half the window came back
+    with pytest.raises(StreamResetError) as info:
+        m.read(sid, 1000)
+    assert info.value.error_code == 11
+    assert m.get_stream(sid) is None  # memory released once reported
+    with pytest.raises(StreamStateError):
+        m.read(sid, 1000)
 
 
 def test_read_discarded_after_local_reset_keeps_writes_working() -> None:

@@ -466,20 +466,69 @@ def test_stream_and_connection_flow_control_errors() -> None:
     assert connection.received == 150
 
 
-def test_reset_discards_data_and_fails_reads() -> None:
+def test_reset_returns_delivered_data_then_fails_reads() -> None:
+    """E6 / RFC 9000 §3.2: what arrived in order before RESET_STREAM is read first."""
     connection = ReceiveWindow(1000, 1000)
     stream = RecvStream(1, ReceiveWindow(1000, 1000), connection)
     stream.on_data(0, b"abcdef", False)
     assert stream.read(2) == (b"ab", False)
     assert stream.on_reset(42, 10)
     assert stream.state is RecvState.RESET_RECVD
-    assert connection.received == 10 and connection.consumed == 10  # all credit returned
+    # Credit for what can never be read (offsets 6-10) is returned at once.
+    assert connection.received == 10 and connection.consumed == 6
+    assert stream.read(3) == (b"cde", False)
+    assert stream.read(100) == (b"f", False)
+    assert connection.consumed == 10  # all credit returned once read
     with pytest.raises(StreamResetError) as info:
         stream.read(100)
     assert info.value.error_code == 42
     assert stream.state is RecvState.RESET_READ
+    with pytest.raises(StreamResetError):
+        stream.read(100)  # the reset stays reported
     assert not stream.on_reset(42, 10)  # a late duplicate changes nothing
     stream.on_data(0, b"abcdef", False)  # late data within the final size: ignored
+    assert connection.consumed == 10 and stream.readable == 0
+
+
+def test_reset_drops_bytes_beyond_a_gap_and_credits_them() -> None:
+    """Only the contiguous prefix is deliverable; out-of-order bytes are dropped (§4.5)."""
+    connection = ReceiveWindow(1000, 1000)
+    stream = RecvStream(1, ReceiveWindow(1000, 1000), connection)
+    stream.on_data(0, b"abc", False)
+    stream.on_data(10, b"x" * 90, False)  # a gap at 3-10
+    assert connection.received == 100
+    assert stream.on_reset(7, 200)
+    assert connection.received == 200
+    assert connection.consumed == 200 - 3  # everything but the readable prefix
+    assert len(stream._buffer) == 3  # the out-of-order bytes are freed now
+    assert stream.read(100) == (b"abc", False)
+    assert connection.consumed == 200
+    with pytest.raises(StreamResetError):
+        stream.read(100)
+    assert len(stream._buffer) == 0 and stream.is_terminal
+
+
+def test_reset_with_nothing_delivered_fails_the_first_read() -> None:
+    connection = ReceiveWindow(1000, 1000)
+    stream = RecvStream(1, ReceiveWindow(1000, 1000), connection)
+    stream.on_data(5, b"late", False)  # never contiguous
+    assert stream.on_reset(3, 9)
+    assert connection.consumed == 9 and len(stream._buffer) == 0
+    with pytest.raises(StreamResetError) as info:
+        stream.read(10)
+    assert info.value.error_code == 3
+
+
+def test_stop_after_reset_credits_each_byte_once() -> None:
+    connection = ReceiveWindow(1000, 1000)
+    stream = RecvStream(1, ReceiveWindow(1000, 1000), connection)
+    stream.on_data(0, b"abcdef", False)
+    stream.on_data(20, b"zz", False)
+    assert stream.on_reset(1, 30)
+    assert connection.consumed == 24
+    assert not stream.stop(9)  # the peer reset: no STOP_SENDING needed
+    assert connection.consumed == 30 and stream.is_terminal
+    assert len(stream._buffer) == 0
 
 
 def test_reset_after_all_data_keeps_the_data() -> None:

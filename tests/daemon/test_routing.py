@@ -25,6 +25,9 @@ from tests.daemon.support import (
 
 pytestmark = pytest.mark.network
 
+#: Bound on scrapes while waiting for the daemon's stream tasks to end.
+METRIC_POLLS = 100
+
 CONFIG = """
 [[listeners]]
 transport = "udp"
@@ -99,7 +102,13 @@ async def test_services_and_refusals(tmp_path: Path, config, transport: str) -> 
             assert info.value.code == StreamCode.BAD_PREAMBLE
             # The connection survived every refusal.
             assert await exchange(conn, "echo", b"still here") == b"still here"
-        metrics = await trio.to_thread.run_sync(scrape, daemon.metrics_address)
+        # A stream's task ends once its FIN is acknowledged or the connection is gone,
+        # which the daemon may learn just after our close returns.
+        for _ in range(METRIC_POLLS):
+            metrics = await trio.to_thread.run_sync(scrape, daemon.metrics_address)
+            if sample(metrics, "mstlsd_streams_active") == 0:
+                break
+            await trio.sleep(0.05)
     assert sample(metrics, "mstlsd_connections_total", transport=transport) == 1
     assert sample(metrics, "mstlsd_streams_total", service="echo") == 3
     assert sample(metrics, "mstlsd_bytes_received_total", service="echo") == len(big) + 10
