@@ -197,7 +197,7 @@ class Stream(trio.abc.HalfCloseableStream):
             self._sending = True
             try:
                 while total < size:
-                    await self._lot.park()
+                    await self._wait_for_room()
                     self._check_send()
                     total += self._write(memoryview(view)[total:])
             except BaseException:
@@ -206,6 +206,21 @@ class Stream(trio.abc.HalfCloseableStream):
                 raise
             finally:
                 self._sending = False
+
+    async def _wait_for_room(self) -> None:
+        """After a partial write: park until the send buffer has room, or just yield.
+
+        The flush made by that very write may already have freed the buffer (QMux
+        takes stream data into TLS records at once, and a socket with room takes
+        all of it), and the ``StreamWritable`` of that drain was pumped before this
+        task could park: nobody would wake it (the lost wake-up of issue 17, point
+        10).  So park only while the buffer is still full, when the next
+        acknowledgement freeing half of it will fire ``StreamWritable``.
+        """
+        if self._buffer_full():
+            await self._lot.park()
+        else:
+            await trio.lowlevel.checkpoint()  # room now: let other tasks run, then write
 
     async def wait_send_all_might_not_block(self) -> None:
         """Return once the send buffer has room (or the stream broke: send_all will say)."""
