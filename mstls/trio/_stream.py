@@ -8,6 +8,9 @@ queue) and, if it cannot complete, a park on the stream's
 :class:`trio.lowlevel.ParkingLot`, which the driver unparks when an event names
 the stream or the connection.  The attempt itself never awaits, so data is never
 lost to a cancellation: a cancelled :meth:`Stream.receive_some` has taken nothing.
+A wait is decided from the state *after* the attempt's own change step, never
+from the attempt's result alone: that step (the flush of a write) may already
+have produced, and pumped to nobody, the event the task would wait for.
 
 Checkpoints follow trio's rule for operations that may complete at once
 (``checkpoint_if_cancelled`` before, ``cancel_shielded_checkpoint`` after), so
