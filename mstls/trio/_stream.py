@@ -8,6 +8,9 @@ queue) and, if it cannot complete, a park on the stream's
 :class:`trio.lowlevel.ParkingLot`, which the driver unparks when an event names
 the stream or the connection.  The attempt itself never awaits, so data is never
 lost to a cancellation: a cancelled :meth:`Stream.receive_some` has taken nothing.
+A wait is decided from the state *after* the attempt's own change step, never
+from the attempt's result alone: that step (the flush of a write) may already
+have produced, and pumped to nobody, the event the task would wait for.
 
 Checkpoints follow trio's rule for operations that may complete at once
 (``checkpoint_if_cancelled`` before, ``cancel_shielded_checkpoint`` after), so
@@ -202,7 +205,7 @@ class Stream(trio.abc.HalfCloseableStream):
             self._sending = True
             try:
                 while total < size:
-                    await self._lot.park()
+                    await self._wait_for_room()
                     self._check_send()
                     total += self._write(memoryview(view)[total:])
             except BaseException:
@@ -211,6 +214,21 @@ class Stream(trio.abc.HalfCloseableStream):
                 raise
             finally:
                 self._sending = False
+
+    async def _wait_for_room(self) -> None:
+        """After a partial write: park until the send buffer has room, or just yield.
+
+        The flush made by that very write may already have freed the buffer (QMux
+        takes stream data into TLS records at once, and a socket with room takes
+        all of it), and the ``StreamWritable`` of that drain was pumped before this
+        task could park: nobody would wake it (the lost wake-up of issue 17, point
+        10).  So park only while the buffer is still full, when the next
+        acknowledgement freeing half of it will fire ``StreamWritable``.
+        """
+        if self._buffer_full():
+            await self._lot.park()
+        else:
+            await trio.lowlevel.checkpoint()  # room now: let other tasks run, then write
 
     async def wait_send_all_might_not_block(self) -> None:
         """Return once the send buffer has room (or the stream broke: send_all will say)."""
