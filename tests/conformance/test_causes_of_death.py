@@ -1,0 +1,259 @@
+"""N = 1, 16, 128 waiters woken by every cause of death, on {blocking, trio} x {udp, tcp}.
+
+Rules E2, E3, E8, E9, C2 (docs/error-model.md): when a connection fails for
+good, every thread or task blocked on it wakes and raises the same exception
+(same mstls class, same code and attributes) with the same queue entries: the
+channel's entries followed by CONNECTION_TERMINATED; a later call from a new
+thread or task sees them again, and they stay on the channel.
+
+The waiters (:func:`waiter_calls`) are, for N > 1: readers each blocked on its
+own stream, one writer blocked on flow control, one ``accept_stream`` and one
+``open_stream`` blocked on the peer's stream limit (the other streams are
+opened first to reach it).  Handshake failures use a lazy connection: every
+waiter opens a stream (which drives, or waits for, the handshake) and reads
+it, or waits in ``accept_stream``.
+
+Causes (:data:`CAUSES`) and what must be equal everywhere (:data:`EXPECT`):
+a table stated once, so both transports and both APIs are held to the same
+class, code, ``by_peer`` and reason codes.  What legitimately differs, and is
+not compared: the entries' library (``quic`` vs ``qmux``, ``sys`` for a socket
+error), reason texts, and which causes exist — a stateless reset is QUIC's; a
+TCP RST (its analogue on TCP) and a FIN without close_notify are TCP's.  A
+peer that vanishes is an idle timeout on both transports.  After the program
+closed a connection itself, the trio API answers later calls with trio's
+``ClosedResourceError`` (the trio resource contract), not the replayed failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+import mstls
+from mstls.codes import CRYPTO_ERROR_BASE, AlertDescription, TransportErrorCode
+from mstls.core.stateless_reset import StatelessResetKey
+from mstls.errors import Reason
+from tests.certs import get_pki
+
+from .adapters import Call, Client, Op
+from .checks import Expect, assert_same_failure
+from .conftest import MakeClient
+from .peers import PeerServer, Relay, client_config, peer, server_config
+
+pytestmark = pytest.mark.network
+
+#: Client idle timeout of the idle-timeout cause (seconds; the peer's is longer).
+IDLE_TIMEOUT = 0.5
+#: Keep-alive of the stateless-reset cause: the client must send for the restarted
+#: server to answer (RFC 9000 §10.3) even while every waiter only waits.
+KEEPALIVE = 0.1
+#: The peer's initial_max_streams_bidi (the configs' default): open_stream blocks beyond it.
+STREAM_LIMIT = 128
+WAITER_COUNTS = (1, 16, 128)
+PEER_CODE, PEER_REASON = 42, "maintenance"
+LOCAL_CODE, LOCAL_REASON = 7, "local close"
+UNKNOWN_CA = CRYPTO_ERROR_BASE + AlertDescription.unknown_ca  # RFC 9001 §4.8
+
+
+@dataclass
+class Scene:
+    """What a cause of death works with: the client, the peer and its relay."""
+
+    client: Client
+    server: PeerServer
+    relay: Relay
+    extra_servers: list[PeerServer]
+
+
+@dataclass(frozen=True)
+class Cause:
+    """A cause of death: which transports have it, the configs, how to kill."""
+
+    transports: tuple[str, ...]
+    kill: Callable[[Scene], None]
+    client: dict[str, Any]
+    server: dict[str, Any]
+    server_cert: str = "server"
+    lazy: bool = False  # the waiters are blocked in a lazily-started handshake
+
+
+def _peer_close(scene: Scene) -> None:
+    scene.server.connection().close(PEER_CODE, PEER_REASON)
+
+
+def _local_close(scene: Scene) -> None:
+    scene.client.do(Op.CLOSE, arg=(LOCAL_CODE, LOCAL_REASON))  # from another thread or task
+
+
+def _vanish(scene: Scene) -> None:
+    scene.relay.blackhole()
+
+
+RESET_KEY = StatelessResetKey.generate()
+_RESET_SERVER = {"extra": {"stateless_reset_key": RESET_KEY}}
+
+
+def _stateless_reset(scene: Scene) -> None:
+    """The server "restarts": a new one with the same reset key gets the datagrams."""
+    restarted = PeerServer("udp", server_config(**_RESET_SERVER))
+    scene.extra_servers.append(restarted)
+    scene.relay.retarget(restarted.port)
+
+
+def _tcp_rst(scene: Scene) -> None:
+    scene.relay.rst()
+
+
+def _tcp_fin(scene: Scene) -> None:
+    scene.relay.fin()
+
+
+def _nothing(scene: Scene) -> None:
+    """The handshake itself fails once a waiter starts it."""
+
+
+def _refusing_server() -> dict[str, Any]:
+    return {"client_cafile": get_pki().files("ca").cert, "require_client_cert": True}
+
+
+def _untrusted_client() -> dict[str, Any]:
+    files = get_pki().files("client_other_ca")
+    return {"certfile": files.cert, "keyfile": files.key}
+
+
+BOTH = ("udp", "tcp")
+CAUSES: dict[str, Cause] = {
+    "peer_close": Cause(BOTH, _peer_close, {}, {}),
+    "local_close": Cause(BOTH, _local_close, {}, {}),
+    "idle_timeout": Cause(BOTH, _vanish, {"idle_timeout": IDLE_TIMEOUT}, {}),
+    "stateless_reset": Cause(("udp",), _stateless_reset, {"keepalive": KEEPALIVE}, _RESET_SERVER),
+    "tcp_rst": Cause(("tcp",), _tcp_rst, {}, {}),
+    "tcp_fin": Cause(("tcp",), _tcp_fin, {}, {}),
+    "server_certificate_rejected": Cause(
+        BOTH, _nothing, {}, {}, server_cert="server_other_ca", lazy=True
+    ),
+    "client_certificate_rejected": Cause(BOTH, _nothing, {}, {}, lazy=True),
+}
+# The second handshake failure needs configs made from the PKI at run time.
+_CLIENT_REJECTED = ("client_certificate_rejected",)
+
+_END = Reason.CONNECTION_TERMINATED
+EXPECT: dict[str, Expect] = {
+    "peer_close": Expect(
+        (Reason.PEER_CLOSED, _END),
+        mstls.ConnectionTerminated,
+        attrs={"code": PEER_CODE, "reason": PEER_REASON, "by_peer": True, "is_application": True},
+    ),
+    "local_close": Expect(
+        (Reason.LOCAL_CLOSED, _END),
+        mstls.ConnectionTerminated,
+        attrs={
+            "code": LOCAL_CODE,
+            "reason": LOCAL_REASON,
+            "by_peer": False,
+            "is_application": True,
+        },
+    ),
+    "idle_timeout": Expect(
+        (Reason.IDLE_TIMEOUT, _END),
+        mstls.ConnectionTerminated,
+        attrs={"code": TransportErrorCode.NO_ERROR, "by_peer": False, "is_application": False},
+    ),
+    "stateless_reset": Expect(
+        (Reason.STATELESS_RESET, _END),
+        mstls.ConnectionTerminated,
+        attrs={"code": TransportErrorCode.NO_ERROR, "by_peer": True, "is_application": False},
+    ),
+    # E8: a TCP reset or FIN without CONNECTION_CLOSE / close_notify is a truncation.
+    "tcp_rst": Expect(
+        (Reason.PREMATURE_CLOSE, _END), mstls.PrematureClose, attrs={"by_peer": True}
+    ),
+    "tcp_fin": Expect(
+        (Reason.PREMATURE_CLOSE, _END), mstls.PrematureClose, attrs={"by_peer": True}
+    ),
+    # We reject the server's certificate: the handshake fails here.
+    "server_certificate_rejected": Expect(
+        (Reason.CERTIFICATE_VERIFY_FAILED, _END),
+        mstls.CertificateError,
+        attrs={"error_code": UNKNOWN_CA},
+    ),
+    # The server rejects ours after our side of the TLS 1.3 handshake completed:
+    # its alert (TCP) or CRYPTO_ERROR (QUIC) ends the connection, by the peer, with
+    # the alert's code, as one class on both transports (issue 17 point 3).
+    "client_certificate_rejected": Expect(
+        (Reason.TLS_ALERT, _END),
+        subclass_of=mstls.ConnectionTerminated,
+        attrs={"code": UNKNOWN_CA, "by_peer": True, "is_application": False},
+    ),
+}
+
+#: Known failures of today's code: (api or None for both, transport, cause) -> issue 17 point.
+KNOWN: dict[tuple[str | None, str, str], str] = {
+    (None, "tcp", "client_certificate_rejected"): "issue 17 point 3",
+}
+
+
+def _marks(api: str | None, transport: str, cause: str) -> list[pytest.MarkDecorator]:
+    reason = KNOWN.get((api, transport, cause)) or KNOWN.get((None, transport, cause))
+    return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+
+
+def death_params() -> list[Any]:
+    """(transport, cause) pairs: only the causes each transport has."""
+    return [
+        pytest.param(transport, name, marks=_marks(None, transport, name), id=f"{transport}-{name}")
+        for name, cause in CAUSES.items()
+        for transport in cause.transports
+    ]
+
+
+def waiter_calls(client: Client, count: int, *, lazy: bool) -> list[Call]:
+    """``count`` operations that block until the connection dies (see the module doc)."""
+    if lazy:
+        accepts = count // 4
+        return [Call(Op.OPEN_AND_READ)] * (count - accepts) + [Call(Op.ACCEPT)] * accepts
+    if count == 1:
+        return [Call(Op.READ_UNTIL_ERROR, client.do(Op.OPEN))]
+    readers = [Call(Op.READ_UNTIL_ERROR, s) for s in client.open_streams(count - 3)]
+    writer = Call(Op.WRITE_UNTIL_ERROR, client.do(Op.OPEN))
+    client.open_streams(STREAM_LIMIT - (count - 2))  # open_stream must now wait
+    return [*readers, writer, Call(Op.ACCEPT), Call(Op.OPEN)]
+
+
+def client_and_server_configs(name: str) -> tuple[mstls.ClientConfig, mstls.ServerConfig]:
+    cause = CAUSES[name]
+    client_kw, server_kw = dict(cause.client), dict(cause.server)
+    if name in _CLIENT_REJECTED:
+        client_kw |= _untrusted_client()
+        server_kw |= _refusing_server()
+    return client_config(**client_kw), server_config(cause.server_cert, **server_kw)
+
+
+def die(make: MakeClient, transport: str, name: str, count: int) -> None:
+    """Run ``count`` waiters into death by ``name`` and check they all saw the same."""
+    cause = CAUSES[name]
+    client_cfg, server_cfg = client_and_server_configs(name)
+    with peer(transport, server_cfg) as (server, relay):
+        client = make(transport)
+        client.connect(relay.port, client_cfg, lazy=cause.lazy)
+        waiters = client.start(waiter_calls(client, count, lazy=cause.lazy))
+        scene = Scene(client, server, relay, [])
+        try:
+            cause.kill(scene)
+            outcomes = waiters.join()
+            assert len(outcomes) == count
+            assert_same_failure(client, outcomes, EXPECT[name], closed_here=name == "local_close")
+        finally:
+            for extra in scene.extra_servers:
+                extra.close()
+
+
+@pytest.mark.parametrize("count", WAITER_COUNTS)
+@pytest.mark.parametrize(("transport", "cause"), death_params())
+def test_every_waiter_sees_the_same_death(
+    make: MakeClient, transport: str, cause: str, count: int
+) -> None:
+    die(make, transport, cause, count)
