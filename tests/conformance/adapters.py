@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -78,6 +79,10 @@ JOIN_MARGIN = 5.0
 WRITE_CHUNK = 64 * 1024
 #: Reads of ``Op.READ_UNTIL_ERROR``: this many bytes at most per call.
 READ_CHUNK = 64 * 1024
+#: What ``Op.BULK`` writes (and reads back) per turn.
+BULK_CHUNK = 16 * 1024
+#: How long ``Op.READ_BRIEFLY`` / ``Op.WRITE_BRIEFLY`` wait.
+BRIEF = 0.05
 
 
 class Op(StrEnum):
@@ -95,15 +100,30 @@ class Op(StrEnum):
     CLOSE = "close"  # close the connection with [(code, reason)]
     HANDSHAKE = "handshake"  # wait for the handshake (lazy connections)
     OPEN_AND_READ = "open_and_read"  # open a stream (lazy: the handshake), read until an error
+    ACCEPT_AND_READ_ALL = "accept_and_read_all"  # accept a stream, read to its FIN
+    OPEN_AND_EXCHANGE = "open_and_exchange"  # open, write [data] and FIN, read to the FIN
+    ECHO_ROUNDS = "echo_rounds"  # [rounds] times: read one byte, write it back
+    BULK = "bulk"  # write BULK_CHUNK and read it back until [threading.Event] is set
+    READ_BRIEFLY = "read_briefly"  # read, giving up after BRIEF (Timeout / cancellation)
+    WRITE_BRIEFLY = "write_briefly"  # write [data], giving up after BRIEF
+
+
+#: Operations that may run longer than WAKE_TIMEOUT; each of their steps has that limit.
+LONG_OPS = frozenset({Op.ECHO_ROUNDS, Op.BULK})
 
 
 @dataclass(frozen=True)
 class Call:
-    """One operation: ``op`` on ``stream`` (an API stream object) with ``arg``."""
+    """One operation: ``op`` on ``stream`` (an API stream object) with ``arg``.
+
+    ``junk``: that many unrelated entries are put in the caller's queue first
+    (classification must not depend on them, E7).
+    """
 
     op: Op
     stream: Any = None
     arg: Any = None
+    junk: int = 0
 
 
 @dataclass
@@ -152,12 +172,21 @@ class Client(abc.ABC):
         """Run one operation in a fresh thread (task) and return its outcome."""
 
     @abc.abstractmethod
-    def start(self, calls: Sequence[Call]) -> Waiters:
-        """Run ``calls`` at once, each in its own thread (task); return once they wait."""
+    def run(self, call: Call) -> Outcome:
+        """:meth:`call` with a full :class:`Call` (``junk`` included)."""
+
+    @abc.abstractmethod
+    def start(self, calls: Sequence[Call], *, settle: bool = True) -> Waiters:
+        """Run ``calls`` at once, each in its own thread (task); return once they
+        wait (at once if not ``settle``: for races)."""
 
     @abc.abstractmethod
     def channel_entries(self) -> tuple[ErrorEntry, ...]:
         """The entries kept on the connection's channel (E2)."""
+
+    @abc.abstractmethod
+    def disconnect(self) -> None:
+        """Close the current connection (code 0) if there is one; errors are ignored."""
 
     @abc.abstractmethod
     def shutdown(self) -> None:
@@ -210,12 +239,47 @@ def _blocking_op(conn: mstls.Connection, call: Call) -> Any:
         case Op.OPEN_AND_READ:
             opened = conn.open_stream(timeout=limit)
             return _blocking_op(conn, Call(Op.READ_UNTIL_ERROR, opened))
+        case Op.ACCEPT_AND_READ_ALL:
+            return _read_all(conn.accept_stream(timeout=limit))
+        case Op.OPEN_AND_EXCHANGE:
+            opened = conn.open_stream(timeout=limit)
+            opened.write(arg, timeout=limit)
+            opened.conclude()
+            return _read_all(opened)
+        case Op.ECHO_ROUNDS:
+            for _ in range(arg):
+                stream.write(stream.read_exactly(1, timeout=limit), timeout=limit)
+            return arg
+        case Op.BULK:
+            chunk, total = bytes(BULK_CHUNK), 0
+            while not arg.is_set():
+                stream.write(chunk, timeout=limit)
+                total += len(stream.read_exactly(len(chunk), timeout=limit))
+            return total
+        case Op.READ_BRIEFLY:
+            return stream.read(READ_CHUNK, timeout=BRIEF)
+        case Op.WRITE_BRIEFLY:
+            return stream.write(arg, timeout=BRIEF)
     raise AssertionError(call.op)
+
+
+def _read_all(stream: Any) -> bytes:
+    data = bytearray()
+    while chunk := stream.read(READ_CHUNK, timeout=WAKE_TIMEOUT):
+        data += chunk
+    return bytes(data)
+
+
+def put_junk(count: int) -> None:
+    """Fill the caller's queue with ``count`` unrelated entries (for E7)."""
+    errors.clear_error()
+    for i in range(count):
+        errors.put_error(ErrorEntry(errors.Lib.API, errors.Reason.INTERNAL, f"junk {i}"))
 
 
 def _capture(call: Call, run: Callable[[], Any]) -> Outcome:
     """Run ``run`` and package its value or exception with the caller's queue."""
-    errors.clear_error()
+    put_junk(call.junk)
     try:
         value = run()
     except BaseException as exc:
@@ -264,9 +328,13 @@ class BlockingClient(Client):
         return _capture(call, lambda: _blocking_op(conn, call))
 
     def call(self, op: Op, stream: Any = None, arg: Any = None) -> Outcome:
-        return self.start([Call(op, stream, arg)], settle=0.0).join()[0]
+        return self.start([Call(op, stream, arg)], settle=False).join()[0]
 
-    def start(self, calls: Sequence[Call], *, settle: float = SETTLE) -> Waiters:
+    def run(self, call: Call) -> Outcome:
+        """:meth:`call` with a full :class:`Call` (``junk`` included)."""
+        return self.start([call], settle=False).join()[0]
+
+    def start(self, calls: Sequence[Call], *, settle: bool = True) -> Waiters:
         outcomes: list[Outcome | None] = [None] * len(calls)
         ready = threading.Barrier(len(calls) + 1)
 
@@ -282,17 +350,21 @@ class BlockingClient(Client):
             thread.start()
         ready.wait(WAKE_TIMEOUT)
         if settle:
-            time.sleep(settle)
+            time.sleep(SETTLE)
         return _ThreadWaiters(threads, outcomes)
 
     def channel_entries(self) -> tuple[ErrorEntry, ...]:
         assert self.conn is not None
         return self.conn._core.session.channel.entries
 
-    def shutdown(self) -> None:
+    def disconnect(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(mstls.Error):
                 self.conn.close(0, "test over")
+            self.conn = None
+
+    def shutdown(self) -> None:
+        self.disconnect()
 
 
 # -- the trio API ----------------------------------------------------------------------------
@@ -333,7 +405,51 @@ async def _trio_op(conn: mstls.trio.Connection, call: Call) -> Any:
         case Op.OPEN_AND_READ:
             opened = await conn.open_stream()
             return await _trio_op(conn, Call(Op.READ_UNTIL_ERROR, opened))
+        case Op.ACCEPT_AND_READ_ALL:
+            return await _receive_all(await conn.accept_stream())
+        case Op.OPEN_AND_EXCHANGE:
+            opened = await conn.open_stream()
+            await opened.send_all(arg)
+            await opened.send_eof()
+            return await _receive_all(opened)
+        case Op.ECHO_ROUNDS:
+            for _ in range(arg):
+                with trio.fail_after(WAKE_TIMEOUT):
+                    await stream.send_all(await _receive_exactly(stream, 1))
+            return arg
+        case Op.BULK:
+            chunk, total = bytes(BULK_CHUNK), 0
+            while not arg.is_set():
+                with trio.fail_after(WAKE_TIMEOUT):
+                    await stream.send_all(chunk)
+                    total += len(await _receive_exactly(stream, len(chunk)))
+            return total
+        case Op.READ_BRIEFLY:
+            with trio.move_on_after(BRIEF):
+                return await stream.receive_some(READ_CHUNK)
+            return "cancelled"
+        case Op.WRITE_BRIEFLY:
+            with trio.move_on_after(BRIEF):
+                return await stream.send_all(arg)
+            return "cancelled"
     raise AssertionError(call.op)
+
+
+async def _receive_all(stream: Any) -> bytes:
+    data = bytearray()
+    while chunk := await stream.receive_some(READ_CHUNK):
+        data += chunk
+    return bytes(data)
+
+
+async def _receive_exactly(stream: Any, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = await stream.receive_some(size - len(data))
+        if not chunk:
+            raise mstls.IncompleteRead(f"stream ended after {len(data)} of {size} bytes")
+        data += chunk
+    return bytes(data)
 
 
 class _TaskWaiters(Waiters):
@@ -409,20 +525,23 @@ class TrioClient(Client):
     async def _run(self, call: Call) -> Outcome:
         conn = self.conn
         assert conn is not None, "connect first"
-        errors.clear_error()
+        put_junk(call.junk)
+        limit = math.inf if call.op in LONG_OPS else WAKE_TIMEOUT  # those limit each step
         try:
-            with trio.fail_after(WAKE_TIMEOUT):
+            with trio.fail_after(limit):
                 value = await _trio_op(conn, call)
         except BaseException as exc:
             return Outcome(call, exc=exc, entries=errors.errors(), received=_received(exc))
         return Outcome(call, value=value, entries=errors.errors())
 
     def call(self, op: Op, stream: Any = None, arg: Any = None) -> Outcome:
-        call = Call(op, stream, arg)
+        return self.run(Call(op, stream, arg))
+
+    def run(self, call: Call) -> Outcome:
         outcome: Outcome = self.portal(lambda: self._run(call))
         return outcome
 
-    def start(self, calls: Sequence[Call]) -> Waiters:
+    def start(self, calls: Sequence[Call], *, settle: bool = True) -> Waiters:
         outcomes: list[Outcome | None] = [None] * len(calls)
         waiters = _TaskWaiters(self, outcomes)
 
@@ -436,7 +555,8 @@ class TrioClient(Client):
             assert self._nursery is not None
             for i in range(len(calls)):
                 self._nursery.start_soon(waiter, i)
-            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            if settle:
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
 
         self.portal(spawn)
         return waiters
@@ -445,12 +565,17 @@ class TrioClient(Client):
         assert self.conn is not None
         return self.conn._core.session.channel.entries
 
+    def disconnect(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self.portal(lambda: conn.aclose(0, "test over"))
+
     def shutdown(self) -> None:
         async def stop() -> None:
-            if self.conn is not None:
-                await self.conn.aclose(0, "test over")
             assert self._stop is not None
             self._stop.set()
+
+        self.disconnect()
 
         if self._thread.is_alive():
             self.portal(stop)

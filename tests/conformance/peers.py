@@ -43,6 +43,7 @@ from tests.certs import get_pki
 
 __all__ = [
     "LOOPBACK",
+    "CommandService",
     "PeerServer",
     "Relay",
     "TcpRelay",
@@ -128,6 +129,86 @@ class PeerServer:
         self.listener.close()
         for thread in self._threads:
             thread.join(JOIN_TIMEOUT)
+
+
+# -- what the server does with each stream ---------------------------------------------------
+class CommandService:
+    """A connection handler: every stream the client opens starts with a command line.
+
+    ==================  ===========================================================
+    ``echo``            echo until FIN, then FIN
+    ``send N``          send N bytes, then FIN
+    ``stop CODE``       send ``data before stop`` and FIN, then STOP_SENDING CODE
+    ``reset CODE``      send ``partial``, RESET_STREAM CODE, then read the rest
+    ``hold``            nothing (the stream is kept in :attr:`held`)
+    ==================  ===========================================================
+
+    What ``reset`` reads after its reset is kept in :attr:`received`, by command
+    line.  With ``greet``, each connection also opens a stream to the client and
+    sends ``hello`` and FIN.
+    """
+
+    GREETING = b"hello"
+    BEFORE_STOP = b"data before stop"
+    BEFORE_RESET = b"partial"
+
+    def __init__(self, *, greet: bool = False) -> None:
+        self.greet = greet
+        self.received: dict[str, bytes] = {}
+        self.held: list[mstls.Stream] = []
+        self._held_changed = threading.Condition()
+
+    def __call__(self, conn: mstls.Connection) -> None:
+        try:
+            if self.greet:
+                with conn.open_stream(timeout=COMMAND_TIMEOUT) as stream:
+                    stream.write(self.GREETING)
+            while True:
+                stream = conn.accept_stream(timeout=None)
+                threading.Thread(target=self._serve, args=(stream,), daemon=True).start()
+        except mstls.Error:
+            pass  # the connection ended
+
+    def wait_held(self, count: int) -> list[mstls.Stream]:
+        """The first ``count`` held streams, once they arrived."""
+        with self._held_changed:
+            arrived = self._held_changed.wait_for(lambda: len(self.held) >= count, COMMAND_TIMEOUT)
+            assert arrived, f"only {len(self.held)} of {count} held streams arrived"
+            return self.held[:count]
+
+    def _serve(self, stream: mstls.Stream) -> None:
+        try:
+            line = bytearray()
+            while not line.endswith(b"\n"):
+                line += stream.read_exactly(1, timeout=COMMAND_TIMEOUT)
+            command, _, value = line.decode().strip().partition(" ")
+            self._run(stream, command, value, line.decode().strip())
+        except mstls.Error:
+            pass  # the stream or the connection ended: the test will say why
+
+    def _run(self, stream: mstls.Stream, command: str, value: str, line: str) -> None:
+        if command == "echo":
+            while data := stream.read(RECEIVE_SIZE, timeout=None):
+                stream.write(data)
+            stream.conclude()
+        elif command == "send":
+            stream.write(bytes(int(value)))
+            stream.conclude()
+        elif command == "stop":
+            stream.write(self.BEFORE_STOP)
+            stream.conclude()
+            stream.stop_sending(int(value))
+        elif command == "reset":
+            stream.write(self.BEFORE_RESET)
+            stream.reset(int(value))
+            data = bytearray()
+            while chunk := stream.read(RECEIVE_SIZE, timeout=COMMAND_TIMEOUT):
+                data += chunk
+            self.received[line] = bytes(data)
+        elif command == "hold":
+            with self._held_changed:
+                self.held.append(stream)
+                self._held_changed.notify_all()
 
 
 # -- relays ------------------------------------------------------------------------------------
