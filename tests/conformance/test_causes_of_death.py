@@ -38,8 +38,8 @@ from mstls.core.stateless_reset import StatelessResetKey
 from mstls.errors import Reason
 from tests.certs import get_pki
 
-from .adapters import Call, Client, Op
-from .checks import Expect, assert_same_failure
+from .adapters import Call, Client, Op, Outcome, mstls_class
+from .checks import Expect, assert_same_failure, state
 from .conftest import MakeClient
 from .peers import PeerServer, Relay, client_config, peer, server_config
 
@@ -232,8 +232,9 @@ def client_and_server_configs(name: str) -> tuple[mstls.ClientConfig, mstls.Serv
     return client_config(**client_kw), server_config(cause.server_cert, **server_kw)
 
 
-def die(make: MakeClient, transport: str, name: str, count: int) -> None:
-    """Run ``count`` waiters into death by ``name`` and check they all saw the same."""
+def die(make: MakeClient, transport: str, name: str, count: int) -> Outcome:
+    """Run ``count`` waiters into death by ``name``, check they all saw the same,
+    and return the first waiter's outcome."""
     cause = CAUSES[name]
     client_cfg, server_cfg = client_and_server_configs(name)
     with peer(transport, server_cfg) as (server, relay):
@@ -246,6 +247,7 @@ def die(make: MakeClient, transport: str, name: str, count: int) -> None:
             outcomes = waiters.join()
             assert len(outcomes) == count
             assert_same_failure(client, outcomes, EXPECT[name], closed_here=name == "local_close")
+            return outcomes[0]
         finally:
             for extra in scene.extra_servers:
                 extra.close()
@@ -257,3 +259,24 @@ def test_every_waiter_sees_the_same_death(
     make: MakeClient, transport: str, cause: str, count: int
 ) -> None:
     die(make, transport, cause, count)
+
+
+#: What must be equal on UDP and TCP (the rest, see the module doc, may differ).
+ALIKE = ("code", "by_peer", "is_application")
+SHARED = [name for name, cause in CAUSES.items() if cause.transports == BOTH]
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [pytest.param(name, marks=_marks(None, "tcp", name), id=name) for name in SHARED],
+)
+def test_both_transports_fail_alike(make: MakeClient, cause: str) -> None:
+    """The same cause gives the same class, code, by_peer and reason codes on UDP and TCP."""
+    seen = {}
+    for transport in BOTH:
+        outcome = die(make, transport, cause, 1)
+        assert outcome.exc is not None
+        attrs = {k: v for k, v in state(outcome.exc).items() if k in ALIKE}
+        reasons = [entry.reason for entry in outcome.entries]
+        seen[transport] = (mstls_class(outcome.exc), attrs, reasons)
+    assert seen["udp"] == seen["tcp"]
