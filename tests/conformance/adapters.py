@@ -106,6 +106,8 @@ class Op(StrEnum):
     BULK = "bulk"  # write BULK_CHUNK and read it back until [threading.Event] is set
     READ_BRIEFLY = "read_briefly"  # read, giving up after BRIEF (Timeout / cancellation)
     WRITE_BRIEFLY = "write_briefly"  # write [data], giving up after BRIEF
+    LISTENER_ACCEPT = "listener_accept"  # accept a connection on the listener [stream]
+    LISTENER_CLOSE = "listener_close"  # close the listener [stream]
 
 
 #: Operations that may run longer than WAKE_TIMEOUT; each of their steps has that limit.
@@ -152,7 +154,8 @@ class Waiters(abc.ABC):
     """N operations running at once; :meth:`join` waits for all and returns their outcomes."""
 
     @abc.abstractmethod
-    def join(self) -> list[Outcome]: ...
+    def join(self, limit: float = WAKE_TIMEOUT + JOIN_MARGIN) -> list[Outcome]:
+        """The outcomes, once every waiter finished; fail after ``limit`` seconds."""
 
 
 class Client(abc.ABC):
@@ -166,6 +169,10 @@ class Client(abc.ABC):
     @abc.abstractmethod
     def connect(self, port: int, config: mstls.ClientConfig, *, lazy: bool = False) -> None:
         """Connect to 127.0.0.1:``port`` (waiting for the handshake unless ``lazy``)."""
+
+    @abc.abstractmethod
+    def listen(self, config: mstls.ServerConfig) -> Any:
+        """A listener of this API on 127.0.0.1 (any port), for the ``LISTENER_*`` ops."""
 
     @abc.abstractmethod
     def call(self, op: Op, stream: Any = None, arg: Any = None) -> Outcome:
@@ -202,9 +209,15 @@ class Client(abc.ABC):
 
 
 # -- the blocking API ------------------------------------------------------------------------
-def _blocking_op(conn: mstls.Connection, call: Call) -> Any:
+def _blocking_op(conn: Any, call: Call) -> Any:
     stream, arg, limit = call.stream, call.arg, WAKE_TIMEOUT
     match call.op:
+        case Op.LISTENER_ACCEPT:
+            # No time limit: Listener.accept checks "closed" before its own
+            # timeout, so a limit would hide a lost wake-up; join's limit decides.
+            return stream.accept(timeout=None)
+        case Op.LISTENER_CLOSE:
+            return stream.close()
         case Op.OPEN:
             return conn.open_stream(True if arg is None else arg, timeout=limit)
         case Op.ACCEPT:
@@ -299,8 +312,8 @@ class _ThreadWaiters(Waiters):
         self._threads = threads
         self._outcomes = outcomes
 
-    def join(self) -> list[Outcome]:
-        deadline = time.monotonic() + WAKE_TIMEOUT + JOIN_MARGIN
+    def join(self, limit: float = WAKE_TIMEOUT + JOIN_MARGIN) -> list[Outcome]:
+        deadline = time.monotonic() + limit
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         stuck = [i for i, t in enumerate(self._threads) if t.is_alive()]
@@ -316,16 +329,20 @@ class BlockingClient(Client):
     def __init__(self, transport: str) -> None:
         super().__init__(transport)
         self.conn: mstls.Connection | None = None
+        self._listeners: list[mstls.Listener] = []
 
     def connect(self, port: int, config: mstls.ClientConfig, *, lazy: bool = False) -> None:
         self.conn = mstls.connect(
             LOOPBACK, port, config, transport=self.transport, timeout=WAKE_TIMEOUT, lazy=lazy
         )
 
+    def listen(self, config: mstls.ServerConfig) -> Any:
+        listener = mstls.listen(LOOPBACK, 0, config, transport=self.transport)
+        self._listeners.append(listener)
+        return listener
+
     def _run(self, call: Call) -> Outcome:
-        conn = self.conn
-        assert conn is not None, "connect first"
-        return _capture(call, lambda: _blocking_op(conn, call))
+        return _capture(call, lambda: _blocking_op(self.conn, call))
 
     def call(self, op: Op, stream: Any = None, arg: Any = None) -> Outcome:
         return self.start([Call(op, stream, arg)], settle=False).join()[0]
@@ -365,12 +382,18 @@ class BlockingClient(Client):
 
     def shutdown(self) -> None:
         self.disconnect()
+        for listener in self._listeners:
+            listener.close()
 
 
 # -- the trio API ----------------------------------------------------------------------------
-async def _trio_op(conn: mstls.trio.Connection, call: Call) -> Any:
+async def _trio_op(conn: Any, call: Call) -> Any:
     stream, arg = call.stream, call.arg
     match call.op:
+        case Op.LISTENER_ACCEPT:
+            return await stream.accept()
+        case Op.LISTENER_CLOSE:
+            return await stream.aclose()
         case Op.OPEN:
             return await conn.open_stream(True if arg is None else arg)
         case Op.ACCEPT:
@@ -464,9 +487,9 @@ class _TaskWaiters(Waiters):
         if not self.left:
             self.done.set()
 
-    def join(self) -> list[Outcome]:
+    def join(self, limit: float = WAKE_TIMEOUT + JOIN_MARGIN) -> list[Outcome]:
         async def wait() -> None:
-            with trio.move_on_after(WAKE_TIMEOUT + JOIN_MARGIN):
+            with trio.move_on_after(limit):
                 await self.done.wait()
 
         self._client.portal(wait)
@@ -483,6 +506,7 @@ class TrioClient(Client):
     def __init__(self, transport: str) -> None:
         super().__init__(transport)
         self.conn: mstls.trio.Connection | None = None
+        self._listeners: list[mstls.trio.Listener] = []
         self._started = threading.Event()
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
@@ -522,9 +546,18 @@ class TrioClient(Client):
 
         self.conn = self.portal(connect)
 
+    def listen(self, config: mstls.ServerConfig) -> Any:
+        transport = self.transport
+
+        async def listen() -> mstls.trio.Listener:
+            return await mstls.trio.listen(LOOPBACK, 0, config, transport=transport)
+
+        listener = self.portal(listen)
+        self._listeners.append(listener)
+        return listener
+
     async def _run(self, call: Call) -> Outcome:
         conn = self.conn
-        assert conn is not None, "connect first"
         put_junk(call.junk)
         limit = math.inf if call.op in LONG_OPS else WAKE_TIMEOUT  # those limit each step
         try:
@@ -572,6 +605,8 @@ class TrioClient(Client):
 
     def shutdown(self) -> None:
         async def stop() -> None:
+            for listener in self._listeners:
+                await listener.aclose()
             assert self._stop is not None
             self._stop.set()
 

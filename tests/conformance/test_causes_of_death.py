@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import trio
 
 import mstls
 from mstls.codes import CRYPTO_ERROR_BASE, AlertDescription, TransportErrorCode
@@ -280,3 +281,43 @@ def test_both_transports_fail_alike(make: MakeClient, cause: str) -> None:
         reasons = [entry.reason for entry in outcome.entries]
         seen[transport] = (mstls_class(outcome.exc), attrs, reasons)
     assert seen["udp"] == seen["tcp"]
+
+
+# -- a listener's waiters (C2) ---------------------------------------------------------------
+def _listener_params() -> list[Any]:
+    return [
+        pytest.param(
+            api,
+            transport,
+            marks=[point4] if (api, transport) == ("blocking", "udp") else [],
+            id=f"{api}-{transport}",
+        )
+        for api in ("blocking", "trio")
+        for transport in BOTH
+    ]
+
+
+point4 = pytest.mark.xfail(strict=True, reason="issue 17 point 4")
+LISTENER_WAITERS = 16
+#: How long the accept waiters have to wake (their accept has no time limit of its own).
+LISTENER_WAKE = 5.0
+
+
+@pytest.mark.parametrize(("api", "transport"), _listener_params())
+def test_closing_a_listener_wakes_every_accept(make: MakeClient, transport: str) -> None:
+    """C2: N callers blocked in ``Listener.accept`` wake when another thread (task)
+    closes the listener.  Blocking: :class:`~mstls.ListenerClosed` (a later
+    accept too), one LISTENER_CLOSED entry each.  trio: the resource contract's
+    ``trio.ClosedResourceError`` for a listener closed by the program itself."""
+    client = make(transport)
+    listener = client.listen(server_config())
+    waiters = client.start([Call(Op.LISTENER_ACCEPT, listener)] * LISTENER_WAITERS)
+    client.do(Op.LISTENER_CLOSE, listener)
+    outcomes = [*waiters.join(LISTENER_WAKE), client.call(Op.LISTENER_ACCEPT, listener)]
+    for outcome in outcomes:
+        if client.api == "trio":
+            assert isinstance(outcome.exc, trio.ClosedResourceError), outcome
+            assert outcome.entries == []
+        else:
+            assert isinstance(outcome.exc, mstls.ListenerClosed), outcome
+            assert [e.reason for e in outcome.entries] == [Reason.LISTENER_CLOSED]
