@@ -20,9 +20,11 @@ blocked (trio: ``wait_all_tasks_blocked``; threads: a short settling sleep — a
 late waiter only meets the failure on entry instead of in its wait, which the
 error model says must look the same); :meth:`Waiters.join` collects them.
 
-Every operation has a time limit (:data:`WAKE_TIMEOUT`): a waiter that is never
-woken fails with :class:`~mstls.Timeout` (blocking) or :class:`trio.TooSlowError`,
-which no expectation of the suite accepts.
+Every operation has a time limit (:data:`WAKE_TIMEOUT`; each step of the
+:data:`LONG_OPS`): a waiter that is never woken fails with :class:`~mstls.Timeout`
+(blocking) or :class:`trio.TooSlowError`, which no expectation of the suite
+accepts.  ``Listener.accept`` alone waits without a limit of its own (see
+:func:`_blocking_op`) and :meth:`Waiters.join`'s limit catches it.
 
 What legitimately differs between the APIs, and the suite normalises:
 the trio API raises the same mstls classes turned into subclasses of
@@ -95,10 +97,7 @@ class Op(StrEnum):
     WRITE = "write"  # write all of [data]
     WRITE_UNTIL_ERROR = "write_until_error"  # write until an exception (flow control)
     CONCLUDE = "conclude"  # FIN
-    RESET = "reset"  # RESET_STREAM [code]
-    STOP_SENDING = "stop_sending"  # STOP_SENDING [code]
     CLOSE = "close"  # close the connection with [(code, reason)]
-    HANDSHAKE = "handshake"  # wait for the handshake (lazy connections)
     OPEN_AND_READ = "open_and_read"  # open a stream (lazy: the handshake), read until an error
     ACCEPT_AND_READ_ALL = "accept_and_read_all"  # accept a stream, read to its FIN
     OPEN_AND_EXCHANGE = "open_and_exchange"  # open, write [data] and FIN, read to the FIN
@@ -241,14 +240,8 @@ def _blocking_op(conn: Any, call: Call) -> Any:
                 stream.write(chunk, timeout=limit)
         case Op.CONCLUDE:
             return stream.conclude()
-        case Op.RESET:
-            return stream.reset(arg)
-        case Op.STOP_SENDING:
-            return stream.stop_sending(arg)
         case Op.CLOSE:
             return conn.close(*arg)
-        case Op.HANDSHAKE:
-            return conn._core.ensure_handshake(limit)
         case Op.OPEN_AND_READ:
             opened = conn.open_stream(timeout=limit)
             return _blocking_op(conn, Call(Op.READ_UNTIL_ERROR, opened))
@@ -417,14 +410,8 @@ async def _trio_op(conn: Any, call: Call) -> Any:
                 await stream.send_all(chunk)
         case Op.CONCLUDE:
             return await stream.send_eof()
-        case Op.RESET:
-            return stream.reset(arg)
-        case Op.STOP_SENDING:
-            return stream.stop_sending(arg)
         case Op.CLOSE:
             return await conn.aclose(*arg)
-        case Op.HANDSHAKE:
-            return await conn.wait_handshake()
         case Op.OPEN_AND_READ:
             opened = await conn.open_stream()
             return await _trio_op(conn, Call(Op.READ_UNTIL_ERROR, opened))

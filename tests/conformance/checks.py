@@ -92,7 +92,7 @@ def assert_failure(outcome: Outcome, expect: Expect, api: str) -> None:
 
 
 #: Operations on the connection object itself (not on one of its streams).
-CONNECTION_OPS = frozenset({Op.ACCEPT, Op.OPEN, Op.HANDSHAKE, Op.CLOSE})
+CONNECTION_OPS = frozenset({Op.ACCEPT, Op.OPEN, Op.CLOSE})
 
 
 def assert_same_failure(

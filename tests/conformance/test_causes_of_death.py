@@ -116,13 +116,14 @@ def _nothing(scene: Scene) -> None:
     """The handshake itself fails once a waiter starts it."""
 
 
-def _refusing_server() -> dict[str, Any]:
-    return {"client_cafile": get_pki().files("ca").cert, "require_client_cert": True}
-
-
-def _untrusted_client() -> dict[str, Any]:
-    files = get_pki().files("client_other_ca")
-    return {"certfile": files.cert, "keyfile": files.key}
+_PKI = get_pki()  # made once per session (tests/certs.py)
+#: A server that wants a client certificate from the test CA ...
+_REFUSING_SERVER = {"client_cafile": _PKI.files("ca").cert, "require_client_cert": True}
+#: ... and a client whose certificate another CA issued.
+_UNTRUSTED_CLIENT = {
+    "certfile": _PKI.files("client_other_ca").cert,
+    "keyfile": _PKI.files("client_other_ca").key,
+}
 
 
 BOTH = ("udp", "tcp")
@@ -136,10 +137,10 @@ CAUSES: dict[str, Cause] = {
     "server_certificate_rejected": Cause(
         BOTH, _nothing, {}, {}, server_cert="server_other_ca", lazy=True
     ),
-    "client_certificate_rejected": Cause(BOTH, _nothing, {}, {}, lazy=True),
+    "client_certificate_rejected": Cause(
+        BOTH, _nothing, _UNTRUSTED_CLIENT, _REFUSING_SERVER, lazy=True
+    ),
 }
-# The second handshake failure needs configs made from the PKI at run time.
-_CLIENT_REJECTED = ("client_certificate_rejected",)
 
 _END = Reason.CONNECTION_TERMINATED
 EXPECT: dict[str, Expect] = {
@@ -191,21 +192,21 @@ EXPECT: dict[str, Expect] = {
     ),
 }
 
-#: Known failures of today's code: (api or None for both, transport, cause) -> issue 17 point.
-KNOWN: dict[tuple[str | None, str, str], str] = {
-    (None, "tcp", "client_certificate_rejected"): "issue 17 point 3",
+#: Known failures of today's code, on both APIs: (transport, cause) -> issue 17 point.
+KNOWN: dict[tuple[str, str], str] = {
+    ("tcp", "client_certificate_rejected"): "issue 17 point 3 (blocking TCP: also point 2)",
 }
 
 
-def _marks(api: str | None, transport: str, cause: str) -> list[pytest.MarkDecorator]:
-    reason = KNOWN.get((api, transport, cause)) or KNOWN.get((None, transport, cause))
+def _marks(transport: str, cause: str) -> list[pytest.MarkDecorator]:
+    reason = KNOWN.get((transport, cause))
     return [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
 
 
 def death_params() -> list[Any]:
     """(transport, cause) pairs: only the causes each transport has."""
     return [
-        pytest.param(transport, name, marks=_marks(None, transport, name), id=f"{transport}-{name}")
+        pytest.param(transport, name, marks=_marks(transport, name), id=f"{transport}-{name}")
         for name, cause in CAUSES.items()
         for transport in cause.transports
     ]
@@ -226,11 +227,7 @@ def waiter_calls(client: Client, count: int, *, lazy: bool) -> list[Call]:
 
 def client_and_server_configs(name: str) -> tuple[mstls.ClientConfig, mstls.ServerConfig]:
     cause = CAUSES[name]
-    client_kw, server_kw = dict(cause.client), dict(cause.server)
-    if name in _CLIENT_REJECTED:
-        client_kw |= _untrusted_client()
-        server_kw |= _refusing_server()
-    return client_config(**client_kw), server_config(cause.server_cert, **server_kw)
+    return client_config(**cause.client), server_config(cause.server_cert, **cause.server)
 
 
 def die(make: MakeClient, transport: str, name: str, count: int) -> Outcome:
@@ -269,7 +266,7 @@ SHARED = [name for name, cause in CAUSES.items() if cause.transports == BOTH]
 
 @pytest.mark.parametrize(
     "cause",
-    [pytest.param(name, marks=_marks(None, "tcp", name), id=name) for name in SHARED],
+    [pytest.param(name, marks=_marks("tcp", name), id=name) for name in SHARED],
 )
 def test_both_transports_fail_alike(make: MakeClient, cause: str) -> None:
     """The same cause gives the same class, code, by_peer and reason codes on UDP and TCP."""
