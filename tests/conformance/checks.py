@@ -127,9 +127,18 @@ def assert_same_failure(
         assert seen == reference, f"{_describe(outcome)} differs from {_describe(first)}"
         assert tuple(outcome.entries[:-1]) == channel, "the queue must copy the channel's entries"
         assert outcome.entries[-1].reason is Reason.CONNECTION_TERMINATED
-    # E3: a later call, from a new thread or task; on a stream the trio API replays too.
-    late = client.call(Op.READ, first.call.stream) if trio_closed else client.call(Op.ACCEPT)
-    assert_failure(late, expect, client.api)
-    assert late.exc is not None
-    assert (mstls_class(late.exc), state(late.exc), signature(late.entries)) == reference
+    # E3: later calls, from new threads or tasks, on the connection and on a stream
+    # (after the program's own close, the trio API replays on streams only).
+    late = [] if trio_closed else [client.call(Op.ACCEPT), client.call(Op.OPEN)]
+    if first.call.stream is not None:
+        late += [
+            client.call(Op.READ, first.call.stream),
+            client.call(Op.WRITE, first.call.stream, b"x"),
+        ]
+    assert late, "no later call was made"
+    for outcome in late:
+        assert_failure(outcome, expect, client.api)
+        assert outcome.exc is not None
+        seen = (mstls_class(outcome.exc), state(outcome.exc), signature(outcome.entries))
+        assert seen == reference, f"later {_describe(outcome)} differs from {_describe(first)}"
     assert client.channel_entries() == channel, "the entries must stay on the channel"

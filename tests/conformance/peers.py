@@ -17,6 +17,8 @@ connection the ways a network does:
 ``rst()``              TCP: close the client's socket with SO_LINGER 0 (RST)
 ``fin()``              TCP: shut down the client's socket for writing (a FIN
                        with no close_notify, no CONNECTION_CLOSE: E8)
+``close_port()``       UDP: close the port the client sends to (ICMP port
+                       unreachable answers from then on: E4)
 =====================  =====================================================
 
 One daemon thread per relay runs a selector with a short poll interval; every
@@ -302,6 +304,16 @@ class UdpRelay(Relay):
             self.target = (LOOPBACK, port)
 
         self.command(move)
+
+    def close_port(self) -> None:
+        """Close the port the client sends to: the kernel answers each datagram
+        with ICMP port unreachable (an intermittent error for QUIC, E4)."""
+
+        def close() -> None:
+            self._selector.unregister(self._front)
+            self._front.close()
+
+        self.command(close)
 
     def _from_client(self, sock: socket.socket) -> None:
         for _ in range(MAX_READS_PER_WAKE):

@@ -18,8 +18,10 @@ a table stated once, so both transports and both APIs are held to the same
 class, code, ``by_peer`` and reason codes.  What legitimately differs, and is
 not compared: the entries' library (``quic`` vs ``qmux``, ``sys`` for a socket
 error), reason texts, and which causes exist — a stateless reset is QUIC's; a
-TCP RST (its analogue on TCP) and a FIN without close_notify are TCP's.  A
-peer that vanishes is an idle timeout on both transports.  After the program
+TCP RST (its analogue on TCP) and a FIN without close_notify are TCP's; a
+closed UDP port (ICMP unreachable) is intermittent (E4) and ends, like a peer
+that vanishes, in the idle timeout.  A handshake nobody answers ends in the
+handshake timeout on both transports.  After the program
 closed a connection itself, the trio API answers later calls with trio's
 ``ClosedResourceError`` (the trio resource contract), not the replayed failure.
 """
@@ -79,6 +81,7 @@ class Cause:
     server: dict[str, Any]
     server_cert: str = "server"
     lazy: bool = False  # the waiters are blocked in a lazily-started handshake
+    prepare: Callable[[Relay], None] | None = None  # done to the relay before connecting
 
 
 def _peer_close(scene: Scene) -> None:
@@ -102,6 +105,10 @@ def _stateless_reset(scene: Scene) -> None:
     restarted = PeerServer("udp", server_config(**_RESET_SERVER))
     scene.extra_servers.append(restarted)
     scene.relay.retarget(restarted.port)
+
+
+def _close_port(scene: Scene) -> None:
+    scene.relay.close_port()
 
 
 def _tcp_rst(scene: Scene) -> None:
@@ -131,6 +138,18 @@ CAUSES: dict[str, Cause] = {
     "peer_close": Cause(BOTH, _peer_close, {}, {}),
     "local_close": Cause(BOTH, _local_close, {}, {}),
     "idle_timeout": Cause(BOTH, _vanish, {"idle_timeout": IDLE_TIMEOUT}, {}),
+    # A vanished peer whose port answers ICMP unreachable: intermittent (E4), so
+    # the idle timeout still ends the connection, with nothing else queued.
+    "peer_port_closed": Cause(("udp",), _close_port, {"idle_timeout": IDLE_TIMEOUT}, {}),
+    # Nothing ever answers the (lazily started) handshake.
+    "handshake_timeout": Cause(
+        BOTH,
+        _nothing,
+        {"handshake_timeout": IDLE_TIMEOUT},
+        {},
+        lazy=True,
+        prepare=Relay.blackhole,
+    ),
     "stateless_reset": Cause(("udp",), _stateless_reset, {"keepalive": KEEPALIVE}, _RESET_SERVER),
     "tcp_rst": Cause(("tcp",), _tcp_rst, {}, {}),
     "tcp_fin": Cause(("tcp",), _tcp_fin, {}, {}),
@@ -163,6 +182,16 @@ EXPECT: dict[str, Expect] = {
         (Reason.IDLE_TIMEOUT, _END),
         mstls.ConnectionTerminated,
         attrs={"code": TransportErrorCode.NO_ERROR, "by_peer": False, "is_application": False},
+    ),
+    "peer_port_closed": Expect(
+        (Reason.IDLE_TIMEOUT, _END),
+        mstls.ConnectionTerminated,
+        attrs={"code": TransportErrorCode.NO_ERROR, "by_peer": False, "is_application": False},
+    ),
+    "handshake_timeout": Expect(
+        (Reason.HANDSHAKE_TIMEOUT, _END),
+        mstls.ConnectionTerminated,
+        attrs={"by_peer": False, "is_application": False},
     ),
     "stateless_reset": Expect(
         (Reason.STATELESS_RESET, _END),
@@ -237,6 +266,8 @@ def die(make: MakeClient, transport: str, name: str, count: int) -> Outcome:
     client_cfg, server_cfg = client_and_server_configs(name)
     with peer(transport, server_cfg) as (server, relay):
         client = make(transport)
+        if cause.prepare is not None:
+            cause.prepare(relay)
         client.connect(relay.port, client_cfg, lazy=cause.lazy)
         waiters = client.start(waiter_calls(client, count, lazy=cause.lazy))
         scene = Scene(client, server, relay, [])
