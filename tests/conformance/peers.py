@@ -142,6 +142,7 @@ class CommandService:
     ``send N``          send N bytes, then FIN
     ``stop CODE``       send ``data before stop`` and FIN, then STOP_SENDING CODE
     ``reset CODE``      send ``partial``, RESET_STREAM CODE, then read the rest
+    ``close CODE``      send ``last words``, then close the connection with CODE
     ``hold``            nothing (the stream is kept in :attr:`held`)
     ==================  ===========================================================
 
@@ -153,6 +154,7 @@ class CommandService:
     GREETING = b"hello"
     BEFORE_STOP = b"data before stop"
     BEFORE_RESET = b"partial"
+    LAST_WORDS = b"last words"
 
     def __init__(self, *, greet: bool = False) -> None:
         self.greet = greet
@@ -167,7 +169,7 @@ class CommandService:
                     stream.write(self.GREETING)
             while True:
                 stream = conn.accept_stream(timeout=None)
-                threading.Thread(target=self._serve, args=(stream,), daemon=True).start()
+                threading.Thread(target=self._serve, args=(conn, stream), daemon=True).start()
         except mstls.Error:
             pass  # the connection ended
 
@@ -178,17 +180,19 @@ class CommandService:
             assert arrived, f"only {len(self.held)} of {count} held streams arrived"
             return self.held[:count]
 
-    def _serve(self, stream: mstls.Stream) -> None:
+    def _serve(self, conn: mstls.Connection, stream: mstls.Stream) -> None:
         try:
             line = bytearray()
             while not line.endswith(b"\n"):
                 line += stream.read_exactly(1, timeout=COMMAND_TIMEOUT)
             command, _, value = line.decode().strip().partition(" ")
-            self._run(stream, command, value, line.decode().strip())
+            self._run(conn, stream, command, value, line.decode().strip())
         except mstls.Error:
             pass  # the stream or the connection ended: the test will say why
 
-    def _run(self, stream: mstls.Stream, command: str, value: str, line: str) -> None:
+    def _run(
+        self, conn: mstls.Connection, stream: mstls.Stream, command: str, value: str, line: str
+    ) -> None:
         if command == "echo":
             while data := stream.read(RECEIVE_SIZE, timeout=None):
                 stream.write(data)
@@ -207,6 +211,9 @@ class CommandService:
             while chunk := stream.read(RECEIVE_SIZE, timeout=COMMAND_TIMEOUT):
                 data += chunk
             self.received[line] = bytes(data)
+        elif command == "close":
+            stream.write(self.LAST_WORDS)
+            conn.close(int(value), "after last words")
         elif command == "hold":
             with self._held_changed:
                 self.held.append(stream)

@@ -6,6 +6,7 @@
   the other waits, both finish.  ``MSTLS_RACE_ITERATIONS`` (default
   :data:`RACE_ITERATIONS`) sets the count per API and transport: the default run
   makes 4 x 500 = 2,000 races; ``MSTLS_RACE_ITERATIONS=3000`` is the long run.
+* C3: one daemon assist thread serves every blocking-API connection of the process.
 * OpenSSL #24166 (a reader's wake-up lost while another thread did I/O): K
   readers blocked on K streams while one thread (task) does bulk echo I/O on
   another stream, for :data:`WAKEUP_ROUNDS` rounds on one connection.  The peer
@@ -34,6 +35,7 @@ RACE_ITERATIONS = 500
 WAKEUP_ROUNDS = 3000
 #: Readers blocked beside the bulk stream (OpenSSL #24166 used two).
 WAKEUP_READERS = 4
+ASSIST_CONNECTIONS = 16
 #: A reader whose byte is not echoed within this time stalled (seconds).
 STALL_TIMEOUT = 10.0
 
@@ -89,3 +91,20 @@ def test_no_lost_wakeup_while_another_stream_does_bulk_io(make: MakeClient, tran
         outcomes = waiters.join()
         assert [o.unwrap() for o in outcomes[:WAKEUP_READERS]] == [rounds] * WAKEUP_READERS
         assert outcomes[-1].unwrap() > 0, "the bulk stream moved no data"
+
+
+@pytest.mark.parametrize("transport", BOTH)
+def test_one_assist_thread_serves_every_connection(transport: str) -> None:
+    """C3: sixteen blocking connections (and their server) share one daemon assist thread."""
+    with peer(transport, server_config(), CommandService()) as (server, _):
+        config = client_config()
+        connections = [
+            mstls.connect("127.0.0.1", server.port, config, transport=transport, timeout=10)
+            for _ in range(ASSIST_CONNECTIONS)
+        ]
+        try:
+            assist = [t for t in threading.enumerate() if t.name == "mstls-assist"]
+            assert len(assist) == 1 and assist[0].daemon
+        finally:
+            for conn in connections:
+                conn.close()

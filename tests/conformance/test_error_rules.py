@@ -168,6 +168,24 @@ def test_data_delivered_before_a_reset_is_read_first(make: MakeClient, transport
         assert read.received == len(CommandService.BEFORE_RESET)
 
 
+@pytest.mark.parametrize("transport", BOTH)
+def test_a_failed_write_leaves_delivered_data_readable(make: MakeClient, transport: str) -> None:
+    """E6: after the peer closed the connection, our write fails, yet a read
+    first returns what had been delivered, then the connection's failure."""
+    with connected(make, transport) as (client, _, _):
+        stream = client.do(Op.OPEN)
+        watcher = client.start([Call(Op.ACCEPT)])  # learns when the connection is gone
+        client.do(Op.WRITE, stream, f"close {LOCAL_CODE}\n".encode())
+        (gone,) = watcher.join()
+        assert isinstance(gone.exc, mstls.ConnectionTerminated), gone
+        write = client.call(Op.WRITE, stream, b"too late")
+        assert isinstance(write.exc, mstls.ConnectionTerminated), write
+        read = client.call(Op.READ_UNTIL_ERROR, stream)
+        assert isinstance(read.exc, mstls.ConnectionTerminated), read
+        assert read.received == len(CommandService.LAST_WORDS)
+        assert reasons(read) == [Reason.PEER_CLOSED, Reason.CONNECTION_TERMINATED]
+
+
 # -- E7: classification never depends on the queue -----------------------------------------
 def classify_sequence(client: Client, junk: int) -> list[tuple[ErrorKind, list[Reason]]]:
     """Data, FIN, a stream reset: their kinds, and the entries each call added."""
