@@ -250,9 +250,8 @@ def test_fin_is_the_end_and_a_truncation_is_a_premature_close(
         reader = client.start([Call(Op.READ_UNTIL_ERROR, waiting)])
         if transport == "tcp":
             relay.fin()
-        else:
-            relay.blackhole()
-            client.do(Op.CLOSE, arg=(0, "clean"))
+        else:  # the peer closes the connection (CONNECTION_CLOSE) after a last stream
+            command_stream(client, "close 0")
         (cut,) = reader.join()
         assert cut.exc is not None, f"a truncation read as a clean end: {cut.value!r}"
         if transport == "tcp":
@@ -261,8 +260,9 @@ def test_fin_is_the_end_and_a_truncation_is_a_premature_close(
             assert errors.classify(cut.exc) is ErrorKind.SYSCALL
             assert reasons(cut) == [Reason.PREMATURE_CLOSE, Reason.CONNECTION_TERMINATED]
         else:
-            assert not isinstance(cut.exc, mstls.PrematureClose)
+            assert mstls_class(cut.exc) is mstls.ConnectionTerminated
             assert errors.classify(cut.exc) is ErrorKind.CONNECTION_CLOSED
+            assert reasons(cut) == [Reason.PEER_CLOSED, Reason.CONNECTION_TERMINATED]
 
 
 # -- E9: the exception classes ---------------------------------------------------------------
