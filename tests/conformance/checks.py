@@ -115,6 +115,8 @@ def assert_same_failure(
                 assert isinstance(outcome.exc, trio.ClosedResourceError), outcome
                 assert outcome.entries == []
         outcomes = [o for o in outcomes if o.call.op not in CONNECTION_OPS]
+    exceptions = [o.exc for o in outcomes]
+    assert len({id(e) for e in exceptions}) == len(exceptions), "waiters share an exception"
     channel = client.channel_entries()
     assert channel, "the connection's channel holds no entries (E2)"
     first = outcomes[0]

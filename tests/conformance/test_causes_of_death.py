@@ -28,6 +28,7 @@ closed a connection itself, the trio API answers later calls with trio's
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,15 +37,16 @@ import pytest
 import trio
 
 import mstls
+from mstls import errors
 from mstls.codes import CRYPTO_ERROR_BASE, AlertDescription, TransportErrorCode
 from mstls.core.stateless_reset import StatelessResetKey
-from mstls.errors import Reason
+from mstls.errors import ErrorEntry, Lib, Reason
 from tests.certs import get_pki
 
 from .adapters import Call, Client, Op, Outcome, mstls_class
 from .checks import Expect, assert_same_failure, state
 from .conftest import MakeClient
-from .peers import PeerServer, Relay, client_config, peer, server_config
+from .peers import COMMAND_TIMEOUT, PeerServer, Relay, client_config, peer, server_config
 
 pytestmark = pytest.mark.network
 
@@ -59,6 +61,8 @@ WAITER_COUNTS = (1, 16, 128)
 PEER_CODE, PEER_REASON = 42, "maintenance"
 LOCAL_CODE, LOCAL_REASON = 7, "local close"
 UNKNOWN_CA = CRYPTO_ERROR_BASE + AlertDescription.unknown_ca  # RFC 9001 §4.8
+#: An entry the test thread holds while its waiters die.
+OWN_ENTRY = ErrorEntry(Lib.API, Reason.INTERNAL, "the test thread's own entry")
 
 
 @dataclass
@@ -85,7 +89,12 @@ class Cause:
 
 
 def _peer_close(scene: Scene) -> None:
-    scene.server.connection().close(PEER_CODE, PEER_REASON)
+    """The server closes, from a thread of its own: a thread that closes a
+    connection must keep its own queue (issue 17 point 7, see test_error_rules)."""
+    conn = scene.server.connection()
+    closer = threading.Thread(target=conn.close, args=(PEER_CODE, PEER_REASON))
+    closer.start()
+    closer.join(COMMAND_TIMEOUT)
 
 
 def _local_close(scene: Scene) -> None:
@@ -264,6 +273,10 @@ def die(make: MakeClient, transport: str, name: str, count: int) -> Outcome:
     and return the first waiter's outcome."""
     cause = CAUSES[name]
     client_cfg, server_cfg = client_and_server_configs(name)
+    # E1: the test thread's own entry must reach no waiter (trio copies this
+    # thread's context into the tasks it starts for it), and nothing theirs ours.
+    errors.clear_error()
+    errors.put_error(OWN_ENTRY)
     with peer(transport, server_cfg) as (server, relay):
         client = make(transport)
         if cause.prepare is not None:
@@ -276,6 +289,7 @@ def die(make: MakeClient, transport: str, name: str, count: int) -> Outcome:
             outcomes = waiters.join()
             assert len(outcomes) == count
             assert_same_failure(client, outcomes, EXPECT[name], closed_here=name == "local_close")
+            assert errors.errors() == [OWN_ENTRY]
             return outcomes[0]
         finally:
             for extra in scene.extra_servers:

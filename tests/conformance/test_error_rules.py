@@ -223,12 +223,13 @@ def test_classification_does_not_depend_on_the_queue(make: MakeClient, transport
 @pytest.mark.parametrize("transport", [pytest.param(t, marks=point(7), id=t) for t in BOTH])
 def test_the_closing_callers_stale_entries_stay_its_own(make: MakeClient, transport: str) -> None:
     """E2: only the failure's own entries go onto the channel, not what the
-    closing thread (task) had queued before."""
+    closing thread (task) had queued before; those stay in its own queue (E1)."""
     with connected(make, transport) as (client, _, _):
         stream = client.do(Op.OPEN)
         closer = client.run(Call(Op.CLOSE, arg=(LOCAL_CODE, "bye"), junk=3))
         assert closer.exc is None
         assert [e.reason for e in client.channel_entries()] == [Reason.LOCAL_CLOSED]
+        assert reasons(closer) == [Reason.INTERNAL] * 3
         other = client.call(Op.READ, stream)
         assert reasons(other) == [Reason.LOCAL_CLOSED, Reason.CONNECTION_TERMINATED]
 
