@@ -4,7 +4,7 @@ Every call below runs in a fresh thread or task (see :mod:`.adapters`) and is
 judged by its own error queue, so "lands only in the calling thread's queue"
 is what each check sees directly.  The peer is a :class:`.peers.CommandService`:
 each stream starts with a command line (``hold``, ``echo``, ``send N``,
-``stop CODE``, ``reset CODE``).
+``stop CODE``, ``reset CODE``, ``close CODE``).
 """
 
 from __future__ import annotations
