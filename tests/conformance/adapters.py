@@ -146,7 +146,11 @@ class Outcome:
 
 def mstls_class(exc: BaseException) -> type[BaseException]:
     """The mstls class of ``exc``: trio's ``BrokenResourceError`` flavour removed."""
-    return next(c for c in type(exc).__mro__ if not issubclass(c, trio.BrokenResourceError))
+    return next(
+        c
+        for c in type(exc).__mro__
+        if issubclass(c, BaseException) and not issubclass(c, trio.BrokenResourceError)
+    )
 
 
 class Waiters(abc.ABC):

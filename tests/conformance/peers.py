@@ -207,10 +207,10 @@ class CommandService:
         elif command == "reset":
             stream.write(self.BEFORE_RESET)
             stream.reset(int(value))
-            data = bytearray()
+            rest = bytearray()
             while chunk := stream.read(RECEIVE_SIZE, timeout=COMMAND_TIMEOUT):
-                data += chunk
-            self.received[line] = bytes(data)
+                rest += chunk
+            self.received[line] = bytes(rest)
         elif command == "close":
             stream.write(self.LAST_WORDS)
             conn.close(int(value), "after last words")
@@ -284,6 +284,9 @@ class Relay:
 
     def retarget(self, port: int) -> None:
         raise NotImplementedError(f"no retargeting on {self.transport}")
+
+    def close_port(self) -> None:
+        raise NotImplementedError(f"no ICMP port unreachable on {self.transport}")
 
 
 class UdpRelay(Relay):

@@ -106,7 +106,7 @@ def _vanish(scene: Scene) -> None:
 
 
 RESET_KEY = StatelessResetKey.generate()
-_RESET_SERVER = {"extra": {"stateless_reset_key": RESET_KEY}}
+_RESET_SERVER: dict[str, Any] = {"extra": {"stateless_reset_key": RESET_KEY}}
 
 
 def _stateless_reset(scene: Scene) -> None:
