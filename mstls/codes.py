@@ -34,6 +34,8 @@ class TransportErrorCode(IntEnum):
     KEY_UPDATE_ERROR = 0x0E
     AEAD_LIMIT_REACHED = 0x0F
     NO_VIABLE_PATH = 0x10
+    #: RFC 9368 §10.2: the version information does not match what was negotiated.
+    VERSION_NEGOTIATION_ERROR = 0x11
 
 
 class AlertDescription(IntEnum):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.sending import SentRecord
-from ..wire.packet import PacketType, encode_long_header, encode_short_header
+from ..wire.packet import QUIC_VERSION_1, PacketType, encode_long_header, encode_short_header
 
 __all__ = ["AEAD_TAG_LENGTH", "BuiltPacket", "DatagramBuilder", "PacketSink"]
 
@@ -168,6 +168,7 @@ class DatagramBuilder:
         token: bytes = b"",
         key_phase: int = 0,
         min_payload: int = 0,
+        version: int = QUIC_VERSION_1,
     ) -> PacketSink | None:
         """Reserve room for a packet; ``None`` when fewer than ``min_payload`` bytes fit."""
         overhead = self.header_size(packet_type, dcid, scid, token) + AEAD_TAG_LENGTH
@@ -178,7 +179,7 @@ class DatagramBuilder:
         if packet_type is PacketType.ONE_RTT:
             args: dict[str, Any] = {"dcid": dcid, "key_phase": key_phase}
         else:
-            args = {"dcid": dcid, "scid": scid, "token": token}
+            args = {"dcid": dcid, "scid": scid, "token": token, "version": version}
         self._packets.append(_Pending(space, packet_type, args, packet_number, encrypt, sink))
         return sink
 
@@ -238,4 +239,5 @@ class DatagramBuilder:
             length=PACKET_NUMBER_LENGTH + len(p.sink.payload) + AEAD_TAG_LENGTH,
             token=p.header_args["token"],
             length_size=LENGTH_FIELD_SIZE,
+            version=p.header_args["version"],
         )

@@ -12,8 +12,10 @@ from collections.abc import Callable
 import attrs
 
 from ..core.stateless_reset import StatelessResetKey
+from ..exceptions import ConfigurationError
 from ..tls.config import TLSConfig
-from ..wire.transport_params import TransportParameters
+from ..wire.packet import QUIC_VERSION_1, QUIC_VERSION_2, SUPPORTED_VERSIONS
+from ..wire.transport_params import TransportParameters, VersionInformation
 
 __all__ = [
     "DEFAULT_CID_LENGTH",
@@ -35,6 +37,15 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 MAX_CRYPTO_BUFFER = 1 << 17
 #: Largest datagram PMTU probing tries (loopback and jumbo-frame LANs go high).
 DEFAULT_PMTU_MAX = 16384
+
+
+def _check_versions(_config: object, _field: object, versions: tuple[int, ...]) -> None:
+    unknown = [v for v in versions if v not in SUPPORTED_VERSIONS]
+    if not versions or unknown or len(set(versions)) != len(versions):
+        supported = ", ".join(f"{v:#010x}" for v in SUPPORTED_VERSIONS)
+        raise ConfigurationError(
+            f"versions: expected distinct versions among {supported}, got {list(versions)}"
+        )
 
 
 @attrs.define
@@ -77,6 +88,27 @@ class QuicConfig:
     cid_generator: Callable[[int], bytes] | None = None
     #: Write a qlog trace per connection into this directory (None: off).
     qlog_dir: str | os.PathLike[str] | None = None
+    #: QUIC versions we speak, in our order of preference (RFC 9368).  A client
+    #: offers them all (version_information); a server moves a client to the first
+    #: of these that the client offers (compatible negotiation, RFC 9368 §2.3).
+    versions: tuple[int, ...] = attrs.field(
+        default=(QUIC_VERSION_1, QUIC_VERSION_2), converter=tuple, validator=_check_versions
+    )
+    #: The version a client starts in (default: the first of ``versions``); e.g.
+    #: ``versions=(QUIC_VERSION_2, QUIC_VERSION_1), initial_version=QUIC_VERSION_1``
+    #: reaches v1-only servers and is moved to v2 by those that speak it.
+    initial_version: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.initial_version is not None and self.initial_version not in self.versions:
+            raise ConfigurationError(
+                f"initial_version {self.initial_version:#010x} is not one of versions"
+            )
+
+    @property
+    def start_version(self) -> int:
+        """The version a client's first Initial uses."""
+        return self.versions[0] if self.initial_version is None else self.initial_version
 
     def new_cid(self) -> bytes:
         """A fresh connection ID of ``cid_length`` bytes from the generator."""
@@ -99,4 +131,5 @@ class QuicConfig:
             active_connection_id_limit=self.active_connection_id_limit,
             initial_source_connection_id=source_cid,
             min_ack_delay=self.min_ack_delay_us if self.ack_frequency else None,
+            version_information=VersionInformation(self.start_version, self.versions),
         )

@@ -80,6 +80,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         peer_cid: bytes | None = None,
         retry_source_cid: bytes | None = None,
         address_validated: bool = False,
+        version: int | None = None,
     ) -> None:
         """A client needs only ``config``, ``now`` and ``peer_address``.
 
@@ -87,7 +88,8 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         Initial: ``initial_dcid`` is that packet's DCID (the Initial keys derive
         from it), ``original_dcid`` the client's very first DCID (they differ
         after a Retry, whose SCID is ``retry_source_cid``), ``peer_cid`` the
-        client's SCID, ``local_cid`` the ID the endpoint chose for us.
+        client's SCID, ``local_cid`` the ID the endpoint chose for us, ``version``
+        the version of that Initial (a client starts in ``config.versions[0]``).
         """
         self.config = config
         self.is_client = is_client
@@ -95,6 +97,11 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.events: deque[Event] = deque()
         self.lifecycle = Lifecycle(QUIC_TRANSITIONS)
         self.close_info: CloseInfo | None = None
+        #: The version of our long headers; the original one until negotiation
+        #: moves it (RFC 9368, :mod:`.negotiation`).
+        self.original_version = config.start_version if version is None else version
+        self.version = self.original_version
+        self.original_initial_recv = None
         self.created = now
         reset_key = config.stateless_reset_key or StatelessResetKey.generate()
         scid = local_cid or config.new_cid()

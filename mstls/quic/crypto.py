@@ -60,6 +60,7 @@ from ..wire.packet import (
     QUIC_VERSION_1,
     SHORT_RESERVED_BITS,
 )
+from .versions import VERSION_1, QuicVersion, quic_version
 
 __all__ = [
     "AES_GCM_CONFIDENTIALITY_LIMIT",
@@ -85,18 +86,14 @@ Buffer = bytes | bytearray | memoryview
 
 
 #: RFC 9001 §5.2: the salt for Initial secrets of QUIC version 1.
-INITIAL_SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
-_INITIAL_SALTS = {QUIC_VERSION_1: INITIAL_SALT_V1}
+INITIAL_SALT_V1 = VERSION_1.initial_salt
 #: Initial packets are protected with AEAD_AES_128_GCM and SHA-256 (RFC 9001 §5.2).
 INITIAL_SUITE = CipherSuite.AES_128_GCM_SHA256
 
 # HKDF labels (RFC 9001 §5.1, §5.2, §6.1), without the "tls13 " prefix.
 _LABEL_CLIENT_IN = b"client in"
 _LABEL_SERVER_IN = b"server in"
-_LABEL_KEY = b"quic key"
-_LABEL_IV = b"quic iv"
-_LABEL_HP = b"quic hp"
-_LABEL_KU = b"quic ku"
+# The packet protection labels are the version's (RFC 9369 §3.3.2): QuicVersion.
 
 #: The sample starts this many bytes after the start of the packet number (§5.4.2).
 SAMPLE_OFFSET = 4
@@ -133,10 +130,9 @@ INTEGRITY_LIMIT: dict[CipherSuite, int] = {
 
 
 def initial_secrets(dcid: bytes, version: int = QUIC_VERSION_1) -> tuple[bytes, bytes]:
-    """``(client_initial_secret, server_initial_secret)`` for a DCID (RFC 9001 §5.2)."""
-    salt = _INITIAL_SALTS.get(version)
-    if salt is None:
-        raise ValueError(f"no Initial salt for version {version:#010x}")
+    """``(client_initial_secret, server_initial_secret)`` for a DCID (RFC 9001 §5.2,
+    RFC 9369 §3.3.1); ``ValueError`` for a version we do not speak."""
+    salt = quic_version(version).initial_salt
     algorithm = suite_hash(INITIAL_SUITE)
     initial_secret = hkdf_extract(algorithm, salt, dcid)
     size = algorithm.digest_size
@@ -146,21 +142,25 @@ def initial_secrets(dcid: bytes, version: int = QUIC_VERSION_1) -> tuple[bytes, 
     )
 
 
-def packet_protection_keys(suite: CipherSuite, secret: bytes) -> tuple[bytes, bytes, bytes]:
-    """``(key, iv, hp)`` for a traffic secret (RFC 9001 §5.1)."""
+def packet_protection_keys(
+    suite: CipherSuite, secret: bytes, version: QuicVersion = VERSION_1
+) -> tuple[bytes, bytes, bytes]:
+    """``(key, iv, hp)`` for a traffic secret (RFC 9001 §5.1, RFC 9369 §3.3.2)."""
     algorithm = suite_hash(suite)
     key_length = KEY_LENGTH[suite]
     return (
-        hkdf_expand_label(algorithm, secret, _LABEL_KEY, b"", key_length),
-        hkdf_expand_label(algorithm, secret, _LABEL_IV, b"", IV_LENGTH),
-        hkdf_expand_label(algorithm, secret, _LABEL_HP, b"", key_length),
+        hkdf_expand_label(algorithm, secret, version.label_key, b"", key_length),
+        hkdf_expand_label(algorithm, secret, version.label_iv, b"", IV_LENGTH),
+        hkdf_expand_label(algorithm, secret, version.label_hp, b"", key_length),
     )
 
 
-def next_generation_secret(suite: CipherSuite, secret: bytes) -> bytes:
-    """The secret after a key update (RFC 9001 §6.1, label "quic ku")."""
+def next_generation_secret(
+    suite: CipherSuite, secret: bytes, version: QuicVersion = VERSION_1
+) -> bytes:
+    """The secret after a key update (RFC 9001 §6.1: "quic ku"; v2: "quicv2 ku")."""
     algorithm = suite_hash(suite)
-    return hkdf_expand_label(algorithm, secret, _LABEL_KU, b"", algorithm.digest_size)
+    return hkdf_expand_label(algorithm, secret, version.label_ku, b"", algorithm.digest_size)
 
 
 # -- header protection ----------------------------------------------------------------
@@ -226,6 +226,7 @@ class PacketProtection:
         "packets_encrypted",
         "secret",
         "suite",
+        "version",
     )
 
     def __init__(
@@ -234,10 +235,12 @@ class PacketProtection:
         secret: bytes,
         *,
         header_protection: HeaderProtection | None = None,
+        version: QuicVersion = VERSION_1,
     ) -> None:
         self.suite = suite
         self.secret = secret
-        self.key, self.iv, hp_key = packet_protection_keys(suite, secret)
+        self.version = version
+        self.key, self.iv, hp_key = packet_protection_keys(suite, secret, version)
         self._aead = make_aead(suite, self.key)
         self._iv_int = int.from_bytes(self.iv, "big")
         if header_protection is None:
@@ -251,8 +254,9 @@ class PacketProtection:
         """The keys after a key update; the header protection key is kept (§6.1)."""
         return PacketProtection(
             self.suite,
-            next_generation_secret(self.suite, self.secret),
+            next_generation_secret(self.suite, self.secret, self.version),
             header_protection=self.header_protection,
+            version=self.version,
         )
 
     def encrypt_packet(self, plain_header: bytes, payload: Buffer, packet_number: int) -> bytearray:
@@ -368,8 +372,9 @@ def initial_protection(
     (or the one chosen by a Retry).
     """
     client_secret, server_secret = initial_secrets(dcid, version)
-    client = PacketProtection(INITIAL_SUITE, client_secret)
-    server = PacketProtection(INITIAL_SUITE, server_secret)
+    params = quic_version(version)
+    client = PacketProtection(INITIAL_SUITE, client_secret, version=params)
+    server = PacketProtection(INITIAL_SUITE, server_secret, version=params)
     return (client, server) if is_client else (server, client)
 
 
@@ -409,10 +414,17 @@ class OneRttKeys:
         "suite",
     )
 
-    def __init__(self, suite: CipherSuite, send_secret: bytes, receive_secret: bytes) -> None:
+    def __init__(
+        self,
+        suite: CipherSuite,
+        send_secret: bytes,
+        receive_secret: bytes,
+        *,
+        version: QuicVersion = VERSION_1,
+    ) -> None:
         self.suite = suite
-        self._send = PacketProtection(suite, send_secret)
-        self._receive = PacketProtection(suite, receive_secret)
+        self._send = PacketProtection(suite, send_secret, version=version)
+        self._receive = PacketProtection(suite, receive_secret, version=version)
         self._next = self._receive.next_generation()
         self._previous: PacketProtection | None = None
         self.send_generation = 0

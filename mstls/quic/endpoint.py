@@ -78,7 +78,6 @@ from ..core.lifecycle import State
 from ..core.stateless_reset import StatelessResetKey, StatelessResetLimiter, build_stateless_reset
 from ..exceptions import DecodeError, Error
 from ..wire.packet import (
-    QUIC_VERSION_1,
     PacketType,
     encode_retry,
     encode_version_negotiation,
@@ -229,7 +228,7 @@ class ServerEndpoint:
         if header.packet_type is PacketType.UNSUPPORTED_VERSION:
             self._stateless.append(
                 (
-                    encode_version_negotiation(bytes(header.scid), dcid, [QUIC_VERSION_1]),
+                    encode_version_negotiation(bytes(header.scid), dcid, self.config.versions),
                     addr,
                 )
             )
@@ -263,7 +262,7 @@ class ServerEndpoint:
             handshakes=self._count_handshakes(full=False) if counted else 0,
             retry_threshold=self.retry_threshold,
         ):
-            self._send_retry(dcid, scid, addr, now)
+            self._send_retry(dcid, scid, addr, now, header.version)  # type: ignore[attr-defined]
             return
         limiter = self.rate_limiter
         if limiter is not None and not limiter.admit(addr, now):
@@ -280,6 +279,7 @@ class ServerEndpoint:
             peer_cid=scid,
             retry_source_cid=retry_scid,
             address_validated=validated,
+            version=header.version,  # type: ignore[attr-defined]
         )
         conn.receive_datagram(data, addr, now)
         if conn.spaces[0].acks.largest_received < 0:
@@ -319,12 +319,15 @@ class ServerEndpoint:
                 handshaking.discard(conn)
         return len(handshaking)
 
-    def _send_retry(self, dcid: bytes, scid: bytes, addr: Address, now: float) -> None:
+    def _send_retry(
+        self, dcid: bytes, scid: bytes, addr: Address, now: float, version: int
+    ) -> None:
+        """A Retry in the client's original version (RFC 9369 §4.1)."""
         self.retries_sent += 1
         retry_scid = self.config.new_cid()  # routable too: the client's next DCID
         token = self.retry_tokens.seal(dcid, retry_scid, addr, now)
-        packet = encode_retry(scid, retry_scid, token)
-        self._stateless.append((packet + retry_integrity_tag(dcid, packet), addr))
+        packet = encode_retry(scid, retry_scid, token, version=version)
+        self._stateless.append((packet + retry_integrity_tag(dcid, packet, version), addr))
 
     def _send_stateless_reset(self, dcid: bytes, length: int, addr: Address, now: float) -> None:
         key = self.config.stateless_reset_key
@@ -384,7 +387,8 @@ def _authenticates(data: bytes, header: object) -> bool:
     """Whether the datagram's first packet opens under the Initial keys derived
     from its DCID (RFC 9001 §5.2).  Handles untrusted input; never raises."""
     dcid = bytes(header.dcid)  # type: ignore[attr-defined]
-    _, receive = initial_protection(dcid, is_client=False)
+    version = header.version  # type: ignore[attr-defined]
+    _, receive = initial_protection(dcid, is_client=False, version=version)
     packet = memoryview(data)[: header.packet_end]  # type: ignore[attr-defined]
     try:
         receive.decrypt_packet(packet, header.pn_offset, -1)  # type: ignore[attr-defined]

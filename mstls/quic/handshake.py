@@ -26,12 +26,15 @@ from ..tls.server import ServerHandshake
 from ..wire.frames import CryptoFrame
 from ..wire.transport_params import (
     TransportParameters,
+    VersionInformation,
     decode_transport_parameters,
     encode_transport_parameters,
     validate_peer_parameters,
 )
 from .crypto import OneRttKeys, PacketProtection
+from .negotiation import check_client_information, check_server_information, choose_version
 from .state import ConnectionState
+from .versions import quic_version
 
 __all__ = ["EPOCH_SPACE", "HandshakeMixin"]
 
@@ -63,8 +66,12 @@ class HandshakeMixin(ConnectionState):
             params.retry_source_connection_id = self.retry_source_cid
         self.local_params = params
         encoded = encode_transport_parameters(params)
-        engine = ClientHandshake if self.is_client else ServerHandshake
-        self.tls = engine(self.config.tls, transport_parameters=encoded)
+        if self.is_client:
+            self.tls = ClientHandshake(self.config.tls, transport_parameters=encoded)
+        else:
+            server = ServerHandshake(self.config.tls, transport_parameters=encoded)
+            server.on_peer_transport_parameters = self._negotiate_version
+            self.tls = server
         self.streams = StreamManager(
             self.is_client,
             params,
@@ -103,11 +110,13 @@ class HandshakeMixin(ConnectionState):
             if len(self._one_rtt_secrets) == 2 and space.send_keys is None:
                 suite, send = self._one_rtt_secrets[Direction.WRITE]
                 _, receive = self._one_rtt_secrets[Direction.READ]
-                keys = OneRttKeys(suite, send, receive)
+                keys = OneRttKeys(suite, send, receive, version=quic_version(self.version))
                 space.send_keys = keys
                 space.recv_keys = keys
             return
-        protection = PacketProtection(item.cipher_suite, item.secret)
+        protection = PacketProtection(
+            item.cipher_suite, item.secret, version=quic_version(self.version)
+        )
         if item.epoch == Epoch.HANDSHAKE:
             self.recovery.has_handshake_keys = True
         if item.direction is Direction.WRITE:
@@ -157,6 +166,8 @@ class HandshakeMixin(ConnectionState):
         state.discarded = True
         state.send_keys = None
         state.recv_keys = None
+        if space == PacketNumberSpace.INITIAL:
+            self.original_initial_recv = None
         state.probes = 0
         self.recovery.discard_space(space)
 
@@ -175,10 +186,30 @@ class HandshakeMixin(ConnectionState):
         self.key_discard_deadline = None
 
     # -- transport parameters (RFC 9000 §7.3, §7.4, §18) -------------------------------------
+    def _negotiate_version(self, raw: bytes) -> bytes:
+        """Server, on the client's parameters, before answering: pick the version
+        (RFC 9368 §2.3, :mod:`.negotiation`), switch to it, and return our parameters
+        with version_information naming it."""
+        try:
+            client = decode_transport_parameters(raw).version_information
+        except TransportParameterError:
+            client = None  # _apply_peer_parameters reports it
+        self.switch_version(choose_version(self.config.versions, self.original_version, client))
+        self.local_params.version_information = VersionInformation(
+            self.version, self.config.versions
+        )
+        return encode_transport_parameters(self.local_params)
+
     def _apply_peer_parameters(self, raw: bytes) -> None:
         params = decode_transport_parameters(raw)
         validate_peer_parameters(params, peer_is_server=self.is_client)
         self._check_connection_ids(params)
+        if self.is_client:
+            check_server_information(
+                params.version_information, self.version, self.original_version
+            )
+        else:
+            check_client_information(params.version_information, self.original_version)
         self.peer_params = params
         self.streams.set_peer_parameters(params)
         if params.max_idle_timeout:

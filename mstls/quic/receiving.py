@@ -43,7 +43,7 @@ from ..wire.frames import (
 )
 from ..wire.packet import PacketHeader, PacketType, parse_header
 from .builder import MIN_INITIAL_DATAGRAM
-from .crypto import OneRttKeys
+from .crypto import OneRttKeys, PacketProtection
 from .retry import verify_retry
 from .state import ConnectionState
 
@@ -134,6 +134,8 @@ class ReceivingMixin(ConnectionState):
         space_id = _PACKET_SPACE[header.packet_type]
         space = self.spaces[space_id]
         keys = space.recv_keys
+        if header.is_long and header.version != self.version:
+            keys = self._keys_for_version(header.version, space_id)
         if keys is None:
             return False  # keys not yet available, or discarded (RFC 9001 §4.9, §5.7)
         if space_id == PacketNumberSpace.INITIAL and _too_small_for_initial(self, view):
@@ -173,6 +175,27 @@ class ReceivingMixin(ConnectionState):
         if isinstance(keys, OneRttKeys) and keys.has_previous and self.key_discard_deadline is None:
             self.key_discard_deadline = now + 3 * self.pto_interval()
         return True
+
+    def _keys_for_version(
+        self, version: int | None, space: PacketNumberSpace
+    ) -> PacketProtection | OneRttKeys | None:
+        """Keys for a long header of a version other than ours (RFC 9369 §4.1), or
+        ``None`` to drop it.  A client follows the server to the first other version
+        it sees (if it offered it); a server still opens the original version's
+        Initials; every other packet of another version is dropped."""
+        if version is None:
+            return None
+        if self.is_client:
+            moved = self.version != self.original_version
+            # Once the ServerHello was read in our version, that is the negotiated one.
+            settled = self.spaces[PacketNumberSpace.HANDSHAKE].recv_keys is not None
+            if moved or settled or version not in self.config.versions:
+                return None
+            self.switch_version(version)
+            return self.spaces[space].recv_keys
+        if space == PacketNumberSpace.INITIAL and version == self.original_version:
+            return self.original_initial_recv
+        return None
 
     def _on_first_packets(self, header: PacketHeader, space: PacketNumberSpace) -> None:
         """Learn the server's CID; validate the client's address (RFC 9000 §7.2, §8.1)."""
@@ -288,7 +311,7 @@ class ReceivingMixin(ConnectionState):
             return
         if bytes(header.dcid) != self.host_cid:
             return
-        if 1 in (header.supported_versions or ()):
+        if self.version in (header.supported_versions or ()):
             return  # a VN that lists our version is ignored (§6.2)
         self.abandon(
             ProtocolError(
@@ -306,7 +329,11 @@ class ReceivingMixin(ConnectionState):
             return  # a client MUST discard a Retry with an empty token (§17.2.5.2)
         packet = bytes(view[: header.packet_end])
         scid = bytes(header.scid)
-        if scid == self.peer_cids.current or not verify_retry(self.original_dcid, packet):
+        if header.version != self.original_version:
+            return  # RFC 9369 §4.1: a Retry of another version is ignored
+        if scid == self.peer_cids.current or not verify_retry(
+            self.original_dcid, packet, self.original_version
+        ):
             return
         self.retry_source_cid = scid
         self.retry_token = bytes(header.token or b"")

@@ -13,7 +13,8 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..wire.packet import MAX_CID_LENGTH, RETRY_INTEGRITY_TAG_LENGTH
+from ..wire.packet import MAX_CID_LENGTH, QUIC_VERSION_1, RETRY_INTEGRITY_TAG_LENGTH
+from .versions import VERSION_1, VERSIONS, quic_version
 
 __all__ = [
     "RETRY_INTEGRITY_KEY_V1",
@@ -23,11 +24,11 @@ __all__ = [
 ]
 
 #: RFC 9001 §5.8, QUIC version 1.
-RETRY_INTEGRITY_KEY_V1 = bytes.fromhex("be0c690b9f66575a1d766b54e368c84e")
-RETRY_INTEGRITY_NONCE_V1 = bytes.fromhex("461599d35d632bf2239825bb")
+RETRY_INTEGRITY_KEY_V1 = VERSION_1.retry_key
+RETRY_INTEGRITY_NONCE_V1 = VERSION_1.retry_nonce
 
-# Built once: the key never changes.
-_RETRY_AEAD = AESGCM(RETRY_INTEGRITY_KEY_V1)
+# Built once per version: the keys never change (RFC 9369 §3.3.3 for v2).
+_RETRY_AEADS = {number: AESGCM(v.retry_key) for number, v in VERSIONS.items()}
 
 
 def _pseudo_packet(odcid: bytes, retry_without_tag: bytes | bytearray | memoryview) -> bytes:
@@ -37,26 +38,34 @@ def _pseudo_packet(odcid: bytes, retry_without_tag: bytes | bytearray | memoryvi
     return bytes((len(odcid),)) + odcid + bytes(retry_without_tag)
 
 
-def retry_integrity_tag(odcid: bytes, retry_without_tag: bytes | bytearray | memoryview) -> bytes:
+def retry_integrity_tag(
+    odcid: bytes,
+    retry_without_tag: bytes | bytearray | memoryview,
+    version: int = QUIC_VERSION_1,
+) -> bytes:
     """The 16-byte tag to append to ``retry_without_tag`` (RFC 9001 §5.8)."""
-    return _RETRY_AEAD.encrypt(
-        RETRY_INTEGRITY_NONCE_V1, b"", _pseudo_packet(odcid, retry_without_tag)
+    return _RETRY_AEADS[version].encrypt(
+        quic_version(version).retry_nonce, b"", _pseudo_packet(odcid, retry_without_tag)
     )
 
 
-def verify_retry(odcid: bytes, packet: bytes | bytearray | memoryview) -> bool:
+def verify_retry(
+    odcid: bytes, packet: bytes | bytearray | memoryview, version: int = QUIC_VERSION_1
+) -> bool:
     """True when the whole Retry ``packet`` carries a valid tag for ``odcid``.
 
-    Handles untrusted input: a packet shorter than the tag, or a tag that
-    does not verify, gives ``False`` (the client discards it, RFC 9000 §17.2.5.2).
+    Handles untrusted input: a packet shorter than the tag, a version we do not
+    speak, or a tag that does not verify, gives ``False`` (the client discards
+    it, RFC 9000 §17.2.5.2).
     """
-    if len(odcid) > MAX_CID_LENGTH or len(packet) < RETRY_INTEGRITY_TAG_LENGTH:
+    aead = _RETRY_AEADS.get(version)
+    if aead is None or len(odcid) > MAX_CID_LENGTH or len(packet) < RETRY_INTEGRITY_TAG_LENGTH:
         return False
     split = len(packet) - RETRY_INTEGRITY_TAG_LENGTH
     view = memoryview(packet)
     try:
-        _RETRY_AEAD.decrypt(
-            RETRY_INTEGRITY_NONCE_V1, view[split:], _pseudo_packet(odcid, view[:split])
+        aead.decrypt(
+            VERSIONS[version].retry_nonce, view[split:], _pseudo_packet(odcid, view[:split])
         )
     except InvalidTag:
         return False

@@ -282,6 +282,7 @@ class SendingMixin(ConnectionState):
             dcid=self.peer_cids.current,
             scid=self.host_cid,
             token=token,
+            version=self.version,
         )
 
     def _write_ack(self, sink: PacketSink, space: Space, now: float) -> None:

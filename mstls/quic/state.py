@@ -66,6 +66,14 @@ class ConnectionState:
     config: QuicConfig
     is_client: bool
     lifecycle: Lifecycle
+    #: The QUIC version of our long headers, and the one the connection started in.
+    version: int
+    original_version: int
+    #: The DCID the Initial keys derive from (RFC 9001 §5.2).
+    initial_dcid: bytes
+    #: Server: the original version's Initial receive keys, kept after a switch
+    #: until a Handshake packet of the negotiated version arrives (RFC 9369 §4.1).
+    original_initial_recv: PacketProtection | None
     #: The next 1-RTT packet number to skip (RFC 9000 §21.4, :mod:`.sending`).
     next_pn_skip: int
     peer_address: Address
@@ -110,10 +118,23 @@ class ConnectionState:
     def set_initial_keys(self, dcid: bytes) -> None:
         from .crypto import initial_protection  # noqa: PLC0415 - avoids a cycle at import
 
-        send, receive = initial_protection(dcid, is_client=self.is_client)
+        self.initial_dcid = dcid
+        send, receive = initial_protection(dcid, is_client=self.is_client, version=self.version)
         initial = self.spaces[PacketNumberSpace.INITIAL]
         initial.send_keys = send
         initial.recv_keys = receive
+
+    def switch_version(self, version: int) -> None:
+        """Move to the negotiated ``version`` (RFC 9369 §4.1): new Initial keys from
+        the same DCID; a server keeps the original version's receive keys."""
+        if version == self.version:
+            return
+        initial = self.spaces[PacketNumberSpace.INITIAL]
+        previous = initial.recv_keys
+        self.version = version
+        self.set_initial_keys(self.initial_dcid)
+        if not self.is_client and isinstance(previous, PacketProtection):
+            self.original_initial_recv = previous
 
     # Implemented by the mixins / the connection -----------------------------------------
     def fail(self, error: Any, now: float) -> None:

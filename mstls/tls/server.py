@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -49,6 +50,9 @@ class ServerHandshake(TLSHandshake):
 
     def __init__(self, config: TLSConfig, *, transport_parameters: bytes | None = None) -> None:
         super().__init__(config, transport_parameters=transport_parameters)
+        #: Called with the client's transport parameters before EncryptedExtensions
+        #: is built; returns the parameters we send (QUIC version negotiation).
+        self.on_peer_transport_parameters: Callable[[bytes], bytes] | None = None
         if config.private_key is None or not config.certificate_chain:
             raise HandshakeError(
                 AlertDescription.internal_error, "a server needs a certificate and a private key"
@@ -180,6 +184,9 @@ class ServerHandshake(TLSHandshake):
                     AlertDescription.missing_extension, "client sent no QUIC transport parameters"
                 )
             self.peer_transport_parameters = params
+            hook = self.on_peer_transport_parameters
+            if hook is not None:  # QUIC version negotiation (RFC 9368) may change ours
+                self.transport_parameters = hook(params)
 
     def _choose_scheme(self, hello: ClientHello) -> int:
         theirs = ext.parse_uint16_list(

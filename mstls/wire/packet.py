@@ -36,11 +36,14 @@ __all__ = [
     "FIXED_BIT",
     "HEADER_FORM_BIT",
     "KEY_PHASE_BIT",
+    "LONG_PACKET_TYPES",
     "LONG_RESERVED_BITS",
+    "LONG_TYPE_BITS",
     "MAX_CID_LENGTH",
     "MAX_PACKET_NUMBER",
     "PACKET_NUMBER_LENGTH_MASK",
     "QUIC_VERSION_1",
+    "QUIC_VERSION_2",
     "QUIC_VERSION_NEGOTIATION",
     "RETRY_INTEGRITY_TAG_LENGTH",
     "SHORT_RESERVED_BITS",
@@ -61,10 +64,12 @@ __all__ = [
 
 #: QUIC version 1 (RFC 9000 §15).
 QUIC_VERSION_1 = 0x00000001
+#: QUIC version 2 (RFC 9369 §3.1).
+QUIC_VERSION_2 = 0x6B3343CF
 #: The version field of a Version Negotiation packet (RFC 9000 §17.2.1).
 QUIC_VERSION_NEGOTIATION = 0x00000000
 #: Versions whose long headers we parse in full.
-SUPPORTED_VERSIONS: tuple[int, ...] = (QUIC_VERSION_1,)
+SUPPORTED_VERSIONS: tuple[int, ...] = (QUIC_VERSION_1, QUIC_VERSION_2)
 
 #: Longest connection ID in QUIC v1 (RFC 9000 §17.2).
 MAX_CID_LENGTH = 20
@@ -113,7 +118,18 @@ class PacketType(IntEnum):
     UNSUPPORTED_VERSION = 6
 
 
-_LONG_TYPES_V1 = (PacketType.INITIAL, PacketType.ZERO_RTT, PacketType.HANDSHAKE, PacketType.RETRY)
+#: The long-header packet type for each value of the two type bits, per version
+#: (RFC 9000 Table 5; RFC 9369 §3.2 changes every one of them).
+_P = PacketType
+LONG_PACKET_TYPES: dict[int, tuple[PacketType, PacketType, PacketType, PacketType]] = {
+    QUIC_VERSION_1: (_P.INITIAL, _P.ZERO_RTT, _P.HANDSHAKE, _P.RETRY),
+    QUIC_VERSION_2: (_P.RETRY, _P.INITIAL, _P.ZERO_RTT, _P.HANDSHAKE),
+}
+#: The two type bits of each long-header packet type, per version (the inverse).
+LONG_TYPE_BITS: dict[int, dict[PacketType, int]] = {
+    version: {packet_type: bits for bits, packet_type in enumerate(types)}
+    for version, types in LONG_PACKET_TYPES.items()
+}
 #: Long-header packet types followed by Length and a packet number.
 _PROTECTED_LONG_TYPES = frozenset((PacketType.INITIAL, PacketType.ZERO_RTT, PacketType.HANDSHAKE))
 
@@ -290,7 +306,7 @@ def _parse_long_header(data: bytes | bytearray | memoryview, pos: int, first: in
             pn_offset=p,
             packet_end=n,
         )
-    packet_type = _LONG_TYPES_V1[(first & _LONG_TYPE_MASK) >> _LONG_TYPE_SHIFT]
+    packet_type = LONG_PACKET_TYPES[version][(first & _LONG_TYPE_MASK) >> _LONG_TYPE_SHIFT]
     if packet_type is PacketType.RETRY:
         return _parse_retry(data, first, dcid, scid, p, version=version)
     token = b""
@@ -432,7 +448,8 @@ def encode_long_header(
     if length < pn_length:
         raise ValueError("Length must cover the packet number")
     out = bytearray()
-    out.append(HEADER_FORM_BIT | FIXED_BIT | packet_type << _LONG_TYPE_SHIFT | (pn_length - 1))
+    bits = LONG_TYPE_BITS[version][packet_type]
+    out.append(HEADER_FORM_BIT | FIXED_BIT | bits << _LONG_TYPE_SHIFT | (pn_length - 1))
     out += version.to_bytes(_VERSION_SIZE, "big")
     out.append(len(dcid))
     out += dcid
@@ -506,7 +523,7 @@ def encode_retry(
     out.append(
         HEADER_FORM_BIT
         | FIXED_BIT
-        | PacketType.RETRY << _LONG_TYPE_SHIFT
+        | LONG_TYPE_BITS[version][PacketType.RETRY] << _LONG_TYPE_SHIFT
         | (unused_bits & _TYPE_SPECIFIC_MASK)
     )
     out += version.to_bytes(_VERSION_SIZE, "big")

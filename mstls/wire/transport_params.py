@@ -57,6 +57,7 @@ __all__ = [
     "PreferredAddress",
     "TransportParameterId",
     "TransportParameters",
+    "VersionInformation",
     "decode_transport_parameters",
     "encode_transport_parameters",
     "grease_transport_parameter",
@@ -86,6 +87,7 @@ class TransportParameterId(IntEnum):
     ACTIVE_CONNECTION_ID_LIMIT = 0x0E
     INITIAL_SOURCE_CONNECTION_ID = 0x0F
     RETRY_SOURCE_CONNECTION_ID = 0x10
+    VERSION_INFORMATION = 0x11  # RFC 9368 §3
     MIN_ACK_DELAY = 0xFF04DE1B  # draft-ietf-quic-ack-frequency §3
     MAX_RECORD_SIZE = 0x0571C59429CD0845  # draft-ietf-quic-qmux-02 §5.2
 
@@ -162,6 +164,15 @@ class PreferredAddress:
     ipv6_port: int = 0
 
 
+@attrs.frozen
+class VersionInformation:
+    """version_information (RFC 9368 §3): the version this endpoint chose for the
+    connection and the versions it is willing to use, in its order of preference."""
+
+    chosen_version: int
+    available_versions: tuple[int, ...] = ()
+
+
 @attrs.define(kw_only=True)
 class TransportParameters:
     """One endpoint's transport parameters (RFC 9000 §18.2).
@@ -187,6 +198,7 @@ class TransportParameters:
     active_connection_id_limit: int = DEFAULT_ACTIVE_CONNECTION_ID_LIMIT
     initial_source_connection_id: bytes | None = None
     retry_source_connection_id: bytes | None = None
+    version_information: VersionInformation | None = None
     min_ack_delay: int | None = None
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
     unknown: list[tuple[int, bytes]] = attrs.Factory(list)
@@ -260,6 +272,28 @@ def _encode_preferred_address(pa: PreferredAddress) -> bytes:
     return w.data
 
 
+_VERSION_BYTES = 4
+
+
+def _decode_version_information(value: memoryview) -> VersionInformation:
+    """RFC 9368 §3: a length that is not a positive multiple of 4, or a version 0, is
+    a TRANSPORT_PARAMETER_ERROR (untrusted input)."""
+    if not value or len(value) % _VERSION_BYTES:
+        raise _fail(f"version_information of {len(value)} bytes")
+    versions = [
+        int.from_bytes(value[i : i + _VERSION_BYTES], "big")
+        for i in range(0, len(value), _VERSION_BYTES)
+    ]
+    if 0 in versions:
+        raise _fail("version_information lists version 0")
+    return VersionInformation(versions[0], tuple(versions[1:]))
+
+
+def _encode_version_information(info: VersionInformation) -> bytes:
+    versions = (info.chosen_version, *info.available_versions)
+    return b"".join(v.to_bytes(_VERSION_BYTES, "big") for v in versions)
+
+
 def _encode_raw(value: bytes) -> bytes:
     return value
 
@@ -273,6 +307,7 @@ _CID = (_decode_cid, _encode_raw)
 _TOKEN = (_decode_token, _encode_raw)
 _FLAG = (_decode_flag, _encode_flag)
 _PREFERRED = (_decode_preferred_address, _encode_preferred_address)
+_VERSIONS = (_decode_version_information, _encode_version_information)
 
 _Codec = tuple[Callable[[memoryview], Any], Callable[[Any], bytes]]
 
@@ -295,6 +330,7 @@ _PARAMETERS: dict[int, tuple[str, _Codec]] = {
     _Id.ACTIVE_CONNECTION_ID_LIMIT: ("active_connection_id_limit", _INT),
     _Id.INITIAL_SOURCE_CONNECTION_ID: ("initial_source_connection_id", _CID),
     _Id.RETRY_SOURCE_CONNECTION_ID: ("retry_source_connection_id", _CID),
+    _Id.VERSION_INFORMATION: ("version_information", _VERSIONS),
     _Id.MIN_ACK_DELAY: ("min_ack_delay", _INT),
     _Id.MAX_RECORD_SIZE: ("max_record_size", _INT),
 }

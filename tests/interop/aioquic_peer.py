@@ -187,14 +187,16 @@ def _configuration(
     secrets_log: TextIO | None,
     max_data: int | None,
     max_stream_data: int | None,
+    versions: Iterable[int] | None = None,
 ) -> QuicConfiguration:
-    """A QUIC v1-only aioquic configuration (no compatible version negotiation)."""
+    """An aioquic configuration: QUIC v1 only unless ``versions`` (in aioquic's order
+    of preference) asks for compatible version negotiation with v2."""
     config = QuicConfiguration(
         is_client=is_client,
         alpn_protocols=list(alpn),
         idle_timeout=idle_timeout,
         secrets_log_file=secrets_log,
-        supported_versions=[QuicProtocolVersion.VERSION_1],
+        supported_versions=list(versions or [QuicProtocolVersion.VERSION_1]),
     )
     if cipher_suites is not None:
         config.cipher_suites = [tls.CipherSuite(int(suite)) for suite in cipher_suites]
@@ -341,6 +343,7 @@ class AioquicServer:
         secrets_log: SecretsLog = None,
         max_data: int | None = None,
         max_stream_data: int | None = None,
+        versions: Iterable[int] | None = None,
     ) -> None:
         self.log = EventLog()
         #: Tracebacks of exceptions raised while handling events (a bug in the peer).
@@ -355,6 +358,7 @@ class AioquicServer:
             secrets_log=self._secrets,
             max_data=max_data,
             max_stream_data=max_stream_data,
+            versions=versions,
         )
         self._config.load_cert_chain(certfile, keyfile)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -549,6 +553,11 @@ class ClientHandle:
         if info is None:
             raise InteropError("handshake not complete")
         return info
+
+    @property
+    def version(self) -> int:
+        """The QUIC version the connection uses (after any negotiation)."""
+        return int(self.protocol._quic._version)
 
     @property
     def retried(self) -> bool:
@@ -746,6 +755,7 @@ def run_aioquic_client(
     secrets_log: SecretsLog = None,
     max_data: int | None = None,
     max_stream_data: int | None = None,
+    versions: Iterable[int] | None = None,
 ) -> T:
     """Connect an aioquic client, run ``scenario(handle)``, close; from any thread.
 
@@ -762,6 +772,7 @@ def run_aioquic_client(
         secrets_log=secrets,
         max_data=max_data,
         max_stream_data=max_stream_data,
+        versions=versions,
     )
     config.server_name = server_name
     config.load_verify_locations(cafile=os.fspath(cafile))

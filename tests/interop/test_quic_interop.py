@@ -17,6 +17,7 @@ import pytest
 from mstls.quic.crypto import OneRttKeys
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.tls.cipher_suites import CipherSuite
+from mstls.wire.packet import QUIC_VERSION_1, QUIC_VERSION_2
 from tests.certs import get_pki
 from tests.helpers.quic_driver import LoopThread
 from tests.quic.pair import client_config, server_config
@@ -120,8 +121,8 @@ def test_a_chacha20() -> None:
 
 # -- B: aioquic client, our server -------------------------------------------------------------
 @contextmanager
-def our_server(retry: bool = False) -> Iterator[tuple[ServiceEndpoint, int]]:
-    service = ServiceEndpoint(ServerEndpoint(server_config(), retry=retry))
+def our_server(retry: bool = False, **config: Any) -> Iterator[tuple[ServiceEndpoint, int]]:
+    service = ServiceEndpoint(ServerEndpoint(server_config(**config), retry=retry))
     with LoopThread(service) as loop:
         yield service, loop.address[1]
 
@@ -214,3 +215,44 @@ def test_b_chacha20() -> None:
             "CHACHA20_POLY1305_SHA256",
             b"chacha",
         )
+
+
+# -- QUIC v2 and compatible version negotiation (RFC 9368, RFC 9369) -------------------------
+V1, V2 = QUIC_VERSION_1, QUIC_VERSION_2
+
+
+def test_a_v2_by_compatible_negotiation() -> None:
+    """Our client starts in v1 and prefers v2; aioquic (which follows the client's
+    preference) moves it."""
+    with aioquic_server(versions=[V1, V2]) as server:
+        config = client_config(versions=(V2, V1), initial_version=V1)
+        with MstlsClient(config, ("127.0.0.1", server.port)) as client:
+            assert client.conn.version == V2
+            assert client.conn.original_version == V1
+            sent = [pattern(1 << 20)]
+            assert [digest(e) for e in client.echo_many(sent, timeout=60)] == [digest(sent[0])]
+
+
+def test_a_v2_from_the_start() -> None:
+    config = client_config(versions=(V2,))
+    with (
+        aioquic_server(versions=[V2, V1]) as server,
+        MstlsClient(config, ("127.0.0.1", server.port)) as client,
+    ):
+        assert client.conn.version == V2
+        sent = [pattern(1 << 20)]
+        assert [digest(e) for e in client.echo_many(sent, timeout=60)] == [digest(sent[0])]
+
+
+@pytest.mark.parametrize("aioquic_versions", [[V1, V2], [V2, V1]])
+def test_b_v2_by_compatible_negotiation(aioquic_versions: list[int]) -> None:
+    """aioquic starts in its first version offering both; our server prefers v2."""
+    sent = pattern(1 << 20)
+
+    async def scenario(h: ClientHandle) -> tuple[int, bytes]:
+        return h.version, await h.echo(sent, timeout=50)
+
+    with our_server(versions=(V2, V1)) as (_service, port):
+        version, echoed = run(port, scenario, versions=aioquic_versions)
+    assert version == V2
+    assert digest(echoed) == digest(sent)

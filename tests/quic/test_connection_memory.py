@@ -14,7 +14,13 @@ from mstls.exceptions import ConfigurationError
 from mstls.quic.crypto import OneRttKeys
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.quic.quic_lb import QuicLbConfig, decode_server_id
-from mstls.wire.packet import PacketType, encode_version_negotiation, parse_header
+from mstls.wire.packet import (
+    QUIC_VERSION_1,
+    QUIC_VERSION_2,
+    PacketType,
+    encode_version_negotiation,
+    parse_header,
+)
 
 from .pair import CLIENT_ADDR, SERVER_ADDR, Pair, client_config, server_config
 
@@ -200,7 +206,7 @@ def test_version_negotiation_for_an_unknown_version() -> None:
     [(reply, addr)] = endpoint.datagrams_to_send(0.0)
     header = parse_header(reply, 0, 8)
     assert addr == CLIENT_ADDR and header.packet_type is PacketType.VERSION_NEGOTIATION
-    assert list(header.supported_versions or ()) == [1]
+    assert list(header.supported_versions or ()) == [QUIC_VERSION_1, QUIC_VERSION_2]
     assert bytes(header.dcid) == b"S" * 8 and bytes(header.scid) == b"D" * 8
     endpoint.receive_datagram(bytes(datagram[:1000]), CLIENT_ADDR, 0.0)
     assert endpoint.datagrams_to_send(0.0) == []  # too small to deserve an answer (§6.1)
