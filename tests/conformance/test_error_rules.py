@@ -157,7 +157,7 @@ def test_reset_stream_fails_reads_and_writes_go_on(make: MakeClient, transport: 
         assert service.received[line] == b"still"
 
 
-@pytest.mark.parametrize("transport", [pytest.param(t, marks=point(11), id=t) for t in BOTH])
+@pytest.mark.parametrize("transport", BOTH)
 def test_data_delivered_before_a_reset_is_read_first(make: MakeClient, transport: str) -> None:
     """E6: data that arrived before RESET_STREAM is returned first, then the reset."""
     with connected(make, transport) as (client, _, _):
