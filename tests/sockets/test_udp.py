@@ -1,6 +1,6 @@
 """Tests of the batched UDP layer (mstls.io.udp) over 127.0.0.1 and ::1 only.
 
-Run as a script (``python -m tests.io.test_udp``) to print datagram rates of
+Run as a script (``python -m tests.sockets.test_udp``) to print datagram rates of
 the plain path against GSO/GRO; the tests themselves assert no timings.
 """
 
