@@ -262,10 +262,13 @@ def format_frames(payload: Buffer, ack_delay_exponent: int) -> list[dict[str, An
                 unknown["raw_frame_type"] = exc.frame_type
             out.append(unknown)
             break
-        if type(frame) is AckFrame:
+        kind = type(frame)
+        if isinstance(frame, AckFrame):
             out.append(_ack(frame, ack_delay_exponent))
-        else:
-            out.append(FRAME_FORMATS[type(frame)](frame))
+        elif kind in FRAME_FORMATS:
+            out.append(FRAME_FORMATS[kind](frame))
+        else:  # a frame class added to the decoders but not (yet) here
+            out.append({"frame_type": "unknown", "raw_frame_type": frame.frame_type})
     return out
 
 
