@@ -18,7 +18,8 @@ measured on the connection's own clock (the driver's monotonic ``now``), whose
 * ``transport:parameters_set`` for our and the peer's transport parameters;
 * ``security:key_updated`` / ``key_discarded`` per key type and generation;
 * ``connectivity:connection_state_updated`` and ``connection_closed``;
-* ``recovery:metrics_updated`` with only the metrics that changed.
+* ``recovery:metrics_updated`` with only the metrics that changed, and
+  ``recovery:packet_lost`` for each packet declared lost.
 
 Cost: writing is off unless the configuration names a directory, and every
 call site tests ``if self.qlog is not None`` first, so a connection without
@@ -74,6 +75,7 @@ from ..wire.transport_params import TransportParameters
 
 __all__ = [
     "FRAME_FORMATS",
+    "PACKET_TYPES",
     "QLOG_VERSION",
     "RECORD_SEPARATOR",
     "QlogWriter",

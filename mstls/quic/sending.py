@@ -44,6 +44,7 @@ from ..wire.frames import (
 from ..wire.packet import PacketType
 from .builder import DatagramBuilder, PacketSink
 from .config import INITIAL_MAX_DATAGRAM_SIZE
+from .qlog import PACKET_TYPES
 from .state import ConnectionState, Space
 
 __all__ = ["MAX_DATAGRAMS_PER_CALL", "SendingMixin"]
@@ -446,11 +447,14 @@ class SendingMixin(ConnectionState):
             ssthresh = recovery.congestion.ssthresh
             if ssthresh != math.inf:
                 metrics["ssthresh"] = int(ssthresh)
+            self._qlog_lost(getattr(result, "lost", ()), now, None)
             self.qlog.metrics_updated(now, metrics)
 
     def on_loss_detection_timeout(self, now: float) -> None:
         """RFC 9002 §6.2.4: a PTO asks for probes; CRYPTO data is resent in them."""
         result = self.recovery.on_loss_detection_timeout(now)
+        if self.qlog is not None:
+            self._qlog_lost(getattr(result, "lost", ()), now, "time_threshold")
         probe_space = getattr(result, "probe_space", None)
         count = getattr(result, "probe_count", 0)
         if probe_space is None or not count:
@@ -460,6 +464,20 @@ class SendingMixin(ConnectionState):
             return
         space.probes = count
         space.crypto_send.requeue_unacknowledged()
+
+    def _qlog_lost(self, lost: Any, now: float, trigger: str | None) -> None:
+        """``recovery:packet_lost`` per packet declared lost (RFC 9002 §6.1)."""
+        assert self.qlog is not None
+        for packet in lost:
+            data: dict[str, Any] = {
+                "header": {
+                    "packet_type": PACKET_TYPES[_SPACE_TYPE[packet.space]],
+                    "packet_number": packet.packet_number,
+                }
+            }
+            if trigger is not None:
+                data["trigger"] = trigger
+            self.qlog.event(now, "recovery:packet_lost", data)
 
     _frame_type_close = FrameType.CONNECTION_CLOSE
 

@@ -234,6 +234,13 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     ),
+    "recovery:packet_lost": _obj(
+        {"header": _obj({"packet_type": PACKET_TYPE, "packet_number": UINT})},
+        {
+            "frames": {"type": "array", "items": {"oneOf": list(FRAME_SCHEMAS.values())}},
+            "trigger": {"enum": ["reordering_threshold", "time_threshold", "pto_expired"]},
+        },
+    ),
     "recovery:metrics_updated": {
         **_obj(
             {},

@@ -306,6 +306,34 @@ def test_parameters_keys_and_states(traces: dict[str, Any]) -> None:
     assert events(client, "recovery:metrics_updated")
 
 
+def test_losses_are_logged(tmp_path: Path) -> None:
+    """On a lossy path every packet declared lost is a ``recovery:packet_lost``."""
+    directory = str(tmp_path)
+    pair = Pair(
+        client=client_config(qlog_dir=directory),
+        server=server_config(qlog_dir=directory),
+        loss=0.1,
+        seed=3,
+    )
+    pair.handshake()
+    transfer(pair, TRANSFER)
+    [path] = tmp_path.glob("*_client.sqlog")
+    writer = pair.client.qlog
+    assert writer is not None  # the connection is still open: flush what is buffered
+    writer.flush()
+    records = parse_json_seq(path.read_bytes())
+    for record in records[1:]:
+        validate(record, event_schema(record["name"]))
+    lost = events(records, "recovery:packet_lost")
+    # The statistics leave lost path-MTU probes out (RFC 8899: no congestion signal).
+    assert len(lost) >= pair.client.recovery.packets_lost > 0
+    sent = {
+        (d["header"]["packet_type"], d["header"]["packet_number"])
+        for d in events(records, "transport:packet_sent")
+    }
+    assert {(d["header"]["packet_type"], d["header"]["packet_number"]) for d in lost} <= sent
+
+
 SAMPLE_FRAMES: list[Frame] = [
     PaddingFrame(3),
     PingFrame(),
