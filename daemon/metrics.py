@@ -25,6 +25,12 @@ Every metric lives in the daemon's own :class:`prometheus_client.CollectorRegist
                                             §5.3), sampled every ``STATS_INTERVAL`` seconds
                                             while open and once when they end; TCP
                                             connections have one only with QX_PING keep-alives
+``mstlsd_build_info{version,python,...}``   always 1; the labels name the mstls version, the
+                                            Python version and implementation
+``process_*``                               the daemon process (Linux: CPU seconds, resident and
+                                            virtual memory, open and maximum file descriptors,
+                                            start time), from ``prometheus_client``'s
+                                            :class:`~prometheus_client.ProcessCollector`
 ==========================================  ====================================================
 
 The loss counters grow as connections go: each sample adds what grew since the
@@ -34,20 +40,38 @@ when it ends.  Definitions of the underlying figures: :mod:`mstls.stats`.
 
 from __future__ import annotations
 
+import platform
 import threading
 from typing import Any
 
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    start_http_server,
+)
 
 import mstls
 
-__all__ = ["RTT_BUCKETS", "TRANSPORTS", "Metrics", "StatsCursor"]
+__all__ = ["RTT_BUCKETS", "TRANSPORTS", "Metrics", "StatsCursor", "build_labels"]
 
 #: Upper bounds (seconds) of the RTT histogram's buckets: loopback to intercontinental.
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: Label values of ``transport``; their series exist (at 0) from the start.
 TRANSPORTS = ("udp", "tcp")
+
+
+def build_labels() -> dict[str, str]:
+    """The labels of ``mstlsd_build_info``: mstls's version, the Python that runs it."""
+    return {
+        "version": mstls.__version__,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+    }
 
 
 @attrs.define
@@ -113,6 +137,11 @@ class Metrics:
             buckets=RTT_BUCKETS,
             registry=r,
         )
+        # The process and the build, as every Prometheus exporter reports them; the
+        # process collector exports nothing where /proc is missing (non-Linux).
+        ProcessCollector(registry=r)
+        self.build_info = Info("mstlsd_build", "The mstlsd build", registry=r)
+        self.build_info.info(build_labels())
         for transport in TRANSPORTS:
             self.packets_lost.labels(transport)
             self.retransmissions.labels(transport)

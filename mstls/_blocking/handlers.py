@@ -76,9 +76,9 @@ class Waiters:
 class _UdpBase:
     """Receive, feed, send and notify for one UDP socket."""
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, *, offload: bool = True) -> None:
         self.sock = sock
-        self.caps = detect_capabilities(sock)
+        self.caps = detect_capabilities(sock, offload=offload)
         self.lock = threading.RLock()
         self._buffer = new_receive_buffer()
         self._deadline: float | None = None
@@ -184,7 +184,7 @@ class UdpClientHandler(_UdpBase):
     """One client connection on its own UDP socket."""
 
     def __init__(self, sock: Any, conn: QuicConnection) -> None:
-        super().__init__(sock)
+        super().__init__(sock, offload=conn.config.udp_offload)
         self.conn = conn
         self.session = Session(conn, transport="udp")
         self.waiters = Waiters(self.lock)
@@ -214,7 +214,7 @@ class UdpListenerHandler(_UdpBase):
     """A listening UDP socket: every server connection behind one ServerEndpoint."""
 
     def __init__(self, sock: Any, endpoint: ServerEndpoint) -> None:
-        super().__init__(sock)
+        super().__init__(sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
         self.sessions: dict[int, tuple[Session, Waiters]] = {}
         self.accepted: deque[tuple[QuicConnection, Session, Waiters]] = deque()

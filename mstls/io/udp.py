@@ -15,6 +15,12 @@ datagrams of equal size, plus at most one shorter one at the end, form a group
 of at most :data:`UDP_MAX_SEGMENTS` datagrams and :attr:`UdpCapabilities.max_gso_bytes`
 bytes.  Without GSO each datagram is one ``sendto``.
 
+*Switching the offloads off.*  ``detect_capabilities(sock, offload=False)``, or
+the environment variable ``MSTLS_NO_GSO=1`` (:data:`NO_GSO_ENV`), gives the plain
+paths: one ``sendto`` per datagram and GRO switched off on the socket.  A packet
+capture on ``lo`` then shows every QUIC datagram on its own (a GSO super-datagram
+is captured before segmentation, and Wireshark fails to decrypt it).
+
 *Receiving.*  With UDP generic receive offload (``UDP_GRO``, Linux 5.0) the
 kernel may hand several datagrams of one flow over in one read, with a control
 message giving the segment size; they are split back into datagrams as
@@ -56,6 +62,7 @@ on loopback (the loopback device does no GRO of its own).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 import sys
@@ -67,6 +74,7 @@ __all__ = [
     "DEFAULT_SOCKET_BUFFER",
     "MAX_UDP_PAYLOAD_IPV4",
     "MAX_UDP_PAYLOAD_IPV6",
+    "NO_GSO_ENV",
     "READ_ROOM",
     "RECEIVE_BUFFER_SIZE",
     "UDP_GRO",
@@ -77,6 +85,7 @@ __all__ = [
     "UdpCapabilities",
     "detect_capabilities",
     "new_receive_buffer",
+    "offload_disabled_by_environment",
     "open_udp_socket",
     "receive_datagrams",
     "send_datagrams",
@@ -115,6 +124,8 @@ MAX_ERROR_SKIPS = 16
 SEND_ATTEMPTS = 2
 #: Error-queue entries drained per receive call (IP_RECVERR sockets).
 MAX_ERRQUEUE_DRAIN = 64
+#: Set to 1 to switch GSO and GRO off on every socket (debugging with a packet capture).
+NO_GSO_ENV = "MSTLS_NO_GSO"
 
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _ERRQUEUE_CMSG_SPACE = 512
@@ -278,13 +289,19 @@ def open_udp_socket(
     return sock
 
 
-def detect_capabilities(sock: socket.socket) -> UdpCapabilities:
+def offload_disabled_by_environment() -> bool:
+    """True when ``$MSTLS_NO_GSO`` is set to anything but empty or ``0``."""
+    return os.environ.get(NO_GSO_ENV, "").strip() not in ("", "0")
+
+
+def detect_capabilities(sock: socket.socket, *, offload: bool = True) -> UdpCapabilities:
     """What batching ``sock`` supports, read back from the kernel.
 
     GSO: ``getsockopt(UDP_SEGMENT)`` succeeds (a kernel without it rejects the
     option; it must not be inferred from the control message, which old kernels
     silently ignore).  GRO: the socket's ``UDP_GRO`` option is on.  Non-Linux
-    systems and non-UDP sockets get the plain path.
+    systems and non-UDP sockets get the plain path.  Without ``offload`` (or with
+    ``$MSTLS_NO_GSO`` set) both are off and GRO is switched off on the socket.
     """
     caps = UdpCapabilities(
         recv_buffer=_getsockopt_int(sock, socket.SOL_SOCKET, socket.SO_RCVBUF) or 0,
@@ -300,8 +317,11 @@ def detect_capabilities(sock: socket.socket) -> UdpCapabilities:
     )
     if not usable:
         return caps
-    caps.gso = _getsockopt_int(sock, SOL_UDP, UDP_SEGMENT) is not None
-    caps.gro = bool(_getsockopt_int(sock, SOL_UDP, UDP_GRO))
+    if offload and not offload_disabled_by_environment():
+        caps.gso = _getsockopt_int(sock, SOL_UDP, UDP_SEGMENT) is not None
+        caps.gro = bool(_getsockopt_int(sock, SOL_UDP, UDP_GRO))
+    else:
+        set_gro(sock, caps, False)
     level, option = (
         (socket.IPPROTO_IPV6, IPV6_RECVERR)
         if sock.family == socket.AF_INET6

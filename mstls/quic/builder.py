@@ -85,22 +85,29 @@ class PacketSink:
 
 
 class BuiltPacket:
-    """What recovery needs to know about a sent packet."""
+    """What recovery (and qlog) needs to know about a sent packet."""
 
     __slots__ = (
         "ack_eliciting",
         "in_flight",
         "is_mtu_probe",
         "packet_number",
+        "packet_type",
+        "payload",
         "records",
         "size",
         "space",
     )
 
-    def __init__(self, space: int, packet_number: int, sink: PacketSink, size: int) -> None:
+    def __init__(
+        self, space: int, packet_type: PacketType, packet_number: int, sink: PacketSink, size: int
+    ) -> None:
         self.space = space
+        self.packet_type = packet_type
         self.packet_number = packet_number
         self.size = size
+        #: The plaintext frames (a reference to the sink's buffer, for qlog).
+        self.payload = sink.payload
         self.ack_eliciting = sink.ack_eliciting
         self.in_flight = sink.in_flight
         self.records = sink.records
@@ -216,7 +223,7 @@ class DatagramBuilder:
             payload = p.sink.payload
             header = self._header(p)
             packet = p.encrypt(header, payload, p.packet_number)
-            built.append(BuiltPacket(p.space, p.packet_number, p.sink, len(packet)))
+            built.append(BuiltPacket(p.space, p.packet_type, p.packet_number, p.sink, len(packet)))
             out += packet
         self._packets = []
         return bytes(out), built

@@ -86,6 +86,10 @@ class QuicConfig:
     #: Makes the connection IDs we issue (e.g. ``QuicLbConfig.generate`` for IDs a
     #: load balancer can route); must return ``cid_length`` bytes.  Default: random.
     cid_generator: Callable[[int], bytes] | None = None
+    #: Batch datagrams with UDP GSO and GRO where the kernel has them (Linux); False,
+    #: or ``MSTLS_NO_GSO=1`` in the environment, sends and reads one datagram per
+    #: system call (for packet captures on ``lo``, see :mod:`mstls.io.udp`).
+    udp_offload: bool = True
     #: Write a qlog trace per connection into this directory (None: off).
     qlog_dir: str | os.PathLike[str] | None = None
     #: QUIC versions we speak, in our order of preference (RFC 9368).  A client

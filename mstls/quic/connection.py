@@ -62,6 +62,15 @@ __all__ = ["QuicConnection"]
 
 #: Closing and draining last three PTOs (RFC 9000 §10.2).
 CLOSE_PERIOD_PTOS = 3
+#: Lifecycle states as qlog ConnectionState values (quic-events connection_state_updated);
+#: ``attempted``, ``handshake_started`` and ``handshake_confirmed`` are logged apart.
+QLOG_STATES = {
+    State.HANDSHAKE: "handshake_started",
+    State.ESTABLISHED: "handshake_complete",
+    State.CLOSING: "closing",
+    State.DRAINING: "draining",
+    State.TERMINATED: "closed",
+}
 
 
 class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionState):
@@ -154,12 +163,16 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self._init_spaces(initial)
         self._init_handshake(now)
         self._init_sending()
+        if self.qlog is not None and not is_client:
+            self.qlog.state_updated(now, "handshake_started")
 
     # -- public API: lifecycle ---------------------------------------------------------
     def connect(self, now: float) -> None:
         """Client: start the handshake (queue the ClientHello)."""
         if not self.is_client:
             raise ValueError("only a client connects")
+        if self.qlog is not None:
+            self.qlog.state_updated(now, "attempted")
         self.start_handshake(now)
 
     @property
@@ -231,18 +244,18 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         QUIC_TIMERS.fire(self, now)
 
     def _on_close_timer(self, now: float) -> None:
-        self._apply(LifecycleEvent.CLOSE_TIMER, None)
+        self._apply(LifecycleEvent.CLOSE_TIMER, None, now)
 
     def _on_idle_timer(self, now: float) -> None:
-        self._terminate_silently("idle timeout", LifecycleEvent.IDLE_TIMEOUT)
+        self._terminate_silently("idle timeout", LifecycleEvent.IDLE_TIMEOUT, now)
 
     def _on_handshake_timer(self, now: float) -> None:
         self._terminate_silently(
-            "handshake did not complete in time", LifecycleEvent.HANDSHAKE_TIMEOUT
+            "handshake did not complete in time", LifecycleEvent.HANDSHAKE_TIMEOUT, now
         )
 
     def _on_key_discard_timer(self, now: float) -> None:
-        self.discard_previous_keys()
+        self.discard_previous_keys(now)
 
     # -- lifecycle internals ------------------------------------------------------------
     def close_period(self) -> float:
@@ -257,25 +270,37 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
             CloseInfo(code, frame_type, reason, by_peer=False, is_application=False), now
         )
 
-    def _apply(self, event: LifecycleEvent, info: CloseInfo | None) -> bool:
+    def _apply(
+        self, event: LifecycleEvent, info: CloseInfo | None, now: float | None = None
+    ) -> bool:
         """Move the lifecycle by ``event``; emit the termination if it ends the
-        connection now (with ``info``).  Returns whether the state changed."""
+        connection now (with ``info``).  Returns whether the state changed.
+
+        qlog: every change is a ``connection_state_updated`` at ``now`` (None: the
+        caller has no clock reading); the trace is closed when the connection
+        reaches ``TERMINATED``."""
         before = self.lifecycle.state
         kind = self.lifecycle.apply(event)
+        after = self.lifecycle.state
+        if self.qlog is not None and after is not before:
+            self.qlog.state_updated(now, QLOG_STATES[after])
         if kind is not None:
             assert info is not None, f"{event.name} ends the connection without a cause"
             self.close_info = info
-            self._emit_terminated(info, kind)
-        return self.lifecycle.state is not before
+            self._emit_terminated(info, kind, now)
+        if after is State.TERMINATED and self.qlog is not None:
+            self.qlog.close()
+            self.qlog = None
+        return after is not before
 
     def _enter_closing(self, info: CloseInfo, now: float) -> None:
-        if self._apply(LifecycleEvent.LOCAL_CLOSE, info):
+        if self._apply(LifecycleEvent.LOCAL_CLOSE, info, now):
             self.close_deadline = now + self.close_period()
             self.close_pending = True
 
     def enter_draining(self, info: CloseInfo, now: float) -> None:
         """The peer closed: no more sending, state kept for 3 PTOs (RFC 9000 §10.2.2)."""
-        if self._apply(LifecycleEvent.PEER_CLOSE, info):
+        if self._apply(LifecycleEvent.PEER_CLOSE, info, now):
             self.close_deadline = now + self.close_period()
 
     def abandon(self, error: Error, now: float) -> None:
@@ -283,9 +308,11 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         code = getattr(error, "error_code", TransportErrorCode.INTERNAL_ERROR)
         reason = getattr(error, "reason", str(error))
         info = CloseInfo(code, None, reason, by_peer=False, is_application=False)
-        self._apply(LifecycleEvent.ABANDON, info)
+        self._apply(LifecycleEvent.ABANDON, info, now)
 
-    def _terminate_silently(self, reason: str, event: LifecycleEvent) -> None:
+    def _terminate_silently(
+        self, reason: str, event: LifecycleEvent, now: float | None = None
+    ) -> None:
         """Idle timeout, handshake timeout, stateless reset: no packets (RFC 9000 §10.1)."""
         info = CloseInfo(
             TransportErrorCode.NO_ERROR,
@@ -294,24 +321,18 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
             by_peer=event is LifecycleEvent.STATELESS_RESET,
             is_application=False,
         )
-        self._apply(event, info)
+        self._apply(event, info, now)
 
-    def _emit_terminated(self, info: CloseInfo, kind: TerminationKind) -> None:
+    def _emit_terminated(self, info: CloseInfo, kind: TerminationKind, now: float | None) -> None:
         if self.qlog is not None:
-            self.qlog.event(
-                self.last_sent,
-                "connectivity:connection_closed",
-                {
-                    "owner": "remote" if info.by_peer else "local",
-                    "application_code" if info.is_application else "connection_code": (
-                        info.error_code
-                    ),
-                    "reason": info.reason,
-                    "trigger": kind,
-                },
+            self.qlog.connection_closed(
+                now,
+                by_peer=info.by_peer,
+                error_code=info.error_code,
+                is_application=info.is_application,
+                reason=info.reason,
+                kind=str(kind),
             )
-            self.qlog.close()
-            self.qlog = None
         self.events.append(
             ConnectionTerminatedEvent(
                 error_code=info.error_code,

@@ -33,6 +33,7 @@ from ..wire.transport_params import (
 )
 from .crypto import OneRttKeys, PacketProtection
 from .negotiation import check_client_information, check_server_information, choose_version
+from .qlog import key_type
 from .state import ConnectionState
 from .versions import quic_version
 
@@ -45,6 +46,12 @@ EPOCH_SPACE = {
     Epoch.ONE_RTT: PacketNumberSpace.APPLICATION,
 }
 SPACE_EPOCH = {space: epoch for epoch, space in EPOCH_SPACE.items()}
+#: Packet number spaces to the qlog key levels (quic-events KeyType).
+SPACE_LEVEL = {
+    PacketNumberSpace.INITIAL: "initial",
+    PacketNumberSpace.HANDSHAKE: "handshake",
+    PacketNumberSpace.APPLICATION: "1rtt",
+}
 
 
 class HandshakeMixin(ConnectionState):
@@ -65,6 +72,8 @@ class HandshakeMixin(ConnectionState):
             params.stateless_reset_token = self.local_cids.initial_reset_token
             params.retry_source_connection_id = self.retry_source_cid
         self.local_params = params
+        if self.qlog is not None:
+            self.qlog.parameters_set(now, "local", params)
         encoded = encode_transport_parameters(params)
         if self.is_client:
             self.tls = ClientHandshake(self.config.tls, transport_parameters=encoded)
@@ -97,13 +106,13 @@ class HandshakeMixin(ConnectionState):
             if isinstance(item, SendHandshake):
                 self.spaces[EPOCH_SPACE[item.epoch]].crypto_send.write(item.data)
             elif isinstance(item, InstallKey):
-                self._install_key(item)
+                self._install_key(item, now)
             elif isinstance(item, HandshakeCompleted):
                 self._on_handshake_completed(item, now)
         if self.peer_params is None and self.tls.peer_transport_parameters is not None:
-            self._apply_peer_parameters(self.tls.peer_transport_parameters)
+            self._apply_peer_parameters(self.tls.peer_transport_parameters, now)
 
-    def _install_key(self, item: InstallKey) -> None:
+    def _install_key(self, item: InstallKey, now: float) -> None:
         space = self.spaces[EPOCH_SPACE[item.epoch]]
         if item.epoch == Epoch.ONE_RTT:
             self._one_rtt_secrets[item.direction] = (item.cipher_suite, item.secret)
@@ -113,7 +122,12 @@ class HandshakeMixin(ConnectionState):
                 keys = OneRttKeys(suite, send, receive, version=quic_version(self.version))
                 space.send_keys = keys
                 space.recv_keys = keys
+                if self.qlog is not None:
+                    self.qlog.keys_installed(now, "1rtt", ours=True, peers=True)
             return
+        if self.qlog is not None:
+            ours = item.direction is Direction.WRITE
+            self.qlog.keys_installed(now, "handshake", ours=ours, peers=not ours)
         protection = PacketProtection(
             item.cipher_suite, item.secret, version=quic_version(self.version)
         )
@@ -127,7 +141,7 @@ class HandshakeMixin(ConnectionState):
     def _on_handshake_completed(self, item: HandshakeCompleted, now: float) -> None:
         self.handshake_complete = True
         self.handshake_deadline = None
-        self.lifecycle.apply(LifecycleEvent.HANDSHAKE_DONE)
+        self._apply(LifecycleEvent.HANDSHAKE_DONE, None, now)
         self.events.append(
             HandshakeCompletedEvent(
                 alpn_protocol=item.alpn_protocol,
@@ -155,6 +169,8 @@ class HandshakeMixin(ConnectionState):
         if self.handshake_confirmed:
             return
         self.handshake_confirmed = True
+        if self.qlog is not None:
+            self.qlog.state_updated(None, "handshake_confirmed")
         self.recovery.on_handshake_confirmed()
         self.discard_space(PacketNumberSpace.HANDSHAKE)
 
@@ -170,6 +186,8 @@ class HandshakeMixin(ConnectionState):
             self.original_initial_recv = None
         state.probes = 0
         self.recovery.discard_space(space)
+        if self.qlog is not None:
+            self.qlog.keys_discarded(None, SPACE_LEVEL[space])
 
     # -- key update (RFC 9001 §6) ---------------------------------------------------------
     def request_key_update(self) -> None:
@@ -178,10 +196,18 @@ class HandshakeMixin(ConnectionState):
         if not self.handshake_confirmed or not isinstance(keys, OneRttKeys):
             raise ProtocolError("key update before the handshake is confirmed")
         keys.initiate_update()
+        if self.qlog is not None:
+            self.qlog.one_rtt_generations(
+                None, keys.send_generation, keys.receive_generation, "local_update"
+            )
 
-    def discard_previous_keys(self) -> None:
+    def discard_previous_keys(self, now: float | None = None) -> None:
+        """Drop the previous generation's receive keys (RFC 9001 §6.5)."""
         keys = self.spaces[PacketNumberSpace.APPLICATION].recv_keys
         if isinstance(keys, OneRttKeys):
+            if self.qlog is not None and keys.has_previous:
+                peer = key_type(not self.is_client, "1rtt")
+                self.qlog.key_discarded(now, peer, generation=keys.receive_generation - 1)
             keys.discard_previous()
         self.key_discard_deadline = None
 
@@ -200,7 +226,7 @@ class HandshakeMixin(ConnectionState):
         )
         return encode_transport_parameters(self.local_params)
 
-    def _apply_peer_parameters(self, raw: bytes) -> None:
+    def _apply_peer_parameters(self, raw: bytes, now: float) -> None:
         params = decode_transport_parameters(raw)
         validate_peer_parameters(params, peer_is_server=self.is_client)
         self._check_connection_ids(params)
@@ -211,6 +237,8 @@ class HandshakeMixin(ConnectionState):
         else:
             check_client_information(params.version_information, self.original_version)
         self.peer_params = params
+        if self.qlog is not None:
+            self.qlog.parameters_set(now, "remote", params)
         self.streams.set_peer_parameters(params)
         if params.max_idle_timeout:
             peer_idle = params.max_idle_timeout / 1000

@@ -154,13 +154,7 @@ class ReceivingMixin(ConnectionState):
             return True
         self.packets_received += 1
         if self.qlog is not None:
-            self.qlog.packet(
-                now,
-                "transport:packet_received",
-                header.packet_type.name,
-                pn,
-                header.packet_end - pos,
-            )
+            self._qlog_received(header, pn, header.packet_end - pos, payload, keys, now)
         self._on_first_packets(header, space_id)
         try:
             ack_eliciting = self._process_frames(
@@ -196,6 +190,30 @@ class ReceivingMixin(ConnectionState):
         if space == PacketNumberSpace.INITIAL and version == self.original_version:
             return self.original_initial_recv
         return None
+
+    def _qlog_received(
+        self, header: PacketHeader, pn: int, length: int, payload: bytes, keys: Any, now: float
+    ) -> None:
+        """``transport:packet_received`` with its frames, and a key update the
+        packet revealed (RFC 9001 §6.2; qlog is on)."""
+        assert self.qlog is not None
+        one_rtt = header.packet_type is PacketType.ONE_RTT
+        peer = self.peer_params
+        self.qlog.packet(
+            now,
+            "transport:packet_received",
+            header.packet_type,
+            pn,
+            length,
+            payload,
+            dcid=header.dcid,
+            scid=None if one_rtt else header.scid,
+            ack_delay_exponent=peer.ack_delay_exponent if one_rtt and peer is not None else 3,
+        )
+        if isinstance(keys, OneRttKeys):
+            self.qlog.one_rtt_generations(
+                now, keys.send_generation, keys.receive_generation, "remote_update"
+            )
 
     def _on_first_packets(self, header: PacketHeader, space: PacketNumberSpace) -> None:
         """Learn the server's CID; validate the client's address (RFC 9000 §7.2, §8.1)."""

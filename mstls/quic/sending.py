@@ -19,6 +19,7 @@ whose loss is not a congestion signal (RFC 8899).
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -43,6 +44,7 @@ from ..wire.frames import (
 from ..wire.packet import PacketType
 from .builder import DatagramBuilder, PacketSink
 from .config import INITIAL_MAX_DATAGRAM_SIZE
+from .qlog import PACKET_TYPES
 from .state import ConnectionState, Space
 
 __all__ = ["MAX_DATAGRAMS_PER_CALL", "SendingMixin"]
@@ -114,7 +116,7 @@ class SendingMixin(ConnectionState):
         if state is State.DRAINING or state is State.TERMINATED:
             return []
         if state is State.CLOSING:
-            return self._close_datagrams()
+            return self._close_datagrams(now)
         out: list[bytes] = []
         self.pacing_deadline = None
         while len(out) < MAX_DATAGRAMS_PER_CALL:
@@ -188,13 +190,7 @@ class SendingMixin(ConnectionState):
             )
             self.recovery.on_packet_sent(packet, now)
             if self.qlog is not None:
-                self.qlog.packet(
-                    now,
-                    "transport:packet_sent",
-                    _SPACE_TYPE[built.space].name,
-                    built.packet_number,
-                    built.size,
-                )
+                self._qlog_sent(built, now)
             if built.ack_eliciting:
                 if not self.ack_eliciting_sent_since_receive:
                     # RFC 9000 §10.1: only the first ack-eliciting packet sent after
@@ -205,6 +201,22 @@ class SendingMixin(ConnectionState):
                 self.last_ack_eliciting_sent = now
             if self.is_client and built.space == PacketNumberSpace.HANDSHAKE:
                 self._discard_initial_once()
+
+    def _qlog_sent(self, built: Any, now: float) -> None:
+        """``transport:packet_sent`` with the packet's frames (qlog is on)."""
+        assert self.qlog is not None
+        one_rtt = built.space == APPLICATION
+        self.qlog.packet(
+            now,
+            "transport:packet_sent",
+            built.packet_type,
+            built.packet_number,
+            built.size,
+            built.payload,
+            dcid=self.peer_cids.current,
+            scid=None if one_rtt else self.host_cid,
+            ack_delay_exponent=self.config.ack_delay_exponent if one_rtt else 3,
+        )
 
     def _discard_initial_once(self) -> None:
         """RFC 9001 §4.9.1: a client drops Initial keys when it first sends a Handshake packet."""
@@ -381,7 +393,7 @@ class SendingMixin(ConnectionState):
         self.mtu.on_probe_lost(size, sent)
 
     # -- closing (RFC 9000 §10.2) ---------------------------------------------------------
-    def _close_datagrams(self) -> list[bytes]:
+    def _close_datagrams(self, now: float) -> list[bytes]:
         if not self.close_pending or self.close_info is None:
             return []
         self.close_pending = False
@@ -413,28 +425,37 @@ class SendingMixin(ConnectionState):
         if data:
             self.bytes_sent += len(data)
             self.packets_sent += len(packets)
+            if self.qlog is not None:
+                for built in packets:
+                    self._qlog_sent(built, now)
         return [data] if data else []
 
     # -- recovery hooks ----------------------------------------------------------------------
     def on_ack_result(self, result: Any, now: float) -> None:
         """After an ACK: the frame records did the work; qlog the new metrics."""
         if self.qlog is not None:
-            rtt = self.recovery.rtt
-            self.qlog.event(
-                now,
-                "recovery:metrics_updated",
-                {
-                    "congestion_window": self.recovery.congestion.cwnd,
-                    "bytes_in_flight": self.recovery.bytes_in_flight,
-                    "smoothed_rtt": rtt.smoothed_rtt * 1000.0,
-                    "latest_rtt": rtt.latest_rtt * 1000.0,
-                    "min_rtt": rtt.min_rtt * 1000.0,
-                },
-            )
+            recovery = self.recovery
+            rtt = recovery.rtt
+            metrics: dict[str, float | int] = {
+                "min_rtt": rtt.min_rtt * 1000.0,
+                "smoothed_rtt": rtt.smoothed_rtt * 1000.0,
+                "latest_rtt": rtt.latest_rtt * 1000.0,
+                "rtt_variance": rtt.rttvar * 1000.0,
+                "pto_count": recovery.pto_count,
+                "congestion_window": recovery.congestion.cwnd,
+                "bytes_in_flight": recovery.bytes_in_flight,
+            }
+            ssthresh = recovery.congestion.ssthresh
+            if ssthresh != math.inf:
+                metrics["ssthresh"] = int(ssthresh)
+            self._qlog_lost(getattr(result, "lost", ()), now, None)
+            self.qlog.metrics_updated(now, metrics)
 
     def on_loss_detection_timeout(self, now: float) -> None:
         """RFC 9002 §6.2.4: a PTO asks for probes; CRYPTO data is resent in them."""
         result = self.recovery.on_loss_detection_timeout(now)
+        if self.qlog is not None:
+            self._qlog_lost(getattr(result, "lost", ()), now, "time_threshold")
         probe_space = getattr(result, "probe_space", None)
         count = getattr(result, "probe_count", 0)
         if probe_space is None or not count:
@@ -444,6 +465,20 @@ class SendingMixin(ConnectionState):
             return
         space.probes = count
         space.crypto_send.requeue_unacknowledged()
+
+    def _qlog_lost(self, lost: Any, now: float, trigger: str | None) -> None:
+        """``recovery:packet_lost`` per packet declared lost (RFC 9002 §6.1)."""
+        assert self.qlog is not None
+        for packet in lost:
+            data: dict[str, Any] = {
+                "header": {
+                    "packet_type": PACKET_TYPES[_SPACE_TYPE[packet.space]],
+                    "packet_number": packet.packet_number,
+                }
+            }
+            if trigger is not None:
+                data["trigger"] = trigger
+            self.qlog.event(now, "recovery:packet_lost", data)
 
     _frame_type_close = FrameType.CONNECTION_CLOSE
 

@@ -11,7 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..core.ack_tracker import AckTracker
-from ..core.lifecycle import CloseInfo, Lifecycle
+from ..core.lifecycle import CloseInfo, Lifecycle, LifecycleEvent
 from ..core.recovery import PacketNumberSpace
 from .crypto import OneRttKeys, PacketProtection
 from .crypto_stream import CryptoReceiver, CryptoSender
@@ -123,6 +123,8 @@ class ConnectionState:
         initial = self.spaces[PacketNumberSpace.INITIAL]
         initial.send_keys = send
         initial.recv_keys = receive
+        if self.qlog is not None:
+            self.qlog.keys_installed(None, "initial", ours=True, peers=True, trigger=None)
 
     def switch_version(self, version: int) -> None:
         """Move to the negotiated ``version`` (RFC 9369 §4.1): new Initial keys from
@@ -137,6 +139,11 @@ class ConnectionState:
             self.original_initial_recv = previous
 
     # Implemented by the mixins / the connection -----------------------------------------
+    def _apply(
+        self, event: LifecycleEvent, info: CloseInfo | None, now: float | None = None
+    ) -> bool:
+        raise NotImplementedError
+
     def fail(self, error: Any, now: float) -> None:
         raise NotImplementedError
 

@@ -41,10 +41,10 @@ MAX_FLUSH_ROUNDS = 16
 class _UdpDriver(Driver):
     """Receive, feed, send for one UDP socket; see the module documentation."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, offload: bool = True) -> None:
         super().__init__()
         self.sock = sock
-        self.caps = detect_capabilities(sock)
+        self.caps = detect_capabilities(sock, offload=offload)
         self._buffer = new_receive_buffer()
         self._backlog: deque[tuple[bytes, Any]] = deque()
         self._writable_needed = trio.Event()
@@ -141,7 +141,7 @@ class UdpClientDriver(_UdpDriver):
     """One client connection on its own UDP socket."""
 
     def __init__(self, sock: socket.socket, conn: QuicConnection) -> None:
-        super().__init__(sock)
+        super().__init__(sock, offload=conn.config.udp_offload)
         self.conn = conn
         self.core = Core(self, conn, "udp", conn.peer_address)
         self._cores = [self.core]
@@ -170,7 +170,7 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
     """A listening UDP socket: every server connection behind one ServerEndpoint."""
 
     def __init__(self, sock: socket.socket, endpoint: ServerEndpoint) -> None:
-        super().__init__(sock)
+        super().__init__(sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
 
     def cores(self) -> list[Core]:
