@@ -18,7 +18,6 @@ winner is reported by :attr:`Connection.transport`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 import threading
 import time
@@ -31,7 +30,7 @@ from ..core.admission import reconfigured
 from ..exceptions import ConfigurationError, ConnectionIOError, Error
 from ..qmux.connection import QMuxConnection
 from ..session import Session
-from ..tcp_sockets import prepare_socket, refuse_socket
+from ..tcp_sockets import prepare_socket, refuse_socket, send_failed, transport_error
 from .api import Connection, Listener, _Core, _deadline, _remaining, connect
 from .assist import AssistThread
 from .handlers import Waiters
@@ -43,7 +42,6 @@ RECEIVE_SIZE = 256 * 1024
 LISTEN_BACKLOG = 128
 #: Connections a listener accepts per readiness (the rest wait for the next turn).
 MAX_ACCEPTS_PER_WAKE = 64
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 class TcpHandler:
@@ -79,8 +77,7 @@ class TcpHandler:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                kind = "tcp_reset" if exc.errno in _RESET_ERRNOS else "io_error"
-                self.conn.on_transport_error(kind, now, str(exc))
+                transport_error(self.conn, exc, now)
             else:
                 if data:
                     self.conn.receive_data(data, now)
@@ -132,8 +129,7 @@ class TcpHandler:
                 return
             except OSError as exc:
                 self._out.clear()
-                kind = "tcp_reset" if exc.errno in _RESET_ERRNOS else "io_error"
-                self.conn.on_transport_error(kind, now, str(exc))
+                send_failed(self.sock, self.conn, exc, now)  # the peer's alert first (Go #7414)
                 return
             del self._out[:sent]
         if not self._out and self.conn.should_shutdown_write and not self._write_shut:
