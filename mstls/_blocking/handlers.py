@@ -250,6 +250,15 @@ class UdpListenerHandler(_UdpBase):
                 out.append(entry)
         return out
 
+    def close_socket(self) -> None:
+        """Close the socket and wake every :meth:`Listener.accept` waiter, which then
+        raises :class:`~mstls.exceptions.ListenerClosed` (brief C2: every wait can be
+        woken).  ``closed`` is set and the waiters are notified under the lock they
+        wait on, so none can miss it."""
+        super().close_socket()
+        with self.lock:
+            self.accept_cond.notify_all()
+
     def after_change(self, now: float) -> None:
         super().after_change(now)
         # A connection is handed to accept() once its handshake completed.
