@@ -10,6 +10,13 @@ calls :meth:`Handler.on_readable` for sockets with data and
 :meth:`Handler.on_timer` for handlers whose deadline passed.
 
 Handlers do their own locking; the assist thread holds no lock while it waits.
+
+One handler's exception never stops the thread (issue 17: a ``ConfigurationError``
+raised for one connection used to end it, and with it every connection of the
+process).  Each call into a handler is guarded: an exception goes to that
+handler's ``on_error``, which fails its connection with the error in the
+connection's channel (E2, E3: every waiter wakes and raises it); a handler that
+fails even there is dropped.  The other handlers go on.
 Application threads that change a connection (a write, a close) send what the
 connection produced themselves and call :meth:`AssistThread.reschedule` so the
 loop recomputes its timeout.  Work per turn is bounded: a handler reads a bounded
@@ -26,9 +33,12 @@ import selectors
 import socket
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 __all__ = ["AssistThread", "Handler"]
+
+T = TypeVar("T")
 
 #: Longest wait, so a stop request or a missed wake-up is noticed.
 MAX_WAIT = 0.25
@@ -49,6 +59,8 @@ class Handler(Protocol):
 
     def on_writable(self) -> None: ...
 
+    def on_error(self, exc: Exception) -> None:
+        """One of the calls above raised ``exc``: fail what it concerns (lock taken here)."""
 
 class AssistThread:
     """The process-wide assist thread (use :meth:`get`)."""
@@ -73,6 +85,8 @@ class AssistThread:
         self._handlers: set[Handler] = set()
         self._lock = threading.Lock()
         self._stop = False
+        #: Handlers that raised while our lock was held, with their exception.
+        self._deferred: list[tuple[Handler, Exception]] = []
         self._thread = threading.Thread(target=self._run, name="mstls-assist", daemon=True)
         self.error: BaseException | None = None
 
@@ -117,7 +131,7 @@ class AssistThread:
         now = time.monotonic()
         timeout = MAX_WAIT
         for handler in handlers:
-            deadline = handler.deadline()
+            deadline = self._guarded(handler, handler.deadline)
             if deadline is not None:
                 timeout = min(timeout, max(0.0, deadline - now))
         return timeout
@@ -128,8 +142,14 @@ class AssistThread:
         selector = self._selector
         for handler in handlers:
             wants_read = getattr(handler, "wants_read", None)
-            events = 0 if wants_read is not None and not wants_read() else selectors.EVENT_READ
-            if handler.wants_write():
+            try:
+                reading = wants_read is None or wants_read()
+                writing = handler.wants_write()
+            except Exception as exc:  # failed after the lock is released
+                self._deferred.append((handler, exc))
+                continue
+            events = selectors.EVENT_READ if reading else 0
+            if writing:
                 events |= selectors.EVENT_WRITE
             with contextlib.suppress(ValueError, OSError):  # a socket closed meanwhile
                 key = selector.get_map().get(handler.sock)
@@ -141,28 +161,51 @@ class AssistThread:
                 elif key.events != events:
                     selector.modify(handler.sock, events, handler)
 
+    def _guarded(self, handler: Handler, call: Callable[[], T]) -> T | None:
+        """``call()``, with an exception handed to ``handler.on_error`` (module docs)."""
+        try:
+            return call()
+        except Exception as exc:  # any bug in one handler, never the loop's
+            self._failed(handler, exc)
+            return None
+
+    def _failed(self, handler: Handler, exc: Exception) -> None:
+        try:
+            handler.on_error(exc)
+        except Exception:  # it cannot even fail cleanly: drop it
+            self.remove(handler)
+
+    def _turn(self, handlers: list[Handler]) -> None:
+        """One turn: wait, serve ready sockets, then due timers."""
+        ready = self._selector.select(self._timeout(handlers))
+        for key, mask in ready:
+            handler = key.data
+            if handler is None:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+                continue
+            if mask & selectors.EVENT_WRITE:
+                self._guarded(handler, handler.on_writable)
+            if mask & selectors.EVENT_READ:
+                self._guarded(handler, handler.on_readable)
+        now = time.monotonic()
+        for handler in handlers:
+            deadline = self._guarded(handler, handler.deadline)
+            if deadline is not None and deadline <= now:
+                self._guarded(handler, handler.on_timer)
+
     def _run(self) -> None:
         try:
             while not self._stop:
                 with self._lock:
                     handlers = list(self._handlers)
                     self._update_interest(handlers)
-                ready = self._selector.select(self._timeout(handlers))
-                for key, mask in ready:
-                    if key.data is None:
-                        with contextlib.suppress(BlockingIOError):
-                            self._wake_r.recv(4096)
-                        continue
-                    if mask & selectors.EVENT_WRITE:
-                        key.data.on_writable()
-                    if mask & selectors.EVENT_READ:
-                        key.data.on_readable()
-                now = time.monotonic()
-                for handler in handlers:
-                    deadline = handler.deadline()
-                    if deadline is not None and deadline <= now:
-                        handler.on_timer()
-        except BaseException as exc:  # pragma: no cover - a bug; surfaced to waiters
+                # Handler locks are taken before ours elsewhere (close_socket -> remove):
+                # a failure found under our lock is handled only once it is released.
+                while self._deferred:
+                    self._failed(*self._deferred.pop())
+                self._turn(handlers)
+        except BaseException as exc:  # pragma: no cover - a bug of the loop itself
             self.error = exc
             raise
         finally:

@@ -15,6 +15,9 @@ import time
 from collections import deque
 from typing import Any
 
+from .. import errors
+from ..codes import TransportErrorCode
+from ..exceptions import ConnectionTerminated, Error
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
 from ..quic.udp import (
@@ -26,7 +29,7 @@ from ..quic.udp import (
 from ..session import Session, Wakeups
 from .assist import AssistThread
 
-__all__ = ["UdpClientHandler", "UdpListenerHandler", "Waiters"]
+__all__ = ["UdpClientHandler", "UdpListenerHandler", "Waiters", "fail_connection"]
 
 #: Datagrams read per readiness event (brief T5: bounded work per wake-up).
 MAX_DATAGRAMS_PER_READ = 256
@@ -73,6 +76,35 @@ class Waiters:
             self.open.notify_all()
 
 
+def fail_connection(conn: Any, session: Session, waiters: Waiters, exc: Exception) -> None:
+    """A driver call for this connection raised ``exc`` (a bug, or a setting the
+    connection refused) inside the assist thread: the connection fails with it in
+    its channel (E2) and every waiter wakes and raises it (E3).  An exception that
+    is not an mstls error becomes :class:`~mstls.exceptions.ConnectionTerminated`
+    (INTERNAL_ERROR) caused by it.  The peer is told with CONNECTION_CLOSE
+    INTERNAL_ERROR where the connection can still say so; the caller flushes it.
+    Lock held."""
+    if isinstance(exc, Error):
+        error: Error = exc
+    else:
+        error = ConnectionTerminated(
+            TransportErrorCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}"
+        )
+        error.__cause__ = exc
+    session.channel.fail([errors.entry_for(error, lib=session.channel.lib)], error)
+    with contextlib.suppress(Exception):  # its state may be what raised
+        if not conn.is_terminated:
+            conn.close(
+                TransportErrorCode.INTERNAL_ERROR,
+                "internal error",
+                is_application=False,
+                now=time.monotonic(),
+            )
+    with contextlib.suppress(Exception):
+        session.pump_events()  # the termination event: the channel keeps ``error``
+    waiters.notify(Wakeups(connection=True))
+
+
 class _UdpBase:
     """Receive, feed, send and notify for one UDP socket."""
 
@@ -108,6 +140,9 @@ class _UdpBase:
         raise NotImplementedError
 
     def _sessions(self) -> list[tuple[Session, Waiters]]:
+        raise NotImplementedError
+
+    def on_error(self, exc: Exception) -> None:
         raise NotImplementedError
 
     # Assist thread entry points ---------------------------------------------------------
@@ -209,6 +244,15 @@ class UdpClientHandler(_UdpBase):
         if self.conn.is_terminated:
             self.close_socket()
 
+    def on_error(self, exc: Exception) -> None:
+        """The assist thread's call raised: this connection fails with ``exc``; its
+        socket closes after a best-effort CONNECTION_CLOSE."""
+        with self.lock:
+            fail_connection(self.conn, self.session, self.waiters, exc)
+            with contextlib.suppress(Exception):
+                self.flush(time.monotonic())
+        self.close_socket()
+
 
 class UdpListenerHandler(_UdpBase):
     """A listening UDP socket: every server connection behind one ServerEndpoint."""
@@ -223,7 +267,11 @@ class UdpListenerHandler(_UdpBase):
         self._handshaking: deque[tuple[QuicConnection, Session, Waiters]] = deque()
 
     def _feed(self, data: bytes, addr: Any, now: float) -> None:
-        self.endpoint.receive_datagram(data, addr, now)
+        try:
+            self.endpoint.receive_datagram(data, addr, now)
+        except Exception as exc:
+            # One connection's input failed: that connection fails, the others go on.
+            self._fail_connections(exc, self.endpoint.connection_for(data))
         while self.endpoint.accepted:
             conn = self.endpoint.accepted.popleft()
             session = Session(conn, transport="udp")
@@ -239,6 +287,29 @@ class UdpListenerHandler(_UdpBase):
 
     def _handle_timer(self, now: float) -> None:
         self.endpoint.handle_timer(now)
+
+    def on_error(self, exc: Exception) -> None:
+        """A call for the whole endpoint raised (a timer or output turn); the
+        connection behind it is one whose timer had passed: those fail with
+        ``exc``, every other connection goes on."""
+        now = time.monotonic()
+        with self.lock:
+            due = []
+            for conn in list(self.endpoint.connections):
+                try:
+                    timer = conn.get_timer()
+                except Exception:
+                    timer = now
+                if timer is not None and timer <= now:
+                    due.append(conn)
+            self._fail_connections(exc, *due)
+
+    def _fail_connections(self, exc: Exception, *conns: QuicConnection | None) -> None:
+        """Fail each connection named (lock held); None: a datagram that reached none."""
+        for conn in conns:
+            entry = None if conn is None else self.sessions.get(id(conn))
+            if conn is not None and entry is not None:
+                fail_connection(conn, entry[0], entry[1], exc)
 
     def _sessions(self) -> list[tuple[Session, Waiters]]:
         gone = list(self.endpoint.terminated)

@@ -28,12 +28,13 @@ from .. import errors
 from ..config import ClientConfig, ServerConfig
 from ..core.admission import reconfigured
 from ..exceptions import ConfigurationError, ConnectionIOError, Error
+from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
 from ..session import Session
 from ..tcp_sockets import prepare_socket, refuse_socket, send_failed, transport_error
 from .api import Connection, Listener, _Core, _deadline, _remaining, connect
 from .assist import AssistThread
-from .handlers import Waiters
+from .handlers import Waiters, fail_connection
 
 __all__ = ["TcpHandler", "TcpListenerHandler", "connect_other", "listen_other"]
 
@@ -149,14 +150,28 @@ class TcpHandler:
         with self.lock:
             self._close_socket()
 
+    def on_error(self, exc: Exception) -> None:
+        """The assist thread's call raised: this connection fails with ``exc``
+        (the others go on); its socket closes after a best-effort CONNECTION_CLOSE."""
+        with self.lock:
+            fail_connection(self.conn, self.session, self.waiters, exc)
+            with contextlib.suppress(Exception):
+                self.flush(time.monotonic())
+            if self.on_change is not None:
+                with contextlib.suppress(Exception):
+                    self.on_change(self)  # a listener stops counting its handshake
+            self._close_socket()
+
 
 class TcpListenerHandler:
     """A listening TCP socket; each accepted connection gets its own TcpHandler."""
 
-    def __init__(self, sock: socket.socket, config: ServerConfig) -> None:
+    def __init__(
+        self, sock: socket.socket, config: ServerConfig, qmux_config: QMuxConfig | None = None
+    ) -> None:
         self.sock = sock
         sock.setblocking(False)
-        self.qmux_config = config.qmux_config()
+        self.qmux_config = qmux_config or config.qmux_config()
         self.rate_limiter = config.source_rate_limiter()
         #: Connections reset before their handshake by admission control.
         self.refused_handshakes = 0
@@ -185,6 +200,10 @@ class TcpListenerHandler:
 
     def on_timer(self) -> None:
         """Nothing to time: each connection has its own handler."""
+
+    def on_error(self, exc: Exception) -> None:
+        """Accepting raised (each connection has its own handler, so no connection
+        is concerned): this turn's accepts are lost, the listener goes on."""
 
     def on_readable(self) -> None:
         for _ in range(MAX_ACCEPTS_PER_WAKE):
@@ -280,9 +299,10 @@ class TcpListener(Listener):
 
 
 def _tcp_client(host: str, port: int, config: ClientConfig, timeout: float | None) -> _Core:
+    settings = config.qmux_config(host)  # checked before any socket exists
     sock = socket.create_connection((host, port), timeout=timeout or config.handshake_timeout)
     now = time.monotonic()
-    conn = QMuxConnection(config.qmux_config(host), is_client=True, now=now)
+    conn = QMuxConnection(settings, is_client=True, now=now)
     handler = TcpHandler(sock, conn)
     core = _Core(handler, conn, handler.session, handler.waiters)
     core.handshake_started = False
@@ -365,11 +385,12 @@ def listen_other(host: str, port: int, config: ServerConfig, *, transport: str) 
     if transport != "tcp":
         raise ConfigurationError(f"transport: a listener is 'udp' or 'tcp', got {transport!r}")
     config.check_admission()  # before a socket is bound
+    settings = config.qmux_config()  # likewise (issue 17 point 9)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(LISTEN_BACKLOG)
-    handler = TcpListenerHandler(sock, config)
+    handler = TcpListenerHandler(sock, config, settings)
     handler.assist.add(handler)
     return TcpListener(handler)
