@@ -23,6 +23,12 @@ loop recomputes its timeout.  Work per turn is bounded: a handler reads a bounde
 batch of datagrams per call (brief T5).
 
 The thread starts lazily with the first handler and stops at interpreter exit.
+Before it stops, connections the application left open are closed, not
+abandoned (issue 17 point 12): each handler's ``close_at_exit`` sends
+CONNECTION_CLOSE (application code 0; on TCP followed by close_notify), and the
+loop keeps running until what they sent has left (``exit_pending``), for at most
+:data:`EXIT_CLOSE_TIMEOUT` in all.  The peer sees a clean close instead of an
+idle timeout (UDP) or a premature close (TCP).
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ T = TypeVar("T")
 
 #: Longest wait, so a stop request or a missed wake-up is noticed.
 MAX_WAIT = 0.25
+#: At interpreter exit, the longest time closing the open connections may take, in all.
+EXIT_CLOSE_TIMEOUT = 1.0
+#: How often the exit checks whether the closing connections' output has left.
+EXIT_POLL_INTERVAL = 0.01
+#: The reason phrase of the CONNECTION_CLOSE sent at exit.
+EXIT_REASON = "process exiting"
 
 
 class Handler(Protocol):
@@ -60,7 +72,13 @@ class Handler(Protocol):
     def on_writable(self) -> None: ...
 
     def on_error(self, exc: Exception) -> None:
-        """One of the calls above raised ``exc``: fail what it concerns (lock taken here)."""
+        """One of the calls above raised ``exc``: fail what it concerns."""
+
+    def close_at_exit(self, timeout: float) -> None:
+        """Close the open connection(s) (code 0); wait at most ``timeout`` for the lock."""
+
+    def exit_pending(self) -> bool:
+        """Whether the close sent at exit still waits to leave (TCP output, the peer's answer)."""
 
 class AssistThread:
     """The process-wide assist thread (use :meth:`get`)."""
@@ -100,7 +118,7 @@ class AssistThread:
 
     def start(self) -> None:
         self._thread.start()
-        atexit.register(self.stop)
+        atexit.register(self._at_exit)
 
     def add(self, handler: Handler) -> None:
         with self._lock:
@@ -119,6 +137,37 @@ class AssistThread:
         """Wake the loop so it recomputes deadlines (after an application-side change)."""
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
+
+    def close_all(self, timeout: float = EXIT_CLOSE_TIMEOUT) -> None:
+        """Close every open connection cleanly and let the loop send it, at most
+        ``timeout`` seconds in all (a handler whose lock stays taken is skipped)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            handlers = list(self._handlers)
+        for handler in handlers:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(Exception):  # one handler's failure stops no other close
+                handler.close_at_exit(left)
+        self.reschedule()
+        while time.monotonic() < deadline and self._thread.is_alive():
+            if not any(self._exit_pending(handler) for handler in handlers):
+                return
+            time.sleep(EXIT_POLL_INTERVAL)
+
+    @staticmethod
+    def _exit_pending(handler: Handler) -> bool:
+        try:
+            return handler.exit_pending()
+        except Exception:  # a broken handler has nothing left to wait for
+            return False
+
+    def _at_exit(self) -> None:
+        try:
+            self.close_all()
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         self._stop = True

@@ -27,7 +27,7 @@ from ..quic.udp import (
     send_datagrams,
 )
 from ..session import Session, Wakeups
-from .assist import AssistThread
+from .assist import EXIT_REASON, AssistThread
 
 __all__ = ["UdpClientHandler", "UdpListenerHandler", "Waiters", "fail_connection"]
 
@@ -145,6 +145,29 @@ class _UdpBase:
     def on_error(self, exc: Exception) -> None:
         raise NotImplementedError
 
+    def _open_connections(self) -> list[QuicConnection]:
+        raise NotImplementedError
+
+    # Interpreter exit (see :mod:`.assist`) -------------------------------------------------
+    def close_at_exit(self, timeout: float) -> None:
+        """CONNECTION_CLOSE (application code 0) on every open connection, sent now."""
+        if not self.lock.acquire(timeout=timeout):
+            return  # a thread holds it through the exit: leave that connection be
+        try:
+            if self.closed:
+                return
+            now = time.monotonic()
+            for conn in self._open_connections():
+                if not conn.is_terminated:
+                    conn.close(0, EXIT_REASON, now=now)
+            self.after_change(now)
+        finally:
+            self.lock.release()
+
+    def exit_pending(self) -> bool:
+        """UDP sends at once (what the kernel refuses is lost like any datagram)."""
+        return False
+
     # Assist thread entry points ---------------------------------------------------------
     def on_readable(self) -> None:
         with self.lock:
@@ -239,6 +262,9 @@ class UdpClientHandler(_UdpBase):
     def _sessions(self) -> list[tuple[Session, Waiters]]:
         return [(self.session, self.waiters)]
 
+    def _open_connections(self) -> list[QuicConnection]:
+        return [self.conn]
+
     def on_timer(self) -> None:
         super().on_timer()
         if self.conn.is_terminated:
@@ -303,6 +329,9 @@ class UdpListenerHandler(_UdpBase):
                 if timer is not None and timer <= now:
                     due.append(conn)
             self._fail_connections(exc, *due)
+
+    def _open_connections(self) -> list[QuicConnection]:
+        return [session.conn for session, _ in self.sessions.values()]
 
     def _fail_connections(self, exc: Exception, *conns: QuicConnection | None) -> None:
         """Fail each connection named (lock held); None: a datagram that reached none."""

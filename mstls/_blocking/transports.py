@@ -33,7 +33,7 @@ from ..qmux.connection import QMuxConnection
 from ..session import Session
 from ..tcp_sockets import prepare_socket, refuse_socket, send_failed, transport_error
 from .api import Connection, Listener, _Core, _deadline, _remaining, connect
-from .assist import AssistThread
+from .assist import EXIT_REASON, AssistThread
 from .handlers import Waiters, fail_connection
 
 __all__ = ["TcpHandler", "TcpListenerHandler", "connect_other", "listen_other"]
@@ -150,6 +150,24 @@ class TcpHandler:
         with self.lock:
             self._close_socket()
 
+    def close_at_exit(self, timeout: float) -> None:
+        """CONNECTION_CLOSE (application code 0) then close_notify (see :mod:`.assist`)."""
+        if not self.lock.acquire(timeout=timeout):
+            return  # a thread holds it through the exit: leave that connection be
+        try:
+            if not self.closed:
+                now = time.monotonic()
+                if not self.conn.is_terminated:
+                    self.conn.close(0, EXIT_REASON, now=now)
+                self.after_change(now)
+        finally:
+            self.lock.release()
+
+    def exit_pending(self) -> bool:
+        """Until the close is written and the peer answered (its close_notify or FIN
+        ends the closing state, and the socket closes)."""
+        return not self.closed
+
     def on_error(self, exc: Exception) -> None:
         """The assist thread's call raised: this connection fails with ``exc``
         (the others go on); its socket closes after a best-effort CONNECTION_CLOSE."""
@@ -204,6 +222,12 @@ class TcpListenerHandler:
     def on_error(self, exc: Exception) -> None:
         """Accepting raised (each connection has its own handler, so no connection
         is concerned): this turn's accepts are lost, the listener goes on."""
+
+    def close_at_exit(self, timeout: float) -> None:
+        """Nothing to close: every connection, handshaking or not, has its own handler."""
+
+    def exit_pending(self) -> bool:
+        return False
 
     def on_readable(self) -> None:
         for _ in range(MAX_ACCEPTS_PER_WAKE):

@@ -4,6 +4,8 @@ failure inside the assist thread, configurations checked before any socket."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +17,7 @@ import trio
 import mstls
 import mstls.trio
 from mstls.codes import TransportErrorCode
+from tests.certs import get_pki
 
 from .helpers import TIMEOUT, client_config, server, server_config
 
@@ -202,3 +205,46 @@ def test_trio_listen_and_connect_check_the_configuration(extra: dict[str, Any]) 
             await mstls.trio.connect("127.0.0.1", 9, client_config(extra=extra), timeout=TIMEOUT)
 
     trio.run(main)
+
+
+# -- interpreter exit closes what is open (issue 17 point 12) --------------------------------------
+#: A client that connects, writes on a stream and exits without closing anything.
+EXITING_CLIENT = """
+import sys
+import mstls
+
+port, transport, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+config = mstls.ClientConfig(alpn="mstls-test", cafile=cafile, server_name="localhost")
+conn = mstls.connect("127.0.0.1", port, config, transport=transport, timeout=10)
+stream = conn.open_stream()
+stream.write(b"hello")
+stream.read_exactly(5, timeout=10)  # the server has the stream: exit now, open
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_interpreter_exit_closes_open_connections(transport: str) -> None:
+    """The peer of a process that exits with a connection open sees a clean close by
+    the peer with code 0 (not an idle timeout on UDP, not a premature close on TCP)."""
+    seen: list[BaseException] = []
+
+    def watch(stream: mstls.Stream) -> None:
+        try:
+            while data := stream.read(timeout=TIMEOUT * 3):
+                stream.write(data, timeout=TIMEOUT)
+        except BaseException as exc:  # recorded for the assertion
+            seen.append(exc)
+
+    # The idle timeout is far longer than the test waits: only a close ends it in time.
+    with server(watch, transport=transport, idle_timeout=TIMEOUT * 6) as (listener, _):
+        cafile = str(get_pki().files("ca").cert)
+        args = [sys.executable, "-c", EXITING_CLIENT, str(listener.address[1]), transport, cafile]
+        done = subprocess.run(args, check=False, capture_output=True, timeout=TIMEOUT * 3)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.strip() == b"exiting"
+        wait_for(lambda: bool(seen))
+    exc = seen[0]
+    assert isinstance(exc, mstls.ConnectionTerminated), repr(exc)
+    assert not isinstance(exc, mstls.PrematureClose), repr(exc)
+    assert (exc.by_peer, exc.is_application, exc.code) == (True, True, 0), repr(exc)
