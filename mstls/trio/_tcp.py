@@ -44,7 +44,7 @@ from ..config import DEFAULT_MAX_TCP_HANDSHAKES, ClientConfig, ServerConfig
 from ..core.admission import RATE_LIMITED, SourceRateLimiter, reconfigured, refusal
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
-from ..tcp_sockets import prepare_socket, refuse_socket
+from ..tcp_sockets import prepare_socket, refuse_socket, send_failed
 from ._driver import Core, Driver, ListenerDriver, Spawner
 
 __all__ = ["TcpDriver", "TcpListenerDriver", "open_tcp_socket", "qmux_config"]
@@ -192,7 +192,7 @@ class TcpDriver(Driver):
                 sent = 0
             except OSError as exc:
                 pending.clear()
-                self._transport_error(exc, now)
+                send_failed(self.sock, self.conn, exc, now)  # the peer's alert first (Go #7414)
                 return False
             if sent < len(view):
                 pending[0] = view[sent:]

@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import trio
 
 import mstls
+import mstls.trio
 from mstls.codes import AlertDescription
 from mstls.qmux.connection import QMuxConnection
 from tests.certs import get_pki
@@ -180,3 +182,34 @@ def test_rejected_client_certificate_is_the_alert_in_40_rounds() -> None:
 
 def _rejecting_kwargs() -> dict[str, Any]:
     return {"client_cafile": get_pki().files("ca").cert, "require_client_cert": True}
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["rst", "fin"])
+async def test_trio_a_failed_write_reports_the_alert_already_received(reset: bool) -> None:
+    """The same with the trio driver, which shares :func:`mstls.tcp_sockets.send_failed`.
+    Trio runs one thread: waiting here without a checkpoint keeps the receive loop
+    from reading the alert first, and ``send_all`` flushes before it yields."""
+    with paused_rejecting_server(reset=reset) as (port, proceed, done):
+        conn = await mstls.trio.connect(
+            "127.0.0.1", port, rejected_client_config(), transport="tcp", timeout=TIMEOUT
+        )
+        stream = await conn.open_stream()
+        driver = conn._core.driver
+        proceed.set()
+        assert done.wait(TIMEOUT)  # no checkpoint: the receive loop does not run
+        wait_for_reset(driver.sock)
+        await stream.send_all(b"x")
+        if not reset:
+            poller = select.poll()
+            poller.register(driver.sock, select.POLLERR)
+            for _ in range(int(TIMEOUT * 100)):
+                if poller.poll(10) or conn._core.session.failed:
+                    break
+            if not conn._core.session.failed:
+                await stream.send_all(b"y")
+        assert conn._core.session.failed, "the failed write ended the connection"
+        with pytest.raises(mstls.Error) as info:
+            with trio.fail_after(TIMEOUT):
+                await stream.receive_some()
+        assert_is_the_alert(info.value)
+        await conn.aclose()
