@@ -10,6 +10,10 @@ calls :meth:`Handler.on_readable` for sockets with data and
 :meth:`Handler.on_timer` for handlers whose deadline passed.
 
 Handlers do their own locking; the assist thread holds no lock while it waits.
+Application threads that change a connection (a write, a close) send what the
+connection produced themselves and call :meth:`AssistThread.reschedule` so the
+loop recomputes its timeout.  Work per turn is bounded: a handler reads a bounded
+batch of datagrams per call (brief T5).
 
 One handler's exception never stops the thread (issue 17: a ``ConfigurationError``
 raised for one connection used to end it, and with it every connection of the
@@ -17,10 +21,6 @@ process).  Each call into a handler is guarded: an exception goes to that
 handler's ``on_error``, which fails its connection with the error in the
 connection's channel (E2, E3: every waiter wakes and raises it); a handler that
 fails even there is dropped.  The other handlers go on.
-Application threads that change a connection (a write, a close) send what the
-connection produced themselves and call :meth:`AssistThread.reschedule` so the
-loop recomputes its timeout.  Work per turn is bounded: a handler reads a bounded
-batch of datagrams per call (brief T5).
 
 The thread starts lazily with the first handler and stops at interpreter exit.
 Before it stops, connections the application left open are closed, not
@@ -79,6 +79,7 @@ class Handler(Protocol):
 
     def exit_pending(self) -> bool:
         """Whether the close sent at exit still waits to leave (TCP output, the peer's answer)."""
+
 
 class AssistThread:
     """The process-wide assist thread (use :meth:`get`)."""
