@@ -1,5 +1,6 @@
-"""Lifecycle of the blocking API: closing a listener under a waiter, a handler's
-failure inside the assist thread, configurations checked before any socket."""
+"""Lifecycle of the blocking API (issue 17 points 4, 9, 12): closing a listener under
+its waiters, a handler's failure inside the assist thread, configurations checked
+before any socket, and connections closed cleanly at interpreter exit."""
 
 from __future__ import annotations
 
