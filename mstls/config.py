@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from .core.admission import DEFAULT_BURST, SourceRateLimiter, check_admission
+from .core.stream_manager import check_stream_limits
 from .exceptions import ConfigurationError
 from .qmux.config import QMuxConfig
 from .quic.config import QuicConfig
@@ -41,6 +42,28 @@ def _alpn(value: str | Sequence[str]) -> list[str]:
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise ConfigurationError(f"{name}: must be positive, got {value!r}")
+
+
+def _checked_quic(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> QuicConfig:
+    """A :class:`QuicConfig` with ``extra`` applied, checked as every connection made
+    from it will check it, so a bad value fails :func:`~mstls.connect` or
+    :func:`~mstls.listen` at once instead of a connection started later (in the
+    assist thread or a trio task) — issue 17 point 9."""
+    try:
+        config = QuicConfig(tls=tls, **settings, **extra)
+    except TypeError as exc:  # an unknown name in ``extra``
+        raise ConfigurationError(f"extra: not a QUIC setting ({exc})") from None
+    try:
+        check_stream_limits(config.transport_parameters(b""))
+    except (ConfigurationError, TypeError) as exc:  # TypeError: a value of the wrong type
+        raise ConfigurationError(f"extra: {exc}") from None
+    return config
+
+
+def _checked_qmux(config: QMuxConfig) -> QMuxConfig:
+    """The QMux counterpart of :func:`_checked_quic` (the same stream limits)."""
+    check_stream_limits(config.transport_parameters())
+    return config
 
 
 @attrs.define
@@ -91,20 +114,24 @@ class ClientConfig:
         )
 
     def quic_config(self, host: str) -> QuicConfig:
-        return QuicConfig(
-            tls=self.tls_config(host),
+        """The checked QUIC settings (raises :class:`ConfigurationError`)."""
+        return _checked_quic(
+            self.tls_config(host),
+            self.extra,
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
-            **self.extra,
         )
 
     def qmux_config(self, host: str) -> QMuxConfig:
-        return QMuxConfig(
-            tls=self.tls_config(host),
-            idle_timeout=self.idle_timeout,
-            handshake_timeout=self.handshake_timeout,
-            keepalive_interval=self.keepalive,
+        """The checked QMux settings (raises :class:`ConfigurationError`)."""
+        return _checked_qmux(
+            QMuxConfig(
+                tls=self.tls_config(host),
+                idle_timeout=self.idle_timeout,
+                handshake_timeout=self.handshake_timeout,
+                keepalive_interval=self.keepalive,
+            )
         )
 
 
@@ -209,18 +236,22 @@ class ServerConfig:
         )
 
     def quic_config(self) -> QuicConfig:
-        return QuicConfig(
-            tls=self.tls_config(),
+        """The checked QUIC settings (raises :class:`ConfigurationError`)."""
+        return _checked_quic(
+            self.tls_config(),
+            self.extra,
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
-            **self.extra,
         )
 
     def qmux_config(self) -> QMuxConfig:
-        return QMuxConfig(
-            tls=self.tls_config(),
-            idle_timeout=self.idle_timeout,
-            handshake_timeout=self.handshake_timeout,
-            keepalive_interval=self.keepalive,
+        """The checked QMux settings (raises :class:`ConfigurationError`)."""
+        return _checked_qmux(
+            QMuxConfig(
+                tls=self.tls_config(),
+                idle_timeout=self.idle_timeout,
+                handshake_timeout=self.handshake_timeout,
+                keepalive_interval=self.keepalive,
+            )
         )

@@ -15,7 +15,20 @@ connection produced themselves and call :meth:`AssistThread.reschedule` so the
 loop recomputes its timeout.  Work per turn is bounded: a handler reads a bounded
 batch of datagrams per call (brief T5).
 
+One handler's exception never stops the thread (issue 17: a ``ConfigurationError``
+raised for one connection used to end it, and with it every connection of the
+process).  Each call into a handler is guarded: an exception goes to that
+handler's ``on_error``, which fails its connection with the error in the
+connection's channel (E2, E3: every waiter wakes and raises it); a handler that
+fails even there is dropped.  The other handlers go on.
+
 The thread starts lazily with the first handler and stops at interpreter exit.
+Before it stops, connections the application left open are closed, not
+abandoned (issue 17 point 12): each handler's ``close_at_exit`` sends
+CONNECTION_CLOSE (application code 0; on TCP followed by close_notify), and the
+loop keeps running until what they sent has left (``exit_pending``), for at most
+:data:`EXIT_CLOSE_TIMEOUT` in all.  The peer sees a clean close instead of an
+idle timeout (UDP) or a premature close (TCP).
 """
 
 from __future__ import annotations
@@ -26,12 +39,21 @@ import selectors
 import socket
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 __all__ = ["AssistThread", "Handler"]
 
+T = TypeVar("T")
+
 #: Longest wait, so a stop request or a missed wake-up is noticed.
 MAX_WAIT = 0.25
+#: At interpreter exit, the longest time closing the open connections may take, in all.
+EXIT_CLOSE_TIMEOUT = 1.0
+#: How often the exit checks whether the closing connections' output has left.
+EXIT_POLL_INTERVAL = 0.01
+#: The reason phrase of the CONNECTION_CLOSE sent at exit.
+EXIT_REASON = "process exiting"
 
 
 class Handler(Protocol):
@@ -48,6 +70,15 @@ class Handler(Protocol):
     def wants_write(self) -> bool: ...
 
     def on_writable(self) -> None: ...
+
+    def on_error(self, exc: Exception) -> None:
+        """One of the calls above raised ``exc``: fail what it concerns."""
+
+    def close_at_exit(self, timeout: float) -> None:
+        """Close the open connection(s) (code 0); wait at most ``timeout`` for the lock."""
+
+    def exit_pending(self) -> bool:
+        """Whether the close sent at exit still waits to leave (TCP output, the peer's answer)."""
 
 
 class AssistThread:
@@ -73,6 +104,8 @@ class AssistThread:
         self._handlers: set[Handler] = set()
         self._lock = threading.Lock()
         self._stop = False
+        #: Handlers that raised while our lock was held, with their exception.
+        self._deferred: list[tuple[Handler, Exception]] = []
         self._thread = threading.Thread(target=self._run, name="mstls-assist", daemon=True)
         self.error: BaseException | None = None
 
@@ -86,7 +119,7 @@ class AssistThread:
 
     def start(self) -> None:
         self._thread.start()
-        atexit.register(self.stop)
+        atexit.register(self._at_exit)
 
     def add(self, handler: Handler) -> None:
         with self._lock:
@@ -106,6 +139,37 @@ class AssistThread:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
 
+    def close_all(self, timeout: float = EXIT_CLOSE_TIMEOUT) -> None:
+        """Close every open connection cleanly and let the loop send it, at most
+        ``timeout`` seconds in all (a handler whose lock stays taken is skipped)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            handlers = list(self._handlers)
+        for handler in handlers:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(Exception):  # one handler's failure stops no other close
+                handler.close_at_exit(left)
+        self.reschedule()
+        while time.monotonic() < deadline and self._thread.is_alive():
+            if not any(self._exit_pending(handler) for handler in handlers):
+                return
+            time.sleep(EXIT_POLL_INTERVAL)
+
+    @staticmethod
+    def _exit_pending(handler: Handler) -> bool:
+        try:
+            return handler.exit_pending()
+        except Exception:  # a broken handler has nothing left to wait for
+            return False
+
+    def _at_exit(self) -> None:
+        try:
+            self.close_all()
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         self._stop = True
         self.reschedule()
@@ -117,7 +181,7 @@ class AssistThread:
         now = time.monotonic()
         timeout = MAX_WAIT
         for handler in handlers:
-            deadline = handler.deadline()
+            deadline = self._guarded(handler, handler.deadline)
             if deadline is not None:
                 timeout = min(timeout, max(0.0, deadline - now))
         return timeout
@@ -128,8 +192,14 @@ class AssistThread:
         selector = self._selector
         for handler in handlers:
             wants_read = getattr(handler, "wants_read", None)
-            events = 0 if wants_read is not None and not wants_read() else selectors.EVENT_READ
-            if handler.wants_write():
+            try:
+                reading = wants_read is None or wants_read()
+                writing = handler.wants_write()
+            except Exception as exc:  # failed after the lock is released
+                self._deferred.append((handler, exc))
+                continue
+            events = selectors.EVENT_READ if reading else 0
+            if writing:
                 events |= selectors.EVENT_WRITE
             with contextlib.suppress(ValueError, OSError):  # a socket closed meanwhile
                 key = selector.get_map().get(handler.sock)
@@ -141,28 +211,51 @@ class AssistThread:
                 elif key.events != events:
                     selector.modify(handler.sock, events, handler)
 
+    def _guarded(self, handler: Handler, call: Callable[[], T]) -> T | None:
+        """``call()``, with an exception handed to ``handler.on_error`` (module docs)."""
+        try:
+            return call()
+        except Exception as exc:  # any bug in one handler, never the loop's
+            self._failed(handler, exc)
+            return None
+
+    def _failed(self, handler: Handler, exc: Exception) -> None:
+        try:
+            handler.on_error(exc)
+        except Exception:  # it cannot even fail cleanly: drop it
+            self.remove(handler)
+
+    def _turn(self, handlers: list[Handler]) -> None:
+        """One turn: wait, serve ready sockets, then due timers."""
+        ready = self._selector.select(self._timeout(handlers))
+        for key, mask in ready:
+            handler = key.data
+            if handler is None:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_r.recv(4096)
+                continue
+            if mask & selectors.EVENT_WRITE:
+                self._guarded(handler, handler.on_writable)
+            if mask & selectors.EVENT_READ:
+                self._guarded(handler, handler.on_readable)
+        now = time.monotonic()
+        for handler in handlers:
+            deadline = self._guarded(handler, handler.deadline)
+            if deadline is not None and deadline <= now:
+                self._guarded(handler, handler.on_timer)
+
     def _run(self) -> None:
         try:
             while not self._stop:
                 with self._lock:
                     handlers = list(self._handlers)
                     self._update_interest(handlers)
-                ready = self._selector.select(self._timeout(handlers))
-                for key, mask in ready:
-                    if key.data is None:
-                        with contextlib.suppress(BlockingIOError):
-                            self._wake_r.recv(4096)
-                        continue
-                    if mask & selectors.EVENT_WRITE:
-                        key.data.on_writable()
-                    if mask & selectors.EVENT_READ:
-                        key.data.on_readable()
-                now = time.monotonic()
-                for handler in handlers:
-                    deadline = handler.deadline()
-                    if deadline is not None and deadline <= now:
-                        handler.on_timer()
-        except BaseException as exc:  # pragma: no cover - a bug; surfaced to waiters
+                # Handler locks are taken before ours elsewhere (close_socket -> remove):
+                # a failure found under our lock is handled only once it is released.
+                while self._deferred:
+                    self._failed(*self._deferred.pop())
+                self._turn(handlers)
+        except BaseException as exc:  # pragma: no cover - a bug of the loop itself
             self.error = exc
             raise
         finally:

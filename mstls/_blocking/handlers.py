@@ -15,6 +15,9 @@ import time
 from collections import deque
 from typing import Any
 
+from .. import errors
+from ..codes import TransportErrorCode
+from ..exceptions import ConnectionTerminated, Error
 from ..io.udp import (
     detect_capabilities,
     new_receive_buffer,
@@ -24,9 +27,9 @@ from ..io.udp import (
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
 from ..session import Session, Wakeups
-from .assist import AssistThread
+from .assist import EXIT_REASON, AssistThread
 
-__all__ = ["UdpClientHandler", "UdpListenerHandler", "Waiters"]
+__all__ = ["UdpClientHandler", "UdpListenerHandler", "Waiters", "fail_connection"]
 
 #: Datagrams read per readiness event (brief T5: bounded work per wake-up).
 MAX_DATAGRAMS_PER_READ = 256
@@ -73,6 +76,35 @@ class Waiters:
             self.open.notify_all()
 
 
+def fail_connection(conn: Any, session: Session, waiters: Waiters, exc: Exception) -> None:
+    """A driver call for this connection raised ``exc`` (a bug, or a setting the
+    connection refused) inside the assist thread: the connection fails with it in
+    its channel (E2) and every waiter wakes and raises it (E3).  An exception that
+    is not an mstls error becomes :class:`~mstls.exceptions.ConnectionTerminated`
+    (INTERNAL_ERROR) caused by it.  The peer is told with CONNECTION_CLOSE
+    INTERNAL_ERROR where the connection can still say so; the caller flushes it.
+    Lock held."""
+    if isinstance(exc, Error):
+        error: Error = exc
+    else:
+        error = ConnectionTerminated(
+            TransportErrorCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}"
+        )
+        error.__cause__ = exc
+    session.channel.fail([errors.entry_for(error, lib=session.channel.lib)], error)
+    with contextlib.suppress(Exception):  # its state may be what raised
+        if not conn.is_terminated:
+            conn.close(
+                TransportErrorCode.INTERNAL_ERROR,
+                "internal error",
+                is_application=False,
+                now=time.monotonic(),
+            )
+    with contextlib.suppress(Exception):
+        session.pump_events()  # the termination event: the channel keeps ``error``
+    waiters.notify(Wakeups(connection=True))
+
+
 class _UdpBase:
     """Receive, feed, send and notify for one UDP socket."""
 
@@ -109,6 +141,32 @@ class _UdpBase:
 
     def _sessions(self) -> list[tuple[Session, Waiters]]:
         raise NotImplementedError
+
+    def on_error(self, exc: Exception) -> None:
+        raise NotImplementedError
+
+    def _open_connections(self) -> list[QuicConnection]:
+        raise NotImplementedError
+
+    # Interpreter exit (see :mod:`.assist`) -------------------------------------------------
+    def close_at_exit(self, timeout: float) -> None:
+        """CONNECTION_CLOSE (application code 0) on every open connection, sent now."""
+        if not self.lock.acquire(timeout=timeout):
+            return  # a thread holds it through the exit: leave that connection be
+        try:
+            if self.closed:
+                return
+            now = time.monotonic()
+            for conn in self._open_connections():
+                if not conn.is_terminated:
+                    conn.close(0, EXIT_REASON, now=now)
+            self.after_change(now)
+        finally:
+            self.lock.release()
+
+    def exit_pending(self) -> bool:
+        """UDP sends at once (what the kernel refuses is lost like any datagram)."""
+        return False
 
     # Assist thread entry points ---------------------------------------------------------
     def on_readable(self) -> None:
@@ -204,10 +262,22 @@ class UdpClientHandler(_UdpBase):
     def _sessions(self) -> list[tuple[Session, Waiters]]:
         return [(self.session, self.waiters)]
 
+    def _open_connections(self) -> list[QuicConnection]:
+        return [self.conn]
+
     def on_timer(self) -> None:
         super().on_timer()
         if self.conn.is_terminated:
             self.close_socket()
+
+    def on_error(self, exc: Exception) -> None:
+        """The assist thread's call raised: this connection fails with ``exc``; its
+        socket closes after a best-effort CONNECTION_CLOSE."""
+        with self.lock:
+            fail_connection(self.conn, self.session, self.waiters, exc)
+            with contextlib.suppress(Exception):
+                self.flush(time.monotonic())
+        self.close_socket()
 
 
 class UdpListenerHandler(_UdpBase):
@@ -223,7 +293,11 @@ class UdpListenerHandler(_UdpBase):
         self._handshaking: deque[tuple[QuicConnection, Session, Waiters]] = deque()
 
     def _feed(self, data: bytes, addr: Any, now: float) -> None:
-        self.endpoint.receive_datagram(data, addr, now)
+        try:
+            self.endpoint.receive_datagram(data, addr, now)
+        except Exception as exc:
+            # One connection's input failed: that connection fails, the others go on.
+            self._fail_connections(exc, self.endpoint.connection_for(data))
         while self.endpoint.accepted:
             conn = self.endpoint.accepted.popleft()
             session = Session(conn, transport="udp")
@@ -240,6 +314,32 @@ class UdpListenerHandler(_UdpBase):
     def _handle_timer(self, now: float) -> None:
         self.endpoint.handle_timer(now)
 
+    def on_error(self, exc: Exception) -> None:
+        """A call for the whole endpoint raised (a timer or output turn); the
+        connection behind it is one whose timer had passed: those fail with
+        ``exc``, every other connection goes on."""
+        now = time.monotonic()
+        with self.lock:
+            due = []
+            for conn in list(self.endpoint.connections):
+                try:
+                    timer = conn.get_timer()
+                except Exception:
+                    timer = now
+                if timer is not None and timer <= now:
+                    due.append(conn)
+            self._fail_connections(exc, *due)
+
+    def _open_connections(self) -> list[QuicConnection]:
+        return [session.conn for session, _ in self.sessions.values()]
+
+    def _fail_connections(self, exc: Exception, *conns: QuicConnection | None) -> None:
+        """Fail each connection named (lock held); None: a datagram that reached none."""
+        for conn in conns:
+            entry = None if conn is None else self.sessions.get(id(conn))
+            if conn is not None and entry is not None:
+                fail_connection(conn, entry[0], entry[1], exc)
+
     def _sessions(self) -> list[tuple[Session, Waiters]]:
         gone = list(self.endpoint.terminated)
         self.endpoint.terminated.clear()
@@ -249,6 +349,15 @@ class UdpListenerHandler(_UdpBase):
             if entry is not None and entry not in out:
                 out.append(entry)
         return out
+
+    def close_socket(self) -> None:
+        """Close the socket and wake every :meth:`Listener.accept` waiter, which then
+        raises :class:`~mstls.exceptions.ListenerClosed` (brief C2: every wait can be
+        woken).  ``closed`` is set and the waiters are notified under the lock they
+        wait on, so none can miss it."""
+        super().close_socket()
+        with self.lock:
+            self.accept_cond.notify_all()
 
     def after_change(self, now: float) -> None:
         super().after_change(now)

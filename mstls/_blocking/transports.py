@@ -18,7 +18,6 @@ winner is reported by :attr:`Connection.transport`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 import threading
 import time
@@ -29,12 +28,13 @@ from .. import errors
 from ..config import ClientConfig, ServerConfig
 from ..core.admission import reconfigured
 from ..exceptions import ConfigurationError, ConnectionIOError, Error
-from ..io.tcp import prepare_socket, refuse_socket
+from ..io.tcp import prepare_socket, refuse_socket, send_failed, transport_error
+from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
 from ..session import Session
 from .api import Connection, Listener, _Core, _deadline, _remaining, connect
-from .assist import AssistThread
-from .handlers import Waiters
+from .assist import EXIT_REASON, AssistThread
+from .handlers import Waiters, fail_connection
 
 __all__ = ["TcpHandler", "TcpListenerHandler", "connect_other", "listen_other"]
 
@@ -43,7 +43,6 @@ RECEIVE_SIZE = 256 * 1024
 LISTEN_BACKLOG = 128
 #: Connections a listener accepts per readiness (the rest wait for the next turn).
 MAX_ACCEPTS_PER_WAKE = 64
-_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 class TcpHandler:
@@ -79,8 +78,7 @@ class TcpHandler:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                kind = "tcp_reset" if exc.errno in _RESET_ERRNOS else "io_error"
-                self.conn.on_transport_error(kind, now, str(exc))
+                transport_error(self.conn, exc, now)
             else:
                 if data:
                     self.conn.receive_data(data, now)
@@ -132,8 +130,7 @@ class TcpHandler:
                 return
             except OSError as exc:
                 self._out.clear()
-                kind = "tcp_reset" if exc.errno in _RESET_ERRNOS else "io_error"
-                self.conn.on_transport_error(kind, now, str(exc))
+                send_failed(self.sock, self.conn, exc, now)  # the peer's alert first (Go #7414)
                 return
             del self._out[:sent]
         if not self._out and self.conn.should_shutdown_write and not self._write_shut:
@@ -153,14 +150,46 @@ class TcpHandler:
         with self.lock:
             self._close_socket()
 
+    def close_at_exit(self, timeout: float) -> None:
+        """CONNECTION_CLOSE (application code 0) then close_notify (see :mod:`.assist`)."""
+        if not self.lock.acquire(timeout=timeout):
+            return  # a thread holds it through the exit: leave that connection be
+        try:
+            if not self.closed:
+                now = time.monotonic()
+                if not self.conn.is_terminated:
+                    self.conn.close(0, EXIT_REASON, now=now)
+                self.after_change(now)
+        finally:
+            self.lock.release()
+
+    def exit_pending(self) -> bool:
+        """Until the close is written and the peer answered (its close_notify or FIN
+        ends the closing state, and the socket closes)."""
+        return not self.closed
+
+    def on_error(self, exc: Exception) -> None:
+        """The assist thread's call raised: this connection fails with ``exc``
+        (the others go on); its socket closes after a best-effort CONNECTION_CLOSE."""
+        with self.lock:
+            fail_connection(self.conn, self.session, self.waiters, exc)
+            with contextlib.suppress(Exception):
+                self.flush(time.monotonic())
+            if self.on_change is not None:
+                with contextlib.suppress(Exception):
+                    self.on_change(self)  # a listener stops counting its handshake
+            self._close_socket()
+
 
 class TcpListenerHandler:
     """A listening TCP socket; each accepted connection gets its own TcpHandler."""
 
-    def __init__(self, sock: socket.socket, config: ServerConfig) -> None:
+    def __init__(
+        self, sock: socket.socket, config: ServerConfig, qmux_config: QMuxConfig | None = None
+    ) -> None:
         self.sock = sock
         sock.setblocking(False)
-        self.qmux_config = config.qmux_config()
+        self.qmux_config = qmux_config or config.qmux_config()
         self.rate_limiter = config.source_rate_limiter()
         #: Connections reset before their handshake by admission control.
         self.refused_handshakes = 0
@@ -189,6 +218,16 @@ class TcpListenerHandler:
 
     def on_timer(self) -> None:
         """Nothing to time: each connection has its own handler."""
+
+    def on_error(self, exc: Exception) -> None:
+        """Accepting raised (each connection has its own handler, so no connection
+        is concerned): this turn's accepts are lost, the listener goes on."""
+
+    def close_at_exit(self, timeout: float) -> None:
+        """Nothing to close: every connection, handshaking or not, has its own handler."""
+
+    def exit_pending(self) -> bool:
+        return False
 
     def on_readable(self) -> None:
         for _ in range(MAX_ACCEPTS_PER_WAKE):
@@ -284,9 +323,10 @@ class TcpListener(Listener):
 
 
 def _tcp_client(host: str, port: int, config: ClientConfig, timeout: float | None) -> _Core:
+    settings = config.qmux_config(host)  # checked before any socket exists
     sock = socket.create_connection((host, port), timeout=timeout or config.handshake_timeout)
     now = time.monotonic()
-    conn = QMuxConnection(config.qmux_config(host), is_client=True, now=now)
+    conn = QMuxConnection(settings, is_client=True, now=now)
     handler = TcpHandler(sock, conn)
     core = _Core(handler, conn, handler.session, handler.waiters)
     core.handshake_started = False
@@ -369,11 +409,12 @@ def listen_other(host: str, port: int, config: ServerConfig, *, transport: str) 
     if transport != "tcp":
         raise ConfigurationError(f"transport: a listener is 'udp' or 'tcp', got {transport!r}")
     config.check_admission()  # before a socket is bound
+    settings = config.qmux_config()  # likewise (issue 17 point 9)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(LISTEN_BACKLOG)
-    handler = TcpListenerHandler(sock, config)
+    handler = TcpListenerHandler(sock, config, settings)
     handler.assist.add(handler)
     return TcpListener(handler)

@@ -115,6 +115,7 @@ __all__ = [
     "INITIAL_RTT",
     "STREAM_FRAME_HANDLERS",
     "StreamManager",
+    "check_stream_limits",
 ]
 
 #: Largest auto-tuned receive window of one stream.
@@ -143,6 +144,20 @@ def _state_error(reason: str, frame_type: int) -> ProtocolError:
     )
 
 
+def check_stream_limits(
+    params: TransportParameters, max_tracked_streams: int = DEFAULT_MAX_TRACKED_STREAMS
+) -> None:
+    """Raise :class:`ConfigurationError` if the stream counts we advertise
+    (initial_max_streams_bidi/uni, RFC 9000 §18.2) exceed what we agree to track:
+    the peer could make us keep that many streams."""
+    for name in ("initial_max_streams_bidi", "initial_max_streams_uni"):
+        if getattr(params, name) > max_tracked_streams:
+            raise ConfigurationError(
+                f"{name} ({getattr(params, name)}) exceeds max_tracked_streams "
+                f"({max_tracked_streams}): the peer could make us track that many streams"
+            )
+
+
 class StreamManager:
     """Every stream of one connection, its flow control and its stream limits."""
 
@@ -158,12 +173,7 @@ class StreamManager:
         max_recv_gaps: int = MAX_RECV_GAPS,
         ordered_transport: bool = False,
     ) -> None:
-        for name in ("initial_max_streams_bidi", "initial_max_streams_uni"):
-            if getattr(local_params, name) > max_tracked_streams:
-                raise ConfigurationError(
-                    f"{name} ({getattr(local_params, name)}) exceeds max_tracked_streams "
-                    f"({max_tracked_streams}): the peer could make us track that many streams"
-                )
+        check_stream_limits(local_params, max_tracked_streams)
         self.is_client = is_client
         self.local_params = local_params
         self.peer_params: TransportParameters | None = None

@@ -200,6 +200,14 @@ class ServerEndpoint:
         self.rate_limiter = reconfigured(self.rate_limiter, rate, burst)
 
     # -- input ---------------------------------------------------------------------------
+    def connection_for(self, data: bytes) -> QuicConnection | None:
+        """The connection a datagram is routed to by its Destination CID, if any."""
+        try:
+            dcid = bytes(peek_destination_cid(data, self.config.cid_length))
+        except DecodeError:
+            return None
+        return self._routes.get(dcid) or self._initial_routes.get(dcid)
+
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Route one datagram (untrusted input)."""
         try:

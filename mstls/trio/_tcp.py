@@ -42,7 +42,7 @@ import trio
 
 from ..config import DEFAULT_MAX_TCP_HANDSHAKES, ClientConfig, ServerConfig
 from ..core.admission import RATE_LIMITED, SourceRateLimiter, reconfigured, refusal
-from ..io.tcp import prepare_socket, refuse_socket
+from ..io.tcp import prepare_socket, refuse_socket, send_failed
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
 from ._driver import Core, Driver, ListenerDriver, Spawner
@@ -192,7 +192,7 @@ class TcpDriver(Driver):
                 sent = 0
             except OSError as exc:
                 pending.clear()
-                self._transport_error(exc, now)
+                send_failed(self.sock, self.conn, exc, now)  # the peer's alert first (Go #7414)
                 return False
             if sent < len(view):
                 pending[0] = view[sent:]
