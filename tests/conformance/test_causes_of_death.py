@@ -328,18 +328,12 @@ def test_both_transports_fail_alike(make: MakeClient, cause: str) -> None:
 # -- a listener's waiters (C2) ---------------------------------------------------------------
 def _listener_params() -> list[Any]:
     return [
-        pytest.param(
-            api,
-            transport,
-            marks=[point4] if (api, transport) == ("blocking", "udp") else [],
-            id=f"{api}-{transport}",
-        )
+        pytest.param(api, transport, id=f"{api}-{transport}")
         for api in ("blocking", "trio")
         for transport in BOTH
     ]
 
 
-point4 = pytest.mark.xfail(strict=True, reason="issue 17 point 4")
 LISTENER_WAITERS = 16
 #: How long the accept waiters have to wake (their accept has no time limit of its own).
 LISTENER_WAKE = 5.0
