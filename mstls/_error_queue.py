@@ -30,6 +30,7 @@ Intermittent conditions (rule E4) are recorded like any other, inside
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import weakref
@@ -171,12 +172,31 @@ def _queue() -> _Queue:
     return queue
 
 
+def _slashed(path: str) -> str:
+    return path.replace("\\", "/")
+
+
+#: The package directory (``mstls.__file__``'s parent) and its parent, each with a
+#: trailing slash.  A checkout folder may itself be named ``mstls`` (``git clone``
+#: makes one), so a path is never searched for "/mstls/".
+_PACKAGE_DIR = _slashed(os.path.dirname(os.path.abspath(__file__))) + "/"
+_PACKAGE_PARENT = _PACKAGE_DIR[: _PACKAGE_DIR.rstrip("/").rfind("/") + 1]
+
+
+def _short_path(path: str) -> str:
+    """``mstls/...`` for a file of the package, else the file's base name."""
+    path = _slashed(path)
+    if path.startswith(_PACKAGE_DIR):
+        return path[len(_PACKAGE_PARENT) :]
+    return path.rsplit("/", 1)[-1]
+
+
 def caller_location(stacklevel: int = 1) -> str:
-    """``file:line in function`` of the caller ``stacklevel`` frames up."""
+    """``file:line in function`` of the caller ``stacklevel`` frames up; ``file``
+    is relative to the package's parent directory (``mstls/errors.py``) for the
+    package's own files, and the base name for any other."""
     frame = sys._getframe(stacklevel + 1)
-    path = frame.f_code.co_filename.replace("\\", "/")
-    at = path.rfind("/mstls/")
-    name = path[at + 1 :] if at >= 0 else path.rsplit("/", 1)[-1]
+    name = _short_path(frame.f_code.co_filename)
     return f"{name}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
