@@ -35,11 +35,12 @@ import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+from types import ModuleType
 from typing import IO, Any
 
 from .exceptions import ErrorKind
@@ -139,22 +140,50 @@ _Slot = tuple["weakref.ref[Any]", _Queue]
 _SLOT: ContextVar[_Slot | None] = ContextVar("mstls_error_queue", default=None)
 
 
+#: Libraries whose tasks own queues, most specific first: (module, path to ``current_task``).
+_TASK_LIBRARIES = (("trio", ("lowlevel", "current_task")), ("asyncio", ("current_task",)))
+#: The ``current_task`` function found in each loaded event-loop module, with the
+#: module object it came from (a module replaced in :data:`sys.modules` is looked
+#: up again).
+_CURRENT_TASK: dict[str, tuple[ModuleType, Callable[[], object]]] = {}
+
+
+def _current_task_function(name: str, *path: str) -> Callable[[], object] | None:
+    """``sys.modules[name].<path>`` if that module is loaded far enough, else ``None``.
+
+    While one thread runs ``import trio``, other threads already see the partially
+    initialised module in :data:`sys.modules`, without ``trio.lowlevel`` yet.  No
+    task of that library can be running then, so a missing attribute means "no task".
+    """
+    module = sys.modules.get(name)
+    if module is None:
+        return None
+    found = _CURRENT_TASK.get(name)
+    if found is not None and found[0] is module:
+        return found[1]
+    target: object = module
+    for attribute in path:
+        target = getattr(target, attribute, None)
+        if target is None:
+            return None  # not imported yet, or only in part
+    if not callable(target):
+        return None
+    _CURRENT_TASK[name] = (module, target)
+    return target
+
+
 def _owner() -> object:
-    """The running trio or asyncio task, else the current thread.
+    """The running trio or asyncio task, else the current thread.  Never raises.
 
     Neither library is imported here: if it is not loaded, no task of it runs.
     """
-    trio = sys.modules.get("trio")
-    if trio is not None:
+    for name, path in _TASK_LIBRARIES:
+        current_task = _current_task_function(name, *path)
+        if current_task is None:
+            continue
         try:
-            return trio.lowlevel.current_task()
-        except RuntimeError:  # not in trio's thread, or trio not running
-            pass
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is not None:
-        try:
-            task = asyncio.current_task()
-        except RuntimeError:  # no running event loop
+            task = current_task()
+        except (RuntimeError, AttributeError):  # no run or loop in this thread; half-imported
             task = None
         if task is not None:
             return task
