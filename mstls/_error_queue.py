@@ -26,6 +26,9 @@ dropped first (OpenSSL keeps 16).
 
 Intermittent conditions (rule E4) are recorded like any other, inside
 :func:`intermittent`, which removes them again when the call goes on.
+:func:`mark` and :func:`taken_since` let an operation take back what it
+recorded itself (a failing connection moves it onto its channel) while older,
+unrelated entries stay where they are.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ __all__ = [
     "errors",
     "get_error",
     "intermittent",
+    "mark",
     "peek_error",
     "peek_last_error",
     "print_errors",
@@ -308,6 +312,18 @@ def record(
     return entry
 
 
+def mark() -> int:
+    """A marker of the current queue: what is recorded from now on is
+    :func:`taken_since` it.  Take one at the start of an operation."""
+    return _queue().recorded
+
+
+def taken_since(marker: int) -> list[ErrorEntry]:
+    """Remove and return, oldest first, the entries recorded since ``marker``
+    (those still in the queue); older entries stay."""
+    return _take_since(_queue(), marker)
+
+
 def _is_retry(exc: BaseException) -> bool:
     """Whether an escaping exception is itself a "try again" (not a failure)."""
     kind = getattr(exc, "kind", None)
@@ -333,13 +349,16 @@ def intermittent() -> Iterator[None]:
         yield
     except BaseException as exc:
         if _is_retry(exc):
-            _drop_since(queue, before)
+            _take_since(queue, before)
         raise
-    _drop_since(queue, before)
+    _take_since(queue, before)
 
 
-def _drop_since(queue: _Queue, before: int) -> None:
-    added = min(queue.recorded - before, len(queue.entries))
-    for _ in range(added):
-        queue.entries.pop()
-    queue.recorded = before
+def _take_since(queue: _Queue, marker: int) -> list[ErrorEntry]:
+    """Pop what was recorded since ``marker`` and wind the count back, so that
+    markers taken before stay valid."""
+    count = min(max(queue.recorded - marker, 0), len(queue.entries))
+    taken = [queue.entries.pop() for _ in range(count)]
+    taken.reverse()
+    queue.recorded = min(queue.recorded, marker)
+    return taken

@@ -15,8 +15,9 @@ mstls reports failures twice, as OpenSSL does for QUIC:
 
 A connection owns a :class:`Channel`, its persistent error stack (E2).  When the
 connection fails for good, whoever noticed (a reader, a writer, the thread
-that runs timers) calls :meth:`Channel.fail`: the first failure wins, the
-entries recorded so far move onto the channel.  Every later call on the
+that runs timers) calls :meth:`Channel.fail`: the first failure wins, and the
+failure's own entries (given explicitly, or recorded since a :func:`mark`)
+move onto the channel; unrelated older entries stay in the caller's queue.  Every later call on the
 connection or any of its streams calls :meth:`Channel.raise_if_failed` (E3):
 the channel's entries are *copied* into the caller's queue, followed by a
 ``CONNECTION_TERMINATED`` entry, and a fresh copy of the stored exception is
@@ -53,12 +54,14 @@ from ._error_queue import (
     errors,
     get_error,
     intermittent,
+    mark,
     peek_error,
     peek_last_error,
     print_errors,
     put_error,
     put_errors,
     record,
+    taken_since,
 )
 from ._termination import Termination, TerminationInfo, describe_code, terminated_from_event
 from .exceptions import (
@@ -116,6 +119,7 @@ __all__ = [
     "errors",
     "get_error",
     "intermittent",
+    "mark",
     "peek_error",
     "peek_last_error",
     "print_errors",
@@ -125,6 +129,7 @@ __all__ = [
     "record_exception",
     "recorded",
     "stream_error",
+    "taken_since",
     "terminated_from_event",
     "timeout_error",
 ]
@@ -334,21 +339,29 @@ class Channel:
         return None if factory is None else factory()
 
     def fail(
-        self, entries: Iterable[ErrorEntry] | None, error: Error | Callable[[], Error]
+        self,
+        entries: Iterable[ErrorEntry] | None,
+        error: Error | Callable[[], Error],
+        *,
+        since: int | None = None,
     ) -> bool:
         """Fail the connection; return whether this call was the first.
 
         ``error`` is the exception (raised as fresh copies) or a factory of new
-        instances, as :func:`terminated_from_event` returns.  The caller's
-        queue is emptied: its entries, then ``entries``, move onto the channel
-        (one entry for the exception itself when there are none).  Only the
-        first failure counts: a later call's entries are discarded, since the
-        connection has one cause and every thread must see the same entries.
+        instances, as :func:`terminated_from_event` returns.  Only the failure's
+        own entries go onto the channel (E2): those the failing operation
+        recorded in the caller's queue since the marker ``since``
+        (:func:`mark`, taken when the operation began; they are *moved*), then
+        ``entries``; one entry for the exception itself when there are none.
+        Older entries in the caller's queue (an earlier timeout, a stream reset)
+        have nothing to do with the connection's end and stay there, in that
+        queue only.  Only the first failure counts: a later call's entries are
+        discarded, since the connection has one cause and every thread must see
+        the same entries.
         """
         factory = error.fresh if isinstance(error, BaseException) else error
-        queue = _queue()
-        moved = [*queue.entries, *(entries or ())]
-        queue.entries.clear()
+        own = [] if since is None else taken_since(since)
+        moved = [*own, *(entries or ())]
         if self._factory is not None:
             return False
         if not moved:
