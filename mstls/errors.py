@@ -29,7 +29,9 @@ Stream-only failures (E5) never touch the channel: :func:`stream_error` records
 into the caller's queue only.  A stream's read and write sides fail apart (E6):
 :class:`DirectionErrors`.  Intermittent conditions (E4) are recorded inside
 :func:`intermittent` and gone when the call goes on; :func:`classify_os_error`
-tells them from fatal ones.
+tells them from fatal ones.  Would-block results (``WantRead``, ``WantWrite``
+and ``Timeout``, a would-block with a deadline) leave no entry at all: the
+exception says it, and a retry must not find a stale entry (E4, E7).
 
 Locking: queues belong to one thread or task and take no lock.  A channel and a
 :class:`DirectionErrors` take their own short lock; nothing waits while
@@ -279,17 +281,24 @@ def record_exception(
 
 def recorded(exc: E, *, lib: Lib | None = None) -> E:
     """Record the entry for ``exc`` in the caller's queue and return ``exc``:
-    ``raise recorded(WantRead("read would block"))``."""
+    ``raise recorded(IncompleteRead(...))``.  Not for would-block results
+    (:class:`WantRead`, :class:`WantWrite`, :class:`Timeout`): those are raised
+    bare and leave no entry (E4)."""
     record_exception(exc, lib=lib, stacklevel=2)
     return exc
 
 
 def timeout_error(op: str, timeout: float | None, *, writing: bool = False) -> Timeout:
-    """Record a TIMEOUT entry and return the :class:`Timeout` to raise for ``op``."""
+    """The :class:`Timeout` to raise for ``op``; nothing is recorded.
+
+    A timeout is a would-block with a deadline: the connection is intact and the
+    call may be retried, so, like ``WantRead``/``WantWrite`` (and as OpenSSL
+    leaves nothing for ``SSL_ERROR_WANT_READ``), it leaves no entry in any
+    queue (E4); the exception alone classifies it (E7).  ``writing`` makes it
+    ``WANT_WRITE``: the call waited to send (flow control, stream limit).
+    """
     limit = "" if timeout is None else f" after {timeout:g} s"
-    exc = Timeout(f"{op} timed out{limit}", writing=writing)
-    record_exception(exc, stacklevel=2)
-    return exc
+    return Timeout(f"{op} timed out{limit}", writing=writing)
 
 
 def stream_error(

@@ -174,8 +174,10 @@ class Timeout(Error, TimeoutError):
     """A blocking call did not complete in its time limit; the connection is intact.
 
     As with a socket timeout under OpenSSL, the kind is ``WANT_READ`` (or
-    ``WANT_WRITE`` for a write): the same call may be retried.  An *idle* timeout
-    ends the connection and is a :class:`ConnectionTerminated` instead.
+    ``WANT_WRITE`` for a call that waited to send: ``write``, ``open_stream``):
+    the same call may be retried.  Like the other would-block results it leaves
+    no error-queue entry (E4).  An *idle* timeout ends the connection and is a
+    :class:`ConnectionTerminated` instead.
     """
 
     kind = ErrorKind.WANT_READ

@@ -1,0 +1,96 @@
+"""The error model through the public blocking API, on both transports (127.0.0.1).
+
+* Would-block results (``WantRead``, ``WantWrite``, ``Timeout``) leave no entry in
+  the caller's queue; the exception alone classifies them, and a call that waited
+  to send (``write``, ``open_stream``) is ``WANT_WRITE`` (issue 17 point 8).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+import mstls
+from mstls import errors
+from mstls.errors import ErrorKind
+from tests.api.helpers import TIMEOUT, client_config, server
+
+pytestmark = pytest.mark.network
+
+TRANSPORTS = ["udp", "tcp"]
+#: How long a call that must time out waits (it never succeeds, so no race).
+SHORT = 0.2
+#: More than the peer's largest flow-control window (16 MiB) plus our send buffer.
+BEYOND_WINDOW = 64 << 20
+#: More streams than the peer's MAX_STREAMS allows (128 by default).
+STREAM_LIMIT_BOUND = 1000
+
+
+@contextmanager
+def stalled_peer(transport: str) -> Iterator[mstls.Connection]:
+    """A connection to a server that accepts streams and never reads them."""
+    release = threading.Event()
+
+    def never_read(_stream: mstls.Stream) -> None:
+        release.wait(TIMEOUT)
+
+    with server(never_read, transport=transport) as (listener, _):
+        config = client_config()
+        conn = mstls.connect(
+            "127.0.0.1", listener.address[1], config, transport=transport, timeout=TIMEOUT
+        )
+        try:
+            yield conn
+        finally:
+            release.set()
+            conn.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_read_timeout_and_want_read_leave_no_entry(transport: str) -> None:
+    with stalled_peer(transport) as conn:
+        stream = conn.open_stream()
+        errors.clear_error()
+        with pytest.raises(mstls.Timeout) as info:
+            stream.read(timeout=SHORT)
+        assert errors.classify(info.value) is ErrorKind.WANT_READ
+        assert errors.errors() == []
+        conn.blocking = False
+        with pytest.raises(mstls.WantRead):
+            stream.read()
+        assert errors.errors() == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_write_timeout_is_want_write_and_leaves_no_entry(transport: str) -> None:
+    with stalled_peer(transport) as conn:
+        stream = conn.open_stream()
+        payload = bytes(BEYOND_WINDOW)
+        errors.clear_error()
+        with pytest.raises(mstls.Timeout) as info:
+            stream.write(payload, timeout=SHORT)
+        assert errors.classify(info.value) is ErrorKind.WANT_WRITE
+        assert info.value.kind is ErrorKind.WANT_WRITE
+        assert errors.errors() == []
+        conn.blocking = False
+        with pytest.raises(mstls.WantWrite):
+            stream.write(payload)
+        assert errors.errors() == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_open_stream_timeout_is_want_write_and_leaves_no_entry(transport: str) -> None:
+    with stalled_peer(transport) as conn:
+        errors.clear_error()
+        with pytest.raises(mstls.Timeout) as info:
+            for _ in range(STREAM_LIMIT_BOUND):
+                conn.open_stream(timeout=SHORT)
+        assert errors.classify(info.value) is ErrorKind.WANT_WRITE
+        assert errors.errors() == []
+        conn.blocking = False
+        with pytest.raises(mstls.WantWrite):
+            conn.open_stream()
+        assert errors.errors() == []
