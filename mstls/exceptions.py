@@ -26,7 +26,8 @@ queue's contents (rule E7).  The API-facing classes (rule E9):
 * :class:`ConnectionTerminated` (code, reason, by_peer, is_application) and
   its :class:`PrematureClose` (truncation) and :class:`ConnectionIOError`
   (fatal socket error): the whole connection is gone.
-* :class:`HandshakeError`, :class:`CertificateError`, :class:`HandshakeAlert`.
+* :class:`HandshakeError`, :class:`CertificateError`, :class:`HandshakeAlert` (the
+  peer's fatal alert: also a :class:`ConnectionTerminated`).
 
 Exceptions can be copied and pickled (:meth:`Error.__reduce__`): a connection
 that failed raises a fresh copy of its stored exception in every thread, so
@@ -265,15 +266,20 @@ class TransportParameterError(ProtocolError):
     default_code = TransportErrorCode.TRANSPORT_PARAMETER_ERROR
 
 
+def _alert(alert: AlertDescription | int) -> AlertDescription | int:
+    """A known alert as its enum member; unknown ones stay ``int`` (E9)."""
+    try:
+        return AlertDescription(alert)
+    except ValueError:
+        return int(alert)
+
+
 class TLSError(ProtocolError):
     """A TLS failure: the alert to send and a clear message (RFC 8446 §6)."""
 
     def __init__(self, alert: AlertDescription | int, reason: str) -> None:
         super().__init__(reason, error_code=CRYPTO_ERROR_BASE + int(alert))
-        try:
-            self.alert: AlertDescription | int = AlertDescription(alert)
-        except ValueError:
-            self.alert = int(alert)
+        self.alert: AlertDescription | int = _alert(alert)
 
     def __repr__(self) -> str:
         alert = self.alert.name if isinstance(self.alert, AlertDescription) else self.alert
@@ -290,12 +296,6 @@ class CertificateError(HandshakeError):
 
 class PeerAlert(TLSError):
     """The peer sent a fatal TLS alert (RFC 8446 §6.2)."""
-
-
-class HandshakeAlert(HandshakeError, PeerAlert):
-    """The peer aborted the handshake with a fatal alert (RFC 8446 §6.2), or
-    closed a QUIC connection with CRYPTO_ERROR before it was established
-    (RFC 9001 §4.8)."""
 
 
 class ConnectionTerminated(Error):
@@ -333,6 +333,33 @@ def _transport_code(code: int) -> int:
         return TransportErrorCode(code)
     except ValueError:
         return code
+
+
+class HandshakeAlert(HandshakeError, PeerAlert, ConnectionTerminated):
+    """The peer ended the connection with a fatal TLS alert (RFC 8446 §6.2): a
+    TLS alert over TCP, a CONNECTION_CLOSE with CRYPTO_ERROR over QUIC.
+
+    One class on both transports, before and after our side of the handshake
+    completed: a TLS 1.3 client completes one flight before the server has
+    verified it (RFC 8446 §4.4.4, §6.2), so a server's refusal of the client's
+    certificate reaches a client whose handshake is done.  It is a
+    :class:`HandshakeError` and a :class:`ConnectionTerminated` alike, with
+    ``code == error_code == 0x100 + alert`` (RFC 9001 §4.8), ``by_peer`` true,
+    ``is_application`` false and ``alert`` the description.  The kind is ``SSL``,
+    as OpenSSL's ``SSL_ERROR_SSL`` for a received alert.
+    """
+
+    kind = ErrorKind.SSL
+
+    def __init__(
+        self, alert: AlertDescription | int, reason: str, *, frame_type: int | None = None
+    ) -> None:
+        # Not TLSError.__init__: ProtocolError's and ConnectionTerminated's
+        # constructors take different arguments; this one sets both states.
+        code = CRYPTO_ERROR_BASE + int(alert)
+        ConnectionTerminated.__init__(self, code, reason, by_peer=True, frame_type=frame_type)
+        self.error_code = code
+        self.alert = _alert(alert)
 
 
 class PrematureClose(ConnectionTerminated):

@@ -111,6 +111,7 @@ RELATIONS: list[tuple[type[BaseException], type[BaseException]]] = [
     (CertificateError, HandshakeError),
     (HandshakeAlert, HandshakeError),
     (HandshakeAlert, PeerAlert),
+    (HandshakeAlert, ConnectionTerminated),
     (HandshakeError, TLSError),
     (TLSError, ProtocolError),
     (WantRead, WouldBlock),
@@ -126,6 +127,19 @@ RELATIONS: list[tuple[type[BaseException], type[BaseException]]] = [
 @pytest.mark.parametrize(("child", "parent"), RELATIONS, ids=lambda c: c.__name__)
 def test_hierarchy(child: type[BaseException], parent: type[BaseException]) -> None:
     assert issubclass(child, parent)
+
+
+def test_handshake_alert_has_the_attributes_of_both_parents() -> None:
+    """Issue 17 point 3: one class for the peer's fatal alert on both transports."""
+    exc = HandshakeAlert(AlertDescription.certificate_required, "no client certificate")
+    assert exc.code == exc.error_code == 0x100 + AlertDescription.certificate_required
+    assert exc.alert is AlertDescription.certificate_required
+    assert exc.by_peer and not exc.is_application and exc.frame_type is None
+    assert exc.reason == "no client certificate"
+    assert str(exc) == (
+        "connection terminated by peer (transport code 0x174): no client certificate"
+    )
+    assert HandshakeAlert(0xEE, "x").alert == 0xEE and type(HandshakeAlert(0xEE, "x").alert) is int
 
 
 @pytest.mark.parametrize("exc", SAMPLES, ids=lambda e: type(e).__name__)
