@@ -118,6 +118,7 @@ __all__ = [
     "clear_error",
     "describe_code",
     "entry_for",
+    "errno_of",
     "errors",
     "get_error",
     "intermittent",
@@ -176,6 +177,29 @@ def classify_os_error(exc: OSError, *, datagram: bool = False) -> Literal["inter
     if isinstance(exc, BlockingIOError | InterruptedError | TimeoutError):
         return "intermittent"
     return "fatal"
+
+
+#: How many links of a cause chain :func:`errno_of` follows.
+_MAX_ERRNO_DEPTH = 8
+
+
+def errno_of(exc: BaseException) -> int | None:
+    """The ``errno`` behind a socket error: its own, else the first one found in
+    its cause or exception group (trio's happy-eyeballs connect raises a bare
+    ``OSError`` from a group of per-address errors)."""
+    pending: list[tuple[BaseException, int]] = [(exc, 0)]
+    while pending:
+        current, depth = pending.pop(0)
+        value = getattr(current, "errno", None)
+        if isinstance(value, int):
+            return value
+        if depth >= _MAX_ERRNO_DEPTH:
+            continue
+        inner = list(getattr(current, "exceptions", ()))
+        if current.__cause__ is not None:
+            inner.insert(0, current.__cause__)
+        pending.extend((child, depth + 1) for child in inner if isinstance(child, BaseException))
+    return None
 
 
 # -- classification (E7) ------------------------------------------------------------------

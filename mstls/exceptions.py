@@ -38,6 +38,8 @@ become enum members; unknown ones stay plain ``int``.
 from __future__ import annotations
 
 import copy
+import errno as _errno
+import os
 from enum import Enum
 from typing import Any, Self, TypeVar
 
@@ -90,11 +92,23 @@ class ErrorKind(Enum):
     CONNECTION_CLOSED = "connection_closed"
 
 
-def _rebuild(cls: type[Error], args: tuple[Any, ...], state: dict[str, Any]) -> Error:
+#: What an :class:`OSError` keeps outside its ``__dict__`` (copied one by one when
+#: set: an explicit ``filename=None`` would change how ``OSError`` formats itself).
+_OS_ERROR_FIELDS = ("errno", "strerror", "filename", "filename2")
+
+
+def _rebuild(
+    cls: type[Error],
+    args: tuple[Any, ...],
+    state: dict[str, Any],
+    os_state: dict[str, Any] | None = None,
+) -> Error:
     """Recreate an exception without running ``__init__`` (see :meth:`Error.__reduce__`)."""
     exc = cls.__new__(cls, *args)
     exc.args = args  # OSError subclasses (Timeout) leave args to __init__
     exc.__dict__.update(state)
+    for name, value in (os_state or {}).items():
+        setattr(exc, name, value)
     if "__notes__" in state:  # never share the mutable notes list with the original
         exc.__notes__ = list(state["__notes__"])
     return exc
@@ -108,7 +122,10 @@ class Error(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         """Copy and pickle by state: the subclasses' constructors take other
         arguments than ``self.args``, so the default (``cls(*args)``) would fail."""
-        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+        fields = _OS_ERROR_FIELDS if isinstance(self, OSError) else ()
+        os_state = {name: getattr(self, name) for name in fields}
+        os_state = {name: value for name, value in os_state.items() if value is not None}
+        return (_rebuild, (type(self), self.args, dict(self.__dict__), os_state))
 
     def fresh(self) -> Self:
         """A new instance with the same state and cause but no traceback.
@@ -363,11 +380,14 @@ class HandshakeAlert(HandshakeError, PeerAlert, ConnectionTerminated):
 
 
 class PrematureClose(ConnectionTerminated):
-    """The byte stream ended without a clean close: a truncation, not an end.
+    """The byte stream ended without a clean close: a truncation, not an end (E8).
 
     On TCP, a FIN or reset that arrives without TLS ``close_notify`` (and, for
     QMux, without CONNECTION_CLOSE) is never reported as end of data.
-    ``bytes_received`` counts the application bytes that did arrive.
+    ``bytes_received`` counts the application bytes that did arrive; ``reason``
+    says what ended the stream (the FIN, or the socket error and its text).  The
+    message says so, never "terminated by peer (transport code 0x1)": nothing
+    was sent on the wire (``code`` is INTERNAL_ERROR only as a placeholder).
     """
 
     kind = ErrorKind.SYSCALL
@@ -376,14 +396,16 @@ class PrematureClose(ConnectionTerminated):
         super().__init__(
             TransportErrorCode.INTERNAL_ERROR, reason, by_peer=True, is_application=False
         )
+        self.args = (f"premature close ({bytes_received} bytes received): {reason}",)
         self.bytes_received = bytes_received
 
 
-class ConnectionIOError(ConnectionTerminated):
+class ConnectionIOError(ConnectionTerminated, OSError):
     """A fatal socket error ended the connection (``SSL_ERROR_SYSCALL``).
 
-    Not an :class:`OSError`: the socket's ``errno`` is kept in :attr:`errno`
-    and the original exception is the ``__cause__``.
+    Also an :class:`OSError` (``except OSError`` catches it), with the socket's
+    :attr:`errno` and :attr:`strerror`; the original exception is the
+    ``__cause__``.  Its message is the mstls one, not ``[Errno n] ...``.
     """
 
     kind = ErrorKind.SYSCALL
@@ -393,6 +415,12 @@ class ConnectionIOError(ConnectionTerminated):
             TransportErrorCode.INTERNAL_ERROR, reason, by_peer=False, is_application=False
         )
         self.errno = errno
+        self.strerror = None if errno is None else os.strerror(errno)
+        name = "" if errno is None else f" {_errno.errorcode.get(errno, errno)}"
+        self.args = (f"socket error{name}: {reason}",)
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
 
 
 class HandshakeRefused(ConnectionTerminated):

@@ -3,17 +3,24 @@
 * Would-block results (``WantRead``, ``WantWrite``, ``Timeout``) leave no entry in
   the caller's queue; the exception alone classifies them, and a call that waited
   to send (``write``, ``open_stream``) is ``WANT_WRITE`` (issue 17 point 8).
+* A socket error is a ``ConnectionIOError``, which ``except OSError`` catches with
+  its ``errno``; a TCP stream that ends without close_notify is a
+  ``PrematureClose`` whose message says so (issue 17 point 12).
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import trio
 
 import mstls
+import mstls.trio
 from mstls import errors
 from mstls.errors import ErrorKind
 from tests.api.helpers import TIMEOUT, client_config, server
@@ -94,3 +101,51 @@ def test_open_stream_timeout_is_want_write_and_leaves_no_entry(transport: str) -
         with pytest.raises(mstls.WantWrite):
             conn.open_stream()
         assert errors.errors() == []
+
+
+def _closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on (connecting is refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _check_refused(exc: BaseException) -> None:
+    assert isinstance(exc, mstls.ConnectionIOError) and isinstance(exc, OSError)
+    assert exc.errno == errno.ECONNREFUSED
+    assert str(exc).startswith("socket error ECONNREFUSED: TCP connect to 127.0.0.1:")
+
+
+def test_blocking_refused_tcp_connect_is_an_os_error_with_errno() -> None:
+    port = _closed_port()
+    with pytest.raises(OSError) as info:
+        mstls.connect("127.0.0.1", port, client_config(), transport="tcp", timeout=TIMEOUT)
+    _check_refused(info.value)
+
+
+async def test_trio_refused_tcp_connect_is_an_os_error_with_errno() -> None:
+    port = _closed_port()
+    with trio.fail_after(TIMEOUT), pytest.raises(OSError) as info:
+        await mstls.trio.connect("127.0.0.1", port, client_config(), transport="tcp")
+    _check_refused(info.value)
+
+
+def test_tcp_fin_without_close_notify_is_a_premature_close_that_says_so() -> None:
+    """A TCP server that accepts and closes at once: the TLS handshake is cut."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        port = listening.getsockname()[1]
+
+        def close_at_once() -> None:
+            accepted, _ = listening.accept()
+            accepted.close()
+
+        closer = threading.Thread(target=close_at_once)
+        closer.start()
+        with pytest.raises(mstls.PrematureClose) as info:
+            mstls.connect("127.0.0.1", port, client_config(), transport="tcp", timeout=TIMEOUT)
+        closer.join(TIMEOUT)
+    text = str(info.value)
+    assert text.startswith("premature close (0 bytes received): ")
+    assert "terminated by" not in text and "code 0x1" not in text

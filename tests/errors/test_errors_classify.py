@@ -137,3 +137,16 @@ def test_entry_for(exc: BaseException, lib: Lib, reason: Reason, code: int | Non
     entry = errors.entry_for(exc)
     assert (entry.lib, entry.reason, entry.code) == (lib, reason, code)
     assert entry.reason_text == str(exc) and entry.detail == type(exc).__name__
+
+
+def test_errno_of_looks_through_causes_and_groups() -> None:
+    """trio's connect raises a bare OSError from a group of per-address errors."""
+    assert errors.errno_of(OSError(errno.EPIPE, "broken pipe")) == errno.EPIPE
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    bare = OSError("all attempts to connect failed")
+    bare.__cause__ = ExceptionGroup("all attempts", [OSError("no errno"), refused])
+    assert errors.errno_of(bare) == errno.ECONNREFUSED
+    assert errors.errno_of(ValueError("x")) is None
+    looped = OSError("loop")
+    looped.__cause__ = looped
+    assert errors.errno_of(looped) is None
