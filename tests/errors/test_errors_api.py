@@ -149,3 +149,27 @@ def test_tcp_fin_without_close_notify_is_a_premature_close_that_says_so() -> Non
     text = str(info.value)
     assert text.startswith("premature close (0 bytes received): ")
     assert "terminated by" not in text and "code 0x1" not in text
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_accept_timeout_leaves_no_entry(transport: str) -> None:
+    with server(transport=transport) as (listener, _), stalled_peer(transport) as conn:
+        errors.clear_error()
+        with pytest.raises(mstls.Timeout) as info:
+            conn.accept_stream(timeout=SHORT)
+        assert errors.classify(info.value) is ErrorKind.WANT_READ
+        with pytest.raises(mstls.Timeout):
+            listener.accept(timeout=0)
+        assert errors.errors() == []
+
+
+async def test_trio_connect_timeout_leaves_no_entry() -> None:
+    """The trio API's one timeout (its other calls use cancellation)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mute:
+        mute.bind(("127.0.0.1", 0))  # bound, never answers: the handshake just waits
+        port = mute.getsockname()[1]
+        errors.clear_error()
+        with trio.fail_after(TIMEOUT), pytest.raises(mstls.Timeout) as info:
+            await mstls.trio.connect("127.0.0.1", port, client_config(), timeout=SHORT)
+    assert errors.classify(info.value) is ErrorKind.WANT_READ
+    assert errors.errors() == []
