@@ -17,12 +17,13 @@ A connection owns a :class:`Channel`, its persistent error stack (E2).  When the
 connection fails for good, whoever noticed (a reader, a writer, the thread
 that runs timers) calls :meth:`Channel.fail`: the first failure wins, and the
 failure's own entries (given explicitly, or recorded since a :func:`mark`)
-move onto the channel; unrelated older entries stay in the caller's queue.  Every later call on the
-connection or any of its streams calls :meth:`Channel.raise_if_failed` (E3):
-the channel's entries are *copied* into the caller's queue, followed by a
-``CONNECTION_TERMINATED`` entry, and a fresh copy of the stored exception is
-raised.  Entries stay on the channel, so N threads blocked on N streams all
-wake and all see the same entries, and so does a thread that comes later.
+move onto the channel; unrelated older entries stay in the caller's queue.
+Every later call on the connection or any of its streams calls
+:meth:`Channel.raise_if_failed` (E3): the channel's entries are *copied* into
+the caller's queue, followed by a ``CONNECTION_TERMINATED`` entry, and a fresh
+copy of the stored exception is raised.  Entries stay on the channel, so N
+threads blocked on N streams all wake and all see the same entries, and so does
+a thread that comes later.
 Entries are immutable; copying one means sharing the object.
 
 Stream-only failures (E5) never touch the channel: :func:`stream_error` records
