@@ -26,19 +26,24 @@ dropped first (OpenSSL keeps 16).
 
 Intermittent conditions (rule E4) are recorded like any other, inside
 :func:`intermittent`, which removes them again when the call goes on.
+:func:`mark` and :func:`taken_since` let an operation take back what it
+recorded itself (a failing connection moves it onto its channel) while older,
+unrelated entries stay where they are.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+from types import ModuleType
 from typing import IO, Any
 
 from .exceptions import ErrorKind
@@ -53,6 +58,7 @@ __all__ = [
     "errors",
     "get_error",
     "intermittent",
+    "mark",
     "peek_error",
     "peek_last_error",
     "print_errors",
@@ -138,22 +144,50 @@ _Slot = tuple["weakref.ref[Any]", _Queue]
 _SLOT: ContextVar[_Slot | None] = ContextVar("mstls_error_queue", default=None)
 
 
+#: Libraries whose tasks own queues, most specific first: (module, path to ``current_task``).
+_TASK_LIBRARIES = (("trio", ("lowlevel", "current_task")), ("asyncio", ("current_task",)))
+#: The ``current_task`` function found in each loaded event-loop module, with the
+#: module object it came from (a module replaced in :data:`sys.modules` is looked
+#: up again).
+_CURRENT_TASK: dict[str, tuple[ModuleType, Callable[[], object]]] = {}
+
+
+def _current_task_function(name: str, *path: str) -> Callable[[], object] | None:
+    """``sys.modules[name].<path>`` if that module is loaded far enough, else ``None``.
+
+    While one thread runs ``import trio``, other threads already see the partially
+    initialised module in :data:`sys.modules`, without ``trio.lowlevel`` yet.  No
+    task of that library can be running then, so a missing attribute means "no task".
+    """
+    module = sys.modules.get(name)
+    if module is None:
+        return None
+    found = _CURRENT_TASK.get(name)
+    if found is not None and found[0] is module:
+        return found[1]
+    target: object = module
+    for attribute in path:
+        target = getattr(target, attribute, None)
+        if target is None:
+            return None  # not imported yet, or only in part
+    if not callable(target):
+        return None
+    _CURRENT_TASK[name] = (module, target)
+    return target
+
+
 def _owner() -> object:
-    """The running trio or asyncio task, else the current thread.
+    """The running trio or asyncio task, else the current thread.  Never raises.
 
     Neither library is imported here: if it is not loaded, no task of it runs.
     """
-    trio = sys.modules.get("trio")
-    if trio is not None:
+    for name, path in _TASK_LIBRARIES:
+        current_task = _current_task_function(name, *path)
+        if current_task is None:
+            continue
         try:
-            return trio.lowlevel.current_task()
-        except RuntimeError:  # not in trio's thread, or trio not running
-            pass
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is not None:
-        try:
-            task = asyncio.current_task()
-        except RuntimeError:  # no running event loop
+            task = current_task()
+        except (RuntimeError, AttributeError):  # no run or loop in this thread; half-imported
             task = None
         if task is not None:
             return task
@@ -171,12 +205,31 @@ def _queue() -> _Queue:
     return queue
 
 
+def _slashed(path: str) -> str:
+    return path.replace("\\", "/")
+
+
+#: The package directory (``mstls.__file__``'s parent) and its parent, each with a
+#: trailing slash.  A checkout folder may itself be named ``mstls`` (``git clone``
+#: makes one), so a path is never searched for "/mstls/".
+_PACKAGE_DIR = _slashed(os.path.dirname(os.path.abspath(__file__))) + "/"
+_PACKAGE_PARENT = _PACKAGE_DIR[: _PACKAGE_DIR.rstrip("/").rfind("/") + 1]
+
+
+def _short_path(path: str) -> str:
+    """``mstls/...`` for a file of the package, else the file's base name."""
+    path = _slashed(path)
+    if path.startswith(_PACKAGE_DIR):
+        return path[len(_PACKAGE_PARENT) :]
+    return path.rsplit("/", 1)[-1]
+
+
 def caller_location(stacklevel: int = 1) -> str:
-    """``file:line in function`` of the caller ``stacklevel`` frames up."""
+    """``file:line in function`` of the caller ``stacklevel`` frames up; ``file``
+    is relative to the package's parent directory (``mstls/errors.py``) for the
+    package's own files, and the base name for any other."""
     frame = sys._getframe(stacklevel + 1)
-    path = frame.f_code.co_filename.replace("\\", "/")
-    at = path.rfind("/mstls/")
-    name = path[at + 1 :] if at >= 0 else path.rsplit("/", 1)[-1]
+    name = _short_path(frame.f_code.co_filename)
     return f"{name}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
@@ -259,6 +312,18 @@ def record(
     return entry
 
 
+def mark() -> int:
+    """A marker of the current queue: what is recorded from now on is
+    :func:`taken_since` it.  Take one at the start of an operation."""
+    return _queue().recorded
+
+
+def taken_since(marker: int) -> list[ErrorEntry]:
+    """Remove and return, oldest first, the entries recorded since ``marker``
+    (those still in the queue); older entries stay."""
+    return _take_since(_queue(), marker)
+
+
 def _is_retry(exc: BaseException) -> bool:
     """Whether an escaping exception is itself a "try again" (not a failure)."""
     kind = getattr(exc, "kind", None)
@@ -284,13 +349,16 @@ def intermittent() -> Iterator[None]:
         yield
     except BaseException as exc:
         if _is_retry(exc):
-            _drop_since(queue, before)
+            _take_since(queue, before)
         raise
-    _drop_since(queue, before)
+    _take_since(queue, before)
 
 
-def _drop_since(queue: _Queue, before: int) -> None:
-    added = min(queue.recorded - before, len(queue.entries))
-    for _ in range(added):
-        queue.entries.pop()
-    queue.recorded = before
+def _take_since(queue: _Queue, marker: int) -> list[ErrorEntry]:
+    """Pop what was recorded since ``marker`` and wind the count back, so that
+    markers taken before stay valid."""
+    count = min(max(queue.recorded - marker, 0), len(queue.entries))
+    taken = [queue.entries.pop() for _ in range(count)]
+    taken.reverse()
+    queue.recorded = min(queue.recorded, marker)
+    return taken

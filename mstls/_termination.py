@@ -16,6 +16,9 @@ Mapping rules:
   peer sent it, :class:`CertificateError` when we rejected the peer's
   certificate, else :class:`HandshakeError` (or the local exception itself,
   when the driver passes it as ``cause``).
+* The peer's CRYPTO_ERROR or TLS alert after our side completed (a server
+  refusing our client certificate) is a :class:`HandshakeAlert` too, on both
+  transports: the same class, ``code``, ``by_peer`` and ``alert``.
 * A TCP FIN or reset without CONNECTION_CLOSE is a :class:`PrematureClose`
   carrying the bytes that did arrive (E8); a fatal socket error is a
   :class:`ConnectionIOError`; everything else is a :class:`ConnectionTerminated`.
@@ -192,6 +195,8 @@ def _close(ctx: _Context) -> _Outcome:
     crypto = not ev.is_application and _is_crypto(ev.error_code)
     if crypto and (ctx.during_handshake or isinstance(ctx.cause, HandshakeError)):
         return _handshake_failure(ctx)
+    if crypto and ev.by_peer:
+        return _peer_alert(ctx)
     who = "by peer" if ev.by_peer else "locally"
     text = _with_reason(
         f"connection closed {who}: "
@@ -207,6 +212,19 @@ def _close(ctx: _Context) -> _Outcome:
     else:
         reason, lib = Reason.PROTOCOL_VIOLATION, None
     return _Outcome(_terminated(ctx, ev.reason), lib, reason, text)
+
+
+def _peer_alert(ctx: _Context) -> _Outcome:
+    """The peer's fatal alert once our side of the handshake completed: over TCP
+    a TLS alert record, over QUIC CRYPTO_ERROR ``0x100 + alert`` (RFC 9001 §4.8).
+    Both become one :class:`HandshakeAlert` (a server refusing the client's
+    certificate answers the client's last flight, RFC 8446 §4.4.4)."""
+    ev = ctx.event
+    alert = _alert(ev.error_code - CRYPTO_ERROR_BASE)
+    phrase = ev.reason or f"peer sent fatal alert {_alert_name(alert)}"
+    factory = partial(HandshakeAlert, alert, phrase, frame_type=ev.frame_type)
+    text = _with_reason(f"connection closed by peer: TLS alert {_alert_name(alert)}", ev.reason)
+    return _Outcome(factory, Lib.TLS, Reason.TLS_ALERT, text, replaces_cause=True)
 
 
 def _idle_timeout(ctx: _Context) -> _Outcome:

@@ -15,20 +15,24 @@ mstls reports failures twice, as OpenSSL does for QUIC:
 
 A connection owns a :class:`Channel`, its persistent error stack (E2).  When the
 connection fails for good, whoever noticed (a reader, a writer, the thread
-that runs timers) calls :meth:`Channel.fail`: the first failure wins, the
-entries recorded so far move onto the channel.  Every later call on the
-connection or any of its streams calls :meth:`Channel.raise_if_failed` (E3):
-the channel's entries are *copied* into the caller's queue, followed by a
-``CONNECTION_TERMINATED`` entry, and a fresh copy of the stored exception is
-raised.  Entries stay on the channel, so N threads blocked on N streams all
-wake and all see the same entries, and so does a thread that comes later.
+that runs timers) calls :meth:`Channel.fail`: the first failure wins, and the
+failure's own entries (given explicitly, or recorded since a :func:`mark`)
+move onto the channel; unrelated older entries stay in the caller's queue.
+Every later call on the connection or any of its streams calls
+:meth:`Channel.raise_if_failed` (E3): the channel's entries are *copied* into
+the caller's queue, followed by a ``CONNECTION_TERMINATED`` entry, and a fresh
+copy of the stored exception is raised.  Entries stay on the channel, so N
+threads blocked on N streams all wake and all see the same entries, and so does
+a thread that comes later.
 Entries are immutable; copying one means sharing the object.
 
 Stream-only failures (E5) never touch the channel: :func:`stream_error` records
 into the caller's queue only.  A stream's read and write sides fail apart (E6):
 :class:`DirectionErrors`.  Intermittent conditions (E4) are recorded inside
 :func:`intermittent` and gone when the call goes on; :func:`classify_os_error`
-tells them from fatal ones.
+tells them from fatal ones.  Would-block results (``WantRead``, ``WantWrite``
+and ``Timeout``, a would-block with a deadline) leave no entry at all: the
+exception says it, and a retry must not find a stale entry (E4, E7).
 
 Locking: queues belong to one thread or task and take no lock.  A channel and a
 :class:`DirectionErrors` take their own short lock; nothing waits while
@@ -53,12 +57,14 @@ from ._error_queue import (
     errors,
     get_error,
     intermittent,
+    mark,
     peek_error,
     peek_last_error,
     print_errors,
     put_error,
     put_errors,
     record,
+    taken_since,
 )
 from ._termination import Termination, TerminationInfo, describe_code, terminated_from_event
 from .exceptions import (
@@ -113,9 +119,11 @@ __all__ = [
     "clear_error",
     "describe_code",
     "entry_for",
+    "errno_of",
     "errors",
     "get_error",
     "intermittent",
+    "mark",
     "peek_error",
     "peek_last_error",
     "print_errors",
@@ -125,6 +133,7 @@ __all__ = [
     "record_exception",
     "recorded",
     "stream_error",
+    "taken_since",
     "terminated_from_event",
     "timeout_error",
 ]
@@ -169,6 +178,29 @@ def classify_os_error(exc: OSError, *, datagram: bool = False) -> Literal["inter
     if isinstance(exc, BlockingIOError | InterruptedError | TimeoutError):
         return "intermittent"
     return "fatal"
+
+
+#: How many links of a cause chain :func:`errno_of` follows.
+_MAX_ERRNO_DEPTH = 8
+
+
+def errno_of(exc: BaseException) -> int | None:
+    """The ``errno`` behind a socket error: its own, else the first one found in
+    its cause or exception group (trio's happy-eyeballs connect raises a bare
+    ``OSError`` from a group of per-address errors)."""
+    pending: list[tuple[BaseException, int]] = [(exc, 0)]
+    while pending:
+        current, depth = pending.pop(0)
+        value = getattr(current, "errno", None)
+        if isinstance(value, int):
+            return value
+        if depth >= _MAX_ERRNO_DEPTH:
+            continue
+        inner = list(getattr(current, "exceptions", ()))
+        if current.__cause__ is not None:
+            inner.insert(0, current.__cause__)
+        pending.extend((child, depth + 1) for child in inner if isinstance(child, BaseException))
+    return None
 
 
 # -- classification (E7) ------------------------------------------------------------------
@@ -274,17 +306,24 @@ def record_exception(
 
 def recorded(exc: E, *, lib: Lib | None = None) -> E:
     """Record the entry for ``exc`` in the caller's queue and return ``exc``:
-    ``raise recorded(WantRead("read would block"))``."""
+    ``raise recorded(IncompleteRead(...))``.  Not for would-block results
+    (:class:`WantRead`, :class:`WantWrite`, :class:`Timeout`): those are raised
+    bare and leave no entry (E4)."""
     record_exception(exc, lib=lib, stacklevel=2)
     return exc
 
 
 def timeout_error(op: str, timeout: float | None, *, writing: bool = False) -> Timeout:
-    """Record a TIMEOUT entry and return the :class:`Timeout` to raise for ``op``."""
+    """The :class:`Timeout` to raise for ``op``; nothing is recorded.
+
+    A timeout is a would-block with a deadline: the connection is intact and the
+    call may be retried, so, like ``WantRead``/``WantWrite`` (and as OpenSSL
+    leaves nothing for ``SSL_ERROR_WANT_READ``), it leaves no entry in any
+    queue (E4); the exception alone classifies it (E7).  ``writing`` makes it
+    ``WANT_WRITE``: the call waited to send (flow control, stream limit).
+    """
     limit = "" if timeout is None else f" after {timeout:g} s"
-    exc = Timeout(f"{op} timed out{limit}", writing=writing)
-    record_exception(exc, stacklevel=2)
-    return exc
+    return Timeout(f"{op} timed out{limit}", writing=writing)
 
 
 def stream_error(
@@ -334,21 +373,29 @@ class Channel:
         return None if factory is None else factory()
 
     def fail(
-        self, entries: Iterable[ErrorEntry] | None, error: Error | Callable[[], Error]
+        self,
+        entries: Iterable[ErrorEntry] | None,
+        error: Error | Callable[[], Error],
+        *,
+        since: int | None = None,
     ) -> bool:
         """Fail the connection; return whether this call was the first.
 
         ``error`` is the exception (raised as fresh copies) or a factory of new
-        instances, as :func:`terminated_from_event` returns.  The caller's
-        queue is emptied: its entries, then ``entries``, move onto the channel
-        (one entry for the exception itself when there are none).  Only the
-        first failure counts: a later call's entries are discarded, since the
-        connection has one cause and every thread must see the same entries.
+        instances, as :func:`terminated_from_event` returns.  Only the failure's
+        own entries go onto the channel (E2): those the failing operation
+        recorded in the caller's queue since the marker ``since``
+        (:func:`mark`, taken when the operation began; they are *moved*), then
+        ``entries``; one entry for the exception itself when there are none.
+        Older entries in the caller's queue (an earlier timeout, a stream reset)
+        have nothing to do with the connection's end and stay there, in that
+        queue only.  Only the first failure counts: a later call's entries are
+        discarded, since the connection has one cause and every thread must see
+        the same entries.
         """
         factory = error.fresh if isinstance(error, BaseException) else error
-        queue = _queue()
-        moved = [*queue.entries, *(entries or ())]
-        queue.entries.clear()
+        own = [] if since is None else taken_since(since)
+        moved = [*own, *(entries or ())]
         if self._factory is not None:
             return False
         if not moved:

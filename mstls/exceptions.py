@@ -26,7 +26,8 @@ queue's contents (rule E7).  The API-facing classes (rule E9):
 * :class:`ConnectionTerminated` (code, reason, by_peer, is_application) and
   its :class:`PrematureClose` (truncation) and :class:`ConnectionIOError`
   (fatal socket error): the whole connection is gone.
-* :class:`HandshakeError`, :class:`CertificateError`, :class:`HandshakeAlert`.
+* :class:`HandshakeError`, :class:`CertificateError`, :class:`HandshakeAlert` (the
+  peer's fatal alert: also a :class:`ConnectionTerminated`).
 
 Exceptions can be copied and pickled (:meth:`Error.__reduce__`): a connection
 that failed raises a fresh copy of its stored exception in every thread, so
@@ -37,6 +38,8 @@ become enum members; unknown ones stay plain ``int``.
 from __future__ import annotations
 
 import copy
+import errno as _errno
+import os
 from enum import Enum
 from typing import Any, Self, TypeVar
 
@@ -89,11 +92,23 @@ class ErrorKind(Enum):
     CONNECTION_CLOSED = "connection_closed"
 
 
-def _rebuild(cls: type[Error], args: tuple[Any, ...], state: dict[str, Any]) -> Error:
+#: What an :class:`OSError` keeps outside its ``__dict__`` (copied one by one when
+#: set: an explicit ``filename=None`` would change how ``OSError`` formats itself).
+_OS_ERROR_FIELDS = ("errno", "strerror", "filename", "filename2")
+
+
+def _rebuild(
+    cls: type[Error],
+    args: tuple[Any, ...],
+    state: dict[str, Any],
+    os_state: dict[str, Any] | None = None,
+) -> Error:
     """Recreate an exception without running ``__init__`` (see :meth:`Error.__reduce__`)."""
     exc = cls.__new__(cls, *args)
     exc.args = args  # OSError subclasses (Timeout) leave args to __init__
     exc.__dict__.update(state)
+    for name, value in (os_state or {}).items():
+        setattr(exc, name, value)
     if "__notes__" in state:  # never share the mutable notes list with the original
         exc.__notes__ = list(state["__notes__"])
     return exc
@@ -107,7 +122,10 @@ class Error(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         """Copy and pickle by state: the subclasses' constructors take other
         arguments than ``self.args``, so the default (``cls(*args)``) would fail."""
-        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+        fields = _OS_ERROR_FIELDS if isinstance(self, OSError) else ()
+        os_state = {name: getattr(self, name) for name in fields}
+        os_state = {name: value for name, value in os_state.items() if value is not None}
+        return (_rebuild, (type(self), self.args, dict(self.__dict__), os_state))
 
     def fresh(self) -> Self:
         """A new instance with the same state and cause but no traceback.
@@ -174,8 +192,10 @@ class Timeout(Error, TimeoutError):
     """A blocking call did not complete in its time limit; the connection is intact.
 
     As with a socket timeout under OpenSSL, the kind is ``WANT_READ`` (or
-    ``WANT_WRITE`` for a write): the same call may be retried.  An *idle* timeout
-    ends the connection and is a :class:`ConnectionTerminated` instead.
+    ``WANT_WRITE`` for a call that waited to send: ``write``, ``open_stream``):
+    the same call may be retried.  Like the other would-block results it leaves
+    no error-queue entry (E4).  An *idle* timeout ends the connection and is a
+    :class:`ConnectionTerminated` instead.
     """
 
     kind = ErrorKind.WANT_READ
@@ -263,15 +283,20 @@ class TransportParameterError(ProtocolError):
     default_code = TransportErrorCode.TRANSPORT_PARAMETER_ERROR
 
 
+def _alert(alert: AlertDescription | int) -> AlertDescription | int:
+    """A known alert as its enum member; unknown ones stay ``int`` (E9)."""
+    try:
+        return AlertDescription(alert)
+    except ValueError:
+        return int(alert)
+
+
 class TLSError(ProtocolError):
     """A TLS failure: the alert to send and a clear message (RFC 8446 §6)."""
 
     def __init__(self, alert: AlertDescription | int, reason: str) -> None:
         super().__init__(reason, error_code=CRYPTO_ERROR_BASE + int(alert))
-        try:
-            self.alert: AlertDescription | int = AlertDescription(alert)
-        except ValueError:
-            self.alert = int(alert)
+        self.alert: AlertDescription | int = _alert(alert)
 
     def __repr__(self) -> str:
         alert = self.alert.name if isinstance(self.alert, AlertDescription) else self.alert
@@ -288,12 +313,6 @@ class CertificateError(HandshakeError):
 
 class PeerAlert(TLSError):
     """The peer sent a fatal TLS alert (RFC 8446 §6.2)."""
-
-
-class HandshakeAlert(HandshakeError, PeerAlert):
-    """The peer aborted the handshake with a fatal alert (RFC 8446 §6.2), or
-    closed a QUIC connection with CRYPTO_ERROR before it was established
-    (RFC 9001 §4.8)."""
 
 
 class ConnectionTerminated(Error):
@@ -333,12 +352,42 @@ def _transport_code(code: int) -> int:
         return code
 
 
+class HandshakeAlert(HandshakeError, PeerAlert, ConnectionTerminated):
+    """The peer ended the connection with a fatal TLS alert (RFC 8446 §6.2): a
+    TLS alert over TCP, a CONNECTION_CLOSE with CRYPTO_ERROR over QUIC.
+
+    One class on both transports, before and after our side of the handshake
+    completed: a TLS 1.3 client completes one flight before the server has
+    verified it (RFC 8446 §4.4.4, §6.2), so a server's refusal of the client's
+    certificate reaches a client whose handshake is done.  It is a
+    :class:`HandshakeError` and a :class:`ConnectionTerminated` alike, with
+    ``code == error_code == 0x100 + alert`` (RFC 9001 §4.8), ``by_peer`` true,
+    ``is_application`` false and ``alert`` the description.  The kind is ``SSL``,
+    as OpenSSL's ``SSL_ERROR_SSL`` for a received alert.
+    """
+
+    kind = ErrorKind.SSL
+
+    def __init__(
+        self, alert: AlertDescription | int, reason: str, *, frame_type: int | None = None
+    ) -> None:
+        # Not TLSError.__init__: ProtocolError's and ConnectionTerminated's
+        # constructors take different arguments; this one sets both states.
+        code = CRYPTO_ERROR_BASE + int(alert)
+        ConnectionTerminated.__init__(self, code, reason, by_peer=True, frame_type=frame_type)
+        self.error_code = code
+        self.alert = _alert(alert)
+
+
 class PrematureClose(ConnectionTerminated):
-    """The byte stream ended without a clean close: a truncation, not an end.
+    """The byte stream ended without a clean close: a truncation, not an end (E8).
 
     On TCP, a FIN or reset that arrives without TLS ``close_notify`` (and, for
     QMux, without CONNECTION_CLOSE) is never reported as end of data.
-    ``bytes_received`` counts the application bytes that did arrive.
+    ``bytes_received`` counts the application bytes that did arrive; ``reason``
+    says what ended the stream (the FIN, or the socket error and its text).  The
+    message says so, never "terminated by peer (transport code 0x1)": nothing
+    was sent on the wire (``code`` is INTERNAL_ERROR only as a placeholder).
     """
 
     kind = ErrorKind.SYSCALL
@@ -347,14 +396,16 @@ class PrematureClose(ConnectionTerminated):
         super().__init__(
             TransportErrorCode.INTERNAL_ERROR, reason, by_peer=True, is_application=False
         )
+        self.args = (f"premature close ({bytes_received} bytes received): {reason}",)
         self.bytes_received = bytes_received
 
 
-class ConnectionIOError(ConnectionTerminated):
+class ConnectionIOError(ConnectionTerminated, OSError):
     """A fatal socket error ended the connection (``SSL_ERROR_SYSCALL``).
 
-    Not an :class:`OSError`: the socket's ``errno`` is kept in :attr:`errno`
-    and the original exception is the ``__cause__``.
+    Also an :class:`OSError` (``except OSError`` catches it), with the socket's
+    :attr:`errno` and :attr:`strerror`; the original exception is the
+    ``__cause__``.  Its message is the mstls one, not ``[Errno n] ...``.
     """
 
     kind = ErrorKind.SYSCALL
@@ -364,6 +415,12 @@ class ConnectionIOError(ConnectionTerminated):
             TransportErrorCode.INTERNAL_ERROR, reason, by_peer=False, is_application=False
         )
         self.errno = errno
+        self.strerror = None if errno is None else os.strerror(errno)
+        name = "" if errno is None else f" {_errno.errorcode.get(errno, errno)}"
+        self.args = (f"socket error{name}: {reason}",)
+
+    def __str__(self) -> str:
+        return Exception.__str__(self)
 
 
 class HandshakeRefused(ConnectionTerminated):

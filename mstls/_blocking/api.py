@@ -85,10 +85,10 @@ class _Core:
                     return result
                 self.session.check(op)
                 if not self.blocking:
-                    raise errors.recorded(want(f"{op} would block"))
+                    raise want(f"{op} would block")  # no queue entry (E4)
                 left = _remaining(deadline)
                 if left is not None and left <= 0:
-                    raise errors.timeout_error(op, timeout)
+                    raise errors.timeout_error(op, timeout, writing=want is errors.WantWrite)
                 cond.wait(left)
 
     def after_change(self) -> None:

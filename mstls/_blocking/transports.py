@@ -349,7 +349,9 @@ def connect_other(
             core = _tcp_client(host, port, config, timeout)
         except OSError as exc:
             raise errors.recorded(
-                ConnectionIOError(f"TCP connect to {host}:{port} failed: {exc}")
+                ConnectionIOError(
+                    f"TCP connect to {host}:{port} failed: {exc}", errno=errors.errno_of(exc)
+                )
             ) from exc
         connection = Connection(core, "tcp")
         if not lazy:

@@ -83,7 +83,9 @@ async def _tcp_client(host: str, port: int, config: ClientConfig) -> Driver:
         if sock is not None:
             sock.close()
         raise errors.recorded(
-            ConnectionIOError(f"TCP connect to {host}:{port} failed: {exc}")
+            ConnectionIOError(
+                f"TCP connect to {host}:{port} failed: {exc}", errno=errors.errno_of(exc)
+            )
         ) from exc
     conn = QMuxConnection(settings, is_client=True, now=trio.current_time())
     driver = TcpDriver(sock, conn, peer)

@@ -11,6 +11,7 @@ import trio
 
 from mstls import errors
 from mstls.codes import AlertDescription
+from mstls.core.events import ConnectionTerminatedEvent
 from mstls.errors import Channel, DirectionErrors, ErrorEntry, Lib, Reason
 from mstls.exceptions import (
     CertificateError,
@@ -22,8 +23,9 @@ from mstls.exceptions import (
     StreamReset,
     StreamStopped,
 )
+from mstls.session import Session
 
-from .helpers import THREADS, make_entry, run_threads
+from .helpers import THREADS, make_entry, queue_texts, run_threads
 
 
 # -- E2/E3: the channel ------------------------------------------------------------------------
@@ -32,11 +34,12 @@ def _failed_channel() -> tuple[Channel, list[ErrorEntry]]:
     channel = Channel()
 
     def assist() -> list[ErrorEntry]:
+        start = errors.mark()
         errors.record(Lib.QUIC, Reason.PROTOCOL_VIOLATION, "bad ACK range", code=0x0A)
         errors.record(Lib.QUIC, Reason.LOCAL_CLOSED, "closing with PROTOCOL_VIOLATION")
         recorded = errors.errors()
         error = ConnectionTerminated(0x0A, "bad ACK range", by_peer=False)
-        assert channel.fail(None, error)
+        assert channel.fail(None, error, since=start)
         assert errors.errors() == []  # moved, not copied
         return recorded
 
@@ -87,8 +90,8 @@ def test_blocked_threads_all_wake_with_the_same_entries() -> None:
     def timer_thread() -> None:
         with cond:
             cond.wait_for(lambda: waiting == THREADS, timeout=10)
-            errors.record(Lib.QUIC, Reason.IDLE_TIMEOUT, "idle timeout after 30.0 s")
-            channel.fail(None, ConnectionTerminated(0, "idle timeout after 30.0 s"))
+            entry = make_entry("idle timeout after 30.0 s", Reason.IDLE_TIMEOUT)
+            channel.fail([entry], ConnectionTerminated(0, "idle timeout after 30.0 s"))
             cond.notify_all()
 
     timer = threading.Thread(target=timer_thread)
@@ -117,10 +120,12 @@ async def test_channel_replicates_to_trio_tasks() -> None:
 
 def test_first_failure_wins_and_later_entries_are_dropped() -> None:
     channel = Channel()
+    start = errors.mark()
     errors.record(Lib.QUIC, Reason.PEER_CLOSED, "first")
-    assert channel.fail(None, ConnectionTerminated(1, "first", by_peer=True))
+    assert channel.fail(None, ConnectionTerminated(1, "first", by_peer=True), since=start)
+    start = errors.mark()
     errors.record(Lib.SYS, Reason.SYSCALL, "second")
-    assert not channel.fail([make_entry("given")], ConnectionIOError("second"))
+    assert not channel.fail([make_entry("given")], ConnectionIOError("second"), since=start)
     assert errors.errors() == []
     assert [e.reason_text for e in channel.entries] == ["first"]
     with pytest.raises(ConnectionTerminated) as info:
@@ -128,19 +133,89 @@ def test_first_failure_wins_and_later_entries_are_dropped() -> None:
     assert type(info.value) is ConnectionTerminated and info.value.reason == "first"
 
 
-def test_fail_moves_queue_then_given_entries_or_describes_the_error() -> None:
+def test_fail_moves_own_then_given_entries_or_describes_the_error() -> None:
     channel = Channel()
-    errors.put_error(make_entry("from the queue"))
-    channel.fail([make_entry("given")], ConnectionTerminated(0, "x"))
-    assert [e.reason_text for e in channel.entries] == ["from the queue", "given"]
+    errors.put_error(make_entry("older, unrelated"))
+    start = errors.mark()
+    errors.put_error(make_entry("recorded by the failing call"))
+    channel.fail([make_entry("given")], ConnectionTerminated(0, "x"), since=start)
+    assert [e.reason_text for e in channel.entries] == ["recorded by the failing call", "given"]
+    assert queue_texts() == ["older, unrelated"]
 
     bare = Channel(Lib.QMUX)
     bare.fail(None, PrematureClose("TCP FIN", bytes_received=5))
     (entry,) = bare.entries
     assert entry.reason is Reason.PREMATURE_CLOSE and "TCP FIN" in entry.reason_text
-    assert entry.where.endswith(
-        " in test_fail_moves_queue_then_given_entries_or_describes_the_error"
-    )
+    assert entry.where.endswith(" in test_fail_moves_own_then_given_entries_or_describes_the_error")
+
+
+def test_stale_entries_of_the_closing_thread_stay_in_its_queue_only() -> None:
+    """Issue 17 point 7: the thread that notices the end may hold entries of its own
+    (an earlier TIMEOUT, a task's STREAM_RESET); they are not the connection's cause,
+    so neither the channel nor any other thread ever sees them."""
+    channel = Channel()
+    errors.put_error(make_entry("read timed out after 0.1 s", Reason.TIMEOUT))
+    errors.stream_error("reset", 7, 4)
+    stale = errors.errors()
+    closed = make_entry("connection closed by peer", Reason.PEER_CLOSED)
+    assert channel.fail([closed], ConnectionTerminated(0, "bye", by_peer=True))
+    assert list(channel.entries) == [closed]
+    assert errors.errors() == stale  # still the caller's, untouched
+
+    def other(_: int) -> list[ErrorEntry]:
+        with pytest.raises(ConnectionTerminated):
+            channel.raise_if_failed("read")
+        return errors.errors()
+
+    (seen,) = run_threads(1, other)
+    assert [e.reason for e in seen] == [Reason.PEER_CLOSED, Reason.CONNECTION_TERMINATED]
+    with pytest.raises(ConnectionTerminated):
+        channel.raise_if_failed("write")
+    assert errors.errors()[: len(stale)] == stale
+    assert [e.reason for e in errors.errors()[len(stale) :]] == [
+        Reason.PEER_CLOSED,
+        Reason.CONNECTION_TERMINATED,
+    ]
+
+
+class _EndedConnection:
+    """A sans-I/O connection whose only event is its end (for :class:`Session`)."""
+
+    def __init__(self, event: ConnectionTerminatedEvent) -> None:
+        self.events = [event]
+
+    def next_event(self) -> ConnectionTerminatedEvent | None:
+        return self.events.pop(0) if self.events else None
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_session_end_takes_none_of_the_pumping_threads_entries(transport: str) -> None:
+    """The real call site: whichever thread pumps the termination event keeps its
+    own earlier entries; the channel holds the termination's entry only."""
+    event = ConnectionTerminatedEvent(7, None, "bye", by_peer=True, is_application=True)
+    session = Session(_EndedConnection(event), transport=transport)
+    errors.put_error(make_entry("write timed out after 0.1 s", Reason.TIMEOUT))
+    errors.stream_error("reset", 3, 8)
+    stale = errors.errors()
+    session.pump_events()
+    assert session.failed and errors.errors() == stale
+    assert [e.reason for e in session.channel.entries] == [Reason.PEER_CLOSED]
+
+
+def test_marker_takes_back_only_what_was_recorded_since() -> None:
+    errors.put_error(make_entry("old"))
+    outer = errors.mark()
+    errors.put_error(make_entry("a"))
+    inner = errors.mark()
+    errors.put_error(make_entry("b"))
+    assert [e.reason_text for e in errors.taken_since(inner)] == ["b"]
+    errors.put_error(make_entry("c"))
+    assert [e.reason_text for e in errors.taken_since(inner)] == ["c"]
+    with errors.intermittent():
+        errors.put_error(make_entry("dropped"))
+    assert [e.reason_text for e in errors.taken_since(outer)] == ["a"]
+    assert errors.taken_since(errors.mark()) == []
+    assert queue_texts() == ["old"]
 
 
 def test_channel_accepts_a_factory_and_never_raises_one_object_twice() -> None:

@@ -18,6 +18,7 @@ from mstls.exceptions import (
     ConnectionIOError,
     ConnectionTerminated,
     HandshakeError,
+    IncompleteRead,
     PeerAlert,
     PrematureClose,
     ProtocolError,
@@ -96,15 +97,21 @@ def test_classification_never_depends_on_queue_contents(
 
 # -- entries for exceptions ------------------------------------------------------------------------
 def test_recorded_and_timeout_error() -> None:
-    exc = WantRead("read would block")
+    exc = IncompleteRead("stream ended after 3 of 9 bytes")
     assert errors.recorded(exc) is exc
+    (entry,) = errors.errors()
+    assert entry.where.endswith(" in test_recorded_and_timeout_error")
+    assert (entry.reason, entry.reason_text) == (Reason.INCOMPLETE_READ, str(exc))
+
+
+def test_timeout_error_is_a_would_block_and_leaves_no_entry() -> None:
+    """Issue 17 point 8: a timeout is a would-block with a deadline (E4, E7)."""
     timeout = errors.timeout_error("accept", 2.5)
     assert isinstance(timeout, Timeout) and str(timeout) == "accept timed out after 2.5 s"
-    assert all(e.where.endswith(" in test_recorded_and_timeout_error") for e in errors.errors())
-    assert [(e.reason, e.reason_text) for e in errors.errors()] == [
-        (Reason.WANT_READ, "read would block"),
-        (Reason.TIMEOUT, "accept timed out after 2.5 s"),
-    ]
+    assert errors.classify(timeout) is ErrorKind.WANT_READ
+    writing = errors.timeout_error("write", 0.5, writing=True)
+    assert errors.classify(writing) is ErrorKind.WANT_WRITE
+    assert errors.errors() == []
 
 
 @pytest.mark.parametrize(
@@ -130,3 +137,16 @@ def test_entry_for(exc: BaseException, lib: Lib, reason: Reason, code: int | Non
     entry = errors.entry_for(exc)
     assert (entry.lib, entry.reason, entry.code) == (lib, reason, code)
     assert entry.reason_text == str(exc) and entry.detail == type(exc).__name__
+
+
+def test_errno_of_looks_through_causes_and_groups() -> None:
+    """trio's connect raises a bare OSError from a group of per-address errors."""
+    assert errors.errno_of(OSError(errno.EPIPE, "broken pipe")) == errno.EPIPE
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    bare = OSError("all attempts to connect failed")
+    bare.__cause__ = ExceptionGroup("all attempts", [OSError("no errno"), refused])
+    assert errors.errno_of(bare) == errno.ECONNREFUSED
+    assert errors.errno_of(ValueError("x")) is None
+    looped = OSError("loop")
+    looped.__cause__ = looped
+    assert errors.errno_of(looped) is None

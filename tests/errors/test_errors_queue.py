@@ -8,7 +8,9 @@ import asyncio
 import contextvars
 import errno
 import io
+import sys
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -154,6 +156,58 @@ def test_asyncio_tasks_are_isolated_too() -> None:
         return [*results, queue_texts()]
 
     assert asyncio.run(main()) == [["a"], ["b"], ["parent"]]
+
+
+def _half_imported(name: str, **attributes: object) -> types.ModuleType:
+    """What other threads see in ``sys.modules`` while one thread imports ``name``."""
+    module = types.ModuleType(name)
+    for attribute, value in attributes.items():
+        setattr(module, attribute, value)
+    return module
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "trio",  # no trio.lowlevel yet
+        "trio.lowlevel",  # trio.lowlevel, without current_task yet
+        "asyncio",  # no asyncio.current_task yet
+    ],
+)
+def test_queue_works_while_another_thread_imports_trio_or_asyncio(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Issue 17 point 6: a partially initialised module in ``sys.modules`` (another
+    thread is in the middle of ``import trio``) must not make every call raise
+    AttributeError; no task of that library can run yet, so the thread owns the queue."""
+    errors.put_error(make_entry("before"))
+    with monkeypatch.context() as patch:
+        if name == "trio.lowlevel":
+            patch.setitem(
+                sys.modules, "trio", _half_imported("trio", lowlevel=types.ModuleType(name))
+            )
+        else:
+            patch.setitem(sys.modules, name, _half_imported(name))
+        errors.put_error(make_entry("during"))
+        assert queue_texts() == ["before", "during"]
+        assert errors.get_error() == make_entry("before")
+        in_thread = run_threads(1, lambda _: (errors.put_error(make_entry("t")), queue_texts())[1])
+        assert in_thread == [["t"]]
+    assert queue_texts() == ["during"]
+
+
+def test_half_imported_module_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the import finishes, trio tasks get their own queues again."""
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "trio", _half_imported("trio"))
+        errors.put_error(make_entry("thread"))
+
+    async def in_task() -> list[str]:
+        errors.put_error(make_entry("task"))
+        return queue_texts()
+
+    assert trio.run(in_task) == ["task"]
+    assert queue_texts() == ["thread"]
 
 
 # -- E4: intermittent conditions -----------------------------------------------------------------

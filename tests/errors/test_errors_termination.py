@@ -138,12 +138,29 @@ MAPPINGS: list[tuple[ConnectionTerminatedEvent, dict[str, Any], type[Error], Rea
         "handshake failed: TLS alert, sent TLS alert handshake_failure (40): no shared group",
         Lib.TLS,
     ),
-    (
+    (  # the peer's alert after our side of the handshake completed (issue 17 point 3)
         _event("close", 0x100 + 10, "unexpected message"),
+        {},
+        HandshakeAlert,
+        Reason.TLS_ALERT,
+        "connection closed by peer: TLS alert unexpected_message (10): unexpected message",
+        Lib.TLS,
+    ),
+    (  # the same over TCP: a TLS alert record
+        _event("tls_error", 0x100 + 116, "peer sent fatal alert certificate_required"),
+        {"transport": "tcp"},
+        HandshakeAlert,
+        Reason.TLS_ALERT,
+        "connection closed by peer: TLS alert certificate_required (116): "
+        "peer sent fatal alert certificate_required",
+        Lib.TLS,
+    ),
+    (  # an alert we sent after the handshake stays a plain termination
+        _event("close", 0x100 + 10, "unexpected message", by_peer=False),
         {},
         ConnectionTerminated,
         Reason.TLS_ALERT,
-        "connection closed by peer: TLS alert unexpected_message (10): unexpected message",
+        "connection closed locally: TLS alert unexpected_message (10): unexpected message",
         Lib.TLS,
     ),
 ]

@@ -4,6 +4,8 @@ class, wire codes kept, copies that never share state with the original."""
 from __future__ import annotations
 
 import copy
+import errno
+import os
 import pickle
 from typing import Any
 
@@ -111,6 +113,7 @@ RELATIONS: list[tuple[type[BaseException], type[BaseException]]] = [
     (CertificateError, HandshakeError),
     (HandshakeAlert, HandshakeError),
     (HandshakeAlert, PeerAlert),
+    (HandshakeAlert, ConnectionTerminated),
     (HandshakeError, TLSError),
     (TLSError, ProtocolError),
     (WantRead, WouldBlock),
@@ -128,6 +131,19 @@ def test_hierarchy(child: type[BaseException], parent: type[BaseException]) -> N
     assert issubclass(child, parent)
 
 
+def test_handshake_alert_has_the_attributes_of_both_parents() -> None:
+    """Issue 17 point 3: one class for the peer's fatal alert on both transports."""
+    exc = HandshakeAlert(AlertDescription.certificate_required, "no client certificate")
+    assert exc.code == exc.error_code == 0x100 + AlertDescription.certificate_required
+    assert exc.alert is AlertDescription.certificate_required
+    assert exc.by_peer and not exc.is_application and exc.frame_type is None
+    assert exc.reason == "no client certificate"
+    assert str(exc) == (
+        "connection terminated by peer (transport code 0x174): no client certificate"
+    )
+    assert HandshakeAlert(0xEE, "x").alert == 0xEE and type(HandshakeAlert(0xEE, "x").alert) is int
+
+
 @pytest.mark.parametrize("exc", SAMPLES, ids=lambda e: type(e).__name__)
 def test_one_root(exc: Error) -> None:
     assert isinstance(exc, mstls.Error)
@@ -140,7 +156,7 @@ def test_siblings_stay_apart() -> None:
     assert not issubclass(StreamStopped, StreamReset)
     assert not issubclass(HandshakeError, ConnectionTerminated)
     assert not issubclass(WantRead, OSError)
-    assert not issubclass(ConnectionIOError, OSError)
+    assert not issubclass(PrematureClose, OSError)
 
 
 def test_public_package_exports_the_root_and_main_classes() -> None:
@@ -188,9 +204,33 @@ def test_premature_close_counts_bytes_and_is_by_peer() -> None:
     assert exc.bytes_received == 1234 and exc.by_peer
 
 
+def test_premature_close_says_what_it_is() -> None:
+    """Issue 17 point 12: not "terminated by peer (transport code 0x1)"."""
+    reason = "TCP connection reset: [Errno 32] Broken pipe"
+    exc = PrematureClose(reason, bytes_received=17)
+    assert str(exc) == f"premature close (17 bytes received): {reason}"
+    assert "terminated by" not in str(exc) and "code 0x1" not in str(exc)
+    assert exc.reason == reason and str(exc.fresh()) == str(exc)
+
+
 def test_connection_io_error_keeps_errno() -> None:
     exc = ConnectionIOError("socket error", errno=9)
     assert exc.errno == 9 and not exc.by_peer
+
+
+def test_connection_io_error_is_an_os_error() -> None:
+    """Issue 17 point 12: ``except OSError`` catches it, with errno and strerror."""
+    with pytest.raises(OSError) as info:
+        raise ConnectionIOError("sendmsg failed", errno=errno.EPIPE)
+    exc = info.value
+    assert isinstance(exc, ConnectionIOError) and isinstance(exc, ConnectionTerminated)
+    assert (exc.errno, exc.strerror) == (errno.EPIPE, os.strerror(errno.EPIPE))
+    assert str(exc) == "socket error EPIPE: sendmsg failed"
+    assert exc.kind is ErrorKind.SYSCALL
+    for clone in (copy.copy(exc), pickle.loads(pickle.dumps(exc)), exc.fresh()):
+        assert (clone.errno, clone.strerror, str(clone)) == (exc.errno, exc.strerror, str(exc))
+    bare = ConnectionIOError("no errno")
+    assert bare.errno is None and bare.strerror is None and str(bare) == "socket error: no errno"
 
 
 def test_tls_error_codes() -> None:

@@ -16,7 +16,13 @@ from mstls.core.recovery import PacketNumberSpace
 from mstls.quic.crypto_stream import CryptoSender
 
 from .fuzz_checks import carries_close, check_pair, deliver, settle
-from .fuzz_corpus import established_pair, mutate, protect_long, protect_one_rtt
+from .fuzz_corpus import (
+    captured_datagrams,
+    established_pair,
+    mutate,
+    protect_long,
+    protect_one_rtt,
+)
 from .fuzz_strategies import frame_payloads, fuzz_settings
 from .pair import Pair
 
@@ -80,7 +86,15 @@ def test_fuzzed_frames_in_handshake_packets(
 
 @contextmanager
 def damaged_tls_output(target: int, seed: int, rounds: int) -> Iterator[None]:
-    """Mutate the ``target``-th chunk of TLS handshake bytes any connection queues."""
+    """Mutate the ``target``-th chunk of TLS handshake bytes any connection queues.
+
+    :func:`mutate` may graft packets of the captured corpus, which is built (once
+    per process) by running a handshake of its own.  It is built here, before the
+    patch: built under it, its TLS writes would be mutated and call :func:`mutate`
+    again, which builds the corpus again (RecursionError when this test ran
+    first), and a damaged corpus would be cached for every later test.
+    """
+    captured_datagrams()
     original = CryptoSender.write
     count = [0]
 
