@@ -15,7 +15,7 @@ assertion most tests make: every waiter saw the same failure.
 * :mod:`.test_concurrency` — C1 (lazy handshake raced by a reader and a writer)
   and OpenSSL #24166 (no lost wake-up beside bulk I/O, 3,000 rounds).
 
-Known bugs of issue 17 are marked ``xfail(strict=True, reason="issue 17 point N")``;
+Known bugs are marked ``xfail(strict=True, reason=...)`` (none today);
 remove the mark once the point is fixed.  Longer runs:
 ``MSTLS_RACE_ITERATIONS=3000`` (default 500 per API and transport) and
 ``MSTLS_WAKEUP_ROUNDS`` (default 3000).

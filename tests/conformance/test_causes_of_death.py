@@ -231,9 +231,7 @@ EXPECT: dict[str, Expect] = {
 }
 
 #: Known failures of today's code, on both APIs: (transport, cause) -> issue 17 point.
-KNOWN: dict[tuple[str, str], str] = {
-    ("tcp", "client_certificate_rejected"): "issue 17 point 3 (blocking TCP: also point 2)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _marks(transport: str, cause: str) -> list[pytest.MarkDecorator]:

@@ -36,12 +36,6 @@ OVERFLOW = 8 << 20
 ARRIVAL = 0.3
 
 
-def point(number: int, *, detail: str = "") -> pytest.MarkDecorator:
-    """The strict xfail of a known bug: issue 17 point ``number``."""
-    reason = f"issue 17 point {number}" + (f": {detail}" if detail else "")
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 @contextmanager
 def connected(
     make: MakeClient, transport: str, **client_kw: object
@@ -84,7 +78,7 @@ def test_intermittent_conditions_leave_no_entries(make: MakeClient, transport: s
 
 
 GAVE_UP = [
-    pytest.param("blocking", marks=point(8, detail="TIMEOUT entries stay queued"), id="blocking"),
+    pytest.param("blocking", id="blocking"),
     "trio",
 ]
 
@@ -220,7 +214,7 @@ def test_classification_does_not_depend_on_the_queue(make: MakeClient, transport
         assert reasons(late[0]) == reasons(late[1])[full:]
 
 
-@pytest.mark.parametrize("transport", [pytest.param(t, marks=point(7), id=t) for t in BOTH])
+@pytest.mark.parametrize("transport", BOTH)
 def test_the_closing_callers_stale_entries_stay_its_own(make: MakeClient, transport: str) -> None:
     """E2: only the failure's own entries go onto the channel, not what the
     closing thread (task) had queued before; those stay in its own queue (E1)."""
@@ -291,7 +285,6 @@ def test_exception_classes() -> None:
     assert errors.classify(known) is ErrorKind.CONNECTION_CLOSED
 
 
-@point(12)
 def test_connection_io_error_is_an_os_error() -> None:
     """Users catch socket failures as OSError, with the errno."""
     exc = mstls.ConnectionIOError("connect failed", errno=111)
