@@ -37,7 +37,7 @@ from typing import Any
 
 import attrs
 
-from . import errors
+from . import _errors as errors
 from .core.events import (
     ConnectionTerminatedEvent,
     HandshakeCompletedEvent,

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .. import errors
+from .. import _errors as errors
 from ..config import ClientConfig, ServerConfig
 from ..exceptions import ConfigurationError, Error
 from ..io.udp import open_udp_socket

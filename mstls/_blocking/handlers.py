@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .. import errors
+from .. import _errors as errors
 from ..codes import TransportErrorCode
 from ..exceptions import ConnectionTerminated, Error
 from ..io.udp import (

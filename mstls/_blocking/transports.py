@@ -24,7 +24,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .. import errors
+from .. import _errors as errors
 from ..config import ClientConfig, ServerConfig
 from ..core.admission import reconfigured
 from ..exceptions import ConfigurationError, ConnectionIOError, Error

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .. import errors
+from .. import _errors as errors
 from ..config import ClientConfig, ServerConfig
 from ..exceptions import ConfigurationError, ConnectionIOError, ConnectionTerminated
 from ..io.udp import open_udp_socket

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from .. import errors
+from .. import _errors as errors
 from ..config import ServerConfig
 from ..exceptions import Error
 from ..stats import ConnectionStats

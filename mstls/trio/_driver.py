@@ -41,7 +41,7 @@ from typing import Any
 
 import trio
 
-from .. import errors
+from .. import _errors as errors
 from ..codes import TransportErrorCode
 from ..core.events import ConnectionTerminatedEvent
 from ..core.lifecycle import TerminationKind

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from mstls import errors
+from mstls import _errors as errors
+from mstls._errors import Channel, ErrorEntry, Lib, Reason
 from mstls.codes import TransportErrorCode
 from mstls.core.congestion import NewReno
 from mstls.core.flow_control import ReceiveWindow
 from mstls.core.pacing import Pacer
 from mstls.core.recovery import PacketNumberSpace, Recovery, SentPacket
 from mstls.core.recv_stream import RecvStream
-from mstls.errors import Channel, ErrorEntry, Lib, Reason
 from mstls.exceptions import ConnectionTerminated, ProtocolError
 from mstls.wire.frames import AckFrame
 
@@ -102,12 +102,12 @@ def test_channel_keeps_the_newest_entries_when_they_overflow() -> None:
     channel = Channel()
     count = errors.QUEUE_LIMIT + 3
     for i in range(2):
-        errors.put_error(_entry(i))  # the caller's queue moves first ...
-    extra = [_entry(i) for i in range(2, count)]  # ... then the failure's own entries
+        errors.put_error(_entry(i))  # older, unrelated entries stay the caller's own
+    extra = [_entry(i) for i in range(2, count)]  # the failure's own entries
     assert channel.fail(extra, ConnectionTerminated(0, "gone"))
     kept = [entry.reason_text for entry in channel.entries]
     assert kept == [str(i) for i in range(3, count)]
-    assert errors.errors() == []
+    assert _texts() == ["0", "1"]
 
 
 # -- RFC 9002 §7.6.2: persistent congestion needs a span that *exceeds* the duration -------

@@ -9,16 +9,13 @@ import threading
 import pytest
 import trio
 
-from mstls import errors
-from mstls.codes import AlertDescription
+from mstls import _errors as errors
+from mstls._errors import Channel, ErrorEntry, Lib, Reason
 from mstls.core.events import ConnectionTerminatedEvent
-from mstls.errors import Channel, DirectionErrors, ErrorEntry, Lib, Reason
 from mstls.exceptions import (
-    CertificateError,
     ConnectionIOError,
     ConnectionTerminated,
     Error,
-    HandshakeError,
     PrematureClose,
     StreamReset,
     StreamStopped,
@@ -269,84 +266,3 @@ def test_stream_errors_land_only_in_the_callers_queue() -> None:
     assert [e.reason for e in stop_entries] == [Reason.STREAM_STOPPED]
     assert others == [(None, []), (None, [])]
     assert not channel.failed and errors.errors() == []
-
-
-# -- E6: read and write fail apart -------------------------------------------------------------
-def test_reset_fails_reads_only_and_stop_fails_writes_only() -> None:
-    reset_side = DirectionErrors()
-    assert reset_side.fail_read(StreamReset(7, stream_id=4))
-    reset_side.check_write()
-    with pytest.raises(StreamReset):
-        reset_side.check_read()
-
-    stopped_side = DirectionErrors()
-    assert stopped_side.fail_write(StreamStopped(9, stream_id=4))
-    stopped_side.check_read()
-    with pytest.raises(StreamStopped) as info:
-        stopped_side.check_write("flush")
-    assert info.value.code == 9
-    assert [e.reason for e in errors.errors()] == [Reason.STREAM_RESET, Reason.STREAM_STOPPED]
-
-
-def test_first_error_per_side_wins_and_every_raise_is_fresh_and_recorded() -> None:
-    sides = DirectionErrors()
-    first = StreamReset(1)
-    assert sides.fail_read(first) and not sides.fail_read(StreamReset(2))
-    raised = []
-    for _ in range(3):
-        with pytest.raises(StreamReset) as info:
-            sides.check_read()
-        raised.append(info.value)
-    assert {e.code for e in raised} == {1} and len({id(e) for e in raised}) == 3
-    assert first not in raised and sides.read_error is first
-    entries = errors.errors()
-    assert len(entries) == 3
-    assert entries[0].where.endswith(
-        " in test_first_error_per_side_wins_and_every_raise_is_fresh_and_recorded"
-    )
-
-
-def test_handshake_error_fails_both_directions() -> None:
-    sides = DirectionErrors()
-    error = CertificateError(AlertDescription.bad_certificate, "name mismatch")
-    assert sides.fail_handshake(error)
-    assert not sides.fail_handshake(HandshakeError(AlertDescription.internal_error, "x"))
-    for check in (sides.check_read, sides.check_write):
-        with pytest.raises(CertificateError):
-            check()
-    assert sides.read_error is None and sides.write_error is None
-    assert sides.handshake_error is error
-
-
-def test_connection_failure_comes_before_the_sides() -> None:
-    channel = Channel()
-    sides = DirectionErrors(channel)
-    sides.fail_read(StreamReset(7))
-    channel.fail([make_entry("peer closed", Reason.PEER_CLOSED)], ConnectionTerminated(0, "bye"))
-    for check in (sides.check_read, sides.check_write):
-        with pytest.raises(ConnectionTerminated):
-            check()
-    assert [e.reason for e in errors.errors()] == [
-        Reason.PEER_CLOSED,
-        Reason.CONNECTION_TERMINATED,
-    ] * 2
-
-
-def test_buffered_data_is_returned_before_the_read_error() -> None:
-    """The documented rule: the driver drains what was delivered, then checks."""
-    buffered = bytearray(b"delivered before the reset")
-    sides = DirectionErrors()
-    sides.fail_read(StreamReset(7))
-    sides.fail_write(StreamStopped(8))  # a write failure never touches received data
-
-    def read(n: int) -> bytes:
-        if buffered:
-            chunk = bytes(buffered[:n])
-            del buffered[:n]
-            return chunk
-        sides.check_read()
-        raise AssertionError("unreachable")
-
-    assert read(9) + read(100) == b"delivered before the reset"
-    with pytest.raises(StreamReset):
-        read(1)

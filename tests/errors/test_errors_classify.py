@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mstls import errors
+from mstls import _errors as errors
+from mstls._errors import ErrorEntry, ErrorKind, Lib, Reason
 from mstls.codes import AlertDescription
-from mstls.errors import ErrorEntry, ErrorKind, Lib, Reason
 from mstls.exceptions import (
     CertificateError,
     ConnectionIOError,

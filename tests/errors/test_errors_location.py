@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import mstls
-from mstls import errors
+from mstls import _errors as errors
 
 #: The repository this test runs from.
 REPO = Path(__file__).resolve().parents[2]

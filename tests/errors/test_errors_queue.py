@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import trio
 
-from mstls import errors
-from mstls.errors import ErrorEntry, Lib, Reason
+from mstls import _errors as errors
+from mstls._errors import ErrorEntry, Lib, Reason
 from mstls.exceptions import ConnectionIOError, Timeout, WantRead, WantWrite
 
 from .helpers import THREADS, make_entry, queue_texts, run_threads

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from mstls import errors
+from mstls import _errors as errors
+from mstls._errors import Channel, Lib, Reason
 from mstls.codes import AlertDescription, TransportErrorCode
 from mstls.core.events import ConnectionTerminatedEvent
-from mstls.errors import Channel, Lib, Reason
 from mstls.exceptions import (
     CertificateError,
     ConnectionIOError,

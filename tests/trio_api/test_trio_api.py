@@ -16,7 +16,7 @@ import trio.testing
 
 import mstls
 import mstls.trio
-from mstls import errors
+from mstls import _errors as errors
 from mstls.config import ClientConfig, ServerConfig
 from mstls.exceptions import StreamStateError
 from mstls.trio._stream import as_broken
