@@ -2,7 +2,7 @@
 
 The server certificate is the configured ``tls.certfile``/``tls.keyfile`` or,
 without a ``[tls]`` table, the development certificate of the state directory
-(generated on first start, see :mod:`daemon.state`).  The stateless-reset key
+(generated on first start, see :mod:`mstlsd.state`).  The stateless-reset key
 of the state directory, the stream limit and the qlog directory
 (``[observability] qlog_dir``, QUIC connections only: QMux has no packets to
 trace) go to the QUIC settings through ``ServerConfig.extra``.  Building the
@@ -11,7 +11,7 @@ key fails with one clear message before any socket is bound.
 
 Worker ``I`` of a multi-worker daemon (``workers = N``) issues QUIC-LB plaintext
 connection IDs whose one-byte server ID is ``I`` (Retry source IDs included),
-so the steering program of :mod:`daemon.steering` sends every later datagram
+so the steering program of :mod:`mstlsd.steering` sends every later datagram
 of a connection to the worker that owns it; the Retry token key of the state
 directory is shared by all workers.  With a ``[fleet]`` table the server ID is
 two bytes, ``(host_id, I)`` (``I`` = 0 for a single-process daemon), in the
@@ -68,7 +68,7 @@ def worker_cids(worker: int, fleet: FleetSettings | None = None) -> QuicLbConfig
 
 
 def steering_worker_byte(config: DaemonConfig) -> int:
-    """Which byte of the server ID the steering program reads (:mod:`daemon.steering`)."""
+    """Which byte of the server ID the steering program reads (:mod:`mstlsd.steering`)."""
     return WORKER_BYTE if config.fleet is None else FLEET_WORKER_BYTE
 
 

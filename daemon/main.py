@@ -3,7 +3,7 @@
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT and the drain), 2 for a
 configuration problem (reported before anything is bound), 1 when a listener
 cannot be bound or the daemon fails.  With ``workers = N`` (N > 1) this
-process is the parent of N workers (:mod:`daemon.workers`) and its status is
+process is the parent of N workers (:mod:`mstlsd.workers`) and its status is
 0 only when every worker exited 0 after a shutdown signal.
 """
 
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import trio
+
+import mstls
 
 from . import logs
 from .config import ALPN, DEFAULT_PORT, ConfigError, DaemonConfig, default_config, load_config
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mstlsd {mstls.__version__}")
     parser.add_argument("-c", "--config", type=Path, metavar="FILE", help="TOML configuration file")
     parser.add_argument(
         "--state-dir",

@@ -11,7 +11,7 @@ Every metric lives in the daemon's own :class:`prometheus_client.CollectorRegist
                                             idle_timeout, stateless_reset, error, shutdown)
 ``mstlsd_handshakes_total{transport}``      completed handshakes
 ``mstlsd_handshake_failures_total{transport,reason}``  failed handshakes, by reason
-                                            (see :mod:`daemon.handshakes`)
+                                            (see :mod:`mstlsd.handshakes`)
 ``mstlsd_streams_total{service}``           streams routed to a service
 ``mstlsd_streams_active``                   streams open now
 ``mstlsd_stream_refusals_total{reason}``    streams reset by the daemon, by code name

@@ -9,10 +9,10 @@ One trio process, structured concurrency all the way down::
     └── one task per connection: accept_stream loop
         └── one task per stream: preamble → service lookup → allow-list → service
 
-*Routing.*  A stream's first line names its service (:mod:`daemon.preamble`).
+*Routing.*  A stream's first line names its service (:mod:`mstlsd.preamble`).
 Unknown service, identity not on the allow-list, malformed or late preamble,
 too many streams, a unidirectional stream: the stream is reset (RESET_STREAM
-and STOP_SENDING) with the matching :class:`~daemon.preamble.StreamCode`,
+and STOP_SENDING) with the matching :class:`~mstlsd.preamble.StreamCode`,
 before any service — and so any backend — sees it.
 
 *Limits.*  ``max_connections``: a connection accepted beyond it is closed at
@@ -35,7 +35,7 @@ untouched.  New certificates are handed to each listener for new handshakes
 (see :meth:`Daemon.reload` about the library hook this needs).  Listener,
 metrics-address, ``workers`` and ``[fleet]`` changes need a restart.
 
-*Workers* (``workers = N``, :mod:`daemon.workers`): this class runs one worker
+*Workers* (``workers = N``, :mod:`mstlsd.workers`): this class runs one worker
 when given ``worker=I``: listeners bound with SO_REUSEPORT, the steering
 program attached to the UDP group by worker 0, QUIC-LB connection IDs naming
 worker I (after the host byte with ``[fleet]``), and metrics (if configured)
@@ -258,7 +258,7 @@ class Daemon:
             )
         if self.metrics_address is not None:
             host, port = self.metrics_address
-            event(logging.INFO, "daemon.metrics", f"metrics on http://{host}:{port}/metrics")
+            event(logging.INFO, "mstlsd.metrics", f"metrics on http://{host}:{port}/metrics")
         services = ", ".join(sorted(self.config.services))
         event(
             logging.INFO,

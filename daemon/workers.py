@@ -4,11 +4,11 @@ Theory of operation
 -------------------
 The parent checks the configuration, makes the state directory's keys and
 development certificates (so the workers never race to create them), then
-starts the workers one at a time: ``python -m daemon ARGS --worker I
+starts the workers one at a time: ``python -m mstlsd ARGS --worker I
 --ready-fd FD``.  Worker ``I`` binds every listener with SO_REUSEPORT and
 writes one line to the pipe ``FD`` once all of them are bound; only then does
 the next worker start, so the socket index of worker ``I`` in each reuseport
-group is ``I``.  That is what the steering program (:mod:`daemon.steering`,
+group is ``I``.  That is what the steering program (:mod:`mstlsd.steering`,
 attached to the UDP group by worker 0) relies on: it returns the worker byte
 of the QUIC-LB connection ID's server ID (after the host byte with
 ``[fleet]``), which worker ``I`` sets to ``I``.
@@ -67,7 +67,7 @@ def worker_argv(argv: Sequence[str], index: int, ready_fd: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "daemon",
+        "mstlsd",
         *argv,
         "--worker",
         str(index),

@@ -33,7 +33,7 @@ def test_send_and_recv(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "mstls.cli", "recv", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "mstlsd.cli", "recv", "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env_for(tmp_path),

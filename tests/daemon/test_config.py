@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, default_config, load_config
+from mstlsd.config import ConfigError, default_config, load_config
 from tests.certs import TestPKI
 from tests.daemon.support import ROOT, env_for, free_port
 
@@ -164,7 +164,7 @@ def test_missing_sections_and_bad_toml(tmp_path: Path) -> None:
 
 def _mstlsd(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "mstlsd", *args],
         capture_output=True,
         text=True,
         timeout=30,

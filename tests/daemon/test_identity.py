@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from daemon.identity import AllowList, Peer, RuleError
 from mstls.devcerts import make_ca, make_client_cert
+from mstlsd.identity import AllowList, Peer, RuleError
 
 
 class FakeCertificate:

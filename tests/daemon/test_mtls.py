@@ -9,8 +9,8 @@ import trio
 
 import mstls
 import mstls.trio
-from daemon.preamble import StreamCode
 from mstls.devcerts import make_client_cert
+from mstlsd.preamble import StreamCode
 from tests.certs import TestPKI
 from tests.daemon.support import client_config, config_from, exchange, port_of, running_daemon
 

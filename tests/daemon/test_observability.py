@@ -14,12 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mstls
 import mstls.trio
-from daemon import server as daemon_server
-from daemon.handshakes import POLL_INTERVAL, failure_reason
-from daemon.server import Daemon
-from daemon.state import dev_pki_paths
 from mstls.codes import AlertDescription
 from mstls.exceptions import CertificateError, DecodeError, HandshakeAlert, TLSError
+from mstlsd import server as daemon_server
+from mstlsd.handshakes import POLL_INTERVAL, failure_reason
+from mstlsd.server import Daemon
+from mstlsd.state import dev_pki_paths
 from tests.certs import TestPKI
 from tests.daemon.support import (
     client_config,

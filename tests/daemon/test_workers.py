@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 import mstls
-from daemon.config import ConfigError
-from daemon.preamble import encode_preamble
-from daemon.server import Daemon
-from daemon.state import RETRY_KEY_FILE, dev_pki_paths
 from mstls.quic.quic_lb import decode_server_id
+from mstlsd.config import ConfigError
+from mstlsd.preamble import encode_preamble
+from mstlsd.server import Daemon
+from mstlsd.state import RETRY_KEY_FILE, dev_pki_paths
 from tests.daemon.support import DaemonProcess, config_from, free_port
 
 pytestmark = pytest.mark.skipif(

@@ -17,10 +17,11 @@ from typing import BinaryIO
 
 import trio
 
-from daemon.preamble import encode_preamble
+from mstls import ConnectionTerminated, Error, StreamReset, StreamStopped, errors
+from mstls.trio import Stream
 
-from . import errors
-from .cli_common import (
+from ..preamble import encode_preamble
+from .common import (
     EXIT_CONNECTION,
     EXIT_OK,
     EXIT_STREAM,
@@ -29,8 +30,6 @@ from .cli_common import (
     open_connection,
     report,
 )
-from .exceptions import ConnectionTerminated, Error, StreamReset, StreamStopped
-from .trio import Stream
 
 __all__ = ["run_connect"]
 

@@ -3,7 +3,7 @@
 Every TCP connection accepted on ``ADDR`` becomes one stream of a single
 multiplexed mstls connection to ``HOST:PORT``, starting with the preamble
 ``S\\n``; bytes are relayed both ways with half-close propagated
-(:func:`daemon.relay.relay`).  If the daemon resets the stream (refused
+(:func:`mstlsd.relay.relay`).  If the daemon resets the stream (refused
 service, backend down) the local TCP connection is reset too, and the reason
 is printed.  If the mstls connection ends, the next TCP connection opens a new
 one.
@@ -17,12 +17,12 @@ import struct
 
 import trio
 
-from daemon.preamble import encode_preamble
-from daemon.relay import relay
+from mstls import ConnectionTerminated, Error
+from mstls.trio import Connection
 
-from .cli_common import EXIT_USAGE, CliError, describe_failure, open_connection, report
-from .exceptions import ConnectionTerminated, Error
-from .trio import Connection
+from ..preamble import encode_preamble
+from ..relay import relay
+from .common import EXIT_USAGE, CliError, describe_failure, open_connection, report
 
 __all__ = ["Tunnel", "run_tunnel"]
 

@@ -21,16 +21,17 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from daemon.config import ALPN, DEFAULT_PORT, parse_address
-from daemon.state import default_state_dir
+import mstls
+from mstls import ConfigurationError
+from mstls.devcerts import write_dev_pki
 
-from .cli_bench import run_bench
-from .cli_common import EXIT_USAGE, add_client_options, report, run, target
-from .cli_connect import run_connect
-from .cli_transfer import run_recv, run_send
-from .cli_tunnel import run_tunnel
-from .devcerts import write_dev_pki
-from .exceptions import ConfigurationError
+from ..config import ALPN, DEFAULT_PORT, parse_address
+from ..state import default_state_dir
+from .bench import run_bench
+from .common import EXIT_USAGE, add_client_options, report, run, target
+from .connect import run_connect
+from .transfer import run_recv, run_send
+from .tunnel import run_tunnel
 
 __all__ = ["build_parser", "main"]
 
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mstls {mstls.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     certs = commands.add_parser(
         "certs",

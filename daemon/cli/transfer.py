@@ -27,10 +27,12 @@ from typing import Any, BinaryIO, cast
 import trio
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from daemon.preamble import encode_preamble
-from daemon.state import default_state_dir, ensure_dev_pki
+from mstls import Error, ServerConfig
+from mstls.trio import Connection, Listener, Stream, listen
 
-from .cli_common import (
+from ..preamble import encode_preamble
+from ..state import default_state_dir, ensure_dev_pki
+from .common import (
     EXIT_CONNECTION,
     EXIT_USAGE,
     CliError,
@@ -38,9 +40,6 @@ from .cli_common import (
     open_connection,
     report,
 )
-from .config import ServerConfig
-from .exceptions import Error
-from .trio import Connection, Listener, Stream, listen
 
 __all__ = ["HEADER_MAGIC", "run_recv", "run_send"]
 

@@ -12,7 +12,7 @@ verified against the system store.
 seconds; the first handshake to complete wins.
 
 Written on the public API only (:mod:`mstls`, :mod:`mstls.trio`) and the
-daemon's stream preamble (:mod:`daemon.preamble`).
+daemon's stream preamble (:mod:`mstlsd.preamble`).
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ from typing import Any
 
 import trio
 
-from daemon.config import ALPN, parse_address
-from daemon.preamble import describe_code
-from daemon.state import default_state_dir, dev_pki_paths
-
-from . import errors
-from .config import ClientConfig
-from .exceptions import (
+from mstls import (
+    ClientConfig,
     ConfigurationError,
     ConnectionTerminated,
     Error,
     StreamReset,
     StreamStopped,
+    errors,
 )
-from .trio import Connection, connect
+from mstls.trio import Connection, connect
+
+from ..config import ALPN, parse_address
+from ..preamble import describe_code
+from ..state import default_state_dir, dev_pki_paths
 
 __all__ = [
     "AUTO_FALLBACK_DELAY",
