@@ -18,9 +18,12 @@ daemon's stream preamble (:mod:`mstlsd.preamble`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,9 @@ from ..state import default_state_dir, dev_pki_paths
 __all__ = [
     "AUTO_FALLBACK_DELAY",
     "DEFAULT_TIMEOUT",
+    "EXIT_BROKEN_PIPE",
     "EXIT_CONNECTION",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_STREAM",
     "EXIT_USAGE",
@@ -55,6 +60,8 @@ __all__ = [
     "open_connection",
     "peer_summary",
     "report",
+    "run",
+    "stdout_gone",
     "target",
 ]
 
@@ -65,6 +72,10 @@ EXIT_CONNECTION = 1
 EXIT_USAGE = 2
 #: The server reset or stopped the stream (refused service, backend down...).
 EXIT_STREAM = 3
+#: SIGINT (Ctrl-C): 128 + SIGINT, as a shell reports a process the signal ended.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+#: Standard output's reader went away (EPIPE): 128 + SIGPIPE, as for ``cat | head``.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 DEFAULT_TIMEOUT = 10.0
 #: ``--transport auto``: how long QUIC gets before TCP starts too.
 AUTO_FALLBACK_DELAY = 0.3
@@ -242,14 +253,74 @@ def peer_summary(peer: Any, alpn: str | None) -> str:
     )
 
 
-def run(main: Callable[[], Any]) -> int:
-    """Run an async command; map failures to exit statuses."""
+def run(main: Callable[[], Awaitable[Any]]) -> int:
+    """Run an async command; map failures to exit statuses.
+
+    SIGINT (Ctrl-C) cancels the command at its next checkpoint and exits
+    :data:`EXIT_INTERRUPTED` with no traceback, like ncat: trio delivers it as a
+    signal, never as a KeyboardInterrupt in the middle of the library's state
+    changes.  A second SIGINT while the first one's cancellation is running exits
+    at once.  Standard output closed by its reader (``mstls connect ... | head``)
+    exits :data:`EXIT_BROKEN_PIPE` quietly, as a process killed by SIGPIPE would.
+    """
     try:
-        result = trio.run(main)
+        result = trio.run(_interruptible, main)
     except CliError as exc:
         if str(exc) != "connection failed":
             report(str(exc))
         return exc.status
-    except KeyboardInterrupt:
-        return 130
+    except BrokenPipeError:
+        return stdout_gone()
+    except KeyboardInterrupt:  # before the signal receiver was installed, or after
+        return EXIT_INTERRUPTED
+    except BaseExceptionGroup as group:
+        if _only(group, BrokenPipeError):
+            return stdout_gone()
+        if _only(group, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        raise
     return int(result or 0)
+
+
+async def _interruptible(main: Callable[[], Awaitable[Any]]) -> Any:
+    """``await main()``, cancelled by SIGINT (then :data:`EXIT_INTERRUPTED`)."""
+    interrupted = False
+    failure: BaseException | None = None
+    result: Any = None
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    if interrupted:  # the second Ctrl-C: do not wait for the cleanup
+                        os._exit(EXIT_INTERRUPTED)
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            try:
+                result = await main()
+            except BaseException as exc:  # decided below, outside the nursery
+                failure = exc
+            nursery.cancel_scope.cancel()
+    if interrupted:
+        return EXIT_INTERRUPTED  # whatever the cancellation made main() raise
+    if failure is not None:
+        raise failure
+    return result
+
+
+def _only(group: BaseExceptionGroup[BaseException], kind: type[BaseException]) -> bool:
+    """Whether every leaf of ``group`` is a ``kind``."""
+    rest = group.split(kind)[1]
+    return rest is None
+
+
+def stdout_gone() -> int:
+    """Standard output's reader left: point fd 1 at /dev/null so the exit flush is silent."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE

@@ -10,7 +10,8 @@ Subcommands (``mstls COMMAND --help`` explains each):
 * ``bench HOST:PORT``: handshake rate and throughput against a daemon.
 
 Exit status: 0 success, 1 connection failure, 2 usage or configuration error,
-3 the server reset or stopped the stream (its code is printed by name).
+3 the server reset or stopped the stream (its code is printed by name), 130
+interrupted (Ctrl-C), 141 standard output closed by its reader (EPIPE).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mstls.devcerts import write_dev_pki
 from ..config import ALPN, DEFAULT_PORT, parse_address
 from ..state import default_state_dir
 from .bench import run_bench
-from .common import EXIT_USAGE, add_client_options, report, run, target
+from .common import EXIT_USAGE, add_client_options, report, run, stdout_gone, target
 from .connect import run_connect
 from .transfer import run_recv, run_send
 from .tunnel import run_tunnel
@@ -60,7 +61,8 @@ Trust: --cafile, --pin or --insecure; without them a local server (127.0.0.1,
 
 exit status: 0 the server ended the stream, 1 connection failure,
 2 usage error, 3 the server reset/stopped the stream (e.g. 0x100
-UNKNOWN_SERVICE, 0x101 NOT_AUTHORISED, 0x102 BACKEND_REFUSED)."""
+UNKNOWN_SERVICE, 0x101 NOT_AUTHORISED, 0x102 BACKEND_REFUSED), 130 Ctrl-C,
+141 standard output closed (e.g. "| head")."""
 
 
 def _address(default_host: str) -> Callable[[str], tuple[str, int]]:
@@ -201,9 +203,12 @@ def _certs(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the subcommand; the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.run is None:
-        return _certs(args)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.run is None:
+            return _certs(args)
+    except BrokenPipeError:  # `mstls --help | head -1`
+        return stdout_gone()
     command: Callable[[argparse.Namespace], Awaitable[int]] = args.run
     return run(functools.partial(command, args))
 

@@ -115,6 +115,12 @@ class DaemonProcess:
                 return line
         raise AssertionError(f"no log line with {text!r}; log:\n" + "\n".join(self.lines))
 
+    def skip_pending(self) -> None:
+        """Forget the lines :meth:`wait_for` has not read yet (they stay in :attr:`lines`)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+
     def wait_ready(self) -> DaemonProcess:
         self.wait_for(READY_MARK)
         return self
