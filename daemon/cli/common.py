@@ -170,6 +170,7 @@ def client_config(args: argparse.Namespace, host: str) -> ClientConfig:
         pinned_sha256=args.pin,
         handshake_timeout=args.timeout,
         keylog_file=args.keylog,
+        keepalive=getattr(args, "keepalive", None),
     )
 
 

@@ -32,7 +32,7 @@ from .bench import run_bench
 from .common import EXIT_USAGE, add_client_options, report, run, stdout_gone, target
 from .connect import run_connect
 from .transfer import run_recv, run_send
-from .tunnel import run_tunnel
+from .tunnel import DEFAULT_KEEPALIVE, run_tunnel
 
 __all__ = ["build_parser", "main"]
 
@@ -95,11 +95,21 @@ def _add_tunnel(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="a local TCP port to a daemon service over one connection",
         description="Accept TCP connections on --listen; relay each over its own stream "
         "of ONE multiplexed connection to --to, opening --service.  Half-close is "
-        "propagated both ways; a stream the daemon resets resets the TCP connection.",
+        "propagated both ways; a stream the daemon resets resets the TCP connection.  "
+        "The connection is kept alive (--keepalive) and reopened when it ends "
+        "(a daemon restart): the next TCP connection does not notice.",
     )
     p.add_argument("--listen", type=_address("127.0.0.1"), required=True, metavar="[HOST]:PORT")
     p.add_argument("--to", type=target, required=True, metavar="HOST:PORT")
     p.add_argument("-s", "--service", required=True, help="mstlsd service, e.g. a forward")
+    p.add_argument(
+        "--keepalive",
+        type=float,
+        default=DEFAULT_KEEPALIVE,
+        metavar="SECONDS",
+        help="send a PING after this long without traffic, below the server's idle timeout "
+        f"(default {DEFAULT_KEEPALIVE:g})",
+    )
     add_client_options(p)
     p.set_defaults(run=run_tunnel)
 
