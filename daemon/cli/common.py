@@ -9,7 +9,10 @@ verified against the system store.
 
 ``--transport auto`` is Happy Eyeballs for transports: QUIC first, and TCP
 (QMux) as well if QUIC has not answered within :data:`AUTO_FALLBACK_DELAY`
-seconds; the first handshake to complete wins.
+seconds (at once if QUIC already failed); the first handshake to complete wins,
+and when both fail the message names both failures.  A UDP port that answers
+with ICMP port unreachable fails the QUIC attempt at once instead of after the
+handshake timeout.
 
 Written on the public API only (:mod:`mstls`, :mod:`mstls.trio`) and the
 daemon's stream preamble (:mod:`mstlsd.preamble`).
@@ -187,16 +190,102 @@ def describe_failure(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _connect_auto(host: str, port: int, config: ClientConfig, timeout: float) -> Connection:
-    winner: list[Connection] = []
-    failures: list[BaseException] = []
+class PortUnreachable(OSError):
+    """ICMP port unreachable answered our UDP probe: nothing listens on that UDP port."""
 
-    async def attempt(transport: str, delay: float, cancel: trio.CancelScope) -> None:
-        await trio.sleep(delay)
+
+async def _udp_port_unreachable(host: str, port: int) -> PortUnreachable | None:
+    """Send one empty datagram on a connected UDP socket; the ICMP error it draws, if any.
+
+    The library's UDP client socket is not connected, so it never sees an ICMP
+    port unreachable and waits for its handshake timeout (RFC 8085 §5.2 asks
+    applications to heed these messages).  An empty datagram is no QUIC packet:
+    a QUIC server discards it (RFC 9000 §12.2).  Returns None if the address does
+    not resolve or the socket fails otherwise (the QUIC attempt reports that);
+    waits until cancelled when no error comes.
+    """
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_DGRAM)
+        family, kind, proto, _, address = infos[0]
+        with trio.socket.socket(family, kind, proto) as probe:
+            await probe.connect(address)
+            await probe.send(b"")
+            await probe.recv(1)
+    except ConnectionRefusedError:
+        return PortUnreachable(f"UDP port {port} unreachable (ICMP)")
+    except OSError:
+        return None
+    return None
+
+
+async def _connect_udp(host: str, port: int, config: ClientConfig, timeout: float) -> Connection:
+    """QUIC, failing at once if ICMP says the UDP port is closed (see the probe).
+
+    The handshake runs in the calling task, so its error queue entries stay there
+    (rule E1: one queue per task) for :func:`mstls.errors.print_errors`.
+    """
+    refused: list[PortUnreachable] = []
+    failure: BaseException | None = None
+    conn: Connection | None = None
+    async with trio.open_nursery() as nursery:
+        attempt = trio.CancelScope()
+
+        async def probe() -> None:
+            unreachable = await _udp_port_unreachable(host, port)
+            if unreachable is not None:
+                refused.append(unreachable)
+                attempt.cancel()
+
+        nursery.start_soon(probe)
+        with attempt:
+            try:
+                conn = await connect(host, port, config, transport="udp", timeout=timeout)
+            except (Error, OSError) as exc:  # raised below, outside the nursery
+                failure = exc
+        nursery.cancel_scope.cancel()
+    if conn is not None:
+        return conn
+    if failure is not None:
+        raise failure
+    if refused:
+        raise refused[0]
+    raise CliError("connect: cancelled")
+
+
+class AutoFailed(Exception):
+    """``--transport auto``: both attempts failed; :attr:`failures` by transport."""
+
+    def __init__(self, failures: dict[str, BaseException]) -> None:
+        super().__init__("; ".join(f"{t}: {describe_failure(e)}" for t, e in failures.items()))
+        self.failures = failures
+
+
+async def _connect_auto(host: str, port: int, config: ClientConfig, timeout: float) -> Connection:
+    """QUIC first; TCP after :data:`AUTO_FALLBACK_DELAY`, or at once if QUIC failed sooner.
+
+    The first handshake to complete wins (the other attempt is cancelled or closed);
+    once both have failed, :class:`AutoFailed` names both failures.
+    """
+    winner: list[Connection] = []
+    failures: dict[str, BaseException] = {}
+    queued: dict[str, list[errors.ErrorEntry]] = {}  # each attempt's error queue (rule E1)
+    udp_failed = trio.Event()
+
+    async def attempt(transport: str, cancel: trio.CancelScope) -> None:
         try:
-            conn = await connect(host, port, config, transport=transport, timeout=timeout)
+            if transport == "udp":
+                conn = await _connect_udp(host, port, config, timeout)
+            else:
+                with trio.move_on_after(AUTO_FALLBACK_DELAY):
+                    await udp_failed.wait()
+                conn = await connect(host, port, config, transport="tcp", timeout=timeout)
         except (Error, OSError) as exc:
-            failures.append(exc)
+            failures[transport] = exc
+            queued[transport] = errors.errors()
+            if transport == "udp":
+                udp_failed.set()
+            if len(failures) == 2:
+                cancel.cancel()
             return
         if winner:
             await conn.aclose()
@@ -206,11 +295,15 @@ async def _connect_auto(host: str, port: int, config: ClientConfig, timeout: flo
 
     async with trio.open_nursery() as nursery:
         scope = nursery.cancel_scope
-        nursery.start_soon(attempt, "udp", 0.0, scope)
-        nursery.start_soon(attempt, "tcp", AUTO_FALLBACK_DELAY, scope)
+        nursery.start_soon(attempt, "udp", scope)
+        nursery.start_soon(attempt, "tcp", scope)
     if winner:
         return winner[0]
-    raise failures[-1] if failures else CliError("connect: no transport answered")
+    if len(failures) == 2:
+        for transport in ("udp", "tcp"):  # the attempts' queues, moved to this task
+            errors.put_errors(queued.get(transport, ()))
+        raise AutoFailed({t: failures[t] for t in ("udp", "tcp")})
+    raise CliError("connect: no transport answered")
 
 
 async def open_connection(
@@ -221,10 +314,19 @@ async def open_connection(
     try:
         if args.transport == "auto":
             conn = await _connect_auto(host, port, config, args.timeout)
+        elif args.transport == "udp":
+            conn = await _connect_udp(host, port, config, args.timeout)
         else:
             conn = await connect(host, port, config, transport=args.transport, timeout=args.timeout)
     except ConfigurationError as exc:
         raise CliError(f"bad option: {exc}", EXIT_USAGE) from None
+    except AutoFailed as exc:
+        report(f"cannot connect to {host}:{port} over udp or tcp: {exc}")
+        for failure in exc.failures.values():
+            if isinstance(failure, ConfigurationError):
+                raise CliError(f"bad option: {failure}", EXIT_USAGE) from None
+        errors.print_errors()
+        raise CliError("connection failed") from exc
     except Error as exc:
         report(f"cannot connect to {host}:{port} over {args.transport}: {describe_failure(exc)}")
         errors.print_errors()

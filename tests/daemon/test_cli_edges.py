@@ -184,3 +184,24 @@ def test_the_progress_bar_counts_in_mib() -> None:
     assert "1.00 MiB/3.00 MiB" in last and "MiB/s" in last, last
     assert "MB" not in out.getvalue()
     assert [iec_bytes(n) for n in (10, 1536, 5 << 30)] == ["10 B", "1.50 KiB", "5.00 GiB"]
+
+
+def test_auto_fails_at_once_naming_both_transports(tmp_path: Path) -> None:
+    """Nothing on the port: TCP is refused, UDP draws ICMP port unreachable.
+
+    It used to wait for the QUIC handshake timeout and name only QUIC.  The bound
+    here (``WAIT``, far below ``--timeout 60``) is what fails the old code.
+    """
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    options = ("--insecure", "--timeout", "60")
+    result = cli("connect", target, *options, state_dir=tmp_path, timeout=WAIT)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    first = stderr.splitlines()[0]
+    assert first.startswith(f"mstls: cannot connect to {target} over udp or tcp: "), stderr
+    assert f"udp: UDP port {port} unreachable (ICMP); tcp: " in first, stderr
+    assert f"TCP connect to {target} failed" in first, stderr
+    assert ":error:" in stderr  # the attempts' error queues, printed by the command's task
+    udp = cli("connect", target, *options, "--transport", "udp", state_dir=tmp_path, timeout=WAIT)
+    assert udp.returncode == 1 and b"unreachable (ICMP)" in udp.stderr, udp.stderr
