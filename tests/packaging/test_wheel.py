@@ -1,8 +1,8 @@
 """The built wheel as a user gets it (issue 13 "Packaging").
 
 One wheel is built (``pip wheel --no-deps``) from a clean copy of the working tree
-and installed, with PyPI's ``python-daemon`` beside it, into one virtual
-environment per module; every test reads that environment.  Building and
+and installed, with PyPI's ``python-daemon`` beside it (and ``check-wheel-contents``),
+into one virtual environment per module; every test reads that environment.  Building and
 installing needs PyPI (setuptools for the build, the runtime dependencies), so the
 module is marked ``internet``: ``pytest -m "not internet"`` skips it offline.
 """
@@ -69,7 +69,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     env_dir = base / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    _run([python, "-m", "pip", "install", "-q", wheel, "python-daemon"], BUILD_TIMEOUT)
+    _run(
+        [python, "-m", "pip", "install", "-q", wheel, "python-daemon", "check-wheel-contents"],
+        BUILD_TIMEOUT,
+    )
     return Installed(wheel, python, env_dir / "bin")
 
 
@@ -84,6 +87,15 @@ def test_the_wheel_has_two_top_level_packages_and_their_markers(installed: Insta
     assert top == {"mstls", "mstlsd"}
     assert {"mstls/py.typed", "mstlsd/py.typed", "mstlsd/cli/__init__.py"} <= set(names)
     assert not any(name.startswith("mstls/cli") for name in names)  # the CLI left the library
+
+
+def test_check_wheel_contents_is_clean(installed: Installed) -> None:
+    """Duplicates, stray files, empty or missing packages (W001-W202); two top levels, named."""
+    out = _run(
+        [installed.bin / "check-wheel-contents", "--toplevel", "mstls,mstlsd", installed.wheel],
+        RUN_TIMEOUT,
+    )
+    assert out.strip().endswith(": OK"), out
 
 
 def test_every_package_folder_is_in_the_wheel(installed: Installed) -> None:
