@@ -25,6 +25,11 @@ Every metric lives in the daemon's own :class:`prometheus_client.CollectorRegist
                                             §5.3), sampled every ``STATS_INTERVAL`` seconds
                                             while open and once when they end; TCP
                                             connections have one only with QX_PING keep-alives
+``mstlsd_build_info{version,python,...}``   1; the versions of mstls, Python, cryptography
+                                            and trio in its labels
+``process_*``, ``python_info``              the process (CPU seconds, resident memory, open
+                                            files, start time) and the interpreter, as
+                                            prometheus-client's standard collectors write them
 ==========================================  ====================================================
 
 The loss counters grow as connections go: each sample adds what grew since the
@@ -34,20 +39,50 @@ when it ends.  Definitions of the underlying figures: :mod:`mstls.stats`.
 
 from __future__ import annotations
 
+import platform
 import threading
+from importlib import metadata
 from typing import Any
 
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 import mstls
 
-__all__ = ["RTT_BUCKETS", "TRANSPORTS", "Metrics", "StatsCursor"]
+__all__ = [
+    "BUILD_INFO_PACKAGES",
+    "RTT_BUCKETS",
+    "TRANSPORTS",
+    "Metrics",
+    "StatsCursor",
+    "build_info",
+]
 
 #: Upper bounds (seconds) of the RTT histogram's buckets: loopback to intercontinental.
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: Label values of ``transport``; their series exist (at 0) from the start.
 TRANSPORTS = ("udp", "tcp")
+#: Distributions whose versions label ``mstlsd_build_info`` (what a bug report needs).
+BUILD_INFO_PACKAGES = ("cryptography", "trio")
+
+
+def build_info() -> dict[str, str]:
+    """The labels of ``mstlsd_build_info``: mstls, Python and the key dependencies."""
+    labels = {"version": mstls.__version__, "python": platform.python_version()}
+    for name in BUILD_INFO_PACKAGES:
+        try:
+            labels[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            labels[name] = "unknown"
+    return labels
 
 
 @attrs.define
@@ -116,6 +151,14 @@ class Metrics:
         for transport in TRANSPORTS:
             self.packets_lost.labels(transport)
             self.retransmissions.labels(transport)
+        info = build_info()
+        self.build_info = Gauge(
+            "mstlsd_build_info", "Versions of mstls and its runtime", list(info), registry=r
+        )
+        self.build_info.labels(**info).set(1)
+        # Our own instances of prometheus-client's default collectors: the registry is ours.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
