@@ -381,6 +381,10 @@ def run(main: Callable[[], Awaitable[Any]]) -> int:
             return stdout_gone()
         if _only(group, KeyboardInterrupt):
             return EXIT_INTERRUPTED
+        if _only(group, _CONNECTION_FAILURES):  # from a command's inner nursery
+            first = _leaves(group)[0]
+            report(describe_failure(first))
+            return EXIT_CONNECTION
         raise
     return int(result or 0)
 
@@ -414,10 +418,24 @@ async def _interruptible(main: Callable[[], Awaitable[Any]]) -> Any:
     return result
 
 
-def _only(group: BaseExceptionGroup[BaseException], kind: type[BaseException]) -> bool:
+#: What a broken connection or stream raises inside a command's tasks.
+_CONNECTION_FAILURES = (Error, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _only(
+    group: BaseExceptionGroup[BaseException],
+    kind: type[BaseException] | tuple[type[BaseException], ...],
+) -> bool:
     """Whether every leaf of ``group`` is a ``kind``."""
     rest = group.split(kind)[1]
     return rest is None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return found
 
 
 def stdout_gone() -> int:

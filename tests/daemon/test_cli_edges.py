@@ -20,8 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
-from mstlsd.cli.common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
+import mstls
+from mstlsd.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_CONNECTION,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    run,
+)
 from mstlsd.cli.progress import BAR_FORMAT, ProgressBar, iec_bytes
 from tests.daemon.support import DaemonProcess, cli, daemon_process, env_for, free_port
 
@@ -205,3 +213,21 @@ def test_auto_fails_at_once_naming_both_transports(tmp_path: Path) -> None:
     assert ":error:" in stderr  # the attempts' error queues, printed by the command's task
     udp = cli("connect", target, *options, "--transport", "udp", state_dir=tmp_path, timeout=WAIT)
     assert udp.returncode == 1 and b"unreachable (ICMP)" in udp.stderr, udp.stderr
+
+
+def test_a_connection_failure_inside_a_command_task_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """e.g. bench's transfer nursery: an ExceptionGroup of mstls errors, not a traceback."""
+
+    async def command() -> int:
+        async def broken() -> None:
+            raise mstls.ConnectionTerminated(0x200, "shutting down", by_peer=True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(broken)
+        return 0
+
+    assert run(command) == EXIT_CONNECTION
+    err = capsys.readouterr().err
+    assert err.startswith("mstls: ") and err.count("\n") == 1 and "shutting down" in err, err
