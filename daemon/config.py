@@ -13,7 +13,7 @@ the problem::
 
 Relative paths in a file are relative to the file's directory.  Without a
 ``[tls]`` table the daemon uses development certificates it generates in the
-state directory (see :mod:`daemon.state`): fine on a laptop, never in
+state directory (see :mod:`mstlsd.state`): fine on a laptop, never in
 production.  The embedded default (:func:`default_config`, used when no
 ``--config`` is given) is: UDP and TCP listeners on 127.0.0.1 port
 :data:`DEFAULT_PORT`, development certificates, services ``echo`` and

@@ -71,7 +71,7 @@ def _wait_ready(daemon: subprocess.Popen[str], lines: queue.Queue[str]) -> bool:
 def _round_trip(port: int, transport: str, env: dict[str, str]) -> bool:
     message = MESSAGES[transport]
     argv = [
-        *_command("mstls", "mstls.cli"),
+        *_command("mstls", "mstlsd.cli"),
         "connect",
         f"127.0.0.1:{port}",
         "--service",
@@ -94,14 +94,14 @@ def _round_trip(port: int, transport: str, env: dict[str, str]) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m daemon.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mstlsd.demo", description=__doc__)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--state-dir", type=Path)
     args = parser.parse_args(argv)
     env = dict(os.environ)
     if args.state_dir is not None:
         env[STATE_DIR_ENV] = str(args.state_dir)
-    command = _command("mstlsd", "daemon")
+    command = _command("mstlsd", "mstlsd")
     if args.port != DEFAULT_PORT:
         command += ["--listen-port", str(args.port)]
     _show(command)

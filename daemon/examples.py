@@ -1,8 +1,8 @@
-"""Example ``python`` service handlers (``handler = "daemon.examples:NAME"``).
+"""Example ``python`` service handlers (``handler = "mstlsd.examples:NAME"``).
 
 A handler is ``async def handler(stream, peer)``: ``stream`` is a
 :class:`trio.abc.HalfCloseableStream` (the client's bytes after the preamble),
-``peer`` a :class:`daemon.identity.Peer`.  Return when done (the daemon then
+``peer`` a :class:`mstlsd.identity.Peer`.  Return when done (the daemon then
 sends FIN if the handler has not); raise to have the stream reset with
 ``HANDLER_FAILED`` (0x106).
 """

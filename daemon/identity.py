@@ -18,6 +18,24 @@ Allow-list entries (``allow = [...]`` of a service), one rule each:
 ``"NAME"`` (no prefix)      NAME is the common name or a DNS subjectAltName
 ==========================  =================================================
 
+How names compare (decided for issue 13):
+
+* Names ignore case everywhere: ``cn:``, ``dns:`` and bare names alike
+  (commonName's matching rule is caseIgnoreMatch, RFC 4519 §2.3; DNS names are
+  case-insensitive, RFC 4343).
+* ``subject:`` compares distinguished names, not strings: the entry is parsed
+  as RFC 4514 text when the configuration loads (a bad one is a configuration
+  error), spaces around ``,`` ``+`` ``=`` and the case of attribute types are
+  allowed (``CN=alice, O=Example`` works), and attribute values compare as
+  caseIgnoreMatch does: without case, with runs of spaces collapsed (RFC 4518
+  §2.6.1).  The order of the RDNs counts, as in RFC 4517 distinguishedNameMatch.
+* A client certificate must carry a subjectAltName: the library verifies client
+  chains with cryptography's client policy, which (as the Web PKI profile)
+  rejects a leaf without one, before any rule is looked at.  ``cn:NAME``
+  matches the common name of such a certificate; a certificate with only a CN
+  fails the handshake (logged as ``handshake failed (certificate)``).
+  ``mstls certs`` makes client certificates with a DNS subjectAltName.
+
 A service without ``allow`` accepts every client, with or without a
 certificate.  A service with ``allow = []`` accepts nobody.
 """
@@ -29,8 +47,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
+from cryptography import x509
 
-__all__ = ["AllowList", "Peer", "RuleError", "parse_rule"]
+__all__ = ["AllowList", "Peer", "RuleError", "parse_dn", "parse_rule"]
 
 #: Length of a SHA-256 written as hex.
 _SHA256_HEX = 64
@@ -112,11 +131,88 @@ def _name_rule(text: str) -> Rule:
     )
 
 
+#: RFC 4514 §3 special characters that separate RDNs, attributes, types and values.
+_DN_SEPARATORS = ",+="
+
+DNKey = tuple[tuple[tuple[str, str], ...], ...]
+
+
+def _tidy_dn(text: str) -> str:
+    """``text`` without the spaces around unescaped ``,`` ``+`` ``=``; types upper-cased."""
+    parts: list[str] = []
+    current = ""
+    escaped = False
+    for char in text:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            current += char
+            escaped = True
+        elif char in _DN_SEPARATORS:
+            parts += [current, char]
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    tidy = []
+    for index, part in enumerate(parts):
+        if part in _DN_SEPARATORS:
+            tidy.append(part)
+            continue
+        kept = part.strip()
+        if part.rstrip() != part and kept.endswith("\\"):
+            kept += " "  # an escaped trailing space is part of the value
+        is_type = index + 1 < len(parts) and parts[index + 1] == "="
+        tidy.append(kept.upper() if is_type else kept)
+    return "".join(tidy)
+
+
+def _dn_key(name: x509.Name) -> DNKey:
+    """RDNs in order; in each, (type OID, value without case, spaces collapsed), sorted."""
+    return tuple(
+        tuple(
+            sorted(
+                (attribute.oid.dotted_string, " ".join(str(attribute.value).split()).casefold())
+                for attribute in rdn
+            )
+        )
+        for rdn in name.rdns
+    )
+
+
+def parse_dn(text: str) -> DNKey:
+    """The comparison key of RFC 4514 text (ValueError if it is not a distinguished name)."""
+    return _dn_key(x509.Name.from_rfc4514_string(_tidy_dn(text)))
+
+
+def _subject_rule(text: str) -> Rule:
+    try:
+        wanted = parse_dn(text)
+    except ValueError:
+        raise RuleError(f"subject: not an RFC 4514 distinguished name: {text!r}") from None
+
+    def matches(p: Peer) -> bool:
+        if p.subject is None:
+            return False
+        try:
+            return parse_dn(p.subject) == wanted
+        except ValueError:
+            return False
+
+    return matches
+
+
+def _cn_rule(text: str) -> Rule:
+    wanted = text.casefold()
+    return lambda p: p.common_name is not None and p.common_name.casefold() == wanted
+
+
 _PREFIXES: dict[str, Callable[[str], Rule]] = {
-    "cn": lambda v: lambda p: p.common_name == v,
+    "cn": _cn_rule,
     "dns": lambda v: lambda p: v.lower() in (n.lower() for n in p.dns_names),
     "ip": _ip_rule,
-    "subject": lambda v: lambda p: p.subject == v,
+    "subject": _subject_rule,
     "spki-sha256": _spki_rule,
 }
 

@@ -3,7 +3,7 @@
 Exit status: 0 after a clean shutdown (SIGTERM/SIGINT and the drain), 2 for a
 configuration problem (reported before anything is bound), 1 when a listener
 cannot be bound or the daemon fails.  With ``workers = N`` (N > 1) this
-process is the parent of N workers (:mod:`daemon.workers`) and its status is
+process is the parent of N workers (:mod:`mstlsd.workers`) and its status is
 0 only when every worker exited 0 after a shutdown signal.
 """
 
@@ -18,9 +18,11 @@ from pathlib import Path
 
 import trio
 
+import mstls
+
 from . import logs
 from .config import ALPN, DEFAULT_PORT, ConfigError, DaemonConfig, default_config, load_config
-from .server import BindError, Daemon
+from .server import BindError, Daemon, ready_message
 from .state import STATE_DIR_ENV, StateError, default_state_dir
 from .workers import supervise, watch_parent
 
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mstlsd {mstls.__version__}")
     parser.add_argument("-c", "--config", type=Path, metavar="FILE", help="TOML configuration file")
     parser.add_argument(
         "--state-dir",
@@ -82,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="check the configuration (and certificates), print a summary, exit",
+        help="check the configuration and certificates, print a summary, exit; writes nothing",
     )
     return parser
 
@@ -126,7 +129,10 @@ async def _serve(daemon: Daemon, ready_fd: int | None = None) -> None:
 
 def _summary(daemon: Daemon) -> str:
     config = daemon.config
-    lines = [f"configuration OK: {config.source}", f"state directory: {daemon.state_dir}"]
+    state = f"state directory: {daemon.state_dir}"
+    if not daemon.state_dir.exists():
+        state += " (absent: created on the first start)"
+    lines = [f"configuration OK: {config.source}", state]
     lines += [f"listener: {spec.label()}" for spec in config.listeners]
     if config.workers > 1:
         lines.append(f"workers: {config.workers}")
@@ -168,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port_override=args.listen_port,
             log_format_override=args.log_format,
             worker=args.worker if config.workers > 1 else None,
+            check_only=args.check,
         )
     except (ConfigError, StateError) as exc:
         print(f"mstlsd: configuration error: {exc}", file=sys.stderr)
@@ -176,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_summary(daemon))
         return 0
     if config.workers > 1 and args.worker is None:
-        return supervise(argv, config.workers)  # the keys and certificates exist by now
+        # The keys and certificates exist by now.
+        return supervise(argv, config.workers, ready_message(daemon.config))
     failures: list[BaseException] = []
     try:
         trio.run(_serve, daemon, args.ready_fd)

@@ -11,7 +11,7 @@ Every metric lives in the daemon's own :class:`prometheus_client.CollectorRegist
                                             idle_timeout, stateless_reset, error, shutdown)
 ``mstlsd_handshakes_total{transport}``      completed handshakes
 ``mstlsd_handshake_failures_total{transport,reason}``  failed handshakes, by reason
-                                            (see :mod:`daemon.handshakes`)
+                                            (see :mod:`mstlsd.handshakes`)
 ``mstlsd_streams_total{service}``           streams routed to a service
 ``mstlsd_streams_active``                   streams open now
 ``mstlsd_stream_refusals_total{reason}``    streams reset by the daemon, by code name
@@ -25,12 +25,11 @@ Every metric lives in the daemon's own :class:`prometheus_client.CollectorRegist
                                             §5.3), sampled every ``STATS_INTERVAL`` seconds
                                             while open and once when they end; TCP
                                             connections have one only with QX_PING keep-alives
-``mstlsd_build_info{version,python,...}``   always 1; the labels name the mstls version, the
-                                            Python version and implementation
-``process_*``                               the daemon process (Linux: CPU seconds, resident and
-                                            virtual memory, open and maximum file descriptors,
-                                            start time), from ``prometheus_client``'s
-                                            :class:`~prometheus_client.ProcessCollector`
+``mstlsd_build_info{version,python,...}``   1; the versions of mstls, Python, cryptography
+                                            and trio in its labels
+``process_*``, ``python_info``              the process (CPU seconds, resident memory, open
+                                            files, start time) and the interpreter, as
+                                            prometheus-client's standard collectors write them
 ==========================================  ====================================================
 
 The loss counters grow as connections go: each sample adds what grew since the
@@ -42,6 +41,7 @@ from __future__ import annotations
 
 import platform
 import threading
+from importlib import metadata
 from typing import Any
 
 import attrs
@@ -50,28 +50,39 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
+    PlatformCollector,
     ProcessCollector,
     start_http_server,
 )
 
 import mstls
 
-__all__ = ["RTT_BUCKETS", "TRANSPORTS", "Metrics", "StatsCursor", "build_labels"]
+__all__ = [
+    "BUILD_INFO_PACKAGES",
+    "RTT_BUCKETS",
+    "TRANSPORTS",
+    "Metrics",
+    "StatsCursor",
+    "build_info",
+]
 
 #: Upper bounds (seconds) of the RTT histogram's buckets: loopback to intercontinental.
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 #: Label values of ``transport``; their series exist (at 0) from the start.
 TRANSPORTS = ("udp", "tcp")
+#: Distributions whose versions label ``mstlsd_build_info`` (what a bug report needs).
+BUILD_INFO_PACKAGES = ("cryptography", "trio")
 
 
-def build_labels() -> dict[str, str]:
-    """The labels of ``mstlsd_build_info``: mstls's version, the Python that runs it."""
-    return {
-        "version": mstls.__version__,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-    }
+def build_info() -> dict[str, str]:
+    """The labels of ``mstlsd_build_info``: mstls, Python and the key dependencies."""
+    labels = {"version": mstls.__version__, "python": platform.python_version()}
+    for name in BUILD_INFO_PACKAGES:
+        try:
+            labels[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            labels[name] = "unknown"
+    return labels
 
 
 @attrs.define
@@ -137,14 +148,17 @@ class Metrics:
             buckets=RTT_BUCKETS,
             registry=r,
         )
-        # The process and the build, as every Prometheus exporter reports them; the
-        # process collector exports nothing where /proc is missing (non-Linux).
-        ProcessCollector(registry=r)
-        self.build_info = Info("mstlsd_build", "The mstlsd build", registry=r)
-        self.build_info.info(build_labels())
         for transport in TRANSPORTS:
             self.packets_lost.labels(transport)
             self.retransmissions.labels(transport)
+        info = build_info()
+        self.build_info = Gauge(
+            "mstlsd_build_info", "Versions of mstls and its runtime", list(info), registry=r
+        )
+        self.build_info.labels(**info).set(1)
+        # Our own instances of prometheus-client's default collectors: the registry is ours.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

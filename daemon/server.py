@@ -9,10 +9,10 @@ One trio process, structured concurrency all the way down::
     └── one task per connection: accept_stream loop
         └── one task per stream: preamble → service lookup → allow-list → service
 
-*Routing.*  A stream's first line names its service (:mod:`daemon.preamble`).
+*Routing.*  A stream's first line names its service (:mod:`mstlsd.preamble`).
 Unknown service, identity not on the allow-list, malformed or late preamble,
 too many streams, a unidirectional stream: the stream is reset (RESET_STREAM
-and STOP_SENDING) with the matching :class:`~daemon.preamble.StreamCode`,
+and STOP_SENDING) with the matching :class:`~mstlsd.preamble.StreamCode`,
 before any service — and so any backend — sees it.
 
 *Limits.*  ``max_connections``: a connection accepted beyond it is closed at
@@ -35,7 +35,7 @@ untouched.  New certificates are handed to each listener for new handshakes
 (see :meth:`Daemon.reload` about the library hook this needs).  Listener,
 metrics-address, ``workers`` and ``[fleet]`` changes need a restart.
 
-*Workers* (``workers = N``, :mod:`daemon.workers`): this class runs one worker
+*Workers* (``workers = N``, :mod:`mstlsd.workers`): this class runs one worker
 when given ``worker=I``: listeners bound with SO_REUSEPORT, the steering
 program attached to the UDP group by worker 0, QUIC-LB connection IDs naming
 worker I (after the host byte with ``[fleet]``), and metrics (if configured)
@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ import trio
 
 import mstls
 import mstls.trio
+from mstls.core.stateless_reset import StatelessResetKey
 
 from . import logs
 from .certs import build_server_config, steering_worker_byte
@@ -66,10 +68,17 @@ from .metrics import Metrics, StatsCursor
 from .notify import notify
 from .preamble import ConnectionCode, PreambleError, StreamCode, read_preamble
 from .services import ServiceContext, ServiceRefused, ServiceStream, run_service
-from .state import StateError, load_reset_key, load_retry_token_key
+from .state import (
+    RETRY_KEY_LENGTH,
+    StateError,
+    load_reset_key,
+    load_retry_token_key,
+    peek_reset_key,
+    peek_retry_token_key,
+)
 from .steering import attach_steering
 
-__all__ = ["BindError", "Daemon", "apply_overrides"]
+__all__ = ["BindError", "Daemon", "apply_overrides", "ready_message"]
 
 #: After closing every connection at shutdown, how long the CONNECTION_CLOSEs get to leave.
 CLOSE_GRACE = 0.2
@@ -100,6 +109,13 @@ def apply_overrides(
         for spec in config.listeners
     )
     return attrs.evolve(config, listeners=listeners)
+
+
+def ready_message(config: DaemonConfig) -> str:
+    """The "mstlsd ready" line: logged once every listener (of every worker) is bound."""
+    services = ", ".join(sorted(config.services))
+    workers = f", {config.workers} workers" if config.workers > 1 else ""
+    return f"mstlsd ready (config {config.source}{workers}, services {services})"
 
 
 @attrs.define
@@ -145,8 +161,10 @@ class Daemon:
         port_override: int | None = None,
         log_format_override: str | None = None,
         worker: int | None = None,
+        check_only: bool = False,
     ) -> None:
         self.config = apply_overrides(config, port=port_override)
+        self.check_only = check_only
         self.worker = worker
         self.log_format_override = log_format_override
         self.state_dir = state_dir
@@ -155,8 +173,7 @@ class Daemon:
         self.metrics = Metrics()
         self.handshake_watch = HandshakeWatch(self.metrics)
         try:
-            self.reset_key = load_reset_key(state_dir)
-            self.retry_token_key = load_retry_token_key(state_dir)
+            self.reset_key, self.retry_token_key = self._state_keys(state_dir, check_only)
         except StateError as exc:
             raise ConfigError(config.source, "state_dir", str(exc)) from None
         self.server_config = self._server_config(self.config)
@@ -197,6 +214,14 @@ class Daemon:
             self.metrics.close()
         event(logging.INFO, "daemon.stopped", "mstlsd stopped")
 
+    @staticmethod
+    def _state_keys(state_dir: Path, check_only: bool) -> tuple[StatelessResetKey, bytes]:
+        """The persisted keys; ``check_only`` (``mstlsd --check``): read if present, never made."""
+        if not check_only:
+            return load_reset_key(state_dir), load_retry_token_key(state_dir)
+        reset_key = peek_reset_key(state_dir) or StatelessResetKey.generate()
+        return reset_key, peek_retry_token_key(state_dir) or os.urandom(RETRY_KEY_LENGTH)
+
     def _server_config(self, config: DaemonConfig) -> mstls.ServerConfig:
         server = build_server_config(
             config,
@@ -204,6 +229,7 @@ class Daemon:
             self.reset_key,
             retry_token_key=self.retry_token_key,
             worker=self.worker,
+            check_only=self.check_only,
         )
         limits = config.limits
         server.retry = limits.retry
@@ -259,13 +285,14 @@ class Daemon:
         if self.metrics_address is not None:
             host, port = self.metrics_address
             event(logging.INFO, "daemon.metrics", f"metrics on http://{host}:{port}/metrics")
-        services = ", ".join(sorted(self.config.services))
+        if self.worker is not None:  # the parent says "ready" once every worker is bound
+            event(logging.INFO, "worker.bound", f"worker {self.worker} bound", worker=self.worker)
+            return
         event(
             logging.INFO,
             "daemon.ready",
-            f"mstlsd ready (config {self.config.source}, services {services})",
+            ready_message(self.config),
             state_dir=str(self.state_dir),
-            worker=self.worker,
         )
         notify("READY=1")
 

@@ -5,7 +5,7 @@ A service is an async function ``run(stream, context)``; ``stream`` is a
 after the preamble delivered first and every byte counted in the metrics).
 A service returns normally once it is done with the stream; the caller then
 closes the stream (FIN, if the service has not sent it).  To refuse or abort,
-a service raises :class:`ServiceRefused` with the :class:`~daemon.preamble.StreamCode`
+a service raises :class:`ServiceRefused` with the :class:`~mstlsd.preamble.StreamCode`
 the stream is reset with.
 
 * ``echo`` sends back every byte, then FIN after the client's FIN.
@@ -17,7 +17,7 @@ the stream is reset with.
   FIN); a backend reset resets the stream with ``BACKEND_FAILED``; a client
   reset closes the backend connection.
 * ``python`` awaits ``handler(stream, peer)`` (``peer`` is a
-  :class:`~daemon.identity.Peer`); an exception resets the stream with
+  :class:`~mstlsd.identity.Peer`); an exception resets the stream with
   ``HANDLER_FAILED`` and is logged.
 """
 

@@ -41,6 +41,8 @@ __all__ = [
     "ensure_dev_pki",
     "load_reset_key",
     "load_retry_token_key",
+    "peek_reset_key",
+    "peek_retry_token_key",
 ]
 
 STATE_DIR_ENV = "MSTLSD_STATE_DIR"
@@ -100,6 +102,26 @@ def ensure_dev_pki(state_dir: Path) -> tuple[DevPKIPaths, bool]:
         raise StateError(str(exc)) from None
 
 
+def _check_length(path: Path, data: bytes, length: int) -> bytes:
+    if len(data) != length:
+        raise StateError(
+            f"{path}: expected {length} bytes, found {len(data)} "
+            "(delete the file to make a new key)"
+        )
+    return data
+
+
+def _peek_key(state_dir: Path, name: str, length: int) -> bytes | None:
+    """The key ``state_dir/name`` if it exists (checked), else None; never writes."""
+    path = state_dir / name
+    try:
+        return _check_length(path, path.read_bytes(), length)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read: {exc.strerror}") from None
+
+
 def _load_key(state_dir: Path, name: str, length: int) -> bytes:
     """``length`` secret bytes persisted in ``state_dir/name``, created on first use."""
     _private_dir(state_dir)
@@ -119,12 +141,7 @@ def _load_key(state_dir: Path, name: str, length: int) -> bytes:
         return data
     except OSError as exc:
         raise StateError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) != length:
-        raise StateError(
-            f"{path}: expected {length} bytes, found {len(data)} "
-            "(delete the file to make a new key)"
-        )
-    return data
+    return _check_length(path, data, length)
 
 
 def load_reset_key(state_dir: Path) -> StatelessResetKey:
@@ -137,3 +154,14 @@ def load_reset_key(state_dir: Path) -> StatelessResetKey:
 def load_retry_token_key(state_dir: Path) -> bytes:
     """The persisted Retry token key of ``state_dir`` (16 bytes), created on first use."""
     return _load_key(state_dir, RETRY_KEY_FILE, RETRY_KEY_LENGTH)
+
+
+def peek_reset_key(state_dir: Path) -> StatelessResetKey | None:
+    """The persisted stateless-reset key if it exists (checked), else None; never writes."""
+    data = _peek_key(state_dir, RESET_KEY_FILE, STATELESS_RESET_KEY_LENGTH)
+    return None if data is None else StatelessResetKey.from_bytes(data)
+
+
+def peek_retry_token_key(state_dir: Path) -> bytes | None:
+    """The persisted Retry token key if it exists (checked), else None; never writes."""
+    return _peek_key(state_dir, RETRY_KEY_FILE, RETRY_KEY_LENGTH)

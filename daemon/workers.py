@@ -4,14 +4,15 @@ Theory of operation
 -------------------
 The parent checks the configuration, makes the state directory's keys and
 development certificates (so the workers never race to create them), then
-starts the workers one at a time: ``python -m daemon ARGS --worker I
+starts the workers one at a time: ``python -m mstlsd ARGS --worker I
 --ready-fd FD``.  Worker ``I`` binds every listener with SO_REUSEPORT and
-writes one line to the pipe ``FD`` once all of them are bound; only then does
-the next worker start, so the socket index of worker ``I`` in each reuseport
-group is ``I``.  That is what the steering program (:mod:`daemon.steering`,
-attached to the UDP group by worker 0) relies on: it returns the worker byte
-of the QUIC-LB connection ID's server ID (after the host byte with
-``[fleet]``), which worker ``I`` sets to ``I``.
+writes one line to the pipe ``FD`` once all of them are bound (it logs "worker I
+bound"); only then does the next worker start, so the socket index of worker
+``I`` in each reuseport group is ``I``.  That is what the steering program
+(:mod:`mstlsd.steering`, attached to the UDP group by worker 0) relies on: it
+returns the worker byte of the QUIC-LB connection ID's server ID (after the host
+byte with ``[fleet]``), which worker ``I`` sets to ``I``.  The parent logs
+"mstlsd ready" (and tells systemd READY=1) once the last worker is bound.
 
 Each worker runs in its own process group, so a terminal's Ctrl-C reaches only
 the parent, which forwards SIGTERM, SIGINT and SIGHUP to every live worker
@@ -67,7 +68,7 @@ def worker_argv(argv: Sequence[str], index: int, ready_fd: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "daemon",
+        "mstlsd",
         *argv,
         "--worker",
         str(index),
@@ -148,7 +149,7 @@ class _Supervisor:
             self.send(signal.SIGTERM)
 
 
-async def _run(argv: Sequence[str], workers: int) -> int:
+async def _run(argv: Sequence[str], workers: int, ready: str) -> int:
     procs: list[trio.Process] = []
     with trio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
         try:
@@ -164,6 +165,7 @@ async def _run(argv: Sequence[str], workers: int) -> int:
             return EXIT_FAILURE
         pids = " ".join(str(proc.pid) for proc in procs)
         event(logging.INFO, "workers.ready", f"all {workers} workers bound (pids {pids})")
+        event(logging.INFO, "daemon.ready", ready)
         notify("READY=1")
         supervisor = _Supervisor(procs)
         async with trio.open_nursery() as nursery:
@@ -175,9 +177,13 @@ async def _run(argv: Sequence[str], workers: int) -> int:
     return EXIT_FAILURE if supervisor.failed else 0
 
 
-def supervise(argv: Sequence[str], workers: int) -> int:
-    """Run ``workers`` worker processes of ``mstlsd ARGV``; the parent's exit status."""
-    return trio.run(_run, argv, workers)
+def supervise(argv: Sequence[str], workers: int, ready: str) -> int:
+    """Run ``workers`` worker processes of ``mstlsd ARGV``; the parent's exit status.
+
+    ``ready`` (the "mstlsd ready" line) is logged once all of them are bound, and
+    only by this process: a worker logs "worker I bound".
+    """
+    return trio.run(_run, argv, workers, ready)
 
 
 async def watch_parent(on_orphaned: Callable[[], object]) -> None:

@@ -6,7 +6,7 @@ import os
 
 import trio
 
-from daemon.identity import Peer
+from mstlsd.identity import Peer
 
 
 async def greet(stream: trio.abc.HalfCloseableStream, peer: Peer) -> None:

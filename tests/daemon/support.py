@@ -25,9 +25,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mstls
 import mstls.trio
-from daemon.config import DaemonConfig, parse_config
-from daemon.preamble import encode_preamble
-from daemon.server import Daemon
+from mstlsd.config import DaemonConfig, parse_config
+from mstlsd.preamble import encode_preamble
+from mstlsd.server import Daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_MARK = "mstlsd ready"
@@ -62,9 +62,9 @@ def env_for(state_dir: Path) -> dict[str, str]:
 def cli(
     *args: str, state_dir: Path, input: bytes = b"", timeout: float = 30.0
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``mstls ARGS`` (as ``python -m mstls.cli``)."""
+    """Run ``mstls ARGS`` (as ``python -m mstlsd.cli``)."""
     return subprocess.run(
-        [sys.executable, "-m", "mstls.cli", *args],
+        [sys.executable, "-m", "mstlsd.cli", *args],
         input=input,
         capture_output=True,
         timeout=timeout,
@@ -80,7 +80,7 @@ class DaemonProcess:
     def __init__(
         self, args: Sequence[str], state_dir: Path, env: dict[str, str] | None = None
     ) -> None:
-        self.argv = [sys.executable, "-m", "daemon", *args]
+        self.argv = [sys.executable, "-m", "mstlsd", *args]
         self.state_dir = state_dir
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
@@ -114,6 +114,12 @@ class DaemonProcess:
             if text in line:
                 return line
         raise AssertionError(f"no log line with {text!r}; log:\n" + "\n".join(self.lines))
+
+    def skip_pending(self) -> None:
+        """Forget the lines :meth:`wait_for` has not read yet (they stay in :attr:`lines`)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
 
     def wait_ready(self) -> DaemonProcess:
         self.wait_for(READY_MARK)

@@ -12,12 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 import mstls
 import mstls.config
 import mstls.trio
-from daemon.config import DEFAULT_RETRY_THRESHOLD, ConfigError, Limits
-from daemon.handshakes import POLL_INTERVAL, failure_reason
-from daemon.server import Daemon
-from daemon.state import dev_pki_paths
 from mstls.core.admission import RATE_LIMITED, refusal
 from mstls.exceptions import HandshakeRefused
+from mstlsd.config import DEFAULT_RETRY_THRESHOLD, ConfigError, Limits
+from mstlsd.handshakes import POLL_INTERVAL, failure_reason
+from mstlsd.server import Daemon
+from mstlsd.state import dev_pki_paths
 from tests.daemon.support import client_config, config_from, exchange, port_of, running_daemon
 
 BASE = """

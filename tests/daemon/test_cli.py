@@ -33,7 +33,7 @@ def test_send_and_recv(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "mstls.cli", "recv", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "mstlsd.cli", "recv", "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env_for(tmp_path),
@@ -53,6 +53,7 @@ def test_send_and_recv(tmp_path: Path) -> None:
     assert sent.stdout.decode().split() == [digest, str(source)]
     assert f"the receiver confirms sha256 {digest}".encode() in sent.stderr
     assert b"100%" in sent.stderr  # the progress bar was drawn
+    assert b"1.22 MiB/1.22 MiB" in sent.stderr and b"MB" not in sent.stderr  # IEC units
     assert receiver.returncode == 0, got_err
     assert got_out.decode().split() == [digest, "payload.bin"]
     assert (out / "payload.bin").read_bytes() == data

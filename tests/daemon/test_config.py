@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import subprocess
 import sys
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, default_config, load_config
+from mstls.devcerts import make_server_cert
+from mstlsd.certs import check_certificates
+from mstlsd.config import ConfigError, default_config, load_config
 from tests.certs import TestPKI
 from tests.daemon.support import ROOT, env_for, free_port
 
@@ -164,7 +167,7 @@ def test_missing_sections_and_bad_toml(tmp_path: Path) -> None:
 
 def _mstlsd(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "mstlsd", *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -207,8 +210,8 @@ def test_mstlsd_check_and_bad_key_file(tmp_path: Path, pki: TestPKI) -> None:
     result = _mstlsd("--check", state_dir=state)
     assert result.returncode == 0, result.stderr
     assert "configuration OK: <embedded default>" in result.stdout
-    assert (state / "pki" / "ca.pem").is_file()  # development PKI made on first start
-    assert (state / "stateless_reset.key").stat().st_size == 32
+    assert f"state directory: {state} (absent: created on the first start)" in result.stdout
+    assert not state.exists()  # --check writes nothing: no development PKI, no keys
     # A key that does not belong to the certificate: one message naming [tls].
     mismatched = MINIMAL.format(port=free_port()) + (
         f'[tls]\ncertfile = "{pki.files("server").cert}"\nkeyfile = "{pki.files("client").key}"\n'
@@ -216,3 +219,54 @@ def test_mstlsd_check_and_bad_key_file(tmp_path: Path, pki: TestPKI) -> None:
     result = _mstlsd("--config", str(write(tmp_path, mismatched)), state_dir=state)
     assert result.returncode == 2
     assert f"{tmp_path / 'mstlsd.toml'}: tls: " in result.stderr, result.stderr
+
+
+def _tls_config(tmp_path: Path, pki: TestPKI, server: str, cafile: Path | None = None) -> Path:
+    files = pki.files(server)
+    tls = f'[tls]\ncertfile = "{files.cert}"\nkeyfile = "{files.key}"\n'
+    if cafile is not None:
+        tls += f'client_cafile = "{cafile}"\n'
+    return write(tmp_path, MINIMAL.format(port=free_port()) + tls)
+
+
+def _not_yet_valid(tmp_path: Path, pki: TestPKI) -> Path:
+    """A server certificate valid from tomorrow (written beside the session PKI's files)."""
+    start = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    future = make_server_cert(pki.ca, not_before=start, not_after=start + datetime.timedelta(1))
+    cert, key = tmp_path / "future.pem", tmp_path / "future.key"
+    cert.write_bytes(future.cert_pem())
+    key.write_bytes(future.key_pem())
+    text = MINIMAL.format(port=free_port()) + f'[tls]\ncertfile = "{cert}"\nkeyfile = "{key}"\n'
+    return write(tmp_path, text)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("case", ["expired", "not yet valid", "client_cafile not a CA"])
+def test_mstlsd_check_rejects_unusable_certificates(
+    tmp_path: Path, pki: TestPKI, case: str
+) -> None:
+    """Issue 13: each of these used to print "configuration OK" (and write the state)."""
+    if case == "expired":
+        path, key, problem = _tls_config(tmp_path, pki, "server_expired"), "tls.certfile", (
+            "expired on 2024-01-01 00:00:00 UTC"
+        )
+    elif case == "not yet valid":
+        path, key, problem = _not_yet_valid(tmp_path, pki), "tls.certfile", "is not valid before"
+    else:
+        client_cert = pki.files("client").cert
+        path = _tls_config(tmp_path, pki, "server", cafile=client_cert)
+        key, problem = "tls.client_cafile", "is not a CA certificate"
+    state = tmp_path / "state"
+    result = _mstlsd("--check", "--config", str(path), state_dir=state)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{path}: {key}: " in result.stderr and problem in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "configuration OK" not in result.stdout
+    assert not state.exists()
+
+
+def test_a_good_certificate_and_ca_pass_the_check(tmp_path: Path, pki: TestPKI) -> None:
+    config = load_config(_tls_config(tmp_path, pki, "server", cafile=pki.files("ca").cert))
+    check_certificates(config, pki.files("server").cert)
+    expired_at = datetime.datetime(2300, 1, 1, tzinfo=datetime.UTC)
+    with pytest.raises(ConfigError, match=r"tls\.certfile: .* expired on"):
+        check_certificates(config, pki.files("server").cert, now=expired_at)

@@ -1,6 +1,6 @@
 """The README's first command: mstlsd on the embedded default, `mstls connect` over UDP and TCP.
 
-``./dev demo`` is ``pip install`` followed by ``python -m daemon.demo``; this runs the
+``./dev demo`` is ``pip install`` followed by ``python -m mstlsd.demo``; this runs the
 latter on a free port with a fresh state directory (development certificates are
 generated on first start, and `mstls connect` finds their CA by itself).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.preamble import StreamCode
+from mstlsd.preamble import StreamCode
 from tests.daemon.support import ROOT, cli, daemon_process, env_for, free_port
 
 pytestmark = pytest.mark.network
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.network
 def test_readme_first_command(tmp_path: Path) -> None:
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.demo", "--port", str(port), "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "mstlsd.demo", "--port", str(port), "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 
 import mstls
-from daemon.certs import steering_worker_byte
-from daemon.config import ConfigError, FleetSettings, load_config
-from daemon.preamble import encode_preamble
-from daemon.server import Daemon
-from daemon.state import RESET_KEY_FILE, RETRY_KEY_FILE, dev_pki_paths
-from daemon.steering import attach_steering
 from mstls.quic.quic_lb import decode_server_id
+from mstlsd.certs import steering_worker_byte
+from mstlsd.config import ConfigError, FleetSettings, load_config
+from mstlsd.preamble import encode_preamble
+from mstlsd.server import Daemon
+from mstlsd.state import RESET_KEY_FILE, RETRY_KEY_FILE, dev_pki_paths
+from mstlsd.steering import attach_steering
 from tests.certs import TestPKI
 from tests.daemon.support import ROOT, DaemonProcess, config_from, free_port
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from daemon.identity import AllowList, Peer, RuleError
 from mstls.devcerts import make_ca, make_client_cert
+from mstlsd.identity import AllowList, Peer, RuleError
 
 
 class FakeCertificate:
     """What the daemon reads from mstls's VerifiedPeer."""
 
-    def __init__(self, cn: str, dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> None:
-        self.subject = f"CN={cn}"
+    def __init__(
+        self, cn: str, dns: tuple[str, ...] = (), ips: tuple[str, ...] = (), subject: str = ""
+    ) -> None:
+        self.subject = subject or f"CN={cn}"
         self.common_name = cn
         self.dns_names = dns
         self.ip_addresses = ips
@@ -83,3 +85,32 @@ def test_spki_rule_with_or_without_colons() -> None:
 def test_bad_rules(entry: str, message: str) -> None:
     with pytest.raises(RuleError, match=message):
         AllowList.from_config([entry])
+
+
+CORP = FakeCertificate("alice", ("alice.example",), subject="CN=alice,OU=Ops+O=Example  Corp,C=DE")
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("cn:ALICE", True),  # names ignore case: cn: as dns: and bare names
+        ("cn:Alice", True),
+        ("ALICE.EXAMPLE", True),
+        ("subject:CN=alice,OU=Ops+O=Example Corp,C=DE", True),
+        ("subject:CN=alice, OU=Ops + O=Example Corp, C=DE", True),  # a space after a comma
+        ("subject:cn=ALICE,o=example corp+ou=ops,c=de", True),  # case; order inside an RDN
+        ("subject:CN=alice,OU=Ops+O=Example Corp", False),  # one RDN short
+        ("subject:C=DE,OU=Ops+O=Example Corp,CN=alice", False),  # RDN order counts
+        ("subject:CN=bob,OU=Ops+O=Example Corp,C=DE", False),
+    ],
+)
+def test_names_compare_without_case_and_subjects_as_distinguished_names(
+    entry: str, expected: bool
+) -> None:
+    """Issue 13: subject: was an exact string match and cn: case-sensitive."""
+    assert AllowList.from_config([entry]).allows(peer(CORP)) is expected
+
+
+def test_a_subject_rule_that_is_no_distinguished_name_is_refused_at_load() -> None:
+    with pytest.raises(RuleError, match="not an RFC 4514 distinguished name"):
+        AllowList.from_config(["subject:alice"])

@@ -13,9 +13,9 @@ import trio
 
 import mstls
 import mstls.trio
-from daemon.preamble import ConnectionCode, StreamCode, encode_preamble
-from daemon.state import dev_pki_paths
 from mstls.devcerts import make_server_cert
+from mstlsd.preamble import ConnectionCode, StreamCode, encode_preamble
+from mstlsd.state import dev_pki_paths
 from tests.daemon.support import (
     DaemonProcess,
     client_config,
@@ -109,7 +109,7 @@ async def test_sighup_reloads_services_without_dropping_connections(tmp_path: Pa
         assert await refused_with(conn, b"shout\nx") == StreamCode.UNKNOWN_SERVICE
         write_config(
             config,
-            more='[services.shout]\ntype = "python"\nhandler = "daemon.examples:uppercase"\n',
+            more='[services.shout]\ntype = "python"\nhandler = "mstlsd.examples:uppercase"\n',
         )
         daemon.send(signal.SIGHUP)
         await wait_log(daemon, "configuration reloaded")

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import mstls
 import mstls.trio
-from daemon.preamble import StreamCode
-from mstls.devcerts import make_client_cert
+from mstls.devcerts import issue_certificate, make_client_cert
+from mstlsd.preamble import StreamCode
 from tests.certs import TestPKI
 from tests.daemon.support import client_config, config_from, exchange, port_of, running_daemon
 
@@ -98,3 +99,47 @@ allow = ["dns:client.example"]
             assert await attempt(certfile=good.cert, keyfile=good.key) == b"secret query"
             assert backend.accepted == 1
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_client_certificate_without_subject_alt_name_fails_the_handshake(
+    tmp_path: Path, pki: TestPKI, transport: str
+) -> None:
+    """Decided for issue 13 (documented in mstlsd.identity): ``cn:NAME`` does not make a
+    CN-only certificate acceptable; the client policy rejects it before any rule."""
+    server, ca = pki.files("server"), pki.files("ca").cert
+    config = config_from(
+        f"""
+[[listeners]]
+transport = "{transport}"
+port = 0
+[tls]
+certfile = "{server.cert}"
+keyfile = "{server.key}"
+client_cafile = "{ca}"
+require_client_cert = true
+[services.echo]
+type = "echo"
+allow = ["cn:cn-only"]
+""",
+        tmp_path,
+    )
+    cn_only = issue_certificate(
+        pki.ca, common_name="cn-only", extended_key_usage=[ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    assert not [
+        e for e in cn_only.certificate.extensions if e.oid.dotted_string == "2.5.29.17"
+    ]  # no subjectAltName
+    cert, key = tmp_path / "cn-only.pem", tmp_path / "cn-only.key"
+    cert.write_bytes(cn_only.cert_pem())
+    key.write_bytes(cn_only.key_pem())
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        cfg = client_config(ca, certfile=cert, keyfile=key)
+        with trio.fail_after(10):
+            with pytest.raises(mstls.Error) as info:
+                conn = await mstls.trio.connect(
+                    "127.0.0.1", port_of(daemon, transport), cfg, transport=transport, timeout=5
+                )
+                async with conn:
+                    await exchange(conn, "echo", b"hello")
+    assert not isinstance(info.value, mstls.StreamReset), info.value  # not the allow-list

@@ -14,12 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mstls
 import mstls.trio
-from daemon import server as daemon_server
-from daemon.handshakes import POLL_INTERVAL, failure_reason
-from daemon.server import Daemon
-from daemon.state import dev_pki_paths
 from mstls.codes import AlertDescription
 from mstls.exceptions import CertificateError, DecodeError, HandshakeAlert, TLSError
+from mstlsd import server as daemon_server
+from mstlsd.handshakes import POLL_INTERVAL, failure_reason
+from mstlsd.server import Daemon
+from mstlsd.state import dev_pki_paths
 from tests.certs import TestPKI
 from tests.daemon.support import (
     client_config,
@@ -176,6 +176,48 @@ async def test_failed_handshakes_counted_by_reason(
         after = await failures_now(daemon, transport)
     assert counted == {"peer_alert_unknown_ca": 2}
     assert after == counted
+
+
+@pytest.mark.parametrize(
+    "transport",
+    [
+        "udp",
+        pytest.param(
+            "tcp",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the library records TCP handshake failures with address None: "
+                "mstls/trio/_driver.py _record_failure reads core.conn.peer_address, which "
+                "a QMuxConnection lacks; core.peer_address has it (outside this branch)",
+            ),
+        ),
+    ],
+)
+async def test_a_failed_handshake_is_logged_with_the_peer_address(
+    tmp_path: Path, pki: TestPKI, transport: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13: TCP handshake-failure lines said ``peer=None``."""
+    caplog.set_level("INFO", logger="mstlsd")
+    config = config_from(FAILURES_CONFIG, tmp_path)
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        port = port_of(daemon, transport)
+        wrong_ca = client_config(pki.files("other_ca").cert)
+        with pytest.raises(mstls.Error):
+            await mstls.trio.connect("127.0.0.1", port, wrong_ca, transport=transport, timeout=5)
+        with trio.fail_after(10):
+            while not (failed := _events(caplog, "handshake.failed")):
+                await trio.sleep(0.1)
+    (fields,) = failed
+    host, _, client_port = str(fields["peer"]).rpartition(":")
+    assert host == "127.0.0.1" and client_port.isdigit(), fields
+
+
+def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    return [
+        getattr(r, "mstlsd_fields", {})
+        for r in caplog.records
+        if getattr(r, "mstlsd_event", "") == name
+    ]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.preamble import (
+from mstlsd.preamble import (
     MAX_PREAMBLE,
     ConnectionCode,
     PreambleError,

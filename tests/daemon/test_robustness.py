@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mstls
 import mstls.trio
-from daemon.state import dev_pki_paths
+from mstlsd.state import dev_pki_paths
 from tests.daemon.support import DaemonProcess, client_config, exchange, free_port
 
 pytestmark = pytest.mark.network

@@ -11,8 +11,8 @@ import trio
 
 import mstls
 import mstls.trio
-from daemon.preamble import ConnectionCode, StreamCode, encode_preamble
-from daemon.state import dev_pki_paths
+from mstlsd.preamble import ConnectionCode, StreamCode, encode_preamble
+from mstlsd.state import dev_pki_paths
 from tests.daemon.support import (
     client_config,
     config_from,

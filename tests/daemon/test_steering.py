@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from daemon.steering import attach_steering, steering_program
+from mstlsd.steering import attach_steering, steering_program
 
 pytestmark = [
     pytest.mark.network,

@@ -73,7 +73,7 @@ def start_tunnel(port: int, service: str, state_dir: Path) -> tuple[subprocess.P
         [
             sys.executable,
             "-m",
-            "mstls.cli",
+            "mstlsd.cli",
             "tunnel",
             "--listen",
             f"127.0.0.1:{local}",

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 
 import mstls
-from daemon.config import ConfigError
-from daemon.preamble import encode_preamble
-from daemon.server import Daemon
-from daemon.state import RETRY_KEY_FILE, dev_pki_paths
 from mstls.quic.quic_lb import decode_server_id
+from mstlsd.config import ConfigError
+from mstlsd.preamble import encode_preamble
+from mstlsd.server import Daemon
+from mstlsd.state import RETRY_KEY_FILE, dev_pki_paths
 from tests.daemon.support import DaemonProcess, config_from, free_port
 
 pytestmark = pytest.mark.skipif(
@@ -169,3 +169,19 @@ def test_worker_ids_and_shared_keys(tmp_path: Path) -> None:
         assert bytes(extra["stateless_reset_key"]) == bytes(daemons[0].reset_key)
     single = Daemon(config, state_dir=tmp_path / "state")
     assert "cid_generator" not in single.server_config.extra
+
+
+@pytest.mark.network
+def test_ready_is_logged_once_after_every_worker_is_bound(tmp_path: Path) -> None:
+    """Issue 13: worker 0 used to log "mstlsd ready" before worker 1 was bound."""
+    proc, _ = start(tmp_path)
+    try:
+        proc.wait_for("mstlsd ready")
+        lines = list(proc.lines)
+    finally:
+        assert proc.stop() == 0
+    ready = [i for i, line in enumerate(lines) if "mstlsd ready" in line]
+    bound = [i for i, line in enumerate(lines) if re.search(r"worker \d bound", line)]
+    assert len(ready) == 1 and len(bound) == 2, "\n".join(lines)
+    assert ready[0] > max(bound), "\n".join(lines)
+    assert "2 workers" in lines[ready[0]]

@@ -317,9 +317,3 @@ def test_data_and_close_before_the_handshake_keep_their_order(pki: TestPKI) -> N
     with pytest.raises(TLSError):
         client.send(b"too late")
 
-
-def test_demo_round_trip(capsys: Any) -> None:
-    from mstls import demo  # noqa: PLC0415 - the demo is the top of the stack
-
-    assert demo.main() == 0
-    assert "round trip OK" in capsys.readouterr().out

@@ -10,7 +10,8 @@ Subcommands (``mstls COMMAND --help`` explains each):
 * ``bench HOST:PORT``: handshake rate and throughput against a daemon.
 
 Exit status: 0 success, 1 connection failure, 2 usage or configuration error,
-3 the server reset or stopped the stream (its code is printed by name).
+3 the server reset or stopped the stream (its code is printed by name), 130
+interrupted (Ctrl-C), 141 standard output closed by its reader (EPIPE).
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from daemon.config import ALPN, DEFAULT_PORT, parse_address
-from daemon.state import default_state_dir
+import mstls
+from mstls import ConfigurationError
+from mstls.devcerts import write_dev_pki
 
-from .cli_bench import run_bench
-from .cli_common import EXIT_USAGE, add_client_options, report, run, target
-from .cli_connect import run_connect
-from .cli_transfer import run_recv, run_send
-from .cli_tunnel import run_tunnel
-from .devcerts import write_dev_pki
-from .exceptions import ConfigurationError
+from ..config import ALPN, DEFAULT_PORT, parse_address
+from ..state import default_state_dir
+from .bench import run_bench
+from .common import EXIT_USAGE, add_client_options, report, run, stdout_gone, target
+from .connect import run_connect
+from .transfer import run_recv, run_send
+from .tunnel import DEFAULT_KEEPALIVE, run_tunnel
 
 __all__ = ["build_parser", "main"]
 
@@ -59,7 +61,8 @@ Trust: --cafile, --pin or --insecure; without them a local server (127.0.0.1,
 
 exit status: 0 the server ended the stream, 1 connection failure,
 2 usage error, 3 the server reset/stopped the stream (e.g. 0x100
-UNKNOWN_SERVICE, 0x101 NOT_AUTHORISED, 0x102 BACKEND_REFUSED)."""
+UNKNOWN_SERVICE, 0x101 NOT_AUTHORISED, 0x102 BACKEND_REFUSED), 130 Ctrl-C,
+141 standard output closed (e.g. "| head")."""
 
 
 def _address(default_host: str) -> Callable[[str], tuple[str, int]]:
@@ -92,11 +95,21 @@ def _add_tunnel(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="a local TCP port to a daemon service over one connection",
         description="Accept TCP connections on --listen; relay each over its own stream "
         "of ONE multiplexed connection to --to, opening --service.  Half-close is "
-        "propagated both ways; a stream the daemon resets resets the TCP connection.",
+        "propagated both ways; a stream the daemon resets resets the TCP connection.  "
+        "The connection is kept alive (--keepalive) and reopened when it ends "
+        "(a daemon restart): the next TCP connection does not notice.",
     )
     p.add_argument("--listen", type=_address("127.0.0.1"), required=True, metavar="[HOST]:PORT")
     p.add_argument("--to", type=target, required=True, metavar="HOST:PORT")
     p.add_argument("-s", "--service", required=True, help="mstlsd service, e.g. a forward")
+    p.add_argument(
+        "--keepalive",
+        type=float,
+        default=DEFAULT_KEEPALIVE,
+        metavar="SECONDS",
+        help="send a PING after this long without traffic, below the server's idle timeout "
+        f"(default {DEFAULT_KEEPALIVE:g})",
+    )
     add_client_options(p)
     p.set_defaults(run=run_tunnel)
 
@@ -160,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mstls {mstls.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     certs = commands.add_parser(
         "certs",
@@ -199,9 +213,12 @@ def _certs(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the subcommand; the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.run is None:
-        return _certs(args)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.run is None:
+            return _certs(args)
+    except BrokenPipeError:  # `mstls --help | head -1`
+        return stdout_gone()
     command: Callable[[argparse.Namespace], Awaitable[int]] = args.run
     return run(functools.partial(command, args))
 

@@ -22,15 +22,16 @@ import os
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 import trio
-from tqdm import tqdm  # type: ignore[import-untyped]
 
-from daemon.preamble import encode_preamble
-from daemon.state import default_state_dir, ensure_dev_pki
+from mstls import Error, ServerConfig
+from mstls.trio import Connection, Listener, Stream, listen
 
-from .cli_common import (
+from ..preamble import encode_preamble
+from ..state import default_state_dir, ensure_dev_pki
+from .common import (
     EXIT_CONNECTION,
     EXIT_USAGE,
     CliError,
@@ -38,9 +39,7 @@ from .cli_common import (
     open_connection,
     report,
 )
-from .config import ServerConfig
-from .exceptions import Error
-from .trio import Connection, Listener, Stream, listen
+from .progress import progress_bar
 
 __all__ = ["HEADER_MAGIC", "run_recv", "run_send"]
 
@@ -52,19 +51,6 @@ MAX_ANSWER = 256
 CHUNK = 256 * 1024
 #: After the answer line, how long the sender waits for the receiver's FIN.
 ANSWER_END_TIMEOUT = 5.0
-
-
-def _bar(total: int | None, label: str, quiet: bool) -> Any:
-    return tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=label,
-        file=sys.stderr,
-        disable=quiet,
-        leave=True,
-    )
 
 
 async def _read_line(stream: Stream, limit: int) -> tuple[bytes, bytes]:
@@ -86,7 +72,7 @@ async def _read_line(stream: Stream, limit: int) -> tuple[bytes, bytes]:
 
 async def _upload(stream: Stream, source: BinaryIO, size: int, quiet: bool) -> str:
     digest = hashlib.sha256()
-    with _bar(size, "send", quiet) as bar:
+    with progress_bar(size, "send", quiet) as bar:
         while chunk := await trio.to_thread.run_sync(source.read, CHUNK):
             digest.update(chunk)
             await stream.send_all(chunk)
@@ -156,8 +142,9 @@ def _open_output(
     mode = "wb" if args.force else "xb"
     try:
         return cast(BinaryIO, open(target, mode)), str(target)
-    except FileExistsError:
-        raise ValueError(f"{target} exists (use --force or -o)") from None
+    except FileExistsError:  # the sender's name (or a file made since the check at start)
+        hint = "--force to overwrite it" if args.output else "--force, or -o to name another file"
+        raise ValueError(f"{target} exists (use {hint})") from None
     except OSError as exc:
         raise ValueError(f"{target}: {exc.strerror}") from None
 
@@ -165,7 +152,7 @@ def _open_output(
 async def _download(stream: Stream, first: bytes, size: int, sink: BinaryIO, quiet: bool) -> str:
     digest = hashlib.sha256()
     received = 0
-    with _bar(size, "recv", quiet) as bar:
+    with progress_bar(size, "recv", quiet) as bar:
         data = first
         while True:
             if data:
@@ -214,7 +201,19 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(certfile=paths.server_cert, keyfile=paths.server_key, alpn=args.alpn)
 
 
+def check_output(args: argparse.Namespace) -> None:
+    """Refuse an unusable ``-o FILE`` at once, before listening (not when a sender came)."""
+    if args.output is None or args.output == "-":
+        return
+    path = Path(args.output)
+    if path.is_dir():
+        raise CliError(f"{path} is a directory: -o takes a file name", EXIT_USAGE)
+    if path.exists() and not args.force:
+        raise CliError(f"{path} exists: use --force to overwrite it", EXIT_USAGE)
+
+
 async def run_recv(args: argparse.Namespace) -> int:
+    check_output(args)
     host, port = args.listen
     config = _server_config(args)
     transports = ("udp", "tcp") if args.transport == "both" else (args.transport,)

@@ -11,16 +11,19 @@ the reason and the error queue (:func:`mstls.errors.print_errors`).
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from collections.abc import Awaitable
 from typing import BinaryIO
 
 import trio
 
-from daemon.preamble import encode_preamble
+from mstls import ConnectionTerminated, Error, StreamReset, StreamStopped, errors
+from mstls.trio import Stream
 
-from . import errors
-from .cli_common import (
+from ..preamble import encode_preamble
+from .common import (
     EXIT_CONNECTION,
     EXIT_OK,
     EXIT_STREAM,
@@ -29,8 +32,6 @@ from .cli_common import (
     open_connection,
     report,
 )
-from .exceptions import ConnectionTerminated, Error, StreamReset, StreamStopped
-from .trio import Stream
 
 __all__ = ["run_connect"]
 
@@ -38,13 +39,30 @@ __all__ = ["run_connect"]
 STDIN_CHUNK = 64 * 1024
 
 
+def _pollable(fd: int) -> bool:
+    """Whether ``fd`` can wait in trio's epoll: a pipe, a socket or a terminal."""
+    mode = os.fstat(fd).st_mode
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
+
+
 async def _stdin_to_stream(source: BinaryIO, stream: Stream) -> None:
-    read = getattr(source, "read1", source.read)
-    while True:
-        data = await trio.to_thread.run_sync(read, STDIN_CHUNK, abandon_on_cancel=True)
-        if not data:
-            break
-        await stream.send_all(data)
+    """Copy ``source`` to ``stream``, then FIN.
+
+    A pipe or a terminal is read without a thread (a trio ``FdStream`` on a
+    duplicate of the descriptor), so Ctrl-C leaves no thread blocked in
+    ``read()``: such a thread made the interpreter abort at exit ("could not
+    acquire lock for <stdin> at interpreter shutdown", exit 134).  Files and
+    other devices never block for long; they are read in a worker thread that
+    is waited for.
+    """
+    if _pollable(source.fileno()):
+        async with trio.lowlevel.FdStream(os.dup(source.fileno())) as pipe:
+            while data := await pipe.receive_some(STDIN_CHUNK):
+                await stream.send_all(data)
+    else:
+        read = getattr(source, "read1", source.read)
+        while data := await trio.to_thread.run_sync(read, STDIN_CHUNK):
+            await stream.send_all(data)
     await stream.send_eof()
 
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import trio
 
-from daemon.preamble import encode_preamble
+from mstls import Error
+from mstls.trio import Connection
 
-from .cli_common import EXIT_CONNECTION, describe_failure, open_connection, report
-from .exceptions import Error
-from .trio import Connection
+from ..preamble import encode_preamble
+from .common import EXIT_CONNECTION, describe_failure, open_connection, report
 
 __all__ = ["run_bench"]
 
