@@ -32,9 +32,8 @@ from typing import Any
 from cryptography import x509
 
 import mstls
-from mstls.core.stateless_reset import StatelessResetKey
 from mstls.devcerts import write_dev_pki
-from mstls.quic.quic_lb import QuicLbConfig
+from mstls.fleet import QuicLbConfig, StatelessResetKey
 
 from .config import ConfigError, DaemonConfig, FleetSettings
 from .logs import event

@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from mstls.config import DEFAULT_MAX_TCP_HANDSHAKES
-from mstls.quic.quic_lb import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH
+from mstls.fleet import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH
 
 from .identity import AllowList, RuleError
 from .preamble import MAX_SERVICE_NAME, encode_preamble

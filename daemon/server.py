@@ -56,7 +56,7 @@ import trio
 
 import mstls
 import mstls.trio
-from mstls.core.stateless_reset import StatelessResetKey
+from mstls.fleet import StatelessResetKey
 
 from . import logs
 from .certs import build_server_config, steering_worker_byte

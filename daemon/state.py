@@ -27,9 +27,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mstls.core.stateless_reset import STATELESS_RESET_KEY_LENGTH, StatelessResetKey
 from mstls.devcerts import DevPKIPaths, write_dev_pki
 from mstls.exceptions import ConfigurationError
+from mstls.fleet import STATELESS_RESET_KEY_LENGTH, StatelessResetKey
 
 __all__ = [
     "PKI_SUBDIR",
