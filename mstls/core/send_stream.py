@@ -453,32 +453,9 @@ class SendStream:
         if self.reset_code is not None:
             return
         end = offset + length
-        prefix = self.acked_offset
-        changed = False
-        if end > prefix:
-            changed = True
-            if offset <= prefix:
-                prefix = end
-                acked = self._acked
-                if acked is not None:
-                    while acked and acked.lowest <= prefix:
-                        _, stop = acked.shift()
-                        prefix = max(prefix, stop)
-                    if not acked:
-                        self._acked = None
-                self.acked_offset = prefix
-                ends = self._ends
-                if ends and ends[self._first] <= prefix:
-                    self._drop_acked()
-            else:
-                if self._acked is None:
-                    self._acked = RangeSet()
-                self._acked.add(offset, end)
-            lost = self._lost
-            if lost is not None:
-                lost.subtract(offset, end)
-                if not lost:
-                    self._lost = None
+        changed = end > self.acked_offset
+        if changed:
+            self._mark_acked(offset, end)
         if fin and not self.fin_acked:
             changed = True
             self.fin_acked = True
@@ -489,11 +466,40 @@ class SendStream:
         if self._write_blocked and self.free_space * 2 >= self.buffer_size:
             self._write_blocked = False
             writable = True
-        acknowledged = prefix == self.write_offset and (self.fin_acked or not self.fin_requested)
+        acknowledged = self.acked_offset == self.write_offset and (
+            self.fin_acked or not self.fin_requested
+        )
         if acknowledged and self.fin_acked and self.state is SendState.DATA_SENT:
             self._fire(SendEvent.RECV_ALL_ACKS)
         if writable or acknowledged:
             self._listener.on_send_progress(self, writable, acknowledged)
+
+    def _mark_acked(self, offset: int, end: int) -> None:
+        """Record ``[offset, end)`` as acknowledged (it reaches past ``acked_offset``):
+        move the contiguous prefix on, or keep it in the out-of-order set."""
+        prefix = self.acked_offset
+        if offset <= prefix:
+            prefix = end
+            acked = self._acked
+            if acked is not None:
+                while acked and acked.lowest <= prefix:
+                    _, stop = acked.shift()
+                    prefix = max(prefix, stop)
+                if not acked:
+                    self._acked = None
+            self.acked_offset = prefix
+            ends = self._ends
+            if ends and ends[self._first] <= prefix:
+                self._drop_acked()
+        else:
+            if self._acked is None:
+                self._acked = RangeSet()
+            self._acked.add(offset, end)
+        lost = self._lost
+        if lost is not None:
+            lost.subtract(offset, end)
+            if not lost:
+                self._lost = None
 
     def on_data_lost(self, offset: int, length: int, fin: bool) -> None:
         """A STREAM frame was declared lost: queue what is not acknowledged."""

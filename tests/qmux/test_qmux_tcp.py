@@ -22,6 +22,19 @@ LOOP_TIMEOUT = 30.0
 RECV_SIZE = 256 * 1024
 
 
+def _write_out(sock: socket.socket, conn: QMuxConnection, out: bytearray, now: float) -> None:
+    """Pull output from the core and write it until nothing is left or the socket is full."""
+    while True:
+        if not out:
+            out += conn.data_to_send(now)
+            if not out:
+                return
+        try:
+            del out[: sock.send(out)]
+        except BlockingIOError:
+            return
+
+
 def socket_loop(
     sock: socket.socket,
     conn: QMuxConnection,
@@ -48,15 +61,7 @@ def socket_loop(
             if timer is not None and timer <= now:
                 conn.handle_timer(now)
             busy = app(conn, now)
-            while True:
-                if not out:
-                    out += conn.data_to_send(now)
-                    if not out:
-                        break
-                try:
-                    del out[: sock.send(out)]
-                except BlockingIOError:
-                    break
+            _write_out(sock, conn, out, now)
             if not out and conn.should_shutdown_write and not shut:
                 sock.shutdown(socket.SHUT_WR)
                 shut = True
