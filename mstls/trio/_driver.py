@@ -301,7 +301,7 @@ class ListenerDriver(Driver):
     def _record_failure(self, core: Core) -> None:
         """Keep a bounded record of failed handshakes for the application (metrics, logs)."""
         error = core.session.channel.exception()
-        address = getattr(core.conn, "peer_address", None)
+        address = getattr(core.conn, "peer_address", None) or core.peer_address
         self.handshake_failures.append((address, error))
         self.failed_handshakes += 1
 

@@ -182,15 +182,7 @@ async def test_failed_handshakes_counted_by_reason(
     "transport",
     [
         "udp",
-        pytest.param(
-            "tcp",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the library records TCP handshake failures with address None: "
-                "mstls/trio/_driver.py _record_failure reads core.conn.peer_address, which "
-                "a QMuxConnection lacks; core.peer_address has it (outside this branch)",
-            ),
-        ),
+        "tcp",
     ],
 )
 async def test_a_failed_handshake_is_logged_with_the_peer_address(
