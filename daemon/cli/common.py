@@ -12,7 +12,9 @@ verified against the system store.
 seconds (at once if QUIC already failed); the first handshake to complete wins,
 and when both fail the message names both failures.  A UDP port that answers
 with ICMP port unreachable fails the QUIC attempt at once instead of after the
-handshake timeout.
+handshake timeout; one that stays silent (a black hole) gets
+:data:`AUTO_QUIC_GRACE` seconds more once TCP has failed, so a refused TCP port
+and a silent UDP port are reported together within two seconds.
 
 Written on the public API only (:mod:`mstls`, :mod:`mstls.trio`) and the
 daemon's stream preamble (:mod:`mstlsd.preamble`).
@@ -39,6 +41,7 @@ from mstls import (
     Error,
     StreamReset,
     StreamStopped,
+    Timeout,
     errors,
 )
 from mstls.trio import Connection, connect
@@ -49,6 +52,7 @@ from ..state import default_state_dir, dev_pki_paths
 
 __all__ = [
     "AUTO_FALLBACK_DELAY",
+    "AUTO_QUIC_GRACE",
     "DEFAULT_TIMEOUT",
     "EXIT_BROKEN_PIPE",
     "EXIT_CONNECTION",
@@ -82,6 +86,8 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 DEFAULT_TIMEOUT = 10.0
 #: ``--transport auto``: how long QUIC gets before TCP starts too.
 AUTO_FALLBACK_DELAY = 0.3
+#: ``--transport auto``: how long QUIC may still take once the TCP attempt failed.
+AUTO_QUIC_GRACE = 1.2
 _LOCAL_NAMES = ("localhost", "localhost.localdomain")
 
 
@@ -270,11 +276,18 @@ async def _connect_auto(host: str, port: int, config: ClientConfig, timeout: flo
     failures: dict[str, BaseException] = {}
     queued: dict[str, list[errors.ErrorEntry]] = {}  # each attempt's error queue (rule E1)
     udp_failed = trio.Event()
+    udp_scope = trio.CancelScope()
 
     async def attempt(transport: str, cancel: trio.CancelScope) -> None:
         try:
             if transport == "udp":
-                conn = await _connect_udp(host, port, config, timeout)
+                with udp_scope:
+                    conn = await _connect_udp(host, port, config, timeout)
+                if udp_scope.cancelled_caught:
+                    raise Timeout(
+                        f"no QUIC answer from {host}:{port} (UDP) {AUTO_QUIC_GRACE:g} s "
+                        "after TCP failed"
+                    )
             else:
                 with trio.move_on_after(AUTO_FALLBACK_DELAY):
                     await udp_failed.wait()
@@ -284,6 +297,8 @@ async def _connect_auto(host: str, port: int, config: ClientConfig, timeout: flo
             queued[transport] = errors.errors()
             if transport == "udp":
                 udp_failed.set()
+            else:
+                udp_scope.deadline = min(udp_scope.deadline, trio.current_time() + AUTO_QUIC_GRACE)
             if len(failures) == 2:
                 cancel.cancel()
             return

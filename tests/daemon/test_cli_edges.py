@@ -12,6 +12,7 @@ import os
 import pty
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -213,6 +214,38 @@ def test_auto_fails_at_once_naming_both_transports(tmp_path: Path) -> None:
     assert ":error:" in stderr  # the attempts' error queues, printed by the command's task
     udp = cli("connect", target, *options, "--transport", "udp", state_dir=tmp_path, timeout=WAIT)
     assert udp.returncode == 1 and b"unreachable (ICMP)" in udp.stderr, udp.stderr
+
+
+#: A bound for a connect that must fail on its own (refused TCP, silent UDP): far
+#: below ``--timeout 60``, so waiting for QUIC's handshake timeout fails the test.
+BLACKHOLE_WAIT = 8.0
+
+
+def test_auto_with_a_refused_tcp_port_and_a_silent_udp_port_names_both(tmp_path: Path) -> None:
+    """A UDP socket that reads and never answers (no ICMP either) and no TCP listener:
+    once TCP is refused QUIC gets AUTO_QUIC_GRACE more, then both are reported."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    target = f"127.0.0.1:{port}"
+    try:
+        result = cli(
+            "connect",
+            target,
+            "--insecure",
+            "--timeout",
+            "60",
+            state_dir=tmp_path,
+            timeout=BLACKHOLE_WAIT,
+        )
+    finally:
+        silent.close()
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    first = stderr.splitlines()[0]
+    assert first.startswith(f"mstls: cannot connect to {target} over udp or tcp: "), stderr
+    assert "udp: " in first and "no QUIC answer" in first, stderr
+    assert f"TCP connect to {target} failed" in first, stderr
 
 
 def test_a_connection_failure_inside_a_command_task_is_one_line(
