@@ -143,13 +143,16 @@ _UNTRUSTED_CLIENT = {
 
 
 BOTH = ("udp", "tcp")
+ALIVE_UNTIL_VANISHED = {"idle_timeout": IDLE_TIMEOUT, "keepalive": IDLE_TIMEOUT / 4}
 CAUSES: dict[str, Cause] = {
     "peer_close": Cause(BOTH, _peer_close, {}, {}),
     "local_close": Cause(BOTH, _local_close, {}, {}),
-    "idle_timeout": Cause(BOTH, _vanish, {"idle_timeout": IDLE_TIMEOUT}, {}),
+    # Keep-alives hold the connection up while the waiters are set up (a loaded machine
+    # may take longer than the idle timeout); once the peer vanishes nothing answers.
+    "idle_timeout": Cause(BOTH, _vanish, ALIVE_UNTIL_VANISHED, {}),
     # A vanished peer whose port answers ICMP unreachable: intermittent (E4), so
     # the idle timeout still ends the connection, with nothing else queued.
-    "peer_port_closed": Cause(("udp",), _close_port, {"idle_timeout": IDLE_TIMEOUT}, {}),
+    "peer_port_closed": Cause(("udp",), _close_port, ALIVE_UNTIL_VANISHED, {}),
     # Nothing ever answers the (lazily started) handshake.
     "handshake_timeout": Cause(
         BOTH,
