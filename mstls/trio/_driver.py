@@ -43,6 +43,7 @@ import trio
 
 from .. import errors
 from ..codes import TransportErrorCode
+from ..core.admission import MAX_RECORDED_FAILURES
 from ..core.events import ConnectionTerminatedEvent
 from ..core.lifecycle import TerminationKind
 from ..exceptions import Error
@@ -248,10 +249,6 @@ class Driver:
         return not scope.cancelled_caught
 
 
-#: Failed handshakes a listener remembers (their count is kept without bound).
-MAX_RECORDED_FAILURES = 256
-
-
 class ListenerDriver(Driver):
     """A driver with an accept queue: connections are offered once their handshake completed."""
 
@@ -301,7 +298,7 @@ class ListenerDriver(Driver):
     def _record_failure(self, core: Core) -> None:
         """Keep a bounded record of failed handshakes for the application (metrics, logs)."""
         error = core.session.channel.exception()
-        address = getattr(core.conn, "peer_address", None)
+        address = core.peer_address  # QMux connections do not know it: the Core does
         self.handshake_failures.append((address, error))
         self.failed_handshakes += 1
 
