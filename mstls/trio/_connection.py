@@ -186,7 +186,12 @@ class Connection(trio.abc.AsyncResource):
 
 
 class Listener(trio.abc.Listener[Connection]):
-    """Accepts connections on one socket; ``async with`` closes it and its connections."""
+    """Accepts connections on one socket; ``async with`` closes it and its connections.
+
+    Instances come from :func:`mstls.trio.listen` (or :func:`mstls.trio.serve`,
+    through ``nursery.start``).  The handshake counters mean the same as in
+    :class:`mstls.Listener`, on both transports.
+    """
 
     def __init__(self, driver: ListenerDriver, transport: str, address: Any) -> None:
         self._driver = driver
