@@ -397,7 +397,7 @@ async def test_trio_auto_reports_both_failures() -> None:
 
 
 @pytest.mark.network
-async def test_trio_auto_timeout_closes_both_attempts() -> None:
+async def test_trio_auto_times_out_while_quic_is_silent() -> None:
     with server(transport="tcp") as (listener, _):
         config = mismatched_config(fallback_delay=0.05)
         with pytest.raises(mstls.Timeout):
