@@ -458,3 +458,52 @@ async def test_trio_listener_records_failures_with_the_peer_address(transport: s
 async def _accept_forever(listener: mstls.trio.Listener) -> None:
     while True:
         await listener.accept()
+
+
+def _blocking_udp_attempts(port: int) -> list[Any]:
+    """The assist thread's live UDP client handlers towards ``port`` (white box)."""
+    from mstls._blocking.assist import AssistThread  # noqa: PLC0415
+    from mstls._blocking.handlers import UdpClientHandler  # noqa: PLC0415
+
+    handlers = list(AssistThread.get()._handlers)
+    return [
+        h for h in handlers if isinstance(h, UdpClientHandler) and h.conn.peer_address[1] == port
+    ]
+
+
+@pytest.mark.network
+def test_blocking_auto_closes_the_losing_quic_attempt() -> None:
+    # handshake_timeout outlives the wait below: only the close can end the attempt.
+    config = client_config(fallback_delay=0.05, handshake_timeout=60.0)
+    with server(transport="tcp") as (listener, _):
+        port = listener.address[1]
+        conn = mstls.connect("127.0.0.1", port, config, transport="auto", timeout=TIMEOUT)
+        assert conn.transport == "tcp"
+        wait_until(lambda: not _blocking_udp_attempts(port))
+        conn.close()
+
+
+def _trio_tasks(prefix: str) -> list[trio.lowlevel.Task]:
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return [
+        task
+        for nursery in root.child_nurseries
+        for task in nursery.child_tasks
+        if task.name.startswith(prefix)
+    ]
+
+
+@pytest.mark.network
+async def test_trio_auto_closes_the_losing_quic_attempt() -> None:
+    config = client_config(fallback_delay=0.05, handshake_timeout=60.0)
+    with server(transport="tcp") as (listener, _):
+        port = listener.address[1]
+        conn = await mstls.trio.connect(
+            "127.0.0.1", port, config, transport="auto", timeout=TIMEOUT
+        )
+        async with conn:
+            assert conn.transport == "tcp"
+            # The QUIC attempt's I/O task ends once its CONNECTION_CLOSE went out and
+            # its closing period passed (RFC 9000 §10.2).
+            await _trio_wait(lambda: not _trio_tasks(f"mstls.trio udp client 127.0.0.1:{port}"))
