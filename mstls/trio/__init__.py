@@ -13,7 +13,10 @@
 
     listener = await nursery.start(mstls.trio.serve, "::", 4433, server_config, handler)
 
-Streams are :class:`trio.abc.HalfCloseableStream` objects (:class:`Stream`), so
+The names and options are those of the blocking API (:mod:`mstls`; the table
+of differences is in the API reference's index): ``transport="auto"``,
+``lazy=True``, ``reuse_port``, ``socket_hook`` and the listener's handshake
+counters included.  Streams are :class:`trio.abc.HalfCloseableStream` objects (:class:`Stream`), so
 code written for trio streams runs over them.  Each socket has one background
 I/O task (see :mod:`mstls.trio._driver`): :func:`connect` and :func:`listen`
 run it as a trio system task, bounded by the object's life (it ends when the
