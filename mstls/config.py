@@ -68,7 +68,65 @@ def _checked_qmux(config: QMuxConfig) -> QMuxConfig:
 
 @attrs.define
 class ClientConfig:
-    """How a client connects: application protocol, trust, identity, timers."""
+    """How a client connects: application protocol, trust, identity, timers.
+
+    Given to :func:`mstls.connect` and :func:`mstls.trio.connect`; checked there,
+    before any socket exists (a bad value raises
+    :class:`~mstls.exceptions.ConfigurationError` naming the field).
+
+    ``alpn``
+        The application protocol name, or a list in order of preference (ALPN,
+        RFC 7301; 1-255 characters each).  Required: QUIC needs one (RFC 9001 §8.1).
+    ``cafile``
+        A PEM file of the certificate authorities that the server's chain must
+        lead to.  Without ``cafile`` and ``cadata``, the system's roots.
+    ``cadata``
+        The same authorities as PEM text (``str``) or DER/PEM ``bytes``.
+    ``server_name``
+        The name checked against the server's certificate and sent as SNI;
+        default: the ``host`` given to ``connect``.
+    ``certfile``
+        A PEM certificate chain for client authentication (with ``keyfile``).
+    ``keyfile``
+        The private key of ``certfile`` (PEM; ``None``: inside ``certfile``).
+    ``verify``
+        ``False`` skips every check of the server's identity (tests only).
+    ``pinned_sha256``
+        Instead of chain verification, accept only a server whose leaf
+        certificate's public key has one of these pins.  A pin is the SHA-256 of
+        the DER SubjectPublicKeyInfo, written as 64 hex digits (any case, colons
+        allowed) or as base64 (standard or URL-safe, padding optional), with an
+        optional ``sha256:`` or ``sha256/`` prefix; for example
+        ``openssl x509 -pubkey -noout | openssl pkey -pubin -outform der |
+        openssl dgst -sha256``.  The name is not checked in this mode.
+    ``idle_timeout``
+        Seconds without traffic after which the connection ends (QUIC
+        max_idle_timeout, RFC 9000 §10.1; QMux likewise).  Positive.
+    ``keepalive``
+        Send a PING (QUIC) or QX_PING (QMux) after this many idle seconds, so an
+        idle connection stays open; ``None``: never.
+    ``keylog_file``
+        Append the TLS secrets in the NSS key log format (for Wireshark); ``None``:
+        off.  Never in production.
+    ``handshake_timeout``
+        Seconds the whole handshake may take before it fails (brief T1); also
+        bounds the TCP connect of ``transport="tcp"``.
+    ``fallback_delay``
+        ``transport="auto"``: seconds to wait for a first QUIC packet before
+        starting a QMux/TCP attempt beside the QUIC one (Happy Eyeballs).
+    ``extra``
+        QUIC settings by name, passed to :class:`mstls.quic.config.QuicConfig`
+        (UDP only): flow-control windows (``initial_max_data``,
+        ``initial_max_stream_data``, ``max_data_window``, ``max_stream_data_window``),
+        ``send_buffer_size``, stream limits (``max_streams_bidi``,
+        ``max_streams_uni``), ACK timing (``max_ack_delay_ms``, ``ack_frequency``,
+        ``min_ack_delay_us``, ``ack_eliciting_threshold``, ``ack_delay_exponent``),
+        connection IDs (``active_connection_id_limit``, ``cid_length``,
+        ``cid_generator``), PMTU (``max_udp_payload_size``, ``pmtu_discovery``,
+        ``pmtu_max``), ``max_crypto_buffer``, ``udp_offload``, ``qlog_dir``,
+        ``versions`` and ``initial_version``.  An unknown name or a bad value
+        raises :class:`~mstls.exceptions.ConfigurationError`.
+    """
 
     alpn: str | Sequence[str]
     cafile: PathLike | None = None
@@ -82,11 +140,11 @@ class ClientConfig:
     keepalive: float | None = None
     keylog_file: PathLike | None = None
     handshake_timeout: float = 10.0
-    #: How long ``transport="auto"`` waits for a QUIC answer before trying TCP.
     fallback_delay: float = 0.3
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self, host: str) -> TLSConfig:
+        """The checked TLS 1.3 settings for ``host`` (raises :class:`ConfigurationError`)."""
         alpn = _alpn(self.alpn)
         _positive("idle_timeout", self.idle_timeout)
         _positive("keepalive", self.keepalive)
@@ -137,7 +195,62 @@ class ClientConfig:
 
 @attrs.define
 class ServerConfig:
-    """How a server accepts: certificate, application protocols, client authentication."""
+    """How a server accepts: certificate, application protocols, client authentication.
+
+    Given to :func:`mstls.listen`, :func:`mstls.trio.listen` and
+    :meth:`Listener.update_config <mstls.Listener.update_config>`; checked before
+    a socket is bound (a bad value raises
+    :class:`~mstls.exceptions.ConfigurationError` naming the field).
+
+    ``certfile``
+        The server's PEM certificate chain, leaf first.
+    ``keyfile``
+        Its private key (PEM; ``None``: inside ``certfile``).
+    ``alpn``
+        The application protocols offered, in order of preference (ALPN,
+        RFC 7301); a client offering none of them fails its handshake.
+    ``client_cafile``
+        A PEM file of authorities for client certificates: given, the server asks
+        for one (RFC 8446 §4.3.2).
+    ``require_client_cert``
+        Fail handshakes without a valid client certificate (needs
+        ``client_cafile`` or ``pinned_client_sha256``).
+    ``idle_timeout``
+        Seconds without traffic after which a connection ends (RFC 9000 §10.1).
+    ``keepalive``
+        Send a PING / QX_PING after this many idle seconds; ``None``: never.
+    ``keylog_file``
+        Append the TLS secrets in the NSS key log format; ``None``: off.
+    ``handshake_timeout``
+        Seconds a handshake may take before it fails and its state is freed.
+    ``pinned_client_sha256``
+        Accept client certificates by public-key pin instead of a chain (same
+        format as :attr:`ClientConfig.pinned_sha256 <ClientConfig>`).
+    ``retry``
+        Answer every new QUIC Initial without a token with a Retry, validating the
+        client's address first (RFC 9000 §8.1.2).
+    ``retry_token_key``
+        The 16-byte AES-128 key sealing Retry tokens; the workers of one service
+        share it.  ``None``: a random key per listener.
+    ``retry_threshold``
+        Retry "under load": from this many QUIC handshakes in progress on, a new
+        Initial without a token gets a Retry (0: always; ``None``: only per
+        ``retry``).
+    ``handshake_rate_per_source``
+        Handshakes per second one source address may start (IPv6: per /64), on
+        UDP and TCP; beyond it they are refused and counted in
+        ``Listener.refused_handshakes``.  ``None``: no limit (see
+        :mod:`mstls.core.admission`).
+    ``handshake_burst_per_source``
+        How many handshakes a source may start at once before that rate applies.
+    ``max_tcp_handshakes``
+        TCP: at most this many TLS handshakes run at once; further connections wait
+        in the kernel's accept queue, so a flood cannot pile up handshake state.
+    ``extra``
+        QUIC settings by name (UDP only), the same keys as
+        :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
+        name or a bad value raises :class:`~mstls.exceptions.ConfigurationError`.
+    """
 
     certfile: PathLike
     keyfile: PathLike | None
@@ -149,24 +262,16 @@ class ServerConfig:
     keylog_file: PathLike | None = None
     handshake_timeout: float = 10.0
     pinned_client_sha256: Sequence[str] | None = None
-    #: Answer every new QUIC Initial without a token with a Retry (RFC 9000 §8.1.2).
     retry: bool = False
-    #: AES-128 key sealing Retry tokens; workers of one service share it (None: random).
     retry_token_key: bytes | None = None
-    #: Retry "under load": from this many QUIC handshakes in progress on, a new
-    #: Initial without a token gets a Retry (0: always; None: only per ``retry``).
     retry_threshold: int | None = None
-    #: Handshakes per second one source address may start (IPv6: per /64), on
-    #: UDP and TCP; None: no limit (see :mod:`mstls.core.admission`).
     handshake_rate_per_source: float | None = None
-    #: How many handshakes a source may start at once before that rate applies.
     handshake_burst_per_source: int = DEFAULT_BURST
-    #: TCP: at most this many TLS handshakes run at once; further connections
-    #: wait in the kernel's accept queue, so a flood cannot pile up handshake state.
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
+        """The checked TLS 1.3 settings (raises :class:`ConfigurationError`)."""
         alpn = _alpn(self.alpn)
         _positive("idle_timeout", self.idle_timeout)
         chain, key = load_cert_chain(self.certfile, self.keyfile)

@@ -38,7 +38,7 @@ from ..io.udp import open_udp_socket
 from ..quic.connection import QuicConnection
 from ..session import Session
 from ..stats import ConnectionStats
-from .handlers import UdpClientHandler, UdpListenerHandler, Waiters
+from .handlers import HandshakeFailures, UdpClientHandler, UdpListenerHandler, Waiters
 
 __all__ = ["Connection", "Listener", "Stream", "connect", "listen"]
 
@@ -115,7 +115,11 @@ class _Core:
 
 
 class Stream:
-    """One bidirectional or unidirectional stream; all methods are thread-safe."""
+    """One bidirectional or unidirectional stream; all methods are thread-safe.
+
+    Instances come from :meth:`Connection.open_stream` and
+    :meth:`Connection.accept_stream`; ``with`` sends FIN on exit.
+    """
 
     def __init__(self, core: _Core, stream_id: int) -> None:
         self._core = core
@@ -222,7 +226,11 @@ class Stream:
 
 
 class Connection:
-    """One secure multiplexed connection (QUIC over UDP, or QMux over TLS/TCP)."""
+    """One secure multiplexed connection (QUIC over UDP, or QMux over TLS/TCP).
+
+    Instances come from :func:`connect` and :meth:`Listener.accept`; ``with``
+    closes the connection with code 0.  Every method is thread-safe.
+    """
 
     def __init__(self, core: _Core, transport: str) -> None:
         self._core = core
@@ -236,6 +244,8 @@ class Connection:
 
     @property
     def blocking(self) -> bool:
+        """Whether calls wait (``True``, the default) or raise
+        :class:`~mstls.exceptions.WantRead` / :class:`~mstls.exceptions.WantWrite`."""
         return self._core.blocking
 
     @blocking.setter
@@ -244,6 +254,7 @@ class Connection:
 
     @property
     def alpn(self) -> str | None:
+        """The negotiated application protocol (ALPN, RFC 7301), or ``None``."""
         info = self._core.session.handshake_info
         return info.alpn_protocol if info else None
 
@@ -252,6 +263,13 @@ class Connection:
         """The verified peer identity (chain, subject, names), or ``None``."""
         info = self._core.session.handshake_info
         return info.peer if info else None
+
+    @property
+    def peer_address(self) -> Any:
+        """The peer's ``(host, port)``: UDP, the path in use; TCP, the socket's peer."""
+        handler = self._core.handler
+        address = getattr(self._core.conn, "peer_address", None)
+        return address if address is not None else getattr(handler, "peer_address", None)
 
     @property
     def sans_io(self) -> Any:
@@ -273,7 +291,16 @@ class Connection:
             core.session.ping()
             core.after_change()
 
+    def wait_handshake(self, timeout: float | None = None) -> None:
+        """Return once the handshake completed; raise its failure (brief C1).
+
+        After ``connect(..., lazy=True)`` this starts the handshake, exactly as the
+        first stream operation would; concurrent callers wait on the same condition.
+        """
+        self._core.ensure_handshake(timeout)
+
     def open_stream(self, bidirectional: bool = True, timeout: float | None = None) -> Stream:
+        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6)."""
         core = self._core
         core.ensure_handshake(timeout)
         sid = core.wait_until(
@@ -286,6 +313,7 @@ class Connection:
         return Stream(core, sid)
 
     def accept_stream(self, timeout: float | None = None) -> Stream:
+        """The next stream the peer opened (bidirectional or unidirectional)."""
         core = self._core
         core.ensure_handshake(timeout)
         sid = core.wait_until(
@@ -303,7 +331,13 @@ class Connection:
 
 
 class Listener:
-    """Accepts connections on a UDP port (QUIC)."""
+    """Accepts connections on one socket: QUIC on UDP, or QMux on TCP (a subclass).
+
+    Instances come from :func:`listen`; ``with`` closes the listener.  The
+    handshake counters (:attr:`failed_handshakes`, :attr:`refused_handshakes`,
+    :attr:`dropped_initials`, :meth:`pop_handshake_failures`) mean the same on
+    both transports and in :class:`mstls.trio.Listener`.
+    """
 
     def __init__(self, handler: UdpListenerHandler) -> None:
         self._handler = handler
@@ -316,6 +350,8 @@ class Listener:
         self.close()
 
     def accept(self, timeout: float | None = None) -> Connection:
+        """The next connection whose handshake completed; raises
+        :class:`~mstls.exceptions.ListenerClosed` once the listener is closed."""
         handler = self._handler
         deadline = _deadline(timeout)
         with handler.lock:
@@ -343,12 +379,40 @@ class Listener:
             config.configure_endpoint(endpoint)
             endpoint.config = new
 
+    def _counters(self) -> tuple[threading.RLock, HandshakeFailures, int, int]:
+        """(lock, failures, refused, dropped): what the counter members read."""
+        handler = self._handler
+        endpoint = handler.endpoint
+        return handler.lock, handler.failures, endpoint.refused_initials, endpoint.dropped_initials
+
+    @property
+    def failed_handshakes(self) -> int:
+        """Every handshake that failed on this listener, refusals included (for metrics)."""
+        return self._counters()[1].count
+
     @property
     def refused_handshakes(self) -> int:
-        """Handshakes refused by admission control (over the per-source rate)."""
-        return int(self._handler.endpoint.refused_initials)
+        """Handshakes refused by admission control (over the per-source rate); each is
+        also one of :attr:`failed_handshakes`.  UDP counts every refused Initial, a
+        client's retransmissions included; TCP, every connection reset before TLS."""
+        return int(self._counters()[2])
+
+    @property
+    def dropped_initials(self) -> int:
+        """QUIC Initial datagrams that authenticated nothing and were dropped before any
+        state or Retry (RFC 9000 §14.1, §17.2.2); always 0 on TCP."""
+        return int(self._counters()[3])
+
+    def pop_handshake_failures(self) -> list[tuple[Any, Error | None]]:
+        """The failed handshakes recorded since the last call: (peer address, exception),
+        oldest first; at most the latest :data:`~mstls.core.admission.MAX_RECORDED_FAILURES`."""
+        lock, failures, _, _ = self._counters()
+        with lock:
+            return failures.pop()
 
     def close(self) -> None:
+        """Close every connection (code 0) and the socket; waiting ``accept`` calls raise
+        :class:`~mstls.exceptions.ListenerClosed`."""
         handler = self._handler
         with handler.lock:
             for session, _ in handler.sessions.values():
@@ -373,7 +437,20 @@ def connect(
     timeout: float | None = None,
     lazy: bool = False,
 ) -> Connection:
-    """Connect to ``host:port``; waits for the handshake unless ``lazy``."""
+    """Connect to ``host:port`` and wait for the handshake (at most ``timeout`` seconds).
+
+    ``transport`` is ``"udp"`` (QUIC), ``"tcp"`` (QMux over TLS/TCP) or ``"auto"``
+    (Happy Eyeballs: QUIC first, TCP beside it after ``config.fallback_delay`` if
+    no QUIC packet came back; the first handshake to complete wins and the other
+    attempt is closed; :attr:`Connection.transport` names the winner).  With
+    ``lazy=True`` (``"udp"``/``"tcp"``) it returns before the handshake: the first
+    stream operation or :meth:`Connection.wait_handshake` starts it and waits
+    (``"auto"`` always waits, since the handshake picks the transport).  A
+    handshake failure raises :class:`~mstls.exceptions.HandshakeError` (or the
+    connection's failure; ``"auto"``: the TCP attempt's, chained from the QUIC
+    attempt's, both in the error queue); running out of time raises
+    :class:`~mstls.exceptions.Timeout`.
+    """
     if transport not in ("udp", "tcp", "auto"):
         raise ConfigurationError(f"transport: expected 'udp', 'tcp' or 'auto', got {transport!r}")
     if transport != "udp":
@@ -395,14 +472,41 @@ def connect(
     return connection
 
 
-def listen(host: str, port: int, config: ServerConfig, *, transport: str = "udp") -> Listener:
-    """Listen on ``host:port`` for QUIC connections."""
+#: ``socket_hook(sock)`` of :func:`listen`: called with the bound socket before use.
+SocketHook = Callable[[socket.socket], object]
+
+
+def listen(
+    host: str,
+    port: int,
+    config: ServerConfig,
+    *,
+    transport: str = "udp",
+    reuse_port: bool = False,
+    socket_hook: SocketHook | None = None,
+) -> Listener:
+    """Listen on ``host:port`` (port 0: any; see :attr:`Listener.address`).
+
+    ``transport`` is ``"udp"`` (QUIC) or ``"tcp"`` (QMux over TLS/TCP).
+    ``reuse_port`` sets SO_REUSEPORT so several processes share the port;
+    ``socket_hook(sock)`` is called with the bound socket before it is used (for
+    example to attach a reuseport steering program).  The configuration is
+    checked before any socket is bound.
+    """
     if transport != "udp":
         from .transports import listen_other  # noqa: PLC0415
 
-        return listen_other(host, port, config, transport=transport)
+        return listen_other(
+            host, port, config, transport=transport, reuse_port=reuse_port, socket_hook=socket_hook
+        )
     endpoint = config.server_endpoint()
-    sock = open_udp_socket(host, port)
+    sock = open_udp_socket(host, port, reuse_port=reuse_port)
+    if socket_hook is not None:
+        try:
+            socket_hook(sock)
+        except BaseException:
+            sock.close()
+            raise
     handler = UdpListenerHandler(sock, endpoint)
     handler.assist.add(handler)
     return Listener(handler)

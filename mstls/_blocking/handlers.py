@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import _errors as errors
 from ..codes import TransportErrorCode
+from ..core.admission import MAX_RECORDED_FAILURES, refusal
 from ..exceptions import ConnectionTerminated, Error
 from ..io.udp import (
     detect_capabilities,
@@ -29,7 +30,13 @@ from ..quic.endpoint import ServerEndpoint
 from ..session import Session, Wakeups
 from .assist import EXIT_REASON, AssistThread
 
-__all__ = ["UdpClientHandler", "UdpListenerHandler", "Waiters", "fail_connection"]
+__all__ = [
+    "HandshakeFailures",
+    "UdpClientHandler",
+    "UdpListenerHandler",
+    "Waiters",
+    "fail_connection",
+]
 
 #: Datagrams read per readiness event (brief T5: bounded work per wake-up).
 MAX_DATAGRAMS_PER_READ = 256
@@ -103,6 +110,30 @@ def fail_connection(conn: Any, session: Session, waiters: Waiters, exc: Exceptio
     with contextlib.suppress(Exception):
         session.pump_events()  # the termination event: the channel keeps ``error``
     waiters.notify(Wakeups(connection=True))
+
+
+class HandshakeFailures:
+    """A listener's failed handshakes: the count, and the latest (peer address, exception).
+
+    Admission-control refusals count as failures too (their exception is
+    :class:`~mstls.exceptions.HandshakeRefused`), as in :mod:`mstls.trio`.  Callers
+    hold the listener's lock.
+    """
+
+    def __init__(self) -> None:
+        #: Every failed handshake since the listener started.
+        self.count = 0
+        self.latest: deque[tuple[Any, Error | None]] = deque(maxlen=MAX_RECORDED_FAILURES)
+
+    def add(self, address: Any, error: Error | None) -> None:
+        self.count += 1
+        self.latest.append((address, error))
+
+    def pop(self) -> list[tuple[Any, Error | None]]:
+        """The failures recorded since the last call, oldest first."""
+        out = list(self.latest)
+        self.latest.clear()
+        return out
 
 
 class _UdpBase:
@@ -291,6 +322,7 @@ class UdpListenerHandler(_UdpBase):
         self.accept_cond = threading.Condition(self.lock)
         #: New connections whose handshake is still running.
         self._handshaking: deque[tuple[QuicConnection, Session, Waiters]] = deque()
+        self.failures = HandshakeFailures()
 
     def _feed(self, data: bytes, addr: Any, now: float) -> None:
         try:
@@ -304,6 +336,10 @@ class UdpListenerHandler(_UdpBase):
             waiters = Waiters(self.lock)
             self.sessions[id(conn)] = (session, waiters)
             self._handshaking.append((conn, session, waiters))
+        refusals = self.endpoint.refusals
+        while refusals:  # admission control refused a handshake: a failure for the metrics
+            address, cause = refusals.popleft()
+            self.failures.add(address, refusal(cause))
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
@@ -367,5 +403,7 @@ class UdpListenerHandler(_UdpBase):
             self._handshaking.remove(item)
             if item[1].handshake_done and not item[1].failed:
                 self.accepted.append(item)
+            else:
+                self.failures.add(item[0].peer_address, item[1].channel.exception())
         if ready:
             self.accept_cond.notify_all()

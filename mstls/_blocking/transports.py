@@ -26,15 +26,15 @@ from typing import Any
 
 from .. import _errors as errors
 from ..config import ClientConfig, ServerConfig
-from ..core.admission import reconfigured
+from ..core.admission import RATE_LIMITED, reconfigured, refusal
 from ..exceptions import ConfigurationError, ConnectionIOError, Error
 from ..io.tcp import prepare_socket, refuse_socket, send_failed, transport_error
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
 from ..session import Session
-from .api import Connection, Listener, _Core, _deadline, _remaining, connect
+from .api import Connection, Listener, SocketHook, _Core, _deadline, _remaining, connect
 from .assist import EXIT_REASON, AssistThread
-from .handlers import Waiters, fail_connection
+from .handlers import HandshakeFailures, Waiters, fail_connection
 
 __all__ = ["TcpHandler", "TcpListenerHandler", "connect_other", "listen_other"]
 
@@ -43,12 +43,21 @@ RECEIVE_SIZE = 256 * 1024
 LISTEN_BACKLOG = 128
 #: Connections a listener accepts per readiness (the rest wait for the next turn).
 MAX_ACCEPTS_PER_WAKE = 64
+#: ``transport="auto"``: how often the attempts are looked at while no wake-up names them.
+AUTO_POLL_INTERVAL = 0.02
 
 
 class TcpHandler:
     """One QMux connection on one TCP socket."""
 
-    def __init__(self, sock: socket.socket, conn: QMuxConnection, lock: Any = None) -> None:
+    def __init__(
+        self, sock: socket.socket, conn: QMuxConnection, lock: Any = None, peer_address: Any = None
+    ) -> None:
+        if peer_address is None:
+            with contextlib.suppress(OSError):  # ENOTCONN: the peer reset at once
+                peer_address = sock.getpeername()
+        #: The peer's address, kept: the socket forgets it once closed.
+        self.peer_address = peer_address
         self.sock = prepare_socket(sock)
         self.conn = conn
         self.lock = lock or threading.RLock()
@@ -193,6 +202,7 @@ class TcpListenerHandler:
         self.rate_limiter = config.source_rate_limiter()
         #: Connections reset before their handshake by admission control.
         self.refused_handshakes = 0
+        self.failures = HandshakeFailures()
         #: Handshakes run at once; beyond it, connections wait in the accept queue.
         self.max_handshakes = config.max_tcp_handshakes
         self.lock = threading.RLock()
@@ -245,11 +255,12 @@ class TcpListenerHandler:
                 refused = limiter is not None and not limiter.admit(addr, now)
                 if refused:
                     self.refused_handshakes += 1
+                    self.failures.add(addr, refusal(RATE_LIMITED))
             if refused:
                 refuse_socket(client)
                 continue
             conn = QMuxConnection(self.qmux_config, is_client=False, now=now)
-            handler = TcpHandler(client, conn)
+            handler = TcpHandler(client, conn, peer_address=addr)
             handler.on_change = self._on_change
             with self.lock:
                 self.handlers.append(handler)
@@ -258,15 +269,15 @@ class TcpListenerHandler:
                 handler.after_change(now)
 
     def _on_change(self, handler: TcpHandler) -> None:
-        if handler.session.handshake_done and handler in self.handlers:
+        session = handler.session
+        if (session.handshake_done or session.failed) and handler in self.handlers:
             with self.lock:
                 self.handlers.remove(handler)
-                if not handler.session.failed:
+                if session.handshake_done and not session.failed:
                     self.accepted.append(handler)
                     self.accept_cond.notify_all()
-        elif handler.session.failed and handler in self.handlers:
-            with self.lock:
-                self.handlers.remove(handler)
+                else:
+                    self.failures.add(handler.peer_address, session.channel.exception())
 
     def close_socket(self) -> None:
         with self.lock:
@@ -313,12 +324,14 @@ class TcpListener(Listener):
                 config.handshake_burst_per_source,
             )
 
-    @property
-    def refused_handshakes(self) -> int:
-        """Connections reset before their handshake (over the per-source rate)."""
-        return self._tcp.refused_handshakes
+    def _counters(self) -> tuple[threading.RLock, HandshakeFailures, int, int]:
+        """TCP: refusals reset the connection before TLS; no Initials to drop."""
+        tcp = self._tcp
+        return tcp.lock, tcp.failures, tcp.refused_handshakes, 0
 
     def close(self) -> None:
+        """Close the listening socket; waiting ``accept`` calls raise
+        :class:`~mstls.exceptions.ListenerClosed`.  Accepted connections stay open."""
         self._tcp.close_socket()
 
 
@@ -361,24 +374,44 @@ def connect_other(
 
 
 def _connect_auto(host: str, port: int, config: ClientConfig, timeout: float | None) -> Connection:
+    """Happy Eyeballs for transports (see the module documentation)."""
     deadline = _deadline(timeout)
     quic = connect(host, port, config, transport="udp", lazy=True)
     core = quic._core
     core.ensure_handshake_started()
-    if _wait_quic_answer(core, config.fallback_delay):
-        core.ensure_handshake(_remaining(deadline))
-        return quic
     try:
-        tcp_core = _tcp_client(host, port, config, _remaining(deadline))
-    except OSError:
-        core.ensure_handshake(_remaining(deadline))  # TCP impossible: QUIC it is
-        return quic
+        if _wait_quic_answer(core, config.fallback_delay):
+            core.ensure_handshake(_remaining(deadline))
+            return quic
+        try:
+            tcp_core = _tcp_client(host, port, config, _remaining(deadline))
+        except OSError as exc:  # TCP impossible: QUIC it is
+            tcp_error = errors.recorded(
+                ConnectionIOError(f"TCP connect to {host}:{port} failed: {exc}")
+            )
+            try:
+                core.ensure_handshake(_remaining(deadline))
+            except Error as quic_error:
+                raise quic_error from tcp_error
+            return quic
+    except BaseException:
+        _close_quietly(core, "connect failed")
+        raise
     tcp_core.ensure_handshake_started()
-    winner = _first_handshake([core, tcp_core], deadline)
-    loser = tcp_core if winner is core else core
-    with contextlib.suppress(Error):
-        Connection(loser, "").close(0, "other transport won")
+    cores = [core, tcp_core]
+    try:
+        winner = _first_handshake(cores, deadline)
+    except BaseException:
+        for each in cores:
+            _close_quietly(each, "connect failed")
+        raise
+    _close_quietly(tcp_core if winner is core else core, "other transport won")
     return Connection(winner, "udp" if winner is core else "tcp")
+
+
+def _close_quietly(core: _Core, reason: str) -> None:
+    with contextlib.suppress(Error):
+        Connection(core, "").close(0, reason)
 
 
 def _wait_quic_answer(core: _Core, delay: float) -> bool:
@@ -389,34 +422,60 @@ def _wait_quic_answer(core: _Core, delay: float) -> bool:
             left = end - time.monotonic()
             if left <= 0:
                 return False
-            core.waiters.connection.wait(min(left, 0.02))
+            core.waiters.connection.wait(min(left, AUTO_POLL_INTERVAL))
     return True
 
 
 def _first_handshake(cores: list[_Core], deadline: float | None) -> _Core:
+    """The first core whose handshake completed; if every one failed, raise the last
+    failure chained from the first (both land in the caller's error queue)."""
     while True:
         for core in cores:
             with core.lock:
-                if core.session.handshake_done:
+                if core.session.handshake_done and not core.session.failed:
                     return core
         if all(core.session.failed for core in cores):
-            cores[-1].session.check("connect")
+            try:
+                cores[0].session.check("connect")
+            except Error as first:
+                try:
+                    cores[-1].session.check("connect")
+                except Error as last:
+                    raise last from first
+                raise
         left = _remaining(deadline)
         if left is not None and left <= 0:
             raise errors.timeout_error("connect", None)
-        time.sleep(0.005)
+        time.sleep(AUTO_POLL_INTERVAL / 4)
 
 
-def listen_other(host: str, port: int, config: ServerConfig, *, transport: str) -> Listener:
+def listen_other(
+    host: str,
+    port: int,
+    config: ServerConfig,
+    *,
+    transport: str,
+    reuse_port: bool = False,
+    socket_hook: SocketHook | None = None,
+) -> Listener:
+    """``transport="tcp"``: a QMux listener (see :func:`mstls.listen`)."""
     if transport != "tcp":
         raise ConfigurationError(f"transport: a listener is 'udp' or 'tcp', got {transport!r}")
     config.check_admission()  # before a socket is bound
     settings = config.qmux_config()  # likewise (issue 17 point 9)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(LISTEN_BACKLOG)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        if socket_hook is not None:
+            socket_hook(sock)
+    except BaseException:
+        sock.close()
+        raise
     handler = TcpListenerHandler(sock, config, settings)
     handler.assist.add(handler)
     return TcpListener(handler)

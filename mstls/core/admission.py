@@ -54,6 +54,7 @@ from ..exceptions import ConfigurationError, HandshakeRefused
 __all__ = [
     "DEFAULT_BURST",
     "IPV6_PREFIX_BYTES",
+    "MAX_RECORDED_FAILURES",
     "MAX_TRACKED_SOURCES",
     "RATE_LIMITED",
     "SWEEP_PER_ADMISSION",
@@ -153,6 +154,11 @@ def check_admission(rate: float | None, burst: int, retry_threshold: int | None)
         raise ConfigurationError(
             f"retry_threshold: expected a number of handshakes (0 or more), got {retry_threshold!r}"
         )
+
+
+#: Failed handshakes a listener remembers for ``pop_handshake_failures()`` (both APIs;
+#: the count in ``failed_handshakes`` is kept without bound).
+MAX_RECORDED_FAILURES = 256
 
 
 def refusal(cause: str) -> HandshakeRefused:

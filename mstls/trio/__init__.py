@@ -13,7 +13,10 @@
 
     listener = await nursery.start(mstls.trio.serve, "::", 4433, server_config, handler)
 
-Streams are :class:`trio.abc.HalfCloseableStream` objects (:class:`Stream`), so
+The names and options are those of the blocking API (:mod:`mstls`; the table
+of differences is in the API reference's index): ``transport="auto"``,
+``lazy=True``, ``reuse_port``, ``socket_hook`` and the listener's handshake
+counters included.  Streams are :class:`trio.abc.HalfCloseableStream` objects (:class:`Stream`), so
 code written for trio streams runs over them.  Each socket has one background
 I/O task (see :mod:`mstls.trio._driver`): :func:`connect` and :func:`listen`
 run it as a trio system task, bounded by the object's life (it ends when the
@@ -34,7 +37,7 @@ import trio
 
 from .. import _errors as errors
 from ..config import ClientConfig, ServerConfig
-from ..exceptions import ConfigurationError, ConnectionIOError, ConnectionTerminated
+from ..exceptions import ConfigurationError, ConnectionIOError, ConnectionTerminated, Error
 from ..io.udp import open_udp_socket
 from ..qmux.connection import QMuxConnection
 from ..quic.connection import QuicConnection
@@ -68,8 +71,6 @@ async def _udp_client(host: str, port: int, config: ClientConfig) -> Driver:
     conn = QuicConnection(quic_config, is_client=True, now=now, peer_address=address)
     driver = UdpClientDriver(sock, conn)
     driver.start(system_spawner(f"mstls.trio udp client {host}:{port}"))
-    conn.connect(now)
-    driver.after_change()
     return driver
 
 
@@ -90,12 +91,12 @@ async def _tcp_client(host: str, port: int, config: ClientConfig) -> Driver:
     conn = QMuxConnection(settings, is_client=True, now=trio.current_time())
     driver = TcpDriver(sock, conn, peer)
     driver.start(system_spawner(f"mstls.trio tcp client {host}:{port}"))
-    conn.connect(trio.current_time())
-    driver.after_change()
     return driver
 
 
 _CLIENTS = {"udp": _udp_client, "tcp": _tcp_client}
+#: ``transport="auto"``: how often the QUIC attempt is looked at for a first packet.
+AUTO_POLL_INTERVAL = 0.02
 
 
 async def connect(
@@ -105,30 +106,111 @@ async def connect(
     *,
     transport: str = "udp",
     timeout: float | None = None,
+    lazy: bool = False,
 ) -> Connection:
     """Connect to ``host:port`` and wait for the handshake (at most ``timeout`` seconds).
 
-    ``transport`` is ``"udp"`` (QUIC) or ``"tcp"`` (QMux over TLS/TCP).  A
+    ``transport`` is ``"udp"`` (QUIC), ``"tcp"`` (QMux over TLS/TCP) or ``"auto"``
+    (Happy Eyeballs: QUIC first, TCP beside it after ``config.fallback_delay`` if
+    no QUIC packet came back; the first handshake to complete wins and the other
+    attempt is closed; :attr:`Connection.transport` names the winner).  With
+    ``lazy=True`` (``"udp"``/``"tcp"``) it returns before the handshake: the first
+    stream operation or :meth:`Connection.wait_handshake` starts it and waits
+    (``"auto"`` always waits, since the handshake picks the transport).  A
     handshake failure raises :class:`~mstls.exceptions.HandshakeError` (or the
-    connection's failure); running out of time raises
-    :class:`~mstls.exceptions.Timeout`.  Cancelling the call closes the attempt.
+    connection's failure; ``"auto"``: the TCP attempt's, chained from the QUIC
+    attempt's, both in the error queue); running out of time raises
+    :class:`~mstls.exceptions.Timeout`.  Cancelling the call closes the attempts.
     """
-    _check_transport(transport)
-    driver: Driver | None = None
+    if transport not in (*TRANSPORTS, "auto"):
+        raise ConfigurationError(f"transport: expected 'udp', 'tcp' or 'auto', got {transport!r}")
+    drivers: list[Driver] = []
     try:
         with trio.move_on_after(math.inf if timeout is None else timeout):
-            driver = await _CLIENTS[transport](host, port, config)
-            core = driver.cores()[0]
-            connection = Connection(core, transport)
-            await connection.wait_handshake()
+            if transport == "auto":
+                return await _connect_auto(host, port, config, drivers)
+            drivers.append(await _CLIENTS[transport](host, port, config))
+            connection = Connection(drivers[0].cores()[0], transport, started=False)
+            if not lazy:
+                await connection.wait_handshake()
             return connection
     except BaseException:
-        if driver is not None:
+        for driver in drivers:
             driver.abort("connect failed")
         raise
-    if driver is not None:
+    for driver in drivers:
         driver.abort("connect timed out")
     raise errors.timeout_error("connect", timeout)
+
+
+async def _connect_auto(
+    host: str, port: int, config: ClientConfig, drivers: list[Driver]
+) -> Connection:
+    """Happy Eyeballs as in the blocking API (``mstls._blocking.transports``); the
+    attempts' drivers go into ``drivers`` so that :func:`connect` aborts them on
+    failure, timeout or cancellation."""
+    drivers.append(await _udp_client(host, port, config))
+    quic = Connection(drivers[0].cores()[0], "udp", started=False)
+    quic._start_handshake()
+    if await _quic_answered(quic, config.fallback_delay):
+        await quic.wait_handshake()
+        return quic
+    try:
+        drivers.append(await _tcp_client(host, port, config))
+    except ConnectionIOError as tcp_error:  # TCP impossible: QUIC it is
+        try:
+            await quic.wait_handshake()
+        except Error as quic_error:
+            raise quic_error from tcp_error
+        return quic
+    tcp = Connection(drivers[1].cores()[0], "tcp", started=False)
+    tcp._start_handshake()
+    winner = await _first_handshake([quic, tcp])
+    if winner is None:  # both failed: raise them here, into this task's error queue
+        try:
+            await quic.wait_handshake()
+        except Error as first:
+            try:
+                await tcp.wait_handshake()
+            except Error as last:
+                raise last from first
+            raise
+    assert winner is not None
+    loser = tcp if winner is quic else quic
+    drivers.remove(winner._core.driver)
+    await loser.aclose(0, "other transport won")
+    return winner
+
+
+async def _quic_answered(quic: Connection, delay: float) -> bool:
+    """Whether any QUIC packet came back within ``delay`` seconds."""
+    core = quic._core
+    with trio.move_on_after(delay):
+        while core.conn.bytes_received == 0 and not core.session.handshake_done:
+            with trio.move_on_after(AUTO_POLL_INTERVAL):
+                await core.waiters.connection.park()
+        return True
+    return False
+
+
+async def _first_handshake(connections: list[Connection]) -> Connection | None:
+    """The first connection whose handshake completed; ``None`` if every one failed.
+
+    The watchers only look (they run in child tasks, whose error queues are not
+    the caller's): the failures are raised by the caller.
+    """
+    won: list[Connection] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watch(connection: Connection) -> None:
+            await connection._handshake_settled()
+            if not connection._core.session.failed and not won:
+                won.append(connection)
+                nursery.cancel_scope.cancel()
+
+        for connection in connections:
+            nursery.start_soon(watch, connection)
+    return won[0] if won else None
 
 
 SocketHook = Callable[[socket.socket], object]

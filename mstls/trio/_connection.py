@@ -57,12 +57,17 @@ async def wait_for(
 
 
 class Connection(trio.abc.AsyncResource):
-    """One secure multiplexed connection; ``async with`` closes it with code 0."""
+    """One secure multiplexed connection; ``async with`` closes it with code 0.
 
-    def __init__(self, core: Core, transport: str) -> None:
+    Instances come from :func:`mstls.trio.connect` and :meth:`Listener.accept`.
+    """
+
+    def __init__(self, core: Core, transport: str, *, started: bool = True) -> None:
         self._core = core
         self.transport = transport
         self._closed = False
+        #: Whether the client handshake was started (``connect(..., lazy=True)``: not yet).
+        self._started = started
 
     def __repr__(self) -> str:
         return f"<mstls.trio.Connection {self.transport} {self.peer_address}>"
@@ -81,6 +86,7 @@ class Connection(trio.abc.AsyncResource):
 
     @property
     def peer_address(self) -> Any:
+        """The peer's ``(host, port)``: UDP, the path at connection time; TCP, the socket's peer."""
         return self._core.peer_address
 
     @property
@@ -103,8 +109,23 @@ class Connection(trio.abc.AsyncResource):
     def _is_closed(self) -> bool:
         return self._closed
 
+    def _start_handshake(self) -> None:
+        """Start a lazy client handshake, once (trio runs one task at a time: no lock)."""
+        if self._started:
+            return
+        self._started = True
+        core = self._core
+        if not core.conn.is_terminated and not core.driver.closed:
+            core.conn.connect(trio.current_time())
+            core.after_change()
+
     async def wait_handshake(self) -> None:
-        """Return once the handshake completed; raise its failure."""
+        """Return once the handshake completed; raise its failure.
+
+        After ``connect(..., lazy=True)`` this starts the handshake, exactly as the
+        first stream operation would; concurrent callers wait for the same one.
+        """
+        self._start_handshake()
         session = self._core.session
 
         def done() -> bool | None:
@@ -114,9 +135,20 @@ class Connection(trio.abc.AsyncResource):
             self._core.waiters.connection, done, lambda: session.check("handshake"), self._is_closed
         )
 
+    async def _handshake_settled(self) -> None:
+        """Wait until the handshake completed or failed, raising nothing (``auto``)."""
+        session = self._core.session
+
+        def settled() -> bool | None:
+            return True if session.handshake_done or session.failed else None
+
+        await wait_for(self._core.waiters.connection, settled, lambda: None, self._is_closed)
+
     async def open_stream(self, bidirectional: bool = True) -> Stream:
         """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6)."""
         core = self._core
+        if not core.session.handshake_done:
+            await self.wait_handshake()  # lazy: the first stream operation drives it
         stream_id = await wait_for(
             core.waiters.open,
             lambda: core.session.open_stream(bidirectional),
@@ -128,6 +160,8 @@ class Connection(trio.abc.AsyncResource):
     async def accept_stream(self) -> Stream:
         """The next stream the peer opened (bidirectional or unidirectional)."""
         core = self._core
+        if not core.session.handshake_done:
+            await self.wait_handshake()
         stream_id = await wait_for(
             core.waiters.accept,
             core.session.accept,
@@ -152,7 +186,12 @@ class Connection(trio.abc.AsyncResource):
 
 
 class Listener(trio.abc.Listener[Connection]):
-    """Accepts connections on one socket; ``async with`` closes it and its connections."""
+    """Accepts connections on one socket; ``async with`` closes it and its connections.
+
+    Instances come from :func:`mstls.trio.listen` (or :func:`mstls.trio.serve`,
+    through ``nursery.start``).  The handshake counters mean the same as in
+    :class:`mstls.Listener`, on both transports.
+    """
 
     def __init__(self, driver: ListenerDriver, transport: str, address: Any) -> None:
         self._driver = driver
@@ -185,20 +224,29 @@ class Listener(trio.abc.Listener[Connection]):
 
     @property
     def failed_handshakes(self) -> int:
-        """How many handshakes failed on this listener (for metrics)."""
+        """Every handshake that failed on this listener, refusals included (for metrics)."""
         return int(self._driver.failed_handshakes)
 
     @property
+    def refused_handshakes(self) -> int:
+        """Handshakes refused by admission control (over the per-source rate); each is
+        also one of :attr:`failed_handshakes`.  UDP counts every refused Initial, a
+        client's retransmissions included; TCP, every connection reset before TLS."""
+        endpoint = getattr(self._driver, "endpoint", None)
+        if endpoint is not None:
+            return int(endpoint.refused_initials)
+        return int(getattr(self._driver, "refused_handshakes", 0))
+
+    @property
     def dropped_initials(self) -> int:
-        """QUIC Initial datagrams that authenticated nothing and were dropped (UDP only)."""
+        """QUIC Initial datagrams that authenticated nothing and were dropped before any
+        state or Retry (RFC 9000 §14.1, §17.2.2); always 0 on TCP."""
         endpoint = getattr(self._driver, "endpoint", None)
         return int(endpoint.dropped_initials) if endpoint is not None else 0
 
     def pop_handshake_failures(self) -> list[tuple[Any, Error | None]]:
-        """The failed handshakes recorded since the last call: (peer address, exception).
-
-        At most the latest :data:`~mstls.trio._driver.MAX_RECORDED_FAILURES` are kept.
-        """
+        """The failed handshakes recorded since the last call: (peer address, exception),
+        oldest first; at most the latest :data:`~mstls.core.admission.MAX_RECORDED_FAILURES`."""
         failures = list(self._driver.handshake_failures)
         self._driver.handshake_failures.clear()
         return failures

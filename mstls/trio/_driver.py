@@ -43,6 +43,7 @@ import trio
 
 from .. import _errors as errors
 from ..codes import TransportErrorCode
+from ..core.admission import MAX_RECORDED_FAILURES
 from ..core.events import ConnectionTerminatedEvent
 from ..core.lifecycle import TerminationKind
 from ..exceptions import Error
@@ -246,10 +247,6 @@ class Driver:
             finally:
                 self._timer_scope = None
         return not scope.cancelled_caught
-
-
-#: Failed handshakes a listener remembers (their count is kept without bound).
-MAX_RECORDED_FAILURES = 256
 
 
 class ListenerDriver(Driver):

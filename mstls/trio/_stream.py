@@ -113,7 +113,12 @@ class ConflictDetector:
 
 
 class Stream(trio.abc.HalfCloseableStream):
-    """One QUIC/QMux stream; see the module documentation for the rules."""
+    """One QUIC/QMux stream; see the module documentation for the rules.
+
+    Instances come from :meth:`Connection.open_stream <mstls.trio.Connection.open_stream>`
+    and :meth:`Connection.accept_stream <mstls.trio.Connection.accept_stream>`;
+    ``async with`` closes the stream (:meth:`aclose`).
+    """
 
     def __init__(self, core: Core, stream_id: int) -> None:
         self._core = core

@@ -28,10 +28,8 @@ accepts.  ``Listener.accept`` alone waits without a limit of its own (see
 
 What legitimately differs between the APIs, and the suite normalises:
 the trio API raises the same mstls classes turned into subclasses of
-:class:`trio.BrokenResourceError` (:func:`mstls_class` finds the mstls class);
-trio has no lazy connect, so :meth:`TrioClient.connect` with ``lazy=True``
-starts the driver (and with it the handshake) without waiting for it, through
-the same internal step ``mstls.trio.connect`` uses.
+:class:`trio.BrokenResourceError` (:func:`mstls_class` finds the mstls class).
+Both have ``connect(..., lazy=True)``: the first operation starts the handshake.
 """
 
 from __future__ import annotations
@@ -526,14 +524,9 @@ class TrioClient(Client):
         transport = self.transport
 
         async def connect() -> mstls.trio.Connection:
-            if not lazy:
-                return await mstls.trio.connect(
-                    LOOPBACK, port, config, transport=transport, timeout=WAKE_TIMEOUT
-                )
-            # No lazy connect in trio: start the driver (the handshake starts with
-            # it) without waiting, as the first step of mstls.trio.connect does.
-            driver = await mstls.trio._CLIENTS[transport](LOOPBACK, port, config)
-            return mstls.trio.Connection(driver.cores()[0], transport)
+            return await mstls.trio.connect(
+                LOOPBACK, port, config, transport=transport, timeout=WAKE_TIMEOUT, lazy=lazy
+            )
 
         self.conn = self.portal(connect)
 
