@@ -6,7 +6,8 @@ The blocking, thread-safe API lives here (:func:`connect`, :func:`listen`,
 """
 
 from . import errors
-from ._blocking.api import Connection, Listener, Stream, connect, listen
+from ._blocking.api import Connection, Listener, Stream
+from ._blocking.entry import connect, listen
 from .config import ClientConfig, ServerConfig
 from .exceptions import (
     CertificateError,

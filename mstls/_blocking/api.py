@@ -33,14 +33,14 @@ from typing import Any, TypeVar
 
 from .. import _errors as errors
 from ..config import ClientConfig, ServerConfig
-from ..exceptions import ConfigurationError, Error
+from ..exceptions import Error
 from ..io.udp import open_udp_socket
 from ..quic.connection import QuicConnection
 from ..session import Session
 from ..stats import ConnectionStats
 from .handlers import HandshakeFailures, UdpClientHandler, UdpListenerHandler, Waiters
 
-__all__ = ["Connection", "Listener", "Stream", "connect", "listen"]
+__all__ = ["Connection", "Listener", "Stream", "connect_udp", "listen_udp"]
 
 T = TypeVar("T")
 #: Default read size.
@@ -428,35 +428,10 @@ def _resolve(host: str, port: int) -> tuple[str, int]:
     return str(address[0]), int(address[1])
 
 
-def connect(
-    host: str,
-    port: int,
-    config: ClientConfig,
-    *,
-    transport: str = "udp",
-    timeout: float | None = None,
-    lazy: bool = False,
+def connect_udp(
+    host: str, port: int, config: ClientConfig, *, timeout: float | None, lazy: bool
 ) -> Connection:
-    """Connect to ``host:port`` and wait for the handshake (at most ``timeout`` seconds).
-
-    ``transport`` is ``"udp"`` (QUIC), ``"tcp"`` (QMux over TLS/TCP) or ``"auto"``
-    (Happy Eyeballs: QUIC first, TCP beside it after ``config.fallback_delay`` if
-    no QUIC packet came back; the first handshake to complete wins and the other
-    attempt is closed; :attr:`Connection.transport` names the winner).  With
-    ``lazy=True`` (``"udp"``/``"tcp"``) it returns before the handshake: the first
-    stream operation or :meth:`Connection.wait_handshake` starts it and waits
-    (``"auto"`` always waits, since the handshake picks the transport).  A
-    handshake failure raises :class:`~mstls.exceptions.HandshakeError` (or the
-    connection's failure; ``"auto"``: the TCP attempt's, chained from the QUIC
-    attempt's, both in the error queue); running out of time raises
-    :class:`~mstls.exceptions.Timeout`.
-    """
-    if transport not in ("udp", "tcp", "auto"):
-        raise ConfigurationError(f"transport: expected 'udp', 'tcp' or 'auto', got {transport!r}")
-    if transport != "udp":
-        from .transports import connect_other  # noqa: PLC0415 - TCP/auto live apart
-
-        return connect_other(host, port, config, transport=transport, timeout=timeout, lazy=lazy)
+    """:func:`mstls.connect` over UDP (QUIC); the entry point is :mod:`.entry`."""
     address = _resolve(host, port)
     quic_config = config.quic_config(host)
     family_host = "::" if ":" in address[0] else "0.0.0.0"
@@ -476,29 +451,15 @@ def connect(
 SocketHook = Callable[[socket.socket], object]
 
 
-def listen(
+def listen_udp(
     host: str,
     port: int,
     config: ServerConfig,
     *,
-    transport: str = "udp",
-    reuse_port: bool = False,
-    socket_hook: SocketHook | None = None,
+    reuse_port: bool,
+    socket_hook: SocketHook | None,
 ) -> Listener:
-    """Listen on ``host:port`` (port 0: any; see :attr:`Listener.address`).
-
-    ``transport`` is ``"udp"`` (QUIC) or ``"tcp"`` (QMux over TLS/TCP).
-    ``reuse_port`` sets SO_REUSEPORT so several processes share the port;
-    ``socket_hook(sock)`` is called with the bound socket before it is used (for
-    example to attach a reuseport steering program).  The configuration is
-    checked before any socket is bound.
-    """
-    if transport != "udp":
-        from .transports import listen_other  # noqa: PLC0415
-
-        return listen_other(
-            host, port, config, transport=transport, reuse_port=reuse_port, socket_hook=socket_hook
-        )
+    """:func:`mstls.listen` over UDP (QUIC); the entry point is :mod:`.entry`."""
     endpoint = config.server_endpoint()
     sock = open_udp_socket(host, port, reuse_port=reuse_port)
     if socket_hook is not None:

@@ -32,7 +32,7 @@ from ..io.tcp import prepare_socket, refuse_socket, send_failed, transport_error
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
 from ..session import Session
-from .api import Connection, Listener, SocketHook, _Core, _deadline, _remaining, connect
+from .api import Connection, Listener, SocketHook, _Core, _deadline, _remaining, connect_udp
 from .assist import EXIT_REASON, AssistThread
 from .handlers import HandshakeFailures, Waiters, fail_connection
 
@@ -376,7 +376,7 @@ def connect_other(
 def _connect_auto(host: str, port: int, config: ClientConfig, timeout: float | None) -> Connection:
     """Happy Eyeballs for transports (see the module documentation)."""
     deadline = _deadline(timeout)
-    quic = connect(host, port, config, transport="udp", lazy=True)
+    quic = connect_udp(host, port, config, timeout=None, lazy=True)
     core = quic._core
     core.ensure_handshake_started()
     try:
