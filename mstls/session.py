@@ -58,6 +58,7 @@ from .core.events import (
     StreamsAvailable,
     StreamWritable,
 )
+from .core.stream_states import RecvState
 from .exceptions import (
     Error,
     StreamLimitReached,
@@ -68,6 +69,9 @@ from .exceptions import (
 from .stats import ConnectionStats
 
 __all__ = ["Session", "Wakeups"]
+
+#: Receiving states in which the peer sends nothing more and only reading is left.
+_UNREAD_ENDS = frozenset({RecvState.DATA_RECVD, RecvState.RESET_RECVD})
 
 
 @attrs.define
@@ -325,7 +329,15 @@ class Session:
         return False
 
     def forget(self, stream_id: int) -> None:
-        """The application closed ``stream_id``: drop what is kept for its later calls."""
+        """The application closed ``stream_id``: drop what is kept for its later calls.
+
+        A receiving part that needs nothing more from the peer (its reset or all its
+        data arrived, unread) is ended too, silently, so a stream done on both sides
+        is forgotten and the peer's stream credit comes back (RFC 9000 §3.2, §4.6)."""
+        stream = self.conn.streams.get_stream(stream_id)
+        recv = None if stream is None else stream.recv
+        if recv is not None and recv.state in _UNREAD_ENDS:
+            self.conn.streams.stop_sending(stream_id, 0)  # no frame: nothing to stop
         self._stop_sent.discard(stream_id)
         self._reset.pop(stream_id, None)
         self._stopped.pop(stream_id, None)

@@ -7,6 +7,7 @@ stream goes out in as few datagrams as possible.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections import deque
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from mstls.core.stream_limits import DEFAULT_MAX_TRACKED_STREAMS, MAX_TRACKED_STREAMS_LIMIT
-from mstls.exceptions import ConfigurationError
+from mstls.exceptions import ConfigurationError, StreamReset, StreamStateError
 from mstls.qmux.config import QMuxConfig
 from mstls.quic.config import QuicConfig
 from mstls.session import Session
@@ -70,9 +71,9 @@ def test_100k_idle_streams_open_at_once_with_the_limit_raised() -> None:
 class _Sessions:
     """Sessions over both ends of a QUIC or QMux pair, pumped as a driver pumps them."""
 
-    def __init__(self, transport: str, **server: Any) -> None:
+    def __init__(self, transport: str, loss: float = 0.0, seed: int = 1, **server: Any) -> None:
         if transport == "udp":
-            self.pair: Any = Pair(server=server_config(**server))
+            self.pair: Any = Pair(server=server_config(**server), loss=loss, seed=seed)
         else:
             self.pair = qmux_pair.Pair(server=qmux_pair.server_config(**server))
         self.pair.handshake()
@@ -110,7 +111,9 @@ def _request(sessions: _Sessions, size: int = 1024) -> None:
     def served() -> bool:
         if not server.accept_queue or not _drain(server, server.accept_queue[0], got):
             return False
-        server.write(server.accept(), b"r" * size, fin=True)
+        accepted = server.accept()
+        assert accepted == sid
+        server.write(accepted, b"r" * size, fin=True)
         return True
 
     sessions.run_until(served)
@@ -158,3 +161,93 @@ def test_sequential_streams_leave_no_state_behind(transport: str) -> None:
     grown = {name: after[name] - before[name] for name in after}
     assert {name: n for name, n in grown.items() if n >= 64} == {}
     assert sessions.client.tracked_streams == sessions.server.tracked_streams == 0
+
+
+# -- stream credit comes back after resets (issue 11 point 3) -------------------------------------
+LIMIT = 20
+ROUNDS = 5
+
+
+def _opened(session: Session, into: list[int]) -> bool:
+    sid = session.open_stream(True)
+    if sid is None:
+        return False
+    into.append(sid)
+    return True
+
+
+def _client_abandons(client: Session, sid: int, how: int) -> None:
+    """Leave stream ``sid`` in one of several ways involving a reset or STOP_SENDING."""
+    if how == 0:  # data, then reset and stop at once (an aborted close)
+        client.write(sid, b"a" * 3000)
+        client.reset(sid, 1)
+        client.stop_sending(sid, 1)
+    elif how == 1:  # nothing written: the RESET_STREAM alone opens it at the server
+        client.reset(sid, 2)
+        client.stop_sending(sid, 2)
+    elif how == 2:  # a whole request, then STOP_SENDING for the answer
+        client.write(sid, b"b" * 500, fin=True)
+        client.stop_sending(sid, 3)
+    elif how == 3:  # STOP_SENDING alone opens it, then the request ends with FIN
+        client.stop_sending(sid, 4)
+        client.write(sid, b"c" * 10, fin=True)
+    elif how == 4:  # data, reset, the answer read to its end
+        client.write(sid, b"d" * 100)
+        client.reset(sid, 5)
+    else:  # a request the server answers without reading on to the reset that follows
+        client.write(sid, b"e" * 100)
+        client.reset(sid, 6)
+
+
+def _server_serves(server: Session, done: set[int]) -> None:
+    """Accept, read to the end or the reset, answer with a FIN (as an echo server does)."""
+    while (sid := server.accept()) is not None:
+        done.discard(sid)
+        server.pending.add(sid)  # type: ignore[attr-defined]
+    for sid in list(server.pending):  # type: ignore[attr-defined]
+        if sid // 4 % 6 == 5:  # answer, close: the reset is never read
+            if server.conn.streams.get_stream(sid).recv.reset_code is None:
+                continue
+            server.conclude(sid)
+            server.forget(sid)
+            server.pending.discard(sid)  # type: ignore[attr-defined]
+            done.add(sid)
+            continue
+        try:
+            while (data := server.read(sid, 1 << 16)) is not None and data:
+                pass
+            if data is None:
+                continue
+        except StreamReset:
+            pass
+        server.conclude(sid)
+        server.pending.discard(sid)  # type: ignore[attr-defined]
+        done.add(sid)
+
+
+@pytest.mark.parametrize(
+    ("transport", "loss", "seed"),
+    [("udp", 0, 1), ("tcp", 0, 1), *[("udp", 0.1, s) for s in range(20)]],
+)
+def test_stream_credit_comes_back_after_resets(transport: str, loss: float, seed: int) -> None:
+    """The peer resets or stops streams in various states; once each is done on both
+    sides the server re-issues MAX_STREAMS, so ``LIMIT`` more streams open at once."""
+    sessions = _Sessions(transport, loss, seed, max_streams_bidi=LIMIT)
+    client, server = sessions.client, sessions.server
+    server.pending = set()  # type: ignore[attr-defined]
+    done: set[int] = set()
+    for _ in range(ROUNDS):
+        sids: list[int] = []
+        for _ in range(LIMIT):  # as the APIs open: wait for credit when none is left
+            sessions.run_until(lambda into=sids: _opened(client, into))  # type: ignore[misc]
+            _client_abandons(client, sids[-1], sids[-1] // 4 % 6)
+
+        def all_done(sids: list[int] = sids) -> bool:
+            _server_serves(server, done)
+            for sid in sids:  # the client reads what it did not stop, to the end
+                with contextlib.suppress(StreamStateError, StreamReset):
+                    _drain(client, sid, bytearray())
+            return done >= set(sids)
+
+        sessions.run_until(all_done)
+    sessions.run_until(lambda: _opened(client, []))
