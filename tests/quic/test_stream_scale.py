@@ -251,3 +251,26 @@ def test_stream_credit_comes_back_after_resets(transport: str, loss: float, seed
 
         sessions.run_until(all_done)
     sessions.run_until(lambda: _opened(client, []))
+
+
+# -- coalescing (issue 11 point 4) ----------------------------------------------------------------
+def test_small_request_response_is_one_datagram_each_way() -> None:
+    """Data and FIN handed over together go in one packet, and the ACK of the previous
+    answer rides in the next request's packet (it is delayed, RFC 9000 §13.2.1):
+    sequential 1 KiB request/response streams cost one datagram each way."""
+    sessions = _Sessions("udp")
+    pair = sessions.pair
+    sent: list[bool] = []
+    send = pair._send
+
+    def counting(data: bytes, to_server: bool) -> None:
+        sent.append(to_server)
+        send(data, to_server)
+
+    pair._send = counting
+    _request(sessions)  # the first answer's ACK waits for the second request
+    sent.clear()
+    for _ in range(50):
+        _request(sessions)
+    assert sent.count(True) == 50  # from the client: data + FIN + the previous ACK
+    assert sent.count(False) == 50
