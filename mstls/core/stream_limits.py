@@ -45,7 +45,8 @@ __all__ = [
 #: huge, and, as a configuration check, the peer's concurrency we advertise.
 DEFAULT_MAX_TRACKED_STREAMS = 4096
 #: The largest ``max_tracked_streams`` accepted (2^20).  A tracked idle stream
-#: costs about 1.5 KiB, so the maximum is about 1.5 GiB per connection.
+#: costs about 0.9 KiB (tracemalloc, a bidirectional stream with both parts), so
+#: the maximum is about 1 GiB per connection.
 MAX_TRACKED_STREAMS_LIMIT = 1 << 20
 
 #: Index of the per-kind counters.
