@@ -224,6 +224,9 @@ class Session:
         try:
             data, fin = streams.read(stream_id, max_bytes)
         except StreamResetError as exc:
+            # Kept even before the StreamReset event is pumped: the stream may be
+            # forgotten now, and a later read must not take it for a clean end.
+            self._reset[stream_id] = exc.error_code
             raise errors.stream_error("reset", exc.error_code, stream_id) from None
         except StreamStateError:
             code = self._reset.get(stream_id)

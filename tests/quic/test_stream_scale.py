@@ -274,3 +274,24 @@ def test_small_request_response_is_one_datagram_each_way() -> None:
         _request(sessions)
     assert sent.count(True) == 50  # from the client: data + FIN + the previous ACK
     assert sent.count(False) == 50
+
+
+def test_a_reset_read_before_its_event_is_pumped_is_not_taken_for_an_end() -> None:
+    """E5: once read, a reset is raised on every later read, also after the stream is
+    forgotten and even if the StreamReset event was never pumped into the session."""
+    sessions = _Sessions("udp")
+    client, server = sessions.client, sessions.server
+    sessions.pair._collect = client.pump_events  # the server's events stay queued
+    sid = client.open_stream(True)
+    assert sid is not None
+    client.write(sid, b"x")
+    client.reset(sid, 7)
+    streams = sessions.pair.server.streams
+    sessions.run_until(lambda: streams.get_stream(sid) is not None)
+    sessions.run_until(lambda: streams.get_stream(sid).recv.reset_code is not None)
+    with pytest.raises(StreamReset):
+        server.read(sid, 10)
+    server.conclude(sid)
+    sessions.run_until(lambda: streams.get_stream(sid) is None)  # done on both sides
+    with pytest.raises(StreamReset):
+        server.read(sid, 10)
