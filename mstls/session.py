@@ -282,8 +282,8 @@ class Session:
         with contextlib.suppress(StreamStateError):
             stream = self.conn.streams.get_stream(stream_id)
             self.conn.streams.stop_sending(stream_id, code)
-            if stream is not None and stream.recv is not None:
-                self._stop_sent.add(stream_id)
+            if stream is not None and stream.recv is not None and stream.recv.stop_code is not None:
+                self._stop_sent.add(stream_id)  # took effect (not after the end was read)
 
     def all_acknowledged(self, stream_id: int) -> bool:
         """Every byte written on ``stream_id`` so far, and its FIN if sent, is

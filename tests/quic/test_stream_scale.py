@@ -295,3 +295,31 @@ def test_a_reset_read_before_its_event_is_pumped_is_not_taken_for_an_end() -> No
     sessions.run_until(lambda: streams.get_stream(sid) is None)  # done on both sides
     with pytest.raises(StreamReset):
         server.read(sid, 10)
+
+
+def test_the_end_stays_the_end_after_a_late_stop_sending() -> None:
+    """STOP_SENDING after the FIN was read changes nothing: reads still say FIN, also
+    once the stream is forgotten; reading a stream we stopped earlier raises."""
+    sessions = _Sessions("udp")
+    client = sessions.client
+    _request(sessions)
+    sid = client.open_stream(True)
+    assert sid is not None
+    client.write(sid, b"q", fin=True)
+    server = sessions.server
+    sessions.run_until(lambda: bool(server.accept_queue) and _drain(server, sid, bytearray()))
+    assert server.accept() == sid
+    server.stop_sending(sid, 1)  # after the end: no effect
+    server.conclude(sid)
+    sessions.run_until(lambda: sessions.pair.server.streams.get_stream(sid) is None)
+    assert server.read(sid, 10) == b""
+    stopped = client.open_stream(True)
+    assert stopped is not None
+    client.write(stopped, b"q", fin=True)
+    sessions.run_until(lambda: bool(server.accept_queue))
+    assert server.accept() == stopped
+    server.stop_sending(stopped, 2)
+    server.conclude(stopped)
+    sessions.run_until(lambda: sessions.pair.server.streams.get_stream(stopped) is None)
+    with pytest.raises(StreamStateError):
+        server.read(stopped, 10)
