@@ -54,7 +54,7 @@ def _checked_quic(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> Qui
     except TypeError as exc:  # an unknown name in ``extra``
         raise ConfigurationError(f"extra: not a QUIC setting ({exc})") from None
     try:
-        check_stream_limits(config.transport_parameters(b""))
+        check_stream_limits(config.transport_parameters(b""), config.max_tracked_streams)
     except (ConfigurationError, TypeError) as exc:  # TypeError: a value of the wrong type
         raise ConfigurationError(f"extra: {exc}") from None
     return config
@@ -62,7 +62,7 @@ def _checked_quic(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> Qui
 
 def _checked_qmux(config: QMuxConfig) -> QMuxConfig:
     """The QMux counterpart of :func:`_checked_quic` (the same stream limits)."""
-    check_stream_limits(config.transport_parameters())
+    check_stream_limits(config.transport_parameters(), config.max_tracked_streams)
     return config
 
 

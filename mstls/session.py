@@ -18,6 +18,14 @@ Error rules (brief E3-E6): a connection failure goes onto the channel once and i
 replicated to every later caller; a stream reset fails reads only, a STOP_SENDING
 fails writes only, and reads return everything delivered before the reset's error.
 
+Per-stream memory (issue 11): a stream that ended cleanly leaves nothing here.  A
+read after the end is answered from the stream layer: a live stream says FIN again,
+and a stream it has forgotten (done on both sides) whose receiving part we did not
+stop and the peer did not reset can only have ended with its FIN read.  Only the
+exceptions (the peer's reset or STOP_SENDING, our own reset or STOP_SENDING, a
+QMux acknowledgement still awaited) keep an entry, until :meth:`Session.forget`
+when the application closes the stream.
+
 "Acknowledged" (:meth:`Session.all_acknowledged`, behind both APIs'
 ``wait_acknowledged``) means the peer's transport holds every byte written so far
 and the FIN if sent, and is recomputed on every call, never cached.  QUIC: the
@@ -33,6 +41,7 @@ peer's stream layer received all of it — the same promise as a QUIC ACK.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from typing import Any
 
 import attrs
@@ -49,6 +58,7 @@ from .core.events import (
     StreamsAvailable,
     StreamWritable,
 )
+from .core.stream_states import RecvState
 from .exceptions import (
     Error,
     StreamLimitReached,
@@ -59,6 +69,9 @@ from .exceptions import (
 from .stats import ConnectionStats
 
 __all__ = ["Session", "Wakeups"]
+
+#: Receiving states in which the peer sends nothing more and only reading is left.
+_UNREAD_ENDS = frozenset({RecvState.DATA_RECVD, RecvState.RESET_RECVD})
 
 
 @attrs.define
@@ -83,12 +96,14 @@ class Session:
         self.channel = errors.Channel(errors.Lib.QMUX if transport == "tcp" else errors.Lib.QUIC)
         self.handshake_done = False
         self.handshake_info: HandshakeCompletedEvent | None = None
-        self.accept_queue: list[int] = []
-        self._fin: set[int] = set()
+        self.accept_queue: deque[int] = deque()
+        #: Streams the peer reset (their code): every later read raises it (E5).
         self._reset: dict[int, int] = {}
         self._stopped: dict[int, int] = {}
         #: Streams we reset ourselves: their data will never be acknowledged.
         self._reset_sent: set[int] = set()
+        #: Streams whose reading we stopped: a read raises, never reports an end.
+        self._stop_sent: set[int] = set()
         #: QMux: stream -> (what was framed: bytes written and FIN, or None once the
         #: stream is forgotten; the QX_PING sequence number that must be answered).
         self._ack_pings: dict[int, tuple[tuple[int, bool] | None, int]] = {}
@@ -166,6 +181,17 @@ class Session:
 
     # -- checks ----------------------------------------------------------------------------
     @property
+    def tracked_streams(self) -> int:
+        """Per-stream entries held (for tests and statistics): the exceptions only."""
+        return (
+            len(self._reset)
+            + len(self._stopped)
+            + len(self._reset_sent)
+            + len(self._stop_sent)
+            + len(self._ack_pings)
+        )
+
+    @property
     def failed(self) -> bool:
         return self.channel.failed
 
@@ -184,7 +210,7 @@ class Session:
 
     def accept(self) -> int | None:
         self.check("accept_stream")
-        return self.accept_queue.pop(0) if self.accept_queue else None
+        return self.accept_queue.popleft() if self.accept_queue else None
 
     def read(self, stream_id: int, max_bytes: int) -> bytes | None:
         """Data, ``b""`` at a clean FIN, or ``None`` when nothing is there yet.
@@ -194,20 +220,22 @@ class Session:
         reset raises :class:`~mstls.exceptions.StreamReset` with the peer's code,
         in the caller's queue only (E5), on this and every later read.
         """
-        if stream_id in self._fin:
-            return b""
+        streams = self.conn.streams
         try:
-            data, fin = self.conn.streams.read(stream_id, max_bytes)
+            data, fin = streams.read(stream_id, max_bytes)
         except StreamResetError as exc:
+            # Kept even before the StreamReset event is pumped: the stream may be
+            # forgotten now, and a later read must not take it for a clean end.
+            self._reset[stream_id] = exc.error_code
             raise errors.stream_error("reset", exc.error_code, stream_id) from None
         except StreamStateError:
             code = self._reset.get(stream_id)
             if code is not None:
                 raise errors.stream_error("reset", code, stream_id) from None
+            if stream_id not in self._stop_sent and streams.ended_readable(stream_id):
+                return b""  # forgotten after its FIN was read (see the module doc)
             self.check("read")
             raise
-        if fin:
-            self._fin.add(stream_id)
         if data or fin:
             return bytes(data)
         code = self._reset.get(stream_id)
@@ -252,7 +280,10 @@ class Session:
     def stop_sending(self, stream_id: int, code: int) -> None:
         self.check("stop_sending")
         with contextlib.suppress(StreamStateError):
+            stream = self.conn.streams.get_stream(stream_id)
             self.conn.streams.stop_sending(stream_id, code)
+            if stream is not None and stream.recv is not None and stream.recv.stop_code is not None:
+                self._stop_sent.add(stream_id)  # took effect (not after the end was read)
 
     def all_acknowledged(self, stream_id: int) -> bool:
         """Every byte written on ``stream_id`` so far, and its FIN if sent, is
@@ -301,7 +332,16 @@ class Session:
         return False
 
     def forget(self, stream_id: int) -> None:
-        self._fin.discard(stream_id)
+        """The application closed ``stream_id``: drop what is kept for its later calls.
+
+        A receiving part that needs nothing more from the peer (its reset or all its
+        data arrived, unread) is ended too, silently, so a stream done on both sides
+        is forgotten and the peer's stream credit comes back (RFC 9000 §3.2, §4.6)."""
+        stream = self.conn.streams.get_stream(stream_id)
+        recv = None if stream is None else stream.recv
+        if recv is not None and recv.state in _UNREAD_ENDS:
+            self.conn.streams.stop_sending(stream_id, 0)  # no frame: nothing to stop
+        self._stop_sent.discard(stream_id)
         self._reset.pop(stream_id, None)
         self._stopped.pop(stream_id, None)
         self._reset_sent.discard(stream_id)

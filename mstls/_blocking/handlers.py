@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -54,7 +55,10 @@ class Waiters:
         self.connection = threading.Condition(lock)
         self.accept = threading.Condition(lock)
         self.open = threading.Condition(lock)
-        self._streams: dict[int, threading.Condition] = {}
+        # Weak: a condition lives as long as a Stream object holds it (issue 11).
+        self._streams: weakref.WeakValueDictionary[int, threading.Condition] = (
+            weakref.WeakValueDictionary()
+        )
 
     def stream(self, stream_id: int) -> threading.Condition:
         found = self._streams.get(stream_id)

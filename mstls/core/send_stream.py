@@ -57,6 +57,7 @@ NO_ROOM = -1
 
 
 #: STREAM frame type bytes with the LEN bit, by [OFF bit][FIN bit] (RFC 9000 §19.8).
+#: STREAM frame types with LEN set, by [OFF bit][FIN bit] (RFC 9000 §19.8).
 _STREAM_TYPES = ((b"\x0a", b"\x0b"), (b"\x0e", b"\x0f"))
 _EMPTY = memoryview(b"")
 _ONE_BYTE = [bytes((value,)) for value in range(0x40)]
@@ -121,16 +122,13 @@ class SendStream:
 
     __slots__ = (
         "_acked",
-        "_acked_cb",
         "_chunks",
         "_ends",
         "_fin_lost",
         "_first",
+        "_id_bytes",
         "_listener",
         "_lost",
-        "_lost_cb",
-        "_prefix_len",
-        "_prefixes",
         "_tail_open",
         "_write_blocked",
         "acked_offset",
@@ -187,12 +185,11 @@ class SendStream:
         self._fin_lost = False
         self._write_blocked = False
         self._listener: SendListener = listener or _NULL_LISTENER
-        self._acked_cb = self.on_data_acked
-        self._lost_cb = self.on_data_lost
-        id_bytes = encode_varint(stream_id)
-        #: Type and Stream ID of our STREAM frames, by [OFF bit][FIN bit].
-        self._prefixes = tuple(tuple(t + id_bytes for t in pair) for pair in _STREAM_TYPES)
-        self._prefix_len = 1 + len(id_bytes)
+        # No bound methods or per-frame prefixes kept here: a bound method of our own
+        # would make a reference cycle (the stream freed only by the cyclic collector),
+        # and every byte per stream counts with 10^5 streams open (issue 11).
+        #: The Stream ID field of our STREAM frames.
+        self._id_bytes = encode_varint(stream_id)
 
     def __repr__(self) -> str:
         return (
@@ -368,7 +365,8 @@ class SendStream:
         end = self.write_offset
         length = (limit if end > limit else end) - offset
         offset_field = _varint(offset) if offset else b""
-        room = sink.remaining - self._prefix_len - len(offset_field)
+        id_bytes = self._id_bytes
+        room = sink.remaining - 1 - len(id_bytes) - len(offset_field)
         if length > 0:
             capacity = room - 2 if 0x40 < room <= 0x4001 else _capacity(room)
             if capacity <= 0:
@@ -390,19 +388,19 @@ class SendStream:
             self._fire(SendEvent.SEND_FIN)
         elif self.state is SendState.READY:
             self._fire(SendEvent.SEND_DATA)
-        header = self._prefixes[offset > 0][fin] + offset_field + _varint(length)
+        header = _STREAM_TYPES[offset > 0][fin] + id_bytes + offset_field + _varint(length)
         sink.add_parts(
             header,
             self._view(offset, length) if length else b"",
-            (self._acked_cb, self._lost_cb, (offset, length, fin)),
+            (self.on_data_acked, self.on_data_lost, (offset, length, fin)),
         )
         return length
 
     def _header(self, offset: int, length: int, fin: bool) -> bytes:
         # RFC 9000 §19.8: type 0x08 | OFF (0x04) | LEN (0x02) | FIN (0x01).
         if offset:
-            return self._prefixes[1][fin] + _varint(offset) + _varint(length)
-        return self._prefixes[0][fin] + _varint(length)
+            return _STREAM_TYPES[1][fin] + self._id_bytes + _varint(offset) + _varint(length)
+        return _STREAM_TYPES[0][fin] + self._id_bytes + _varint(length)
 
     def on_blocked_sent(self) -> None:
         """A STREAM_DATA_BLOCKED is being sent: Ready becomes Send (§3.1)."""
@@ -443,7 +441,7 @@ class SendStream:
         sink.add_parts(
             self._header(start, length, fin),
             payload,
-            (self._acked_cb, self._lost_cb, (start, length, fin)),
+            (self.on_data_acked, self.on_data_lost, (start, length, fin)),
         )
         return True
 

@@ -24,10 +24,30 @@ acknowledgement shows the peer has ``max_remote``.
 
 from __future__ import annotations
 
+from ..exceptions import ConfigurationError
 from ..wire.frames import MAX_STREAMS_LIMIT
 from .streams import is_bidirectional, stream_index
 
-__all__ = ["BIDI", "UNI", "StreamCounts", "stream_kind"]
+__all__ = [
+    "BIDI",
+    "DEFAULT_MAX_TRACKED_STREAMS",
+    "MAX_TRACKED_STREAMS_LIMIT",
+    "UNI",
+    "StreamCounts",
+    "check_tracked_streams",
+    "stream_kind",
+    "validate_tracked_streams",
+]
+
+#: Streams one connection tracks at once by default (the ``max_tracked_streams``
+#: setting of :class:`~mstls.quic.config.QuicConfig` and
+#: :class:`~mstls.qmux.config.QMuxConfig`): ours, since the peer's MAX_STREAMS may be
+#: huge, and, as a configuration check, the peer's concurrency we advertise.
+DEFAULT_MAX_TRACKED_STREAMS = 4096
+#: The largest ``max_tracked_streams`` accepted (2^20).  A tracked idle stream
+#: costs about 0.9 KiB (tracemalloc, a bidirectional stream with both parts), so
+#: the maximum is about 1 GiB per connection.
+MAX_TRACKED_STREAMS_LIMIT = 1 << 20
 
 #: Index of the per-kind counters.
 BIDI, UNI = 0, 1
@@ -36,6 +56,22 @@ BIDI, UNI = 0, 1
 def stream_kind(stream_id: int) -> int:
     """:data:`BIDI` or :data:`UNI` for ``stream_id`` (RFC 9000 §2.1)."""
     return BIDI if is_bidirectional(stream_id) else UNI
+
+
+def check_tracked_streams(value: int) -> None:
+    """Raise :class:`ConfigurationError` unless ``max_tracked_streams`` is an int in
+    1..:data:`MAX_TRACKED_STREAMS_LIMIT`."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigurationError(f"max_tracked_streams: expected an int, got {value!r}")
+    if not 1 <= value <= MAX_TRACKED_STREAMS_LIMIT:
+        raise ConfigurationError(
+            f"max_tracked_streams ({value}) must be between 1 and {MAX_TRACKED_STREAMS_LIMIT}"
+        )
+
+
+def validate_tracked_streams(_config: object, _attribute: object, value: int) -> None:
+    """An attrs validator for the ``max_tracked_streams`` settings."""
+    check_tracked_streams(value)
 
 
 class StreamCounts:

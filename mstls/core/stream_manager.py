@@ -90,7 +90,15 @@ from .events import (
 from .flow_control import ReceiveWindow, SendCredit
 from .sending import FrameSink
 from .stream_control import BUILDERS, CONNECTION_WINDOW_RATIO, ControlKey
-from .stream_limits import BIDI, UNI, StreamCounts, stream_kind
+from .stream_limits import (
+    BIDI,
+    DEFAULT_MAX_TRACKED_STREAMS,
+    MAX_TRACKED_STREAMS_LIMIT,
+    UNI,
+    StreamCounts,
+    check_tracked_streams,
+    stream_kind,
+)
 from .streams import (
     DEFAULT_SEND_BUFFER,
     MAX_RECV_GAPS,
@@ -113,6 +121,7 @@ __all__ = [
     "DEFAULT_MAX_STREAM_WINDOW",
     "DEFAULT_MAX_TRACKED_STREAMS",
     "INITIAL_RTT",
+    "MAX_TRACKED_STREAMS_LIMIT",
     "STREAM_FRAME_HANDLERS",
     "StreamManager",
     "check_stream_limits",
@@ -122,9 +131,6 @@ __all__ = [
 DEFAULT_MAX_STREAM_WINDOW = 16 << 20
 #: Largest auto-tuned connection receive window.
 DEFAULT_MAX_CONNECTION_WINDOW = 24 << 20
-#: Streams tracked at once, at most: ours (the peer's MAX_STREAMS may be huge) and,
-#: as a configuration check, the peer's concurrency we advertise.
-DEFAULT_MAX_TRACKED_STREAMS = 4096
 #: RTT assumed for window auto-tuning until the connection sets :attr:`StreamManager.rtt`
 #: (RFC 9002 §6.2.2 kInitialRtt).
 INITIAL_RTT = 0.333
@@ -148,8 +154,10 @@ def check_stream_limits(
     params: TransportParameters, max_tracked_streams: int = DEFAULT_MAX_TRACKED_STREAMS
 ) -> None:
     """Raise :class:`ConfigurationError` if the stream counts we advertise
-    (initial_max_streams_bidi/uni, RFC 9000 §18.2) exceed what we agree to track:
-    the peer could make us keep that many streams."""
+    (initial_max_streams_bidi/uni, RFC 9000 §18.2) exceed what we agree to track
+    (the peer could make us keep that many streams), or if ``max_tracked_streams``
+    itself is outside 1..:data:`MAX_TRACKED_STREAMS_LIMIT`."""
+    check_tracked_streams(max_tracked_streams)
     for name in ("initial_max_streams_bidi", "initial_max_streams_uni"):
         if getattr(params, name) > max_tracked_streams:
             raise ConfigurationError(
@@ -197,7 +205,9 @@ class StreamManager:
         self._control: dict[ControlKey, None] = {}
         self._events: dict[tuple[int, type], Event] = {}
         self._readable: dict[int, None] = {}  # StreamDataAvailable, made when pulled
-        self._accept: list[int] = []
+        #: Peer streams not yet taken by :meth:`accept_pending`; a stream leaves when
+        #: forgotten too (drivers learn of streams from StreamOpened and never poll).
+        self._accept: dict[int, None] = {}
 
     # -- configuration -------------------------------------------------------------------
     def set_peer_parameters(self, params: TransportParameters) -> None:
@@ -278,13 +288,28 @@ class StreamManager:
         self._new_stream(stream_id)
         return stream_id
 
+    @property
+    def tracked(self) -> int:
+        """Streams tracked now, both sides' (forgotten ones are not)."""
+        return len(self._streams)
+
     def get_stream(self, stream_id: int) -> Stream | None:
         """The live stream, or None (never opened, or finished and forgotten)."""
         return self._streams.get(stream_id)
 
+    def ended_readable(self, stream_id: int) -> bool:
+        """Whether ``stream_id`` has a receiving part and was forgotten: it reached a
+        terminal state, so its end (FIN or reset) was read or reading was stopped."""
+        local = is_local(stream_id, self.is_client)
+        return (
+            (is_bidirectional(stream_id) or not local)
+            and stream_id not in self._streams
+            and self.stream_counts.was_opened(stream_id, local)
+        )
+
     def accept_pending(self) -> list[int]:
         """IDs of streams the peer opened since the last call, in order."""
-        accepted, self._accept = self._accept, []
+        accepted, self._accept = list(self._accept), {}
         return accepted
 
     def _app_stream(self, stream_id: int) -> Stream | None:
@@ -407,6 +432,7 @@ class StreamManager:
         stream_id = stream.stream_id
         del self._streams[stream_id]
         if not is_local(stream_id, self.is_client):
+            self._accept.pop(stream_id, None)
             kind = stream_kind(stream_id)
             self.stream_counts.remote_closed_one(kind)
             self._check_max_streams(kind)
@@ -459,7 +485,7 @@ class StreamManager:
         for i in range(opened, index + 1):
             new_id = make_stream_id(i, client=not self.is_client, bidirectional=bidi)
             stream = self._new_stream(new_id)
-            self._accept.append(new_id)
+            self._accept[new_id] = None
             self._event(new_id, StreamOpened(new_id))
         counts.remote_opened[kind] = index + 1
         self._check_max_streams(kind)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import attrs
 
+from ..core.stream_limits import DEFAULT_MAX_TRACKED_STREAMS, validate_tracked_streams
 from ..tls.config import TLSConfig
 from ..wire.buffer import VARINT_MAX
 from ..wire.transport_params import DEFAULT_MAX_RECORD_SIZE, TransportParameters
@@ -82,6 +83,12 @@ class QMuxConfig:
     max_stream_data_window: int = 8 << 20
     max_streams_bidi: int = 128
     max_streams_uni: int = 128
+    #: Streams tracked at once, both sides' together; ``max_streams_bidi`` and
+    #: ``max_streams_uni`` may not exceed it.  At most
+    #: :data:`~mstls.core.stream_limits.MAX_TRACKED_STREAMS_LIMIT` (2^20).
+    max_tracked_streams: int = attrs.field(
+        default=DEFAULT_MAX_TRACKED_STREAMS, validator=validate_tracked_streams
+    )
     #: Largest record Frames field we accept; advertised only above the default (§5.2).
     max_record_size: int = attrs.field(
         default=DEFAULT_MAX_RECORD_SIZE, validator=_check_max_record_size

@@ -153,6 +153,7 @@ class QMuxConnection(ReceivingMixin):
             self.local_params,
             max_stream_window=config.max_stream_data_window,
             max_connection_window=config.max_data_window,
+            max_tracked_streams=config.max_tracked_streams,
             ordered_transport=True,
         )
         self.stream_handlers = self.streams.frame_handlers()

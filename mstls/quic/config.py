@@ -12,6 +12,7 @@ from collections.abc import Callable
 import attrs
 
 from ..core.stateless_reset import StatelessResetKey
+from ..core.stream_limits import DEFAULT_MAX_TRACKED_STREAMS, validate_tracked_streams
 from ..exceptions import ConfigurationError
 from ..tls.config import TLSConfig
 from ..wire.packet import QUIC_VERSION_1, QUIC_VERSION_2, SUPPORTED_VERSIONS
@@ -66,6 +67,12 @@ class QuicConfig:
     send_buffer_size: int = 4 << 20
     max_streams_bidi: int = 128
     max_streams_uni: int = 128
+    #: Streams tracked at once, both sides' together; ``max_streams_bidi`` and
+    #: ``max_streams_uni`` may not exceed it.  At most
+    #: :data:`~mstls.core.stream_limits.MAX_TRACKED_STREAMS_LIMIT` (2^20).
+    max_tracked_streams: int = attrs.field(
+        default=DEFAULT_MAX_TRACKED_STREAMS, validator=validate_tracked_streams
+    )
     max_ack_delay_ms: int = 25
     #: draft-ietf-quic-ack-frequency: advertise min_ack_delay (so the peer may ask us
     #: to acknowledge less often) and ask a peer that advertises it to acknowledge

@@ -87,6 +87,7 @@ class HandshakeMixin(ConnectionState):
             max_stream_window=self.config.max_stream_data_window,
             max_connection_window=self.config.max_data_window,
             send_buffer_size=self.config.send_buffer_size,
+            max_tracked_streams=self.config.max_tracked_streams,
         )
         self.stream_handlers = self.streams.frame_handlers()
 

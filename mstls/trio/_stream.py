@@ -346,4 +346,5 @@ class Stream(trio.abc.HalfCloseableStream):
                     core.conn.streams.write(stream_id, b"", fin=True)
             core.after_change()
         self._send_closed = self._receive_closed = True
+        session.forget(stream_id)
         core.waiters.forget(stream_id)

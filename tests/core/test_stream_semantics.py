@@ -122,7 +122,7 @@ def test_acknowledged_fails_after_stop_sending_and_local_reset(sessions: _Sessio
     sid = client.open_stream(True)
     assert sid is not None
     client.write(sid, b"q" * 100)
-    sessions.run_until(lambda: server.accept_queue == [sid])
+    sessions.run_until(lambda: list(server.accept_queue) == [sid])
     server.stop_sending(sid, 9)
     send = pair.client.streams.get_stream(sid).send
     sessions.run_until(lambda: send.stop_code is not None)
@@ -150,7 +150,7 @@ def test_read_returns_delivered_data_before_the_reset(sessions: _Sessions) -> No
     client.write(sid, payload)
     sessions.run_until(
         lambda: (
-            server.accept_queue == [sid]
+            list(server.accept_queue) == [sid]
             and sessions.pair.server.streams.get_stream(sid).recv.frontier == len(payload)
         )
     )
