@@ -194,20 +194,34 @@ def run_aioquic(streams: int, warmup: int, size: int) -> float:
         if client._handshake_complete and server._handshake_complete:
             break
         turn()
+    _aioquic_requests(client, turn, clock, client_done, warmup + streams, warmup, size)
+    return clock.cpu
+
+
+def _aioquic_requests(
+    client: Any,
+    turn: Callable[[], bool],
+    clock: Any,
+    done: set[int],
+    count: int,
+    warmup: int,
+    size: int,
+) -> None:
+    """``count`` request/response streams, one after another; the clock counts after
+    ``warmup`` of them."""
     request = b"q" * size
-    for index in range(warmup + streams):
+    for index in range(count):
         clock.counting = index >= warmup
         sid = client.get_next_available_stream_id()
         client.send_stream_data(sid, request, end_stream=True)
         for _ in range(MAX_TURNS_PER_STREAM):
-            if sid in client_done:
-                client_done.discard(sid)
+            if sid in done:
+                done.discard(sid)
                 break
             if not turn():
                 raise RuntimeError("aioquic: nothing left to happen")
         else:
             raise RuntimeError(f"aioquic: stream {sid} did not complete")
-    return clock.cpu
 
 
 def main(argv: list[str] | None = None) -> int:
