@@ -32,6 +32,7 @@ the end whatever happened.  Only 127.0.0.1 is used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -45,6 +46,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
+import trio
+
+import mstls
+import mstls.trio
 from mstls.config import ClientConfig, ServerConfig
 from mstls.core.deadlines import DeadlineHeap
 from mstls.devcerts import write_dev_pki
@@ -76,10 +81,6 @@ class BenchError(Exception):
 
 
 def _server_main(pipe: Pipe, certfile: str, keyfile: str) -> None:
-    import trio
-
-    import mstls.trio
-
     config = ServerConfig(
         certfile=certfile, keyfile=keyfile, alpn=ALPN, idle_timeout=30.0, handshake_timeout=10.0
     )
@@ -139,10 +140,8 @@ class Server:
         return float(value)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._pipe.send("stop")
-        except OSError:
-            pass
         self._process.join(5.0)
         if self._process.is_alive():
             self._process.kill()
@@ -306,7 +305,9 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 idle_cpu = (server.cpu() - cpu0) / (time.monotonic() - wall0)
                 # Echo through one more connection.
                 (echo_conn,) = clients.open(1)
-                clients.run_until(lambda: echo_conn.is_established, options.timeout, "echo open")
+                clients.run_until(
+                    lambda c=echo_conn: c.is_established, options.timeout, "echo open"
+                )
                 latencies = _echo_latencies(clients, echo_conn, options.echoes, options.timeout)
                 # CPU per new connection at this level.
                 cpu0 = server.cpu()
@@ -361,8 +362,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    import mstls
-
     print(
         f"mstls idle connections: keep-alive {KEEPALIVE:g} s, mstls from"
         f" {os.path.dirname(mstls.__file__)}",
