@@ -18,6 +18,7 @@ each level of N, reports
     .venv/bin/python -m bench.idle_connections                 # levels 200,1000 (~1 min)
     .venv/bin/python -m bench.idle_connections --levels 200,1000,10000 --idle 6
     .venv/bin/python -m bench.idle_connections --json out.json
+    .venv/bin/python -m bench.idle_connections --levels 1000 --profile /tmp/server.prof
 
 How it runs: the server is a child process (spawn) running the trio API with
 an echo handler; it reports its process time on request through a pipe.  The
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import json
 import multiprocessing
 import os
@@ -80,7 +82,7 @@ class BenchError(Exception):
 # -- the server (child process) ----------------------------------------------------------------
 
 
-def _server_main(pipe: Pipe, certfile: str, keyfile: str) -> None:
+def _server_main(pipe: Pipe, certfile: str, keyfile: str, profile: str | None = None) -> None:
     config = ServerConfig(
         certfile=certfile, keyfile=keyfile, alpn=ALPN, idle_timeout=30.0, handshake_timeout=10.0
     )
@@ -110,17 +112,26 @@ def _server_main(pipe: Pipe, certfile: str, keyfile: str) -> None:
                     nursery.cancel_scope.cancel()
                     return
 
-    trio.run(main)
+    if profile is None:
+        trio.run(main)
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        trio.run(main)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 class Server:
     """The child process and its control pipe."""
 
-    def __init__(self, certfile: str, keyfile: str) -> None:
+    def __init__(self, certfile: str, keyfile: str, profile: str | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
         self._process = context.Process(
-            target=_server_main, args=(child, certfile, keyfile), daemon=True
+            target=_server_main, args=(child, certfile, keyfile, profile), daemon=True
         )
         self._process.start()
         kind, port = self._receive(30.0)
@@ -288,7 +299,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mstls-bench-idle-") as directory:
         pki = write_dev_pki(directory)
-        server = Server(str(pki.server_cert), str(pki.server_key))
+        server = Server(str(pki.server_cert), str(pki.server_key), options.profile)
         clients = Clients(server.address, str(pki.ca_cert))
         try:
             for level in options.levels:
@@ -357,6 +368,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe", type=int, default=DEFAULT_PROBE, help="connections per probe")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per phase, s")
     parser.add_argument("--json", help="also write the rows as JSON to this path")
+    parser.add_argument(
+        "--profile", help="run the server under cProfile, stats to this path (slower)"
+    )
     return parser.parse_args(argv)
 
 
