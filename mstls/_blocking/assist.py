@@ -21,7 +21,9 @@ handler's deadline and socket interest are read again only when it may have
 changed: after the loop called into it, or when ``reschedule(handler)`` names
 it.  A bare ``reschedule()`` from another thread names no handler, so it makes
 the next turn read every handler again (O(N), as before); called from the loop
-while it serves a handler, it names that one.
+while it serves a handler, it names that one.  A handler that can pause its
+input (``wants_read``: a TCP listener at its handshake cap) is read every turn,
+since what resumes it is a change of another handler; there are few of them.
 
 One handler's exception never stops the thread (issue 17: a ``ConfigurationError``
 raised for one connection used to end it, and with it every connection of the
@@ -121,6 +123,8 @@ class AssistThread:
         self._touch_lock = threading.Lock()  # never held while calling a handler
         #: The handler the loop is calling into (a bare reschedule() then names it).
         self._serving: Handler | None = None
+        #: Handlers with ``wants_read``, read every turn (module documentation).
+        self._polled: dict[int, Handler] = {}
         self._stop = False
         #: Handlers that raised while our lock was held, with their exception.
         self._deferred: list[tuple[Handler, Exception]] = []
@@ -142,12 +146,15 @@ class AssistThread:
     def add(self, handler: Handler) -> None:
         with self._lock:
             self._handlers.add(handler)
+            if getattr(handler, "wants_read", None) is not None:
+                self._polled[id(handler)] = handler
             self._selector.register(handler.sock, selectors.EVENT_READ, handler)
         self.reschedule(handler)
 
     def remove(self, handler: Handler) -> None:
         with self._lock:
             self._handlers.discard(handler)
+            self._polled.pop(id(handler), None)
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(handler.sock)
         self.reschedule(handler)  # the next turn drops its deadline
@@ -208,12 +215,13 @@ class AssistThread:
     def _take_touched(self) -> list[Handler]:
         """The handlers to read again this turn (our lock held)."""
         with self._touch_lock:
-            touched = list(self._touched.values())
+            touched = dict(self._touched)
             self._touched.clear()
-            if self._touch_all:
-                self._touch_all = False
-                touched = list(self._handlers) + [h for h in touched if h not in self._handlers]
-        return touched
+            touch_all, self._touch_all = self._touch_all, False
+        if touch_all:
+            touched.update((id(h), h) for h in self._handlers)
+        touched.update(self._polled)
+        return list(touched.values())
 
     def _rearm(self, handler: Handler) -> None:
         """Record ``handler``'s deadline in the heap (dropped if it was removed)."""
