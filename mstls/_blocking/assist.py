@@ -15,6 +15,16 @@ connection produced themselves and call :meth:`AssistThread.reschedule` so the
 loop recomputes its timeout.  Work per turn is bounded: a handler reads a bounded
 batch of datagrams per call (brief T5).
 
+Work per turn does not grow with the number of handlers (issue 11): their
+deadlines are kept in a :class:`~mstls.core.deadlines.DeadlineHeap`, and a
+handler's deadline and socket interest are read again only when it may have
+changed: after the loop called into it, or when ``reschedule(handler)`` names
+it.  A bare ``reschedule()`` from another thread names no handler, so it makes
+the next turn read every handler again (O(N), as before); called from the loop
+while it serves a handler, it names that one.  A handler that can pause its
+input (``wants_read``: a TCP listener at its handshake cap) is read every turn,
+since what resumes it is a change of another handler; there are few of them.
+
 One handler's exception never stops the thread (issue 17: a ``ConfigurationError``
 raised for one connection used to end it, and with it every connection of the
 process).  Each call into a handler is guarded: an exception goes to that
@@ -41,6 +51,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
+
+from ..core.deadlines import DeadlineHeap
 
 __all__ = ["AssistThread", "Handler"]
 
@@ -103,6 +115,16 @@ class AssistThread:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._handlers: set[Handler] = set()
         self._lock = threading.Lock()
+        #: Every handler's deadline; used by the loop's thread only.
+        self._timers: DeadlineHeap[Handler] = DeadlineHeap()
+        #: Handlers to read again at the next turn (id -> handler); ``_touch_all``: every one.
+        self._touched: dict[int, Handler] = {}
+        self._touch_all = False
+        self._touch_lock = threading.Lock()  # never held while calling a handler
+        #: The handler the loop is calling into (a bare reschedule() then names it).
+        self._serving: Handler | None = None
+        #: Handlers with ``wants_read``, read every turn (module documentation).
+        self._polled: dict[int, Handler] = {}
         self._stop = False
         #: Handlers that raised while our lock was held, with their exception.
         self._deferred: list[tuple[Handler, Exception]] = []
@@ -124,20 +146,33 @@ class AssistThread:
     def add(self, handler: Handler) -> None:
         with self._lock:
             self._handlers.add(handler)
+            if getattr(handler, "wants_read", None) is not None:
+                self._polled[id(handler)] = handler
             self._selector.register(handler.sock, selectors.EVENT_READ, handler)
-        self.reschedule()
+        self.reschedule(handler)
 
     def remove(self, handler: Handler) -> None:
         with self._lock:
             self._handlers.discard(handler)
+            self._polled.pop(id(handler), None)
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._selector.unregister(handler.sock)
-        self.reschedule()
+        self.reschedule(handler)  # the next turn drops its deadline
 
-    def reschedule(self) -> None:
-        """Wake the loop so it recomputes deadlines (after an application-side change)."""
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"\0")
+    def reschedule(self, handler: Handler | None = None) -> None:
+        """Wake the loop so it reads ``handler``'s deadline and interest again (after
+        an application-side change); None: every handler's (module documentation)."""
+        on_loop = threading.current_thread() is self._thread
+        if handler is None and on_loop:
+            handler = self._serving
+        with self._touch_lock:
+            if handler is None:
+                self._touch_all = True
+            else:
+                self._touched[id(handler)] = handler
+        if not on_loop:  # the loop reads its touched handlers before it waits again
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
 
     def close_all(self, timeout: float = EXIT_CLOSE_TIMEOUT) -> None:
         """Close every open connection cleanly and let the loop send it, at most
@@ -177,20 +212,37 @@ class AssistThread:
             self._thread.join(2.0)
 
     # -- the loop -------------------------------------------------------------------------
-    def _timeout(self, handlers: list[Handler]) -> float:
-        now = time.monotonic()
-        timeout = MAX_WAIT
-        for handler in handlers:
-            deadline = self._guarded(handler, handler.deadline)
-            if deadline is not None:
-                timeout = min(timeout, max(0.0, deadline - now))
-        return timeout
+    def _take_touched(self) -> list[Handler]:
+        """The handlers to read again this turn (our lock held)."""
+        with self._touch_lock:
+            touched = dict(self._touched)
+            self._touched.clear()
+            touch_all, self._touch_all = self._touch_all, False
+        if touch_all:
+            touched.update((id(h), h) for h in self._handlers)
+        touched.update(self._polled)
+        return list(touched.values())
+
+    def _rearm(self, handler: Handler) -> None:
+        """Record ``handler``'s deadline in the heap (dropped if it was removed)."""
+        if handler not in self._handlers:
+            self._timers.discard(handler)
+            return
+        self._timers.set(handler, self._guarded(handler, handler.deadline))
+
+    def _timeout(self) -> float:
+        deadline = self._timers.peek()
+        if deadline is None:
+            return MAX_WAIT
+        return min(MAX_WAIT, max(0.0, deadline - time.monotonic()))
 
     def _update_interest(self, handlers: list[Handler]) -> None:
         """Watch for writability only while a handler has output the kernel refused,
         and for readability unless the handler pauses its input (``wants_read``)."""
         selector = self._selector
         for handler in handlers:
+            if handler not in self._handlers:
+                continue
             wants_read = getattr(handler, "wants_read", None)
             try:
                 reading = wants_read is None or wants_read()
@@ -225,9 +277,19 @@ class AssistThread:
         except Exception:  # it cannot even fail cleanly: drop it
             self.remove(handler)
 
-    def _turn(self, handlers: list[Handler]) -> None:
-        """One turn: wait, serve ready sockets, then due timers."""
-        ready = self._selector.select(self._timeout(handlers))
+    def _call(self, handler: Handler, call: Callable[[], object]) -> None:
+        """Call into ``handler`` (guarded); it is read again at the next turn."""
+        self._serving = handler
+        try:
+            self._guarded(handler, call)
+        finally:
+            self._serving = None
+        with self._touch_lock:
+            self._touched[id(handler)] = handler
+
+    def _turn(self) -> None:
+        """One turn: wait, serve ready sockets, then the handlers that are due."""
+        ready = self._selector.select(self._timeout())
         for key, mask in ready:
             handler = key.data
             if handler is None:
@@ -235,26 +297,26 @@ class AssistThread:
                     self._wake_r.recv(4096)
                 continue
             if mask & selectors.EVENT_WRITE:
-                self._guarded(handler, handler.on_writable)
+                self._call(handler, handler.on_writable)
             if mask & selectors.EVENT_READ:
-                self._guarded(handler, handler.on_readable)
-        now = time.monotonic()
-        for handler in handlers:
-            deadline = self._guarded(handler, handler.deadline)
-            if deadline is not None and deadline <= now:
-                self._guarded(handler, handler.on_timer)
+                self._call(handler, handler.on_readable)
+        for handler in self._timers.pop_due(time.monotonic()):
+            if handler in self._handlers:
+                self._call(handler, handler.on_timer)
 
     def _run(self) -> None:
         try:
             while not self._stop:
                 with self._lock:
-                    handlers = list(self._handlers)
-                    self._update_interest(handlers)
+                    touched = self._take_touched()
+                    self._update_interest(touched)
                 # Handler locks are taken before ours elsewhere (close_socket -> remove):
                 # a failure found under our lock is handled only once it is released.
                 while self._deferred:
                     self._failed(*self._deferred.pop())
-                self._turn(handlers)
+                for handler in touched:
+                    self._rearm(handler)
+                self._turn()
         except BaseException as exc:  # pragma: no cover - a bug of the loop itself
             self.error = exc
             raise

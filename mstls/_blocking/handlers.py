@@ -5,6 +5,14 @@ Each handler owns one socket and a lock.  The lock protects the sans-I/O objects
 lock of every condition variable that application threads wait on, so a waiter
 can never miss a wake-up: state changes and notifications happen under the same
 lock as the waiter's check (the lost wake-up of OpenSSL #24166 cannot happen).
+
+A listener's step after input or a timer costs O(log N) plus the connections
+concerned (issue 11): the endpoint keeps the deadlines and the dirty set
+(:mod:`mstls.quic.endpoint`), and only the connections it called
+(:meth:`~mstls.quic.endpoint.ServerEndpoint.pop_changed`) have their events
+pumped and their handshake checked.  An application thread's change is
+``after_change(now, conn)``: ``conn`` is touched; without ``conn`` every
+connection is (O(N), correct for any caller).
 """
 
 from __future__ import annotations
@@ -217,7 +225,7 @@ class _UdpBase:
                 batch = []  # E4: intermittent socket errors are handled inside
             for data, addr in batch:
                 self._feed(bytes(data), addr, now)
-            self.after_change(now)
+            self._step(now)
 
     def on_timer(self) -> None:
         with self.lock:
@@ -227,10 +235,15 @@ class _UdpBase:
             timer = self._timer()
             if timer is not None and timer <= now:
                 self._handle_timer(now)
-            self.after_change(now)
+            self._step(now)
 
     # Shared by the assist thread and application threads (lock held) ------------------------
-    def after_change(self, now: float) -> None:
+    def after_change(self, now: float, conn: QuicConnection | None = None) -> None:
+        """An application change (to ``conn``, if named): send what is due, wake exactly
+        the waiters concerned, re-arm the timer."""
+        self._step(now)
+
+    def _step(self, now: float) -> None:
         """Send what is due, wake exactly the waiters concerned, re-arm the timer."""
         self.flush(now)
         for session, waiters in self._sessions():
@@ -240,7 +253,7 @@ class _UdpBase:
         old = self._deadline
         self._deadline = self._timer()
         if self._deadline is not None and (old is None or self._deadline < old):
-            self.assist.reschedule()
+            self.assist.reschedule(self)
 
     def flush(self, now: float) -> None:
         for _ in range(MAX_FLUSH_ROUNDS):
@@ -324,8 +337,10 @@ class UdpListenerHandler(_UdpBase):
         self.sessions: dict[int, tuple[Session, Waiters]] = {}
         self.accepted: deque[tuple[QuicConnection, Session, Waiters]] = deque()
         self.accept_cond = threading.Condition(self.lock)
-        #: New connections whose handshake is still running.
-        self._handshaking: deque[tuple[QuicConnection, Session, Waiters]] = deque()
+        #: New connections whose handshake is still running (id(conn) -> entry), oldest first.
+        self._handshaking: dict[int, tuple[QuicConnection, Session, Waiters]] = {}
+        #: The sessions pumped by the last step (their handshake may have moved).
+        self._pumped: list[tuple[Session, Waiters]] = []
         self.failures = HandshakeFailures()
 
     def _feed(self, data: bytes, addr: Any, now: float) -> None:
@@ -333,13 +348,14 @@ class UdpListenerHandler(_UdpBase):
             self.endpoint.receive_datagram(data, addr, now)
         except Exception as exc:
             # One connection's input failed: that connection fails, the others go on.
+            self.endpoint.current = None
             self._fail_connections(exc, self.endpoint.connection_for(data))
         while self.endpoint.accepted:
             conn = self.endpoint.accepted.popleft()
             session = Session(conn, transport="udp")
             waiters = Waiters(self.lock)
             self.sessions[id(conn)] = (session, waiters)
-            self._handshaking.append((conn, session, waiters))
+            self._handshaking[id(conn)] = (conn, session, waiters)
         refusals = self.endpoint.refusals
         while refusals:  # admission control refused a handshake: a failure for the metrics
             address, cause = refusals.popleft()
@@ -355,20 +371,18 @@ class UdpListenerHandler(_UdpBase):
         self.endpoint.handle_timer(now)
 
     def on_error(self, exc: Exception) -> None:
-        """A call for the whole endpoint raised (a timer or output turn); the
-        connection behind it is one whose timer had passed: those fail with
-        ``exc``, every other connection goes on."""
+        """A call for the whole endpoint raised (a timer or output turn): the
+        connection it was calling (``endpoint.current``) fails with ``exc`` or, if
+        the endpoint itself raised, those whose timer had passed; every other
+        connection goes on."""
         now = time.monotonic()
         with self.lock:
-            due = []
-            for conn in list(self.endpoint.connections):
-                try:
-                    timer = conn.get_timer()
-                except Exception:
-                    timer = now
-                if timer is not None and timer <= now:
-                    due.append(conn)
+            endpoint = self.endpoint
+            current, endpoint.current = endpoint.current, None
+            due = [current] if current is not None else endpoint.due_connections(now)
             self._fail_connections(exc, *due)
+            for conn in due:
+                endpoint.touch(conn)  # its CONNECTION_CLOSE is collected by the next flush
 
     def _open_connections(self) -> list[QuicConnection]:
         return [session.conn for session, _ in self.sessions.values()]
@@ -380,14 +394,27 @@ class UdpListenerHandler(_UdpBase):
             if conn is not None and entry is not None:
                 fail_connection(conn, entry[0], entry[1], exc)
 
+    def after_change(self, now: float, conn: QuicConnection | None = None) -> None:
+        """An application change: ``conn`` is touched, or every connection without it."""
+        if conn is None:
+            self.endpoint.touch_all()
+        else:
+            self.endpoint.touch(conn)
+        self._step(now)
+
     def _sessions(self) -> list[tuple[Session, Waiters]]:
-        gone = list(self.endpoint.terminated)
-        self.endpoint.terminated.clear()
-        out = list(self.sessions.values())
-        for conn in gone:
-            entry = self.sessions.pop(id(conn), None)
-            if entry is not None and entry not in out:
+        """The sessions of the connections the endpoint called; forgotten ones are
+        pumped once more, then dropped."""
+        sessions = self.sessions
+        out = []
+        for conn in self.endpoint.pop_changed():
+            entry = sessions.get(id(conn))
+            if entry is not None:
                 out.append(entry)
+        terminated = self.endpoint.terminated
+        while terminated:
+            sessions.pop(id(terminated.popleft()), None)
+        self._pumped = out
         return out
 
     def close_socket(self) -> None:
@@ -399,12 +426,19 @@ class UdpListenerHandler(_UdpBase):
         with self.lock:
             self.accept_cond.notify_all()
 
-    def after_change(self, now: float) -> None:
-        super().after_change(now)
-        # A connection is handed to accept() once its handshake completed.
-        ready = [p for p in self._handshaking if p[1].handshake_done or p[1].failed]
+    def _step(self, now: float) -> None:
+        super()._step(now)
+        # A connection is handed to accept() once its handshake completed; only the
+        # sessions just pumped can have moved.
+        handshaking = self._handshaking
+        ready = []
+        for session, _ in self._pumped:
+            item = handshaking.get(id(session.conn))
+            if item is not None and (session.handshake_done or session.failed):
+                ready.append(item)
+        self._pumped = []
         for item in ready:
-            self._handshaking.remove(item)
+            del handshaking[id(item[0])]
             if item[1].handshake_done and not item[1].failed:
                 self.accepted.append(item)
             else:

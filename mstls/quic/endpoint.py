@@ -55,6 +55,29 @@ be spoofed.  A genuine client retransmits its Initial with backoff (RFC 9002
 The endpoint never sleeps and never touches a socket: the driver passes
 datagrams in, sends what :meth:`ServerEndpoint.datagrams_to_send` returns, and
 calls :meth:`ServerEndpoint.handle_timer` at :meth:`ServerEndpoint.get_timer`.
+
+Work per event is independent of the number of connections (issue 11: 1,000
+idle connections used to cost a core, because every event asked every
+connection for its timer and its datagrams):
+
+* each connection's deadline is kept in a :class:`~mstls.core.deadlines.DeadlineHeap`,
+  recorded again whenever the connection was called (input, timer, output, or
+  the application through :meth:`ServerEndpoint.touch`), so
+  :meth:`ServerEndpoint.get_timer` is the heap's top and
+  :meth:`ServerEndpoint.handle_timer` serves only the connections that are due,
+  each once per call (brief T5);
+* connections that may have something to send are *dirty*: input, a timer or
+  :meth:`ServerEndpoint.touch` makes them so, and
+  :meth:`ServerEndpoint.datagrams_to_send` asks only them, keeping one dirty
+  while it still returns datagrams;
+* the connections called since the driver last looked are handed to it by
+  :meth:`ServerEndpoint.pop_changed`, so it pumps the events of those only;
+* each connection's Connection IDs are remembered, so forgetting a terminated
+  connection removes its routes without scanning the route tables.
+
+The application must call :meth:`ServerEndpoint.touch` after it calls a
+connection directly (a write, a close): that is what re-arms its timer and
+collects its output.
 """
 
 from __future__ import annotations
@@ -74,6 +97,7 @@ from ..core.admission import (
     needs_retry,
     reconfigured,
 )
+from ..core.deadlines import DeadlineHeap
 from ..core.lifecycle import State
 from ..core.stateless_reset import StatelessResetKey, StatelessResetLimiter, build_stateless_reset
 from ..exceptions import DecodeError, Error
@@ -168,7 +192,19 @@ class ServerEndpoint:
         self.max_connections = max_connections
         self._routes: dict[bytes, QuicConnection] = {}
         self._initial_routes: dict[bytes, QuicConnection] = {}
-        self.connections: list[QuicConnection] = []
+        #: id(conn) -> conn, oldest first: every connection not yet forgotten.
+        self._connections: dict[int, QuicConnection] = {}
+        #: id(conn) -> the Connection IDs routed to it (both tables).
+        self._cids: dict[int, set[bytes]] = {}
+        #: The deadline of every connection (see the module documentation).
+        self._timers: DeadlineHeap[QuicConnection] = DeadlineHeap()
+        #: Connections that may have datagrams to send.
+        self._dirty: dict[int, QuicConnection] = {}
+        #: Connections called since the last :meth:`pop_changed`.
+        self._changed: dict[int, QuicConnection] = {}
+        #: The connection being called; still set if that call raised (for the driver
+        #: to fail that connection alone, E2).
+        self.current: QuicConnection | None = None
         self.accepted: deque[QuicConnection] = deque()
         #: Connections just forgotten; their last events (termination) are still
         #: to be read by whoever drains this.
@@ -216,10 +252,13 @@ class ServerEndpoint:
             return
         conn = self._routes.get(dcid) or self._initial_routes.get(dcid)
         if conn is not None:
-            conn.receive_datagram(data, addr, now)
-            self._update_routes(conn)
-            if conn.state is not State.HANDSHAKE:
-                self._handshaking.discard(conn)
+            self.current = conn
+            try:
+                conn.receive_datagram(data, addr, now)
+            finally:
+                self._update_routes(conn)
+                self._after_call(conn)
+            self.current = None
             return
         self._stateless_answer(data, dcid, addr, now)
 
@@ -243,7 +282,7 @@ class ServerEndpoint:
             return
         if (
             header.packet_type is PacketType.INITIAL
-            and len(self.connections) < self.max_connections
+            and len(self._connections) < self.max_connections
         ):
             self._on_new_initial(data, header, addr, now)
 
@@ -302,10 +341,12 @@ class ServerEndpoint:
             # It authenticated but started no handshake (an aborting client's
             # CONNECTION_CLOSE): no handshake work to charge the source for.
             limiter.refund(addr)
-        self.connections.append(conn)
+        self._connections[id(conn)] = conn
+        self._cids[id(conn)] = {dcid}
         self.accepted.append(conn)
         self._initial_routes[dcid] = conn
         self._update_routes(conn)
+        self._after_call(conn)
 
     @property
     def handshakes_in_progress(self) -> int:
@@ -349,46 +390,119 @@ class ServerEndpoint:
 
     def _update_routes(self, conn: QuicConnection) -> None:
         added, removed = conn.local_cids.pull_changes()
+        cids = self._cids.get(id(conn))
+        if cids is None:
+            return  # already forgotten
         for cid in added:
             self._routes[cid] = conn
+            cids.add(cid)
         for cid in removed:
             if self._routes.get(cid) is conn:
                 del self._routes[cid]
+            if self._initial_routes.get(cid) is not conn:
+                cids.discard(cid)
+
+    # -- connections ---------------------------------------------------------------------
+    @property
+    def connections(self) -> list[QuicConnection]:
+        """Every connection not yet forgotten, oldest first (a copy: O(N), for inspection)."""
+        return list(self._connections.values())
+
+    def touch(self, conn: QuicConnection) -> None:
+        """The application called ``conn`` directly (a write, a close): re-arm its
+        timer, collect its output at the next :meth:`datagrams_to_send`."""
+        if id(conn) in self._connections:
+            self._after_call(conn)
+
+    def touch_all(self) -> None:
+        """:meth:`touch` every connection (O(N): for a close of all of them)."""
+        for conn in list(self._connections.values()):
+            self._after_call(conn)
+
+    def pop_changed(self) -> list[QuicConnection]:
+        """The connections called since the last call (their events may be waiting),
+        forgotten ones included; each once, in the order they were first called."""
+        changed = list(self._changed.values())
+        self._changed.clear()
+        return changed
+
+    def _after_call(self, conn: QuicConnection) -> None:
+        """``conn`` was called: it may have output, events and a new deadline."""
+        key = id(conn)
+        self._changed[key] = conn
+        if conn.state is not State.HANDSHAKE:
+            self._handshaking.discard(conn)
+        if conn.is_terminated:
+            self._forget(conn)
+            return
+        self._dirty[key] = conn
+        self._timers.set(conn, conn.get_timer())
+
+    def _forget(self, conn: QuicConnection) -> None:
+        """Drop a terminated connection: its routes, timer and output (O(its CIDs))."""
+        key = id(conn)
+        if self._connections.pop(key, None) is None:
+            return
+        for cid in self._cids.pop(key, ()):
+            for table in (self._routes, self._initial_routes):
+                if table.get(cid) is conn:
+                    del table[cid]
+        self._timers.discard(conn)
+        self._dirty.pop(key, None)
+        self._handshaking.discard(conn)
+        self.terminated.append(conn)
 
     # -- output and timers ---------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Stateless answers, then the output of the dirty connections only; a
+        connection stays dirty while it returns datagrams (it may have more)."""
         out = self._stateless
         self._stateless = []
-        for conn in self.connections:
-            for datagram in conn.datagrams_to_send(now):
-                out.append((datagram, conn.peer_address))
+        dirty = self._dirty
+        for key, conn in list(dirty.items()):
+            self.current = conn
+            datagrams = conn.datagrams_to_send(now)
+            if datagrams:
+                address = conn.peer_address
+                out.extend((datagram, address) for datagram in datagrams)
+            else:
+                dirty.pop(key, None)
+            self._changed[key] = conn
+            if conn.is_terminated:
+                self._forget(conn)
+            else:
+                self._timers.set(conn, conn.get_timer())
+        self.current = None
         return out
 
     def get_timer(self) -> float | None:
-        timers = [t for c in self.connections if (t := c.get_timer()) is not None]
-        return min(timers, default=None)
+        """The earliest deadline of any connection (the heap's top)."""
+        return self._timers.peek()
 
     def handle_timer(self, now: float) -> None:
-        for conn in self.connections:
-            timer = conn.get_timer()
-            if timer is not None and timer <= now:
-                conn.handle_timer(now)
-                if conn.state is not State.HANDSHAKE:
-                    self._handshaking.discard(conn)
-        self._forget_terminated()
+        """Serve the connections whose deadline passed, each once (brief T5).
 
-    def _forget_terminated(self) -> None:
-        alive = []
-        for conn in self.connections:
-            if conn.is_terminated:
-                for table in (self._routes, self._initial_routes):
-                    for cid in [c for c, v in table.items() if v is conn]:
-                        del table[cid]
-                self._handshaking.discard(conn)
-                self.terminated.append(conn)
-            else:
-                alive.append(conn)
-        self.connections = alive
+        If one raises, the connections not yet served stay due (they are served
+        at the next call) and :attr:`current` names the one that raised."""
+        due = self._timers.pop_due(now)
+        for index, conn in enumerate(due):
+            self.current = conn
+            try:
+                conn.handle_timer(now)
+            except BaseException:
+                for rest in due[index + 1 :]:
+                    self._timers.set(rest, now)
+                raise
+            finally:
+                self._after_call(conn)
+        self.current = None
+
+    def due_connections(self, now: float) -> list[QuicConnection]:
+        """Connections whose recorded deadline has passed (O(N): an error path)."""
+        deadline_of = self._timers.deadline_of
+        return [
+            c for c in self._connections.values() if (d := deadline_of(c)) is not None and d <= now
+        ]
 
 
 def _authenticates(data: bytes, header: object) -> bool:

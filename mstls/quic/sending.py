@@ -245,8 +245,11 @@ class SendingMixin(ConnectionState):
         )
 
     def _keepalive_due(self, now: float) -> bool:
+        """Due at the very deadline :meth:`send_deadline` reports (the same sum: with
+        ``now - last_sent >= interval`` rounding could leave it due but never sent,
+        and the driver spinning on a passed deadline)."""
         interval = self.config.keepalive_interval
-        return interval is not None and now - self.last_sent >= interval
+        return interval is not None and now >= self.last_sent + interval
 
     def _fill_space(
         self, builder: DatagramBuilder, space: Space, now: float, congestion_ok: bool

@@ -154,6 +154,10 @@ class Driver:
             wake = core.session.pump_events()
             if wake:
                 core.waiters.notify(wake)
+        self.move_timer()
+
+    def move_timer(self) -> None:
+        """Move the receive loop's sleep to the next deadline."""
         scope = self._timer_scope
         if scope is not None:
             deadline = self.timer()
@@ -255,8 +259,8 @@ class ListenerDriver(Driver):
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, Core] = {}
-        #: Connections whose handshake is still running, oldest first.
-        self.handshaking: list[Core] = []
+        #: Connections whose handshake is still running, oldest first (id(conn) -> core).
+        self.handshaking: dict[int, Core] = {}
         self.accepted: deque[Core] = deque()
         #: The latest failed handshakes as (peer address, exception), newest last.
         self.handshake_failures: deque[tuple[Any, Error | None]] = deque(
@@ -269,12 +273,11 @@ class ListenerDriver(Driver):
     def adopt(self, core: Core) -> None:
         """Track a new server connection until it is accepted or ends."""
         self.live[id(core.conn)] = core
-        self.handshaking.append(core)
+        self.handshaking[id(core.conn)] = core
 
     def forget(self, core: Core) -> None:
         self.live.pop(id(core.conn), None)
-        if core in self.handshaking:
-            self.handshaking.remove(core)
+        self.handshaking.pop(id(core.conn), None)
 
     def cores(self) -> list[Core]:
         return list(self.live.values())
@@ -285,9 +288,19 @@ class ListenerDriver(Driver):
 
     def check_handshakes(self) -> None:
         """Offer connections whose handshake completed; drop those that failed first."""
-        ready = [c for c in self.handshaking if c.session.handshake_done or c.session.failed]
+        self.check_handshakes_of(list(self.handshaking.values()))
+
+    def check_handshakes_of(self, cores: list[Core]) -> None:
+        """:meth:`check_handshakes` for ``cores`` only: those whose events were just
+        pumped are the only ones whose handshake can have moved (O(len(cores)))."""
+        handshaking = self.handshaking
+        ready = [
+            c
+            for c in cores
+            if (c.session.handshake_done or c.session.failed) and handshaking.get(id(c.conn)) is c
+        ]
         for core in ready:
-            self.handshaking.remove(core)
+            del handshaking[id(core.conn)]
             if core.session.handshake_done and not core.session.failed:
                 self.accepted.append(core)
             else:

@@ -6,7 +6,16 @@ The receive loop waits until the socket is readable or the connection's next
 deadline (:meth:`~mstls.trio._driver.Driver.sleep_until_readable`), reads a
 bounded batch of datagrams (brief T5) with
 :func:`~mstls.io.udp.receive_datagrams` (GRO-batched on Linux), feeds them,
-runs due timers and calls :meth:`~mstls.trio._driver.Driver.after_change`.
+runs due timers and calls :meth:`_UdpDriver.after_io`.
+
+A listener's step costs O(log N) plus the connections concerned, however many
+are open (issue 11): the endpoint keeps a deadline heap and a dirty set
+(:mod:`mstls.quic.endpoint`), and after input or a timer only the connections
+the endpoint called (:meth:`~mstls.quic.endpoint.ServerEndpoint.pop_changed`)
+have their events pumped and their handshake checked.  An application task's
+change names its connection (``after_change(core)``), which is *touched* so
+its output is collected and its timer re-armed; ``after_change()`` without a
+connection touches them all (a close of every connection: rare).
 
 Sending happens in :meth:`_UdpDriver.flush`, from whichever task made the
 change, with :func:`~mstls.io.udp.send_datagrams` (GSO-batched).  When the
@@ -62,6 +71,10 @@ class _UdpDriver(Driver):
     def finished(self) -> bool:
         return False
 
+    def after_io(self) -> None:
+        """The shared change step after input, a timer or a drained backlog."""
+        self.after_change()
+
     # Loops ---------------------------------------------------------------------------------
     async def loops(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self.guarded, self._send_loop)
@@ -83,7 +96,7 @@ class _UdpDriver(Driver):
             timer = self.timer()
             if timer is not None and timer <= now:
                 self.handle_timer(now)
-            self.after_change()
+            self.after_io()
 
     def _receive(self, now: float) -> None:
         batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer)
@@ -101,7 +114,7 @@ class _UdpDriver(Driver):
             pending = list(self._backlog)
             self._backlog.clear()
             if self._send(pending):
-                self.after_change()
+                self.after_io()
 
     # Sending -------------------------------------------------------------------------------
     def flush(self, now: float) -> None:
@@ -174,13 +187,51 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
         self.endpoint = endpoint
 
     def cores(self) -> list[Core]:
-        out = list(self.live.values())
+        out = list(self.live.values())  # forgotten ones too: pumped once more, then dropped
+        self._drop_terminated()
+        return out
+
+    def _drop_terminated(self) -> None:
+        """Forget the cores of connections the endpoint forgot (after their last pump)."""
         terminated = self.endpoint.terminated
-        while terminated:  # forgotten by the endpoint: pumped once more, then dropped
+        while terminated:
             core = self.live.get(id(terminated.popleft()))
             if core is not None:
                 self.forget(core)
-        return out
+
+    def after_change(self, only: Core | None = None) -> None:
+        """An application change to ``only`` (touched), or to any connection (all touched)."""
+        if self.closed:
+            return
+        if only is None:
+            self.endpoint.touch_all()
+        else:
+            self.endpoint.touch(only.conn)
+        self._step(only)
+
+    def after_io(self) -> None:
+        if not self.closed:
+            self._step(None)
+
+    def _step(self, only: Core | None) -> None:
+        """Send, pump and wake for the connections the endpoint called only; then the
+        handshake check for those, and the loop's timer (module documentation)."""
+        self.flush(trio.current_time())
+        live = self.live
+        pumped: list[Core] = []
+        for conn in self.endpoint.pop_changed():
+            core = live.get(id(conn))
+            if core is not None:
+                pumped.append(core)
+        if only is not None and only not in pumped:
+            pumped.append(only)  # already forgotten: its last events still wake its tasks
+        for core in pumped:
+            wake = core.session.pump_events()
+            if wake:
+                core.waiters.notify(wake)
+        self._drop_terminated()
+        self.check_handshakes_of(pumped)
+        self.move_timer()
 
     def feed(self, data: bytes, addr: Any, now: float) -> None:
         endpoint = self.endpoint
