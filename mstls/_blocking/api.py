@@ -92,7 +92,9 @@ class _Core:
                 cond.wait(left)
 
     def after_change(self) -> None:
-        self.handler.after_change(time.monotonic())
+        """This connection changed: its handler sends and wakes for it alone (O(log N)
+        on a listener holding many connections, not a pass over all of them)."""
+        self.handler.after_change(time.monotonic(), self.conn)
 
     def ensure_handshake_started(self) -> None:
         """Start a lazy client handshake exactly once (under the lock)."""

@@ -108,7 +108,9 @@ class TcpHandler:
             self.after_change(now)
 
     # -- shared ----------------------------------------------------------------------
-    def after_change(self, now: float) -> None:
+    def after_change(self, now: float, conn: Any = None) -> None:
+        """Send what is due and wake the waiters (a TCP handler has one connection:
+        ``conn``, as the UDP handlers take it, changes nothing)."""
         self.flush(now)
         wake = self.session.pump_events()
         if wake:
