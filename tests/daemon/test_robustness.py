@@ -51,8 +51,10 @@ BURST_PAUSE = 0.002
 SIZES = (1, 20, 43, 100, 1200, 1252, 1500)
 WARMUP_DATAGRAMS = DATAGRAMS // 10
 WARMUP_TCP = 300
-#: How much the daemon's resident memory may stay above its baseline after the flood.
-RSS_SLACK = 3 << 20
+#: How much the daemon's resident memory may stay above its baseline after the flood:
+#: allocator noise stays within a few MiB (3.3 MiB seen once in a full suite run on a
+#: loaded machine, +0.6 MiB typical), state kept per forged connection costs tens of MiB.
+RSS_SLACK = 5 << 20
 #: What the warm-up (first bad input ever) may add to a clean start's memory.
 WARMUP_SLACK = 10 << 20
 SETTLE_TIMEOUT = 15.0
