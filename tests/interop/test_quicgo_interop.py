@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import mstls
+from mstls.wire.packet import QUIC_VERSION_1, QUIC_VERSION_2
 from tests.certs import SERVER_NAME, get_pki
 from tests.helpers.rebind_relay import RebindRelay
 from tests.peers.quicgo.runner import (
@@ -70,14 +71,16 @@ def quicgo_server(binary: Path, **options: Any) -> Iterator[QuicGoServer]:
         yield server
 
 
-def client_config() -> mstls.ClientConfig:
+def client_config(**extra: Any) -> mstls.ClientConfig:
     cafile = get_pki().files("ca").cert
-    return mstls.ClientConfig(alpn=ALPN, cafile=cafile, server_name=SERVER_NAME, idle_timeout=10.0)
+    return mstls.ClientConfig(
+        alpn=ALPN, cafile=cafile, server_name=SERVER_NAME, idle_timeout=10.0, extra=extra
+    )
 
 
 @contextmanager
-def mstls_client(port: int) -> Iterator[mstls.Connection]:
-    with mstls.connect("127.0.0.1", port, client_config(), timeout=TIMEOUT) as conn:
+def mstls_client(port: int, **extra: Any) -> Iterator[mstls.Connection]:
+    with mstls.connect("127.0.0.1", port, client_config(**extra), timeout=TIMEOUT) as conn:
         yield conn
 
 
@@ -119,6 +122,36 @@ def test_a_retry(quicgo: Path) -> None:
         assert exchange(conn, "sha256", b"validated", TIMEOUT) == (
             f"{sha(b'validated')} 9\n".encode()
         )
+
+
+def test_a_v1_with_v2_offered_compatibly(quicgo: Path) -> None:
+    """We start in v1 and offer v2 in version_information (RFC 9368 §3); quic-go 0.29, which
+    knows only a draft v2, stays in v1."""
+    with (
+        quicgo_server(quicgo) as server,
+        mstls_client(
+            server.port, versions=(QUIC_VERSION_2, QUIC_VERSION_1), initial_version=QUIC_VERSION_1
+        ) as conn,
+    ):
+        assert conn.sans_io.version == QUIC_VERSION_1
+        assert exchange(conn, "echo", b"v1", TIMEOUT) == b"v1"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="mstls client abandons on a Version Negotiation packet that lists a version it "
+    "supports (receiving.py _on_version_negotiation): no RFC 9368 §4 incompatible "
+    "version negotiation (a new attempt in the server's version) yet",
+)
+def test_a_version_negotiation_from_v2(quicgo: Path) -> None:
+    """We start in QUIC v2 (RFC 9369), which quic-go 0.29 does not know (its "Version2" is a
+    draft number): its Version Negotiation packet should move us to v1 (RFC 9368 §4)."""
+    with (
+        quicgo_server(quicgo) as server,
+        mstls_client(server.port, versions=(QUIC_VERSION_2, QUIC_VERSION_1)) as conn,
+    ):
+        assert conn.sans_io.version == QUIC_VERSION_1
+        assert exchange(conn, "echo", b"after VN", TIMEOUT) == b"after VN"
 
 
 @pytest.mark.xfail(
@@ -202,6 +235,14 @@ def test_b_eight_concurrent_streams(quicgo: Path) -> None:
     assert all(r["sent_sha256"] == r["received_sha256"] for r in reports)
     assert {e["received_sha256"] for e in events} == expected
     assert len({r["id"] for r in reports}) == STREAMS
+
+
+def test_b_version_negotiation_from_draft29(quicgo: Path) -> None:
+    """quic-go starts in draft-29, which we do not speak: our Version Negotiation packet
+    (RFC 9000 §6, §17.2.1) moves it to v1."""
+    with mstls_server() as server:
+        run = go_client(quicgo, server.port, size=1000, command="echo", versions="draft29,1")
+    assert run.streams()[0]["received_sha256"] == sha(pattern(0, 1000))
 
 
 def test_b_retry(quicgo: Path) -> None:
