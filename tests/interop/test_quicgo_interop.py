@@ -45,6 +45,7 @@ STREAMS = 8  # the multiplexing case ...
 STREAM_SIZE = 512 << 10  # ... with this much per stream, echoed
 REBIND_SIZE = 4 << 20  # uploaded through the rebinding relay
 REBIND_AFTER = 600  # client datagrams (about 700 KB) before the relay changes port
+REBIND_IDLE = 5.0  # seconds of idle timeout on both ends of a rebinding case
 TIMEOUT = 30.0  # seconds for any one exchange or peer run
 
 
@@ -71,10 +72,10 @@ def quicgo_server(binary: Path, **options: Any) -> Iterator[QuicGoServer]:
         yield server
 
 
-def client_config(**extra: Any) -> mstls.ClientConfig:
+def client_config(idle_timeout: float = 10.0, **extra: Any) -> mstls.ClientConfig:
     cafile = get_pki().files("ca").cert
     return mstls.ClientConfig(
-        alpn=ALPN, cafile=cafile, server_name=SERVER_NAME, idle_timeout=10.0, extra=extra
+        alpn=ALPN, cafile=cafile, server_name=SERVER_NAME, idle_timeout=idle_timeout, extra=extra
     )
 
 
@@ -163,11 +164,12 @@ def test_a_rebind_through_nat(quicgo: Path) -> None:
     """mstls client -> relay -> quic-go server; the relay changes port mid-upload.  The
     mstls client's own socket never changes: surviving needs the server to follow."""
     data = pattern(2, REBIND_SIZE)
-    with quicgo_server(quicgo) as server:
+    with quicgo_server(quicgo, idle=f"{REBIND_IDLE:.0f}s") as server:
         target = ("127.0.0.1", server.port)
+        config = client_config(idle_timeout=REBIND_IDLE)
         with (
             RebindRelay(target, rebind_after=REBIND_AFTER) as relay,
-            mstls.connect("127.0.0.1", relay.address[1], client_config(), timeout=TIMEOUT) as conn,
+            mstls.connect("127.0.0.1", relay.address[1], config, timeout=TIMEOUT) as conn,
         ):
             reply = exchange(conn, "sha256", data, TIMEOUT)
         assert relay.rebinds == 1
@@ -176,10 +178,10 @@ def test_a_rebind_through_nat(quicgo: Path) -> None:
 
 # -- B: quic-go client, mstls server ------------------------------------------------------------
 @contextmanager
-def mstls_server(**options: Any) -> Iterator[MstlsStreamServer]:
+def mstls_server(idle_timeout: float = 10.0, **options: Any) -> Iterator[MstlsStreamServer]:
     files = get_pki().files("server")
     config = mstls.ServerConfig(
-        certfile=files.cert, keyfile=files.key, alpn=ALPN, idle_timeout=10.0, **options
+        certfile=files.cert, keyfile=files.key, alpn=ALPN, idle_timeout=idle_timeout, **options
     )
     with MstlsStreamServer(config, stream_timeout=TIMEOUT) as server:
         yield server
@@ -276,7 +278,7 @@ def test_b_session_resumption(quicgo: Path) -> None:
 def test_b_rebind_through_nat(quicgo: Path, new_host: str | None) -> None:
     """The relay moves the quic-go client to a new port (or to 127.0.0.2) after
     REBIND_AFTER datagrams of a 4 MiB upload; the server must follow (RFC 9000 §9.3)."""
-    with mstls_server() as server:
+    with mstls_server(idle_timeout=REBIND_IDLE) as server:
         target = ("127.0.0.1", server.port)
         with RebindRelay(target, rebind_after=REBIND_AFTER, rebind_host=new_host) as relay:
             run = run_client(
@@ -288,10 +290,11 @@ def test_b_rebind_through_nat(quicgo: Path, new_host: str | None) -> None:
                 size=REBIND_SIZE,
                 command="sha256",
                 cidlen=8,
+                idle=f"{REBIND_IDLE:.0f}s",
             )
-        events = server.log.wait_count("stream", 1, 5.0)
-    assert relay.rebinds == 1
-    assert run.returncode == 0, run
+        assert relay.rebinds == 1
+        assert run.returncode == 0, run
+        events = server.log.wait_count("stream", 1, TIMEOUT)
     assert run.streams()[0]["reply"] == f"{sha(pattern(0, REBIND_SIZE))} {REBIND_SIZE}\n"
     assert events[0]["received_sha256"] == sha(pattern(0, REBIND_SIZE))
     assert events[0]["peer"] == relay.upstream_addresses[-1]
