@@ -104,7 +104,8 @@ def test_a_transfer_4mib(quicgo: Path) -> None:
     assert (len(echoed), sha(echoed)) == (BIG, sha(data))
     assert reply == f"{sha(data)} {BIG}\n".encode()
     assert downloaded == pattern(0, BIG)
-    assert sorted(e["received_sha256"] for e in events[:2]) == [sha(data)] * 2
+    by_command = {e["command"]: e["received_sha256"] for e in events}
+    assert by_command == {"echo": sha(data), "sha256": sha(data), "send 4194304": sha(b"")}
     assert not [e for e in events if "error" in e]
 
 
@@ -254,7 +255,7 @@ def test_b_retry(quicgo: Path) -> None:
         [handshake] = server.log.wait_count("handshake", 1, TIMEOUT)
     assert run.streams()[0]["reply"] == f"{sha(pattern(0, 1000))} 1000\n"
     assert handshake["alpn"] == ALPN
-    assert relay.retries_to_client == 1
+    assert relay.retries_to_client >= 1  # one per Initial without a token
 
 
 def test_b_session_cache_second_connection(quicgo: Path) -> None:
