@@ -259,12 +259,21 @@ def test_b_retry(quicgo: Path) -> None:
 
 
 def test_b_session_cache_second_connection(quicgo: Path) -> None:
-    """quic-go with a TLS session cache (issue 12): both connections complete, the
-    second one resumed or not."""
+    """quic-go with a TLS session cache, its second connection dialled for 0-RTT (issue
+    12): both complete and deliver their data, whether the server resumes, accepts
+    early data or neither (RFC 9001 §4.6.2: rejected 0-RTT data is sent again)."""
     with mstls_server() as server:
-        run = go_client(quicgo, server.port, size=1000, command="echo", resume=True)
+        run = go_client(quicgo, server.port, size=1000, command="echo", resume=True, early=True)
     assert len(run.results) == 2
     assert [r["streams"][0]["received_len"] for r in run.results] == [1000, 1000]
+
+
+@pytest.mark.xfail(strict=True, reason="0-RTT (early data) on the server: issue 12")
+def test_b_zero_rtt(quicgo: Path) -> None:
+    with mstls_server() as server:
+        run = go_client(quicgo, server.port, size=1000, command="sha256", resume=True, early=True)
+    assert [r["used_0rtt"] for r in run.results] == [False, True]
+    assert run.streams(1)[0]["reply"] == f"{sha(pattern(0, 1000))} 1000\n"
 
 
 @pytest.mark.xfail(strict=True, reason="session tickets / resumption: issue 12 (branch resume)")

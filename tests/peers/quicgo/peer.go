@@ -2,7 +2,7 @@
 //
 //	peer -mode server -addr 127.0.0.1:0 -alpn mstls-test -cert c.pem -key k.pem [-retry]
 //	peer -mode client -addr 127.0.0.1:4433 -alpn mstls-test -ca ca.pem -sni localhost \
-//	     -streams 8 -size 1048576 -command echo [-cidlen 8] [-resume]
+//	     -streams 8 -size 1048576 -command echo [-cidlen 8] [-resume [-early]]
 //
 // It is written against quic-go 0.29's public API only and builds offline from
 // Debian's golang-github-lucas-clemente-quic-go-dev:
@@ -157,6 +157,7 @@ func main() {
 	command := flag.String("command", "echo", "client: echo, sha256 or send")
 	cidLen := flag.Int("cidlen", 0, "client: connection ID length (0: quic-go's default for DialAddr)")
 	resume := flag.Bool("resume", false, "client: connect twice with a session cache; report resumption")
+	early := flag.Bool("early", false, "client, with -resume: the second connection sends its streams as 0-RTT")
 	timeout := flag.Duration("timeout", 30*time.Second, "client: deadline of each connection")
 	idle := flag.Duration("idle", 10*time.Second, "max_idle_timeout")
 	vlist := flag.String("versions", "1", "QUIC versions, comma separated: 1, draft29")
@@ -181,7 +182,7 @@ func main() {
 		}
 		ok := runClient(clientJob{
 			addr: *addr, alpn: *alpn, caFile: *caFile, sni: *sni, streams: *streams,
-			size: *size, command: *command, resume: *resume, timeout: *timeout,
+			size: *size, command: *command, resume: *resume, early: *early, timeout: *timeout,
 			keylog: keyLog(*keylog), config: config,
 		})
 		if !ok {
@@ -321,7 +322,7 @@ type clientJob struct {
 	addr, alpn, caFile, sni, command string
 	streams                          int
 	size                             int64
-	resume                           bool
+	resume, early                    bool
 	timeout                          time.Duration
 	keylog                           io.Writer
 	config                           *quic.Config
@@ -350,26 +351,28 @@ func runClient(job clientJob) bool {
 	}
 	ok := true
 	for i := 0; i < connections; i++ {
-		ok = clientConnection(job, tlsConf) && ok
+		ok = clientConnection(job, tlsConf, job.early && i > 0) && ok
 	}
 	return ok
 }
 
-func clientConnection(job clientJob, tlsConf *tls.Config) bool {
+func clientConnection(job clientJob, tlsConf *tls.Config, early bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), job.timeout)
 	defer cancel()
-	result := map[string]any{"event": "result"}
+	result := map[string]any{"event": "result", "early": early}
 	started := time.Now()
-	conn, err := quic.DialAddrContext(ctx, job.addr, tlsConf, job.config)
+	var conn quic.Connection
+	var err error
+	if early { // streams are opened before the handshake completes: 0-RTT if accepted
+		conn, err = quic.DialAddrEarlyContext(ctx, job.addr, tlsConf, job.config)
+	} else {
+		conn, err = quic.DialAddrContext(ctx, job.addr, tlsConf, job.config)
+	}
 	if err != nil {
 		result["error"] = "dial: " + err.Error()
 		emit(result)
 		return false
 	}
-	state := conn.ConnectionState().TLS
-	result["alpn"] = state.NegotiatedProtocol
-	result["cipher"] = tls.CipherSuiteName(state.CipherSuite)
-	result["resumed"] = state.DidResume
 	result["handshake_ms"] = time.Since(started).Milliseconds()
 	reports := make([]map[string]any, job.streams)
 	var wg sync.WaitGroup
@@ -381,6 +384,11 @@ func clientConnection(job clientJob, tlsConf *tls.Config) bool {
 		}(k)
 	}
 	wg.Wait()
+	state := conn.ConnectionState().TLS // blocks until the handshake is complete
+	result["alpn"] = state.NegotiatedProtocol
+	result["cipher"] = tls.CipherSuiteName(state.CipherSuite)
+	result["resumed"] = state.DidResume
+	result["used_0rtt"] = state.Used0RTT
 	ok := true
 	for _, r := range reports {
 		if _, failed := r["error"]; failed {
