@@ -27,6 +27,7 @@ import mstls
 from mstls.wire.packet import QUIC_VERSION_1, QUIC_VERSION_2
 from tests.certs import SERVER_NAME, get_pki
 from tests.helpers.rebind_relay import RebindRelay
+from tests.helpers.relay import Direction, FaultRelay
 from tests.peers.quicgo.runner import (
     ClientRun,
     PeerUnavailable,
@@ -45,6 +46,8 @@ STREAMS = 8  # the multiplexing case ...
 STREAM_SIZE = 512 << 10  # ... with this much per stream, echoed
 REBIND_SIZE = 4 << 20  # uploaded through the rebinding relay
 REBIND_AFTER = 600  # client datagrams (about 700 KB) before the relay changes port
+LOSSY_SIZE = 1 << 20  # sent through the fault relay
+LOSSY = {"loss": 0.05, "reorder": 0.05, "duplicate": 0.02}  # per datagram, both directions
 REBIND_IDLE = 5.0  # seconds of idle timeout on both ends of a rebinding case
 TIMEOUT = 30.0  # seconds for any one exchange or peer run
 
@@ -124,6 +127,21 @@ def test_a_retry(quicgo: Path) -> None:
         assert exchange(conn, "sha256", b"validated", TIMEOUT) == (
             f"{sha(b'validated')} 9\n".encode()
         )
+
+
+def test_a_transfer_through_loss_reordering_duplication(quicgo: Path) -> None:
+    """quic-go's loss recovery against ours: 1 MiB echoed through 5 % loss, 5 % reordering
+    and 2 % duplication in both directions (RFC 9002)."""
+    data = pattern(3, LOSSY_SIZE)
+    with (
+        quicgo_server(quicgo) as server,
+        FaultRelay(("127.0.0.1", server.port), seed=10, **LOSSY) as relay,
+        mstls_client(relay.address[1]) as conn,
+    ):
+        echoed = exchange(conn, "echo", data, TIMEOUT)
+        dropped = [relay.counters(d).dropped for d in Direction]
+    assert sha(echoed) == sha(data)
+    assert min(dropped) > 0
 
 
 def test_a_v1_with_v2_offered_compatibly(quicgo: Path) -> None:
@@ -238,6 +256,19 @@ def test_b_eight_concurrent_streams(quicgo: Path) -> None:
     assert all(r["sent_sha256"] == r["received_sha256"] for r in reports)
     assert {e["received_sha256"] for e in events} == expected
     assert len({r["id"] for r in reports}) == STREAMS
+
+
+def test_b_transfer_through_loss_reordering_duplication(quicgo: Path) -> None:
+    """The same faults with quic-go as the client: its 1 MiB echo arrives intact."""
+    with (
+        mstls_server() as server,
+        FaultRelay(("127.0.0.1", server.port), seed=11, **LOSSY) as relay,
+    ):
+        run = go_client(quicgo, relay.address[1], size=LOSSY_SIZE, command="echo")
+        dropped = [relay.counters(d).dropped for d in Direction]
+    assert min(dropped) > 0
+    [report] = run.streams()
+    assert report["received_sha256"] == sha(pattern(0, LOSSY_SIZE))
 
 
 def test_b_version_negotiation_from_draft29(quicgo: Path) -> None:
