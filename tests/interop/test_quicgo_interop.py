@@ -27,7 +27,7 @@ import mstls
 from mstls.wire.packet import QUIC_VERSION_1, QUIC_VERSION_2
 from tests.certs import SERVER_NAME, get_pki
 from tests.helpers.rebind_relay import RebindRelay
-from tests.helpers.relay import Direction, FaultRelay
+from tests.helpers.relay import Direction, FaultRelay, FaultSpec
 from tests.peers.quicgo.runner import (
     ClientRun,
     PeerUnavailable,
@@ -47,7 +47,7 @@ STREAM_SIZE = 512 << 10  # ... with this much per stream, echoed
 REBIND_SIZE = 4 << 20  # uploaded through the rebinding relay
 REBIND_AFTER = 600  # client datagrams (about 700 KB) before the relay changes port
 LOSSY_SIZE = 1 << 20  # sent through the fault relay
-LOSSY = {"loss": 0.05, "reorder": 0.05, "duplicate": 0.02}  # per datagram, both directions
+LOSSY = FaultSpec(loss=0.05, reorder=0.05, duplicate=0.02)  # per datagram, each direction
 REBIND_IDLE = 5.0  # seconds of idle timeout on both ends of a rebinding case
 TIMEOUT = 30.0  # seconds for any one exchange or peer run
 
@@ -135,7 +135,9 @@ def test_a_transfer_through_loss_reordering_duplication(quicgo: Path) -> None:
     data = pattern(3, LOSSY_SIZE)
     with (
         quicgo_server(quicgo) as server,
-        FaultRelay(("127.0.0.1", server.port), seed=10, **LOSSY) as relay,
+        FaultRelay(
+            ("127.0.0.1", server.port), seed=10, client_to_server=LOSSY, server_to_client=LOSSY
+        ) as relay,
         mstls_client(relay.address[1]) as conn,
     ):
         echoed = exchange(conn, "echo", data, TIMEOUT)
@@ -262,7 +264,9 @@ def test_b_transfer_through_loss_reordering_duplication(quicgo: Path) -> None:
     """The same faults with quic-go as the client: its 1 MiB echo arrives intact."""
     with (
         mstls_server() as server,
-        FaultRelay(("127.0.0.1", server.port), seed=11, **LOSSY) as relay,
+        FaultRelay(
+            ("127.0.0.1", server.port), seed=11, client_to_server=LOSSY, server_to_client=LOSSY
+        ) as relay,
     ):
         run = go_client(quicgo, relay.address[1], size=LOSSY_SIZE, command="echo")
         dropped = [relay.counters(d).dropped for d in Direction]
