@@ -8,6 +8,7 @@ diagram) says where that leads.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -22,7 +23,7 @@ from .chain_verification import (
     verify_pinned,
     verify_server_chain,
 )
-from .cipher_suites import CipherSuite
+from .cipher_suites import CipherSuite, suite_hash
 from .config import TLSConfig
 from .engine import Direction, Epoch, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
@@ -37,7 +38,17 @@ from .messages import (
     EncryptedExtensions,
     Finished,
     ServerHello,
+    frame_message,
 )
+from .psk import (
+    PSK_DHE_KE,
+    binders_length,
+    compute_binder,
+    encode_offered_psks,
+    encode_psk_modes,
+    obfuscated_age,
+)
+from .resumption import peer_from_chain, take_ticket
 from .signatures import (
     SignatureScheme,
     certificate_verify_content,
@@ -46,6 +57,7 @@ from .signatures import (
     sign,
 )
 from .states import STARTED, Branch, HandshakeState, Role
+from .ticket_store import StoredTicket
 
 __all__ = ["ClientHandshake"]
 
@@ -89,6 +101,8 @@ class ClientHandshake(TLSHandshake):
         #: Whether a HelloRetryRequest was answered (diagnostics; the state table
         #: is what refuses a second one).
         self._hello_retried = False
+        #: The stored ticket offered in the ClientHello (RFC 8446 §4.2.11), if any.
+        self._offer: StoredTicket | None = None
         if config.verify_peer and not config.pinned_sha256 and not config.server_name:
             raise HandshakeError(
                 AlertDescription.internal_error,
@@ -101,6 +115,7 @@ class ClientHandshake(TLSHandshake):
         if self.state is not HandshakeState.START:
             raise TLSError(AlertDescription.internal_error, "handshake already started")
         self.client_random = os.urandom(32)
+        self._offer = take_ticket(self.config, quic=self.is_quic, now_ms=self.now_ms())
         for group in self.config.initial_share_groups():
             self._shares[group] = KeyShareClient.generate(group)
         self._hello = self._build_hello(cookie=None)
@@ -134,12 +149,35 @@ class ClientHandshake(TLSHandshake):
             extensions[ExtensionType.cookie] = cookie
         if self.transport_parameters is not None:
             extensions[ExtensionType.quic_transport_parameters] = self.transport_parameters
-        return ClientHello(
+        hello = ClientHello(
             random=self.client_random,
             legacy_session_id=b"",  # RFC 9001 §8.4; no middlebox compatibility mode
             cipher_suites=[int(s) for s in config.cipher_suites],
             extensions=extensions,
         )
+        if self._offer is not None:
+            self._add_psk(hello, self._offer)
+        return hello
+
+    def _add_psk(self, hello: ClientHello, offer: StoredTicket) -> None:
+        """psk_key_exchange_modes and, last, pre_shared_key with its binder
+        (RFC 8446 §4.2.9, §4.2.11.1-2)."""
+        algorithm = suite_hash(CipherSuite(offer.cipher_suite))
+        age = obfuscated_age(max(0, self.now_ms() - offer.received_ms), offer.age_add)
+        identities = [(offer.ticket, age)]
+        placeholder = [bytes(algorithm.digest_size)]
+        hello.extensions[ExtensionType.psk_key_exchange_modes] = encode_psk_modes([PSK_DHE_KE])
+        hello.extensions[ExtensionType.pre_shared_key] = encode_offered_psks(
+            identities, placeholder
+        )
+        framed = frame_message(hello.msg_type, hello.encode())
+        truncated = framed[: len(framed) - binders_length(placeholder)]
+        if self._schedule is not None:  # after a HelloRetryRequest
+            transcript = self._schedule.transcript_hash_with(truncated)
+        else:
+            transcript = hashlib.new(algorithm.name, truncated).digest()
+        binder = compute_binder(algorithm, offer.psk, transcript)
+        hello.extensions[ExtensionType.pre_shared_key] = encode_offered_psks(identities, [binder])
 
     # -- ServerHello / HelloRetryRequest ---------------------------------------------
     def _handle_server_hello(self, body: bytes, raw: bytes) -> Branch:
@@ -162,6 +200,7 @@ class ClientHandshake(TLSHandshake):
         shared_secret = share.finish(key_exchange)
         self.group = group
         schedule = self._schedule_for(CipherSuite(hello.cipher_suite))
+        self._check_selected_psk(hello, schedule)
         schedule.update_transcript(raw)
         schedule.extract(shared_secret)
         self._client_hs_secret = schedule.derive(b"c hs traffic")
@@ -180,6 +219,27 @@ class ClientHandshake(TLSHandshake):
         )
         self._shares.clear()
         return Branch.NEXT
+
+    def _check_selected_psk(self, hello: ServerHello, schedule: KeySchedule) -> None:
+        """RFC 8446 §4.2.11: the server resumed our ticket, with a suite of its hash."""
+        selected = hello.extensions.get(ExtensionType.pre_shared_key)
+        if selected is None:
+            self._offer = None  # declined: a full handshake
+            return
+        index = ext.parse_uint16(selected, "pre_shared_key extension")
+        offer = self._offer
+        if offer is None or index != 0:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"server selected PSK identity {index}, which we did not offer",
+            )
+        if suite_hash(CipherSuite(offer.cipher_suite)).name != schedule.algorithm.name:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                "server resumed a PSK with a cipher suite of another hash",
+            )
+        schedule.use_psk(offer.psk)
+        self.resumed = True
 
     def _check_common_hello(self, hello: ServerHello) -> None:
         """Checks shared by ServerHello and HelloRetryRequest (RFC 8446 §4.1.3,
@@ -259,6 +319,11 @@ class ClientHandshake(TLSHandshake):
         schedule = self._schedule_for(CipherSuite(hello.cipher_suite))
         schedule.restart_after_hello_retry()
         schedule.update_transcript(raw)
+        offer = self._offer
+        if offer is not None and (
+            suite_hash(CipherSuite(offer.cipher_suite)).name != schedule.algorithm.name
+        ):
+            self._offer = None  # §4.1.4: a PSK of another hash cannot be offered again
         if key_share is not None:
             group = ext.parse_key_share_hello_retry(key_share)
             if group not in self.config.groups or group in self._shares:
@@ -298,6 +363,10 @@ class ClientHandshake(TLSHandshake):
             self.peer_transport_parameters = params
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
+        if self.resumed:
+            assert self._offer is not None
+            self.peer = peer_from_chain(self._offer.peer_chain)
+            return Branch.RESUMED
         return Branch.NEXT
 
     def _handle_certificate_request(self, body: bytes, raw: bytes) -> Branch:
@@ -360,6 +429,8 @@ class ClientHandshake(TLSHandshake):
             self._send_client_certificate(self._certificate_request)
         self._send(Epoch.HANDSHAKE, Finished(schedule.finished(self._client_hs_secret)))
         self._install_application_key(Direction.WRITE)
+        if self.config.ticket_store is not None:
+            self._derive_resumption_secret()
         self._complete()
         return Branch.NEXT
 

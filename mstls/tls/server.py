@@ -37,6 +37,8 @@ from .messages import (
     Finished,
     ServerHello,
 )
+from .psk import PSK_DHE_KE, binders_length, parse_offered_psks, parse_psk_modes
+from .resumption import AcceptedPsk, choose_psk, issue_tickets, peer_from_chain
 from .signatures import certificate_verify_content, choose_scheme, sign
 from .states import Branch, Role
 
@@ -61,6 +63,8 @@ class ServerHandshake(TLSHandshake):
         self._retry_group: int | None = None
         self._client_hs_secret = b""
         self._offered_schemes: list[int] = []
+        #: The ticket being resumed (RFC 8446 §2.2), once the ClientHello chose one.
+        self._psk: AcceptedPsk | None = None
 
     def start(self) -> None:
         """Servers wait for the ClientHello; nothing to send yet."""
@@ -79,6 +83,7 @@ class ServerHandshake(TLSHandshake):
                 AlertDescription.illegal_parameter,
                 "second ClientHello no longer allows the cipher suite we chose",
             )
+        binder_hash = self._binder_transcript_hash(hello, raw)
         self._schedule.update_transcript(raw)
         if share is None:
             self._send_hello_retry(hello, group)
@@ -87,7 +92,64 @@ class ServerHandshake(TLSHandshake):
         alpn = self._choose_alpn(hello)
         self._read_client_extensions(hello)
         scheme = self._choose_scheme(hello)
+        if binder_hash is not None:
+            self._psk = self._choose_psk(hello, suite, alpn, binder_hash)
         return self._send_server_flight(hello, group, share, alpn, scheme)
+
+    # -- resumption (RFC 8446 §2.2, §4.2.11) ----------------------------------------------
+    def _binder_transcript_hash(self, hello: ClientHello, raw: bytes) -> bytes | None:
+        """The hash the binders cover: the transcript so far and the ClientHello
+        without its binders (§4.2.11.2); None when no resumable PSK is offered."""
+        offered = hello.extensions.get(ExtensionType.pre_shared_key)
+        modes = hello.extensions.get(ExtensionType.psk_key_exchange_modes)
+        if offered is None or self.config.ticket_keys is None:
+            return None
+        if modes is None:  # §4.2.9: a client offering a PSK MUST send the modes
+            raise HandshakeError(
+                AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes"
+            )
+        if PSK_DHE_KE not in parse_psk_modes(modes):
+            return None
+        binders = parse_offered_psks(offered).binders
+        assert self._schedule is not None
+        return self._schedule.transcript_hash_with(raw[: len(raw) - binders_length(binders)])
+
+    def _choose_psk(
+        self, hello: ClientHello, suite: CipherSuite, alpn: str | None, binder_hash: bytes
+    ) -> AcceptedPsk | None:
+        offered = parse_offered_psks(hello.extensions[ExtensionType.pre_shared_key])
+        accepted = choose_psk(
+            self.config,
+            offered,
+            binder_hash,
+            suite=suite,
+            alpn=alpn,
+            server_name=self.server_name,
+            quic=self.is_quic,
+            now_ms=self.now_ms(),
+        )
+        if accepted is not None:
+            self.resumed = True
+            self.peer = peer_from_chain(accepted.contents.peer_chain)
+        return accepted
+
+    def _send_tickets(self) -> None:
+        """NewSessionTickets after the handshake (RFC 8446 §4.6.1)."""
+        if self.config.ticket_keys is None or self.config.session_tickets <= 0:
+            return
+        assert self.cipher_suite is not None
+        self._derive_resumption_secret()
+        for ticket in issue_tickets(
+            self.config,
+            self.cipher_suite,
+            self._resumption_secret,
+            alpn=self.alpn_protocol,
+            server_name=self.server_name,
+            peer=self.peer,
+            quic=self.is_quic,
+            now_ms=self.now_ms(),
+        ):
+            self._send(Epoch.ONE_RTT, ticket)
 
     def _check_client_hello(self, hello: ClientHello) -> None:
         """Version, compression and extension placement (RFC 8446 §4.1.2, §4.2)."""
@@ -226,16 +288,20 @@ class ServerHandshake(TLSHandshake):
         assert schedule is not None and self.cipher_suite is not None
         key_exchange, shared_secret = server_key_share(group, client_share)
         self.group = group
+        hello_extensions: dict[int, bytes] = {
+            ExtensionType.supported_versions: ext.TLS13.to_bytes(2, "big"),
+            ExtensionType.key_share: ext.encode_key_share_server(group, key_exchange),
+        }
+        if self._psk is not None:
+            hello_extensions[ExtensionType.pre_shared_key] = self._psk.index.to_bytes(2, "big")
+            schedule.use_psk(self._psk.contents.psk)
         self._send(
             Epoch.INITIAL,
             ServerHello(
                 random=os.urandom(32),
                 legacy_session_id_echo=hello.legacy_session_id,
                 cipher_suite=self.cipher_suite,
-                extensions={
-                    ExtensionType.supported_versions: ext.TLS13.to_bytes(2, "big"),
-                    ExtensionType.key_share: ext.encode_key_share_server(group, key_exchange),
-                },
+                extensions=hello_extensions,
             ),
         )
         schedule.extract(shared_secret)
@@ -252,6 +318,11 @@ class ServerHandshake(TLSHandshake):
         )
         self.alpn_protocol = alpn
         self._send(Epoch.HANDSHAKE, EncryptedExtensions(self._encrypted_extensions(alpn)))
+        if self._psk is not None:  # §2.2: the PSK authenticates; no certificates
+            self._send(Epoch.HANDSHAKE, Finished(schedule.finished(server_hs_secret)))
+            self._derive_application_secrets()
+            self._install_application_key(Direction.WRITE)
+            return Branch.RESUMED
         requesting = self._requests_client_certificate()
         if requesting:
             self._offered_schemes = [int(s) for s in self.config.signature_schemes]
@@ -325,6 +396,7 @@ class ServerHandshake(TLSHandshake):
         schedule.update_transcript(raw)
         self._install_application_key(Direction.READ)
         self._complete()
+        self._send_tickets()
         return Branch.NEXT
 
     HANDLERS = {

@@ -26,6 +26,8 @@ from mstls.tls.groups import NamedGroup
 from mstls.tls.messages import NewSessionTicket, frame_message
 from mstls.tls.server import ServerHandshake
 from mstls.tls.states import STARTED, TRANSITIONS, Epoch, HandshakeState, Role
+from mstls.tls.ticket_store import MemoryTicketStore
+from mstls.tls.tickets import TicketKeyRing
 from tests.certs import get_pki
 
 from .driver import EnginePair, Message, Step, client_config, server_config
@@ -56,11 +58,26 @@ def _configs(name: str) -> tuple[TLSConfig, TLSConfig]:
             {**retry_client, **mutual},
             {**retry_server, "require_client_certificate": True},
         ),
+        "resumed": ({}, {}),
+        "hello retry, resumed": (retry_client, retry_server),
     }[name]
+    if name.endswith("resumed"):
+        # A first handshake fills the store; the scenario's handshake resumes.
+        client["ticket_store"] = MemoryTicketStore()
+        server["ticket_keys"] = TicketKeyRing([bytes(32)])
+        EnginePair(client_config(pki, **client), server_config(pki, **server)).run()
     return client_config(pki, **client), server_config(pki, **server)
 
 
-SCENARIOS = ("plain", "mutual", "requested, none sent", "hello retry", "hello retry, mutual")
+SCENARIOS = (
+    "plain",
+    "mutual",
+    "requested, none sent",
+    "hello retry",
+    "hello retry, mutual",
+    "resumed",
+    "hello retry, resumed",
+)
 
 
 def _play(name: str, stop: Callable[[EnginePair], bool] | None = None) -> EnginePair:

@@ -1,0 +1,240 @@
+"""PSK resumption with stateless tickets between our two engines (RFC 8446 §2.2, §4.2.11, §4.6.1).
+
+Sans-I/O pairs (:class:`tests.tls.driver.EnginePair`): the first handshake
+issues tickets that land in the client's store, the second offers one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from mstls.codes import AlertDescription
+from mstls.exceptions import HandshakeError
+from mstls.tls.extensions import ExtensionType, HandshakeType
+from mstls.tls.messages import ClientHello
+from mstls.tls.psk import encode_offered_psks, parse_offered_psks
+from mstls.tls.states import HandshakeState, Role
+from mstls.tls.ticket_store import FileTicketStore, MemoryTicketStore
+from mstls.tls.tickets import TICKET_KEY_LENGTH, TicketKeyRing
+from tests.certs import get_pki
+from tests.tls.driver import EnginePair, client_config, memory_pair, pump, server_config
+
+KEY_A = bytes(range(TICKET_KEY_LENGTH))
+KEY_B = bytes(range(1, TICKET_KEY_LENGTH + 1))
+#: Inside the test PKI's validity; every engine of a test uses the same clock.
+T0 = datetime.now(UTC)
+
+
+def configs(
+    store: MemoryTicketStore,
+    keys: list[bytes] | None = None,
+    *,
+    when: datetime = T0,
+    client: dict[str, Any] | None = None,
+    server: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    pki = get_pki()
+    ring = TicketKeyRing(keys or [KEY_A])
+    return (
+        client_config(pki, ticket_store=store, verify_time=when, **(client or {})),
+        server_config(pki, ticket_keys=ring, verify_time=when, **(server or {})),
+    )
+
+
+def handshake(store: MemoryTicketStore, keys: list[bytes] | None = None, **kw: Any) -> EnginePair:
+    pair = EnginePair(*configs(store, keys, **kw))
+    pair.run()
+    assert pair.client.handshake_complete and pair.server.handshake_complete
+    return pair
+
+
+def sent_types(pair: EnginePair, role: Role) -> list[int]:
+    """Message types ``role`` received."""
+    return [step.msg_type for step in pair.trace if step.role is role]
+
+
+def test_first_handshake_stores_the_servers_tickets() -> None:
+    store = MemoryTicketStore()
+    pair = handshake(store)
+    assert not pair.client.resumed and not pair.server.resumed
+    assert sent_types(pair, Role.CLIENT).count(HandshakeType.new_session_ticket) == 2
+    assert len(store) == 2
+
+
+def test_resumed_handshake_sends_no_certificate() -> None:
+    store = MemoryTicketStore()
+    first = handshake(store)
+    second = handshake(store)
+    assert second.client.resumed and second.server.resumed
+    received = sent_types(second, Role.CLIENT)
+    assert HandshakeType.certificate not in received
+    assert HandshakeType.certificate_verify not in received
+    # the server's identity is the one verified when the ticket was issued
+    assert second.client.peer is not None and first.client.peer is not None
+    assert second.client.peer.spki_sha256 == first.client.peer.spki_sha256
+    # single use: one ticket taken, two new ones stored
+    assert len(store) == 3
+
+
+def test_ticket_from_another_server_key_falls_back_to_a_full_handshake() -> None:
+    store = MemoryTicketStore()
+    handshake(store, [KEY_A])
+    second = handshake(store, [KEY_B])
+    assert not second.client.resumed and not second.server.resumed
+    assert HandshakeType.certificate in sent_types(second, Role.CLIENT)
+
+
+def test_rotated_key_still_opens_tickets_of_the_previous_key() -> None:
+    store = MemoryTicketStore()
+    handshake(store, [KEY_A])
+    second = handshake(store, [KEY_B, KEY_A])
+    assert second.client.resumed and second.server.resumed
+
+
+def test_expired_ticket_is_not_offered() -> None:
+    store = MemoryTicketStore()
+    handshake(store, server={"ticket_lifetime": 60})
+    later = T0 + timedelta(seconds=61)
+    second = handshake(store, when=later)
+    assert not second.client.resumed
+    assert len(store) == 2  # the expired ones were dropped, the new ones kept
+
+
+def test_server_refuses_a_ticket_past_its_lifetime() -> None:
+    """The client's clock says the ticket is fresh; the server's says it is not."""
+    store = MemoryTicketStore()
+    handshake(store, server={"ticket_lifetime": 60})
+    client, _ = configs(store)
+    _, server = configs(store, when=T0 + timedelta(seconds=61))
+    pair = EnginePair(client, server)
+    pair.run()
+    assert pair.client.handshake_complete
+    assert not pair.server.resumed and not pair.client.resumed
+
+
+def test_ticket_age_outside_the_window_is_declined() -> None:
+    """An obfuscated age that disagrees with ours by more than the tolerance."""
+    store = MemoryTicketStore()
+    handshake(store)
+    client, _ = configs(store, when=T0 + timedelta(seconds=30))
+    _, server = configs(store)
+    pair = EnginePair(client, server)
+    pair.run()
+    assert not pair.server.resumed
+
+
+def test_tampered_binder_aborts_with_decrypt_error() -> None:
+    """RFC 8446 §4.2.11: a PSK the server would accept with a bad binder aborts."""
+    store = MemoryTicketStore()
+    handshake(store)
+    pair = EnginePair(*configs(store))
+    message = pair.next_message(Role.SERVER)
+    assert message is not None and message.msg_type == HandshakeType.client_hello
+    hello = ClientHello.parse(message.body)
+    offered = parse_offered_psks(hello.extensions[ExtensionType.pre_shared_key])
+    binder = bytes([offered.binders[0][0] ^ 1]) + offered.binders[0][1:]
+    hello.extensions[ExtensionType.pre_shared_key] = encode_offered_psks(
+        offered.identities, [binder]
+    )
+    pair.inbox[Role.SERVER].popleft()
+    with pytest.raises(HandshakeError) as info:
+        pair.feed(Role.SERVER, message.with_body(hello.encode()))
+    assert info.value.alert == AlertDescription.decrypt_error
+
+
+def test_tampered_ticket_falls_back_to_a_full_handshake() -> None:
+    """A ticket whose ciphertext was changed does not open: a full handshake."""
+    store = MemoryTicketStore()
+    handshake(store)
+    for tickets in store._tickets.values():
+        tickets[:] = [
+            attrs.evolve(t, ticket=t.ticket[:-1] + bytes([t.ticket[-1] ^ 1])) for t in tickets
+        ]
+    pair = EnginePair(*configs(store))
+    pair.deliver(Role.SERVER)
+    assert pair.server.state is HandshakeState.WAIT_FINISHED
+    assert not pair.server.resumed
+    # the client learns from the ServerHello that it was declined and verifies the chain
+    pair.run()
+    assert pair.client.handshake_complete and not pair.client.resumed
+    assert HandshakeType.certificate in sent_types(pair, Role.CLIENT)
+
+
+def test_other_alpn_or_server_name_is_not_resumed() -> None:
+    store = MemoryTicketStore()
+    handshake(store)
+    # the client keys tickets by server name: another name finds none to offer
+    other = handshake(store, client={"server_name": "127.0.0.1", "verify_peer": False})
+    assert not other.client.resumed
+    # a server that would pick another protocol declines the ticket
+    second = handshake(
+        store,
+        client={"alpn_protocols": ["mstls-test", "other"]},
+        server={"alpn_protocols": ["other", "mstls-test"]},
+    )
+    assert not second.server.resumed
+
+
+def test_client_certificate_identity_survives_resumption() -> None:
+    pki = get_pki()
+    store = MemoryTicketStore()
+    mtls_client = {
+        "certificate_chain": [pki.client.certificate],
+        "private_key": pki.client.private_key,
+    }
+    mtls_server = {"require_client_certificate": True}
+    first = handshake(store, client=mtls_client, server=mtls_server)
+    assert first.server.peer is not None
+    second = handshake(store, client=mtls_client, server=mtls_server)
+    assert second.server.resumed
+    assert second.server.peer is not None
+    assert second.server.peer.spki_sha256 == first.server.peer.spki_sha256
+
+
+def test_resumption_over_the_tls_record_layer() -> None:
+    """The same engines through mstls.tls.tcp (QMux's TLS)."""
+    store = MemoryTicketStore()
+    for expected in (False, True):
+        client, server = memory_pair(*configs(store))
+        pump(client, server)
+        assert client.handshake_complete and server.handshake_complete
+        assert client.handshake.resumed is expected and server.handshake.resumed is expected
+
+
+def test_quic_and_tcp_tickets_are_kept_apart() -> None:
+    store = MemoryTicketStore()
+    pair = EnginePair(*configs(store), transport_parameters=(b"", b""))
+    pair.run()
+    assert {key[2] for key in store._tickets} == {"quic"}
+    tcp = handshake(store)
+    assert not tcp.client.resumed
+
+
+def test_file_store_keeps_tickets_across_instances(tmp_path: Path) -> None:
+    path = tmp_path / "tickets.json"
+    handshake(FileTicketStore(path))
+    assert path.stat().st_mode & 0o777 == 0o600
+    second = handshake(FileTicketStore(path))
+    assert second.client.resumed
+    assert len(FileTicketStore(path)) == 3
+
+
+def test_file_store_ignores_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "tickets.json"
+    path.write_text("{not json")
+    store = FileTicketStore(path)
+    assert len(store) == 0
+    handshake(store)
+    assert len(FileTicketStore(path)) == 2
+
+
+def test_memory_store_is_bounded() -> None:
+    store = MemoryTicketStore(max_tickets=3)
+    for _ in range(3):
+        handshake(store)
+    assert len(store) == 3
