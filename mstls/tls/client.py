@@ -155,6 +155,9 @@ class ClientHandshake(TLSHandshake):
             cipher_suites=[int(s) for s in config.cipher_suites],
             extensions=extensions,
         )
+        if config.ticket_store is not None:
+            # §4.2.9: without the modes a server may send no tickets at all.
+            extensions[ExtensionType.psk_key_exchange_modes] = encode_psk_modes([PSK_DHE_KE])
         if self._offer is not None:
             self._add_psk(hello, self._offer)
         return hello
@@ -166,7 +169,6 @@ class ClientHandshake(TLSHandshake):
         age = obfuscated_age(max(0, self.now_ms() - offer.received_ms), offer.age_add)
         identities = [(offer.ticket, age)]
         placeholder = [bytes(algorithm.digest_size)]
-        hello.extensions[ExtensionType.psk_key_exchange_modes] = encode_psk_modes([PSK_DHE_KE])
         hello.extensions[ExtensionType.pre_shared_key] = encode_offered_psks(
             identities, placeholder
         )

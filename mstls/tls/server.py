@@ -65,6 +65,8 @@ class ServerHandshake(TLSHandshake):
         self._offered_schemes: list[int] = []
         #: The ticket being resumed (RFC 8446 §2.2), once the ClientHello chose one.
         self._psk: AcceptedPsk | None = None
+        #: Whether the client can use our tickets: it listed psk_dhe_ke (§4.2.9).
+        self._client_takes_tickets = False
 
     def start(self) -> None:
         """Servers wait for the ClientHello; nothing to send yet."""
@@ -83,6 +85,8 @@ class ServerHandshake(TLSHandshake):
                 AlertDescription.illegal_parameter,
                 "second ClientHello no longer allows the cipher suite we chose",
             )
+        modes = hello.extensions.get(ExtensionType.psk_key_exchange_modes)
+        self._client_takes_tickets = modes is not None and PSK_DHE_KE in parse_psk_modes(modes)
         binder_hash = self._binder_transcript_hash(hello, raw)
         self._schedule.update_transcript(raw)
         if share is None:
@@ -108,7 +112,7 @@ class ServerHandshake(TLSHandshake):
             raise HandshakeError(
                 AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes"
             )
-        if PSK_DHE_KE not in parse_psk_modes(modes):
+        if not self._client_takes_tickets:
             return None
         binders = parse_offered_psks(offered).binders
         assert self._schedule is not None
@@ -135,7 +139,12 @@ class ServerHandshake(TLSHandshake):
 
     def _send_tickets(self) -> None:
         """NewSessionTickets after the handshake (RFC 8446 §4.6.1)."""
-        if self.config.ticket_keys is None or self.config.session_tickets <= 0:
+        config = self.config
+        if (
+            not self._client_takes_tickets
+            or config.ticket_keys is None
+            or config.session_tickets <= 0
+        ):
             return
         assert self.cipher_suite is not None
         self._derive_resumption_secret()

@@ -238,3 +238,13 @@ def test_memory_store_is_bounded() -> None:
     for _ in range(3):
         handshake(store)
     assert len(store) == 3
+
+
+def test_no_tickets_for_a_client_that_cannot_use_them() -> None:
+    """Without psk_key_exchange_modes (no ticket store) the server sends none (§4.2.9)."""
+    pki = get_pki()
+    server = server_config(pki, ticket_keys=TicketKeyRing([KEY_A]))
+    pair = EnginePair(client_config(pki), server)
+    pair.run()
+    assert pair.client.handshake_complete
+    assert HandshakeType.new_session_ticket not in sent_types(pair, Role.CLIENT)
