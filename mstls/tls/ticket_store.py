@@ -67,6 +67,7 @@ class StoredTicket:
         return not 0 <= now_ms - self.received_ms < self.lifetime * 1000
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (bytes as base64), as :class:`FileTicketStore` writes it."""
         b64 = base64.b64encode
         return {
             "ticket": b64(self.ticket).decode(),
@@ -83,7 +84,7 @@ class StoredTicket:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredTicket:
-        """Raises KeyError, TypeError or ValueError for a malformed entry."""
+        """The ticket of a :meth:`to_json` dict; KeyError, TypeError or ValueError if malformed."""
         b64 = base64.b64decode
         return cls(
             ticket=b64(data["ticket"]),

@@ -12,12 +12,21 @@ from typing import Any
 
 import attrs
 import pytest
+from cryptography.hazmat.primitives import hashes
 
 from mstls.codes import AlertDescription
 from mstls.exceptions import HandshakeError
+from mstls.tls.cipher_suites import CipherSuite
 from mstls.tls.extensions import ExtensionType, HandshakeType
+from mstls.tls.key_schedule import KeySchedule
 from mstls.tls.messages import ClientHello
-from mstls.tls.psk import encode_offered_psks, parse_offered_psks
+from mstls.tls.psk import (
+    binder_key,
+    compute_binder,
+    encode_offered_psks,
+    parse_offered_psks,
+    psk_from_ticket,
+)
 from mstls.tls.states import HandshakeState, Role
 from mstls.tls.ticket_store import FileTicketStore, MemoryTicketStore
 from mstls.tls.tickets import TICKET_KEY_LENGTH, TicketKeyRing
@@ -248,3 +257,45 @@ def test_no_tickets_for_a_client_that_cannot_use_them() -> None:
     pair.run()
     assert pair.client.handshake_complete
     assert HandshakeType.new_session_ticket not in sent_types(pair, Role.CLIENT)
+
+
+# -- RFC 8448 §3-§4: the resumed handshake's PSK and binder -------------------------------
+def _h(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+RFC8448_RESUMPTION_MASTER = _h(
+    "7d f2 35 f2 03 1d 2a 05 12 87 d0 2b 02 41 b0 bf "
+    "da f8 6c c8 56 23 1f 2d 5a ba 46 c4 34 ec 19 6c"
+)
+RFC8448_PSK = _h(
+    "4e cd 0e b6 ec 3b 4d 87 f5 d6 02 8f 92 2c a4 c5 "
+    "85 1a 27 7f d4 13 11 c9 e6 2d 2c 94 92 e1 c4 f3"
+)
+RFC8448_EARLY_SECRET = _h(
+    "9b 21 88 e9 b2 fc 6d 64 d7 1d c3 29 90 0e 20 bb "
+    "41 91 50 00 f6 78 aa 83 9c bb 79 7c b7 d8 33 2c"
+)
+RFC8448_BINDER_KEY = _h(
+    "69 fe 13 1a 3b ba d5 d6 3c 64 ee bc c3 0e 39 5b "
+    "9d 81 07 72 6a 13 d0 74 e3 89 db c8 a4 e4 72 56"
+)
+RFC8448_BINDER_HASH = _h(
+    "63 22 4b 2e 45 73 f2 d3 45 4c a8 4b 9d 00 9a 04 "
+    "f6 be 9e 05 71 1a 83 96 47 3a ef a0 1e 92 4a 14"
+)
+RFC8448_BINDER = _h(
+    "3a dd 4f b2 d8 fd f8 22 a0 ca 3c f7 67 8e f5 e8 "
+    "8d ae 99 01 41 c5 92 4d 57 bb 6f a3 1b 9e 5f 9d"
+)
+
+
+def test_rfc8448_ticket_psk_early_secret_and_binder() -> None:
+    algorithm = hashes.SHA256()
+    psk = psk_from_ticket(algorithm, RFC8448_RESUMPTION_MASTER, b"\x00\x00")
+    assert psk == RFC8448_PSK
+    schedule = KeySchedule(CipherSuite.AES_128_GCM_SHA256)
+    schedule.use_psk(psk)
+    assert schedule.secret == RFC8448_EARLY_SECRET
+    assert binder_key(algorithm, psk) == RFC8448_BINDER_KEY
+    assert compute_binder(algorithm, psk, RFC8448_BINDER_HASH) == RFC8448_BINDER
