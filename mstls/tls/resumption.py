@@ -25,7 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..codes import AlertDescription
-from ..exceptions import HandshakeError
+from ..exceptions import CertificateError, HandshakeError
+from .chain_verification import verify_pinned
 from .cipher_suites import CipherSuite, suite_hash
 from .config import TLSConfig
 from .messages import NewSessionTicket
@@ -140,7 +141,19 @@ def _usable(
         and -TICKET_AGE_TOLERANCE_MS <= age_ms < contents.lifetime * 1000
         and abs(client_age - age_ms) <= TICKET_AGE_TOLERANCE_MS
         and (bool(contents.peer_chain) or not config.require_client_certificate)
+        and _pins_still_match(config, contents.peer_chain)
     )
+
+
+def _pins_still_match(config: TLSConfig, chain: Sequence[bytes]) -> bool:
+    """With pinned client keys, a remembered client must still have a pinned key."""
+    if not config.pinned_sha256 or not chain:
+        return True
+    try:
+        verify_pinned([parse_certificate_der(der) for der in chain], config.pinned_sha256)
+    except CertificateError:
+        return False
+    return True
 
 
 def choose_psk(

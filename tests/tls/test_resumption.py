@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 from mstls.codes import AlertDescription
-from mstls.exceptions import HandshakeError
+from mstls.exceptions import CertificateError, HandshakeError
 from mstls.tls.cipher_suites import CipherSuite
 from mstls.tls.extensions import ExtensionType, HandshakeType
 from mstls.tls.key_schedule import KeySchedule
@@ -30,6 +30,7 @@ from mstls.tls.psk import (
 from mstls.tls.states import HandshakeState, Role
 from mstls.tls.ticket_store import FileTicketStore, MemoryTicketStore
 from mstls.tls.tickets import TICKET_KEY_LENGTH, TicketKeyRing
+from mstls.tls.x509_fields import spki_sha256
 from tests.certs import get_pki
 from tests.tls.driver import EnginePair, client_config, memory_pair, pump, server_config
 
@@ -299,3 +300,20 @@ def test_rfc8448_ticket_psk_early_secret_and_binder() -> None:
     assert schedule.secret == RFC8448_EARLY_SECRET
     assert binder_key(algorithm, psk) == RFC8448_BINDER_KEY
     assert compute_binder(algorithm, psk, RFC8448_BINDER_HASH) == RFC8448_BINDER
+
+
+def test_a_client_whose_pin_was_removed_is_not_resumed() -> None:
+    pki = get_pki()
+    store = MemoryTicketStore()
+    mtls_client = {
+        "certificate_chain": [pki.client.certificate],
+        "private_key": pki.client.private_key,
+    }
+    pin = spki_sha256(pki.client.certificate)
+    first = handshake(store, client=mtls_client, server={"pinned_sha256": [pin]})
+    assert first.server.peer is not None
+    still = handshake(store, client=mtls_client, server={"pinned_sha256": [pin]})
+    assert still.server.resumed
+    other = spki_sha256(pki.server.certificate)
+    with pytest.raises(CertificateError):  # full handshake: the client's key is not pinned
+        handshake(store, client=mtls_client, server={"pinned_sha256": [other]})
