@@ -18,8 +18,9 @@ from mstls.codes import AlertDescription
 from mstls.exceptions import CertificateError, HandshakeError
 from mstls.tls.cipher_suites import CipherSuite
 from mstls.tls.extensions import ExtensionType, HandshakeType
+from mstls.tls.groups import NamedGroup
 from mstls.tls.key_schedule import KeySchedule
-from mstls.tls.messages import ClientHello
+from mstls.tls.messages import ClientHello, NewSessionTicket, frame_message
 from mstls.tls.psk import (
     binder_key,
     compute_binder,
@@ -27,12 +28,19 @@ from mstls.tls.psk import (
     parse_offered_psks,
     psk_from_ticket,
 )
-from mstls.tls.states import HandshakeState, Role
+from mstls.tls.states import Epoch, HandshakeState, Role
 from mstls.tls.ticket_store import FileTicketStore, MemoryTicketStore
-from mstls.tls.tickets import TICKET_KEY_LENGTH, TicketKeyRing
+from mstls.tls.tickets import MAX_TICKET_LIFETIME, TICKET_KEY_LENGTH, TicketKeyRing
 from mstls.tls.x509_fields import spki_sha256
 from tests.certs import get_pki
-from tests.tls.driver import EnginePair, client_config, memory_pair, pump, server_config
+from tests.tls.driver import (
+    EnginePair,
+    Message,
+    client_config,
+    memory_pair,
+    pump,
+    server_config,
+)
 
 KEY_A = bytes(range(TICKET_KEY_LENGTH))
 KEY_B = bytes(range(1, TICKET_KEY_LENGTH + 1))
@@ -317,3 +325,39 @@ def test_a_client_whose_pin_was_removed_is_not_resumed() -> None:
     other = spki_sha256(pki.server.certificate)
     with pytest.raises(CertificateError):  # full handshake: the client's key is not pinned
         handshake(store, client=mtls_client, server={"pinned_sha256": [other]})
+
+
+def test_resumption_after_a_hello_retry_request() -> None:
+    """§4.1.4: the second ClientHello carries the PSK with a binder over the new transcript."""
+    retry: dict[str, Any] = {
+        "client": {"key_share_groups": [NamedGroup.x25519]},
+        "server": {"groups": [NamedGroup.secp256r1, NamedGroup.x25519]},
+    }
+    store = MemoryTicketStore()
+    handshake(store, **retry)
+    second = handshake(store, **retry)
+    assert second.client._hello_retried  # type: ignore[attr-defined]
+    assert second.client.resumed and second.server.resumed
+
+
+def test_quic_handshakes_resume_too() -> None:
+    store = MemoryTicketStore()
+    for expected in (False, True):
+        pair = EnginePair(*configs(store), transport_parameters=(b"\x01", b"\x02"))
+        pair.run()
+        assert pair.client.resumed is expected and pair.server.resumed is expected
+        assert pair.client.peer_transport_parameters == b"\x02"
+
+
+def test_zero_lifetime_ticket_is_not_kept_and_long_ones_are_capped() -> None:
+    store = MemoryTicketStore()
+    pair = handshake(store)
+    before = len(store)
+    for lifetime in (0, 30 * 24 * 3600):
+        ticket = NewSessionTicket(lifetime, 1, bytes((lifetime % 7,)), b"opaque", {})
+        raw = frame_message(HandshakeType.new_session_ticket, ticket.encode())
+        pair.feed(Role.CLIENT, Message(Epoch.ONE_RTT, raw))
+    assert len(store) == before + 1
+    newest = store.take(("localhost", "mstls-test", "tcp"), pair.client.now_ms())
+    assert newest is not None and newest.ticket == b"opaque"
+    assert newest.lifetime == MAX_TICKET_LIFETIME
