@@ -25,7 +25,7 @@ from .chain_verification import (
 )
 from .cipher_suites import CipherSuite, suite_hash
 from .config import TLSConfig
-from .engine import Direction, Epoch, TLSHandshake
+from .engine import Direction, Epoch, InstallKey, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
 from .groups import KeyShareClient, NamedGroup
 from .key_schedule import KeySchedule
@@ -36,6 +36,7 @@ from .messages import (
     CertificateVerify,
     ClientHello,
     EncryptedExtensions,
+    EndOfEarlyData,
     Finished,
     ServerHello,
     frame_message,
@@ -103,6 +104,11 @@ class ClientHandshake(TLSHandshake):
         self._hello_retried = False
         #: The stored ticket offered in the ClientHello (RFC 8446 §4.2.11), if any.
         self._offer: StoredTicket | None = None
+        #: 0-RTT (RFC 8446 §2.3, §4.2.10): offered, and then accepted (None: not yet known).
+        self.early_data_offered = False
+        self.early_data_accepted: bool | None = None
+        #: Most early data bytes the server takes (the ticket's max_early_data_size).
+        self.max_early_data = 0
         if config.verify_peer and not config.pinned_sha256 and not config.server_name:
             raise HandshakeError(
                 AlertDescription.internal_error,
@@ -120,7 +126,24 @@ class ClientHandshake(TLSHandshake):
             self._shares[group] = KeyShareClient.generate(group)
         self._hello = self._build_hello(cookie=None)
         self._hello_raw = self._send(Epoch.INITIAL, self._hello)
+        if ExtensionType.early_data in self._hello.extensions:
+            self._start_early_data()
         self.state = STARTED[self.role]
+
+    def _start_early_data(self) -> None:
+        """client_early_traffic_secret over the ClientHello (RFC 8446 §7.1)."""
+        offer = self._offer
+        assert offer is not None
+        suite = CipherSuite(offer.cipher_suite)
+        schedule = KeySchedule(suite)
+        schedule.use_psk(offer.psk)
+        schedule.update_transcript(self._hello_raw)
+        secret = schedule.derive(b"c e traffic")
+        self.early_data_offered = True
+        self.max_early_data = offer.max_early_data
+        self._output.append(InstallKey(Epoch.ZERO_RTT, Direction.WRITE, suite, secret))
+        if self._keylog is not None:
+            self._keylog.log("CLIENT_EARLY_TRAFFIC_SECRET", self.client_random, secret)
 
     def _build_hello(self, cookie: bytes | None) -> ClientHello:
         config = self.config
@@ -158,9 +181,22 @@ class ClientHandshake(TLSHandshake):
         if config.ticket_store is not None:
             # §4.2.9: without the modes a server may send no tickets at all.
             extensions[ExtensionType.psk_key_exchange_modes] = encode_psk_modes([PSK_DHE_KE])
-        if self._offer is not None:
-            self._add_psk(hello, self._offer)
+        offer = self._offer
+        if offer is not None:
+            if self._wants_early_data(offer):
+                extensions[ExtensionType.early_data] = b""
+            self._add_psk(hello, offer)
         return hello
+
+    def _wants_early_data(self, offer: StoredTicket) -> bool:
+        """0-RTT only when enabled, allowed by the ticket, over TCP (QUIC's 0-RTT packets
+        are not implemented), and never in a second ClientHello (RFC 8446 §4.1.2)."""
+        return (
+            self.config.early_data
+            and offer.max_early_data > 0
+            and not self.is_quic
+            and not self._hello_retried
+        )
 
     def _add_psk(self, hello: ClientHello, offer: StoredTicket) -> None:
         """psk_key_exchange_modes and, last, pre_shared_key with its binder
@@ -213,14 +249,18 @@ class ClientHandshake(TLSHandshake):
             self._server_hs_secret,
             "SERVER_HANDSHAKE_TRAFFIC_SECRET",
         )
+        if not self.early_data_offered:  # else after EndOfEarlyData (§4.5)
+            self._install_handshake_write_key()
+        self._shares.clear()
+        return Branch.NEXT
+
+    def _install_handshake_write_key(self) -> None:
         self._install(
             Epoch.HANDSHAKE,
             Direction.WRITE,
             self._client_hs_secret,
             "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
         )
-        self._shares.clear()
-        return Branch.NEXT
 
     def _check_selected_psk(self, hello: ServerHello, schedule: KeySchedule) -> None:
         """RFC 8446 §4.2.11: the server resumed our ticket, with a suite of its hash."""
@@ -309,6 +349,8 @@ class ClientHandshake(TLSHandshake):
         a second one is an ``unexpected_message`` (the table has no such branch)."""
         self._check_branch(Branch.HELLO_RETRY, "a second HelloRetryRequest")
         self._hello_retried = True
+        if self.early_data_offered:
+            self.early_data_accepted = False  # §4.1.2: the early data is lost
         self._check_extensions_allowed("hello_retry_request", hello.extensions)
         # §4.2: a cookie is the one extension a HelloRetryRequest may send unasked.
         self._check_offered(hello.extensions, "HelloRetryRequest", except_for=ExtensionType.cookie)
@@ -365,6 +407,13 @@ class ClientHandshake(TLSHandshake):
             self.peer_transport_parameters = params
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
+        if self.early_data_offered and self.early_data_accepted is None:
+            self.early_data_accepted = ExtensionType.early_data in message.extensions
+            if self.early_data_accepted and not self.resumed:
+                raise HandshakeError(
+                    AlertDescription.illegal_parameter,
+                    "server accepted early data without resuming our ticket",
+                )
         if self.resumed:
             assert self._offer is not None
             self.peer = peer_from_chain(self._offer.peer_chain)
@@ -427,6 +476,10 @@ class ClientHandshake(TLSHandshake):
         schedule.update_transcript(raw)
         self._derive_application_secrets()
         self._install_application_key(Direction.READ)
+        if self.early_data_offered:
+            if self.early_data_accepted:
+                self._send(Epoch.ZERO_RTT, EndOfEarlyData())  # §4.5, under the early key
+            self._install_handshake_write_key()
         if self._certificate_request is not None:
             self._send_client_certificate(self._certificate_request)
         self._send(Epoch.HANDSHAKE, Finished(schedule.finished(self._client_hs_secret)))

@@ -15,6 +15,7 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from .anti_replay import StrikeRegister
 from .cipher_suites import SUPPORTED_CIPHER_SUITES, CipherSuite
 from .groups import SUPPORTED_GROUPS, NamedGroup
 from .messages import MAX_HANDSHAKE_MESSAGE_SIZE
@@ -45,6 +46,11 @@ class TLSConfig:
     Resumption (RFC 8446 §2.2): a client with a ``ticket_store`` keeps the
     tickets it receives and offers one; a server with ``ticket_keys`` sends
     ``session_tickets`` tickets of ``ticket_lifetime`` seconds and accepts them.
+
+    0-RTT (RFC 8446 §2.3, TLS over TCP only so far): a client with
+    ``early_data`` offers it with tickets that allow it; a server with
+    ``max_early_data`` > 0 and a ``strike_register`` issues such tickets and
+    accepts early data once per ticket.
     """
 
     alpn_protocols: Sequence[str] = ()
@@ -68,6 +74,9 @@ class TLSConfig:
     ticket_keys: TicketKeyRing | None = None
     session_tickets: int = DEFAULT_SESSION_TICKETS
     ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
+    early_data: bool = False
+    max_early_data: int = 0
+    strike_register: StrikeRegister | None = None
 
     def initial_share_groups(self) -> list[NamedGroup]:
         """Groups for which a client sends key shares in its first ClientHello."""

@@ -288,6 +288,9 @@ class RecordLayer:
         self._empty_records = 0
         self._eof = False
         self._error: TLSError | None = None
+        #: Bytes of records that fail authentication still skipped: 0-RTT data the
+        #: server rejected (RFC 8446 §4.2.10); 0 once a record authenticates.
+        self.skip_undecryptable = 0
 
     # -- keys -------------------------------------------------------------------
     def set_read_key(self, suite: CipherSuite, secret: bytes) -> None:
@@ -493,9 +496,15 @@ class RecordLayer:
             try:
                 inner = self._read.aead.decrypt(nonce, body, header)
             except InvalidTag:
+                if self.skip_undecryptable >= end - start:  # rejected early data
+                    self.skip_undecryptable -= end - start
+                    self._read.seq -= 1
+                    self._empty_records -= 1  # a skipped record is not an empty one
+                    return None
                 raise TLSError(
                     AlertDescription.bad_record_mac, "record failed authentication"
                 ) from None
+        self.skip_undecryptable = 0
         if len(inner) > MAX_INNER_PLAINTEXT:
             raise TLSError(
                 AlertDescription.record_overflow,

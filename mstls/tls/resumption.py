@@ -29,6 +29,7 @@ from ..exceptions import CertificateError, HandshakeError
 from .chain_verification import verify_pinned
 from .cipher_suites import CipherSuite, suite_hash
 from .config import TLSConfig
+from .extensions import ExtensionType, parse_uint32
 from .messages import NewSessionTicket
 from .peer_identity import VerifiedPeer, verified_peer
 from .psk import OfferedPsks, compute_binder, psk_from_ticket
@@ -59,6 +60,7 @@ class AcceptedPsk:
     """The ticket the server resumes: which identity, and what it holds."""
 
     index: int
+    identity: bytes
     contents: TicketContents
 
 
@@ -96,6 +98,8 @@ def issue_tickets(
         return []
     lifetime = max(1, min(config.ticket_lifetime, MAX_TICKET_LIFETIME))
     algorithm = suite_hash(suite)
+    # 0-RTT over TCP only (RFC 9001 §4.6.1 would need 0xffffffff and 0-RTT packets).
+    early = 0 if quic or config.strike_register is None else max(0, config.max_early_data)
     chain = _chain_der(peer)
     if peer is not None and not chain:
         return []  # a client identity too large to carry: no resumption for it
@@ -111,11 +115,14 @@ def issue_tickets(
             issued_ms=now_ms,
             age_add=age_add,
             lifetime=lifetime,
-            max_early_data=0,
+            max_early_data=early,
             quic=quic,
             peer_chain=chain,
         )
-        tickets.append(NewSessionTicket(lifetime, age_add, nonce, ring.seal(contents), {}))
+        extensions: dict[int, bytes] = (
+            {ExtensionType.early_data: early.to_bytes(4, "big")} if early else {}
+        )
+        tickets.append(NewSessionTicket(lifetime, age_add, nonce, ring.seal(contents), extensions))
     return tickets
 
 
@@ -187,7 +194,7 @@ def choose_psk(
         expected = compute_binder(suite_hash(suite), contents.psk, binder_transcript_hash)
         if not hmac.compare_digest(expected, offered.binders[index]):
             raise HandshakeError(AlertDescription.decrypt_error, "PSK binder does not verify")
-        return AcceptedPsk(index, contents)
+        return AcceptedPsk(index, identity, contents)
     return None
 
 
@@ -230,8 +237,14 @@ def stored_ticket(
         age_add=message.age_add,
         lifetime=min(message.lifetime, MAX_TICKET_LIFETIME),
         received_ms=now_ms,
-        max_early_data=0,
+        max_early_data=_max_early_data(message),
         alpn_protocol=alpn,
         server_name=server_name or "",
         peer_chain=_chain_der(peer),
     )
+
+
+def _max_early_data(message: NewSessionTicket) -> int:
+    """The early_data extension of a NewSessionTicket (RFC 8446 §4.2.10), or 0."""
+    raw = message.extensions.get(ExtensionType.early_data)
+    return 0 if raw is None else parse_uint32(raw, "early_data extension")

@@ -34,6 +34,7 @@ from .messages import (
     CertificateVerify,
     ClientHello,
     EncryptedExtensions,
+    EndOfEarlyData,
     Finished,
     ServerHello,
 )
@@ -67,6 +68,9 @@ class ServerHandshake(TLSHandshake):
         self._psk: AcceptedPsk | None = None
         #: Whether the client can use our tickets: it listed psk_dhe_ke (§4.2.9).
         self._client_takes_tickets = False
+        #: 0-RTT (RFC 8446 §4.2.10): the client offered early data; we accepted it.
+        self.early_data_offered = False
+        self.early_data_accepted = False
 
     def start(self) -> None:
         """Servers wait for the ClientHello; nothing to send yet."""
@@ -98,7 +102,23 @@ class ServerHandshake(TLSHandshake):
         scheme = self._choose_scheme(hello)
         if binder_hash is not None:
             self._psk = self._choose_psk(hello, suite, alpn, binder_hash)
+        self.early_data_offered = ExtensionType.early_data in hello.extensions
+        self.early_data_accepted = self._accepts_early_data()
         return self._send_server_flight(hello, group, share, alpn, scheme)
+
+    def _accepts_early_data(self) -> bool:
+        """RFC 8446 §4.2.10, §8: the first PSK was resumed with a ticket that allows
+        early data, in the first ClientHello, over TCP, and the strike register has
+        not seen the ticket."""
+        psk, config = self._psk, self.config
+        if not self.early_data_offered or psk is None or self.is_quic:
+            return False
+        if self._retry_group is not None or psk.index != 0:
+            return False
+        if config.max_early_data <= 0 or psk.contents.max_early_data <= 0:
+            return False
+        register = config.strike_register
+        return register is not None and register.admit(psk.identity, self.now_ms())
 
     # -- resumption (RFC 8446 §2.2, §4.2.11) ----------------------------------------------
     def _binder_transcript_hash(self, hello: ClientHello, raw: bytes) -> bytes | None:
@@ -304,6 +324,9 @@ class ServerHandshake(TLSHandshake):
         if self._psk is not None:
             hello_extensions[ExtensionType.pre_shared_key] = self._psk.index.to_bytes(2, "big")
             schedule.use_psk(self._psk.contents.psk)
+            if self.early_data_accepted:  # client_early_traffic_secret over the ClientHello
+                early = schedule.derive(b"c e traffic")
+                self._install(Epoch.ZERO_RTT, Direction.READ, early, "CLIENT_EARLY_TRAFFIC_SECRET")
         self._send(
             Epoch.INITIAL,
             ServerHello(
@@ -319,19 +342,15 @@ class ServerHandshake(TLSHandshake):
         self._install(
             Epoch.HANDSHAKE, Direction.WRITE, server_hs_secret, "SERVER_HANDSHAKE_TRAFFIC_SECRET"
         )
-        self._install(
-            Epoch.HANDSHAKE,
-            Direction.READ,
-            self._client_hs_secret,
-            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
-        )
+        if not self.early_data_accepted:  # else on EndOfEarlyData (§4.5)
+            self._install_handshake_read_key()
         self.alpn_protocol = alpn
         self._send(Epoch.HANDSHAKE, EncryptedExtensions(self._encrypted_extensions(alpn)))
         if self._psk is not None:  # §2.2: the PSK authenticates; no certificates
             self._send(Epoch.HANDSHAKE, Finished(schedule.finished(server_hs_secret)))
             self._derive_application_secrets()
             self._install_application_key(Direction.WRITE)
-            return Branch.RESUMED
+            return Branch.EARLY_DATA if self.early_data_accepted else Branch.RESUMED
         requesting = self._requests_client_certificate()
         if requesting:
             self._offered_schemes = [int(s) for s in self.config.signature_schemes]
@@ -352,8 +371,26 @@ class ServerHandshake(TLSHandshake):
         self._install_application_key(Direction.WRITE)
         return Branch.CERTIFICATE_REQUESTED if requesting else Branch.NEXT
 
+    def _install_handshake_read_key(self) -> None:
+        self._install(
+            Epoch.HANDSHAKE,
+            Direction.READ,
+            self._client_hs_secret,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        )
+
+    def _handle_end_of_early_data(self, body: bytes, raw: bytes) -> Branch:
+        """The client's early data ends; its Finished comes under the handshake key (§4.5)."""
+        EndOfEarlyData.parse(body)
+        assert self._schedule is not None
+        self._schedule.update_transcript(raw)
+        self._install_handshake_read_key()
+        return Branch.NEXT
+
     def _encrypted_extensions(self, alpn: str | None) -> dict[int, bytes]:
         extensions: dict[int, bytes] = {}
+        if self.early_data_accepted:
+            extensions[ExtensionType.early_data] = b""
         if alpn is not None:
             extensions[ExtensionType.application_layer_protocol_negotiation] = ext.encode_alpn(
                 [alpn]
@@ -413,5 +450,6 @@ class ServerHandshake(TLSHandshake):
         HandshakeType.certificate: _handle_client_certificate,
         HandshakeType.certificate_verify: _handle_client_certificate_verify,
         HandshakeType.finished: _handle_client_finished,
+        HandshakeType.end_of_early_data: _handle_end_of_early_data,
         HandshakeType.key_update: TLSHandshake._handle_key_update,
     }

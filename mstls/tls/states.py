@@ -45,7 +45,8 @@ WAIT_SH is ``wait_sh2``, where a second one is ``unexpected_message``, §4.1.4):
                                 v
                             CONNECTED
 
-Server (RFC 8446 A.2, with PSK resumption but without early data).  RECVD_CH, NEGOTIATED and
+Server (RFC 8446 A.2, with PSK resumption and, over TCP, early data: a ClientHello
+whose 0-RTT data is accepted leads to WAIT_EOED, left on EndOfEarlyData).  RECVD_CH, NEGOTIATED and
 WAIT_FLIGHT2 are passed through inside the ClientHello handler, which answers
 with its whole flight, and without 0-RTT there is no WAIT_EOED; so none of
 them is a state here.  After a HelloRetryRequest START is ``wait_ch2``::
@@ -128,6 +129,8 @@ class HandshakeState(Enum):
     WAIT_CERT = "wait_cert"
     WAIT_CV = "wait_cv"
     WAIT_FINISHED = "wait_finished"
+    #: Server: 0-RTT data accepted over TCP; EndOfEarlyData ends it (§4.5).
+    WAIT_EOED = "wait_eoed"
     CONNECTED = "connected"
 
 
@@ -144,6 +147,8 @@ class Branch(Enum):
     EMPTY_CERTIFICATE = "empty_certificate"
     #: A PSK (session ticket) was accepted: no certificate messages (§2.2).
     RESUMED = "resumed"
+    #: Server: a PSK and its 0-RTT data were accepted; EndOfEarlyData is due (§4.5).
+    EARLY_DATA = "early_data"
 
 
 @attrs.frozen
@@ -205,7 +210,9 @@ TRANSITIONS: Mapping[Role, Mapping[tuple[HandshakeState, int], Transition]] = {
             hello_retry=S.WAIT_CH2,
             certificate_requested=S.WAIT_CERT,
             resumed=S.WAIT_FINISHED,
+            early_data=S.WAIT_EOED,
         ),
+        (S.WAIT_EOED, T.end_of_early_data): _to(Epoch.ZERO_RTT, S.WAIT_FINISHED),
         (S.WAIT_CH2, T.client_hello): _to(
             _INITIAL, S.WAIT_FINISHED, certificate_requested=S.WAIT_CERT, resumed=S.WAIT_FINISHED
         ),

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from mstls.codes import AlertDescription
 from mstls.exceptions import TLSError
+from mstls.tls.anti_replay import StrikeRegister
 from mstls.tls.client import ClientHandshake
 from mstls.tls.config import TLSConfig
 from mstls.tls.engine import TLSHandshake
@@ -60,8 +61,12 @@ def _configs(name: str) -> tuple[TLSConfig, TLSConfig]:
         ),
         "resumed": ({}, {}),
         "hello retry, resumed": (retry_client, retry_server),
+        "resumed, early data": (
+            dict(early_data=True),
+            dict(max_early_data=1024, strike_register=StrikeRegister(20_000)),
+        ),
     }[name]
-    if name.endswith("resumed"):
+    if "resumed" in name:
         # A first handshake fills the store; the scenario's handshake resumes.
         client["ticket_store"] = MemoryTicketStore()
         server["ticket_keys"] = TicketKeyRing([bytes(32)])
@@ -77,6 +82,7 @@ SCENARIOS = (
     "hello retry, mutual",
     "resumed",
     "hello retry, resumed",
+    "resumed, early data",
 )
 
 
