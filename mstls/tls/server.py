@@ -92,6 +92,7 @@ class ServerHandshake(TLSHandshake):
         modes = hello.extensions.get(ExtensionType.psk_key_exchange_modes)
         self._client_takes_tickets = modes is not None and PSK_DHE_KE in parse_psk_modes(modes)
         binder_hash = self._binder_transcript_hash(hello, raw)
+        self.early_data_offered = ExtensionType.early_data in hello.extensions
         self._schedule.update_transcript(raw)
         if share is None:
             self._send_hello_retry(hello, group)
@@ -102,7 +103,6 @@ class ServerHandshake(TLSHandshake):
         scheme = self._choose_scheme(hello)
         if binder_hash is not None:
             self._psk = self._choose_psk(hello, suite, alpn, binder_hash)
-        self.early_data_offered = ExtensionType.early_data in hello.extensions
         self.early_data_accepted = self._accepts_early_data()
         return self._send_server_flight(hello, group, share, alpn, scheme)
 

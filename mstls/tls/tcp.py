@@ -48,9 +48,6 @@ from .states import HandshakeState
 
 __all__ = ["ApplicationData", "CloseNotifyReceived", "Event", "TLSConnection"]
 
-#: Server states before a ClientHello was answered with a ServerHello.
-_BEFORE_CLIENT_HELLO = (HandshakeState.START, HandshakeState.WAIT_CH2)
-
 
 @attrs.frozen
 class ApplicationData:
@@ -225,6 +222,9 @@ class TLSConnection:
             if not self.is_client and not self.handshake_complete:
                 self.records.allow_ccs = True  # the first ClientHello was received
                 self._skip_rejected_early_data()
+            elif self._early.writable and self.handshake.state is HandshakeState.WAIT_SH2:
+                self._early.writable = False  # our second ClientHello goes in plaintext
+                self.records.drop_write_key()
             self._apply_handshake_output()
         elif content_type == ContentType.application_data:
             if self._read_epoch == Epoch.ZERO_RTT:
@@ -268,9 +268,9 @@ class TLSConnection:
     def _skip_rejected_early_data(self) -> None:
         """Server: early data offered but not accepted is skipped (RFC 8446 §4.2.10)."""
         handshake = self.handshake
-        if self._early.decided or handshake.state in _BEFORE_CLIENT_HELLO:
-            return  # only once, right after the ClientHello that was answered
-        self._early.decided = True
+        if self._early.decided or handshake.state is HandshakeState.START:
+            return  # once, after the ClientHello answered by a ServerHello
+        self._early.decided = handshake.state is not HandshakeState.WAIT_CH2
         if getattr(handshake, "early_data_offered", False) and not getattr(
             handshake, "early_data_accepted", False
         ):
