@@ -284,9 +284,10 @@ class TLSConnection:
         else:
             self.records.set_write_key(key.cipher_suite, key.secret)
             self._early.writable = key.epoch == Epoch.ZERO_RTT
-            if key.epoch == Epoch.ONE_RTT and self.early_data_accepted is False:
-                # rejected 0-RTT data goes again, first, under the application keys
-                self._pending_application[:0] = self._early.sent
+            if key.epoch == Epoch.ONE_RTT and self._early.sent:
+                if self.early_data_accepted is False:
+                    # rejected 0-RTT data goes again, first, under the application keys
+                    self._pending_application[:0] = self._early.sent
                 self._early.sent.clear()
             if key.epoch == Epoch.ONE_RTT and not self._can_send_application:
                 self._can_send_application = True

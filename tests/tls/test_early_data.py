@@ -195,3 +195,15 @@ def test_strike_register_forgets_after_its_window_and_is_bounded() -> None:
     assert register.admit(b"a", 0) and not register.admit(b"a", 999)
     assert register.admit(b"a", 1000)  # the window passed
     assert register.admit(b"b", 1000) and not register.admit(b"c", 1000)  # full: refuse
+
+
+def test_the_client_keeps_no_copy_of_accepted_early_data() -> None:
+    setup = Setup()
+    setup.first_connection()
+    client, flight = start_early(setup)
+    server = TLSConnection(setup.server(), is_client=False)
+    server.start()
+    server.receive_data(flight)
+    pump(client, server)
+    assert client.early_data_accepted is True
+    assert not client._early.sent
