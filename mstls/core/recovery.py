@@ -783,6 +783,30 @@ class Recovery:
             self._timer_now = now
         self._timer_stale = True
 
+    def release_larger_than(self, space: PacketNumberSpace, size: int, now: float) -> int:
+        """The path MTU shrank below packets in flight (RFC 8899 §4.3, §4.6): forget
+        the outstanding packets of ``space`` larger than ``size`` and hand their
+        frames back (``on_lost``) to go out again in smaller packets.  Not a
+        congestion signal and not counted as loss.  Returns how many were released."""
+        sp = self._spaces[space]
+        released = [p for p in sp.sent.values() if p.size > size]
+        if not released:
+            return 0
+        in_flight = 0
+        for packet in released:
+            del sp.sent[packet.packet_number]
+            if packet.in_flight:
+                in_flight += packet.size
+                if packet.ack_eliciting:
+                    sp.ack_eliciting_in_flight -= 1
+        self.congestion.remove_from_flight(in_flight)
+        for packet in released:
+            for _, on_lost, args in packet.records:
+                on_lost(*args)
+        self._timer_now = now
+        self._timer_stale = True
+        return len(released)
+
     def _update_pacer(self) -> None:
         cc = self.congestion
         srtt = self.rtt.smoothed_rtt if self.rtt.has_sample else None

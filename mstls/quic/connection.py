@@ -50,6 +50,7 @@ from ..core.timers import Timer, TimerRow, TimerTable
 from ..exceptions import Error
 from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
+from .black_hole import BlackHoleMixin
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
@@ -73,7 +74,9 @@ QLOG_STATES = {
 }
 
 
-class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionState):
+class QuicConnection(
+    ReceivingMixin, SendingMixin, HandshakeMixin, BlackHoleMixin, ConnectionState
+):
     """One QUIC v1 connection; see the module documentation for the call order."""
 
     def __init__(
@@ -139,7 +142,10 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.bytes_sent = 0
         self.packets_received = 0
         self.mtu = PathMtu(
-            INITIAL_MAX_DATAGRAM_SIZE, config.pmtu_max, enabled=config.pmtu_discovery
+            INITIAL_MAX_DATAGRAM_SIZE,
+            config.pmtu_max,
+            enabled=config.pmtu_discovery,
+            raise_interval=config.pmtu_raise_interval,
         )
         self.idle_timeout = config.idle_timeout
         self.idle_deadline = now + config.idle_timeout

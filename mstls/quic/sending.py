@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.congestion import NewReno
@@ -144,7 +144,10 @@ class SendingMixin(ConnectionState):
 
     # -- datagram assembly ---------------------------------------------------------------
     def _datagram_limit(self) -> int:
-        size = self.mtu.current if self.handshake_confirmed else INITIAL_MAX_DATAGRAM_SIZE
+        if self.handshake_confirmed:  # the base size after a PTO (RFC 8899 §4.3, .mtu)
+            size = self.mtu.datagram_size(self.recovery.pto_count)
+        else:
+            size = INITIAL_MAX_DATAGRAM_SIZE
         if not self.address_validated:
             allowance = AMPLIFICATION_FACTOR * self.bytes_received - self.bytes_sent
             size = min(size, allowance)
@@ -357,6 +360,8 @@ class SendingMixin(ConnectionState):
             self.ack_frequency_pending = False
             sink.add(frame, (_ignore, self._resend_ack_frequency, ()))
 
+    _check_black_hole: Callable[[Any, float], None]  # .black_hole
+
     def _resend_ack_frequency(self) -> None:
         self.ack_frequency_pending = True
 
@@ -453,12 +458,14 @@ class SendingMixin(ConnectionState):
                 metrics["ssthresh"] = int(ssthresh)
             self._qlog_lost(getattr(result, "lost", ()), now, None)
             self.qlog.metrics_updated(now, metrics)
+        self._check_black_hole(result, now)
 
     def on_loss_detection_timeout(self, now: float) -> None:
         """RFC 9002 §6.2.4: a PTO asks for probes; CRYPTO data is resent in them."""
         result = self.recovery.on_loss_detection_timeout(now)
         if self.qlog is not None:
             self._qlog_lost(getattr(result, "lost", ()), now, "time_threshold")
+        self._check_black_hole(result, now)
         probe_space = getattr(result, "probe_space", None)
         count = getattr(result, "probe_count", 0)
         if probe_space is None or not count:
