@@ -191,6 +191,10 @@ class _UdpBase:
     def _open_connections(self) -> list[QuicConnection]:
         raise NotImplementedError
 
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
+        raise NotImplementedError
+
     # Interpreter exit (see :mod:`.assist`) -------------------------------------------------
     def close_at_exit(self, timeout: float) -> None:
         """CONNECTION_CLOSE (application code 0) on every open connection, sent now."""
@@ -268,9 +272,13 @@ class _UdpBase:
 
     def _send(self, datagrams: list[bytes], addr: Any) -> None:
         sent = 0
+        too_big: list[Any] = []
         for _ in range(SEND_RETRIES):
             with contextlib.suppress(OSError):
-                sent += send_datagrams(self.sock, datagrams[sent:], addr, self.caps)
+                sent += send_datagrams(self.sock, datagrams[sent:], addr, self.caps, too_big)
+            for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
+                self._too_big(data, addr, time.monotonic())
+            too_big.clear()
             if sent >= len(datagrams):
                 return
             time.sleep(0.0002)  # the socket buffer is full: let the kernel drain it
@@ -300,6 +308,9 @@ class UdpClientHandler(_UdpBase):
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return [(d, self.conn.peer_address) for d in self.conn.datagrams_to_send(now)]
+
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.conn.on_datagram_too_big(len(data), now)
 
     def _timer(self) -> float | None:
         return self.conn.get_timer()
@@ -363,6 +374,9 @@ class UdpListenerHandler(_UdpBase):
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.endpoint.datagram_too_big(data, addr, now)
 
     def _timer(self) -> float | None:
         return self.endpoint.get_timer()

@@ -38,7 +38,9 @@ EAGAIN/EWOULDBLOCK and ENOBUFS end a send batch ("would block"); errors latched
 on the socket by an ICMP message (ECONNREFUSED for port unreachable, host or
 network unreachable, ...) are counted and skipped; EINTR is retried (Python
 already retries it, PEP 475).  A datagram larger than the path allows
-(EMSGSIZE, e.g. a path-MTU probe, RFC 9000 §14.3) is dropped and counted.  If
+(EMSGSIZE, e.g. a path-MTU probe, RFC 9000 §14.3) is dropped, counted and
+handed back to the caller (``too_big``), whose connection then shrinks its
+packets and resends (RFC 8899 §4.6, :mod:`mstls.quic.black_hole`).  If
 a GSO send fails because the device cannot segment (EIO, e.g. no checksum
 offload), GSO is switched off in the capabilities and the group goes out
 plainly.  Any other :class:`OSError` (a closed socket, a bad address) is fatal
@@ -354,6 +356,7 @@ def send_datagrams(
     datagrams: Sequence[Datagram],
     addr: Address | None,
     caps: UdpCapabilities,
+    too_big: list[Datagram] | None = None,
 ) -> int:
     """Send ``datagrams`` to ``addr`` (``None``: the connected peer), batched with GSO.
 
@@ -361,20 +364,22 @@ def send_datagrams(
     sent, or dropped as too big for the path (counted in ``dropped_too_big``) or
     unreachable.  Fewer than ``len(datagrams)`` means the socket would block; the
     caller keeps the rest for when it is writable again.  Datagrams are byte
-    strings or 1-D byte views (their ``len`` is their size).
+    strings or 1-D byte views (their ``len`` is their size).  Datagrams refused as
+    too big (EMSGSIZE) are also appended to ``too_big`` if given, so the caller can
+    tell the connection its path MTU shrank (RFC 8899 §4.6) and resend smaller.
     """
     count = len(datagrams)
     if not caps.gso:
-        return _send_plain(sock, datagrams, 0, count, addr, caps.counters)
+        return _send_plain(sock, datagrams, 0, count, addr, caps.counters, too_big)
     index = 0
     while index < count:
         if not caps.gso:  # switched off by a device that cannot segment
-            return index + _send_plain(sock, datagrams, index, count, addr, caps.counters)
+            return index + _send_plain(sock, datagrams, index, count, addr, caps.counters, too_big)
         end = _group_end(datagrams, index, count, caps)
         if end - index == 1:
-            sent = _send_plain(sock, datagrams, index, end, addr, caps.counters)
+            sent = _send_plain(sock, datagrams, index, end, addr, caps.counters, too_big)
         else:
-            sent = _send_group(sock, datagrams, index, end, addr, caps)
+            sent = _send_group(sock, datagrams, index, end, addr, caps, too_big)
         index += sent
         if index < end:
             break
@@ -405,6 +410,7 @@ def _send_group(
     end: int,
     addr: Address | None,
     caps: UdpCapabilities,
+    too_big: list[Datagram] | None,
 ) -> int:
     """One GSO ``sendmsg`` for ``datagrams[start:end]``; plain sends if GSO is refused."""
     counters = caps.counters
@@ -429,11 +435,11 @@ def _send_group(
             elif code not in _GSO_REJECTED:
                 raise
             counters.gso_fallbacks += 1
-            return _send_plain(sock, datagrams, start, end, addr, counters)
+            return _send_plain(sock, datagrams, start, end, addr, counters, too_big)
         counters.sent += end - start
         counters.gso_batches += 1
         return end - start
-    return _send_plain(sock, datagrams, start, end, addr, counters)
+    return _send_plain(sock, datagrams, start, end, addr, counters, too_big)
 
 
 def _send_plain(
@@ -443,6 +449,7 @@ def _send_plain(
     end: int,
     addr: Address | None,
     counters: DatagramCounters,
+    too_big: list[Datagram] | None = None,
 ) -> int:
     """One ``sendto`` per datagram of ``datagrams[start:end]``; returns how many were consumed."""
     index = start
@@ -469,6 +476,8 @@ def _send_plain(
                 counters.dropped_unreachable += 1
             elif code in _TOO_BIG:
                 counters.dropped_too_big += 1
+                if too_big is not None:
+                    too_big.append(datagrams[index])
             else:
                 raise
         else:

@@ -452,6 +452,18 @@ class ServerEndpoint:
         self._handshaking.discard(conn)
         self.terminated.append(conn)
 
+    def datagram_too_big(self, data: bytes, addr: Address, now: float) -> None:
+        """The socket refused ``data`` (sent to ``addr``) as too big (EMSGSIZE): tell
+        the connection that sent it (RFC 8899 §4.6).  Found by address and the
+        peer's connection ID at the start of ``data``; O(connections), but only on
+        this rare event (a shrunk interface MTU, a probe above it)."""
+        for conn in self._connections.values():
+            dcid = conn.peer_cids.current
+            if conn.peer_address == addr and _carries_dcid(data, dcid):
+                conn.on_datagram_too_big(len(data), now)
+                self._after_call(conn)
+                return
+
     # -- output and timers ---------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Stateless answers, then the output of the dirty connections only; a
@@ -503,6 +515,16 @@ class ServerEndpoint:
         return [
             c for c in self._connections.values() if (d := deadline_of(c)) is not None and d <= now
         ]
+
+
+def _carries_dcid(data: bytes, dcid: bytes) -> bool:
+    """Whether ``data`` (a datagram we built) starts with a packet to ``dcid``:
+    RFC 9000 §17.2 long header (DCID after version and length byte) or §17.3 short."""
+    if not data:
+        return False
+    if data[0] & 0x80:
+        return data[5:6] == bytes((len(dcid),)) and data[6 : 6 + len(dcid)] == dcid
+    return data[1 : 1 + len(dcid)] == dcid
 
 
 def _authenticates(data: bytes, header: object) -> bool:

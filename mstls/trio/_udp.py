@@ -68,6 +68,10 @@ class _UdpDriver(Driver):
     def handle_timer(self, now: float) -> None:
         raise NotImplementedError
 
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
+        raise NotImplementedError
+
     def finished(self) -> bool:
         return False
 
@@ -134,10 +138,13 @@ class _UdpDriver(Driver):
             while end < count and out[end][1] == addr:
                 end += 1
             group = [d for d, _ in out[index:end]]
+            too_big: list[Any] = []
             try:
-                sent = send_datagrams(self.sock, group, addr, self.caps)
+                sent = send_datagrams(self.sock, group, addr, self.caps, too_big)
             except OSError:
                 sent = len(group)  # unsendable (bad address): lost like any datagram
+            for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
+                self.too_big(data, addr, trio.current_time())
             index += sent
             if index < end:
                 self._backlog.extend(out[index:])
@@ -168,6 +175,9 @@ class UdpClientDriver(_UdpDriver):
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         addr = self.conn.peer_address
         return [(d, addr) for d in self.conn.datagrams_to_send(now)]
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.conn.on_datagram_too_big(len(data), now)
 
     def timer(self) -> float | None:
         return self.conn.get_timer()
@@ -251,6 +261,9 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.endpoint.datagram_too_big(data, addr, now)
 
     def timer(self) -> float | None:
         return self.endpoint.get_timer()
