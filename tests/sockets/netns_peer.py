@@ -15,6 +15,7 @@ the digest and prints ``DONE <path_mtu>``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -52,10 +53,8 @@ def serve(host: str) -> None:
             digest.update(data)
         stream.write(digest.hexdigest().encode(), timeout=TIMEOUT)
         stream.conclude()
-        try:  # until the client closes the connection
+        with contextlib.suppress(mstls.Error):  # until the client closes the connection
             conn.accept_stream(timeout=TIMEOUT)
-        except mstls.Error:
-            pass
 
 
 def upload(host: str, port: int, size: int) -> None:

@@ -94,7 +94,7 @@ def topology() -> Iterator[dict[str, str]]:
         yield names
     finally:
         for ns in names.values():
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=20)
 
 
 def _reset_mtus(names: dict[str, str]) -> None:
