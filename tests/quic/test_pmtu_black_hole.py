@@ -175,3 +175,24 @@ def test_after_a_pto_datagrams_are_base_sized() -> None:
     mtu = _raised()
     assert mtu.datagram_size(0) == 1500
     assert mtu.datagram_size(1) == 1200
+
+
+def test_the_endpoint_hands_emsgsize_to_the_connection_that_sent_it() -> None:
+    path = ShrinkingPath()
+    pair = _pair(path)
+    server = pair.server
+    assert server.mtu.current == WIDE
+    sid = server.streams.open_stream()
+    server.streams.write(sid, b"x" * 100_000, fin=True)
+    pair.endpoint.touch(server)
+    out = pair.endpoint.datagrams_to_send(pair.now)
+    big = [(d, a) for d, a in out if len(d) > NARROW]
+    assert big
+    data, addr = big[0]
+    pair.endpoint.datagram_too_big(b"\x40" + b"\x00" * 40, addr, pair.now)  # no such CID
+    assert server.mtu.current == WIDE
+    pair.endpoint.datagram_too_big(data, addr, pair.now)
+    assert server.mtu.current == server.mtu.base
+    # What no longer fits is sent again in base-size datagrams, at once.
+    again = pair.endpoint.datagrams_to_send(pair.now)
+    assert again and all(len(d) <= server.mtu.base for d, _ in again)
