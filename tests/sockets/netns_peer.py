@@ -7,7 +7,7 @@ The PEM files come from the environment (``MSTLS_NETNS_CA``, ``MSTLS_NETNS_CERT`
 then for one connection and one stream reads to the end and answers the SHA-256
 of what arrived.
 
-``python -m tests.sockets.netns_peer client HOST PORT SIZE`` uploads SIZE bytes
+``python -m tests.sockets.netns_peer client|trio-client HOST PORT SIZE`` uploads SIZE bytes
 (PMTU discovery up to 1500); once its path MTU is above 1280 and a quarter is
 written it prints ``SHRINK`` (the test then lowers a link MTU), finishes, checks
 the digest and prints ``DONE <path_mtu>``.
@@ -20,7 +20,10 @@ import hashlib
 import os
 import sys
 
+import trio
+
 import mstls
+import mstls.trio
 
 ALPN = "mstls-netns"
 TIMEOUT = 30.0
@@ -57,16 +60,19 @@ def serve(host: str) -> None:
             conn.accept_stream(timeout=TIMEOUT)
 
 
-def upload(host: str, port: int, size: int) -> None:
-    config = mstls.ClientConfig(
+def _client_config() -> mstls.ClientConfig:
+    return mstls.ClientConfig(
         alpn=ALPN,
         cafile=os.environ["MSTLS_NETNS_CA"],
         server_name="localhost",
         idle_timeout=IDLE_TIMEOUT,
         extra={"pmtu_max": PMTU_MAX},
     )
+
+
+def upload(host: str, port: int, size: int) -> None:
     payload = _payload(size)
-    with mstls.connect(host, port, config, transport="udp") as conn:
+    with mstls.connect(host, port, _client_config(), transport="udp") as conn:
         stream = conn.open_stream()
         offset = 0
         signalled = False
@@ -86,9 +92,36 @@ def upload(host: str, port: int, size: int) -> None:
         print("DONE", conn.stats().path_mtu, flush=True)
 
 
+async def upload_trio(host: str, port: int, size: int) -> None:
+    """:func:`upload` with the trio API (its UDP driver's EMSGSIZE path)."""
+    payload = _payload(size)
+    conn = await mstls.trio.connect(host, port, _client_config(), transport="udp")
+    with trio.fail_after(4 * TIMEOUT):
+        stream = await conn.open_stream()
+        signalled = False
+        for offset in range(0, size, CHUNK):
+            await stream.send_all(payload[offset : offset + CHUNK])
+            mtu = conn.stats().path_mtu or 0
+            if not signalled and offset + CHUNK >= size // 4 and mtu > 1280:
+                print("SHRINK", mtu, flush=True)
+                signalled = True
+        await stream.send_eof()
+        answer = b""
+        while chunk := await stream.receive_some():
+            answer += chunk
+        if answer.decode() != hashlib.sha256(payload).hexdigest():
+            raise SystemExit(f"digest mismatch: {answer!r}")
+        if not signalled:
+            raise SystemExit(f"the path MTU never rose above 1280 ({conn.stats().path_mtu})")
+        print("DONE", conn.stats().path_mtu, flush=True)
+        await conn.aclose()
+
+
 def main(argv: list[str]) -> None:
     if argv[0] == "server":
         serve(argv[1])
+    elif argv[0] == "trio-client":
+        trio.run(upload_trio, argv[1], int(argv[2]), int(argv[3]))
     else:
         upload(argv[1], int(argv[2]), int(argv[3]))
 

@@ -2,7 +2,8 @@
 
 Three network namespaces: the client in ``B``, a router ``R`` (IPv4 forwarding), the
 server in ``A``, joined by veth pairs with MTU 1500.  The client uploads over
-QUIC with PMTU discovery (blocking API, real sockets, GSO as the kernel allows);
+QUIC with PMTU discovery (blocking or trio API, real sockets, GSO as the kernel
+allows);
 once its path MTU is above 1280 the test lowers one MTU to 1280 with ``ip link
 set ... mtu 1280``:
 
@@ -120,8 +121,11 @@ def _peer(ns: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize("where", ["black hole", "emsgsize"])
-def test_upload_survives_an_mtu_drop(topology: dict[str, str], where: str) -> None:
+@pytest.mark.parametrize(
+    ("api", "where"),
+    [("client", "black hole"), ("client", "emsgsize"), ("trio-client", "emsgsize")],
+)
+def test_upload_survives_an_mtu_drop(topology: dict[str, str], api: str, where: str) -> None:
     _reset_mtus(topology)
     server = _peer(topology["a"], "server", SERVER_IP)
     client: subprocess.Popen[str] | None = None
@@ -129,7 +133,7 @@ def test_upload_survives_an_mtu_drop(topology: dict[str, str], where: str) -> No
         assert server.stdout is not None
         line = server.stdout.readline().split()
         assert line[:1] == ["PORT"], (line, server.stderr.read() if server.stderr else "")
-        client = _peer(topology["b"], "client", SERVER_IP, line[1], str(SIZE))
+        client = _peer(topology["b"], api, SERVER_IP, line[1], str(SIZE))
         assert client.stdout is not None
         shrink = client.stdout.readline().split()
         assert shrink[:1] == ["SHRINK"], (shrink, client.stderr.read() if client.stderr else "")
