@@ -93,6 +93,9 @@ class QuicConfig:
     #: Seconds before a finished (or, after a black hole, restarted) search looks
     #: for a larger PMTU again (RFC 8899 §5.1.1 PMTU_RAISE_TIMER).
     pmtu_raise_interval: float = DEFAULT_PMTU_RAISE_INTERVAL
+    #: Mark packets ECT(0) where the socket allows and validate the path's ECN
+    #: (RFC 9000 §13.4); ECN counts of received packets are reported either way.
+    ecn: bool = True
     max_crypto_buffer: int = MAX_CRYPTO_BUFFER
     stateless_reset_key: StatelessResetKey | None = None
     #: Makes the connection IDs we issue (e.g. ``QuicLbConfig.generate`` for IDs a

@@ -52,6 +52,7 @@ from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
 from .black_hole import BlackHoleMixin
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
+from .ecn_marking import EcnMixin
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
 from .qlog import open_qlog
@@ -75,7 +76,7 @@ QLOG_STATES = {
 
 
 class QuicConnection(
-    ReceivingMixin, SendingMixin, HandshakeMixin, BlackHoleMixin, ConnectionState
+    ReceivingMixin, SendingMixin, HandshakeMixin, BlackHoleMixin, EcnMixin, ConnectionState
 ):
     """One QUIC v1 connection; see the module documentation for the call order."""
 
@@ -169,6 +170,7 @@ class QuicConnection(
         self._init_spaces(initial)
         self._init_handshake(now)
         self._init_sending()
+        self._init_ecn()
         if self.qlog is not None and not is_client:
             self.qlog.state_updated(now, "handshake_started")
 

@@ -205,6 +205,10 @@ class ServerEndpoint:
         #: The connection being called; still set if that call raised (for the driver
         #: to fail that connection alone, E2).
         self.current: QuicConnection | None = None
+        #: The driver's socket marks the codepoint connections ask for (ECN, RFC 9000
+        #: §13.4; :mod:`.ecn_marking`); the codepoint of the datagram being routed.
+        self.ecn_marking = False
+        self.receive_codepoint = 0
         self.accepted: deque[QuicConnection] = deque()
         #: Connections just forgotten; their last events (termination) are still
         #: to be read by whoever drains this.
@@ -244,8 +248,9 @@ class ServerEndpoint:
             return None
         return self._routes.get(dcid) or self._initial_routes.get(dcid)
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """Route one datagram (untrusted input)."""
+    def receive_datagram(self, data: bytes, addr: Address, now: float, ecn: int = 0) -> None:
+        """Route one datagram (untrusted input) that arrived with ECN codepoint ``ecn``."""
+        self.receive_codepoint = ecn
         try:
             dcid = bytes(peek_destination_cid(data, self.config.cid_length))
         except DecodeError:
@@ -254,7 +259,7 @@ class ServerEndpoint:
         if conn is not None:
             self.current = conn
             try:
-                conn.receive_datagram(data, addr, now)
+                conn.receive_datagram(data, addr, now, ecn)
             finally:
                 self._update_routes(conn)
                 self._after_call(conn)
@@ -328,7 +333,9 @@ class ServerEndpoint:
             address_validated=validated,
             version=header.version,  # type: ignore[attr-defined]
         )
-        conn.receive_datagram(data, addr, now)
+        if self.ecn_marking:
+            conn.enable_ecn_marking()
+        conn.receive_datagram(data, addr, now, self.receive_codepoint)
         if conn.spaces[0].acks.largest_received < 0:
             # Not one packet authenticated: forged or corrupted.  Keeping state for
             # it would let garbage fill memory until handshake timeouts (brief:

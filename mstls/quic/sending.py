@@ -119,6 +119,7 @@ class SendingMixin(ConnectionState):
             return self._close_datagrams(now)
         out: list[bytes] = []
         self.pacing_deadline = None
+        self.send_codepoint = self._next_send_codepoint()  # .ecn_marking
         while len(out) < MAX_DATAGRAMS_PER_CALL:
             datagram = self._next_datagram(now)
             if not datagram:
@@ -181,6 +182,7 @@ class SendingMixin(ConnectionState):
         self.bytes_sent += len(data)
         self.packets_sent += len(packets)
         self.last_sent = now
+        marked = self.send_codepoint != 0
         for built in packets:
             packet = SentPacket(
                 packet_number=built.packet_number,
@@ -190,6 +192,7 @@ class SendingMixin(ConnectionState):
                 in_flight=built.in_flight,
                 is_mtu_probe=built.is_mtu_probe,
                 records=built.records,
+                ecn_marked=marked,
             )
             self.recovery.on_packet_sent(packet, now)
             if self.qlog is not None:
@@ -361,6 +364,8 @@ class SendingMixin(ConnectionState):
             sink.add(frame, (_ignore, self._resend_ack_frequency, ()))
 
     _check_black_hole: Callable[[Any, float], None]  # .black_hole
+    send_codepoint: int  # .ecn_marking
+    _next_send_codepoint: Callable[[], int]
 
     def _resend_ack_frequency(self) -> None:
         self.ack_frequency_pending = True
