@@ -240,6 +240,7 @@ class QuicConnection(
             slow_start_threshold=None if ssthresh == math.inf else int(ssthresh),
             bytes_in_flight=cc.bytes_in_flight,
             path_mtu=self.mtu.current,
+            **self._path_stats(),
         )
 
     # -- public API: timers -----------------------------------------------------------

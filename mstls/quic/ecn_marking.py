@@ -22,7 +22,10 @@ cost nothing and let the peer validate).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.ecn import ECT0, EcnValidator
+from ..core.recovery import PacketNumberSpace
 from .state import ConnectionState
 
 __all__ = ["EcnMixin"]
@@ -50,3 +53,18 @@ class EcnMixin(ConnectionState):
         if self._ecn_socket and self.recovery.ecn.marking:
             return ECT0
         return 0
+
+    def _path_stats(self) -> dict[str, Any]:
+        """The ECN and PMTU black-hole counters of :class:`~mstls.stats.ConnectionStats`."""
+        app = PacketNumberSpace.APPLICATION
+        received = self.spaces[app].acks.ecn_counts
+        ecn = self.recovery.ecn
+        reported = ecn.peer_counts(app)
+        return {
+            "path_mtu_black_holes": self.mtu.black_holes,
+            "ecn_state": ecn.state.value,
+            "ecn_ect0_received": received.ect0,
+            "ecn_ce_received": received.ce,
+            "ecn_ect0_reported": reported.ect0,
+            "ecn_ce_reported": reported.ce,
+        }

@@ -10,7 +10,7 @@ of what arrived.
 ``python -m tests.sockets.netns_peer client|trio-client HOST PORT SIZE`` uploads SIZE bytes
 (PMTU discovery up to 1500); once its path MTU is above 1280 and a quarter is
 written it prints ``SHRINK`` (the test then lowers a link MTU), finishes, checks
-the digest and prints ``DONE <path_mtu>``.
+the digest and prints ``DONE <path_mtu> <black holes>``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def upload(host: str, port: int, size: int) -> None:
             raise SystemExit(f"digest mismatch: {answer}")
         if not signalled:
             raise SystemExit(f"the path MTU never rose above 1280 ({conn.stats().path_mtu})")
-        print("DONE", conn.stats().path_mtu, flush=True)
+        stats = conn.stats()
+        print("DONE", stats.path_mtu, stats.path_mtu_black_holes, flush=True)
 
 
 async def upload_trio(host: str, port: int, size: int) -> None:
@@ -113,7 +114,8 @@ async def upload_trio(host: str, port: int, size: int) -> None:
             raise SystemExit(f"digest mismatch: {answer!r}")
         if not signalled:
             raise SystemExit(f"the path MTU never rose above 1280 ({conn.stats().path_mtu})")
-        print("DONE", conn.stats().path_mtu, flush=True)
+        stats = conn.stats()
+        print("DONE", stats.path_mtu, stats.path_mtu_black_holes, flush=True)
         await conn.aclose()
 
 

@@ -140,3 +140,7 @@ def test_receiver_counts_match_the_senders_view(
         # server also counted the client's last ACK-only packets, never acknowledged.
         assert 0 <= counted.ect0 - reported.ect0 <= 2  # type: ignore[attr-defined]
         assert reported.ect0 <= marked  # type: ignore[attr-defined]
+        stats = conn.stats()
+        assert stats.ecn_state == "capable"
+        assert stats.ecn_ect0_reported == reported.ect0  # type: ignore[attr-defined]
+        assert accepted[0].stats().ecn_ect0_received == counted.ect0  # type: ignore[attr-defined]
