@@ -64,6 +64,11 @@ class EcnValidator:
             state is EcnState.TESTING and self._testing_sent < ECN_TESTING_PACKETS
         )
 
+    @property
+    def marked_sent(self) -> int:
+        """Packets sent marked ECT(0) so far."""
+        return self._marked_sent
+
     def peer_counts(self, space: int) -> EcnCounts:
         """The latest counts the peer reported in ``space``."""
         return self._counts[space]

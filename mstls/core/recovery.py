@@ -590,8 +590,8 @@ class Recovery:
         """A.7 / B.7 ProcessECN: validation (RFC 9000 §13.4.2.1) and a CE increase
         as a congestion event about the newest acknowledged packet (RFC 9002 §7.1)."""
         ecn = self.ecn
-        if ecn.state is EcnState.FAILED:
-            return
+        if ecn.state is EcnState.FAILED or (counts is None and not ecn.marked_sent):
+            return  # nothing to validate (the usual case without ECN on the path)
         newly_marked = sum(1 for packet in acked if packet.ecn_marked)
         if ecn.on_ack(space, counts, newly_marked):
             self.congestion.on_congestion_event(sent_time, now)

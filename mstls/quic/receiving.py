@@ -167,7 +167,7 @@ class ReceivingMixin(ConnectionState):
         except ProtocolError as exc:
             self.fail(exc, now)
             return True
-        space.acks.on_packet_received(pn, ack_eliciting, now, self.receive_codepoint)
+        space.acks.on_packet_received(pn, ack_eliciting, now, self.receive_codepoint or None)
         self.reset_idle_timer(now)
         self.ack_eliciting_sent_since_receive = False
         if isinstance(keys, OneRttKeys) and keys.has_previous and self.key_discard_deadline is None:

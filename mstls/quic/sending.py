@@ -44,6 +44,7 @@ from ..wire.frames import (
 from ..wire.packet import PacketType
 from .builder import DatagramBuilder, PacketSink
 from .config import INITIAL_MAX_DATAGRAM_SIZE
+from .mtu import BASE_AFTER_PTOS
 from .qlog import PACKET_TYPES
 from .state import ConnectionState, Space
 
@@ -146,7 +147,8 @@ class SendingMixin(ConnectionState):
     # -- datagram assembly ---------------------------------------------------------------
     def _datagram_limit(self) -> int:
         if self.handshake_confirmed:  # the base size after a PTO (RFC 8899 §4.3, .mtu)
-            size = self.mtu.datagram_size(self.recovery.pto_count)
+            mtu = self.mtu
+            size = mtu.current if self.recovery.pto_count < BASE_AFTER_PTOS else mtu.base
         else:
             size = INITIAL_MAX_DATAGRAM_SIZE
         if not self.address_validated:

@@ -128,7 +128,7 @@ def test_receiver_counts_match_the_senders_view(
             lambda: (
                 client.recovery.ecn.peer_counts(APP),  # type: ignore[attr-defined]
                 client.recovery.ecn.state,  # type: ignore[attr-defined]
-                client.recovery.ecn._marked_sent,  # type: ignore[attr-defined]
+                client.recovery.ecn.marked_sent,  # type: ignore[attr-defined]
             ),
         )
         counted = _under_lock(accepted[0], lambda: server.spaces[APP].acks.ecn_counts)  # type: ignore[attr-defined]
