@@ -196,3 +196,41 @@ def test_the_endpoint_hands_emsgsize_to_the_connection_that_sent_it() -> None:
     # What no longer fits is sent again in base-size datagrams, at once.
     again = pair.endpoint.datagrams_to_send(pair.now)
     assert again and all(len(d) <= server.mtu.base for d, _ in again)
+
+
+def test_random_loss_is_no_black_hole() -> None:
+    """5 % random loss of every size: losses interleave with acknowledged large
+    packets, so the PMTU stays (no false black hole)."""
+    pair = Pair(
+        loss=0.05,
+        seed=2,
+        client=client_config(pmtu_max=WIDE),
+        server=server_config(pmtu_max=WIDE),
+    )
+    pair.handshake()
+    transfer(pair, 2 << 20)
+    assert pair.client.stats(pair.now).packets_lost > 20
+    assert pair.client.mtu.black_holes == 0
+
+
+def test_burst_losses_are_no_black_hole() -> None:
+    """A queue overflowing now and then: 12 datagrams in a row dropped every 300."""
+    seen = {"n": 0}
+
+    def bursts(data: bytes, to_server: bool) -> bytes | None:
+        if not to_server:
+            return data
+        seen["n"] += 1
+        return None if seen["n"] % 300 < 12 and seen["n"] > 300 else data
+
+    pair = Pair(
+        latency=ONE_WAY,
+        client=client_config(pmtu_max=WIDE),
+        server=server_config(pmtu_max=WIDE),
+        tamper=bursts,
+    )
+    pair.handshake()
+    transfer(pair, 4 << 20)
+    assert pair.client.stats(pair.now).packets_lost > 50
+    assert pair.client.mtu.black_holes == 0
+    assert pair.client.mtu.current == WIDE
