@@ -84,6 +84,9 @@ class SendingMixin(ConnectionState):
     ack_threshold_sent: int
     ack_frequency_received: int
     frame_decoders: Mapping[int, Any]
+    _check_black_hole: Callable[[Any, float], None]  # .black_hole
+    send_codepoint: int  # .ecn_marking
+    _next_send_codepoint: Callable[[], int]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -364,10 +367,6 @@ class SendingMixin(ConnectionState):
             self.ack_threshold_sent = wanted
             self.ack_frequency_pending = False
             sink.add(frame, (_ignore, self._resend_ack_frequency, ()))
-
-    _check_black_hole: Callable[[Any, float], None]  # .black_hole
-    send_codepoint: int  # .ecn_marking
-    _next_send_codepoint: Callable[[], int]
 
     def _resend_ack_frequency(self) -> None:
         self.ack_frequency_pending = True
