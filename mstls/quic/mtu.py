@@ -104,6 +104,8 @@ class PathMtu:
         self._suspect_since: float | None = None
         self._small_acked = False
         self._large_acked_time = float("-inf")
+        #: Probes sent before the last fallback say nothing about the path now.
+        self._epoch = float("-inf")
 
     def set_peer_limit(self, max_udp_payload_size: int) -> None:
         """The peer's max_udp_payload_size caps the search (RFC 9000 §18.2)."""
@@ -135,8 +137,11 @@ class PathMtu:
     def on_probe_sent(self, size: int) -> None:
         self._in_flight = size
 
-    def on_probe_acked(self, size: int) -> bool:
-        """A probe arrived: ``size`` is usable.  Returns True if the PMTU grew."""
+    def on_probe_acked(self, size: int, sent: float | None = None) -> bool:
+        """A probe sent at ``sent`` arrived: ``size`` is usable.  Returns True if the
+        PMTU grew.  Probes sent before a black hole was detected are ignored."""
+        if sent is not None and sent < self._epoch:
+            return False
         self._in_flight = None
         self._losses = 0
         if size > self.current:
@@ -146,7 +151,10 @@ class PathMtu:
         return False
 
     def on_probe_lost(self, size: int, now: float) -> None:
-        """A probe was declared lost; after MAX_PROBES losses the size is too big."""
+        """A probe sent at ``now`` was declared lost; after MAX_PROBES losses the
+        size is too big.  Probes sent before a black hole was detected are ignored."""
+        if now < self._epoch:
+            return
         self._in_flight = None
         self._losses += 1
         if self._losses >= MAX_PROBES:
@@ -212,6 +220,8 @@ class PathMtu:
         self.current = self.base
         self.black_holes += 1
         self._losses = 0
+        self._in_flight = None
+        self._epoch = now
         self._high = self._maximum
         self._next_search = now + self.raise_interval
         self.enabled = self._maximum > self.base

@@ -400,7 +400,7 @@ class SendingMixin(ConnectionState):
         return data
 
     def _mtu_probe_acked(self, size: int, sent: float) -> None:
-        if self.mtu.on_probe_acked(size):
+        if self.mtu.on_probe_acked(size, sent):
             self.recovery.congestion.set_max_datagram_size(size)
 
     def _mtu_probe_lost(self, size: int, sent: float) -> None:

@@ -234,3 +234,16 @@ def test_burst_losses_are_no_black_hole() -> None:
     assert pair.client.stats(pair.now).packets_lost > 50
     assert pair.client.mtu.black_holes == 0
     assert pair.client.mtu.current == WIDE
+
+
+def test_probes_sent_before_a_black_hole_are_ignored() -> None:
+    mtu = PathMtu(1200, 1500, raise_interval=5.0)
+    mtu.on_probe_sent(1500)
+    assert mtu.on_probe_acked(1500, 0.0)
+    mtu.on_probe_sent(1500)  # e.g. a re-probe still in flight at the fallback
+    assert mtu.on_too_big(1500, 1.0)  # an ordinary packet refused: black hole at t=1
+    assert not mtu.on_probe_acked(1500, 0.5)  # sent before the fallback: ignored
+    mtu.on_probe_lost(1500, 0.5)
+    assert mtu.current == 1200
+    assert mtu.probe_size(2.0) is None  # the raise interval first
+    assert mtu.probe_size(6.0) == 1500  # then the search restarts at the maximum
