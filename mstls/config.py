@@ -161,7 +161,8 @@ class ClientConfig:
         ``min_ack_delay_us``, ``ack_eliciting_threshold``, ``ack_delay_exponent``),
         connection IDs (``active_connection_id_limit``, ``cid_length``,
         ``cid_generator``), PMTU (``max_udp_payload_size``, ``pmtu_discovery``,
-        ``pmtu_max``), ``max_crypto_buffer``, ``udp_offload``, ``qlog_dir``,
+        ``pmtu_max``, ``pmtu_raise_interval``), ``ecn``, ``max_crypto_buffer``,
+        ``udp_offload``, ``qlog_dir``,
         ``versions`` and ``initial_version``.  An unknown name or a bad value
         raises :class:`~mstls.exceptions.ConfigurationError`.
     """

@@ -27,12 +27,15 @@ from typing import Any
 from .. import _errors as errors
 from ..codes import TransportErrorCode
 from ..core.admission import MAX_RECORDED_FAILURES, refusal
+from ..core.ecn import ECT0
 from ..exceptions import ConnectionTerminated, Error
 from ..io.udp import (
     detect_capabilities,
+    enable_ecn,
     new_receive_buffer,
     receive_datagrams,
     send_datagrams,
+    set_ecn_codepoint,
 )
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
@@ -154,6 +157,8 @@ class _UdpBase:
     def __init__(self, sock: Any, *, offload: bool = True) -> None:
         self.sock = sock
         self.caps = detect_capabilities(sock, offload=offload)
+        #: Received datagrams' ECN codepoints (RFC 9000 §13.4.1), if the socket tells.
+        self._ecn: list[int] | None = [] if enable_ecn(sock, self.caps) else None
         self.lock = threading.RLock()
         self._buffer = new_receive_buffer()
         self._deadline: float | None = None
@@ -170,7 +175,7 @@ class _UdpBase:
         """UDP output that the kernel refused is dropped (recovery resends it)."""
 
     # Implemented by subclasses --------------------------------------------------------
-    def _feed(self, data: bytes, addr: Any, now: float) -> None:
+    def _feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         raise NotImplementedError
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
@@ -189,6 +194,10 @@ class _UdpBase:
         raise NotImplementedError
 
     def _open_connections(self) -> list[QuicConnection]:
+        raise NotImplementedError
+
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
         raise NotImplementedError
 
     # Interpreter exit (see :mod:`.assist`) -------------------------------------------------
@@ -219,12 +228,13 @@ class _UdpBase:
             now = time.monotonic()
             try:
                 batch = receive_datagrams(
-                    self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer
+                    self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer, self._ecn
                 )
             except OSError:
                 batch = []  # E4: intermittent socket errors are handled inside
-            for data, addr in batch:
-                self._feed(bytes(data), addr, now)
+            ecn = self._ecn
+            for index, (data, addr) in enumerate(batch):
+                self._feed(bytes(data), addr, now, ecn[index] if ecn else 0)
             self._step(now)
 
     def on_timer(self) -> None:
@@ -268,9 +278,13 @@ class _UdpBase:
 
     def _send(self, datagrams: list[bytes], addr: Any) -> None:
         sent = 0
+        too_big: list[Any] = []
         for _ in range(SEND_RETRIES):
             with contextlib.suppress(OSError):
-                sent += send_datagrams(self.sock, datagrams[sent:], addr, self.caps)
+                sent += send_datagrams(self.sock, datagrams[sent:], addr, self.caps, too_big)
+            for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
+                self._too_big(data, addr, time.monotonic())
+            too_big.clear()
             if sent >= len(datagrams):
                 return
             time.sleep(0.0002)  # the socket buffer is full: let the kernel drain it
@@ -294,12 +308,21 @@ class UdpClientHandler(_UdpBase):
         self.conn = conn
         self.session = Session(conn, transport="udp")
         self.waiters = Waiters(self.lock)
+        self._marks = conn.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0)
+        if self._marks:
+            conn.enable_ecn_marking()
 
-    def _feed(self, data: bytes, addr: Any, now: float) -> None:
-        self.conn.receive_datagram(data, addr, now)
+    def _feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
+        self.conn.receive_datagram(data, addr, now, ecn)
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
-        return [(d, self.conn.peer_address) for d in self.conn.datagrams_to_send(now)]
+        out = [(d, self.conn.peer_address) for d in self.conn.datagrams_to_send(now)]
+        if self._marks:  # the codepoint the connection chose for these (ECN validation)
+            set_ecn_codepoint(self.sock, self.caps, self.conn.send_codepoint)
+        return out
+
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.conn.on_datagram_too_big(len(data), now)
 
     def _timer(self) -> float | None:
         return self.conn.get_timer()
@@ -334,6 +357,10 @@ class UdpListenerHandler(_UdpBase):
     def __init__(self, sock: Any, endpoint: ServerEndpoint) -> None:
         super().__init__(sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
+        # One socket for every connection: all are sent ECT(0) (validation still
+        # decides what each connection counts as marked, .quic.ecn_marking).
+        if endpoint.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0):
+            endpoint.ecn_marking = True
         self.sessions: dict[int, tuple[Session, Waiters]] = {}
         self.accepted: deque[tuple[QuicConnection, Session, Waiters]] = deque()
         self.accept_cond = threading.Condition(self.lock)
@@ -343,9 +370,9 @@ class UdpListenerHandler(_UdpBase):
         self._pumped: list[tuple[Session, Waiters]] = []
         self.failures = HandshakeFailures()
 
-    def _feed(self, data: bytes, addr: Any, now: float) -> None:
+    def _feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         try:
-            self.endpoint.receive_datagram(data, addr, now)
+            self.endpoint.receive_datagram(data, addr, now, ecn)
         except Exception as exc:
             # One connection's input failed: that connection fails, the others go on.
             self.endpoint.current = None
@@ -363,6 +390,9 @@ class UdpListenerHandler(_UdpBase):
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.endpoint.datagram_too_big(data, addr, now)
 
     def _timer(self) -> float | None:
         return self.endpoint.get_timer()

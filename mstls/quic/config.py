@@ -38,6 +38,8 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 MAX_CRYPTO_BUFFER = 1 << 17
 #: Largest datagram PMTU probing tries (loopback and jumbo-frame LANs go high).
 DEFAULT_PMTU_MAX = 16384
+#: RFC 8899 §5.1.1: PMTU_RAISE_TIMER is 600 s.
+DEFAULT_PMTU_RAISE_INTERVAL = 600.0
 
 
 def _check_versions(_config: object, _field: object, versions: tuple[int, ...]) -> None:
@@ -88,6 +90,12 @@ class QuicConfig:
     #: Path MTU discovery (RFC 8899 DPLPMTUD with PADDING+PING probes).
     pmtu_discovery: bool = True
     pmtu_max: int = DEFAULT_PMTU_MAX
+    #: Seconds before a finished (or, after a black hole, restarted) search looks
+    #: for a larger PMTU again (RFC 8899 §5.1.1 PMTU_RAISE_TIMER).
+    pmtu_raise_interval: float = DEFAULT_PMTU_RAISE_INTERVAL
+    #: Mark packets ECT(0) where the socket allows and validate the path's ECN
+    #: (RFC 9000 §13.4); ECN counts of received packets are reported either way.
+    ecn: bool = True
     max_crypto_buffer: int = MAX_CRYPTO_BUFFER
     stateless_reset_key: StatelessResetKey | None = None
     #: Makes the connection IDs we issue (e.g. ``QuicLbConfig.generate`` for IDs a

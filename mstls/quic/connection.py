@@ -50,7 +50,9 @@ from ..core.timers import Timer, TimerRow, TimerTable
 from ..exceptions import Error
 from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
+from .black_hole import BlackHoleMixin
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
+from .ecn_marking import EcnMixin
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
 from .qlog import open_qlog
@@ -73,7 +75,9 @@ QLOG_STATES = {
 }
 
 
-class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionState):
+class QuicConnection(
+    ReceivingMixin, SendingMixin, HandshakeMixin, BlackHoleMixin, EcnMixin, ConnectionState
+):
     """One QUIC v1 connection; see the module documentation for the call order."""
 
     def __init__(
@@ -139,7 +143,10 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.bytes_sent = 0
         self.packets_received = 0
         self.mtu = PathMtu(
-            INITIAL_MAX_DATAGRAM_SIZE, config.pmtu_max, enabled=config.pmtu_discovery
+            INITIAL_MAX_DATAGRAM_SIZE,
+            config.pmtu_max,
+            enabled=config.pmtu_discovery,
+            raise_interval=config.pmtu_raise_interval,
         )
         self.idle_timeout = config.idle_timeout
         self.idle_deadline = now + config.idle_timeout
@@ -163,6 +170,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self._init_spaces(initial)
         self._init_handshake(now)
         self._init_sending()
+        self._init_ecn()
         if self.qlog is not None and not is_client:
             self.qlog.state_updated(now, "handshake_started")
 
@@ -232,6 +240,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
             slow_start_threshold=None if ssthresh == math.inf else int(ssthresh),
             bytes_in_flight=cc.bytes_in_flight,
             path_mtu=self.mtu.current,
+            **self._path_stats(),
         )
 
     # -- public API: timers -----------------------------------------------------------

@@ -91,11 +91,15 @@ class ReceivingMixin(ConnectionState):
     #: Stream and flow-control frames go to the stream manager (shared with QMux).
     stream_handlers: dict[int, Callable[[Any], None]]
 
-    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: Any, now: float) -> None:
-        """Process one UDP datagram from the peer (untrusted input)."""
+    def receive_datagram(
+        self, data: bytes | bytearray | memoryview, addr: Any, now: float, ecn: int = 0
+    ) -> None:
+        """Process one UDP datagram from the peer (untrusted input); ``ecn`` is the
+        ECN codepoint it arrived with (RFC 9000 §13.4.1, :mod:`.ecn_marking`)."""
         state = self.lifecycle.state
         if state is State.DRAINING or state is State.TERMINATED:
             return
+        self.receive_codepoint = ecn
         view = memoryview(data)
         self.bytes_received += len(view)
         if self.recovery.amplification_blocked:
@@ -163,7 +167,7 @@ class ReceivingMixin(ConnectionState):
         except ProtocolError as exc:
             self.fail(exc, now)
             return True
-        space.acks.on_packet_received(pn, ack_eliciting, now)
+        space.acks.on_packet_received(pn, ack_eliciting, now, self.receive_codepoint or None)
         self.reset_idle_timer(now)
         self.ack_eliciting_sent_since_receive = False
         if isinstance(keys, OneRttKeys) and keys.has_previous and self.key_discard_deadline is None:
@@ -363,6 +367,7 @@ class ReceivingMixin(ConnectionState):
         self.spaces[PacketNumberSpace.INITIAL].crypto_send.requeue_unacknowledged()
 
     on_ack_result: Callable[..., None]
+    receive_codepoint: int  # .ecn_marking
 
 
 FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.congestion import NewReno
@@ -44,6 +44,7 @@ from ..wire.frames import (
 from ..wire.packet import PacketType
 from .builder import DatagramBuilder, PacketSink
 from .config import INITIAL_MAX_DATAGRAM_SIZE
+from .mtu import BASE_AFTER_PTOS
 from .qlog import PACKET_TYPES
 from .state import ConnectionState, Space
 
@@ -83,6 +84,9 @@ class SendingMixin(ConnectionState):
     ack_threshold_sent: int
     ack_frequency_received: int
     frame_decoders: Mapping[int, Any]
+    _check_black_hole: Callable[[Any, float], None]  # .black_hole
+    send_codepoint: int  # .ecn_marking
+    _next_send_codepoint: Callable[[], int]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -119,6 +123,7 @@ class SendingMixin(ConnectionState):
             return self._close_datagrams(now)
         out: list[bytes] = []
         self.pacing_deadline = None
+        self.send_codepoint = self._next_send_codepoint()  # .ecn_marking
         while len(out) < MAX_DATAGRAMS_PER_CALL:
             datagram = self._next_datagram(now)
             if not datagram:
@@ -144,7 +149,11 @@ class SendingMixin(ConnectionState):
 
     # -- datagram assembly ---------------------------------------------------------------
     def _datagram_limit(self) -> int:
-        size = self.mtu.current if self.handshake_confirmed else INITIAL_MAX_DATAGRAM_SIZE
+        if self.handshake_confirmed:  # the base size after a PTO (RFC 8899 §4.3, .mtu)
+            mtu = self.mtu
+            size = mtu.current if self.recovery.pto_count < BASE_AFTER_PTOS else mtu.base
+        else:
+            size = INITIAL_MAX_DATAGRAM_SIZE
         if not self.address_validated:
             allowance = AMPLIFICATION_FACTOR * self.bytes_received - self.bytes_sent
             size = min(size, allowance)
@@ -178,6 +187,7 @@ class SendingMixin(ConnectionState):
         self.bytes_sent += len(data)
         self.packets_sent += len(packets)
         self.last_sent = now
+        marked = self.send_codepoint != 0
         for built in packets:
             packet = SentPacket(
                 packet_number=built.packet_number,
@@ -187,6 +197,7 @@ class SendingMixin(ConnectionState):
                 in_flight=built.in_flight,
                 is_mtu_probe=built.is_mtu_probe,
                 records=built.records,
+                ecn_marked=marked,
             )
             self.recovery.on_packet_sent(packet, now)
             if self.qlog is not None:
@@ -389,7 +400,7 @@ class SendingMixin(ConnectionState):
         return data
 
     def _mtu_probe_acked(self, size: int, sent: float) -> None:
-        if self.mtu.on_probe_acked(size):
+        if self.mtu.on_probe_acked(size, sent):
             self.recovery.congestion.set_max_datagram_size(size)
 
     def _mtu_probe_lost(self, size: int, sent: float) -> None:
@@ -453,12 +464,14 @@ class SendingMixin(ConnectionState):
                 metrics["ssthresh"] = int(ssthresh)
             self._qlog_lost(getattr(result, "lost", ()), now, None)
             self.qlog.metrics_updated(now, metrics)
+        self._check_black_hole(result, now)
 
     def on_loss_detection_timeout(self, now: float) -> None:
         """RFC 9002 §6.2.4: a PTO asks for probes; CRYPTO data is resent in them."""
         result = self.recovery.on_loss_detection_timeout(now)
         if self.qlog is not None:
             self._qlog_lost(getattr(result, "lost", ()), now, "time_threshold")
+        self._check_black_hole(result, now)
         probe_space = getattr(result, "probe_space", None)
         count = getattr(result, "probe_count", 0)
         if probe_space is None or not count:

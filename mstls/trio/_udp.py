@@ -34,7 +34,15 @@ import trio
 
 from ..config import ServerConfig
 from ..core.admission import refusal
-from ..io.udp import detect_capabilities, new_receive_buffer, receive_datagrams, send_datagrams
+from ..core.ecn import ECT0
+from ..io.udp import (
+    detect_capabilities,
+    enable_ecn,
+    new_receive_buffer,
+    receive_datagrams,
+    send_datagrams,
+    set_ecn_codepoint,
+)
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
 from ._driver import Core, Driver, ListenerDriver
@@ -54,18 +62,24 @@ class _UdpDriver(Driver):
         super().__init__()
         self.sock = sock
         self.caps = detect_capabilities(sock, offload=offload)
+        #: Received datagrams' ECN codepoints (RFC 9000 §13.4.1), if the socket tells.
+        self._ecn: list[int] | None = [] if enable_ecn(sock, self.caps) else None
         self._buffer = new_receive_buffer()
         self._backlog: deque[tuple[bytes, Any]] = deque()
         self._writable_needed = trio.Event()
 
     # Implemented by the client and listener -------------------------------------------------
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         raise NotImplementedError
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         raise NotImplementedError
 
     def handle_timer(self, now: float) -> None:
+        raise NotImplementedError
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
         raise NotImplementedError
 
     def finished(self) -> bool:
@@ -99,10 +113,12 @@ class _UdpDriver(Driver):
             self.after_io()
 
     def _receive(self, now: float) -> None:
-        batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer)
+        ecn = self._ecn
+        batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer, ecn)
         feed = self.feed
-        for data, addr in batch:
-            feed(bytes(data), addr, now)  # views die at the next read; the core may keep data
+        for index, (data, addr) in enumerate(batch):
+            # views die at the next read; the core may keep data
+            feed(bytes(data), addr, now, ecn[index] if ecn else 0)
 
     async def _send_loop(self) -> None:
         while True:
@@ -134,10 +150,13 @@ class _UdpDriver(Driver):
             while end < count and out[end][1] == addr:
                 end += 1
             group = [d for d, _ in out[index:end]]
+            too_big: list[Any] = []
             try:
-                sent = send_datagrams(self.sock, group, addr, self.caps)
+                sent = send_datagrams(self.sock, group, addr, self.caps, too_big)
             except OSError:
                 sent = len(group)  # unsendable (bad address): lost like any datagram
+            for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
+                self.too_big(data, addr, trio.current_time())
             index += sent
             if index < end:
                 self._backlog.extend(out[index:])
@@ -156,18 +175,27 @@ class UdpClientDriver(_UdpDriver):
     def __init__(self, sock: socket.socket, conn: QuicConnection) -> None:
         super().__init__(sock, offload=conn.config.udp_offload)
         self.conn = conn
+        self._marks = conn.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0)
+        if self._marks:
+            conn.enable_ecn_marking()
         self.core = Core(self, conn, "udp", conn.peer_address)
         self._cores = [self.core]
 
     def cores(self) -> list[Core]:
         return self._cores
 
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
-        self.conn.receive_datagram(data, addr, now)
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
+        self.conn.receive_datagram(data, addr, now, ecn)
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         addr = self.conn.peer_address
-        return [(d, addr) for d in self.conn.datagrams_to_send(now)]
+        out = [(d, addr) for d in self.conn.datagrams_to_send(now)]
+        if self._marks:  # the codepoint the connection chose for these (ECN validation)
+            set_ecn_codepoint(self.sock, self.caps, self.conn.send_codepoint)
+        return out
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.conn.on_datagram_too_big(len(data), now)
 
     def timer(self) -> float | None:
         return self.conn.get_timer()
@@ -185,6 +213,10 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
     def __init__(self, sock: socket.socket, endpoint: ServerEndpoint) -> None:
         super().__init__(sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
+        # One socket for every connection: all are sent ECT(0) (validation still
+        # decides what each connection counts as marked, .quic.ecn_marking).
+        if endpoint.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0):
+            endpoint.ecn_marking = True
 
     def cores(self) -> list[Core]:
         out = list(self.live.values())  # forgotten ones too: pumped once more, then dropped
@@ -233,9 +265,9 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
         self.check_handshakes_of(pumped)
         self.move_timer()
 
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         endpoint = self.endpoint
-        endpoint.receive_datagram(data, addr, now)
+        endpoint.receive_datagram(data, addr, now, ecn)
         while endpoint.accepted:
             conn = endpoint.accepted.popleft()
             self.adopt(Core(self, conn, "udp", conn.peer_address))
@@ -251,6 +283,9 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.endpoint.datagram_too_big(data, addr, now)
 
     def timer(self) -> float | None:
         return self.endpoint.get_timer()
