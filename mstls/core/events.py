@@ -14,6 +14,7 @@ from .lifecycle import TerminationKind
 
 __all__ = [
     "ConnectionTerminatedEvent",
+    "DatagramsAvailable",
     "Event",
     "HandshakeCompletedEvent",
     "StopSendingReceived",
@@ -87,6 +88,12 @@ class StreamsAvailable:
     """The peer raised its stream limit (MAX_STREAMS, RFC 9000 §19.11)."""
 
     bidirectional: bool
+
+
+@attrs.frozen
+class DatagramsAvailable:
+    """Received datagrams wait to be read (RFC 9221 §5); emitted when the receive
+    queue stops being empty (:mod:`mstls.core.datagrams`)."""
 
 
 @attrs.frozen

@@ -51,6 +51,7 @@ from ..exceptions import Error
 from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
+from .datagrams import DatagramMixin
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
 from .qlog import open_qlog
@@ -73,7 +74,9 @@ QLOG_STATES = {
 }
 
 
-class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionState):
+class QuicConnection(
+    ReceivingMixin, SendingMixin, HandshakeMixin, DatagramMixin, ConnectionState
+):
     """One QUIC v1 connection; see the module documentation for the call order."""
 
     def __init__(
@@ -163,6 +166,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self._init_spaces(initial)
         self._init_handshake(now)
         self._init_sending()
+        self._init_datagrams()
         if self.qlog is not None and not is_client:
             self.qlog.state_updated(now, "handshake_started")
 
@@ -232,6 +236,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
             slow_start_threshold=None if ssthresh == math.inf else int(ssthresh),
             bytes_in_flight=cc.bytes_in_flight,
             path_mtu=self.mtu.current,
+            **self.datagrams.stats(),
         )
 
     # -- public API: timers -----------------------------------------------------------

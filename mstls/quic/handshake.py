@@ -249,6 +249,7 @@ class HandshakeMixin(ConnectionState):
         self.recovery.max_ack_delay = params.max_ack_delay / 1000
         self.local_cids.set_peer_limit(params.active_connection_id_limit)
         self.mtu.set_peer_limit(params.max_udp_payload_size)
+        self.datagrams.set_peer_limit(params.max_datagram_frame_size)  # RFC 9221 §3
         if self.is_client and params.stateless_reset_token is not None:
             self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
 

@@ -44,6 +44,7 @@ from ..wire.frames import (
 from ..wire.packet import PacketHeader, PacketType, parse_header
 from .builder import MIN_INITIAL_DATAGRAM
 from .crypto import OneRttKeys, PacketProtection
+from .datagrams import DATAGRAM_HANDLERS
 from .retry import verify_retry
 from .state import ConnectionState
 
@@ -378,4 +379,5 @@ FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {
     FrameType.HANDSHAKE_DONE: ReceivingMixin._on_handshake_done,
     FrameType.ACK_FREQUENCY: ReceivingMixin._on_ack_frequency,
     FrameType.IMMEDIATE_ACK: ReceivingMixin._on_immediate_ack,
+    **DATAGRAM_HANDLERS,
 }

@@ -18,6 +18,7 @@ from .crypto_stream import CryptoReceiver, CryptoSender
 
 if TYPE_CHECKING:
     from ..core.connection_ids import LocalConnectionIds, PeerConnectionIds
+    from ..core.datagrams import DatagramQueues
     from ..core.events import Event
     from ..core.recovery import Recovery
     from ..core.stream_manager import StreamManager
@@ -84,6 +85,7 @@ class ConnectionState:
     tls: TLSHandshake
     recovery: Recovery
     streams: StreamManager
+    datagrams: DatagramQueues
     local_cids: LocalConnectionIds
     peer_cids: PeerConnectionIds
     peer_cid_set: bool
