@@ -114,8 +114,13 @@ class DatagramQueues:
 
     # -- limits ---------------------------------------------------------------------------
     def set_peer_limit(self, value: int) -> None:
-        """The peer's max_datagram_frame_size (RFC 9221 §3; 0: it does not accept any)."""
+        """The peer's max_datagram_frame_size (RFC 9221 §3; 0: it does not accept any).
+        Datagrams queued early (QMux, see :meth:`send`) that it rules out are
+        dropped and counted."""
         self.peer_max_frame_size = value
+        if not value and self._send:
+            self.dropped += len(self._send)
+            self._send.clear()
 
     def max_payload(self, room: int) -> int:
         """The largest payload that can be sent when a packet or record has ``room``
@@ -126,17 +131,24 @@ class DatagramQueues:
         return largest_datagram_payload(min(peer, room))
 
     # -- sending --------------------------------------------------------------------------
-    def send(self, data: bytes | bytearray | memoryview, max_payload: int) -> None:
-        """Queue one datagram; raises instead of dropping or waiting (see module doc)."""
+    def send(
+        self, data: bytes | bytearray | memoryview, max_payload: int, *, early: bool = False
+    ) -> None:
+        """Queue one datagram; raises instead of dropping or waiting (see module doc).
+
+        ``early``: the peer's parameters may still be on their way (QMux: they
+        follow the TLS handshake in a record); the datagram is queued against
+        ``max_payload`` and, should the peer not accept datagrams or this size,
+        dropped and counted when they arrive."""
         if not self.max_frame_size:
             raise DatagramsUnsupported(
                 "datagrams are not enabled on this connection (configure datagrams=True)"
             )
-        if self.peer_max_frame_size is None:
+        if self.peer_max_frame_size is None and not early:
             raise DatagramsUnsupported(
                 "the peer's transport parameters have not arrived: wait for the handshake"
             )
-        if not self.peer_max_frame_size:
+        if self.peer_max_frame_size == 0:
             raise DatagramsUnsupported(
                 "the peer does not accept datagrams (no max_datagram_frame_size, RFC 9221 §3)"
             )

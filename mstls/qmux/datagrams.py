@@ -17,7 +17,8 @@ from typing import Any
 
 from ..core.datagrams import DATAGRAM_FRAME_TYPES, DatagramQueues
 from ..core.events import Event
-from ..wire.datagram_frames import DatagramFrame
+from ..wire.datagram_frames import DatagramFrame, largest_datagram_payload
+from ..wire.transport_params import TransportParameters
 from .config import QMuxConfig
 
 __all__ = ["DATAGRAM_HANDLERS", "DatagramMixin"]
@@ -29,6 +30,8 @@ class DatagramMixin:
     config: QMuxConfig
     events: deque[Event]
     datagrams: DatagramQueues
+    peer_params: TransportParameters | None
+    handshake_complete: bool
     _send_capacity: int
 
     def _init_datagrams(self) -> None:
@@ -50,7 +53,15 @@ class DatagramMixin:
         """Queue one datagram for the next record; raises
         :class:`~mstls.exceptions.DatagramTooLarge`,
         :class:`~mstls.exceptions.DatagramQueueFull` or
-        :class:`~mstls.exceptions.DatagramsUnsupported` instead of dropping it."""
+        :class:`~mstls.exceptions.DatagramsUnsupported` instead of dropping it.
+
+        Between the TLS handshake and the peer's QX_TRANSPORT_PARAMETERS (§4.2) a
+        datagram is queued against our own record size; one the peer's
+        parameters then rule out is dropped and counted."""
+        if self.peer_params is None and self.handshake_complete:
+            room = largest_datagram_payload(self._send_capacity)
+            self.datagrams.send(data, room, early=True)
+            return
         self.datagrams.send(data, self.max_datagram_size)
 
     def receive_datagram_frame(self) -> bytes | None:

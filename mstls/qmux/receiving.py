@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..codes import TransportErrorCode
+from ..core.datagrams import DatagramQueues
 from ..core.events import Event, HandshakeCompletedEvent
 from ..core.lifecycle import CloseInfo, Lifecycle, LifecycleEvent
 from ..core.stream_manager import StreamManager
@@ -44,7 +45,6 @@ from ..wire.qmux import (
     RecordReader,
 )
 from ..wire.transport_params import TransportParameters, validate_qmux_parameters
-from ..core.datagrams import DatagramQueues
 from .config import QMuxConfig
 from .datagrams import DATAGRAM_HANDLERS
 from .ping import PingState

@@ -8,6 +8,7 @@ from mstls.codes import TransportErrorCode
 from mstls.exceptions import DatagramsUnsupported, DatagramTooLarge
 from mstls.wire.datagram_frames import DatagramFrame, datagram_frame_size
 from mstls.wire.frame_types import FrameType
+from mstls.wire.qmux import QxTransportParametersFrame
 from mstls.wire.transport_params import DEFAULT_MAX_RECORD_SIZE, TransportParameters
 from tests.qmux.helpers import expect_close, frames_of, raw_server_pair, send_frames
 from tests.qmux.pair import Pair, client_config, server_config
@@ -97,7 +98,28 @@ def test_oversized_datagram_is_protocol_violation() -> None:
 def test_our_parameter_is_sent() -> None:
     pair, raw = raw_server_pair(max_datagram_frame_size=1234)
     pair.run()
-    from mstls.wire.qmux import QxTransportParametersFrame
-
     params = [f for f in frames_of(raw.received) if isinstance(f, QxTransportParametersFrame)]
     assert params[0].parameters.max_datagram_frame_size == 1234
+
+
+def test_a_datagram_sent_before_the_peers_parameters_waits_for_them() -> None:
+    """TLS done, QX_TRANSPORT_PARAMETERS not yet read: queued against our record size."""
+    pair, raw = raw_server_pair(**ON)
+    assert pair.client.handshake_complete and pair.client.peer_params is None
+    assert pair.client.max_datagram_size == 0
+    pair.client.send_datagram_frame(b"early")
+    pair.client.send_datagram_frame(bytes(1000))
+    raw.send_transport_parameters(TransportParameters(max_datagram_frame_size=100))
+    pair.run()
+    sent = [f for f in frames_of(raw.received) if isinstance(f, DatagramFrame)]
+    assert [bytes(f.data) for f in sent] == [b"early"]
+    assert pair.client.stats(pair.now).datagrams_dropped == 1
+
+
+def test_early_datagrams_are_dropped_if_the_peer_has_none() -> None:
+    pair, raw = raw_server_pair(**ON)
+    pair.client.send_datagram_frame(b"early")
+    raw.send_transport_parameters()
+    pair.run()
+    assert not [f for f in frames_of(raw.received) if isinstance(f, DatagramFrame)]
+    assert pair.client.datagrams.dropped == 1

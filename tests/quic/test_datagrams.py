@@ -15,8 +15,9 @@ from tests.quic.pair import Pair, client_config, server_config
 ON = {"max_datagram_frame_size": 65535}
 
 
-def datagram_pair(client: dict[str, int] | None = None, server: dict[str, int] | None = None,
-                  **kw: object) -> Pair:
+def datagram_pair(
+    client: dict[str, int] | None = None, server: dict[str, int] | None = None, **kw: object
+) -> Pair:
     pair = Pair(
         client=client_config(**(ON if client is None else client)),
         server=server_config(**(ON if server is None else server)),

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mstls.codes import TransportErrorCode
 from mstls.exceptions import DecodeError, ProtocolError
 from mstls.wire.buffer import VARINT_MAX, Reader, encode_varint
+from mstls.wire.datagram_frames import datagram_frame_size, largest_datagram_payload
 from mstls.wire.frame_types import (
     ACK_ELICITING,
     ALLOWED_FRAME_TYPES,
@@ -456,8 +457,6 @@ def test_frame_type_names() -> None:
 
 def test_datagram_rows_and_sizes() -> None:
     """RFC 9221 §4-§5: 0-RTT/1-RTT, ack-eliciting, congestion controlled, not flow controlled."""
-    from mstls.wire.datagram_frames import datagram_frame_size, largest_datagram_payload
-
     for frame_type in (FrameType.DATAGRAM, FrameType.DATAGRAM_WITH_LENGTH):
         assert FRAME_SPACES[frame_type] == PacketKind.ZERO_RTT | PacketKind.ONE_RTT
         assert frame_type in ACK_ELICITING and frame_type in CONGESTION_CONTROLLED
