@@ -35,6 +35,7 @@ from .crypto import OneRttKeys, PacketProtection
 from .negotiation import check_client_information, check_server_information, choose_version
 from .qlog import key_type
 from .state import ConnectionState
+from .version_retry import check_reacted_server_information
 from .versions import quic_version
 
 __all__ = ["EPOCH_SPACE", "HandshakeMixin"]
@@ -235,6 +236,13 @@ class HandshakeMixin(ConnectionState):
             check_server_information(
                 params.version_information, self.version, self.original_version
             )
+            if self.reacted_to_version_negotiation is not None:
+                check_reacted_server_information(
+                    params.version_information,
+                    self.config.versions,
+                    self.original_version,
+                    self.version,
+                )
         else:
             check_client_information(params.version_information, self.original_version)
         self.peer_params = params

@@ -70,6 +70,9 @@ class ConnectionState:
     #: The QUIC version of our long headers, and the one the connection started in.
     version: int
     original_version: int
+    #: Client: the version of the attempt a Version Negotiation packet turned down,
+    #: once we reacted to one (RFC 9368 §4, :mod:`.version_retry`).
+    reacted_to_version_negotiation: int | None = None
     #: The DCID the Initial keys derive from (RFC 9001 §5.2).
     initial_dcid: bytes
     #: Server: the original version's Initial receive keys, kept after a switch
