@@ -83,8 +83,8 @@ def on_version_negotiation(conn: QuicConnection, header: PacketHeader, now: floa
     if version is None:
         conn.abandon(
             ProtocolError(
-                f"no QUIC version in common: the server supports {_format(offered)}, "
-                f"we offer {_format(conn.config.versions)} (RFC 9000 §6.2)",
+                f"no QUIC version in common: the server supports versions {_format(offered)}, "
+                f"we offer versions {_format(conn.config.versions)} (RFC 9000 §6.2)",
                 error_code=TransportErrorCode.VERSION_NEGOTIATION_ERROR,
             ),
             now,
