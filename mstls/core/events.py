@@ -118,5 +118,6 @@ Event = (
     | StreamWritable
     | StreamAcknowledged
     | StreamsAvailable
+    | DatagramsAvailable
     | ConnectionTerminatedEvent
 )

@@ -13,6 +13,7 @@ application does not read in time are dropped oldest first, as §8.1 allows.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from ..core.datagrams import DATAGRAM_FRAME_TYPES, DatagramQueues
@@ -74,4 +75,6 @@ def _on_datagram(conn: Any, frame: DatagramFrame, now: float) -> None:
 
 
 #: Entries for the record receive path's frame handler table.
-DATAGRAM_HANDLERS = dict.fromkeys(DATAGRAM_FRAME_TYPES, _on_datagram)
+DATAGRAM_HANDLERS: dict[int, Callable[[Any, Any, float], None]] = dict.fromkeys(
+    DATAGRAM_FRAME_TYPES, _on_datagram
+)

@@ -12,6 +12,7 @@ Datagrams travel only in 1-RTT packets here (no 0-RTT).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..core.datagrams import DATAGRAM_FRAME_TYPES, DatagramQueues
@@ -63,4 +64,6 @@ def _on_datagram(conn: Any, frame: DatagramFrame, ctx: Any) -> None:
 
 
 #: Entries for the receive path's frame handler table.
-DATAGRAM_HANDLERS = dict.fromkeys(DATAGRAM_FRAME_TYPES, _on_datagram)
+DATAGRAM_HANDLERS: dict[int, Callable[[Any, Any, Any], None]] = dict.fromkeys(
+    DATAGRAM_FRAME_TYPES, _on_datagram
+)

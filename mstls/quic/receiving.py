@@ -46,8 +46,8 @@ from .builder import MIN_INITIAL_DATAGRAM
 from .crypto import OneRttKeys, PacketProtection
 from .datagrams import DATAGRAM_HANDLERS
 from .retry import verify_retry
-from .version_retry import on_version_negotiation
 from .state import ConnectionState
+from .version_retry import on_version_negotiation
 
 __all__ = ["FRAME_HANDLERS", "MAX_PENDING_PATH_RESPONSES", "ReceivingMixin"]
 

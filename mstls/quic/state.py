@@ -167,6 +167,11 @@ class ConnectionState:
     def discard_space(self, space: PacketNumberSpace) -> None:
         raise NotImplementedError
 
+    @property
+    def max_datagram_size(self) -> int:
+        """Implemented by :class:`~mstls.quic.datagrams.DatagramMixin`."""
+        raise NotImplementedError
+
     def pto_interval(self) -> float:
         """The current probe timeout without backoff (RFC 9002 §6.2.1)."""
         rtt = self.recovery.rtt

@@ -129,10 +129,12 @@ class Link:
 
     def established(self) -> None:
         self.run_until(
-            lambda: self.ours is not None
-            and self.ours.handshake_confirmed
-            and self.theirs is not None
-            and self.theirs._handshake_complete
+            lambda: (
+                self.ours is not None
+                and self.ours.handshake_confirmed
+                and self.theirs is not None
+                and self.theirs._handshake_complete
+            )
         )
 
 

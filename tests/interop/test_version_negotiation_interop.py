@@ -34,6 +34,4 @@ def test_no_common_version_is_a_clear_error() -> None:
     with AioquicServer(files.cert, files.key, versions=[QUIC_VERSION_1]) as server:
         config = client_config(extra={"versions": (QUIC_VERSION_2,)})
         with pytest.raises(mstls.Error, match="no QUIC version in common"):
-            mstls.connect("127.0.0.1", server.port, config, timeout=TIMEOUT).wait_handshake(
-                TIMEOUT
-            )
+            mstls.connect("127.0.0.1", server.port, config, timeout=TIMEOUT).wait_handshake(TIMEOUT)

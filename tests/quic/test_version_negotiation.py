@@ -12,7 +12,14 @@ from mstls.quic.negotiation import (
     check_server_information,
     choose_version,
 )
-from mstls.wire.packet import QUIC_VERSION_1, QUIC_VERSION_2, PacketType, parse_header
+from mstls.quic.version_retry import check_reacted_server_information as check
+from mstls.wire.packet import (
+    QUIC_VERSION_1,
+    QUIC_VERSION_2,
+    PacketType,
+    encode_version_negotiation,
+    parse_header,
+)
 from mstls.wire.transport_params import (
     TransportParameters,
     VersionInformation,
@@ -175,8 +182,6 @@ def test_client_retries_in_a_version_the_server_lists() -> None:
 
 
 def _vn_for(pair: Pair, versions: tuple[int, ...], *, dcid: bytes | None = None) -> bytes:
-    from mstls.wire.packet import encode_version_negotiation
-
     client = pair.client
     return encode_version_negotiation(
         client.host_cid if dcid is None else dcid, client.peer_cids.current, versions
@@ -219,8 +224,6 @@ def test_only_one_vn_is_acted_on() -> None:
 
 def test_reacted_client_validates_the_servers_available_versions() -> None:
     """RFC 9368 §4 downgrade prevention after a VN."""
-    from mstls.quic.version_retry import check_reacted_server_information as check
-
     check(VersionInformation(V1, (V1,)), (V2, V1), V1, V1)  # the server really has only v1
     failures = [
         lambda: check(None, (V2, V1), V1, V1),  # missing
