@@ -37,10 +37,10 @@ from ..exceptions import (
     DatagramTooLarge,
     ProtocolError,
 )
+from ..wire.buffer import encode_varint
 from ..wire.datagram_frames import (
     DatagramFrame,
     datagram_frame_size,
-    encode_datagram_frame,
     largest_datagram_payload,
 )
 from ..wire.frame_types import FrameType
@@ -180,7 +180,7 @@ class DatagramQueues:
             if datagram_frame_size(len(data)) > sink.remaining:
                 return  # the next packet or record
             queue.popleft()
-            sink.add(encode_datagram_frame(data))
+            sink.add_parts(b"\x31" + encode_varint(len(data)), data)  # no copy of data
             self.sent += 1
 
     def clear(self) -> None:
