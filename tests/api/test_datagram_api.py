@@ -130,3 +130,19 @@ def test_waiting_receivers_see_the_connection_failure(transport: str) -> None:
         for exc in failures:
             assert isinstance(exc, mstls.ConnectionTerminated)
             assert exc.code == 7
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_non_blocking_receive_is_want_read_and_timeouts_leave_no_entry(transport: str) -> None:
+    with (
+        server(on_connection=lambda c: None, transport=transport, datagrams=True) as (listener, _),
+        connect(listener.address[1], transport) as conn,
+    ):
+        conn.wait_handshake(TIMEOUT)
+        errors.clear_error()
+        with pytest.raises(mstls.Timeout):
+            conn.receive_datagram(timeout=0.05)
+        conn.blocking = False
+        with pytest.raises(mstls.WantRead):
+            conn.receive_datagram()
+        assert errors.peek_error() is None  # would-block results stay out of the queue (E4)

@@ -117,3 +117,19 @@ async def test_waiting_receivers_see_the_connection_failure(transport: str) -> N
         assert isinstance(exc, mstls.ConnectionTerminated)
         assert isinstance(exc, trio.BrokenResourceError)
         assert exc.code == 7
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_full_send_queue_raises_instead_of_waiting(transport: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(transport, idle, datagrams=True) as listener,
+            await connect(listener) as conn,
+        ):
+            await conn.wait_handshake()
+            sans_io = conn.sans_io
+            sans_io.datagrams.send_limit = 1
+            sans_io.send_datagram_frame(b"a")  # no checkpoint between: nothing drains it
+            with pytest.raises(mstls.DatagramQueueFull) as info:
+                await conn.send_datagram(b"b")
+            assert isinstance(info.value, mstls.WantWrite)
