@@ -16,12 +16,16 @@ from aioquic.quic import events as aioquic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 
+import mstls
 from mstls.codes import TransportErrorCode
 from mstls.core.events import ConnectionTerminatedEvent
 from mstls.quic.connection import QuicConnection
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.wire.packet import parse_header
+from tests.api.helpers import TIMEOUT
+from tests.api.helpers import client_config as public_client_config
 from tests.certs import get_pki
+from tests.interop.aioquic_peer import AioquicServer
 from tests.quic.pair import ALPN, client_config, server_config
 
 CLIENT = ("127.0.0.1", 40000)
@@ -181,3 +185,31 @@ def test_aioquic_datagram_without_our_parameter_is_protocol_violation() -> None:
         events.append(event)
     closes = [e for e in events if isinstance(e, ConnectionTerminatedEvent)]
     assert closes and closes[0].error_code == TransportErrorCode.PROTOCOL_VIOLATION
+
+
+def _echo_of(conn: mstls.Connection, payload: bytes, tries: int = 40) -> bytes | None:
+    """Send ``payload`` until its echo comes back (UDP may lose one; loopback rarely)."""
+    for _ in range(tries):
+        conn.send_datagram(payload)
+        try:
+            answer = conn.receive_datagram(timeout=0.5)
+        except mstls.Timeout:
+            continue
+        if answer == payload:
+            return answer
+    return None
+
+
+@pytest.mark.network
+def test_blocking_client_exchanges_datagrams_with_an_aioquic_server_over_udp() -> None:
+    """The public API over real UDP sockets: aioquic echoes each datagram."""
+    files = get_pki().files("server")
+    with AioquicServer(files.cert, files.key, datagrams=True) as server:
+        config = public_client_config(datagrams=True)
+        with mstls.connect("127.0.0.1", server.port, config, timeout=TIMEOUT) as conn:
+            for i in range(5):
+                assert _echo_of(conn, b"datagram %d" % i) == b"datagram %d" % i
+            size = conn.max_datagram_size
+            assert size > 1100
+            assert _echo_of(conn, bytes(size)) == bytes(size)  # the largest fits aioquic too
+            assert conn.stats().datagrams_received >= 6
