@@ -20,8 +20,9 @@ the packet or record size and the frame overhead); the queues do the rest:
   counted.
 * Receiving (§3, §5).  A DATAGRAM frame when we did not advertise
   max_datagram_frame_size, or larger than what we advertised, is a
-  PROTOCOL_VIOLATION.  Accepted payloads are copied into a bounded queue; when it
-  is full the *oldest* is dropped and counted (receiving is unreliable, §5).  A
+  PROTOCOL_VIOLATION.  Accepted payloads are copied into a queue bounded in count
+  and in bytes (:data:`MAX_DATAGRAM_RECEIVE_BYTES`); beyond either bound the
+  *oldest* is dropped and counted (receiving is unreliable, §5).  A
   :class:`~mstls.core.events.DatagramsAvailable` event is emitted when the queue
   goes from empty to non-empty, so a driver wakes receivers once per batch.
 """
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_DATAGRAM_SEND_QUEUE",
     "DEFAULT_MAX_DATAGRAM_FRAME_SIZE",
     "MAX_DATAGRAM_QUEUE",
+    "MAX_DATAGRAM_RECEIVE_BYTES",
     "DatagramQueues",
     "validate_datagram_queue",
 ]
@@ -63,6 +65,9 @@ DEFAULT_MAX_DATAGRAM_FRAME_SIZE = 65535
 DEFAULT_DATAGRAM_SEND_QUEUE = 128
 #: Datagrams received and not yet read, at most; beyond it the oldest is dropped.
 DEFAULT_DATAGRAM_RECEIVE_QUEUE = 256
+#: Payload bytes received and not yet read, at most (whatever the count): the oldest
+#: go first beyond it, so a connection's unread datagrams never hold more memory.
+MAX_DATAGRAM_RECEIVE_BYTES = 1 << 20
 #: Upper bound of both queue settings (memory: each entry is up to one packet).
 MAX_DATAGRAM_QUEUE = 1 << 16
 
@@ -85,6 +90,7 @@ class DatagramQueues:
     __slots__ = (
         "_events",
         "_receive",
+        "_receive_bytes",
         "_send",
         "dropped",
         "max_frame_size",
@@ -107,6 +113,7 @@ class DatagramQueues:
         self._events = events
         self._send: deque[bytes] = deque()
         self._receive: deque[bytes] = deque()
+        self._receive_bytes = 0
         #: Counters (statistics): frames sent, payloads accepted, payloads dropped.
         self.sent = 0
         self.received = 0
@@ -202,17 +209,22 @@ class DatagramQueues:
                 frame_type,
             )
         queue = self._receive
-        if len(queue) >= self.receive_limit:
-            queue.popleft()
-            self.dropped += 1
-        elif not queue:
+        if not queue:
             self._events.append(DatagramsAvailable())
         queue.append(bytes(frame.data))
+        self._receive_bytes += length
         self.received += 1
+        while len(queue) > self.receive_limit or self._receive_bytes > MAX_DATAGRAM_RECEIVE_BYTES:
+            self._receive_bytes -= len(queue.popleft())  # oldest first (§5)
+            self.dropped += 1
 
     def receive(self) -> bytes | None:
         """The oldest received datagram not yet read, or ``None``."""
-        return self._receive.popleft() if self._receive else None
+        if not self._receive:
+            return None
+        data = self._receive.popleft()
+        self._receive_bytes -= len(data)
+        return data
 
     def stats(self) -> dict[str, int]:
         """The counters as :class:`~mstls.stats.ConnectionStats` fields."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mstls.codes import TransportErrorCode
+from mstls.core.datagrams import MAX_DATAGRAM_RECEIVE_BYTES
 from mstls.core.events import ConnectionTerminatedEvent, DatagramsAvailable
 from mstls.exceptions import DatagramQueueFull, DatagramsUnsupported, DatagramTooLarge
 from mstls.quic.connection import QuicConnection
@@ -159,3 +160,19 @@ def test_a_datagram_at_the_limit_is_accepted() -> None:
     pair.client.send_datagram_frame(bytes(pair.client.max_datagram_size))
     pair.run_until(lambda: pair.server.datagrams.pending > 0)
     assert len(drain(pair.server)[0]) == 8
+
+
+def test_receive_queue_is_bounded_in_bytes_too() -> None:
+    pair = datagram_pair(server={**ON, "datagram_receive_queue": 4096})  # count bound far away
+    size = pair.client.max_datagram_size
+    count = MAX_DATAGRAM_RECEIVE_BYTES // size + 20
+    sent = 0
+    while sent < count:  # in batches below the send queue bound
+        for _ in range(min(100, count - sent)):
+            pair.client.send_datagram_frame(bytes(size))
+            sent += 1
+        pair.run_until(lambda s=sent: pair.server.datagrams.received == s)  # type: ignore[misc]
+    kept = drain(pair.server)
+    assert sum(map(len, kept)) <= MAX_DATAGRAM_RECEIVE_BYTES
+    assert len(kept) + pair.server.datagrams.dropped == count
+    assert pair.server.datagrams.dropped >= 20
