@@ -12,6 +12,7 @@ import pytest
 import mstls
 from mstls.wire.packet import QUIC_VERSION_1, QUIC_VERSION_2
 from tests.api.helpers import TIMEOUT, client_config
+from tests.api.helpers import server_config as server_config_for
 from tests.certs import get_pki
 from tests.interop.aioquic_peer import AioquicServer
 
@@ -35,3 +36,16 @@ def test_no_common_version_is_a_clear_error() -> None:
         config = client_config(extra={"versions": (QUIC_VERSION_2,)})
         with pytest.raises(mstls.Error, match="no QUIC version in common"):
             mstls.connect("127.0.0.1", server.port, config, timeout=TIMEOUT).wait_handshake(TIMEOUT)
+
+
+def test_mstls_client_retries_in_v1_against_a_v1_only_mstls_listener() -> None:
+    """The same over the public API on both ends: our endpoint sends the VN."""
+    server_config = server_config_for(extra={"versions": (QUIC_VERSION_1,)})
+    with mstls.listen("127.0.0.1", 0, server_config) as listener:
+        config = client_config(extra={"versions": (QUIC_VERSION_2, QUIC_VERSION_1)})
+        with mstls.connect("127.0.0.1", listener.address[1], config, timeout=TIMEOUT) as conn:
+            conn.wait_handshake(TIMEOUT)
+            accepted = listener.accept(timeout=TIMEOUT)
+            assert conn.sans_io.reacted_to_version_negotiation == QUIC_VERSION_2
+            assert conn.sans_io.version == accepted.sans_io.version == QUIC_VERSION_1
+            accepted.close()
