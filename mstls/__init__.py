@@ -34,6 +34,7 @@ from .exceptions import (
     WantWrite,
 )
 from .stats import ConnectionStats
+from .tls.ticket_store import FileTicketStore, MemoryTicketStore, StoredTicket, TicketStore
 
 __all__ = [
     "CertificateError",
@@ -49,18 +50,22 @@ __all__ = [
     "DatagramsUnsupported",
     "Error",
     "ErrorKind",
+    "FileTicketStore",
     "HandshakeAlert",
     "HandshakeError",
     "HandshakeRefused",
     "IncompleteRead",
     "Listener",
     "ListenerClosed",
+    "MemoryTicketStore",
     "PrematureClose",
     "ProtocolError",
     "ServerConfig",
+    "StoredTicket",
     "Stream",
     "StreamReset",
     "StreamStopped",
+    "TicketStore",
     "Timeout",
     "WantRead",
     "WantWrite",
