@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from .core.admission import DEFAULT_BURST, SourceRateLimiter, check_admission
+from .core.datagrams import DEFAULT_MAX_DATAGRAM_FRAME_SIZE
 from .core.stream_manager import check_stream_limits
 from .exceptions import ConfigurationError
 from .qmux.config import QMuxConfig
@@ -74,6 +75,11 @@ def _ticket_ring(keys: Sequence[bytes] | None, count: int, lifetime: int) -> Tic
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise ConfigurationError(f"{name}: must be positive, got {value!r}")
+
+
+def _datagram_settings(enabled: bool) -> dict[str, int]:
+    """``datagrams=True``: accept any DATAGRAM frame that fits (RFC 9221 §3)."""
+    return {"max_datagram_frame_size": DEFAULT_MAX_DATAGRAM_FRAME_SIZE} if enabled else {}
 
 
 def _checked_quic(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> QuicConfig:
@@ -143,6 +149,10 @@ class ClientConfig:
     ``handshake_timeout``
         Seconds the whole handshake may take before it fails (brief T1); also
         bounds the TCP connect of ``transport="tcp"``.
+    ``datagrams``
+        Enable unreliable datagrams (RFC 9221): advertise max_datagram_frame_size
+        so ``send_datagram`` / ``receive_datagram`` work when the server enables
+        them too.  Over TCP they travel reliably (draft-ietf-quic-qmux §8.1).
     ``fallback_delay``
         ``transport="auto"``: seconds to wait for a first QUIC packet before
         starting a QMux/TCP attempt beside the QUIC one (Happy Eyeballs).
@@ -162,8 +172,9 @@ class ClientConfig:
         connection IDs (``active_connection_id_limit``, ``cid_length``,
         ``cid_generator``), PMTU (``max_udp_payload_size``, ``pmtu_discovery``,
         ``pmtu_max``, ``pmtu_raise_interval``), ``ecn``, ``max_crypto_buffer``,
-        ``udp_offload``, ``qlog_dir``,
-        ``versions`` and ``initial_version``.  An unknown name or a bad value
+        ``udp_offload``, ``qlog_dir``, ``versions``, ``initial_version``, and the
+        datagram queue bounds ``datagram_send_queue`` and ``datagram_receive_queue``.
+        An unknown name or a bad value
         raises :class:`~mstls.exceptions.ConfigurationError`.
     """
 
@@ -180,6 +191,7 @@ class ClientConfig:
     keylog_file: PathLike | None = None
     handshake_timeout: float = 10.0
     fallback_delay: float = 0.3
+    datagrams: bool = False
     ticket_store: TicketStore | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
 
@@ -225,6 +237,7 @@ class ClientConfig:
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
+            **_datagram_settings(self.datagrams),
         )
 
     def qmux_config(self, host: str) -> QMuxConfig:
@@ -235,6 +248,7 @@ class ClientConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                **_datagram_settings(self.datagrams),
             )
         )
 
@@ -289,6 +303,9 @@ class ServerConfig:
         :mod:`mstls.core.admission`).
     ``handshake_burst_per_source``
         How many handshakes a source may start at once before that rate applies.
+    ``datagrams``
+        Enable unreliable datagrams (RFC 9221) for clients that enable them too
+        (see :class:`ClientConfig`).
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
@@ -324,6 +341,7 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    datagrams: bool = False
     session_tickets: int = DEFAULT_SESSION_TICKETS
     session_ticket_keys: Sequence[bytes] | None = attrs.field(
         factory=_random_ticket_keys, repr=False, eq=False
@@ -414,6 +432,7 @@ class ServerConfig:
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
+            **_datagram_settings(self.datagrams),
         )
 
     def qmux_config(self) -> QMuxConfig:
@@ -424,5 +443,6 @@ class ServerConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                **_datagram_settings(self.datagrams),
             )
         )

@@ -50,6 +50,8 @@ grows; times are seconds):
 * **Streams**: ``streams_opened_local`` / ``streams_opened_peer`` — streams
   opened by us and by the peer (RFC 9000 §2.1; a peer stream opened implicitly
   by a higher-numbered one counts).
+* **Datagrams** (RFC 9221): ``datagrams_sent`` / ``datagrams_received`` /
+  ``datagrams_dropped`` — see :mod:`mstls.core.datagrams`.
 * ``duration``: seconds since the connection object was created.
 """
 
@@ -114,6 +116,12 @@ class ConnectionStats:
     ecn_ce_reported: int | None = None
     streams_opened_local: int = 0
     streams_opened_peer: int = 0
+    #: RFC 9221: DATAGRAM frames sent, payloads received, and datagrams dropped
+    #: (received ones not read before the receive queue overflowed, oldest first,
+    #: §5; queued ones that no longer fit the path).
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    datagrams_dropped: int = 0
 
     @property
     def streams_opened(self) -> int:

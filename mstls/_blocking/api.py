@@ -331,6 +331,46 @@ class Connection:
         )
         return Stream(core, sid)
 
+    # -- datagrams (RFC 9221; reliable over TCP, draft-ietf-quic-qmux §8.1) --------
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest payload :meth:`send_datagram` accepts now, from the peer's
+        limit, the path MTU (UDP) or record size (TCP) and the framing; 0 before the
+        handshake, when either side did not enable ``datagrams``, or once failed."""
+        with self._core.lock:
+            return self._core.session.max_datagram_size
+
+    def send_datagram(
+        self, data: bytes | bytearray | memoryview, timeout: float | None = None
+    ) -> None:
+        """Send one datagram: unreliable over UDP, delivered in order over TCP.
+
+        Waits only for the handshake (``timeout``), never for room: a full send
+        queue raises :class:`~mstls.exceptions.DatagramQueueFull` (a ``WantWrite``),
+        a payload above :attr:`max_datagram_size`
+        :class:`~mstls.exceptions.DatagramTooLarge` (a ``ValueError`` naming the
+        maximum), a peer without datagram support
+        :class:`~mstls.exceptions.DatagramsUnsupported`.
+        """
+        core = self._core
+        core.ensure_handshake(timeout)
+        with core.lock:
+            core.session.send_datagram(data)
+            core.after_change()
+
+    def receive_datagram(self, timeout: float | None = None) -> bytes:
+        """The next datagram received, waiting up to ``timeout``; raises the
+        connection's failure once it ended and every earlier datagram was read."""
+        core = self._core
+        core.ensure_handshake(timeout)
+        return core.wait_until(
+            core.waiters.datagram,
+            core.session.receive_datagram,
+            timeout,
+            errors.WantRead,
+            "receive_datagram",
+        )
+
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close with an application ``code`` and ``reason`` (RFC 9000 §10.2)."""
         core = self._core

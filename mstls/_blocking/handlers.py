@@ -66,6 +66,7 @@ class Waiters:
         self.connection = threading.Condition(lock)
         self.accept = threading.Condition(lock)
         self.open = threading.Condition(lock)
+        self.datagram = threading.Condition(lock)
         # Weak: a condition lives as long as a Stream object holds it (issue 11).
         self._streams: weakref.WeakValueDictionary[int, threading.Condition] = (
             weakref.WeakValueDictionary()
@@ -85,6 +86,7 @@ class Waiters:
             self.connection.notify_all()
             self.accept.notify_all()
             self.open.notify_all()
+            self.datagram.notify_all()
             for cond in self._streams.values():
                 cond.notify_all()
             return
@@ -96,6 +98,8 @@ class Waiters:
             self.accept.notify_all()
         if wake.open:
             self.open.notify_all()
+        if wake.datagram:
+            self.datagram.notify_all()
 
 
 def fail_connection(conn: Any, session: Session, waiters: Waiters, exc: Exception) -> None:

@@ -11,6 +11,11 @@ from collections.abc import Callable
 
 import attrs
 
+from ..core.datagrams import (
+    DEFAULT_DATAGRAM_RECEIVE_QUEUE,
+    DEFAULT_DATAGRAM_SEND_QUEUE,
+    validate_datagram_queue,
+)
 from ..core.stateless_reset import StatelessResetKey
 from ..core.stream_limits import DEFAULT_MAX_TRACKED_STREAMS, validate_tracked_streams
 from ..exceptions import ConfigurationError
@@ -40,6 +45,13 @@ MAX_CRYPTO_BUFFER = 1 << 17
 DEFAULT_PMTU_MAX = 16384
 #: RFC 8899 §5.1.1: PMTU_RAISE_TIMER is 600 s.
 DEFAULT_PMTU_RAISE_INTERVAL = 600.0
+
+
+def _check_queue(_config: object, field: attrs.Attribute[int], value: int) -> None:
+    try:
+        validate_datagram_queue(field.name, value)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _check_versions(_config: object, _field: object, versions: tuple[int, ...]) -> None:
@@ -117,6 +129,16 @@ class QuicConfig:
     #: ``versions=(QUIC_VERSION_2, QUIC_VERSION_1), initial_version=QUIC_VERSION_1``
     #: reaches v1-only servers and is moved to v2 by those that speak it.
     initial_version: int | None = None
+    #: RFC 9221: the max_datagram_frame_size we advertise (0: no datagrams; 65535
+    #: accepts any DATAGRAM frame that fits a packet, §3), and the bounds of the
+    #: send and receive queues (:mod:`mstls.core.datagrams`).
+    max_datagram_frame_size: int = 0
+    datagram_send_queue: int = attrs.field(
+        default=DEFAULT_DATAGRAM_SEND_QUEUE, validator=_check_queue
+    )
+    datagram_receive_queue: int = attrs.field(
+        default=DEFAULT_DATAGRAM_RECEIVE_QUEUE, validator=_check_queue
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.initial_version is not None and self.initial_version not in self.versions:
@@ -151,4 +173,5 @@ class QuicConfig:
             initial_source_connection_id=source_cid,
             min_ack_delay=self.min_ack_delay_us if self.ack_frequency else None,
             version_information=VersionInformation(self.start_version, self.versions),
+            max_datagram_frame_size=self.max_datagram_frame_size,
         )

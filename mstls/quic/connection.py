@@ -52,6 +52,7 @@ from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
 from .black_hole import BlackHoleMixin
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
+from .datagrams import DatagramMixin
 from .ecn_marking import EcnMixin
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
@@ -76,7 +77,13 @@ QLOG_STATES = {
 
 
 class QuicConnection(
-    ReceivingMixin, SendingMixin, HandshakeMixin, BlackHoleMixin, EcnMixin, ConnectionState
+    ReceivingMixin,
+    SendingMixin,
+    HandshakeMixin,
+    BlackHoleMixin,
+    EcnMixin,
+    DatagramMixin,
+    ConnectionState,
 ):
     """One QUIC v1 connection; see the module documentation for the call order."""
 
@@ -171,6 +178,7 @@ class QuicConnection(
         self._init_handshake(now)
         self._init_sending()
         self._init_ecn()
+        self._init_datagrams()
         if self.qlog is not None and not is_client:
             self.qlog.state_updated(now, "handshake_started")
 
@@ -241,6 +249,7 @@ class QuicConnection(
             bytes_in_flight=cc.bytes_in_flight,
             path_mtu=self.mtu.current,
             **self._path_stats(),
+            **self.datagrams.stats(),
         )
 
     # -- public API: timers -----------------------------------------------------------

@@ -277,7 +277,12 @@ class ServerEndpoint:
             return
         if len(data) < MIN_INITIAL_DATAGRAM:
             return
-        if header.packet_type is PacketType.UNSUPPORTED_VERSION:
+        if header.packet_type is PacketType.VERSION_NEGOTIATION:
+            return  # RFC 9368 §2.2: servers ignore Version Negotiation packets
+        if (
+            header.packet_type is PacketType.UNSUPPORTED_VERSION
+            or header.version not in self.config.versions  # RFC 9000 §6.1
+        ):
             self._stateless.append(
                 (
                     encode_version_negotiation(bytes(header.scid), dcid, self.config.versions),

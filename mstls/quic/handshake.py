@@ -35,6 +35,7 @@ from .crypto import OneRttKeys, PacketProtection
 from .negotiation import check_client_information, check_server_information, choose_version
 from .qlog import key_type
 from .state import ConnectionState
+from .version_retry import check_reacted_server_information
 from .versions import quic_version
 
 __all__ = ["EPOCH_SPACE", "HandshakeMixin"]
@@ -236,6 +237,13 @@ class HandshakeMixin(ConnectionState):
             check_server_information(
                 params.version_information, self.version, self.original_version
             )
+            if self.reacted_to_version_negotiation is not None:
+                check_reacted_server_information(
+                    params.version_information,
+                    self.config.versions,
+                    self.original_version,
+                    self.version,
+                )
         else:
             check_client_information(params.version_information, self.original_version)
         self.peer_params = params
@@ -250,6 +258,7 @@ class HandshakeMixin(ConnectionState):
         self.recovery.max_ack_delay = params.max_ack_delay / 1000
         self.local_cids.set_peer_limit(params.active_connection_id_limit)
         self.mtu.set_peer_limit(params.max_udp_payload_size)
+        self.datagrams.set_peer_limit(params.max_datagram_frame_size)  # RFC 9221 §3
         if self.is_client and params.stateless_reset_token is not None:
             self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
 

@@ -44,8 +44,10 @@ from ..wire.frames import (
 from ..wire.packet import PacketHeader, PacketType, parse_header
 from .builder import MIN_INITIAL_DATAGRAM
 from .crypto import OneRttKeys, PacketProtection
+from .datagrams import DATAGRAM_HANDLERS
 from .retry import verify_retry
 from .state import ConnectionState
+from .version_retry import on_version_negotiation
 
 __all__ = ["FRAME_HANDLERS", "MAX_PENDING_PATH_RESPONSES", "ReceivingMixin"]
 
@@ -328,20 +330,8 @@ class ReceivingMixin(ConnectionState):
 
     # -- version negotiation and Retry (client) -------------------------------------------
     def _on_version_negotiation(self, header: PacketHeader, now: float) -> None:
-        """RFC 9000 §6.2: abandon if no version in common, ignore otherwise."""
-        if not self.is_client or self.peer_cid_set:
-            return
-        if bytes(header.dcid) != self.host_cid:
-            return
-        if self.version in (header.supported_versions or ()):
-            return  # a VN that lists our version is ignored (§6.2)
-        self.abandon(
-            ProtocolError(
-                f"server supports only QUIC versions {list(header.supported_versions or ())}",
-                error_code=TransportErrorCode.NO_VIABLE_PATH,
-            ),
-            now,
-        )
+        """RFC 9000 §6.2, RFC 9368 §4: retry once in a common version, or abandon."""
+        on_version_negotiation(self, header, now)  # type: ignore[arg-type]
 
     def _on_retry(self, view: memoryview, header: PacketHeader, now: float) -> None:
         """RFC 9000 §17.2.5.2: accept one valid Retry before any Initial from the server."""
@@ -383,4 +373,5 @@ FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {
     FrameType.HANDSHAKE_DONE: ReceivingMixin._on_handshake_done,
     FrameType.ACK_FREQUENCY: ReceivingMixin._on_ack_frequency,
     FrameType.IMMEDIATE_ACK: ReceivingMixin._on_immediate_ack,
+    **DATAGRAM_HANDLERS,
 }

@@ -252,6 +252,7 @@ class SendingMixin(ConnectionState):
             or self.local_cids.has_pending_frames
             or self.peer_cids.has_pending_frames
             or self.streams.has_data_to_send()
+            or self.datagrams.has_data_to_send
             or self._keepalive_due(now)
         )
 
@@ -338,6 +339,8 @@ class SendingMixin(ConnectionState):
         if self._keepalive_due(now) and sink.remaining >= 1:
             sink.add(_PING)
         self._write_ack_frequency(sink)
+        if self.datagrams.has_data_to_send:  # before streams: latency (RFC 9221 §5)
+            self.datagrams.write_frames(sink, self.max_datagram_size)
         self.streams.write_frames(sink, now)
 
     def _wanted_ack_threshold(self) -> int:
