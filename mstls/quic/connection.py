@@ -155,14 +155,7 @@ class QuicConnection(
             enabled=config.pmtu_discovery,
             raise_interval=config.pmtu_raise_interval,
         )
-        self.idle_timeout = config.idle_timeout
-        self.idle_deadline = now + config.idle_timeout
-        self.handshake_deadline: float | None = now + config.handshake_timeout
-        self.close_deadline: float | None = None
-        self.key_discard_deadline: float | None = None
-        self.last_ack_eliciting_sent: float | None = None
-        self.ack_eliciting_sent_since_receive = False
-        self.last_sent = now
+        self._init_deadlines(now)
         self.peer_params: TransportParameters | None = None
         self.qlog = (
             open_qlog(
@@ -181,6 +174,18 @@ class QuicConnection(
         self._init_datagrams()
         if self.qlog is not None and not is_client:
             self.qlog.state_updated(now, "handshake_started")
+
+    def _init_deadlines(self, now: float) -> None:
+        """The idle, handshake, closing and key-discard deadlines (RFC 9000 §10.1, §10.2)."""
+        config = self.config
+        self.idle_timeout = config.idle_timeout
+        self.idle_deadline = now + config.idle_timeout
+        self.handshake_deadline: float | None = now + config.handshake_timeout
+        self.close_deadline: float | None = None
+        self.key_discard_deadline: float | None = None
+        self.last_ack_eliciting_sent: float | None = None
+        self.ack_eliciting_sent_since_receive = False
+        self.last_sent = now
 
     # -- public API: lifecycle ---------------------------------------------------------
     def connect(self, now: float) -> None:
