@@ -53,6 +53,7 @@ from ..wire.transport_params import TransportParameters
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
+from .paths import PathsMixin
 from .qlog import open_qlog
 from .receiving import ReceivingMixin
 from .sending import SendingMixin
@@ -73,7 +74,7 @@ QLOG_STATES = {
 }
 
 
-class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionState):
+class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, PathsMixin, ConnectionState):
     """One QUIC v1 connection; see the module documentation for the call order."""
 
     def __init__(
@@ -103,6 +104,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.config = config
         self.is_client = is_client
         self.peer_address = peer_address
+        self._init_paths(peer_address)
         self.events: deque[Event] = deque()
         self.lifecycle = Lifecycle(QUIC_TRANSITIONS)
         self.close_info: CloseInfo | None = None
@@ -370,6 +372,9 @@ def _live_timers() -> tuple[TimerRow[QuicConnection], ...]:
             Timer.LOSS_DETECTION,
             lambda c: c.recovery.loss_detection_deadline(),
             QuicConnection.on_loss_detection_timeout,
+        ),
+        TimerRow(
+            Timer.PATH_VALIDATION, QuicConnection.path_deadline, QuicConnection.on_path_timer
         ),
         TimerRow(Timer.SEND, QuicConnection.send_deadline),
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.congestion import NewReno
@@ -83,6 +83,10 @@ class SendingMixin(ConnectionState):
     ack_threshold_sent: int
     ack_frequency_received: int
     frame_decoders: Mapping[int, Any]
+    path: Any
+    path_frames_due: bool
+    path_limit: Callable[[int], int]
+    _write_path_challenge: Callable[[Any], bool]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -152,7 +156,7 @@ class SendingMixin(ConnectionState):
             self.recovery.amplification_blocked = allowance < INITIAL_MAX_DATAGRAM_SIZE
         elif self.recovery.amplification_blocked:
             self.recovery.amplification_blocked = False
-        return size
+        return self.path_limit(size)  # an unvalidated new path (RFC 9000 §9.3, paths.py)
 
     def _next_datagram(self, now: float) -> bytes:
         limit = self._datagram_limit()
@@ -174,8 +178,11 @@ class SendingMixin(ConnectionState):
         self._on_datagram_sent(data, packets, now)
         return data
 
-    def _on_datagram_sent(self, data: bytes, packets: list[Any], now: float) -> None:
+    def _on_datagram_sent(
+        self, data: bytes, packets: list[Any], now: float, path: Any = None
+    ) -> None:
         self.bytes_sent += len(data)
+        (path or self.path).bytes_sent += len(data)
         self.packets_sent += len(packets)
         self.last_sent = now
         for built in packets:
@@ -238,6 +245,7 @@ class SendingMixin(ConnectionState):
         return bool(
             self.handshake_done_pending
             or self.pending_path_responses
+            or self.path_frames_due
             or self.local_cids.has_pending_frames
             or self.peer_cids.has_pending_frames
             or self.streams.has_data_to_send()
@@ -327,7 +335,10 @@ class SendingMixin(ConnectionState):
         if self._keepalive_due(now) and sink.remaining >= 1:
             sink.add(_PING)
         self._write_ack_frequency(sink)
+        challenged = self._write_path_challenge(sink)
         self.streams.write_frames(sink, now)
+        if challenged:
+            sink.pad(sink.remaining)  # RFC 9000 §8.2.1: a challenge goes in >= 1200 bytes
 
     def _wanted_ack_threshold(self) -> int:
         """How many ack-eliciting packets the peer may wait for before acknowledging.
