@@ -424,7 +424,13 @@ class Daemon:
 
     async def _serve_connection(self, conn: mstls.trio.Connection) -> None:
         label = f"c{next(self._labels)}"
-        peer = Peer(conn.peer_address, conn.transport, label, conn.peer_certificate)
+        peer = Peer(
+            conn.peer_address,
+            conn.transport,
+            label,
+            conn.peer_certificate,
+            current_address=lambda: conn.peer_address,  # follows a migration (RFC 9000 §9)
+        )
         state = ConnectionState(label, conn, peer)
         self.connections[label] = state
         self.metrics.connections.labels(conn.transport).inc()

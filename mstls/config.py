@@ -246,6 +246,11 @@ class ServerConfig:
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
+    ``disable_active_migration``
+        QUIC: tell clients not to migrate (the transport parameter, RFC 9000
+        §18.2) and drop their non-probing packets from new addresses instead of
+        following them (§9).  Default: clients may migrate, and a NAT rebinding
+        is followed after path validation.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -268,6 +273,7 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    disable_active_migration: bool = False
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -348,6 +354,7 @@ class ServerConfig:
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
+            disable_active_migration=self.disable_active_migration,
         )
 
     def qmux_config(self) -> QMuxConfig:

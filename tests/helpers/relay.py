@@ -36,6 +36,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from enum import IntEnum
 from types import TracebackType
@@ -165,6 +166,7 @@ class FaultRelay:
         blackhole: bool = False,
         client_to_server: FaultSpec | None = None,
         server_to_client: FaultSpec | None = None,
+        tap: Callable[[Direction, bytes, Address], None] | None = None,
     ) -> None:
         _require_loopback(target[0])
         self.target = (target[0], target[1])
@@ -184,6 +186,8 @@ class FaultRelay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        #: ``tap(direction, datagram, client address)`` sees every datagram as it arrives.
+        self.tap = tap
         self._family, self._loopback = _loopback_for(target[0])
         self._listener = _open(self._family, self._loopback)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -290,6 +294,8 @@ class FaultRelay:
             if sock in self._stale:
                 self.stale_dropped += 1  # the NAT forgot this mapping
             elif sock is self._listener:
+                if self.tap is not None:
+                    self.tap(Direction.CLIENT_TO_SERVER, data, addr)
                 upstream = self._upstream_for(addr)
                 if upstream is not None:
                     self._ingress(Direction.CLIENT_TO_SERVER, data, (upstream, None))
