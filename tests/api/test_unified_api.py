@@ -48,7 +48,7 @@ TRIO_ONLY = {
 #: Members that wait: trio makes them coroutines, the blocking API gives them a ``timeout``
 #: (trio replaces it by cancel scopes, so ``timeout`` is left out of the comparison).
 WAITING = {
-    "Connection": {"wait_handshake", "open_stream", "accept_stream"},
+    "Connection": {"wait_handshake", "open_stream", "accept_stream", "migrate"},
     "Listener": {"accept"},
     "Stream": {"wait_acknowledged"},
 }
