@@ -67,6 +67,14 @@ def migrate(core: Any, local_address: str | None, timeout: float | None) -> None
         raise MigrationRefused("only a QUIC client connection can migrate (TCP has no paths)")
     conn = core.conn
     host = local_address or ("::" if ":" in str(conn.peer_address[0]) else "0.0.0.0")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    cond = core.waiters.connection
+    with core.lock:
+        while not conn.handshake_confirmed:  # RFC 9000 §9: not before confirmation
+            core.session.check("migrate")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise MigrationRefused("the handshake was not confirmed within the timeout")
+            cond.wait(MIGRATION_POLL)
     sock = open_udp_socket(host, 0)
     with core.lock:
         core.session.check("migrate")
@@ -77,8 +85,6 @@ def migrate(core: Any, local_address: str | None, timeout: float | None) -> None
             raise
         handler.add_path_socket(PathSocket(handler, sock))
         core.after_change()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    cond = core.waiters.connection
     with core.lock:
         while conn.path is not path:
             core.session.check("migrate")

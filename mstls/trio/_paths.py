@@ -29,6 +29,9 @@ async def migrate(core: Any, local_address: str | None) -> None:
         raise MigrationRefused("only a QUIC client connection can migrate (TCP has no paths)")
     conn = core.conn
     host = local_address or ("::" if ":" in str(conn.peer_address[0]) else "0.0.0.0")
+    while not conn.handshake_confirmed:  # RFC 9000 §9: not before confirmation
+        core.session.check("migrate")
+        await trio.sleep(MIGRATION_POLL)
     sock = open_udp_socket(host, 0)
     core.session.check("migrate")
     try:
