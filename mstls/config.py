@@ -251,6 +251,11 @@ class ServerConfig:
         §18.2) and drop their non-probing packets from new addresses instead of
         following them (§9).  Default: clients may migrate, and a NAT rebinding
         is followed after path validation.
+    ``preferred_address``
+        QUIC: an ``(address, port)`` sent to clients as preferred_address (RFC 9000
+        §9.6) with its own connection ID; clients validate it and move there after
+        the handshake.  Datagrams sent there must reach this listener (a
+        forwarder or NAT in front of it): a listener binds one socket.  ``None``: none.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -274,6 +279,7 @@ class ServerConfig:
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
     disable_active_migration: bool = False
+    preferred_address: tuple[str, int] | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -355,6 +361,7 @@ class ServerConfig:
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
             disable_active_migration=self.disable_active_migration,
+            preferred_address=self.preferred_address,
         )
 
     def qmux_config(self) -> QMuxConfig:

@@ -188,6 +188,17 @@ class LocalConnectionIds:
         self._peer_limit = active_connection_id_limit
         self._top_up()
 
+    def issue_preferred_address_cid(self) -> tuple[bytes, bytes]:
+        """Sequence 1, carried in the server's preferred_address transport parameter
+        instead of a NEW_CONNECTION_ID frame (RFC 9000 §5.1.1); ``(cid, token)``."""
+        if self._zero_length or self._next_sequence != 1:
+            raise ValueError("the preferred_address connection ID must be sequence 1")
+        cid = self._new_cid()
+        entry = _IssuedCid(1, cid, self._key.token_for(cid), acked=True)
+        self._next_sequence = 2
+        self._store(entry)
+        return entry.cid, entry.token
+
     def retire_all_before(self, sequence: int) -> bool:
         """Ask the peer to retire every ID below ``sequence`` (Retire Prior To, §5.1.2).
 

@@ -100,6 +100,11 @@ class QuicConfig:
     #: Server: send disable_active_migration and drop non-probing packets from
     #: new peer addresses instead of following them (RFC 9000 §9, §18.2).
     disable_active_migration: bool = False
+    #: Server: an ``(IPv4 address, port)`` sent in preferred_address (RFC 9000
+    #: §9.6); the driver must receive there too.  Client: ``follow_preferred_address``
+    #: moves to a server's preferred address once the handshake is confirmed.
+    preferred_address: tuple[str, int] | None = None
+    follow_preferred_address: bool = True
     #: Write a qlog trace per connection into this directory (None: off).
     qlog_dir: str | os.PathLike[str] | None = None
     #: QUIC versions we speak, in our order of preference (RFC 9368).  A client

@@ -34,6 +34,8 @@ the PTO and the initial PTO (§8.2.4).  The driver sends what
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +48,7 @@ from ..wire.control_frames import PATH_DATA_LENGTH, PathChallengeFrame, PathResp
 from ..wire.frame_types import FrameType
 from ..wire.frames import decode_frame, encode_frame
 from ..wire.packet import PacketType
+from ..wire.transport_params import PreferredAddress, TransportParameters
 from .builder import DatagramBuilder
 from .config import INITIAL_MAX_DATAGRAM_SIZE
 from .state import Address, ConnectionState
@@ -454,6 +457,55 @@ class PathsMixin(ConnectionState):
             if cid is not None:
                 return cid
         return cids.current
+
+    # -- preferred_address (RFC 9000 §9.6, §18.2) -----------------------------------------
+    def _preferred_address_parameter(self) -> PreferredAddress | None:
+        """Server: the preferred_address parameter, with connection ID sequence 1."""
+        preferred = self.config.preferred_address
+        if preferred is None or self.is_client:
+            return None
+        host, port = preferred
+        cid, token = self.local_cids.issue_preferred_address_cid()
+        address = ipaddress.ip_address(host)
+        if isinstance(address, ipaddress.IPv6Address):
+            return PreferredAddress(
+                connection_id=cid, stateless_reset_token=token, ipv6_address=address, ipv6_port=port
+            )
+        return PreferredAddress(
+            connection_id=cid, stateless_reset_token=token, ipv4_address=address, ipv4_port=port
+        )
+
+    def _learn_preferred_address(self, params: TransportParameters) -> None:
+        """Client: the preferred address's connection ID is sequence 1 (§5.1.1)."""
+        preferred = params.preferred_address
+        if self.is_client and preferred is not None:
+            self.peer_cids.add_preferred_address(
+                bytes(preferred.connection_id), bytes(preferred.stateless_reset_token)
+            )
+
+    def preferred_address(self) -> Address | None:
+        """The server's preferred address in the current path's family, if it sent one."""
+        params = self.peer_params
+        preferred = params.preferred_address if params is not None else None
+        if preferred is None:
+            return None
+        if ":" in str(_host_port(self.path.address)[0]):
+            if preferred.ipv6_port and not preferred.ipv6_address.is_unspecified:
+                return (str(preferred.ipv6_address), preferred.ipv6_port)
+            return None
+        if preferred.ipv4_port and not preferred.ipv4_address.is_unspecified:
+            return (str(preferred.ipv4_address), preferred.ipv4_port)
+        return None
+
+    def _follow_preferred_address(self, now: float) -> None:
+        """Client, handshake confirmed: validate the preferred address and move (§9.6.1)."""
+        if not self.is_client or not self.config.follow_preferred_address:
+            return
+        address = self.preferred_address()
+        if address is None or self.path.matches(address, self.path.local):
+            return
+        with contextlib.suppress(MigrationRefused):  # no CID left: stay where we are
+            self.probe_path(self.path.local, now, address)
 
     # -- client migration (RFC 9000 §9.1, §9.2, §9.6) ------------------------------------
     def probe_path(self, local: Any, now: float, address: Address | None = None) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -109,3 +110,26 @@ def test_migrate_over_tcp_is_refused() -> None:
             pytest.raises(mstls.MigrationRefused, match="TCP"),
         ):
             conn.migrate(timeout=TIMEOUT)
+
+
+def test_client_follows_the_servers_preferred_address() -> None:
+    """RFC 9000 §9.6: the preferred address is a relay in front of the same listener
+    (a listener binds one socket); the client validates it and moves there."""
+    with server() as (listener, _):
+        port = listener.address[1]
+        with FaultRelay(("127.0.0.1", port), seed=1) as relay:
+            listener._handler.endpoint.config.preferred_address = relay.address
+            with mstls.connect("127.0.0.1", port, client_config(), timeout=TIMEOUT) as conn:
+                stream = conn.open_stream(timeout=TIMEOUT)
+                stream.write(b"x" * 100_000, timeout=TIMEOUT)
+                stream.conclude()
+                out = bytearray()
+                while chunk := stream.read(timeout=TIMEOUT):
+                    out += chunk
+                deadline = time.monotonic() + TIMEOUT
+                while conn.peer_address != relay.address and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert conn.peer_address == relay.address
+                assert conn.sans_io.path.validated
+            assert relay.counters(Direction.CLIENT_TO_SERVER).forwarded > 0
+    assert bytes(out) == b"x" * 100_000

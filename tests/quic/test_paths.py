@@ -246,3 +246,33 @@ def test_migration_refused_before_the_handshake() -> None:
     pair.start()
     with pytest.raises(MigrationRefused, match="handshake"):
         pair.client.probe_path("x", pair.now)
+
+
+PREFERRED = ("127.0.0.9", 4434)
+
+
+def test_client_moves_to_the_preferred_address() -> None:
+    pair = Pair(server=server_config(preferred_address=PREFERRED))
+    pair.handshake()
+    client, server = pair.client, pair.server
+    assert client.peer_params is not None
+    preferred = client.peer_params.preferred_address
+    assert preferred is not None and preferred.ipv4_port == PREFERRED[1]
+    # RFC 9000 §5.1.1: its connection ID is sequence 1 and routes to the connection.
+    assert pair.endpoint.connection_for(bytes([0x40]) + preferred.connection_id) is server
+    pair.run_until(lambda: client.path.address == PREFERRED, max_time=5)
+    assert client.peer_address == PREFERRED and client.path.validated
+    assert client.peer_cids.current == preferred.connection_id
+    assert transfer(pair, 20_000) != b"corrupt"
+    no_termination(pair)
+
+
+def test_preferred_address_not_followed_when_disabled() -> None:
+    pair = Pair(
+        client=client_config(follow_preferred_address=False),
+        server=server_config(preferred_address=PREFERRED),
+    )
+    pair.handshake()
+    for _ in range(100):
+        pair.step()
+    assert pair.client.path.address != PREFERRED and not pair.client.candidate_paths
