@@ -51,6 +51,7 @@ from ..wire.packet import PacketType
 from ..wire.transport_params import PreferredAddress, TransportParameters
 from .builder import DatagramBuilder
 from .config import INITIAL_MAX_DATAGRAM_SIZE
+from .mtu import PathMtu
 from .state import Address, ConnectionState
 
 __all__ = [
@@ -87,6 +88,8 @@ PATH_AMPLIFICATION_FACTOR = 3
 INITIAL_PTO = 3 * K_INITIAL_RTT
 #: PATH_CHALLENGE or PATH_RESPONSE frame size.
 _PATH_FRAME_SIZE = 1 + PATH_DATA_LENGTH
+#: Bytes of a 1-RTT packet around its payload: header, 8-byte DCID, packet number, tag.
+_ONE_RTT_OVERHEAD = 1 + 8 + 4 + 16
 #: Smallest datagram worth building on an amplification-limited path.
 _MIN_PROBE_DATAGRAM = 64
 
@@ -301,14 +304,20 @@ class PathsMixin(ConnectionState):
             self._start_validation(path, now)
 
     def _reset_path_state(self) -> None:
-        """RFC 9000 §9.4: initial congestion window and RTT on a new path; bytes
-        already in flight stay counted until acknowledged or lost."""
+        """RFC 9000 §9.4: initial congestion window and RTT on a new path, and its
+        PMTU searched again from 1200 bytes (§14); bytes already in flight stay
+        counted until acknowledged or lost."""
         recovery = self.recovery
-        old = recovery.congestion
-        fresh = NewReno(old.max_datagram_size)
-        fresh.bytes_in_flight = old.bytes_in_flight
+        fresh = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
+        fresh.bytes_in_flight = recovery.congestion.bytes_in_flight
         recovery.congestion = fresh
         recovery.rtt = RttEstimator()
+        config = self.config
+        self.mtu = PathMtu(
+            INITIAL_MAX_DATAGRAM_SIZE, config.pmtu_max, enabled=config.pmtu_discovery
+        )
+        if self.peer_params is not None:
+            self.mtu.set_peer_limit(self.peer_params.max_udp_payload_size)
 
     def _start_validation(self, path: Path, now: float) -> None:
         path.challenges = []
@@ -381,6 +390,12 @@ class PathsMixin(ConnectionState):
         path.challenge_due = False
         sink.add(encode_frame(PathChallengeFrame(data)))
         return True
+
+    def _pad_challenge(self, sink: Any) -> None:
+        """Pad a packet with a PATH_CHALLENGE so its datagram reaches 1200 bytes (§8.2.1)."""
+        sink.pad(
+            min(sink.remaining, INITIAL_MAX_DATAGRAM_SIZE - _ONE_RTT_OVERHEAD - len(sink.payload))
+        )
 
     def path_limit(self, size: int) -> int:
         """``size`` capped by the current path's amplification allowance (§8.1, §9.3)."""

@@ -87,6 +87,7 @@ class SendingMixin(ConnectionState):
     path_frames_due: bool
     path_limit: Callable[[int], int]
     _write_path_challenge: Callable[[Any], bool]
+    _pad_challenge: Callable[[Any], None]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -338,7 +339,7 @@ class SendingMixin(ConnectionState):
         challenged = self._write_path_challenge(sink)
         self.streams.write_frames(sink, now)
         if challenged:
-            sink.pad(sink.remaining)  # RFC 9000 §8.2.1: a challenge goes in >= 1200 bytes
+            self._pad_challenge(sink)  # RFC 9000 §8.2.1: a challenge goes in >= 1200 bytes
 
     def _wanted_ack_threshold(self) -> int:
         """How many ack-eliciting packets the peer may wait for before acknowledging.
@@ -376,8 +377,8 @@ class SendingMixin(ConnectionState):
 
     # -- path MTU probes (RFC 8899, RFC 9000 §14.3) ---------------------------------------
     def _mtu_probe(self, now: float) -> bytes:
-        if not self.handshake_confirmed or not self.address_validated:
-            return b""
+        if not self.handshake_confirmed or not self.address_validated or not self.path.validated:
+            return b""  # an unvalidated new path: amplification limit (RFC 9000 §9.3)
         size = self.mtu.probe_size(now)
         space = self.spaces[PacketNumberSpace.APPLICATION]
         if size is None or space.send_keys is None:

@@ -101,13 +101,14 @@ def test_congestion_state_is_reset_on_a_new_address_only() -> None:
     transfer(pair)
     server = pair.server
     grown = server.recovery.congestion.cwnd
-    initial = type(server.recovery.congestion)(server.recovery.congestion.max_datagram_size).cwnd
+    initial = type(server.recovery.congestion)(1200).cwnd
     assert grown > initial
     server._move_to(server._arrival(NEW_PORT, None), pair.now)
     assert server.recovery.congestion.cwnd == grown  # only the port changed (§9.4)
     server._move_to(server._arrival(NEW_HOST, None), pair.now)
     assert server.recovery.congestion.cwnd == initial
     assert not server.recovery.rtt.has_sample
+    assert server.mtu.current == 1200  # the new path's PMTU is searched again (§14)
 
 
 def test_anti_amplification_on_the_unvalidated_path() -> None:
