@@ -31,6 +31,7 @@ from .exceptions import (
     WantWrite,
 )
 from .stats import ConnectionStats
+from .tls.ticket_store import FileTicketStore, MemoryTicketStore, StoredTicket, TicketStore
 
 __all__ = [
     "CertificateError",
@@ -42,19 +43,23 @@ __all__ = [
     "ConnectionTerminated",
     "Error",
     "ErrorKind",
+    "FileTicketStore",
     "HandshakeAlert",
     "HandshakeError",
     "HandshakeRefused",
     "IncompleteRead",
     "Listener",
     "ListenerClosed",
+    "MemoryTicketStore",
     "MigrationRefused",
     "PrematureClose",
     "ProtocolError",
     "ServerConfig",
+    "StoredTicket",
     "Stream",
     "StreamReset",
     "StreamStopped",
+    "TicketStore",
     "Timeout",
     "WantRead",
     "WantWrite",
