@@ -328,6 +328,7 @@ class SendingMixin(ConnectionState):
         if self.handshake_done_pending and sink.remaining >= 1:
             self.handshake_done_pending = False
             sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, self._resend_handshake_done, ()))
+        responded = bool(self.pending_path_responses)
         while self.pending_path_responses and sink.remaining >= 9:
             data = self.pending_path_responses.pop(0)
             sink.add(encode_frame(PathResponseFrame(data)))
@@ -338,8 +339,8 @@ class SendingMixin(ConnectionState):
         self._write_ack_frequency(sink)
         challenged = self._write_path_challenge(sink)
         self.streams.write_frames(sink, now)
-        if challenged:
-            self._pad_challenge(sink)  # RFC 9000 §8.2.1: a challenge goes in >= 1200 bytes
+        if challenged or responded:
+            self._pad_challenge(sink)  # RFC 9000 §8.2.1, §8.2.2: in >= 1200 bytes
 
     def _wanted_ack_threshold(self) -> int:
         """How many ack-eliciting packets the peer may wait for before acknowledging.

@@ -277,3 +277,12 @@ def test_preferred_address_not_followed_when_disabled() -> None:
     for _ in range(100):
         pair.step()
     assert pair.client.path.address != PREFERRED and not pair.client.candidate_paths
+
+
+def test_path_response_on_the_current_path_is_padded() -> None:
+    """RFC 9000 §8.2.2: a PATH_RESPONSE goes in a datagram of at least 1200 bytes."""
+    pair = established()
+    client = pair.client
+    client.pending_path_responses.append(b"abcdefgh")
+    [datagram] = client.datagrams_to_send(pair.now)
+    assert len(datagram) >= 1200
