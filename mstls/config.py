@@ -319,6 +319,16 @@ class ServerConfig:
         one random key per configuration object (tickets resume on it only).
     ``ticket_lifetime``
         Seconds a ticket may be used (at most 7 days, RFC 8446 §4.6.1).
+    ``disable_active_migration``
+        QUIC: tell clients not to migrate (the transport parameter, RFC 9000
+        §18.2) and drop their non-probing packets from new addresses instead of
+        following them (§9).  Default: clients may migrate, and a NAT rebinding
+        is followed after path validation.
+    ``preferred_address``
+        QUIC: an ``(address, port)`` sent to clients as preferred_address (RFC 9000
+        §9.6) with its own connection ID; clients validate it and move there after
+        the handshake.  Datagrams sent there must reach this listener (a
+        forwarder or NAT in front of it): a listener binds one socket.  ``None``: none.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -347,6 +357,8 @@ class ServerConfig:
         factory=_random_ticket_keys, repr=False, eq=False
     )
     ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
+    disable_active_migration: bool = False
+    preferred_address: tuple[str, int] | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -433,6 +445,8 @@ class ServerConfig:
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
             **_datagram_settings(self.datagrams),
+            disable_active_migration=self.disable_active_migration,
+            preferred_address=self.preferred_address,
         )
 
     def qmux_config(self) -> QMuxConfig:

@@ -63,6 +63,7 @@ __all__ = [
     "HandshakeRefused",
     "IncompleteRead",
     "ListenerClosed",
+    "MigrationRefused",
     "PeerAlert",
     "PrematureClose",
     "ProtocolError",
@@ -237,6 +238,12 @@ class ConfigurationError(Error):
 
     The message names the file or option and the problem.
     """
+
+
+class MigrationRefused(Error):
+    """Connection migration is not possible (RFC 9000 §9): the peer sent
+    disable_active_migration or gave no spare connection ID, the handshake is not
+    confirmed yet, or the connection runs over TCP, which has no paths."""
 
 
 class ProtocolError(Error):

@@ -39,6 +39,7 @@ from ..quic.connection import QuicConnection
 from ..session import Session
 from ..stats import ConnectionStats
 from .handlers import HandshakeFailures, UdpClientHandler, UdpListenerHandler, Waiters
+from .paths import migrate as migrate_client
 
 __all__ = ["Connection", "Listener", "Stream", "connect_udp", "listen_udp"]
 
@@ -370,6 +371,17 @@ class Connection:
             errors.WantRead,
             "receive_datagram",
         )
+
+    def migrate(self, local_address: str | None = None, timeout: float | None = None) -> None:
+        """Move this QUIC client connection to a new UDP socket (a new port, on
+        ``local_address`` if given, e.g. ``"127.0.0.2"``) with a new connection ID,
+        once PATH_CHALLENGE/PATH_RESPONSE validated the path (RFC 9000 §9.2).
+
+        Raises :class:`~mstls.exceptions.MigrationRefused` on TCP, on a server
+        connection, when the peer sent disable_active_migration or has no spare
+        connection ID, and when validation fails."""
+        self._core.ensure_handshake(timeout)
+        migrate_client(self._core, local_address, timeout)
 
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close with an application ``code`` and ``reason`` (RFC 9000 §10.2)."""

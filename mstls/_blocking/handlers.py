@@ -280,12 +280,16 @@ class _UdpBase:
             for addr, datagrams in by_addr.items():
                 self._send(datagrams, addr)
 
-    def _send(self, datagrams: list[bytes], addr: Any) -> None:
+    def _send(
+        self, datagrams: list[bytes], addr: Any, sock: Any = None, caps: Any = None
+    ) -> None:
+        sock = sock or self.sock
+        caps = caps or self.caps
         sent = 0
         too_big: list[Any] = []
         for _ in range(SEND_RETRIES):
             with contextlib.suppress(OSError):
-                sent += send_datagrams(self.sock, datagrams[sent:], addr, self.caps, too_big)
+                sent += send_datagrams(sock, datagrams[sent:], addr, caps, too_big)
             for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
                 self._too_big(data, addr, time.monotonic())
             too_big.clear()
@@ -315,9 +319,49 @@ class UdpClientHandler(_UdpBase):
         self._marks = conn.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0)
         if self._marks:
             conn.enable_ecn_marking()
+        #: Sockets opened by migrate(), by socket (the connection's path tags).
+        self.path_sockets: dict[Any, Any] = {}
 
     def _feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         self.conn.receive_datagram(data, addr, now, ecn)
+
+    # Migration (RFC 9000 §9, :mod:`.paths`) -----------------------------------------
+    def add_path_socket(self, path_socket: Any) -> None:
+        self.path_sockets[path_socket.sock] = path_socket
+        self.assist.add(path_socket)
+
+    def on_readable_path(self, path_socket: Any) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            now = time.monotonic()
+            try:
+                batch = receive_datagrams(
+                    path_socket.sock, MAX_DATAGRAMS_PER_READ, path_socket.caps, path_socket.buffer
+                )
+            except OSError:
+                batch = []  # E4
+            for data, addr in batch:
+                self.conn.receive_datagram(bytes(data), addr, now, local=path_socket.sock)
+            self._step(now)
+
+    def flush(self, now: float) -> None:
+        """Each datagram on the socket its path names (the first one: ``local`` None)."""
+        for _ in range(MAX_FLUSH_ROUNDS):
+            out = self.conn.datagrams_with_paths(now)
+            if not out:
+                return
+            if self._marks:  # the codepoint the connection chose for these (ECN validation)
+                set_ecn_codepoint(self.sock, self.caps, self.conn.send_codepoint)
+            groups: dict[tuple[Any, Any], list[bytes]] = {}
+            for data, path in out:
+                groups.setdefault((path.local, path.address), []).append(data)
+            for (local, addr), datagrams in groups.items():
+                extra = self.path_sockets.get(local)
+                if extra is None:
+                    self._send(datagrams, addr)
+                else:
+                    self._send(datagrams, addr, extra.sock, extra.caps)
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         out = [(d, self.conn.peer_address) for d in self.conn.datagrams_to_send(now)]
@@ -344,6 +388,14 @@ class UdpClientHandler(_UdpBase):
         super().on_timer()
         if self.conn.is_terminated:
             self.close_socket()
+
+    def close_socket(self) -> None:
+        super().close_socket()
+        for path_socket in list(self.path_sockets.values()):
+            self.assist.remove(path_socket)
+            with contextlib.suppress(OSError):
+                path_socket.sock.close()
+        self.path_sockets.clear()
 
     def on_error(self, exc: Exception) -> None:
         """The assist thread's call raised: this connection fails with ``exc``; its

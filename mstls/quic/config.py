@@ -117,6 +117,14 @@ class QuicConfig:
     #: or ``MSTLS_NO_GSO=1`` in the environment, sends and reads one datagram per
     #: system call (for packet captures on ``lo``, see :mod:`mstls.io.udp`).
     udp_offload: bool = True
+    #: Server: send disable_active_migration and drop non-probing packets from
+    #: new peer addresses instead of following them (RFC 9000 §9, §18.2).
+    disable_active_migration: bool = False
+    #: Server: an ``(IPv4 address, port)`` sent in preferred_address (RFC 9000
+    #: §9.6); the driver must receive there too.  Client: ``follow_preferred_address``
+    #: moves to a server's preferred address once the handshake is confirmed.
+    preferred_address: tuple[str, int] | None = None
+    follow_preferred_address: bool = True
     #: Write a qlog trace per connection into this directory (None: off).
     qlog_dir: str | os.PathLike[str] | None = None
     #: QUIC versions we speak, in our order of preference (RFC 9368).  A client
@@ -174,4 +182,5 @@ class QuicConfig:
             min_ack_delay=self.min_ack_delay_us if self.ack_frequency else None,
             version_information=VersionInformation(self.start_version, self.versions),
             max_datagram_frame_size=self.max_datagram_frame_size,
+            disable_active_migration=self.disable_active_migration,
         )

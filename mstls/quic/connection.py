@@ -56,6 +56,7 @@ from .datagrams import DatagramMixin
 from .ecn_marking import EcnMixin
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
+from .paths import PathsMixin
 from .qlog import open_qlog
 from .receiving import ReceivingMixin
 from .sending import SendingMixin
@@ -83,6 +84,7 @@ class QuicConnection(
     BlackHoleMixin,
     EcnMixin,
     DatagramMixin,
+    PathsMixin,
     ConnectionState,
 ):
     """One QUIC v1 connection; see the module documentation for the call order."""
@@ -114,6 +116,7 @@ class QuicConnection(
         self.config = config
         self.is_client = is_client
         self.peer_address = peer_address
+        self._init_paths(peer_address)
         self.events: deque[Event] = deque()
         self.lifecycle = Lifecycle(QUIC_TRANSITIONS)
         self.close_info: CloseInfo | None = None
@@ -393,6 +396,9 @@ def _live_timers() -> tuple[TimerRow[QuicConnection], ...]:
             Timer.LOSS_DETECTION,
             lambda c: c.recovery.loss_detection_deadline(),
             QuicConnection.on_loss_detection_timeout,
+        ),
+        TimerRow(
+            Timer.PATH_VALIDATION, QuicConnection.path_deadline, QuicConnection.on_path_timer
         ),
         TimerRow(Timer.SEND, QuicConnection.send_deadline),
     )

@@ -485,10 +485,10 @@ class ServerEndpoint:
         dirty = self._dirty
         for key, conn in list(dirty.items()):
             self.current = conn
-            datagrams = conn.datagrams_to_send(now)
+            datagrams = conn.datagrams_with_paths(now)
             if datagrams:
-                address = conn.peer_address
-                out.extend((datagram, address) for datagram in datagrams)
+                # Each to its path: the peer may have moved (RFC 9000 §9, paths.py).
+                out.extend((datagram, path.address) for datagram, path in datagrams)
             else:
                 dirty.pop(key, None)
             self._changed[key] = conn

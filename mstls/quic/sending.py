@@ -87,6 +87,11 @@ class SendingMixin(ConnectionState):
     _check_black_hole: Callable[[Any, float], None]  # .black_hole
     send_codepoint: int  # .ecn_marking
     _next_send_codepoint: Callable[[], int]
+    path: Any
+    path_frames_due: bool
+    path_limit: Callable[[int], int]
+    _write_path_challenge: Callable[[Any], bool]
+    _pad_challenge: Callable[[Any], None]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -161,7 +166,7 @@ class SendingMixin(ConnectionState):
             self.recovery.amplification_blocked = allowance < INITIAL_MAX_DATAGRAM_SIZE
         elif self.recovery.amplification_blocked:
             self.recovery.amplification_blocked = False
-        return size
+        return self.path_limit(size)  # an unvalidated new path (RFC 9000 §9.3, paths.py)
 
     def _next_datagram(self, now: float) -> bytes:
         limit = self._datagram_limit()
@@ -183,8 +188,11 @@ class SendingMixin(ConnectionState):
         self._on_datagram_sent(data, packets, now)
         return data
 
-    def _on_datagram_sent(self, data: bytes, packets: list[Any], now: float) -> None:
+    def _on_datagram_sent(
+        self, data: bytes, packets: list[Any], now: float, path: Any = None
+    ) -> None:
         self.bytes_sent += len(data)
+        (path or self.path).bytes_sent += len(data)
         self.packets_sent += len(packets)
         self.last_sent = now
         marked = self.send_codepoint != 0
@@ -249,6 +257,7 @@ class SendingMixin(ConnectionState):
         return bool(
             self.handshake_done_pending
             or self.pending_path_responses
+            or self.path_frames_due
             or self.local_cids.has_pending_frames
             or self.peer_cids.has_pending_frames
             or self.streams.has_data_to_send()
@@ -331,6 +340,7 @@ class SendingMixin(ConnectionState):
         if self.handshake_done_pending and sink.remaining >= 1:
             self.handshake_done_pending = False
             sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, self._resend_handshake_done, ()))
+        responded = bool(self.pending_path_responses)
         while self.pending_path_responses and sink.remaining >= 9:
             data = self.pending_path_responses.pop(0)
             sink.add(encode_frame(PathResponseFrame(data)))
@@ -339,9 +349,12 @@ class SendingMixin(ConnectionState):
         if self._keepalive_due(now) and sink.remaining >= 1:
             sink.add(_PING)
         self._write_ack_frequency(sink)
+        challenged = self._write_path_challenge(sink)
         if self.datagrams.has_data_to_send:  # before streams: latency (RFC 9221 §5)
             self.datagrams.write_frames(sink, self.max_datagram_size)
         self.streams.write_frames(sink, now)
+        if challenged or responded:
+            self._pad_challenge(sink)  # RFC 9000 §8.2.1, §8.2.2: in >= 1200 bytes
 
     def _wanted_ack_threshold(self) -> int:
         """How many ack-eliciting packets the peer may wait for before acknowledging.
@@ -379,8 +392,8 @@ class SendingMixin(ConnectionState):
 
     # -- path MTU probes (RFC 8899, RFC 9000 §14.3) ---------------------------------------
     def _mtu_probe(self, now: float) -> bytes:
-        if not self.handshake_confirmed or not self.address_validated:
-            return b""
+        if not self.handshake_confirmed or not self.address_validated or not self.path.validated:
+            return b""  # an unvalidated new path: amplification limit (RFC 9000 §9.3)
         size = self.mtu.probe_size(now)
         space = self.spaces[PacketNumberSpace.APPLICATION]
         if size is None or space.send_keys is None:

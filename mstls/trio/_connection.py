@@ -20,6 +20,7 @@ from ..config import ServerConfig
 from ..exceptions import DatagramError, Error
 from ..stats import ConnectionStats
 from ._driver import Core, ListenerDriver
+from ._paths import migrate as migrate_client
 from ._stream import Stream, as_broken
 
 __all__ = ["Connection", "Listener"]
@@ -94,8 +95,10 @@ class Connection(trio.abc.AsyncResource):
 
     @property
     def peer_address(self) -> Any:
-        """The peer's ``(host, port)``: UDP, the path at connection time; TCP, the socket's peer."""
-        return self._core.peer_address
+        """The peer's ``(host, port)``: UDP, the current path (it follows the peer's
+        migration, RFC 9000 §9); TCP, the socket's peer."""
+        address = getattr(self._core.conn, "peer_address", None)
+        return address if address is not None else self._core.peer_address
 
     @property
     def sans_io(self) -> Any:
@@ -221,6 +224,17 @@ class Connection(trio.abc.AsyncResource):
             lambda: core.session.check("receive_datagram"),
             self._is_closed,
         )
+
+    async def migrate(self, local_address: str | None = None) -> None:
+        """Move this QUIC client connection to a new UDP socket (a new port, on
+        ``local_address`` if given, e.g. ``"127.0.0.2"``) with a new connection ID,
+        once PATH_CHALLENGE/PATH_RESPONSE validated the path (RFC 9000 §9.2).
+
+        Raises :class:`~mstls.exceptions.MigrationRefused` on TCP, on a server
+        connection, when the peer sent disable_active_migration or has no spare
+        connection ID, and when validation fails."""
+        await self.wait_handshake()
+        await migrate_client(self._core, local_address)
 
     async def aclose(self, code: int = 0, reason: str = "") -> None:
         """Close with application ``code`` and ``reason`` (RFC 9000 §10.2); never waits.

@@ -26,6 +26,7 @@ until the socket is writable, then resumes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections import deque
 from typing import Any
@@ -180,6 +181,10 @@ class UdpClientDriver(_UdpDriver):
             conn.enable_ecn_marking()
         self.core = Core(self, conn, "udp", conn.peer_address)
         self._cores = [self.core]
+        #: Sockets opened by migrate() (the connection's path tags) and their
+        #: capabilities; read by tasks of their own (:mod:`._paths`).
+        self.path_sockets: dict[socket.socket, Any] = {}
+        self._nursery: trio.Nursery | None = None
 
     def cores(self) -> list[Core]:
         return self._cores
@@ -188,14 +193,52 @@ class UdpClientDriver(_UdpDriver):
         self.conn.receive_datagram(data, addr, now, ecn)
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
-        addr = self.conn.peer_address
-        out = [(d, addr) for d in self.conn.datagrams_to_send(now)]
+        """The first socket's datagrams; those of a migrate() socket go out at once."""
+        out: list[tuple[bytes, Any]] = []
+        for data, path in self.conn.datagrams_with_paths(now):
+            if path.local is None:
+                out.append((data, path.address))
+            else:
+                with contextlib.suppress(OSError):  # refused: lost like any datagram
+                    send_datagrams(path.local, [data], path.address, self.path_sockets[path.local])
         if self._marks:  # the codepoint the connection chose for these (ECN validation)
             set_ecn_codepoint(self.sock, self.caps, self.conn.send_codepoint)
         return out
 
     def too_big(self, data: Any, addr: Any, now: float) -> None:
         self.conn.on_datagram_too_big(len(data), now)
+
+    # Migration (RFC 9000 §9, :mod:`._paths`) -------------------------------------------
+    async def loops(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        await super().loops(nursery)
+
+    def add_path_socket(self, sock: socket.socket) -> None:
+        if self._nursery is None:
+            sock.close()
+            raise trio.ClosedResourceError("the connection's I/O is not running")
+        self.path_sockets[sock] = detect_capabilities(sock, offload=False)
+        self._nursery.start_soon(self.guarded, lambda: self._path_receive_loop(sock))
+
+    async def _path_receive_loop(self, sock: socket.socket) -> None:
+        buffer = new_receive_buffer()
+        caps = self.path_sockets[sock]
+        while not self.finished() and not self.closed:
+            await trio.lowlevel.wait_readable(sock)
+            now = trio.current_time()
+            try:
+                batch = receive_datagrams(sock, MAX_DATAGRAMS_PER_READ, caps, buffer)
+            except OSError:
+                batch = []  # E4
+            for data, addr in batch:
+                self.conn.receive_datagram(bytes(data), addr, now, local=sock)
+            self.after_io()
+
+    def close_transport(self) -> None:
+        super().close_transport()
+        for sock in self.path_sockets:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     def timer(self) -> float | None:
         return self.conn.get_timer()

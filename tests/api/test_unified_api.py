@@ -54,6 +54,7 @@ WAITING = {
         "accept_stream",
         "send_datagram",  # waits for the handshake only, never for queue room
         "receive_datagram",
+        "migrate",
     },
     "Listener": {"accept"},
     "Stream": {"wait_acknowledged"},

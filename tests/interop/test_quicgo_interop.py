@@ -336,7 +336,6 @@ def test_b_session_resumption(quicgo: Path) -> None:
     assert [r["resumed"] for r in run.results] == [False, True]
 
 
-@pytest.mark.xfail(strict=True, reason="server NAT rebinding: issue 10, branch migrate")
 @pytest.mark.parametrize("new_host", [None, "127.0.0.2"], ids=["new-port", "new-address"])
 def test_b_rebind_through_nat(quicgo: Path, new_host: str | None) -> None:
     """The relay moves the quic-go client to a new port (or to 127.0.0.2) after

@@ -39,14 +39,14 @@ class Recorder(Pair):
         self.seen: list[tuple[bool, PacketType, int]] = []
         super().__init__(**kw)  # type: ignore[arg-type]
 
-    def _send(self, data: bytes, to_server: bool) -> None:
+    def _send(self, data: bytes, to_server: bool, address: object = None) -> None:
         pos = 0
         while pos < len(data) and data[pos] & 0x80:
             header = parse_header(data, pos, 8)
             if header.version:
                 self.seen.append((to_server, header.packet_type, header.version))
             pos = header.packet_end
-        super()._send(data, to_server)
+        super()._send(data, to_server, address)
 
 
 def versions_seen(pair: Recorder, to_server: bool, packet_type: PacketType) -> list[int]:
