@@ -213,9 +213,13 @@ class TcpDriver(Driver):
         self.sock.close()
 
     def stop(self) -> None:
+        listener = self.listener
+        if listener is not None and not self.closed:
+            self.core.session.pump_events()
+            listener.check_handshakes_of([self.core])  # a failed handshake is recorded first
         super().stop()
-        if self.listener is not None:
-            self.listener.forget(self.core)
+        if listener is not None:
+            listener.forget(self.core)
 
 
 class TcpListenerDriver(ListenerDriver):
