@@ -47,6 +47,7 @@ from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
 
+from bench.quic_bulk import parse_size
 from bench.quic_common import CONNECTION_WINDOW, MIB, MIN_DATAGRAM, STREAM_WINDOW
 
 ALPN = "mstls-bench"
@@ -273,14 +274,6 @@ def measure(stack: str, mode: str, pki: str, args: argparse.Namespace) -> float:
         if proc.is_alive():
             proc.kill()
             proc.join()
-
-
-def parse_size(text: str) -> int:
-    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
