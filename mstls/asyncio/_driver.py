@@ -131,7 +131,8 @@ class Core:
         self.peer_address = peer_address
 
     def after_change(self) -> None:
-        self.driver.after_change(self)
+        """An application change: its step runs once, at the loop's next turn."""
+        self.driver.soon(self)
 
     def now(self) -> float:
         return self.loop.time()
@@ -146,6 +147,8 @@ class Driver:
         self._armed: float | None = None
         self.closed = False
         self.done = asyncio.Event()
+        self._dirty: dict[int, Core] = {}
+        self._soon_scheduled = False
 
     # Implemented by transports -----------------------------------------------------------
     def cores(self) -> list[Core]:
@@ -168,6 +171,26 @@ class Driver:
         raise NotImplementedError
 
     # Shared ---------------------------------------------------------------------------------
+    def soon(self, core: Core) -> None:
+        """Run the change step for ``core`` at the loop's next turn, once however many
+        changes the application makes before it (as aioquic's ``_transmit_soon``):
+        a write and its FIN, or the answers of many streams, share datagrams."""
+        self._dirty[id(core)] = core
+        if not self._soon_scheduled:
+            self._soon_scheduled = True
+            self.loop.call_soon(self._run_soon)
+
+    def _run_soon(self) -> None:
+        self._soon_scheduled = False
+        dirty = list(self._dirty.values())
+        self._dirty.clear()
+        self.guarded(lambda: self.after_changes(dirty))
+
+    def after_changes(self, cores: list[Core]) -> None:
+        """The change step for several cores changed by the application."""
+        for core in cores:
+            self.after_change(core)
+
     def after_change(self, only: Core | None = None) -> None:
         """Send what is due, wake the parked tasks concerned, move the timer."""
         if self.closed:
@@ -371,11 +394,16 @@ class _Stopped(Driver):
         self.closed = True
         self._timer_handle = None
         self._armed = None
+        self._dirty = {}
+        self._soon_scheduled = False
 
     def cores(self) -> list[Core]:
         return []
 
     def after_change(self, only: Core | None = None) -> None:
+        pass
+
+    def soon(self, core: Core) -> None:
         pass
 
 

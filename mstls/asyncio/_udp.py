@@ -188,15 +188,24 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
             return
         if only is None:
             self.endpoint.touch_all()
+            self._step([])
         else:
             self.endpoint.touch(only.conn)
-        self._step(only)
+            self._step([only])
+
+    def after_changes(self, cores: list[Core]) -> None:
+        """Several application changes: every connection touched, one step for all."""
+        if self.closed:
+            return
+        for core in cores:
+            self.endpoint.touch(core.conn)
+        self._step(cores)
 
     def after_io(self) -> None:
         if not self.closed:
-            self._step(None)
+            self._step([])
 
-    def _step(self, only: Core | None) -> None:
+    def _step(self, touched: list[Core]) -> None:
         """Send, pump and wake for the connections the endpoint called only; then the
         handshake check for those, and the timer."""
         self.flush(self.loop.time())
@@ -206,8 +215,9 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
             core = live.get(id(conn))
             if core is not None:
                 pumped.append(core)
-        if only is not None and only not in pumped:
-            pumped.append(only)  # already forgotten: its last events still wake its tasks
+        for core in touched:
+            if core not in pumped:
+                pumped.append(core)  # already forgotten: its last events still wake its tasks
         for core in pumped:
             wake = core.session.pump_events()
             if wake:
