@@ -173,8 +173,10 @@ async def _slow_reader(conn: Any, args: argparse.Namespace) -> float:
         last = offered
     growth = _rss() - before
     sender.cancel()
-    print(f"slow reader: offered {offered / MIB:.1f} MiB of {args.offer / MIB:.0f} MiB "
-          f"before drain() stalled; RSS growth {growth / MIB:.1f} MiB")
+    print(
+        f"slow reader: offered {offered / MIB:.1f} MiB of {args.offer / MIB:.0f} MiB "
+        f"before drain() stalled; RSS growth {growth / MIB:.1f} MiB"
+    )
     return float(growth)
 
 
@@ -200,13 +202,17 @@ def _aioquic_config(pki: str, *, server: bool) -> Any:
 async def _aioquic_server(pki: str, pipe: Pipe, mode: str) -> None:
     from aioquic.asyncio import serve  # noqa: PLC0415
 
+    tasks: set[asyncio.Future[None]] = set()
+
     def on_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def answer() -> None:
             data = await reader.read()
             writer.write(ACK if mode == "bulk" else data)
             writer.write_eof()
 
-        asyncio.ensure_future(answer())
+        task = asyncio.ensure_future(answer())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     server = await serve(
         HOST, 0, configuration=_aioquic_config(pki, server=True), stream_handler=on_stream
@@ -313,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"mstls / aioquic: bulk {ratios['bulk']:.2f}x   streams {ratios['streams']:.2f}x")
     if args.json is not None:
-        document = {"results": results, "ratios": ratios, "args": {
-            k: v for k, v in vars(args).items() if k != "json"
-        }}
+        document = {
+            "results": results,
+            "ratios": ratios,
+            "args": {k: v for k, v in vars(args).items() if k != "json"},
+        }
         args.json.write_text(json.dumps(document, indent=2))
     return 0
 

@@ -41,9 +41,7 @@ async def main(transport: str = "udp") -> int:
     pki = write_dev_pki(Path(tempfile.mkdtemp(prefix="mstls-example-")))
     server_config = mstls.ServerConfig(pki.server_cert, pki.server_key, alpn="example")
     client_config = mstls.ClientConfig(alpn="example", cafile=pki.ca_cert, server_name="localhost")
-    listener = await mstls.asyncio.serve(
-        "127.0.0.1", 0, server_config, handle, transport=transport
-    )
+    listener = await mstls.asyncio.serve("127.0.0.1", 0, server_config, handle, transport=transport)
     async with listener:
         port = listener.address[1]
         conn = await mstls.asyncio.connect("127.0.0.1", port, client_config, transport=transport)

@@ -13,6 +13,7 @@ connection's (local) termination, as in the blocking API; after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -299,7 +300,6 @@ class Listener:
 
 async def _handle(handler: Callable[[Connection], Any], connection: Connection) -> None:
     async with connection:
-        try:
+        # ConnectionTerminated: the peer (or the network) ended it; nothing left to do.
+        with contextlib.suppress(ConnectionTerminated):
             await handler(connection)
-        except ConnectionTerminated:
-            pass  # the peer (or the network) ended this connection: nothing left to do

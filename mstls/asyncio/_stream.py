@@ -40,6 +40,7 @@ waits for that and raises the failure that kept them from leaving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 from collections import deque
 from typing import Any
@@ -438,12 +439,10 @@ class Stream:
         self._closed = True
         core = self._core
         session = core.session
-        if not session.failed and not core.driver.closed:
-            if not self._receive_closed and not self._eof:
-                try:
-                    session.stop_sending(self.stream_id, CLOSE_CODE)
-                except Error:
-                    pass
+        live = not session.failed and not core.driver.closed
+        if live and not self._receive_closed and not self._eof:
+            with contextlib.suppress(Error):
+                session.stop_sending(self.stream_id, CLOSE_CODE)
         self._receive_closed = True
         if self._pending and not session.failed and not core.driver.closed:
             self._close_pending = True  # FIN and forget after the push
@@ -456,19 +455,13 @@ class Stream:
     def _finish_close(self) -> None:
         core, stream_id = self._core, self.stream_id
         session = core.session
-        if not session.failed and not core.driver.closed and not self._send_closed:
-            try:
-                # The stream layer directly: a stopped or finished send side is no
-                # error here, and nothing may land in the caller's error queue.
+        live = not session.failed and not core.driver.closed
+        if live and (not self._send_closed or self._fin_pending):
+            # The stream layer directly: a stopped or finished send side is no
+            # error here, and nothing may land in the caller's error queue.
+            with contextlib.suppress(Error):
                 core.conn.streams.write(stream_id, b"", fin=True)
-            except Error:
-                pass
-        if self._fin_pending:
-            self._fin_pending = False
-            try:
-                core.conn.streams.write(stream_id, b"", fin=True)
-            except Error:
-                pass
+        self._fin_pending = False
         core.after_change()
         self._send_closed = True
         self._lot.hook = None

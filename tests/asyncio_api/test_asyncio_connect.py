@@ -46,8 +46,9 @@ def test_lazy_connect_returns_before_the_handshake(transport: str) -> None:
 def test_a_lazy_handshake_failure_is_raised_by_every_use(transport: str) -> None:
     async def main() -> None:
         async with echo_server(transport) as listener:
+            port = listener.address[1]
             conn = await mstls.asyncio.connect(
-                "127.0.0.1", listener.address[1], mismatched_config(), transport=transport, lazy=True
+                "127.0.0.1", port, mismatched_config(), transport=transport, lazy=True
             )
             with pytest.raises(mstls.Error):
                 await conn.open_stream()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import mstls.asyncio
 from tests.api.helpers import ALPN
 
 from .support import LOOPS, TRANSPORTS, connect, echo_server, run
@@ -17,7 +16,8 @@ pytestmark = pytest.mark.network
 def test_echo(transport: str, loop: str) -> None:
     async def main() -> None:
         async with echo_server(transport) as listener:
-            async with await connect(listener.address[1], transport) as conn:
+            conn = await connect(listener.address[1], transport)
+            async with conn:
                 assert conn.alpn == ALPN
                 assert conn.transport == transport
                 stream = await conn.open_stream()

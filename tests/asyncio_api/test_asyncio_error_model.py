@@ -41,9 +41,9 @@ async def pair(transport: str) -> AsyncIterator[Pair]:
             server.close()
 
 
-async def opened(client: mstls.asyncio.Connection, server: mstls.asyncio.Connection) -> tuple[
-    mstls.asyncio.Stream, mstls.asyncio.Stream
-]:
+async def opened(
+    client: mstls.asyncio.Connection, server: mstls.asyncio.Connection
+) -> tuple[mstls.asyncio.Stream, mstls.asyncio.Stream]:
     """A stream opened by the client, and the server's side (the client wrote one byte)."""
     stream = await client.open_stream()
     stream.write(b"!")
