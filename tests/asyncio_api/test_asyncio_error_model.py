@@ -17,7 +17,7 @@ from mstls import errors
 from mstls.errors import Reason
 from tests.api.helpers import server_config
 
-from .support import TRANSPORTS, connect, run
+from .support import LOOPS, TRANSPORTS, connect, run
 
 pytestmark = pytest.mark.network
 
@@ -53,8 +53,9 @@ async def opened(
     return stream, peer
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_connection_death_raises_in_every_reader_and_writer(transport: str) -> None:
+def test_connection_death_raises_in_every_reader_and_writer(transport: str, loop: str) -> None:
     async def main() -> None:
         async with pair(transport) as (client, server):
             readers = [await opened(client, server) for _ in range(3)]
@@ -91,11 +92,14 @@ def test_connection_death_raises_in_every_reader_and_writer(transport: str) -> N
                 await client.open_stream()
             errors.clear_error()
 
-    run(main)
+    run(main, loop)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_a_peer_reset_raises_stream_reset_after_the_delivered_bytes(transport: str) -> None:
+def test_a_peer_reset_raises_stream_reset_after_the_delivered_bytes(
+    transport: str, loop: str
+) -> None:
     async def main() -> None:
         async with pair(transport) as (client, server):
             stream, peer = await opened(client, server)
@@ -117,11 +121,12 @@ def test_a_peer_reset_raises_stream_reset_after_the_delivered_bytes(transport: s
             assert await other.readexactly(2) == b"ok"
             errors.clear_error()
 
-    run(main)
+    run(main, loop)
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_cancelled_reads_lose_no_data(transport: str) -> None:
+def test_cancelled_reads_lose_no_data(transport: str, loop: str) -> None:
     async def main() -> None:
         async with pair(transport) as (client, server):
             stream, peer = await opened(client, server)
@@ -146,7 +151,7 @@ def test_cancelled_reads_lose_no_data(transport: str) -> None:
             assert await stream.read() == b""
             assert errors.errors() == []
 
-    run(main)
+    run(main, loop)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -711,11 +711,16 @@ class AsyncioClient(Client):
 
     api = "asyncio"
 
-    def __init__(self, transport: str) -> None:
+    def __init__(self, transport: str, *, uvloop: bool = False) -> None:
         super().__init__(transport)
         self.conn: mstls.asyncio.Connection | None = None
         self._listeners: list[mstls.asyncio.Listener] = []
-        self._loop = asyncio.new_event_loop()
+        if uvloop:
+            import uvloop as uv  # noqa: PLC0415 - optional: only the uvloop smoke tests
+
+            self._loop = uv.new_event_loop()
+        else:
+            self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name="asyncio client"
         )
@@ -808,7 +813,10 @@ class AsyncioClient(Client):
 
 
 def make_client(api: str, transport: str) -> Client:
-    """A :class:`BlockingClient`, :class:`TrioClient` or :class:`AsyncioClient`."""
+    """A :class:`BlockingClient`, :class:`TrioClient` or :class:`AsyncioClient`
+    (``"asyncio-uvloop"``: on a uvloop loop)."""
     if api == "blocking":
         return BlockingClient(transport)
-    return TrioClient(transport) if api == "trio" else AsyncioClient(transport)
+    if api == "trio":
+        return TrioClient(transport)
+    return AsyncioClient(transport, uvloop=api == "asyncio-uvloop")
