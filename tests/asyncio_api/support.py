@@ -16,6 +16,7 @@ import pytest
 
 import mstls
 import mstls.asyncio
+from mstls import errors
 from tests.api.helpers import client_config, server_config
 
 T = TypeVar("T")
@@ -47,8 +48,13 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], loop: str = "asyncio") -> T:
         async with asyncio.timeout(60):
             return await main()
 
+    errors.clear_error()
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-        return runner.run(limited())
+        result = runner.run(limited())
+    # The driver's callbacks run outside any task, as the loop thread: whatever they
+    # met went onto a channel or into a task's queue, never into the thread's (E1).
+    assert errors.errors() == [], errors.errors()
+    return result
 
 
 async def echo_handler(conn: mstls.asyncio.Connection) -> None:
