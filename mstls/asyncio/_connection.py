@@ -162,7 +162,7 @@ class Connection:
             core = self._core
             if not core.conn.is_terminated and not core.driver.closed:
                 core.conn.close(code, reason, now=core.now())
-                core.after_change()
+                core.driver.after_change(core)  # at once: later calls see the termination
             core.waiters.wake_all()
 
     async def aclose(self, code: int = 0, reason: str = "") -> None:

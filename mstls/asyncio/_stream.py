@@ -247,6 +247,7 @@ class Stream:
         if not size:
             return
         if self._pending:
+            self._core.session.check("write")  # a dead connection takes nothing more
             self._keep(view, 0)
             return
         session = self._core.session
