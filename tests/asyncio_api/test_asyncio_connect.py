@@ -127,3 +127,25 @@ def test_serve_closes_the_connection_when_the_handler_returns(transport: str) ->
             errors.clear_error()
 
     run(main)
+
+
+def test_a_failing_handler_goes_to_the_loops_exception_handler() -> None:
+    async def main() -> None:
+        seen: list[BaseException] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: seen.append(context["exception"]))
+
+        async def handler(conn: mstls.asyncio.Connection) -> None:
+            raise ValueError("handler bug")
+
+        listener = await mstls.asyncio.serve("127.0.0.1", 0, server_config(), handler)
+        async with listener:
+            conn = await mstls.asyncio.connect(
+                "127.0.0.1", listener.address[1], client_config(), timeout=TIMEOUT
+            )
+            with pytest.raises(mstls.ConnectionTerminated):  # the handler's end closed it
+                await (await conn.open_stream()).read()
+            errors.clear_error()
+        assert [type(e) for e in seen] == [ValueError]
+
+    run(main)
