@@ -258,7 +258,10 @@ class Stream:
 
     def _keep(self, view: Any, offset: int) -> None:
         """Keep ``view[offset:]`` until the stream layer has room (a copy if mutable)."""
-        rest = memoryview(view)[offset:] if isinstance(view, bytes) else bytes(view[offset:])
+        if isinstance(view, bytes):  # immutable: kept as is (the stream layer keeps bytes uncopied)
+            rest: Any = view if not offset else memoryview(view)[offset:]
+        else:
+            rest = bytes(view[offset:])
         self._pending.append(rest)
         self._pending_bytes += len(rest)
         self._lot.hook = self._on_wake
