@@ -11,8 +11,12 @@ deadline (``get_timer``, kept in the core's deadline heap,
 the deadline changes: no polling.  The event loop runs one callback or task
 step at a time and the sans-I/O calls never await, so no lock is needed.
 
-Every change is a synchronous step ending with :meth:`Driver.after_change`,
-whichever callback or task made it:
+Every change is a synchronous step ending with :meth:`Driver.after_change`.
+The driver's own callbacks (input, timers, writability) run it at once; an
+application task's change (a write, a read that frees window, a FIN) asks for
+it with :meth:`Driver.soon`, which runs it once at the loop's next turn
+however many changes came before, so a write and its FIN, or the answers of
+many streams, share datagrams.  The step:
 
 1. send what the connection produced (an application task that writes flushes
    its own output; only what the socket refuses waits for writability);
