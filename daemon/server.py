@@ -56,7 +56,7 @@ import trio
 
 import mstls
 import mstls.trio
-from mstls.fleet import StatelessResetKey
+from mstls.fleet import TICKET_KEY_LENGTH, StatelessResetKey
 
 from . import logs
 from .certs import build_server_config, steering_worker_byte
@@ -73,8 +73,10 @@ from .state import (
     StateError,
     load_reset_key,
     load_retry_token_key,
+    load_ticket_keys,
     peek_reset_key,
     peek_retry_token_key,
+    peek_ticket_keys,
 )
 from .steering import attach_steering
 
@@ -174,6 +176,12 @@ class Daemon:
         self.handshake_watch = HandshakeWatch(self.metrics)
         try:
             self.reset_key, self.retry_token_key = self._state_keys(state_dir, check_only)
+            # Shared by all workers, so any of them resumes any worker's tickets.
+            self.ticket_keys = (
+                (peek_ticket_keys(state_dir) or [os.urandom(TICKET_KEY_LENGTH)])
+                if check_only
+                else load_ticket_keys(state_dir)
+            )
         except StateError as exc:
             raise ConfigError(config.source, "state_dir", str(exc)) from None
         self.server_config = self._server_config(self.config)
@@ -238,6 +246,7 @@ class Daemon:
         if limits.handshake_burst is not None:
             server.handshake_burst_per_source = limits.handshake_burst
         server.max_tcp_handshakes = limits.max_tcp_handshakes
+        server.session_ticket_keys = self.ticket_keys
         return server
 
     def _socket_hook(self, spec: ListenerSpec) -> Any:

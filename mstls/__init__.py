@@ -30,6 +30,7 @@ from .exceptions import (
     WantWrite,
 )
 from .stats import ConnectionStats
+from .tls.ticket_store import FileTicketStore, MemoryTicketStore, StoredTicket, TicketStore
 
 __all__ = [
     "CertificateError",
@@ -41,18 +42,22 @@ __all__ = [
     "ConnectionTerminated",
     "Error",
     "ErrorKind",
+    "FileTicketStore",
     "HandshakeAlert",
     "HandshakeError",
     "HandshakeRefused",
     "IncompleteRead",
     "Listener",
     "ListenerClosed",
+    "MemoryTicketStore",
     "PrematureClose",
     "ProtocolError",
     "ServerConfig",
+    "StoredTicket",
     "Stream",
     "StreamReset",
     "StreamStopped",
+    "TicketStore",
     "Timeout",
     "WantRead",
     "WantWrite",

@@ -20,7 +20,15 @@ from .qmux.config import QMuxConfig
 from .quic.config import QuicConfig
 from .quic.endpoint import RetryTokens, ServerEndpoint
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
-from .tls.config import TLSConfig
+from .tls.config import DEFAULT_SESSION_TICKETS, TLSConfig
+from .tls.ticket_store import TicketStore
+from .tls.tickets import (
+    DEFAULT_TICKET_LIFETIME,
+    MAX_TICKET_KEYS,
+    MAX_TICKET_LIFETIME,
+    TICKET_KEY_LENGTH,
+    TicketKeyRing,
+)
 
 __all__ = ["DEFAULT_MAX_TCP_HANDSHAKES", "ClientConfig", "ServerConfig"]
 
@@ -37,6 +45,30 @@ def _alpn(value: str | Sequence[str]) -> list[str]:
             f"alpn: expected protocol names of 1-255 characters, got {value!r}"
         )
     return protocols
+
+
+def _random_ticket_keys() -> list[bytes]:
+    return [os.urandom(TICKET_KEY_LENGTH)]
+
+
+def _ticket_ring(keys: Sequence[bytes] | None, count: int, lifetime: int) -> TicketKeyRing | None:
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 255:
+        raise ConfigurationError(f"session_tickets: must be an integer 0-255, got {count!r}")
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int):
+        raise ConfigurationError(f"ticket_lifetime: must be whole seconds, got {lifetime!r}")
+    if not 0 < lifetime <= MAX_TICKET_LIFETIME:
+        raise ConfigurationError(
+            f"ticket_lifetime: must be 1-{MAX_TICKET_LIFETIME} seconds (7 days, "
+            f"RFC 8446 §4.6.1), got {lifetime!r}"
+        )
+    if keys is None or count == 0:
+        return None
+    if isinstance(keys, bytes | bytearray) or len(keys) > MAX_TICKET_KEYS:
+        raise ConfigurationError(
+            f"session_ticket_keys: expected a list of 1-{MAX_TICKET_KEYS} keys "
+            f"of {TICKET_KEY_LENGTH} bytes, current first"
+        )
+    return TicketKeyRing(keys)
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -114,6 +146,12 @@ class ClientConfig:
     ``fallback_delay``
         ``transport="auto"``: seconds to wait for a first QUIC packet before
         starting a QMux/TCP attempt beside the QUIC one (Happy Eyeballs).
+    ``ticket_store``
+        Where session tickets are kept to resume later connections (RFC 8446
+        §2.2, no certificates exchanged): a :class:`mstls.MemoryTicketStore`,
+        a :class:`mstls.FileTicketStore`, or any :class:`mstls.TicketStore`.
+        Tickets are keyed by server name, ALPN protocol and transport, and
+        used once.  ``None`` (the default): every handshake is a full one.
     ``extra``
         QUIC settings by name, passed to :class:`mstls.quic.config.QuicConfig`
         (UDP only): flow-control windows (``initial_max_data``,
@@ -141,6 +179,7 @@ class ClientConfig:
     keylog_file: PathLike | None = None
     handshake_timeout: float = 10.0
     fallback_delay: float = 0.3
+    ticket_store: TicketStore | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self, host: str) -> TLSConfig:
@@ -160,6 +199,11 @@ class ClientConfig:
             own = self.cafile is not None or self.cadata is not None
             roots = load_roots(self.cafile, self.cadata, use_system=not own)
         pins = [normalize_pin(p) for p in self.pinned_sha256] if self.pinned_sha256 else None
+        store = self.ticket_store
+        if store is not None and not isinstance(store, TicketStore):
+            raise ConfigurationError(
+                f"ticket_store: expected an object with add() and take(), got {store!r}"
+            )
         return TLSConfig(
             alpn_protocols=alpn,
             server_name=name,
@@ -169,6 +213,7 @@ class ClientConfig:
             trusted_roots=roots,
             pinned_sha256=pins,
             keylog=self.keylog_file,
+            ticket_store=store,
         )
 
     def quic_config(self, host: str) -> QuicConfig:
@@ -246,6 +291,16 @@ class ServerConfig:
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
+    ``session_tickets``
+        NewSessionTickets sent after each handshake (RFC 8446 §4.6.1), so that
+        clients can resume; 0 turns resumption off.
+    ``session_ticket_keys``
+        The AES-256-GCM keys (32 bytes each) sealing the stateless tickets: the
+        current key first, then previous keys whose tickets are still accepted
+        (rotation).  Every worker of a service must hold the same list.  Default:
+        one random key per configuration object (tickets resume on it only).
+    ``ticket_lifetime``
+        Seconds a ticket may be used (at most 7 days, RFC 8446 §4.6.1).
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -268,6 +323,11 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    session_tickets: int = DEFAULT_SESSION_TICKETS
+    session_ticket_keys: Sequence[bytes] | None = attrs.field(
+        factory=_random_ticket_keys, repr=False, eq=False
+    )
+    ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -294,6 +354,11 @@ class ServerConfig:
             request_client_certificate=roots is not None,
             require_client_certificate=self.require_client_cert,
             keylog=self.keylog_file,
+            ticket_keys=_ticket_ring(
+                self.session_ticket_keys, self.session_tickets, self.ticket_lifetime
+            ),
+            session_tickets=self.session_tickets,
+            ticket_lifetime=self.ticket_lifetime,
         )
 
     def retry_tokens(self) -> RetryTokens:

@@ -35,6 +35,8 @@ class HandshakeCompletedEvent:
     cipher_suite: int
     peer: object | None
     server_name: str | None
+    #: Whether a session ticket was resumed (RFC 8446 §2.2).
+    resumed: bool = False
 
 
 @attrs.frozen

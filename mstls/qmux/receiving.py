@@ -102,7 +102,7 @@ class ReceivingMixin:
                 self._on_handshake_completed(event)
             elif isinstance(event, CloseNotifyReceived):
                 self._on_close_notify()
-            # SessionTicketReceived: no resumption for QMux yet.
+            # SessionTicketReceived: the TLS engine already stored the ticket.
 
     def _on_application_data(self, data: bytes, now: float) -> None:
         try:
@@ -201,6 +201,7 @@ class ReceivingMixin:
                 cipher_suite=int(event.cipher_suite),
                 peer=event.peer,
                 server_name=event.server_name,
+                resumed=event.resumed,
             )
         )
 

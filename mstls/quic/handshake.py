@@ -149,6 +149,7 @@ class HandshakeMixin(ConnectionState):
                 cipher_suite=int(item.cipher_suite),
                 peer=item.peer,
                 server_name=item.server_name,
+                resumed=item.resumed,
             )
         )
         if not self.is_client:
