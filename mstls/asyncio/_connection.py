@@ -69,6 +69,14 @@ class Connection:
         return info.alpn_protocol if info else None
 
     @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed a session from a ticket (RFC 8446 §2.2):
+        no certificates were exchanged; :attr:`peer_certificate` is the identity
+        verified when the ticket was issued.  ``False`` before the handshake."""
+        info = self._core.session.handshake_info
+        return bool(info.resumed) if info else False
+
+    @property
     def peer_certificate(self) -> Any:
         """The verified peer identity (chain, subject, names), or ``None``."""
         info = self._core.session.handshake_info
