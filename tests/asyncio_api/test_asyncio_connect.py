@@ -149,3 +149,23 @@ def test_a_failing_handler_goes_to_the_loops_exception_handler() -> None:
         assert [type(e) for e in seen] == [ValueError]
 
     run(main)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_second_connection_resumes_with_a_ticket(transport: str) -> None:
+    async def main() -> None:
+        store = mstls.MemoryTicketStore()
+        config = client_config(ticket_store=store)
+        resumed = []
+        async with echo_server(transport) as listener:
+            for _ in range(2):
+                conn = await mstls.asyncio.connect(
+                    "127.0.0.1", listener.address[1], config, transport=transport, timeout=TIMEOUT
+                )
+                async with conn:
+                    assert await exchange(conn, b"hello") == b"hello"
+                    await asyncio.sleep(0.05)  # the ticket arrives after the handshake
+                    resumed.append(conn.resumed)
+        assert resumed == [False, True]
+
+    run(main)
