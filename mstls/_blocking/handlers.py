@@ -28,6 +28,7 @@ from .. import _errors as errors
 from ..codes import TransportErrorCode
 from ..core.admission import MAX_RECORDED_FAILURES, refusal
 from ..core.ecn import ECT0
+from ..core.ecn_runs import CodepointRuns, send_segments
 from ..exceptions import ConnectionTerminated, Error
 from ..io.udp import (
     detect_capabilities,
@@ -274,11 +275,29 @@ class _UdpBase:
             out = self._outgoing(now)
             if not out:
                 return
+            runs = self._codepoint_runs()
+            if runs is not None:
+                self._send_marked(out, runs)
+                continue
             by_addr: dict[Any, list[bytes]] = {}
             for data, addr in out:
                 by_addr.setdefault(addr, []).append(data)
             for addr, datagrams in by_addr.items():
                 self._send(datagrams, addr)
+
+    def _codepoint_runs(self) -> CodepointRuns | None:
+        """The ECN codepoints of what :meth:`_outgoing` returned (None: leave the socket's)."""
+        return None
+
+    def _send_marked(self, out: list[tuple[bytes, Any]], runs: CodepointRuns) -> None:
+        """``out`` by address and ECN codepoint (:mod:`mstls.core.ecn_runs`), the
+        socket's codepoint set before each group."""
+        groups: dict[tuple[Any, int], list[bytes]] = {}
+        for start, end, addr, codepoint in send_segments(out, runs):
+            groups.setdefault((addr, codepoint or 0), []).extend(d for d, _ in out[start:end])
+        for (addr, codepoint), datagrams in groups.items():
+            set_ecn_codepoint(self.sock, self.caps, codepoint)
+            self._send(datagrams, addr)
 
     def _send(
         self, datagrams: list[bytes], addr: Any, sock: Any = None, caps: Any = None
@@ -413,8 +432,8 @@ class UdpListenerHandler(_UdpBase):
     def __init__(self, sock: Any, endpoint: ServerEndpoint) -> None:
         super().__init__(sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
-        # One socket for every connection: all are sent ECT(0) (validation still
-        # decides what each connection counts as marked, .quic.ecn_marking).
+        # One socket for every connection: the endpoint names each datagram's
+        # codepoint (RFC 9000 §13.4.2.2), set before each group (.core.ecn_runs).
         if endpoint.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0):
             endpoint.ecn_marking = True
         self.sessions: dict[int, tuple[Session, Waiters]] = {}
@@ -446,6 +465,10 @@ class UdpListenerHandler(_UdpBase):
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def _codepoint_runs(self) -> CodepointRuns | None:
+        endpoint = self.endpoint
+        return endpoint.send_codepoints if endpoint.ecn_marking else None
 
     def _too_big(self, data: Any, addr: Any, now: float) -> None:
         self.endpoint.datagram_too_big(data, addr, now)

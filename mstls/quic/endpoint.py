@@ -98,6 +98,7 @@ from ..core.admission import (
     reconfigured,
 )
 from ..core.deadlines import DeadlineHeap
+from ..core.ecn_runs import CodepointRuns, add_run
 from ..core.lifecycle import State
 from ..core.stateless_reset import StatelessResetKey, StatelessResetLimiter, build_stateless_reset
 from ..exceptions import DecodeError, Error
@@ -209,6 +210,9 @@ class ServerEndpoint:
         #: §13.4; :mod:`.ecn_marking`); the codepoint of the datagram being routed.
         self.ecn_marking = False
         self.receive_codepoint = 0
+        #: With :attr:`ecn_marking`: the codepoint of each datagram the last
+        #: :meth:`datagrams_to_send` returned, as runs (:mod:`mstls.core.ecn_runs`).
+        self.send_codepoints: CodepointRuns = []
         self.accepted: deque[QuicConnection] = deque()
         #: Connections just forgotten; their last events (termination) are still
         #: to be read by whoever drains this.
@@ -479,9 +483,16 @@ class ServerEndpoint:
     # -- output and timers ---------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Stateless answers, then the output of the dirty connections only; a
-        connection stays dirty while it returns datagrams (it may have more)."""
+        connection stays dirty while it returns datagrams (it may have more).
+
+        With :attr:`ecn_marking`, :attr:`send_codepoints` then gives each datagram's
+        codepoint: each connection's :attr:`~.ecn_marking.EcnMixin.send_codepoint`,
+        Not-ECT for the stateless answers (RFC 9000 §13.4.2.2)."""
         out = self._stateless
         self._stateless = []
+        runs: CodepointRuns | None = None
+        if self.ecn_marking:
+            runs = self.send_codepoints = [(len(out), 0)] if out else []
         dirty = self._dirty
         for key, conn in list(dirty.items()):
             self.current = conn
@@ -489,6 +500,8 @@ class ServerEndpoint:
             if datagrams:
                 # Each to its path: the peer may have moved (RFC 9000 §9, paths.py).
                 out.extend((datagram, path.address) for datagram, path in datagrams)
+                if runs is not None:
+                    add_run(runs, len(out), conn.send_codepoint)
             else:
                 dirty.pop(key, None)
             self._changed[key] = conn

@@ -36,6 +36,7 @@ import trio
 from ..config import ServerConfig
 from ..core.admission import refusal
 from ..core.ecn import ECT0
+from ..core.ecn_runs import CodepointRuns, runs_from, send_segments
 from ..io.udp import (
     detect_capabilities,
     enable_ecn,
@@ -67,6 +68,7 @@ class _UdpDriver(Driver):
         self._ecn: list[int] | None = [] if enable_ecn(sock, self.caps) else None
         self._buffer = new_receive_buffer()
         self._backlog: deque[tuple[bytes, Any]] = deque()
+        self._backlog_runs: CodepointRuns | None = None  # the backlog's ECN codepoints
         self._writable_needed = trio.Event()
 
     # Implemented by the client and listener -------------------------------------------------
@@ -78,6 +80,10 @@ class _UdpDriver(Driver):
 
     def handle_timer(self, now: float) -> None:
         raise NotImplementedError
+
+    def codepoint_runs(self) -> CodepointRuns | None:
+        """The ECN codepoints of what :meth:`outgoing` returned (None: leave the socket's)."""
+        return None
 
     def too_big(self, data: Any, addr: Any, now: float) -> None:
         """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
@@ -130,7 +136,8 @@ class _UdpDriver(Driver):
             self._writable_needed = trio.Event()
             pending = list(self._backlog)
             self._backlog.clear()
-            if self._send(pending):
+            runs, self._backlog_runs = self._backlog_runs, None
+            if self._send(pending, runs):
                 self.after_io()
 
     # Sending -------------------------------------------------------------------------------
@@ -139,17 +146,15 @@ class _UdpDriver(Driver):
             return  # the socket is full: the send loop goes first
         for _ in range(MAX_FLUSH_ROUNDS):
             out = self.outgoing(now)
-            if not out or not self._send(out):
+            if not out or not self._send(out, self.codepoint_runs()):
                 return
 
-    def _send(self, out: list[tuple[bytes, Any]]) -> bool:
-        """Send ``out`` in runs of one address; keep what the socket refused. True: all sent."""
-        index, count = 0, len(out)
-        while index < count:
-            addr = out[index][1]
-            end = index + 1
-            while end < count and out[end][1] == addr:
-                end += 1
+    def _send(self, out: list[tuple[bytes, Any]], runs: CodepointRuns | None = None) -> bool:
+        """Send ``out`` in runs of one address (and one ECN codepoint, given ``runs``:
+        :mod:`mstls.core.ecn_runs`); keep what the socket refused. True: all sent."""
+        for index, end, addr, codepoint in send_segments(out, runs):
+            if codepoint is not None:
+                set_ecn_codepoint(self.sock, self.caps, codepoint)
             group = [d for d, _ in out[index:end]]
             too_big: list[Any] = []
             try:
@@ -158,9 +163,9 @@ class _UdpDriver(Driver):
                 sent = len(group)  # unsendable (bad address): lost like any datagram
             for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
                 self.too_big(data, addr, trio.current_time())
-            index += sent
-            if index < end:
-                self._backlog.extend(out[index:])
+            if index + sent < end:
+                self._backlog.extend(out[index + sent :])
+                self._backlog_runs = None if runs is None else runs_from(runs, index + sent)
                 self._writable_needed.set()
                 return False
         return True
@@ -256,8 +261,8 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
     def __init__(self, sock: socket.socket, endpoint: ServerEndpoint) -> None:
         super().__init__(sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
-        # One socket for every connection: all are sent ECT(0) (validation still
-        # decides what each connection counts as marked, .quic.ecn_marking).
+        # One socket for every connection: the endpoint names each datagram's
+        # codepoint (RFC 9000 §13.4.2.2), set before each run (.core.ecn_runs).
         if endpoint.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0):
             endpoint.ecn_marking = True
 
@@ -326,6 +331,10 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def codepoint_runs(self) -> CodepointRuns | None:
+        endpoint = self.endpoint
+        return endpoint.send_codepoints if endpoint.ecn_marking else None
 
     def too_big(self, data: Any, addr: Any, now: float) -> None:
         self.endpoint.datagram_too_big(data, addr, now)
