@@ -3,8 +3,12 @@ count and validate; the public stats show it."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import trio
+
+from tests.helpers.ecn_echo_client import check_marking_per_connection
 
 from .test_trio_api import TIMEOUT, connect, echo_stream, per_stream, receive_all, serving
 
@@ -29,3 +33,14 @@ async def test_echo_with_ecn_validates_both_ways() -> None:
     # The echo came back marked too: the listener's socket marks ECT(0).
     assert stats.ecn_ect0_received is not None and stats.ecn_ect0_received > 0
     assert stats.ecn_ce_received == stats.ecn_ce_reported == 0
+
+
+async def test_listener_marks_each_connection_as_its_validation_says() -> None:
+    """RFC 9000 §13.4.2.2 on one trio listener: a connection whose validation failed
+    (a client counting nothing) sends Not-ECT, a validated one keeps ECT(0)."""
+    if sys.platform != "linux":
+        pytest.skip("IP_RECVTOS is Linux's")
+    with trio.fail_after(TIMEOUT + 10):
+        async with serving(per_stream(echo_stream), "udp") as listener:
+            port = listener.address[1]
+            await trio.to_thread.run_sync(check_marking_per_connection, port)
