@@ -4,11 +4,17 @@ count and validate; the public stats show it."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytest
 import trio
 
+from mstls.core.ecn import ECT0
+from mstls.io.udp import open_udp_socket
+from mstls.quic.endpoint import ServerEndpoint
+from mstls.trio import _udp as trio_udp
 from tests.helpers.ecn_echo_client import check_marking_per_connection
+from tests.quic.pair import server_config
 
 from .test_trio_api import TIMEOUT, connect, echo_stream, per_stream, receive_all, serving
 
@@ -44,3 +50,30 @@ async def test_listener_marks_each_connection_as_its_validation_says() -> None:
         async with serving(per_stream(echo_stream), "udp") as listener:
             port = listener.address[1]
             await trio.to_thread.run_sync(check_marking_per_connection, port)
+
+
+async def test_datagrams_the_socket_refused_keep_their_codepoints(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The backlog (brief E4) goes out later with the codepoints it was built with."""
+    a, b = ("127.0.0.1", 1), ("127.0.0.1", 2)
+    sent: list[tuple[bytes, int]] = []
+    budget = [3]
+
+    def send_some(sock: object, group: list[bytes], addr: object, caps: Any, *_: object) -> int:
+        count = min(len(group), budget[0])  # then the socket is full
+        budget[0] -= count
+        sent.extend((data, caps.ecn_codepoint) for data in group[:count])
+        return count
+
+    monkeypatch.setattr(trio_udp, "send_datagrams", send_some)
+    sock = open_udp_socket("127.0.0.1", 0)
+    with sock:
+        driver = trio_udp.UdpListenerDriver(sock, ServerEndpoint(server_config()))
+        assert driver.endpoint.ecn_marking
+        out = [(b"a", a), (b"b", a), (b"c", b), (b"d", b), (b"e", b)]
+        assert not driver._send(out, [(1, 0), (4, ECT0), (5, 0)])
+        assert list(driver._backlog) == out[3:]
+        budget[0] = 10
+        assert driver._send(list(driver._backlog), driver._backlog_runs)
+    assert sent == [(b"a", 0), (b"b", ECT0), (b"c", ECT0), (b"d", ECT0), (b"e", 0)]
