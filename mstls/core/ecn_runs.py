@@ -21,6 +21,7 @@ socket refused keeps its codepoints through :func:`runs_from`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 __all__ = ["CodepointRuns", "add_run", "runs_from", "send_segments"]
@@ -50,20 +51,21 @@ def send_segments(
     socket's codepoint is left as it is).  Datagrams past the last run are Not-ECT."""
     count = len(out)
     index = 0
-    run = 0
-    while index < count:
-        addr = out[index][1]
-        stop: int = count
-        codepoint: int | None = None
-        if runs is not None:
-            while run < len(runs) and runs[run][0] <= index:
-                run += 1
-            if run < len(runs):
-                stop, codepoint = min(runs[run][0], count), runs[run][1]
-            else:
-                codepoint = 0
-        end = index + 1
-        while end < stop and out[end][1] == addr:
-            end += 1
-        yield index, end, addr, codepoint
-        index = end
+    if runs is None:  # ECN off: the address-only split, nothing more per datagram
+        while index < count:
+            addr = out[index][1]
+            end = index + 1
+            while end < count and out[end][1] == addr:
+                end += 1
+            yield index, end, addr, None
+            index = end
+        return
+    for stop, codepoint in chain(runs, ((count, 0),)):
+        stop = min(stop, count)
+        while index < stop:
+            addr = out[index][1]
+            end = index + 1
+            while end < stop and out[end][1] == addr:
+                end += 1
+            yield index, end, addr, codepoint
+            index = end
