@@ -19,8 +19,10 @@ from .exceptions import ConfigurationError
 from .qmux.config import QMuxConfig
 from .quic.config import QuicConfig
 from .quic.endpoint import RetryTokens, ServerEndpoint
+from .tls.anti_replay import DEFAULT_STRIKE_REGISTER_SIZE, StrikeRegister
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import DEFAULT_SESSION_TICKETS, TLSConfig
+from .tls.resumption import TICKET_AGE_TOLERANCE_MS
 from .tls.ticket_store import TicketStore
 from .tls.tickets import (
     DEFAULT_TICKET_LIFETIME,
@@ -30,12 +32,41 @@ from .tls.tickets import (
     TicketKeyRing,
 )
 
-__all__ = ["DEFAULT_MAX_TCP_HANDSHAKES", "ClientConfig", "ServerConfig"]
+__all__ = [
+    "DEFAULT_MAX_TCP_HANDSHAKES",
+    "MAX_EARLY_DATA_LIMIT",
+    "STRIKE_REGISTER_SIZE",
+    "ClientConfig",
+    "ServerConfig",
+]
 
 #: TLS handshakes a TCP listener runs at once by default (:attr:`ServerConfig.max_tcp_handshakes`).
 DEFAULT_MAX_TCP_HANDSHAKES = 128
 
+#: The largest :attr:`ServerConfig.max_early_data` accepted (bytes of 0-RTT data per
+#: connection; RFC 8446 §4.2.10 has 32 bits, a server buffers what it accepts).
+MAX_EARLY_DATA_LIMIT = 16 << 20
+#: Ticket identities a server's strike register remembers at most (RFC 8446 §8.2);
+#: a full register refuses early data until entries expire.
+STRIKE_REGISTER_SIZE = DEFAULT_STRIKE_REGISTER_SIZE
+
 PathLike = str | os.PathLike[str]
+
+
+def _strike_register() -> StrikeRegister:
+    """The anti-replay register of one server configuration (RFC 8446 §8): a ticket
+    admits early data once within twice the ticket-age tolerance."""
+    return StrikeRegister(2 * TICKET_AGE_TOLERANCE_MS, STRIKE_REGISTER_SIZE)
+
+
+def _max_early_data(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"max_early_data: must be an integer, got {value!r}")
+    if not 0 <= value <= MAX_EARLY_DATA_LIMIT:
+        raise ConfigurationError(
+            f"max_early_data: must be 0 (off) to {MAX_EARLY_DATA_LIMIT} bytes, got {value!r}"
+        )
+    return value
 
 
 def _alpn(value: str | Sequence[str]) -> list[str]:
@@ -152,6 +183,14 @@ class ClientConfig:
         a :class:`mstls.FileTicketStore`, or any :class:`mstls.TicketStore`.
         Tickets are keyed by server name, ALPN protocol and transport, and
         used once.  ``None`` (the default): every handshake is a full one.
+    ``early_data``
+        Send 0-RTT data (RFC 8446 §2.3) when resuming with a ticket that allows
+        it (needs ``ticket_store``; TCP/QMux only so far).  Only streams opened
+        with ``open_stream(early=True)`` carry early data, and only before the
+        handshake ends: connect with ``lazy=True`` and open such a stream first.
+        An attacker can replay early data, so only replay-safe requests belong
+        there.  Rejected early data is sent again after the handshake
+        (``Connection.early_data_accepted`` says which happened).  Off by default.
     ``extra``
         QUIC settings by name, passed to :class:`mstls.quic.config.QuicConfig`
         (UDP only): flow-control windows (``initial_max_data``,
@@ -180,6 +219,7 @@ class ClientConfig:
     handshake_timeout: float = 10.0
     fallback_delay: float = 0.3
     ticket_store: TicketStore | None = None
+    early_data: bool = False
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self, host: str) -> TLSConfig:
@@ -214,6 +254,7 @@ class ClientConfig:
             pinned_sha256=pins,
             keylog=self.keylog_file,
             ticket_store=store,
+            early_data=bool(self.early_data),
         )
 
     def quic_config(self, host: str) -> QuicConfig:
@@ -301,6 +342,13 @@ class ServerConfig:
         one random key per configuration object (tickets resume on it only).
     ``ticket_lifetime``
         Seconds a ticket may be used (at most 7 days, RFC 8446 §4.6.1).
+    ``max_early_data``
+        Bytes of 0-RTT data (RFC 8446 §2.3) a resumed client may send before the
+        handshake ends (TCP/QMux only so far); 0 (the default) turns 0-RTT off.
+        Tickets issued say so; early data is accepted once per ticket: the
+        configuration's strike register (:data:`STRIKE_REGISTER_SIZE` entries,
+        RFC 8446 §8) refuses a replayed first flight, which then goes on as a
+        1-RTT handshake that the attacker cannot complete.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -328,7 +376,11 @@ class ServerConfig:
         factory=_random_ticket_keys, repr=False, eq=False
     )
     ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
+    max_early_data: int = 0
     extra: dict[str, Any] = attrs.Factory(dict)
+    _strike_register: StrikeRegister = attrs.field(
+        factory=_strike_register, init=False, repr=False, eq=False
+    )
 
     def tls_config(self) -> TLSConfig:
         """The checked TLS 1.3 settings (raises :class:`ConfigurationError`)."""
@@ -359,6 +411,8 @@ class ServerConfig:
             ),
             session_tickets=self.session_tickets,
             ticket_lifetime=self.ticket_lifetime,
+            max_early_data=_max_early_data(self.max_early_data),
+            strike_register=self._strike_register,
         )
 
     def retry_tokens(self) -> RetryTokens:

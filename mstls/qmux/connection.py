@@ -85,6 +85,7 @@ a driver raises for every later call (brief E3).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from ..codes import TransportErrorCode
 from ..core.events import ConnectionTerminatedEvent, Event
@@ -113,6 +114,7 @@ from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_fr
 from ..wire.qmux import QxTransportParametersFrame, RecordReader, encode_record
 from ..wire.transport_params import TransportParameters
 from .config import QMuxConfig
+from .early import EarlySender
 from .ping import PingState
 from .receiving import ReceivingMixin
 from .records import RecordSink
@@ -158,6 +160,7 @@ class QMuxConnection(ReceivingMixin):
         )
         self.stream_handlers = self.streams.frame_handlers()
         self.ping_state = PingState()
+        self.early = EarlySender()
         self._reader = RecordReader(config.max_record_size)
         self._send_capacity = config.send_record_size
         #: The idle timeout in force (seconds, 0: none): min of both sides' (§7.1).
@@ -198,6 +201,24 @@ class QMuxConnection(ReceivingMixin):
         return self._shutdown_ready
 
     @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether 0-RTT data was accepted (RFC 8446 §4.2.10): None until known,
+        False after a handshake without it (rejected data is resent, :mod:`.early`)."""
+        accepted = self.tls_connection.early_data_accepted
+        if accepted is None and self.handshake_complete:
+            return False
+        return accepted
+
+    @property
+    def early_data_possible(self) -> bool:
+        """Client: 0-RTT is in use, so replay-safe streams may send before the handshake."""
+        return self.early.remembered is not None
+
+    def mark_early(self, stream_id: int) -> None:
+        """Client: ``stream_id``'s data is replay-safe and may go as 0-RTT data."""
+        self.early.mark(stream_id)
+
+    @property
     def bytes_received(self) -> int:
         """Application bytes TLS delivered so far (what a premature close reports)."""
         return self.tls_connection.bytes_received
@@ -231,9 +252,13 @@ class QMuxConnection(ReceivingMixin):
     def _start(self) -> None:
         """Start TLS and queue QX_TRANSPORT_PARAMETERS, the first frame (§4.2)."""
         self._started = True
-        self.tls_connection.start()
-        frame = encode_frame(QxTransportParametersFrame(self.local_params))
-        self.tls_connection.send(encode_record(frame))
+        tls = self.tls_connection
+        tls.start()
+        record = encode_record(encode_frame(QxTransportParametersFrame(self.local_params)))
+        if self.is_client and self.early.begin(tls, self.streams):
+            tls.send_early(record)  # 0-RTT: the first frame goes first, early (.early)
+        else:
+            tls.send(record)
 
     def close(
         self,
@@ -301,8 +326,11 @@ class QMuxConnection(ReceivingMixin):
     # -- public API: output and timers ----------------------------------------------------------
     def data_to_send(self, now: float) -> bytes:
         """Bytes to write to TCP, in order (also after termination, until empty)."""
-        if self.lifecycle.live and self.peer_params is not None:
-            self._produce_records(now)
+        if self.lifecycle.live:
+            if self.peer_params is not None:
+                self._produce_records(now)
+            elif room := self.early.room(self.tls_connection):
+                self._produce_records(now, room)
         out = self.tls_connection.data_to_send()
         self.wire_bytes_sent += len(out)
         if self._write_closed and (self.tls_connection.handshake_complete or self.is_terminated):
@@ -350,13 +378,18 @@ class QMuxConnection(ReceivingMixin):
         return max(self._last_activity, self._last_received) + interval
 
     # -- sending ---------------------------------------------------------------------------
-    def _produce_records(self, now: float) -> None:
-        """Fill records from QX_PING and the stream layer, up to the per-call budget."""
+    def _produce_records(self, now: float, early_room: int = 0) -> None:
+        """Fill records from QX_PING and the stream layer, up to the per-call budget;
+        with ``early_room``, 0-RTT records of replay-safe streams (:mod:`.early`)."""
         budget = self.config.max_send_per_call
         capacity = self._send_capacity
         ping = self.ping_state
         streams = self.streams
-        send = self.tls_connection.send
+        send: Callable[[bytes | bytearray], object] = self.tls_connection.send
+        if early_room:
+            budget, capacity = early_room, self.early.record_capacity(early_room)
+            send = self.tls_connection.send_early
+            self.early.used = True
         while budget > 0:
             if not ping.has_pending and not streams.has_data_to_send():
                 break
