@@ -200,13 +200,38 @@ class Session:
         self.channel.raise_if_failed(op)
 
     # -- streams -----------------------------------------------------------------------------
-    def open_stream(self, bidirectional: bool) -> int | None:
-        """A new stream ID, or ``None`` while the peer's stream limit is reached."""
+    def open_stream(self, bidirectional: bool, early: bool = False) -> int | None:
+        """A new stream ID, or ``None`` while the peer's stream limit is reached;
+        ``early``: its data is replay-safe and may go as 0-RTT data (QMux)."""
         self.check("open_stream")
         try:
-            return int(self.conn.streams.open_stream(bidirectional))
+            stream_id = int(self.conn.streams.open_stream(bidirectional))
         except StreamLimitReached:
             return None
+        if early and self.early_data_possible:
+            self.conn.mark_early(stream_id)
+        return stream_id
+
+    @property
+    def early_data_possible(self) -> bool:
+        """Client: 0-RTT is in use, so a replay-safe stream may send before the handshake."""
+        return bool(getattr(self.conn, "early_data_possible", False))
+
+    @property
+    def ready(self) -> bool:
+        """Streams may be used: the handshake completed or, on a server, the client's
+        0-RTT data was accepted (its early streams are readable before the client's
+        Finished, RFC 8446 §2.3; our own data then goes as 0.5-RTT data)."""
+        if self.handshake_done:
+            return True
+        return self.early_data_accepted is True and not getattr(self.conn, "is_client", True)
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether 0-RTT data was accepted: None until known, False after a handshake
+        without it (RFC 8446 §4.2.10)."""
+        accepted: bool | None = getattr(self.conn, "early_data_accepted", None)
+        return False if accepted is None and self.handshake_done else accepted
 
     def accept(self) -> int | None:
         self.check("accept_stream")

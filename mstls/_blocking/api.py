@@ -66,6 +66,8 @@ class _Core:
         self.lock: threading.RLock = handler.lock
         self.blocking = True
         self.handshake_started = not conn.is_client if hasattr(conn, "is_client") else True
+        #: The ClientHello was made but not yet given to the handler to send.
+        self.hello_held = False
 
     def wait_until(
         self,
@@ -96,22 +98,30 @@ class _Core:
         on a listener holding many connections, not a pass over all of them)."""
         self.handler.after_change(time.monotonic(), self.conn)
 
-    def ensure_handshake_started(self) -> None:
-        """Start a lazy client handshake exactly once (under the lock)."""
+    def ensure_handshake_started(self, send: bool = True) -> None:
+        """Start a lazy client handshake exactly once (under the lock); ``send=False``
+        holds the ClientHello back until the next change (0-RTT: it goes out with the
+        first early data, :meth:`Connection.open_stream`)."""
         with self.lock:
             if not self.handshake_started:
                 self.handshake_started = True
                 self.conn.connect(time.monotonic())
+                self.hello_held = True
+            if send and self.hello_held:
+                self.hello_held = False
                 self.after_change()
 
-    def ensure_handshake(self, timeout: float | None) -> None:
-        """Start a lazy client handshake once; wait (with every other caller) for it."""
-        if self.session.handshake_done:
+    def ensure_handshake(self, timeout: float | None, *, complete: bool = False) -> None:
+        """Start a lazy client handshake once; wait (with every other caller) for it
+        (or, unless ``complete``, for a server's acceptance of 0-RTT data)."""
+        session = self.session
+        if session.handshake_done or (session.ready and not complete):
             return
         self.ensure_handshake_started()
 
         def done() -> bool | None:
-            return True if self.session.handshake_done else None
+            finished = session.handshake_done or (session.ready and not complete)
+            return True if finished else None
 
         self.wait_until(self.waiters.connection, done, timeout, errors.WantRead, "handshake")
 
@@ -123,10 +133,12 @@ class Stream:
     :meth:`Connection.accept_stream`; ``with`` sends FIN on exit.
     """
 
-    def __init__(self, core: _Core, stream_id: int) -> None:
+    def __init__(self, core: _Core, stream_id: int, *, early: bool = False) -> None:
         self._core = core
         self.stream_id = stream_id
         self._cond = core.waiters.stream(stream_id)
+        #: Opened with ``early=True`` during 0-RTT: writes do not wait for the handshake.
+        self._early = early
 
     def __repr__(self) -> str:
         return f"<mstls.Stream {self.stream_id}>"
@@ -171,7 +183,8 @@ class Stream:
     def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
         """Write all of ``data`` (blocking while flow control or buffers are full)."""
         core = self._core
-        core.ensure_handshake(timeout)
+        if not self._early:
+            core.ensure_handshake(timeout)
         view = memoryview(data).cast("B")
         deadline = _deadline(timeout)
         total = 0
@@ -269,6 +282,14 @@ class Connection:
         return info.resumed if info else False
 
     @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether the server accepted our 0-RTT data (server: whether we accepted the
+        client's): ``None`` until known, ``False`` after a handshake without it.
+        Rejected early data is sent again after the handshake, automatically, so the
+        peer's application receives every byte once either way (RFC 8446 §4.2.10)."""
+        return self._core.session.early_data_accepted
+
+    @property
     def peer_certificate(self) -> Any:
         """The verified peer identity (chain, subject, names), or ``None``."""
         info = self._core.session.handshake_info
@@ -306,12 +327,31 @@ class Connection:
 
         After ``connect(..., lazy=True)`` this starts the handshake, exactly as the
         first stream operation would; concurrent callers wait on the same condition.
+        A server connection handed out with accepted 0-RTT data waits here for the
+        client's Finished.
         """
-        self._core.ensure_handshake(timeout)
+        self._core.ensure_handshake(timeout, complete=True)
 
-    def open_stream(self, bidirectional: bool = True, timeout: float | None = None) -> Stream:
-        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6)."""
+    def open_stream(
+        self, bidirectional: bool = True, timeout: float | None = None, *, early: bool = False
+    ) -> Stream:
+        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6).
+
+        ``early=True`` marks the stream replay-safe: after ``connect(..., lazy=True)``
+        with :attr:`ClientConfig.early_data <mstls.ClientConfig>` and a ticket that
+        allows it, this starts the handshake and returns at once, and the stream's
+        first data goes as 0-RTT data (RFC 8446 §2.3; TCP/QMux).  Without 0-RTT it
+        is an ordinary stream (the call waits for the handshake).
+        """
         core = self._core
+        if early:
+            with core.lock:
+                core.ensure_handshake_started(send=False)
+                if core.session.early_data_possible:
+                    sid = core.session.open_stream(bidirectional, early=True)
+                    if sid is not None:  # the ClientHello goes with its first data
+                        return Stream(core, sid, early=True)
+                core.ensure_handshake_started()
         core.ensure_handshake(timeout)
         sid = core.wait_until(
             core.waiters.open,

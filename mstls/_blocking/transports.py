@@ -272,10 +272,10 @@ class TcpListenerHandler:
 
     def _on_change(self, handler: TcpHandler) -> None:
         session = handler.session
-        if (session.handshake_done or session.failed) and handler in self.handlers:
+        if (session.ready or session.failed) and handler in self.handlers:
             with self.lock:
                 self.handlers.remove(handler)
-                if session.handshake_done and not session.failed:
+                if session.ready and not session.failed:  # ready: 0-RTT accepted too
                     self.accepted.append(handler)
                     self.accept_cond.notify_all()
                 else:
