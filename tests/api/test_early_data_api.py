@@ -261,11 +261,13 @@ def test_blocking_rejected_early_data_is_resent() -> None:
     with early_server() as (listener, _):
         store_tickets(listener.address[1], store)
     # Another server (other ticket keys) rejects the ticket and its early data.
-    with server(
-        transport="tcp", max_early_data=MAX_EARLY, session_ticket_keys=[bytes(range(32))]
-    ) as (other, _):
-        with early_request(other.address[1], store) as conn:
-            assert conn.early_data_accepted is False and not conn.resumed
+    with (
+        server(
+            transport="tcp", max_early_data=MAX_EARLY, session_ticket_keys=[bytes(range(32))]
+        ) as (other, _),
+        early_request(other.address[1], store) as conn,
+    ):
+        assert conn.early_data_accepted is False and not conn.resumed
 
 
 def test_trio_early_data_accepted() -> None:
