@@ -349,6 +349,10 @@ class ServerConfig:
         configuration's strike register (:data:`STRIKE_REGISTER_SIZE` entries,
         RFC 8446 §8) refuses a replayed first flight, which then goes on as a
         1-RTT handshake that the attacker cannot complete.
+    ``strike_register``
+        That register (:class:`mstls.tls.anti_replay.StrikeRegister`): by default
+        one per configuration object, so the listeners given the same object
+        share it; pass one to share it between configurations.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -378,8 +382,8 @@ class ServerConfig:
     ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
     max_early_data: int = 0
     extra: dict[str, Any] = attrs.Factory(dict)
-    _strike_register: StrikeRegister = attrs.field(
-        factory=_strike_register, init=False, repr=False, eq=False
+    strike_register: StrikeRegister = attrs.field(
+        factory=_strike_register, repr=False, eq=False
     )
 
     def tls_config(self) -> TLSConfig:
@@ -412,7 +416,7 @@ class ServerConfig:
             session_tickets=self.session_tickets,
             ticket_lifetime=self.ticket_lifetime,
             max_early_data=_max_early_data(self.max_early_data),
-            strike_register=self._strike_register,
+            strike_register=self.strike_register,
         )
 
     def retry_tokens(self) -> RetryTokens:
