@@ -302,13 +302,72 @@ def test_trio_early_data_accepted() -> None:
                         await stream.send_all(REQUEST)
                         await stream.send_eof()
                         got = b""
-                        while chunk := await stream.receive_some():
-                            got += chunk
+                        with trio.move_on_after(2):
+                            while chunk := await stream.receive_some():
+                                got += chunk
                         assert got == REQUEST
                         accepted.append(conn.early_data_accepted)
                     while len(store) == 0:
                         await trio.sleep(0.01)
             assert accepted == [False, True]
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_trio_server_reads_early_data_before_the_handshake_ends() -> None:
+    async def main() -> None:
+        store = mstls.MemoryTicketStore()
+        seen: list[tuple[bytes, bool, bool | None]] = []
+        served = [trio.Event(), trio.Event()]
+
+        async def handler(conn: mstls.trio.Connection) -> None:
+            stream = await conn.accept_stream()
+            async with stream:
+                data = b""
+                while len(data) < len(REQUEST) and (chunk := await stream.receive_some()):
+                    data += chunk
+                seen.append((data, conn.sans_io.handshake_complete, conn.early_data_accepted))
+                served[len(seen) - 1].set()
+                await stream.send_all(data)
+                await stream.send_eof()
+                await conn.wait_handshake()
+
+        config = server_config(max_early_data=MAX_EARLY)
+        async with trio.open_nursery() as nursery:
+            listener = await nursery.start(
+                functools.partial(
+                    mstls.trio.serve, "127.0.0.1", 0, config, handler, transport="tcp"
+                )
+            )
+            relays = []
+            for hold in (False, True):
+                relay = Relay(listener.address, hold=hold)
+                relays.append(relay)
+                with trio.fail_after(TIMEOUT):
+                    conn = await mstls.trio.connect(
+                        "127.0.0.1",
+                        relay.address[1],
+                        client_config(ticket_store=store, early_data=True),
+                        transport="tcp",
+                        lazy=True,
+                    )
+                    async with conn:
+                        stream = await conn.open_stream(early=True)
+                        await stream.send_all(REQUEST)
+                        await stream.send_eof()
+                        if hold:
+                            await served[1].wait()  # before the client's Finished passed
+                            relay.release.set()
+                        got = b""
+                        while chunk := await stream.receive_some():
+                            got += chunk
+                        assert got == REQUEST
+                    while len(store) == 0:
+                        await trio.sleep(0.01)
+            for relay in relays:
+                relay.close()
+            assert seen[1] == (REQUEST, False, True)
             nursery.cancel_scope.cancel()
 
     trio.run(main)
