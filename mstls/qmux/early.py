@@ -21,8 +21,10 @@ under the 1-RTT key (:mod:`mstls.tls.early_data`), so the server sees the same
 QMux byte stream either way and the application needs to do nothing; if the
 rejecting server's new limits are below what the early frames already used,
 the connection fails with a PROTOCOL_VIOLATION naming the parameter, as the
-resent frames could not be taken.  The server side needs no code here: early
-records are ordinary input that arrives before the handshake ends.
+resent frames could not be taken; likewise when the rejecting server chose
+another application protocol than the ticket's (RFC 9001 §4.6.2).  The server
+side needs no code here: early records are ordinary input that arrives before
+the handshake ends.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def remember_parameters(tls: TLSConnection, params: TransportParameters) -> None
     tls.handshake.ticket_transport_parameters = encode_transport_parameters(params)
 
 
-def _remembered(tls: TLSConnection) -> TransportParameters | None:
+def _remembered(tls: TLSConnection) -> tuple[TransportParameters, str | None] | None:
+    """The offered ticket's remembered parameters and application protocol."""
     handshake = tls.handshake
     ticket = handshake.offered_ticket if isinstance(handshake, ClientHandshake) else None
     if ticket is None or not ticket.transport_parameters:
@@ -71,13 +74,13 @@ def _remembered(tls: TLSConnection) -> TransportParameters | None:
         validate_qmux_parameters(params)
     except Error:  # a store written by someone else: no 0-RTT, never a failure
         return None
-    return params
+    return params, ticket.alpn_protocol
 
 
 class EarlySender:
     """A QMux client's 0-RTT state: remembered limits and the replay-safe streams."""
 
-    __slots__ = ("remembered", "streams", "used")
+    __slots__ = ("alpn", "remembered", "streams", "used")
 
     def __init__(self) -> None:
         #: The server's remembered parameters while 0-RTT is in use, else None.
@@ -86,15 +89,18 @@ class EarlySender:
         self.streams: set[int] = set()
         #: Whether any early record was sent.
         self.used = False
+        #: The application protocol the early data was written for (the ticket's).
+        self.alpn: str | None = None
 
     def begin(self, tls: TLSConnection, streams: StreamManager) -> bool:
         """After the ClientHello: whether 0-RTT is on (then the stream layer runs
         on the remembered limits and writes only replay-safe streams)."""
         if tls.early_room <= 0:
             return False
-        params = _remembered(tls)
-        if params is None:
+        remembered = _remembered(tls)
+        if remembered is None:
             return False
+        params, self.alpn = remembered
         self.remembered = params
         streams.set_peer_parameters(params)
         streams.send_only = self.streams
@@ -119,7 +125,7 @@ class EarlySender:
         return min(room - 8, DEFAULT_MAX_RECORD_SIZE)
 
     def finish(
-        self, params: TransportParameters, accepted: bool | None, streams: StreamManager
+        self, params: TransportParameters, tls: TLSConnection, streams: StreamManager
     ) -> None:
         """The server's parameters arrived: end 0-RTT; raise :class:`ProtocolError`
         if they break what the early frames relied on (module documentation)."""
@@ -130,6 +136,13 @@ class EarlySender:
         streams.send_only = None
         if not self.used:
             return
+        accepted = tls.early_data_accepted
+        if not accepted and tls.alpn_protocol != self.alpn:
+            raise ProtocolError(
+                f"server rejected 0-RTT and chose ALPN {tls.alpn_protocol!r}: the early "
+                f"data re-sent was written for {self.alpn!r} (RFC 9001 §4.6.2)",
+                error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+            )
         for name in REMEMBERED_LIMITS:
             before, now = getattr(remembered, name), getattr(params, name)
             if now < before and (accepted or _exceeded(name, now, streams)):

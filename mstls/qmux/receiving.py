@@ -157,7 +157,7 @@ class ReceivingMixin:
             exc.frame_type = QMuxFrameType.QX_TRANSPORT_PARAMETERS
             raise
         if self.is_client:
-            self.early.finish(params, self.tls_connection.early_data_accepted, self.streams)
+            self.early.finish(params, self.tls_connection, self.streams)
             remember_parameters(self.tls_connection, params)
         self.peer_params = params
         self.streams.set_peer_parameters(params)

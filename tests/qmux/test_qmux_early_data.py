@@ -145,3 +145,24 @@ def test_server_reducing_remembered_limits_while_accepting_is_an_error() -> None
     pair.run_until(lambda: pair.client.is_terminated)
     closed = [e for e in pair.client_events if isinstance(e, ConnectionTerminatedEvent)]
     assert closed and "initial_max_data" in closed[0].reason and "§7.4.1" in closed[0].reason
+
+
+def test_rejection_with_another_application_protocol_fails_the_connection() -> None:
+    setup = Setup()
+    alpns = {"alpn_protocols": ["first", "second"]}
+    pair = Pair(client=setup.client(tls=alpns), server=setup.server(tls=alpns))
+    pair.handshake()
+    pair.drain()
+    assert pair.client.tls.alpn_protocol == "first"
+    # Another server (other keys: 0-RTT rejected) prefers the other protocol.
+    other = {"alpn_protocols": ["second", "first"], "ticket_keys": TicketKeyRing([bytes([2]) * 32])}
+    pair = Pair(client=setup.client(tls=alpns), server=setup.server(tls=other))
+    pair.client.connect(pair.now)
+    sid = pair.client.streams.open_stream()
+    pair.client.mark_early(sid)
+    pair.client.streams.write(sid, REQUEST, fin=True)
+    pair.start()
+    pair.run_until(lambda: pair.client.is_terminated)
+    assert pair.client.early_data_accepted is False
+    reason = pair.terminated("client").reason
+    assert "rejected 0-RTT" in reason and "'second'" in reason and "'first'" in reason
