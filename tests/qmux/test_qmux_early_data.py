@@ -166,3 +166,15 @@ def test_rejection_with_another_application_protocol_fails_the_connection() -> N
     assert pair.client.early_data_accepted is False
     reason = pair.terminated("client").reason
     assert "rejected 0-RTT" in reason and "'second'" in reason and "'first'" in reason
+
+
+def test_lowered_server_limit_rejects_tickets_that_promised_more() -> None:
+    setup = Setup()
+    setup.first_connection()  # tickets promise MAX_EARLY bytes
+    pair, early, _late = early_pair(setup, tls={"max_early_data": MAX_EARLY // 2})
+    pair.handshake()
+    pair.drain()
+    # Rejected (not a connection error for early data the ticket allowed), then resent.
+    assert pair.client.early_data_accepted is False and pair.client.tls.resumed
+    assert not pair.client.is_terminated and not pair.server.is_terminated
+    assert server_read(pair, early) == REQUEST
