@@ -31,6 +31,7 @@ from ..exceptions import ConfigurationError, ConnectionIOError, Error
 from ..io.tcp import prepare_socket, refuse_socket, send_failed, transport_error
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
+from ..qmux.early import keep_strike_register
 from ..session import Session
 from .api import Connection, Listener, SocketHook, _Core, _deadline, _remaining, connect_udp
 from .assist import EXIT_REASON, AssistThread
@@ -318,7 +319,9 @@ class TcpListener(Listener):
         """Use ``config`` for handshakes that start from now on."""
         config.check_admission()
         with self._tcp.lock:
-            self._tcp.qmux_config = config.qmux_config()
+            self._tcp.qmux_config = keep_strike_register(
+                self._tcp.qmux_config, config.qmux_config()
+            )
             self._tcp.max_handshakes = config.max_tcp_handshakes
             self._tcp.rate_limiter = reconfigured(
                 self._tcp.rate_limiter,

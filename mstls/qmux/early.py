@@ -41,8 +41,15 @@ from ..wire.transport_params import (
     encode_transport_parameters,
     validate_qmux_parameters,
 )
+from .config import QMuxConfig
 
-__all__ = ["MIN_EARLY_RECORD", "REMEMBERED_LIMITS", "EarlySender", "remember_parameters"]
+__all__ = [
+    "MIN_EARLY_RECORD",
+    "REMEMBERED_LIMITS",
+    "EarlySender",
+    "keep_strike_register",
+    "remember_parameters",
+]
 
 #: Early room below which no further early record is started (bytes).
 MIN_EARLY_RECORD = 64
@@ -61,6 +68,15 @@ REMEMBERED_LIMITS = (
 def remember_parameters(tls: TLSConnection, params: TransportParameters) -> None:
     """Client: let tickets received from now on remember the server's ``params``."""
     tls.handshake.ticket_transport_parameters = encode_transport_parameters(params)
+
+
+def keep_strike_register(old: QMuxConfig, new: QMuxConfig) -> QMuxConfig:
+    """``new`` with ``old``'s strike register: a listener keeps its anti-replay
+    memory (RFC 8446 §8) across ``update_config``, so a flight recorded before
+    the update is still refused after it."""
+    if old.tls.strike_register is not None and new.tls.strike_register is not None:
+        new.tls.strike_register = old.tls.strike_register
+    return new
 
 
 def _remembered(tls: TLSConnection) -> tuple[TransportParameters, str | None] | None:

@@ -18,6 +18,7 @@ import trio
 from .. import _errors as errors
 from ..config import ServerConfig
 from ..exceptions import Error
+from ..qmux.early import keep_strike_register
 from ..stats import ConnectionStats
 from ._driver import Core, ListenerDriver
 from ._stream import Stream, as_broken
@@ -293,7 +294,7 @@ class Listener(trio.abc.Listener[Connection]):
                 new.cid_generator, new.cid_length = old.cid_generator, old.cid_length
             driver.endpoint.config = new
         else:
-            driver.config = config.qmux_config()
+            driver.config = keep_strike_register(driver.config, config.qmux_config())
         driver.update_admission(config)  # Retry and per-source rate; the buckets are kept
 
     async def aclose(self) -> None:

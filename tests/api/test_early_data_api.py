@@ -210,7 +210,12 @@ def store_tickets_and_serve_once(listener: mstls.Listener, store: mstls.TicketSt
     thread.join(TIMEOUT)
 
 
-def test_blocking_replayed_first_flight_gets_no_early_data() -> None:
+@pytest.mark.parametrize("update", [False, True], ids=["same-config", "after-update-config"])
+def test_blocking_replayed_first_flight_gets_no_early_data(update: bool) -> None:
+    """A listener hands out a connection as soon as its early data is accepted, so a
+    replay that got early data accepted would reach the application: none does, also
+    after ``update_config`` with a new configuration object (the listener keeps its
+    strike register)."""
     store = mstls.MemoryTicketStore()
     config = server_config(max_early_data=MAX_EARLY, session_ticket_keys=[KEY])
     listener = mstls.listen("127.0.0.1", 0, config, transport="tcp")
@@ -241,10 +246,15 @@ def test_blocking_replayed_first_flight_gets_no_early_data() -> None:
             captured = bytes(relay.first_flights[0])
         finally:
             relay.close()
+        assert _wait(lambda: len(accepted) == 2)
+        if update:
+            listener.update_config(
+                server_config(max_early_data=MAX_EARLY, session_ticket_keys=[KEY])
+            )
         # The attacker replays the first flight on a new TCP connection.
         with socket.create_connection(listener.address, timeout=TIMEOUT) as attacker:
             attacker.sendall(captured)
-            time.sleep(0.3)
+            assert not _wait(lambda: len(accepted) > 2, seconds=1.0)
         # The server's strike register (owned by its configuration) refused it ...
         replay = QMuxConnection(config.qmux_config(), is_client=False, now=0.0)
         replay.receive_data(captured, 0.0)
