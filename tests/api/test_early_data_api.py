@@ -381,3 +381,23 @@ def test_trio_server_reads_early_data_before_the_handshake_ends() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_blocking_udp_has_no_0rtt_yet_and_early_streams_are_ordinary() -> None:
+    """QUIC 0-RTT packets are not built yet: over UDP the options change nothing."""
+    store = mstls.MemoryTicketStore()
+    with server(transport="udp", max_early_data=MAX_EARLY) as (listener, _):
+        port = listener.address[1]
+        config = client_config(ticket_store=store, early_data=True)
+        for _ in range(2):
+            with mstls.connect(
+                "127.0.0.1", port, config, transport="udp", timeout=TIMEOUT, lazy=True
+            ) as conn:
+                stream = conn.open_stream(early=True, timeout=TIMEOUT)
+                assert conn.sans_io.handshake_complete  # it waited for the handshake
+                stream.write(REQUEST, timeout=TIMEOUT)
+                stream.conclude()
+                assert stream.read_exactly(len(REQUEST), timeout=TIMEOUT) == REQUEST
+                assert conn.early_data_accepted is False
+            assert _wait(lambda: len(store) > 0)
+        assert conn.resumed
