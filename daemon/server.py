@@ -433,7 +433,13 @@ class Daemon:
 
     async def _serve_connection(self, conn: mstls.trio.Connection) -> None:
         label = f"c{next(self._labels)}"
-        peer = Peer(conn.peer_address, conn.transport, label, conn.peer_certificate)
+        peer = Peer(
+            conn.peer_address,
+            conn.transport,
+            label,
+            conn.peer_certificate,
+            current_address=lambda: conn.peer_address,  # follows a migration (RFC 9000 §9)
+        )
         state = ConnectionState(label, conn, peer)
         self.connections[label] = state
         self.metrics.connections.labels(conn.transport).inc()
@@ -459,17 +465,36 @@ class Daemon:
             del self.connections[label]
             self.metrics.connections_active.labels(conn.transport).dec()
             self.metrics.connections_closed.labels(reason).inc()
-            event(logging.INFO, "connection.closed", "connection closed", conn=label, reason=reason)
+            event(
+                logging.INFO,
+                "connection.closed",
+                "connection closed",
+                conn=label,
+                peer=_address(conn.peer_address),  # where it ended: the peer may have moved
+                reason=reason,
+            )
             with trio.CancelScope(shield=True):
                 await conn.aclose()
 
     async def _sample_stats(self, state: ConnectionState) -> None:
         """Every STATS_INTERVAL while the connection is open: RTT and loss growth to the
-        metrics (one cheap snapshot per connection per interval)."""
+        metrics (one cheap snapshot per connection per interval); a peer that moved
+        (NAT rebinding, migration, RFC 9000 §9) is logged as ``connection.migrated``."""
+        address = state.conn.peer_address
         while True:
             state.conn.ping()  # TCP: a QX_PING, so even a busy connection has an RTT
             await trio.sleep(STATS_INTERVAL)
             self.metrics.observe_connection(state.conn.stats(), state.reported)
+            if state.conn.peer_address != address:
+                event(
+                    logging.INFO,
+                    "connection.migrated",
+                    "peer address changed",
+                    conn=state.label,
+                    peer=_address(state.conn.peer_address),
+                    previous=_address(address),
+                )
+                address = state.conn.peer_address
 
     async def _accept_streams(self, state: ConnectionState, streams: trio.Nursery) -> str:
         """Accept streams until the connection ends; how it ended."""

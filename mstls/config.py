@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from .core.admission import DEFAULT_BURST, SourceRateLimiter, check_admission
+from .core.datagrams import DEFAULT_MAX_DATAGRAM_FRAME_SIZE
 from .core.stream_manager import check_stream_limits
 from .exceptions import ConfigurationError
 from .qmux.config import QMuxConfig
@@ -107,6 +108,11 @@ def _positive(name: str, value: float | None) -> None:
         raise ConfigurationError(f"{name}: must be positive, got {value!r}")
 
 
+def _datagram_settings(enabled: bool) -> dict[str, int]:
+    """``datagrams=True``: accept any DATAGRAM frame that fits (RFC 9221 §3)."""
+    return {"max_datagram_frame_size": DEFAULT_MAX_DATAGRAM_FRAME_SIZE} if enabled else {}
+
+
 def _checked_quic(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> QuicConfig:
     """A :class:`QuicConfig` with ``extra`` applied, checked as every connection made
     from it will check it, so a bad value fails :func:`~mstls.connect` or
@@ -174,6 +180,10 @@ class ClientConfig:
     ``handshake_timeout``
         Seconds the whole handshake may take before it fails (brief T1); also
         bounds the TCP connect of ``transport="tcp"``.
+    ``datagrams``
+        Enable unreliable datagrams (RFC 9221): advertise max_datagram_frame_size
+        so ``send_datagram`` / ``receive_datagram`` work when the server enables
+        them too.  Over TCP they travel reliably (draft-ietf-quic-qmux §8.1).
     ``fallback_delay``
         ``transport="auto"``: seconds to wait for a first QUIC packet before
         starting a QMux/TCP attempt beside the QUIC one (Happy Eyeballs).
@@ -200,8 +210,10 @@ class ClientConfig:
         ``min_ack_delay_us``, ``ack_eliciting_threshold``, ``ack_delay_exponent``),
         connection IDs (``active_connection_id_limit``, ``cid_length``,
         ``cid_generator``), PMTU (``max_udp_payload_size``, ``pmtu_discovery``,
-        ``pmtu_max``), ``max_crypto_buffer``, ``udp_offload``, ``qlog_dir``,
-        ``versions`` and ``initial_version``.  An unknown name or a bad value
+        ``pmtu_max``, ``pmtu_raise_interval``), ``ecn``, ``max_crypto_buffer``,
+        ``udp_offload``, ``qlog_dir``, ``versions``, ``initial_version``, and the
+        datagram queue bounds ``datagram_send_queue`` and ``datagram_receive_queue``.
+        An unknown name or a bad value
         raises :class:`~mstls.exceptions.ConfigurationError`.
     """
 
@@ -218,6 +230,7 @@ class ClientConfig:
     keylog_file: PathLike | None = None
     handshake_timeout: float = 10.0
     fallback_delay: float = 0.3
+    datagrams: bool = False
     ticket_store: TicketStore | None = None
     early_data: bool = False
     extra: dict[str, Any] = attrs.Factory(dict)
@@ -265,6 +278,7 @@ class ClientConfig:
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
+            **_datagram_settings(self.datagrams),
         )
 
     def qmux_config(self, host: str) -> QMuxConfig:
@@ -275,6 +289,7 @@ class ClientConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                **_datagram_settings(self.datagrams),
             )
         )
 
@@ -329,6 +344,9 @@ class ServerConfig:
         :mod:`mstls.core.admission`).
     ``handshake_burst_per_source``
         How many handshakes a source may start at once before that rate applies.
+    ``datagrams``
+        Enable unreliable datagrams (RFC 9221) for clients that enable them too
+        (see :class:`ClientConfig`).
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
@@ -353,6 +371,16 @@ class ServerConfig:
         That register (:class:`mstls.tls.anti_replay.StrikeRegister`): by default
         one per configuration object, so the listeners given the same object
         share it; pass one to share it between configurations.
+    ``disable_active_migration``
+        QUIC: tell clients not to migrate (the transport parameter, RFC 9000
+        §18.2) and drop their non-probing packets from new addresses instead of
+        following them (§9).  Default: clients may migrate, and a NAT rebinding
+        is followed after path validation.
+    ``preferred_address``
+        QUIC: an ``(address, port)`` sent to clients as preferred_address (RFC 9000
+        §9.6) with its own connection ID; clients validate it and move there after
+        the handshake.  Datagrams sent there must reach this listener (a
+        forwarder or NAT in front of it): a listener binds one socket.  ``None``: none.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -375,12 +403,15 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    datagrams: bool = False
     session_tickets: int = DEFAULT_SESSION_TICKETS
     session_ticket_keys: Sequence[bytes] | None = attrs.field(
         factory=_random_ticket_keys, repr=False, eq=False
     )
     ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
     max_early_data: int = 0
+    disable_active_migration: bool = False
+    preferred_address: tuple[str, int] | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
     strike_register: StrikeRegister = attrs.field(
         factory=_strike_register, repr=False, eq=False
@@ -471,6 +502,9 @@ class ServerConfig:
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
+            **_datagram_settings(self.datagrams),
+            disable_active_migration=self.disable_active_migration,
+            preferred_address=self.preferred_address,
         )
 
     def qmux_config(self) -> QMuxConfig:
@@ -481,5 +515,6 @@ class ServerConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                **_datagram_settings(self.datagrams),
             )
         )

@@ -114,6 +114,7 @@ from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_fr
 from ..wire.qmux import QxTransportParametersFrame, RecordReader, encode_record
 from ..wire.transport_params import TransportParameters
 from .config import QMuxConfig
+from .datagrams import DatagramMixin
 from .early import EarlySender
 from .ping import PingState
 from .receiving import ReceivingMixin
@@ -132,7 +133,7 @@ TRANSPORT_ERROR_EVENTS = {
 TRANSPORT_ERROR_KINDS = frozenset(TRANSPORT_ERROR_EVENTS)
 
 
-class QMuxConnection(ReceivingMixin):
+class QMuxConnection(ReceivingMixin, DatagramMixin):
     """One QMux connection over TLS 1.3; see the module documentation for the call order."""
 
     def __init__(self, config: QMuxConfig, *, is_client: bool, now: float) -> None:
@@ -161,6 +162,7 @@ class QMuxConnection(ReceivingMixin):
         self.stream_handlers = self.streams.frame_handlers()
         self.ping_state = PingState()
         self.early = EarlySender()
+        self._init_datagrams()
         self._reader = RecordReader(config.max_record_size)
         self._send_capacity = config.send_record_size
         #: The idle timeout in force (seconds, 0: none): min of both sides' (§7.1).
@@ -239,6 +241,7 @@ class QMuxConnection(ReceivingMixin):
             self.streams,
             bytes_sent=self.wire_bytes_sent,
             bytes_received=self.wire_bytes_received,
+            **self.datagrams.stats(),
         )
 
     # -- public API: lifecycle -------------------------------------------------------------
@@ -385,19 +388,26 @@ class QMuxConnection(ReceivingMixin):
         capacity = self._send_capacity
         ping = self.ping_state
         streams = self.streams
+        datagrams = self.datagrams
         send: Callable[[bytes | bytearray], object] = self.tls_connection.send
         if early_room:
             budget, capacity = early_room, self.early.record_capacity(early_room)
             send = self.tls_connection.send_early
             self.early.used = True
         while budget > 0:
-            if not ping.has_pending and not streams.has_data_to_send():
+            if (
+                not ping.has_pending
+                and not datagrams.has_data_to_send
+                and not streams.has_data_to_send()
+            ):
                 break
             answers = ping.response_pending
             sink = RecordSink(capacity)
             control = ping.pending_frames(now) if ping.has_pending else b""
             if control:
                 sink.add(control)
+            if datagrams.has_data_to_send and not early_room:  # not replay-safe: not early
+                datagrams.write_frames(sink, self.max_datagram_size)
             streams.write_frames(sink, now)
             record = sink.finish()
             if not record:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..codes import TransportErrorCode
+from ..core.datagrams import DatagramQueues
 from ..core.events import Event, HandshakeCompletedEvent
 from ..core.lifecycle import CloseInfo, Lifecycle, LifecycleEvent
 from ..core.stream_manager import StreamManager
@@ -45,6 +46,7 @@ from ..wire.qmux import (
 )
 from ..wire.transport_params import TransportParameters, validate_qmux_parameters
 from .config import QMuxConfig
+from .datagrams import DATAGRAM_HANDLERS
 from .early import EarlySender, remember_parameters
 from .ping import PingState
 
@@ -70,6 +72,7 @@ class ReceivingMixin:
     ping_state: PingState
     early: EarlySender
     is_client: bool
+    datagrams: DatagramQueues
     peer_params: TransportParameters | None
     handshake_complete: bool
     handshake_deadline: float | None
@@ -162,6 +165,7 @@ class ReceivingMixin:
         self.peer_params = params
         self.streams.set_peer_parameters(params)
         self._send_capacity = min(self.config.send_record_size, params.max_record_size)
+        self.datagrams.set_peer_limit(params.max_datagram_frame_size)  # RFC 9221 §3
         if params.max_idle_timeout:
             peer = params.max_idle_timeout / 1000
             self.idle_timeout = min(self.idle_timeout, peer) if self.idle_timeout else peer
@@ -241,4 +245,5 @@ FRAME_HANDLERS: dict[int, _Handler] = {
     QMuxFrameType.QX_TRANSPORT_PARAMETERS: ReceivingMixin._on_second_transport_parameters,
     QMuxFrameType.QX_PING_REQUEST: ReceivingMixin._on_ping,
     QMuxFrameType.QX_PING_RESPONSE: ReceivingMixin._on_ping,
+    **DATAGRAM_HANDLERS,
 }

@@ -48,7 +48,14 @@ TRIO_ONLY = {
 #: Members that wait: trio makes them coroutines, the blocking API gives them a ``timeout``
 #: (trio replaces it by cancel scopes, so ``timeout`` is left out of the comparison).
 WAITING = {
-    "Connection": {"wait_handshake", "open_stream", "accept_stream"},
+    "Connection": {
+        "wait_handshake",
+        "open_stream",
+        "accept_stream",
+        "send_datagram",  # waits for the handshake only, never for queue room
+        "receive_datagram",
+        "migrate",
+    },
     "Listener": {"accept"},
     "Stream": {"wait_acknowledged"},
 }

@@ -296,6 +296,11 @@ class _ServerProtocol(_ObservingProtocol):
         self._server.log.append((EVENT_HANDSHAKE, *self.handshake_info(event)))
         self._server.resumed.append(event.session_resumed)
 
+    def _on_datagram(self, event: events.DatagramFrameReceived) -> None:
+        """RFC 9221: echo every datagram (servers started with ``datagrams=True``)."""
+        self._quic.send_datagram_frame(event.data)
+        self.transmit()
+
     def _apply(self, action: Action) -> None:
         quic = self._quic
         match action:
@@ -320,6 +325,7 @@ _SERVER_HANDLERS: dict[type[events.QuicEvent], Callable[[_ServerProtocol, Any], 
     events.StopSendingReceived: _ServerProtocol._on_stop_sending,
     events.ConnectionTerminated: _ServerProtocol._on_terminated,
     events.HandshakeCompleted: _ServerProtocol._on_handshake,
+    events.DatagramFrameReceived: _ServerProtocol._on_datagram,
 }
 
 
@@ -345,6 +351,7 @@ class AioquicServer:
         max_data: int | None = None,
         max_stream_data: int | None = None,
         versions: Iterable[int] | None = None,
+        datagrams: bool = False,
         session_tickets: bool = False,
     ) -> None:
         self.log = EventLog()
@@ -367,6 +374,8 @@ class AioquicServer:
             versions=versions,
         )
         self._config.load_cert_chain(certfile, keyfile)
+        if datagrams:  # RFC 9221 §3: any DATAGRAM frame that fits a packet
+            self._config.max_datagram_frame_size = 65535
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: QuicServer | None = None
