@@ -106,6 +106,7 @@ class ReceivingMixin(ConnectionState):
         addr: Any,
         now: float,
         ecn: int = 0,
+        *,
         local: Any = None,
     ) -> None:
         """Process one UDP datagram from the peer at ``addr`` (untrusted input).

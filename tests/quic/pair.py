@@ -146,7 +146,7 @@ class Pair:
                 self.endpoint.receive_datagram(data, address, self.now)
             else:
                 local = next((k for k, v in self.client_locals.items() if v == address), None)
-                self.client.receive_datagram(data, SERVER_ADDR, self.now, local)
+                self.client.receive_datagram(data, SERVER_ADDR, self.now, local=local)
         if self.client.get_timer() is not None and self.client.get_timer() <= self.now:  # type: ignore[operator]
             self.client.handle_timer(self.now)
         timer = self.endpoint.get_timer()

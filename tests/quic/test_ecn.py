@@ -52,8 +52,8 @@ def _pair(
     pair.endpoint.ecn_marking = True
     deliver_client = pair.client.receive_datagram
     deliver_server = pair.endpoint.receive_datagram
-    pair.client.receive_datagram = lambda d, a, now, ecn=0: deliver_client(  # type: ignore[method-assign]
-        d, a, now, getattr(d, "ecn", 0)
+    pair.client.receive_datagram = lambda d, a, now, ecn=0, local=None: deliver_client(  # type: ignore[method-assign]
+        d, a, now, getattr(d, "ecn", 0), local=local
     )
     pair.endpoint.receive_datagram = lambda d, a, now, ecn=0: deliver_server(  # type: ignore[method-assign]
         d, a, now, getattr(d, "ecn", 0)
