@@ -68,24 +68,28 @@ def test_asyncio_migrate_mid_transfer(local: str | None, loop: str) -> None:
 
 def test_asyncio_migrate_is_refused_when_the_server_disables_it() -> None:
     async def main() -> None:
-        async with echo_server("udp", disable_active_migration=True) as listener:
-            async with await connect(listener.address[1], "udp") as conn:
-                with pytest.raises(mstls.MigrationRefused, match="disable_active_migration"):
-                    await conn.migrate()
-                stream = await conn.open_stream()
-                stream.write(b"still fine")
-                stream.write_eof()
-                assert await stream.read() == b"still fine"
+        async with (
+            echo_server("udp", disable_active_migration=True) as listener,
+            await connect(listener.address[1], "udp") as conn,
+        ):
+            with pytest.raises(mstls.MigrationRefused, match="disable_active_migration"):
+                await conn.migrate()
+            stream = await conn.open_stream()
+            stream.write(b"still fine")
+            stream.write_eof()
+            assert await stream.read() == b"still fine"
 
     run(main)
 
 
 def test_asyncio_migrate_over_tcp_is_refused() -> None:
     async def main() -> None:
-        async with echo_server("tcp") as listener:
-            async with await connect(listener.address[1], "tcp") as conn:
-                with pytest.raises(mstls.MigrationRefused, match="TCP"):
-                    await conn.migrate()
+        async with (
+            echo_server("tcp") as listener,
+            await connect(listener.address[1], "tcp") as conn,
+        ):
+            with pytest.raises(mstls.MigrationRefused, match="TCP"):
+                await conn.migrate()
 
     run(main)
 
