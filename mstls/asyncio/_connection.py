@@ -85,8 +85,10 @@ class Connection:
 
     @property
     def peer_address(self) -> Any:
-        """The peer's ``(host, port)``: UDP, the path at connection time; TCP, the socket's peer."""
-        return self._core.peer_address
+        """The peer's ``(host, port)``: UDP, the current path (it follows the peer's
+        migration, RFC 9000 §9); TCP, the socket's peer."""
+        address = getattr(self._core.conn, "peer_address", None)
+        return address if address is not None else self._core.peer_address
 
     @property
     def sans_io(self) -> Any:

@@ -194,7 +194,7 @@ class UdpClientDriver(_UdpDriver):
             sock.close()
             raise MigrationRefused("the connection's I/O has stopped")
         caps = detect_capabilities(sock, offload=False)
-        ecn = [] if self.conn.config.ecn and enable_ecn(sock, caps) else None
+        ecn: list[int] | None = [] if self.conn.config.ecn and enable_ecn(sock, caps) else None
         if self._marks:
             set_ecn_codepoint(sock, caps, ECT0)
         self.path_sockets[sock] = (caps, ecn)
