@@ -75,6 +75,10 @@ class _UdpDriver(Driver):
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         raise NotImplementedError
 
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
+        raise NotImplementedError
+
     # Callbacks ------------------------------------------------------------------------------
     def start(self) -> None:
         self.loop.add_reader(self.sock.fileno(), self.guarded, self._on_readable)
@@ -123,10 +127,13 @@ class _UdpDriver(Driver):
             while end < count and out[end][1] == addr:
                 end += 1
             group = [d for d, _ in out[index:end]]
+            too_big: list[Any] = []
             try:
-                sent = send_datagrams(self.sock, group, addr, self.caps)
+                sent = send_datagrams(self.sock, group, addr, self.caps, too_big)
             except OSError:
                 sent = len(group)  # unsendable (bad address): lost like any datagram
+            for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
+                self.too_big(data, addr, self.loop.time())
             index += sent
             if index < end:
                 self._backlog.extend(out[index:])
@@ -186,6 +193,9 @@ class UdpClientDriver(_UdpDriver):
         if self._marks:
             set_ecn_codepoint(self.sock, self.caps, conn.send_codepoint)
         return out
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.conn.on_datagram_too_big(len(data), now)
 
     # Migration (RFC 9000 §9, :mod:`._paths`) -------------------------------------------
     def add_path_socket(self, sock: socket.socket) -> None:
@@ -323,6 +333,9 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.endpoint.datagram_too_big(data, addr, now)
 
     def timer(self) -> float | None:
         return self.endpoint.get_timer()
