@@ -12,6 +12,7 @@ import pytest
 
 import mstls
 import mstls.asyncio
+from mstls import errors
 from tests.api.helpers import client_config, server_config
 
 from .support import LOOPS, TIMEOUT, TRANSPORTS, run
@@ -76,8 +77,11 @@ def test_datagram_echo_and_errors(transport: str, loop: str) -> None:
             assert answer == b"echo:hi"
             size = conn.max_datagram_size
             assert size > 1100 if transport == "udp" else size == 16379
+            errors.clear_error()
             with pytest.raises(mstls.DatagramTooLarge, match=f"maximum of {size} bytes"):
                 await conn.send_datagram(bytes(size + 1))
+            assert len(errors.errors()) == 1  # recorded in this task's queue (E3)
+            errors.clear_error()
             assert conn.stats().datagrams_received >= 1
 
     run(main, loop)
@@ -132,8 +136,13 @@ def test_waiting_receivers_see_the_connection_failure(transport: str) -> None:
             await connect(listener) as conn,
         ):
             await conn.wait_handshake()
+            for _ in range(1000):  # bounded: until the peer's close arrived
+                if conn.sans_io.is_terminated or conn.max_datagram_size == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert conn.max_datagram_size == 0  # dead, and still...
             first = await asyncio.wait_for(conn.receive_datagram(), TIMEOUT)
-            assert first == b"before the close"  # read before the failure is raised
+            assert first == b"before the close"  # ...the earlier datagram comes first (E6)
 
             async def receiver() -> BaseException:
                 try:
@@ -164,8 +173,10 @@ def test_full_send_queue_raises_instead_of_waiting(transport: str) -> None:
             sans_io = conn.sans_io
             sans_io.datagrams.send_limit = 1
             sans_io.send_datagram_frame(b"a")  # no await between: nothing drains it
+            errors.clear_error()
             with pytest.raises(mstls.DatagramQueueFull) as info:
                 await conn.send_datagram(b"b")
             assert isinstance(info.value, mstls.WantWrite)
+            assert errors.errors() == []  # a would-block leaves no entry (E4)
 
     run(main)
