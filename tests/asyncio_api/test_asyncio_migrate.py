@@ -52,6 +52,9 @@ def test_asyncio_migrate_mid_transfer(local: str | None, loop: str) -> None:
                         if not migrated and len(out) >= SIZE // 4:
                             await conn.migrate(local)
                             migrated = True
+                    # The end of the echo came in through the new socket, tagged as its
+                    # path (answers go back where a datagram arrived, RFC 9000 §8.2.2).
+                    assert conn.sans_io.arrival_path.local is conn.sans_io.path.local
                     await task
                     assert conn.sans_io.path.local is not None
                     assert conn.sans_io.migrations == 1
