@@ -238,6 +238,7 @@ class Daemon:
         if limits.handshake_burst is not None:
             server.handshake_burst_per_source = limits.handshake_burst
         server.max_tcp_handshakes = limits.max_tcp_handshakes
+        server.max_connections = limits.max_quic_connections
         return server
 
     def _socket_hook(self, spec: ListenerSpec) -> Any:

@@ -18,11 +18,16 @@ from .core.stream_manager import check_stream_limits
 from .exceptions import ConfigurationError
 from .qmux.config import QMuxConfig
 from .quic.config import QuicConfig
-from .quic.endpoint import RetryTokens, ServerEndpoint
+from .quic.endpoint import DEFAULT_MAX_CONNECTIONS, RetryTokens, ServerEndpoint
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import TLSConfig
 
-__all__ = ["DEFAULT_MAX_TCP_HANDSHAKES", "ClientConfig", "ServerConfig"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_TCP_HANDSHAKES",
+    "ClientConfig",
+    "ServerConfig",
+]
 
 #: TLS handshakes a TCP listener runs at once by default (:attr:`ServerConfig.max_tcp_handshakes`).
 DEFAULT_MAX_TCP_HANDSHAKES = 128
@@ -246,6 +251,11 @@ class ServerConfig:
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
+    ``max_connections``
+        UDP: the QUIC connections one listener holds state for at most, handshakes
+        in progress and closing connections included (default
+        :data:`DEFAULT_MAX_CONNECTIONS`); a new Initial beyond it is dropped
+        before any state is made, so the client retries later.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -268,6 +278,7 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -303,14 +314,15 @@ class ServerConfig:
         return RetryTokens(self.retry_token_key)
 
     def check_admission(self) -> None:
-        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold or
-        handshake cap."""
+        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold,
+        handshake cap or connection cap."""
         check_admission(
             self.handshake_rate_per_source, self.handshake_burst_per_source, self.retry_threshold
         )
-        cap = self.max_tcp_handshakes
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise ConfigurationError(f"max_tcp_handshakes: must be a positive integer, got {cap!r}")
+        for name in ("max_tcp_handshakes", "max_connections"):
+            cap = getattr(self, name)
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ConfigurationError(f"{name}: must be a positive integer, got {cap!r}")
 
     def source_rate_limiter(self) -> SourceRateLimiter | None:
         """A fresh per-source handshake limiter, or None without a rate."""
@@ -321,8 +333,10 @@ class ServerConfig:
         return SourceRateLimiter(rate, self.handshake_burst_per_source)
 
     def configure_endpoint(self, endpoint: ServerEndpoint) -> None:
-        """Carry the Retry and rate settings to a running endpoint (its buckets are kept)."""
+        """Carry the Retry, rate and connection-cap settings to a running endpoint (its
+        buckets are kept; connections beyond a lowered cap run on)."""
         self.check_admission()
+        endpoint.max_connections = self.max_connections
         endpoint.configure_admission(
             retry=self.retry,
             retry_threshold=self.retry_threshold,
@@ -338,6 +352,7 @@ class ServerConfig:
             retry_tokens=self.retry_tokens(),
             retry_threshold=self.retry_threshold,
             rate_limiter=self.source_rate_limiter(),
+            max_connections=self.max_connections,
         )
 
     def quic_config(self) -> QuicConfig:
