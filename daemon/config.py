@@ -34,6 +34,7 @@ import attrs
 
 from mstls.config import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TCP_HANDSHAKES
 from mstls.fleet import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH
+from mstls.qmux.config import DEFAULT_CLIENT_HELLO_TIMEOUT
 
 from .identity import AllowList, RuleError
 from .preamble import MAX_SERVICE_NAME, encode_preamble
@@ -166,6 +167,8 @@ class Limits:
     handshake_burst: int | None = None
     #: TLS handshakes a TCP listener runs at once; more wait in the kernel's accept queue.
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    #: TCP: seconds a new connection may take to send its whole ClientHello.
+    client_hello_timeout: float = DEFAULT_CLIENT_HELLO_TIMEOUT
     #: QUIC connections one UDP listener holds state for, handshakes and closing ones
     #: included; new Initials beyond it are dropped.  At least ``max_connections``.
     max_quic_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -431,6 +434,7 @@ _LIMIT_KEYS: dict[str, Checker] = {
     "handshake_burst": _positive_int,
     "max_tcp_handshakes": _positive_int,
     "max_quic_connections": _positive_int,
+    "client_hello_timeout": _positive_float,
 }
 _LOGGING_KEYS: dict[str, Checker] = {
     "format": _choice(*LOG_FORMATS),

@@ -239,6 +239,7 @@ class Daemon:
             server.handshake_burst_per_source = limits.handshake_burst
         server.max_tcp_handshakes = limits.max_tcp_handshakes
         server.max_connections = limits.max_quic_connections
+        server.client_hello_timeout = limits.client_hello_timeout
         return server
 
     def _socket_hook(self, spec: ListenerSpec) -> Any:

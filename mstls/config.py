@@ -16,7 +16,7 @@ import attrs
 from .core.admission import DEFAULT_BURST, SourceRateLimiter, check_admission
 from .core.stream_manager import check_stream_limits
 from .exceptions import ConfigurationError
-from .qmux.config import QMuxConfig
+from .qmux.config import DEFAULT_CLIENT_HELLO_TIMEOUT, QMuxConfig
 from .quic.config import QuicConfig
 from .quic.endpoint import DEFAULT_MAX_CONNECTIONS, RetryTokens, ServerEndpoint
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
@@ -251,6 +251,10 @@ class ServerConfig:
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
+    ``client_hello_timeout``
+        TCP: seconds a new connection may take to deliver its whole ClientHello
+        before it fails (a slow sender cannot hold a handshake slot for the whole
+        ``handshake_timeout``); then ``handshake_timeout`` applies.
     ``max_connections``
         UDP: the QUIC connections one listener holds state for at most, handshakes
         in progress and closing connections included (default
@@ -279,6 +283,7 @@ class ServerConfig:
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    client_hello_timeout: float = DEFAULT_CLIENT_HELLO_TIMEOUT
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self) -> TLSConfig:
@@ -365,6 +370,12 @@ class ServerConfig:
             keepalive_interval=self.keepalive,
         )
 
+    def _client_hello_timeout(self) -> float:
+        value = self.client_hello_timeout
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigurationError(f"client_hello_timeout: must be positive, got {value!r}")
+        return float(value)
+
     def qmux_config(self) -> QMuxConfig:
         """The checked QMux settings (raises :class:`ConfigurationError`)."""
         return _checked_qmux(
@@ -373,5 +384,6 @@ class ServerConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                client_hello_timeout=self._client_hello_timeout(),
             )
         )

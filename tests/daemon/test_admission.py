@@ -73,6 +73,7 @@ def test_rate_keys(tmp_path: Path) -> None:
         ("retry = 1", "limits.retry", "true or false"),
         ('retry = "never"\nretry_threshold = 5', "limits.retry_threshold", "only used with"),
         ("max_quic_connections = 0", "limits.max_quic_connections", "positive"),
+        ("client_hello_timeout = 0", "limits.client_hello_timeout", "positive"),
         (
             "max_connections = 20\nmax_quic_connections = 19",
             "limits.max_quic_connections",
@@ -101,7 +102,7 @@ def test_config_errors_name_key_and_problem(
 def test_server_config_carries_the_limits(tmp_path: Path) -> None:
     text = (
         'retry = "under_load"\nretry_threshold = 9\nhandshake_rate = 3.5\nhandshake_burst = 4\n'
-        "max_tcp_handshakes = 7\nmax_quic_connections = 12345"
+        "max_tcp_handshakes = 7\nmax_quic_connections = 12345\nclient_hello_timeout = 1.5"
     )
     config = config_from(BASE + "[limits]\n" + text, tmp_path)
     server = Daemon(config, state_dir=tmp_path / "state").server_config
@@ -111,6 +112,7 @@ def test_server_config_carries_the_limits(tmp_path: Path) -> None:
     assert server.max_tcp_handshakes == 7
     assert server.max_connections == 12345
     assert server.server_endpoint().max_connections == 12345
+    assert server.qmux_config().client_hello_timeout == 1.5
     plain = Daemon(config_from(BASE, tmp_path), state_dir=tmp_path / "state").server_config
     assert plain.handshake_rate_per_source is None
     assert plain.retry is False and plain.retry_threshold == DEFAULT_RETRY_THRESHOLD
