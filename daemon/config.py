@@ -500,7 +500,7 @@ def _limits(value: Any, ctx: _Context) -> Limits:
         raise ctx.error("limits.handshake_burst", "needs limits.handshake_rate")
     if mode == "under_load" and threshold is None:
         threshold = DEFAULT_RETRY_THRESHOLD
-    accepted = fields.get("max_connections", attrs.fields(Limits).max_connections.default)
+    accepted = int(fields.get("max_connections", attrs.fields(Limits).max_connections.default))
     quic = fields.get("max_quic_connections")
     if quic is None:
         fields["max_quic_connections"] = max(DEFAULT_MAX_CONNECTIONS, accepted)
