@@ -81,6 +81,8 @@ MAX_FLEET_NONCE_LENGTH = MAX_CID_LENGTH - 1 - FLEET_SERVER_ID_LENGTH
 RETRY_MODES = ("always", "under_load", "never")
 #: ``retry = "under_load"`` without ``retry_threshold``: handshakes in progress.
 DEFAULT_RETRY_THRESHOLD = 100
+#: ``limits.max_connections``: connections the daemon serves at once.
+DEFAULT_ACCEPTED_CONNECTIONS = 1000
 #: ``limits.retry`` when the file does not say (issue 11: a flood of Initials must not
 #: lock real clients out, so addresses are validated once handshakes pile up).
 DEFAULT_RETRY_MODE = "under_load"
@@ -145,7 +147,7 @@ class ServiceSpec:
 class Limits:
     """Resource limits and timers (seconds)."""
 
-    max_connections: int = 1000
+    max_connections: int = DEFAULT_ACCEPTED_CONNECTIONS
     max_streams_per_connection: int = 100
     handshake_timeout: float = 10.0
     idle_timeout: float = 30.0
@@ -500,7 +502,7 @@ def _limits(value: Any, ctx: _Context) -> Limits:
         raise ctx.error("limits.handshake_burst", "needs limits.handshake_rate")
     if mode == "under_load" and threshold is None:
         threshold = DEFAULT_RETRY_THRESHOLD
-    accepted = int(fields.get("max_connections", attrs.fields(Limits).max_connections.default))
+    accepted: int = fields.get("max_connections", DEFAULT_ACCEPTED_CONNECTIONS)
     quic = fields.get("max_quic_connections")
     if quic is None:
         fields["max_quic_connections"] = max(DEFAULT_MAX_CONNECTIONS, accepted)
