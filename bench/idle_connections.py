@@ -89,6 +89,8 @@ class _GcTimer:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.full = 0
+        #: The longest single collection (s) since the last report.
+        self.longest = 0.0
         self._start = 0.0
         gc.callbacks.append(self._on_gc)
 
@@ -96,7 +98,9 @@ class _GcTimer:
         if phase == "start":
             self._start = time.perf_counter()
         else:
-            self.seconds += time.perf_counter() - self._start
+            took = time.perf_counter() - self._start
+            self.seconds += took
+            self.longest = max(self.longest, took)
             self.full += info["generation"] == 2
 
 
@@ -132,6 +136,9 @@ def _server_main(
                 request = await trio.to_thread.run_sync(pipe.recv)
                 if request == "cpu":
                     pipe.send(("cpu", (time.process_time(), gc_time.seconds, gc_time.full)))
+                elif request == "gc_pause":
+                    pipe.send(("gc_pause", gc_time.longest))
+                    gc_time.longest = 0.0
                 else:
                     nursery.cancel_scope.cancel()
                     return
@@ -173,6 +180,13 @@ class Server:
     def cpu(self) -> float:
         """The server's process time (s)."""
         return self.counters()[0]
+
+    def longest_gc_pause(self) -> float:
+        """The longest single collection (s) since the last call."""
+        self._pipe.send("gc_pause")
+        kind, value = self._receive(10.0)
+        assert kind == "gc_pause"
+        return float(value)
 
     def counters(self) -> tuple[float, float, int]:
         """(process time, time in the cyclic GC, full collections) of the server."""
@@ -353,7 +367,11 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 clients.run_until(
                     lambda c=echo_conn: c.is_established, options.timeout, "echo open"
                 )
+                server.longest_gc_pause()
+                _, _, full_before = server.counters()
                 latencies = _echo_latencies(clients, echo_conn, options.echoes, options.timeout)
+                _, _, full_after = server.counters()
+                echo_gc_pause = server.longest_gc_pause()
                 # CPU per new connection at this level.
                 cpu0, gc0, full0 = server.counters()
                 batch = clients.open(options.probe)
@@ -367,6 +385,8 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                     "idle_gc_pct_of_cpu": round(100 * idle_gc, 1),
                     "probe_gc_pct_of_cpu": round(100 * (gc1 - gc0) / max(cpu1 - cpu0, 1e-9), 1),
                     "probe_full_collections": full1 - full0,
+                    "echo_full_collections": full_after - full_before,
+                    "echo_longest_gc_ms": round(1000 * echo_gc_pause, 1),
                     "echo_p50_ms": round(1000 * statistics.median(latencies), 2),
                     "echo_p99_ms": round(1000 * _percentile(latencies, 0.99), 2),
                     "cpu_ms_per_conn": round(1000 * per_conn, 2),
@@ -392,7 +412,8 @@ def _format(row: dict[str, Any]) -> str:
         f"  cpu/new conn={row['cpu_ms_per_conn']:>6.2f} ms"
         f"  gc: idle {row['idle_gc_pct_of_cpu']:>4.1f} %,"
         f" probe {row['probe_gc_pct_of_cpu']:>4.1f} % of cpu"
-        f" ({row['probe_full_collections']} full)"
+        f" ({row['probe_full_collections']} full); during the echoes"
+        f" {row['echo_full_collections']} full, longest {row['echo_longest_gc_ms']} ms"
     )
 
 
