@@ -32,9 +32,12 @@ from typing import Any
 
 import attrs
 
-from mstls.config import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_TCP_HANDSHAKES
+from mstls.config import (
+    DEFAULT_CLIENT_HELLO_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_TCP_HANDSHAKES,
+)
 from mstls.fleet import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH
-from mstls.qmux.config import DEFAULT_CLIENT_HELLO_TIMEOUT
 
 from .identity import AllowList, RuleError
 from .preamble import MAX_SERVICE_NAME, encode_preamble

@@ -23,6 +23,7 @@ from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server
 from .tls.config import TLSConfig
 
 __all__ = [
+    "DEFAULT_CLIENT_HELLO_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_TCP_HANDSHAKES",
     "ClientConfig",
