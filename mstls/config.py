@@ -258,8 +258,8 @@ class ServerConfig:
         ``handshake_timeout``); then ``handshake_timeout`` applies.
     ``max_connections``
         UDP: the QUIC connections one listener holds state for at most, handshakes
-        in progress and closing connections included (default
-        :data:`DEFAULT_MAX_CONNECTIONS`); a new Initial beyond it is dropped
+        in progress and closing connections included (default 10,000,
+        ``mstls.config.DEFAULT_MAX_CONNECTIONS``); a new Initial beyond it is dropped
         before any state is made, so the client retries later.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
