@@ -320,6 +320,17 @@ class QMuxConnection(ReceivingMixin):
             self._shutdown_ready = True
         return out
 
+    @property
+    def awaiting_client_hello(self) -> bool:
+        """Server: the ClientHello is not complete yet (its deadline applies)."""
+        return self._awaiting_hello
+
+    def expire_client_hello(self, now: float) -> None:
+        """Server, all handshake slots taken: if the ClientHello is still incomplete,
+        its deadline is ``now`` (the next :meth:`handle_timer` fails the connection)."""
+        if self._awaiting_hello:
+            self.handshake_deadline = now
+
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called."""
         return QMUX_TIMERS.next_deadline(self)

@@ -96,3 +96,42 @@ async def test_slowloris_does_not_lock_out_a_normal_client() -> None:
                 assert len(dropped) >= DEFAULT_MAX_TCP_HANDSHAKES, len(dropped)
                 flood.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
+
+
+#: Slots of the eviction test, and its ClientHello deadline: far beyond the client's
+#: budget, so only eviction can let the newcomer in.
+SLOTS = 4
+LONG_HELLO = 60.0
+
+
+async def test_a_newcomer_evicts_the_oldest_slow_sender_when_all_slots_are_taken() -> None:
+    hello = _client_hello()
+    dropped: list[int] = []
+    config = server_config()
+    config.max_tcp_handshakes = SLOTS
+    config.client_hello_timeout = LONG_HELLO
+    config.handshake_timeout = 2 * LONG_HELLO
+    async with trio.open_nursery() as nursery:
+        listener = await nursery.start(
+            functools.partial(mstls.trio.serve, "127.0.0.1", 0, config, _serve, transport="tcp")
+        )
+        port = listener.address[1]
+        async with trio.open_nursery() as flood:
+            for _ in range(SLOTS):
+                flood.start_soon(_trickle, port, hello, dropped)
+            await trio.sleep(1.0)  # every slot is held by a slow sender
+            with trio.fail_after(CLIENT_BUDGET):
+                conn = await mstls.trio.connect(
+                    "127.0.0.1", port, client_config(), transport="tcp", timeout=CLIENT_BUDGET
+                )
+                async with conn:
+                    stream = await conn.open_stream()
+                    await stream.send_all(b"let in", end=True)
+                    assert await stream.receive_some() == b"let in"
+            with trio.fail_after(CLIENT_BUDGET):
+                while not dropped:  # the evicted sender sees its connection closed
+                    await trio.sleep(0.1)
+            await trio.sleep(DROP_WAIT)
+            assert len(dropped) == 1  # only as many as needed
+            flood.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
