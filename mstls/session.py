@@ -49,6 +49,7 @@ import attrs
 from . import _errors as errors
 from .core.events import (
     ConnectionTerminatedEvent,
+    DatagramsAvailable,
     HandshakeCompletedEvent,
     StopSendingReceived,
     StreamAcknowledged,
@@ -60,6 +61,8 @@ from .core.events import (
 )
 from .core.stream_states import RecvState
 from .exceptions import (
+    DatagramError,
+    DatagramQueueFull,
     Error,
     StreamLimitReached,
     StreamResetError,
@@ -82,9 +85,13 @@ class Wakeups:
     accept: bool = False
     open: bool = False
     connection: bool = False
+    #: Received datagrams wait (RFC 9221).
+    datagram: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.streams or self.accept or self.open or self.connection)
+        return bool(
+            self.streams or self.accept or self.open or self.connection or self.datagram
+        )
 
 
 class Session:
@@ -134,6 +141,8 @@ class Session:
                 wake.streams.add(event.stream_id)
             elif isinstance(event, StreamsAvailable):
                 wake.open = True
+            elif isinstance(event, DatagramsAvailable):
+                wake.datagram = True
             elif isinstance(event, HandshakeCompletedEvent):
                 self.handshake_done = True
                 self.handshake_info = event
@@ -211,6 +220,34 @@ class Session:
     def check(self, op: str) -> None:
         """Raise the connection's failure (copied into the caller's queue) if it failed."""
         self.channel.raise_if_failed(op)
+
+    # -- datagrams (RFC 9221) ----------------------------------------------------------------
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest datagram payload that may be sent now (0: none may)."""
+        if self.failed or self.conn.is_terminated:
+            return 0
+        return int(self.conn.max_datagram_size)
+
+    def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue one datagram.  A full queue raises :class:`DatagramQueueFull` bare
+        (a would-block, E4); the other refusals are recorded in the caller's queue."""
+        self.check("send_datagram")
+        try:
+            self.conn.send_datagram_frame(data)
+        except DatagramQueueFull:
+            raise
+        except DatagramError as exc:
+            raise errors.recorded(exc, lib=self.channel.lib) from None
+
+    def receive_datagram(self) -> bytes | None:
+        """The next received datagram, or ``None``; those that arrived before the
+        connection failed are returned first (as reads return delivered data, E6),
+        then its failure is raised."""
+        data: bytes | None = self.conn.receive_datagram_frame()
+        if data is None:
+            self.check("receive_datagram")
+        return data
 
     # -- streams -----------------------------------------------------------------------------
     def open_stream(self, bidirectional: bool) -> int | None:

@@ -39,6 +39,7 @@ from ..quic.connection import QuicConnection
 from ..session import Session
 from ..stats import ConnectionStats
 from .handlers import HandshakeFailures, UdpClientHandler, UdpListenerHandler, Waiters
+from .paths import migrate as migrate_client
 
 __all__ = ["Connection", "Listener", "Stream", "connect_udp", "listen_udp"]
 
@@ -325,6 +326,14 @@ class Connection:
         return info.alpn_protocol if info else None
 
     @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed a session from a ticket (RFC 8446 §2.2):
+        no certificates were exchanged; :attr:`peer_certificate` is the identity
+        verified when the ticket was issued.  ``False`` before the handshake."""
+        info = self._core.session.handshake_info
+        return info.resumed if info else False
+
+    @property
     def peer_certificate(self) -> Any:
         """The verified peer identity (chain, subject, names), or ``None``."""
         info = self._core.session.handshake_info
@@ -386,6 +395,57 @@ class Connection:
             core.waiters.accept, core.session.accept, timeout, errors.WantRead, "accept_stream"
         )
         return Stream(core, sid)
+
+    # -- datagrams (RFC 9221; reliable over TCP, draft-ietf-quic-qmux §8.1) --------
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest payload :meth:`send_datagram` accepts now, from the peer's
+        limit, the path MTU (UDP) or record size (TCP) and the framing; 0 before the
+        handshake, when either side did not enable ``datagrams``, or once failed."""
+        with self._core.lock:
+            return self._core.session.max_datagram_size
+
+    def send_datagram(
+        self, data: bytes | bytearray | memoryview, timeout: float | None = None
+    ) -> None:
+        """Send one datagram: unreliable over UDP, delivered in order over TCP.
+
+        Waits only for the handshake (``timeout``), never for room: a full send
+        queue raises :class:`~mstls.exceptions.DatagramQueueFull` (a ``WantWrite``),
+        a payload above :attr:`max_datagram_size`
+        :class:`~mstls.exceptions.DatagramTooLarge` (a ``ValueError`` naming the
+        maximum), a peer without datagram support
+        :class:`~mstls.exceptions.DatagramsUnsupported`.
+        """
+        core = self._core
+        core.ensure_handshake(timeout)
+        with core.lock:
+            core.session.send_datagram(data)
+            core.after_change()
+
+    def receive_datagram(self, timeout: float | None = None) -> bytes:
+        """The next datagram received, waiting up to ``timeout``; raises the
+        connection's failure once it ended and every earlier datagram was read."""
+        core = self._core
+        core.ensure_handshake(timeout)
+        return core.wait_until(
+            core.waiters.datagram,
+            core.session.receive_datagram,
+            timeout,
+            errors.WantRead,
+            "receive_datagram",
+        )
+
+    def migrate(self, local_address: str | None = None, timeout: float | None = None) -> None:
+        """Move this QUIC client connection to a new UDP socket (a new port, on
+        ``local_address`` if given, e.g. ``"127.0.0.2"``) with a new connection ID,
+        once PATH_CHALLENGE/PATH_RESPONSE validated the path (RFC 9000 §9.2).
+
+        Raises :class:`~mstls.exceptions.MigrationRefused` on TCP, on a server
+        connection, when the peer sent disable_active_migration or has no spare
+        connection ID, and when validation fails."""
+        self._core.ensure_handshake(timeout)
+        migrate_client(self._core, local_address, timeout)
 
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close with an application ``code`` and ``reason`` (RFC 9000 §10.2)."""

@@ -114,6 +114,7 @@ from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_fr
 from ..wire.qmux import QxTransportParametersFrame, RecordReader, encode_record
 from ..wire.transport_params import TransportParameters
 from .config import QMuxConfig
+from .datagrams import DatagramMixin
 from .ping import PingState
 from .receiving import ReceivingMixin
 from .records import RecordSink
@@ -131,7 +132,7 @@ TRANSPORT_ERROR_EVENTS = {
 TRANSPORT_ERROR_KINDS = frozenset(TRANSPORT_ERROR_EVENTS)
 
 
-class QMuxConnection(ReceivingMixin):
+class QMuxConnection(ReceivingMixin, DatagramMixin):
     """One QMux connection over TLS 1.3; see the module documentation for the call order."""
 
     def __init__(self, config: QMuxConfig, *, is_client: bool, now: float) -> None:
@@ -159,6 +160,7 @@ class QMuxConnection(ReceivingMixin):
         )
         self.stream_handlers = self.streams.frame_handlers()
         self.ping_state = PingState()
+        self._init_datagrams()
         self._reader = RecordReader(config.max_record_size)
         self._send_capacity = config.send_record_size
         #: The idle timeout in force (seconds, 0: none): min of both sides' (§7.1).
@@ -226,6 +228,7 @@ class QMuxConnection(ReceivingMixin):
             self.streams,
             bytes_sent=self.wire_bytes_sent,
             bytes_received=self.wire_bytes_received,
+            **self.datagrams.stats(),
         )
 
     # -- public API: lifecycle -------------------------------------------------------------
@@ -380,15 +383,22 @@ class QMuxConnection(ReceivingMixin):
         capacity = self._send_capacity
         ping = self.ping_state
         streams = self.streams
+        datagrams = self.datagrams
         send = self.tls_connection.send
         while budget > 0:
-            if not ping.has_pending and not streams.has_data_to_send():
+            if (
+                not ping.has_pending
+                and not datagrams.has_data_to_send
+                and not streams.has_data_to_send()
+            ):
                 break
             answers = ping.response_pending
             sink = RecordSink(capacity)
             control = ping.pending_frames(now) if ping.has_pending else b""
             if control:
                 sink.add(control)
+            if datagrams.has_data_to_send:
+                datagrams.write_frames(sink, self.max_datagram_size)
             streams.write_frames(sink, now)
             record = sink.finish()
             if not record:
