@@ -17,9 +17,9 @@ from .core.admission import DEFAULT_BURST, SourceRateLimiter, check_admission
 from .core.datagrams import DEFAULT_MAX_DATAGRAM_FRAME_SIZE
 from .core.stream_manager import check_stream_limits
 from .exceptions import ConfigurationError
-from .qmux.config import QMuxConfig
+from .qmux.config import DEFAULT_CLIENT_HELLO_TIMEOUT, QMuxConfig
 from .quic.config import QuicConfig
-from .quic.endpoint import RetryTokens, ServerEndpoint
+from .quic.endpoint import DEFAULT_MAX_CONNECTIONS, RetryTokens, ServerEndpoint
 from .tls.anti_replay import DEFAULT_STRIKE_REGISTER_SIZE, StrikeRegister
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import DEFAULT_SESSION_TICKETS, TLSConfig
@@ -34,6 +34,8 @@ from .tls.tickets import (
 )
 
 __all__ = [
+    "DEFAULT_CLIENT_HELLO_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_TCP_HANDSHAKES",
     "MAX_EARLY_DATA_LIMIT",
     "STRIKE_REGISTER_SIZE",
@@ -350,6 +352,15 @@ class ServerConfig:
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
+    ``client_hello_timeout``
+        TCP: seconds a new connection may take to deliver its whole ClientHello
+        before it fails (a slow sender cannot hold a handshake slot for the whole
+        ``handshake_timeout``); then ``handshake_timeout`` applies.
+    ``max_connections``
+        UDP: the QUIC connections one listener holds state for at most, handshakes
+        in progress and closing connections included (default 10,000,
+        ``mstls.config.DEFAULT_MAX_CONNECTIONS``); a new Initial beyond it is dropped
+        before any state is made, so the client retries later.
     ``session_tickets``
         NewSessionTickets sent after each handshake (RFC 8446 §4.6.1), so that
         clients can resume; 0 turns resumption off.
@@ -403,6 +414,8 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    client_hello_timeout: float = DEFAULT_CLIENT_HELLO_TIMEOUT
     datagrams: bool = False
     session_tickets: int = DEFAULT_SESSION_TICKETS
     session_ticket_keys: Sequence[bytes] | None = attrs.field(
@@ -457,14 +470,15 @@ class ServerConfig:
         return RetryTokens(self.retry_token_key)
 
     def check_admission(self) -> None:
-        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold or
-        handshake cap."""
+        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold,
+        handshake cap or connection cap."""
         check_admission(
             self.handshake_rate_per_source, self.handshake_burst_per_source, self.retry_threshold
         )
-        cap = self.max_tcp_handshakes
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise ConfigurationError(f"max_tcp_handshakes: must be a positive integer, got {cap!r}")
+        for name in ("max_tcp_handshakes", "max_connections"):
+            cap = getattr(self, name)
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ConfigurationError(f"{name}: must be a positive integer, got {cap!r}")
 
     def source_rate_limiter(self) -> SourceRateLimiter | None:
         """A fresh per-source handshake limiter, or None without a rate."""
@@ -475,8 +489,10 @@ class ServerConfig:
         return SourceRateLimiter(rate, self.handshake_burst_per_source)
 
     def configure_endpoint(self, endpoint: ServerEndpoint) -> None:
-        """Carry the Retry and rate settings to a running endpoint (its buckets are kept)."""
+        """Carry the Retry, rate and connection-cap settings to a running endpoint (its
+        buckets are kept; connections beyond a lowered cap run on)."""
         self.check_admission()
+        endpoint.max_connections = self.max_connections
         endpoint.configure_admission(
             retry=self.retry,
             retry_threshold=self.retry_threshold,
@@ -492,6 +508,7 @@ class ServerConfig:
             retry_tokens=self.retry_tokens(),
             retry_threshold=self.retry_threshold,
             rate_limiter=self.source_rate_limiter(),
+            max_connections=self.max_connections,
         )
 
     def quic_config(self) -> QuicConfig:
@@ -507,6 +524,12 @@ class ServerConfig:
             preferred_address=self.preferred_address,
         )
 
+    def _client_hello_timeout(self) -> float:
+        value = self.client_hello_timeout
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigurationError(f"client_hello_timeout: must be positive, got {value!r}")
+        return float(value)
+
     def qmux_config(self) -> QMuxConfig:
         """The checked QMux settings (raises :class:`ConfigurationError`)."""
         return _checked_qmux(
@@ -515,6 +538,7 @@ class ServerConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                client_hello_timeout=self._client_hello_timeout(),
                 **_datagram_settings(self.datagrams),
             )
         )

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from .. import _errors as errors
 from ..config import ClientConfig, ServerConfig
-from ..exceptions import Error
+from ..exceptions import Error, StreamStateError
 from ..io.udp import open_udp_socket
 from ..quic.connection import QuicConnection
 from ..session import Session
@@ -46,6 +46,8 @@ __all__ = ["Connection", "Listener", "Stream", "connect_udp", "listen_udp"]
 T = TypeVar("T")
 #: Default read size.
 DEFAULT_READ = 65536
+#: The application code of the STOP_SENDING sent by :meth:`Stream.close`.
+CLOSE_CODE = 0
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -131,7 +133,8 @@ class Stream:
     """One bidirectional or unidirectional stream; all methods are thread-safe.
 
     Instances come from :meth:`Connection.open_stream` and
-    :meth:`Connection.accept_stream`; ``with`` sends FIN on exit.
+    :meth:`Connection.accept_stream`; ``with`` closes the stream on exit
+    (:meth:`close`).
     """
 
     def __init__(self, core: _Core, stream_id: int, *, early: bool = False) -> None:
@@ -140,6 +143,8 @@ class Stream:
         self._cond = core.waiters.stream(stream_id)
         #: Opened with ``early=True`` during 0-RTT: writes do not wait for the handshake.
         self._early = early
+        self._closed = False
+        self._eof = False  # a read returned the peer's FIN
 
     def __repr__(self) -> str:
         return f"<mstls.Stream {self.stream_id}>"
@@ -148,8 +153,45 @@ class Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(Error):
-            self.conclude()
+        self.close()
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise errors.recorded(
+                StreamStateError(
+                    f"{op}: stream {self.stream_id} is closed", stream_id=self.stream_id
+                )
+            )
+
+    def close(self) -> None:
+        """Close both sides at once, never waiting, as trio's ``aclose`` does.
+
+        The send side ends with FIN after what was written (unless it already
+        ended or was reset); if the peer's data was not read to its end,
+        STOP_SENDING with code 0 says we read no more (RFC 9000 §3.5).  What the
+        connection kept for the stream is then forgotten, so a stream done on
+        both sides leaves no state and the peer's stream credit comes back
+        (RFC 9000 §4.6).  Later calls on this stream raise
+        :class:`~mstls.exceptions.StreamStateError`; a second close does nothing.
+        """
+        core, stream_id = self._core, self.stream_id
+        with core.lock:
+            if self._closed:
+                return
+            self._closed = True
+            session = core.session
+            if not session.failed and not core.conn.is_terminated:
+                if not self._eof:
+                    with contextlib.suppress(Error):
+                        session.stop_sending(stream_id, CLOSE_CODE)
+                # The stream layer directly: an ended, reset or stopped send side is
+                # no error here, and nothing may land in the caller's error queue.
+                with contextlib.suppress(Error):
+                    core.conn.streams.write(stream_id, b"", fin=True)
+                core.after_change()
+            session.forget(stream_id)
+            core.waiters.forget(stream_id)
+            self._cond.notify_all()  # a thread still waiting on it re-checks and raises
 
     def read(self, max_bytes: int = DEFAULT_READ, timeout: float | None = None) -> bytes:
         """Up to ``max_bytes``; ``b""`` only at a clean end of stream (FIN).
@@ -159,14 +201,17 @@ class Stream:
         raised with the peer's code, on this and every later read.
         """
         core = self._core
+        self._check_open("read")
         core.ensure_handshake(timeout)
-        return core.wait_until(
-            self._cond,
-            lambda: core.session.read(self.stream_id, max_bytes),
-            timeout,
-            errors.WantRead,
-            "read",
-        )
+
+        def attempt() -> bytes | None:
+            self._check_open("read")
+            return core.session.read(self.stream_id, max_bytes)
+
+        data = core.wait_until(self._cond, attempt, timeout, errors.WantRead, "read")
+        if not data:
+            self._eof = True
+        return data
 
     def read_exactly(self, n: int, timeout: float | None = None) -> bytes:
         """Exactly ``n`` bytes; an early end raises :class:`~mstls.exceptions.Error`."""
@@ -181,18 +226,34 @@ class Stream:
             out += chunk
         return bytes(out)
 
-    def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
-        """Write all of ``data`` (blocking while flow control or buffers are full)."""
+    def write(
+        self,
+        data: bytes | bytearray | memoryview,
+        timeout: float | None = None,
+        *,
+        end: bool = False,
+    ) -> int:
+        """Write all of ``data`` (blocking while flow control or buffers are full).
+
+        ``end=True`` sends FIN after it, as :meth:`conclude` would, but with the
+        last of the data: a small message and its end leave in one packet
+        (RFC 9000 §19.8) instead of one flush each.
+        """
         core = self._core
+        self._check_open("write")
         if not self._early:
             core.ensure_handshake(timeout)
         view = memoryview(data).cast("B")
+        if end and not len(view):
+            self.conclude()
+            return 0
         deadline = _deadline(timeout)
         total = 0
         while total < len(view):
 
             def attempt(offset: int = total) -> int | None:
-                taken = core.session.write(self.stream_id, view[offset:])
+                self._check_open("write")
+                taken = core.session.write(self.stream_id, view[offset:], end)
                 return taken or None
 
             total += core.wait_until(
@@ -203,18 +264,21 @@ class Stream:
     def conclude(self) -> None:
         """Send FIN: the end of our data (RFC 9000 §3.1)."""
         core = self._core
+        self._check_open("conclude")
         with core.lock:
             core.session.conclude(self.stream_id)
             core.after_change()
 
     def reset(self, code: int) -> None:
         """Abandon sending with RESET_STREAM ``code`` (RFC 9000 §19.4)."""
+        self._check_open("reset")
         with self._core.lock:
             self._core.session.reset(self.stream_id, code)
             self._core.after_change()
 
     def stop_sending(self, code: int) -> None:
         """Ask the peer to stop sending with STOP_SENDING ``code`` (RFC 9000 §19.5)."""
+        self._check_open("stop_sending")
         with self._core.lock:
             self._core.session.stop_sending(self.stream_id, code)
             self._core.after_change()

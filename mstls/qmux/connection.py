@@ -109,6 +109,7 @@ from ..exceptions import (
 )
 from ..stats import ConnectionStats, snapshot
 from ..tls.engine import TLSHandshake
+from ..tls.states import HandshakeState
 from ..tls.tcp import TLSConnection
 from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_frame
 from ..wire.qmux import QxTransportParametersFrame, RecordReader, encode_record
@@ -168,6 +169,13 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
         #: The idle timeout in force (seconds, 0: none): min of both sides' (§7.1).
         self.idle_timeout = config.idle_timeout
         self.handshake_deadline: float | None = now + config.handshake_timeout
+        #: Server: the ClientHello is due first, by the shorter ``client_hello_timeout``.
+        self._after_hello = self.handshake_deadline
+        self._awaiting_hello = not is_client and config.client_hello_timeout < (
+            config.handshake_timeout
+        )
+        if self._awaiting_hello:
+            self.handshake_deadline = now + config.client_hello_timeout
         self.close_deadline: float | None = None
         self._last_received = now
         self._last_sent = now  # records that reset the idle timer (keep-alives do not)
@@ -296,6 +304,9 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
             self.tls_connection.receive_data(data)
         except TLSError as exc:  # PeerAlert included; records before it still count
             error = kept(exc)  # a local holding the traced original would be a cycle
+        if self._awaiting_hello and self.tls.state is not HandshakeState.START:
+            self._awaiting_hello = False  # the ClientHello is in: the full timeout applies
+            self.handshake_deadline = self._after_hello
         self._drain_tls_events(now)
         if error is not None:
             self._on_tls_error(error)
@@ -340,6 +351,17 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
             self._shutdown_ready = True
         return out
 
+    @property
+    def awaiting_client_hello(self) -> bool:
+        """Server: the ClientHello is not complete yet (its deadline applies)."""
+        return self._awaiting_hello
+
+    def expire_client_hello(self, now: float) -> None:
+        """Server, all handshake slots taken: if the ClientHello is still incomplete,
+        its deadline is ``now`` (the next :meth:`handle_timer` fails the connection)."""
+        if self._awaiting_hello:
+            self.handshake_deadline = now
+
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called."""
         return QMUX_TIMERS.next_deadline(self)
@@ -354,6 +376,8 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
     def _on_handshake_timer(self, now: float) -> None:
         stage = "TLS" if not self.handshake_complete else "the peer's transport parameters"
         reason = f"handshake did not complete in {self.config.handshake_timeout:g} s ({stage})"
+        if self._awaiting_hello:
+            reason = f"no complete ClientHello within {self.config.client_hello_timeout:g} s"
         info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, False, False)
         self._apply(LifecycleEvent.HANDSHAKE_TIMEOUT, info)
 
