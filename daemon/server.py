@@ -246,6 +246,8 @@ class Daemon:
         if limits.handshake_burst is not None:
             server.handshake_burst_per_source = limits.handshake_burst
         server.max_tcp_handshakes = limits.max_tcp_handshakes
+        server.max_connections = limits.max_quic_connections
+        server.client_hello_timeout = limits.client_hello_timeout
         server.session_ticket_keys = self.ticket_keys
         return server
 

@@ -17,11 +17,13 @@ from .core.admission import DEFAULT_BURST, SourceRateLimiter, check_admission
 from .core.datagrams import DEFAULT_MAX_DATAGRAM_FRAME_SIZE
 from .core.stream_manager import check_stream_limits
 from .exceptions import ConfigurationError
-from .qmux.config import QMuxConfig
+from .qmux.config import DEFAULT_CLIENT_HELLO_TIMEOUT, QMuxConfig
 from .quic.config import QuicConfig
-from .quic.endpoint import RetryTokens, ServerEndpoint
+from .quic.endpoint import DEFAULT_MAX_CONNECTIONS, RetryTokens, ServerEndpoint
+from .tls.anti_replay import DEFAULT_STRIKE_REGISTER_SIZE, StrikeRegister
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import DEFAULT_SESSION_TICKETS, TLSConfig
+from .tls.resumption import TICKET_AGE_TOLERANCE_MS
 from .tls.ticket_store import TicketStore
 from .tls.tickets import (
     DEFAULT_TICKET_LIFETIME,
@@ -31,12 +33,43 @@ from .tls.tickets import (
     TicketKeyRing,
 )
 
-__all__ = ["DEFAULT_MAX_TCP_HANDSHAKES", "ClientConfig", "ServerConfig"]
+__all__ = [
+    "DEFAULT_CLIENT_HELLO_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_TCP_HANDSHAKES",
+    "MAX_EARLY_DATA_LIMIT",
+    "STRIKE_REGISTER_SIZE",
+    "ClientConfig",
+    "ServerConfig",
+]
 
 #: TLS handshakes a TCP listener runs at once by default (:attr:`ServerConfig.max_tcp_handshakes`).
 DEFAULT_MAX_TCP_HANDSHAKES = 128
 
+#: The largest :attr:`ServerConfig.max_early_data` accepted (bytes of 0-RTT data per
+#: connection; RFC 8446 §4.2.10 has 32 bits, a server buffers what it accepts).
+MAX_EARLY_DATA_LIMIT = 16 << 20
+#: Ticket identities a server's strike register remembers at most (RFC 8446 §8.2);
+#: a full register refuses early data until entries expire.
+STRIKE_REGISTER_SIZE = DEFAULT_STRIKE_REGISTER_SIZE
+
 PathLike = str | os.PathLike[str]
+
+
+def _strike_register() -> StrikeRegister:
+    """The anti-replay register of one server configuration (RFC 8446 §8): a ticket
+    admits early data once within twice the ticket-age tolerance."""
+    return StrikeRegister(2 * TICKET_AGE_TOLERANCE_MS, STRIKE_REGISTER_SIZE)
+
+
+def _max_early_data(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"max_early_data: must be an integer, got {value!r}")
+    if not 0 <= value <= MAX_EARLY_DATA_LIMIT:
+        raise ConfigurationError(
+            f"max_early_data: must be 0 (off) to {MAX_EARLY_DATA_LIMIT} bytes, got {value!r}"
+        )
+    return value
 
 
 def _alpn(value: str | Sequence[str]) -> list[str]:
@@ -162,6 +195,14 @@ class ClientConfig:
         a :class:`mstls.FileTicketStore`, or any :class:`mstls.TicketStore`.
         Tickets are keyed by server name, ALPN protocol and transport, and
         used once.  ``None`` (the default): every handshake is a full one.
+    ``early_data``
+        Send 0-RTT data (RFC 8446 §2.3) when resuming with a ticket that allows
+        it (needs ``ticket_store``; TCP/QMux only so far).  Only streams opened
+        with ``open_stream(early=True)`` carry early data, and only before the
+        handshake ends: connect with ``lazy=True`` and open such a stream first.
+        An attacker can replay early data, so only replay-safe requests belong
+        there.  Rejected early data is sent again after the handshake
+        (``Connection.early_data_accepted`` says which happened).  Off by default.
     ``extra``
         QUIC settings by name, passed to :class:`mstls.quic.config.QuicConfig`
         (UDP only): flow-control windows (``initial_max_data``,
@@ -193,6 +234,7 @@ class ClientConfig:
     fallback_delay: float = 0.3
     datagrams: bool = False
     ticket_store: TicketStore | None = None
+    early_data: bool = False
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self, host: str) -> TLSConfig:
@@ -227,6 +269,7 @@ class ClientConfig:
             pinned_sha256=pins,
             keylog=self.keylog_file,
             ticket_store=store,
+            early_data=bool(self.early_data),
         )
 
     def quic_config(self, host: str) -> QuicConfig:
@@ -309,6 +352,15 @@ class ServerConfig:
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
+    ``client_hello_timeout``
+        TCP: seconds a new connection may take to deliver its whole ClientHello
+        before it fails (a slow sender cannot hold a handshake slot for the whole
+        ``handshake_timeout``); then ``handshake_timeout`` applies.
+    ``max_connections``
+        UDP: the QUIC connections one listener holds state for at most, handshakes
+        in progress and closing connections included (default 10,000,
+        ``mstls.config.DEFAULT_MAX_CONNECTIONS``); a new Initial beyond it is dropped
+        before any state is made, so the client retries later.
     ``session_tickets``
         NewSessionTickets sent after each handshake (RFC 8446 §4.6.1), so that
         clients can resume; 0 turns resumption off.
@@ -319,6 +371,17 @@ class ServerConfig:
         one random key per configuration object (tickets resume on it only).
     ``ticket_lifetime``
         Seconds a ticket may be used (at most 7 days, RFC 8446 §4.6.1).
+    ``max_early_data``
+        Bytes of 0-RTT data (RFC 8446 §2.3) a resumed client may send before the
+        handshake ends (TCP/QMux only so far); 0 (the default) turns 0-RTT off.
+        Tickets issued say so; early data is accepted once per ticket: the
+        configuration's strike register (:data:`STRIKE_REGISTER_SIZE` entries,
+        RFC 8446 §8) refuses a replayed first flight, which then goes on as a
+        1-RTT handshake that the attacker cannot complete.
+    ``strike_register``
+        That register (:class:`mstls.tls.anti_replay.StrikeRegister`): by default
+        one per configuration object, so the listeners given the same object
+        share it; pass one to share it between configurations.
     ``disable_active_migration``
         QUIC: tell clients not to migrate (the transport parameter, RFC 9000
         §18.2) and drop their non-probing packets from new addresses instead of
@@ -351,15 +414,21 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    client_hello_timeout: float = DEFAULT_CLIENT_HELLO_TIMEOUT
     datagrams: bool = False
     session_tickets: int = DEFAULT_SESSION_TICKETS
     session_ticket_keys: Sequence[bytes] | None = attrs.field(
         factory=_random_ticket_keys, repr=False, eq=False
     )
     ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
+    max_early_data: int = 0
     disable_active_migration: bool = False
     preferred_address: tuple[str, int] | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
+    strike_register: StrikeRegister = attrs.field(
+        factory=_strike_register, repr=False, eq=False
+    )
 
     def tls_config(self) -> TLSConfig:
         """The checked TLS 1.3 settings (raises :class:`ConfigurationError`)."""
@@ -390,6 +459,8 @@ class ServerConfig:
             ),
             session_tickets=self.session_tickets,
             ticket_lifetime=self.ticket_lifetime,
+            max_early_data=_max_early_data(self.max_early_data),
+            strike_register=self.strike_register,
         )
 
     def retry_tokens(self) -> RetryTokens:
@@ -399,14 +470,15 @@ class ServerConfig:
         return RetryTokens(self.retry_token_key)
 
     def check_admission(self) -> None:
-        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold or
-        handshake cap."""
+        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold,
+        handshake cap or connection cap."""
         check_admission(
             self.handshake_rate_per_source, self.handshake_burst_per_source, self.retry_threshold
         )
-        cap = self.max_tcp_handshakes
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise ConfigurationError(f"max_tcp_handshakes: must be a positive integer, got {cap!r}")
+        for name in ("max_tcp_handshakes", "max_connections"):
+            cap = getattr(self, name)
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ConfigurationError(f"{name}: must be a positive integer, got {cap!r}")
 
     def source_rate_limiter(self) -> SourceRateLimiter | None:
         """A fresh per-source handshake limiter, or None without a rate."""
@@ -417,8 +489,10 @@ class ServerConfig:
         return SourceRateLimiter(rate, self.handshake_burst_per_source)
 
     def configure_endpoint(self, endpoint: ServerEndpoint) -> None:
-        """Carry the Retry and rate settings to a running endpoint (its buckets are kept)."""
+        """Carry the Retry, rate and connection-cap settings to a running endpoint (its
+        buckets are kept; connections beyond a lowered cap run on)."""
         self.check_admission()
+        endpoint.max_connections = self.max_connections
         endpoint.configure_admission(
             retry=self.retry,
             retry_threshold=self.retry_threshold,
@@ -434,6 +508,7 @@ class ServerConfig:
             retry_tokens=self.retry_tokens(),
             retry_threshold=self.retry_threshold,
             rate_limiter=self.source_rate_limiter(),
+            max_connections=self.max_connections,
         )
 
     def quic_config(self) -> QuicConfig:
@@ -449,6 +524,12 @@ class ServerConfig:
             preferred_address=self.preferred_address,
         )
 
+    def _client_hello_timeout(self) -> float:
+        value = self.client_hello_timeout
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigurationError(f"client_hello_timeout: must be positive, got {value!r}")
+        return float(value)
+
     def qmux_config(self) -> QMuxConfig:
         """The checked QMux settings (raises :class:`ConfigurationError`)."""
         return _checked_qmux(
@@ -457,6 +538,7 @@ class ServerConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                client_hello_timeout=self._client_hello_timeout(),
                 **_datagram_settings(self.datagrams),
             )
         )

@@ -15,7 +15,9 @@
 
 The names and options are those of the trio API (:mod:`mstls.trio`):
 ``transport="udp"|"tcp"|"auto"``, ``lazy=True``, ``reuse_port``, ``socket_hook``,
-the listener's handshake counters.  Streams add asyncio's StreamReader and
+the listener's handshake counters, the datagrams of RFC 9221 (``send_datagram``,
+``receive_datagram``, ``max_datagram_size``) and a QUIC client's ``migrate()``
+(RFC 9000 §9, :mod:`mstls.asyncio._paths`).  Streams add asyncio's StreamReader and
 StreamWriter methods (``read``, ``readexactly``, ``readline``, ``write`` +
 ``drain``, ``write_eof``, ``close`` + ``wait_closed``), where ``drain()`` waits
 for the peer's flow-control credit, so a sender's memory stays bounded when the

@@ -239,22 +239,34 @@ class Stream:
         Raises at once if the stream cannot be written (the peer's STOP_SENDING,
         the connection's failure).
         """
+        self._write(data, False)
+
+    def _write(self, data: bytes | bytearray | memoryview, end: bool) -> None:
+        """:meth:`write`; ``end``: the FIN goes with the last byte (then the send side
+        is closed, as after :meth:`write_eof`)."""
         self._check_send()
         if self._push_error is not None:
             self._raise_push_error()
         view = data if isinstance(data, bytes) else memoryview(data).cast("B")
         size = len(view)
         if not size:
+            if end:
+                self.write_eof()
             return
         if self._pending:
             self._core.session.check("write")  # a dead connection takes nothing more
             self._keep(view, 0)
-            return
-        session = self._core.session
-        taken = session.write(self.stream_id, view)
-        self._core.after_change()
-        if taken < size:
-            self._keep(view, taken)
+        else:
+            taken = self._core.session.write(self.stream_id, view, end)
+            self._core.after_change()
+            if taken < size:
+                self._keep(view, taken)
+            elif end:
+                self._send_closed = True
+                return
+        if end:
+            self._fin_pending = True  # sent after the kept bytes, as write_eof does
+            self._send_closed = True
 
     def _keep(self, view: Any, offset: int) -> None:
         """Keep ``view[offset:]`` until the stream layer has room (a copy if mutable)."""
@@ -356,10 +368,12 @@ class Stream:
             return False
         return bool(send.free_space == 0)
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    async def send_all(self, data: bytes | bytearray | memoryview, *, end: bool = False) -> None:
         """The trio API's name: :meth:`write` then wait until every byte is in the
-        stream layer.  Cancelled, the rest is still sent (the stream owns it)."""
-        self.write(data)
+        stream layer.  Cancelled, the rest is still sent (the stream owns it).
+        ``end=True`` ends our sending as :meth:`write_eof` does, with the last of the
+        data: a small message and its FIN leave in one packet (RFC 9000 §19.8)."""
+        self._write(data, end)
         await self._drain(0)
 
     async def wait_send_all_might_not_block(self) -> None:

@@ -276,7 +276,7 @@ class TcpListenerDriver(ListenerDriver):
 
     def check_handshakes(self) -> None:
         super().check_handshakes()
-        done = [c for c in self._unfinished if c.session.handshake_done and not c.session.failed]
+        done = [c for c in self._unfinished if c.session.ready and not c.session.failed]
         for core in done:
             self._unfinished.discard(core)
         self._make_room()

@@ -23,13 +23,24 @@ callback (``loop.add_writer``) resumes once the socket is writable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections import deque
 from typing import Any
 
 from ..config import ServerConfig
 from ..core.admission import refusal
-from ..io.udp import detect_capabilities, new_receive_buffer, receive_datagrams, send_datagrams
+from ..core.ecn import ECT0
+from ..exceptions import MigrationRefused
+from ..io.udp import (
+    UdpCapabilities,
+    detect_capabilities,
+    enable_ecn,
+    new_receive_buffer,
+    receive_datagrams,
+    send_datagrams,
+    set_ecn_codepoint,
+)
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
 from ._driver import Core, Driver, ListenerDriver
@@ -51,15 +62,21 @@ class _UdpDriver(Driver):
         super().__init__(loop)
         self.sock = sock
         self.caps = detect_capabilities(sock, offload=offload)
+        #: Received datagrams' ECN codepoints (RFC 9000 §13.4.1), if the socket tells.
+        self._ecn: list[int] | None = None
         self._buffer = new_receive_buffer()
         self._backlog: deque[tuple[bytes, Any]] = deque()
         self._writing = False
 
     # Implemented by the client and listener -------------------------------------------------
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         raise NotImplementedError
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
+        raise NotImplementedError
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
         raise NotImplementedError
 
     # Callbacks ------------------------------------------------------------------------------
@@ -69,10 +86,12 @@ class _UdpDriver(Driver):
 
     def _on_readable(self) -> None:
         now = self.loop.time()
-        batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer)
+        ecn = self._ecn
+        batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer, ecn)
         feed = self.feed
-        for data, addr in batch:
-            feed(bytes(data), addr, now)  # views die at the next read; the core may keep data
+        for index, (data, addr) in enumerate(batch):
+            # views die at the next read; the core may keep data
+            feed(bytes(data), addr, now, ecn[index] if ecn else 0)
         deadline = self.timer()
         if deadline is not None and deadline <= now:
             self.handle_timer(now)
@@ -108,10 +127,13 @@ class _UdpDriver(Driver):
             while end < count and out[end][1] == addr:
                 end += 1
             group = [d for d, _ in out[index:end]]
+            too_big: list[Any] = []
             try:
-                sent = send_datagrams(self.sock, group, addr, self.caps)
+                sent = send_datagrams(self.sock, group, addr, self.caps, too_big)
             except OSError:
                 sent = len(group)  # unsendable (bad address): lost like any datagram
+            for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
+                self.too_big(data, addr, self.loop.time())
             index += sent
             if index < end:
                 self._backlog.extend(out[index:])
@@ -137,18 +159,79 @@ class UdpClientDriver(_UdpDriver):
     ) -> None:
         super().__init__(loop, sock, offload=conn.config.udp_offload)
         self.conn = conn
+        if conn.config.ecn and enable_ecn(sock, self.caps):
+            self._ecn = []
+        self._marks = conn.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0)
+        if self._marks:
+            conn.enable_ecn_marking()
         self.core = Core(self, conn, "udp", conn.peer_address)
         self._cores = [self.core]
+        #: Sockets opened by migrate() (the connection's path tags), each with its
+        #: capabilities and ECN list; watched with ``loop.add_reader`` (:mod:`._paths`).
+        self.path_sockets: dict[socket.socket, tuple[UdpCapabilities, list[int] | None]] = {}
+        self._path_buffer = new_receive_buffer()
 
     def cores(self) -> list[Core]:
         return self._cores
 
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
-        self.conn.receive_datagram(data, addr, now)
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
+        self.conn.receive_datagram(data, addr, now, ecn)
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
-        addr = self.conn.peer_address
-        return [(d, addr) for d in self.conn.datagrams_to_send(now)]
+        """The first socket's datagrams; those of a migrate() socket go out at once."""
+        out: list[tuple[bytes, Any]] = []
+        conn = self.conn
+        for data, path in conn.datagrams_with_paths(now):
+            if path.local is None:
+                out.append((data, path.address))
+                continue
+            caps = self.path_sockets[path.local][0]
+            if self._marks:  # the codepoint the connection chose (ECN validation, §13.4.2)
+                set_ecn_codepoint(path.local, caps, conn.send_codepoint)
+            with contextlib.suppress(OSError):  # refused: lost like any datagram
+                send_datagrams(path.local, [data], path.address, caps)
+        if self._marks:
+            set_ecn_codepoint(self.sock, self.caps, conn.send_codepoint)
+        return out
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.conn.on_datagram_too_big(len(data), now)
+
+    # Migration (RFC 9000 §9, :mod:`._paths`) -------------------------------------------
+    def add_path_socket(self, sock: socket.socket) -> None:
+        """Watch ``sock``, a migrate() socket, for the connection's datagrams."""
+        if self.closed:
+            sock.close()
+            raise MigrationRefused("the connection's I/O has stopped")
+        caps = detect_capabilities(sock, offload=False)
+        ecn: list[int] | None = [] if self.conn.config.ecn and enable_ecn(sock, caps) else None
+        if self._marks:
+            set_ecn_codepoint(sock, caps, ECT0)
+        self.path_sockets[sock] = (caps, ecn)
+        self.loop.add_reader(sock.fileno(), self.guarded, lambda: self._on_path_readable(sock))
+
+    def _on_path_readable(self, sock: socket.socket) -> None:
+        now = self.loop.time()
+        caps, ecn = self.path_sockets[sock]
+        try:
+            batch = receive_datagrams(sock, MAX_DATAGRAMS_PER_READ, caps, self._path_buffer, ecn)
+        except OSError:
+            batch = []  # E4: an ICMP error on this path; the path's validation decides
+        receive = self.conn.receive_datagram
+        for index, (data, addr) in enumerate(batch):
+            receive(bytes(data), addr, now, ecn[index] if ecn else 0, local=sock)
+        deadline = self.timer()
+        if deadline is not None and deadline <= now:
+            self.handle_timer(now)
+        self.after_io()
+
+    def close_transport(self) -> None:
+        super().close_transport()
+        for sock in self.path_sockets:
+            fd = sock.fileno()
+            if fd >= 0:
+                self.loop.remove_reader(fd)
+            sock.close()
 
     def timer(self) -> float | None:
         return self.conn.get_timer()
@@ -168,6 +251,12 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
     ) -> None:
         super().__init__(loop, sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
+        if endpoint.config.ecn and enable_ecn(sock, self.caps):
+            self._ecn = []
+        # One socket for every connection: all are sent ECT(0) (validation still
+        # decides what each connection counts as marked, .quic.ecn_marking).
+        if endpoint.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0):
+            endpoint.ecn_marking = True
 
     def cores(self) -> list[Core]:
         out = list(self.live.values())  # forgotten ones too: pumped once more, then dropped
@@ -226,9 +315,9 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
         self.check_handshakes_of(pumped)
         self.move_timer()
 
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         endpoint = self.endpoint
-        endpoint.receive_datagram(data, addr, now)
+        endpoint.receive_datagram(data, addr, now, ecn)
         while endpoint.accepted:
             conn = endpoint.accepted.popleft()
             self.adopt(Core(self, conn, "udp", conn.peer_address))
@@ -244,6 +333,9 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.endpoint.datagram_too_big(data, addr, now)
 
     def timer(self) -> float | None:
         return self.endpoint.get_timer()

@@ -37,6 +37,9 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: How long a closing or draining connection waits for the peer's graceful
 #: shutdown (close_notify or TCP FIN) before it is freed (brief T3; TCP has no PTO).
 DEFAULT_CLOSE_TIMEOUT = 3.0
+#: Server: seconds a new TCP connection may take to deliver its whole ClientHello
+#: (slowloris, issue 11); far below the handshake timeout, which applies after it.
+DEFAULT_CLIENT_HELLO_TIMEOUT = 2.0
 #: Bytes of QMux records one :meth:`~mstls.qmux.connection.QMuxConnection.data_to_send`
 #: call produces at most (brief T5: bounded work per wake-up).
 MAX_SEND_PER_CALL = 256 << 10
@@ -82,6 +85,11 @@ class QMuxConfig:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     handshake_timeout: float = attrs.field(
         default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_check_positive
+    )
+    #: Server: the ClientHello must be complete this many seconds after the connection
+    #: started, or the connection fails (a slow sender holds no handshake slot long).
+    client_hello_timeout: float = attrs.field(
+        default=DEFAULT_CLIENT_HELLO_TIMEOUT, validator=_check_positive
     )
     #: Send a QX_PING request when the connection was quiet this long (None: never).
     keepalive_interval: float | None = None

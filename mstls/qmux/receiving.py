@@ -47,6 +47,7 @@ from ..wire.qmux import (
 from ..wire.transport_params import TransportParameters, validate_qmux_parameters
 from .config import QMuxConfig
 from .datagrams import DATAGRAM_HANDLERS
+from .early import EarlySender, remember_parameters
 from .ping import PingState
 
 __all__ = ["FRAME_HANDLERS", "ReceivingMixin"]
@@ -69,6 +70,8 @@ class ReceivingMixin:
     streams: StreamManager
     stream_handlers: dict[int, Callable[[Frame], None]]
     ping_state: PingState
+    early: EarlySender
+    is_client: bool
     datagrams: DatagramQueues
     peer_params: TransportParameters | None
     handshake_complete: bool
@@ -156,6 +159,9 @@ class ReceivingMixin:
         except ProtocolError as exc:
             exc.frame_type = QMuxFrameType.QX_TRANSPORT_PARAMETERS
             raise
+        if self.is_client:
+            self.early.finish(params, self.tls_connection, self.streams)
+            remember_parameters(self.tls_connection, params)
         self.peer_params = params
         self.streams.set_peer_parameters(params)
         self._send_capacity = min(self.config.send_record_size, params.max_record_size)

@@ -115,6 +115,12 @@ class ClientHandshake(TLSHandshake):
                 "server_name is required to verify the server certificate",
             )
 
+    @property
+    def offered_ticket(self) -> StoredTicket | None:
+        """The stored ticket offered in the ClientHello, if any (its remembered
+        transport parameters set the 0-RTT limits, RFC 9000 §7.4.1)."""
+        return self._offer
+
     # -- ClientHello ------------------------------------------------------------------
     def start(self) -> None:
         """Queue the ClientHello (RFC 8446 §4.1.2)."""

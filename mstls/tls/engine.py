@@ -140,6 +140,9 @@ class TLSHandshake:
         #: Our QUIC transport parameters; ``None`` for TLS over TCP.
         self.transport_parameters = transport_parameters
         self.peer_transport_parameters: bytes | None = None
+        #: The peer's transport parameters (encoded) that tickets received from now
+        #: on remember, for 0-RTT (RFC 9000 §7.4.1); the transport sets them.
+        self.ticket_transport_parameters = b""
         self.state = HandshakeState.START
         #: The transition being taken while a handler runs.
         self._transition: Transition | None = None
@@ -430,6 +433,7 @@ class TLSHandshake:
                 server_name=self.config.server_name,
                 peer=self.peer,
                 now_ms=self.now_ms(),
+                transport_parameters=self.ticket_transport_parameters,
             )
             if kept_ticket is not None:
                 store.add(

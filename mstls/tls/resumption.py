@@ -226,6 +226,7 @@ def stored_ticket(
     server_name: str | None,
     peer: VerifiedPeer | None,
     now_ms: int,
+    transport_parameters: bytes = b"",
 ) -> StoredTicket | None:
     """What the client keeps of a NewSessionTicket; None for a zero lifetime (§4.6.1)."""
     if message.lifetime == 0:
@@ -241,6 +242,7 @@ def stored_ticket(
         alpn_protocol=alpn,
         server_name=server_name or "",
         peer_chain=_chain_der(peer),
+        transport_parameters=transport_parameters,
     )
 
 

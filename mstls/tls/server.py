@@ -115,8 +115,8 @@ class ServerHandshake(TLSHandshake):
             return False
         if self._retry_group is not None or psk.index != 0:
             return False
-        if config.max_early_data <= 0 or psk.contents.max_early_data <= 0:
-            return False
+        if not 0 < psk.contents.max_early_data <= config.max_early_data:
+            return False  # also a ticket promising more than we now take (a lowered limit)
         register = config.strike_register
         return register is not None and register.admit(psk.identity, self.now_ms())
 

@@ -102,6 +102,11 @@ class TLSConnection:
         return accepted if getattr(self.handshake, "early_data_offered", False) else None
 
     @property
+    def early_room(self) -> int:
+        """Client: bytes :meth:`send_early` may still send as 0-RTT data now."""
+        return self._early.room(getattr(self.handshake, "max_early_data", 0))
+
+    @property
     def close_notify_received(self) -> bool:
         return self._close_notify_received
 

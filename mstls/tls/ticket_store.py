@@ -49,7 +49,10 @@ MAX_TICKET_FILE_SIZE = 8 * 1024 * 1024
 class StoredTicket:
     """One ticket as a client keeps it: the opaque ticket, its PSK and what it
     was issued for.  ``received_ms`` is the client's wall clock at receipt;
-    ``peer_chain`` the server's certificates (DER) as verified then."""
+    ``peer_chain`` the server's certificates (DER) as verified then;
+    ``transport_parameters`` the server's transport parameters (encoded) as the
+    connection that received the ticket learned them, remembered for 0-RTT
+    (RFC 9000 §7.4.1; draft-ietf-quic-qmux "Using 0-RTT"), ``b""`` if unknown."""
 
     ticket: bytes
     psk: bytes
@@ -61,6 +64,7 @@ class StoredTicket:
     alpn_protocol: str | None
     server_name: str
     peer_chain: tuple[bytes, ...] = ()
+    transport_parameters: bytes = b""
 
     def expired(self, now_ms: int) -> bool:
         """Whether the ticket's lifetime (RFC 8446 §4.6.1) has run out at ``now_ms``."""
@@ -80,6 +84,7 @@ class StoredTicket:
             "alpn_protocol": self.alpn_protocol,
             "server_name": self.server_name,
             "peer_chain": [b64(c).decode() for c in self.peer_chain],
+            "transport_parameters": b64(self.transport_parameters).decode(),
         }
 
     @classmethod
@@ -97,6 +102,7 @@ class StoredTicket:
             alpn_protocol=data["alpn_protocol"],
             server_name=str(data["server_name"]),
             peer_chain=tuple(b64(c) for c in data["peer_chain"]),
+            transport_parameters=b64(data.get("transport_parameters", "")),
         )
 
 

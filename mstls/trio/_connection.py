@@ -18,6 +18,7 @@ import trio
 from .. import _errors as errors
 from ..config import ServerConfig
 from ..exceptions import DatagramError, Error
+from ..qmux.early import keep_strike_register
 from ..stats import ConnectionStats
 from ._driver import Core, ListenerDriver
 from ._paths import migrate as migrate_client
@@ -88,6 +89,14 @@ class Connection(trio.abc.AsyncResource):
         return info.resumed if info else False
 
     @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether the server accepted our 0-RTT data (server: whether we accepted the
+        client's): ``None`` until known, ``False`` after a handshake without it.
+        Rejected early data is sent again after the handshake, automatically, so the
+        peer's application receives every byte once either way (RFC 8446 §4.2.10)."""
+        return self._core.session.early_data_accepted
+
+    @property
     def peer_certificate(self) -> Any:
         """The verified peer identity (chain, subject, names), or ``None``."""
         info = self._core.session.handshake_info
@@ -155,14 +164,24 @@ class Connection(trio.abc.AsyncResource):
 
         await wait_for(self._core.waiters.connection, settled, lambda: None, self._is_closed)
 
-    async def open_stream(self, bidirectional: bool = True) -> Stream:
-        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6)."""
+    async def open_stream(self, bidirectional: bool = True, *, early: bool = False) -> Stream:
+        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6).
+
+        ``early=True`` marks the stream replay-safe: after ``connect(..., lazy=True)``
+        with :attr:`ClientConfig.early_data <mstls.ClientConfig>` and a ticket that
+        allows it, this starts the handshake and returns without waiting for it, and
+        the stream's first data goes as 0-RTT data (RFC 8446 §2.3; TCP/QMux).
+        Without 0-RTT it is an ordinary stream (the call waits for the handshake).
+        """
         core = self._core
-        if not core.session.handshake_done:
+        if early:
+            self._start_handshake()
+        early = early and core.session.early_data_possible
+        if not core.session.handshake_done and not early:
             await self.wait_handshake()  # lazy: the first stream operation drives it
         stream_id = await wait_for(
             core.waiters.open,
-            lambda: core.session.open_stream(bidirectional),
+            lambda: core.session.open_stream(bidirectional, early),
             lambda: core.session.check("open_stream"),
             self._is_closed,
         )
@@ -171,7 +190,7 @@ class Connection(trio.abc.AsyncResource):
     async def accept_stream(self) -> Stream:
         """The next stream the peer opened (bidirectional or unidirectional)."""
         core = self._core
-        if not core.session.handshake_done:
+        if not core.session.ready:  # a server with accepted 0-RTT data need not wait
             await self.wait_handshake()
         stream_id = await wait_for(
             core.waiters.accept,
@@ -333,7 +352,7 @@ class Listener(trio.abc.Listener[Connection]):
                 new.cid_generator, new.cid_length = old.cid_generator, old.cid_length
             driver.endpoint.config = new
         else:
-            driver.config = config.qmux_config()
+            driver.config = keep_strike_register(driver.config, config.qmux_config())
         driver.update_admission(config)  # Retry and per-source rate; the buckets are kept
 
     async def aclose(self) -> None:

@@ -301,11 +301,11 @@ class ListenerDriver(Driver):
         ready = [
             c
             for c in cores
-            if (c.session.handshake_done or c.session.failed) and handshaking.get(id(c.conn)) is c
+            if (c.session.ready or c.session.failed) and handshaking.get(id(c.conn)) is c
         ]
         for core in ready:
             del handshaking[id(core.conn)]
-            if core.session.handshake_done and not core.session.failed:
+            if core.session.ready and not core.session.failed:  # ready: 0-RTT accepted too
                 self.accepted.append(core)
             else:
                 self._record_failure(core)

@@ -309,8 +309,10 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
             wake = core.session.pump_events()
             if wake:
                 core.waiters.notify(wake)
-        self._drop_terminated()
+        # Handshakes first: a handshake that just timed out is also just forgotten, and
+        # dropping it before the check would lose its failure (the daemon's metrics).
         self.check_handshakes_of(pumped)
+        self._drop_terminated()
         self.move_timer()
 
     def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:

@@ -39,7 +39,7 @@ BLOCKING_ONLY = {
     "Listener": {"close"},
     # The streams keep the idioms of their world (docs/api/index.rst has the table):
     # read/write/conclude (and read_exactly) versus trio's HalfCloseableStream.
-    "Stream": {"read", "read_exactly", "write", "conclude"},
+    "Stream": {"read", "read_exactly", "write", "conclude", "close"},
 }
 TRIO_ONLY = {
     "Connection": {"aclose"},
@@ -65,6 +65,7 @@ STREAM_PAIRS = [
     ("read", "receive_some"),
     ("write", "send_all"),
     ("conclude", "send_eof"),
+    ("close", "aclose"),
 ]
 #: Same member under its idiomatic name in each API: the parameters must agree.
 RENAMED = {"Connection": [("close", "aclose")], "Stream": STREAM_PAIRS}

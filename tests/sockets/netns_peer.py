@@ -7,14 +7,16 @@ The PEM files come from the environment (``MSTLS_NETNS_CA``, ``MSTLS_NETNS_CERT`
 then for one connection and one stream reads to the end and answers the SHA-256
 of what arrived.
 
-``python -m tests.sockets.netns_peer client|trio-client HOST PORT SIZE`` uploads SIZE bytes
+``python -m tests.sockets.netns_peer client|trio-client|asyncio-client HOST PORT SIZE``
+uploads SIZE bytes
 (PMTU discovery up to 1500); once its path MTU is above 1280 and a quarter is
 written it prints ``SHRINK`` (the test then lowers a link MTU), finishes, checks
-the digest and prints ``DONE <path_mtu> <black holes>``.
+the digest and prints ``DONE <path_mtu> <black holes> <packets lost>``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -23,6 +25,7 @@ import sys
 import trio
 
 import mstls
+import mstls.asyncio
 import mstls.trio
 
 ALPN = "mstls-netns"
@@ -90,7 +93,7 @@ def upload(host: str, port: int, size: int) -> None:
         if not signalled:
             raise SystemExit(f"the path MTU never rose above 1280 ({conn.stats().path_mtu})")
         stats = conn.stats()
-        print("DONE", stats.path_mtu, stats.path_mtu_black_holes, flush=True)
+        print("DONE", stats.path_mtu, stats.path_mtu_black_holes, stats.packets_lost, flush=True)
 
 
 async def upload_trio(host: str, port: int, size: int) -> None:
@@ -115,7 +118,32 @@ async def upload_trio(host: str, port: int, size: int) -> None:
         if not signalled:
             raise SystemExit(f"the path MTU never rose above 1280 ({conn.stats().path_mtu})")
         stats = conn.stats()
-        print("DONE", stats.path_mtu, stats.path_mtu_black_holes, flush=True)
+        print("DONE", stats.path_mtu, stats.path_mtu_black_holes, stats.packets_lost, flush=True)
+        await conn.aclose()
+
+
+async def upload_asyncio(host: str, port: int, size: int) -> None:
+    """:func:`upload` with the asyncio API (its UDP driver's EMSGSIZE path)."""
+    payload = _payload(size)
+    async with asyncio.timeout(4 * TIMEOUT):
+        conn = await mstls.asyncio.connect(host, port, _client_config(), transport="udp")
+        stream = await conn.open_stream()
+        signalled = False
+        for offset in range(0, size, CHUNK):
+            stream.write(payload[offset : offset + CHUNK])
+            await stream.drain()
+            mtu = conn.stats().path_mtu or 0
+            if not signalled and offset + CHUNK >= size // 4 and mtu > 1280:
+                print("SHRINK", mtu, flush=True)
+                signalled = True
+        stream.write_eof()
+        answer = await stream.readexactly(64)
+        if answer.decode() != hashlib.sha256(payload).hexdigest():
+            raise SystemExit(f"digest mismatch: {answer!r}")
+        if not signalled:
+            raise SystemExit(f"the path MTU never rose above 1280 ({conn.stats().path_mtu})")
+        stats = conn.stats()
+        print("DONE", stats.path_mtu, stats.path_mtu_black_holes, stats.packets_lost, flush=True)
         await conn.aclose()
 
 
@@ -124,6 +152,8 @@ def main(argv: list[str]) -> None:
         serve(argv[1])
     elif argv[0] == "trio-client":
         trio.run(upload_trio, argv[1], int(argv[2]), int(argv[3]))
+    elif argv[0] == "asyncio-client":
+        asyncio.run(upload_asyncio(argv[1], int(argv[2]), int(argv[3])))
     else:
         upload(argv[1], int(argv[2]), int(argv[3]))
 

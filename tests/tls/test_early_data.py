@@ -157,12 +157,28 @@ def test_too_much_early_data_is_unexpected_message() -> None:
     """The server's limit is enforced even against a client that ignores it (§4.2.10)."""
     setup = Setup()
     setup.first_connection()
-    _, flight = start_early(setup)
-    server = TLSConnection(setup.server(max_early_data=4), is_client=False)
+    client = TLSConnection(setup.client(), is_client=True)
+    client.start()
+    client.handshake.max_early_data = 4 * MAX_EARLY  # type: ignore[attr-defined]  # ignores it
+    assert client.send_early(bytes(2 * MAX_EARLY)) == 2 * MAX_EARLY
+    flight = client.data_to_send()
+    server = TLSConnection(setup.server(), is_client=False)
     server.start()
     with pytest.raises(TLSError) as info:
         server.receive_data(flight)
     assert info.value.alert == AlertDescription.unexpected_message
+
+
+def test_a_lowered_limit_rejects_tickets_that_promised_more() -> None:
+    """A server whose max_early_data went below a ticket's promise rejects that
+    ticket's early data (skipped, then resent) instead of failing (§4.2.10)."""
+    setup = Setup()
+    setup.first_connection()
+    _, flight = start_early(setup)
+    server = TLSConnection(setup.server(max_early_data=4), is_client=False)
+    server.start()
+    server.receive_data(flight)
+    assert server.early_data_accepted is False
 
 
 def test_no_early_data_unless_both_sides_enable_it() -> None:
