@@ -31,6 +31,7 @@ from typing import Any
 from ..config import ServerConfig
 from ..core.admission import refusal
 from ..core.ecn import ECT0
+from ..core.ecn_runs import CodepointRuns, runs_from, send_segments
 from ..exceptions import MigrationRefused
 from ..io.udp import (
     UdpCapabilities,
@@ -66,6 +67,7 @@ class _UdpDriver(Driver):
         self._ecn: list[int] | None = None
         self._buffer = new_receive_buffer()
         self._backlog: deque[tuple[bytes, Any]] = deque()
+        self._backlog_runs: CodepointRuns | None = None  # the backlog's ECN codepoints
         self._writing = False
 
     # Implemented by the client and listener -------------------------------------------------
@@ -78,6 +80,10 @@ class _UdpDriver(Driver):
     def too_big(self, data: Any, addr: Any, now: float) -> None:
         """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
         raise NotImplementedError
+
+    def codepoint_runs(self) -> CodepointRuns | None:
+        """The ECN codepoints of what :meth:`outgoing` returned (None: leave the socket's)."""
+        return None
 
     # Callbacks ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -100,8 +106,9 @@ class _UdpDriver(Driver):
     def _on_writable(self) -> None:
         pending = list(self._backlog)
         self._backlog.clear()
+        runs, self._backlog_runs = self._backlog_runs, None
         self._stop_writing()
-        if self._send(pending):
+        if self._send(pending, runs):
             self.after_io()
 
     def _stop_writing(self) -> None:
@@ -115,17 +122,15 @@ class _UdpDriver(Driver):
             return  # the socket is full: the writer callback goes first
         for _ in range(MAX_FLUSH_ROUNDS):
             out = self.outgoing(now)
-            if not out or not self._send(out):
+            if not out or not self._send(out, self.codepoint_runs()):
                 return
 
-    def _send(self, out: list[tuple[bytes, Any]]) -> bool:
-        """Send ``out`` in runs of one address; keep what the socket refused. True: all sent."""
-        index, count = 0, len(out)
-        while index < count:
-            addr = out[index][1]
-            end = index + 1
-            while end < count and out[end][1] == addr:
-                end += 1
+    def _send(self, out: list[tuple[bytes, Any]], runs: CodepointRuns | None = None) -> bool:
+        """Send ``out`` in runs of one address (and one ECN codepoint, given ``runs``:
+        :mod:`mstls.core.ecn_runs`); keep what the socket refused. True: all sent."""
+        for index, end, addr, codepoint in send_segments(out, runs):
+            if codepoint is not None:
+                set_ecn_codepoint(self.sock, self.caps, codepoint)
             group = [d for d, _ in out[index:end]]
             too_big: list[Any] = []
             try:
@@ -134,9 +139,9 @@ class _UdpDriver(Driver):
                 sent = len(group)  # unsendable (bad address): lost like any datagram
             for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
                 self.too_big(data, addr, self.loop.time())
-            index += sent
-            if index < end:
-                self._backlog.extend(out[index:])
+            if index + sent < end:
+                self._backlog.extend(out[index + sent :])
+                self._backlog_runs = None if runs is None else runs_from(runs, index + sent)
                 if not self._writing:
                     self._writing = True
                     self.loop.add_writer(self.sock.fileno(), self.guarded, self._on_writable)
@@ -253,8 +258,8 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
         self.endpoint = endpoint
         if endpoint.config.ecn and enable_ecn(sock, self.caps):
             self._ecn = []
-        # One socket for every connection: all are sent ECT(0) (validation still
-        # decides what each connection counts as marked, .quic.ecn_marking).
+        # One socket for every connection: the endpoint names each datagram's
+        # codepoint (RFC 9000 §13.4.2.2), set before each run (.core.ecn_runs).
         if endpoint.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0):
             endpoint.ecn_marking = True
 
@@ -333,6 +338,10 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def codepoint_runs(self) -> CodepointRuns | None:
+        endpoint = self.endpoint
+        return endpoint.send_codepoints if endpoint.ecn_marking else None
 
     def too_big(self, data: Any, addr: Any, now: float) -> None:
         self.endpoint.datagram_too_big(data, addr, now)

@@ -4,9 +4,13 @@ socket marks and reports codepoints too."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 
 import mstls.asyncio
+from tests.helpers.ecn_echo_client import check_marking_per_connection
 
 from .support import connect, echo_server, run
 
@@ -62,3 +66,16 @@ def test_migrated_socket_marks_and_reads_codepoints() -> None:
     # itself: unmarked packets would fail the validation (RFC 9000 §13.4.2.1).
     assert after.ecn_ect0_received - before.ecn_ect0_received >= 10
     assert after.ecn_ect0_reported > before.ecn_ect0_reported
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="IP_RECVTOS is Linux's")
+def test_listener_marks_each_connection_as_its_validation_says() -> None:
+    """RFC 9000 §13.4.2.2 on one asyncio listener: a connection whose validation
+    failed (a client counting nothing) sends Not-ECT, a validated one keeps ECT(0)."""
+
+    async def main() -> None:
+        async with echo_server("udp") as listener:
+            port = listener.address[1]
+            await asyncio.to_thread(check_marking_per_connection, port)
+
+    run(main)
