@@ -10,7 +10,11 @@ The connection owns no socket, so the driver and the connection share the work:
   (ECT(0) while :class:`~mstls.core.ecn.EcnValidator` says so, else Not-ECT); the
   driver sends them with it, and the packets are recorded as marked or not.
   Marking more than recorded is harmless for validation, the other way round
-  would fail it.
+  would fail it.  A listener's socket sends for many connections: the endpoint
+  reports each one's codepoint beside its output
+  (:attr:`~mstls.quic.endpoint.ServerEndpoint.send_codepoints`,
+  :mod:`mstls.core.ecn_runs`), so one whose validation failed sends Not-ECT
+  (§13.4.2.2) while the others keep marking.
 * *Receiving.*  The driver passes each datagram's codepoint
   (``receive_datagram(..., ecn=)``); every packet of the datagram is counted in
   its packet number space and the counts go out in ACK_ECN frames
