@@ -49,9 +49,9 @@ __all__ = ["ApplicationData", "CloseNotifyReceived", "Event", "TLSConnection"]
 
 @attrs.frozen
 class ApplicationData:
-    """Decrypted application bytes."""
+    """Decrypted application bytes (one or more records' worth, in order)."""
 
-    data: bytes
+    data: bytes | bytearray
 
 
 @attrs.frozen
@@ -112,7 +112,7 @@ class TLSConnection:
         self._check_usable()
         try:
             self.records.receive_data(data)
-            while (record := self.records.next_record()) is not None:
+            while (record := self.records.next_batch()) is not None:
                 if self._close_notify_received:
                     continue  # RFC 8446 §6.1: data after close_notify is ignored
                 self._process_record(*record)
@@ -192,7 +192,7 @@ class TLSConnection:
             self._out += self.records.encode_alert(alert or AlertDescription.internal_error)
             self._close_notify_sent = True
 
-    def _process_record(self, content_type: ContentType, data: bytes) -> None:
+    def _process_record(self, content_type: ContentType, data: bytes | bytearray) -> None:
         if content_type == ContentType.handshake:
             self.handshake.receive(self._read_epoch, data)
             if not self.is_client and not self.handshake_complete:
@@ -207,7 +207,7 @@ class TLSConnection:
         elif content_type == ContentType.alert:
             self._process_alert(data)
 
-    def _process_alert(self, data: bytes) -> None:
+    def _process_alert(self, data: bytes | bytearray) -> None:
         """RFC 8446 §6: close_notify ends the peer's side; any other alert is fatal."""
         _level, description = decode_alert(data)
         if description == AlertDescription.close_notify:
