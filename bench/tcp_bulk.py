@@ -38,8 +38,8 @@ import argparse
 import contextlib
 import cProfile
 import json
-import pstats
 import multiprocessing
+import pstats
 import socket
 import ssl
 import statistics
