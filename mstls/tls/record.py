@@ -605,15 +605,31 @@ class RecordLayer:
         sent in the clear.  ``padding`` overrides :attr:`padding` for this call.
         Local misuse raises :class:`TLSError` (internal_error).
         """
-        content_type = ContentType(content_type)
+        out = bytearray()
+        self.encode_into(out, content_type, data, padding=padding)
+        return bytes(out)
+
+    def encode_into(
+        self,
+        out: bytearray,
+        content_type: ContentType,
+        data: Buffer,
+        *,
+        padding: PaddingPolicy | None = None,
+    ) -> None:
+        """As :meth:`encode`, appending the records to ``out`` (sealed in place there:
+        the hot path's only copies are the inner plaintext's and the encryption)."""
+        if type(content_type) is not ContentType:
+            content_type = ContentType(content_type)
         view = memoryview(data).cast("B")
         if content_type == ContentType.alert and len(view) != _ALERT_LENGTH:
             raise TLSError(AlertDescription.internal_error, "an alert is exactly two bytes")
         if content_type == ContentType.handshake and not view:
-            return b""
+            return
         if content_type == ContentType.change_cipher_spec or self._write is None:
-            return bytes(self._encode_plaintext(content_type, view))
-        return bytes(self._encode_protected(content_type, view, padding or self.padding))
+            out += self._encode_plaintext(content_type, view)
+            return
+        self._encode_protected(content_type, view, padding or self.padding, out)
 
     def encode_alert(
         self, description: AlertDescription | int, level: AlertLevel | int | None = None
@@ -643,13 +659,17 @@ class RecordLayer:
         return out
 
     def _encode_protected(
-        self, content_type: ContentType, view: memoryview, padding: PaddingPolicy | None
-    ) -> bytearray:
-        """TLSCiphertext records (§5.2) with optional zero padding (§5.4).
+        self,
+        content_type: ContentType,
+        view: memoryview,
+        padding: PaddingPolicy | None,
+        out: bytearray,
+    ) -> None:
+        """TLSCiphertext records (§5.2) with optional zero padding (§5.4), appended to ``out``.
 
-        Hot path: record sizes are decided first so the output is allocated
-        once; each inner plaintext is assembled in a reused scratch buffer and
-        sealed straight into the output.
+        Hot path: record sizes are decided first so ``out`` grows once; each
+        inner plaintext is assembled in a reused scratch buffer and sealed
+        straight into ``out``.
         """
         protection = self._write
         assert protection is not None
@@ -660,12 +680,14 @@ class RecordLayer:
         pads = [0] * len(lengths)
         if padding is not None:
             pads = [min(max(padding(content_type, n), 0), MAX_PLAINTEXT - n) for n in lengths]
-        out = bytearray(total + sum(pads) + len(lengths) * _PROTECTED_OVERHEAD)
+        pos = len(out)
+        grow = total + sum(pads) + len(lengths) * _PROTECTED_OVERHEAD
+        out += bytes(grow)
         scratch = self._scratch
         if scratch is None:
             scratch = self._scratch = bytearray(MAX_INNER_PLAINTEXT)
         with memoryview(out) as out_view, memoryview(scratch) as inner_view:
-            pos = start = 0
+            start = 0
             for length, pad in zip(lengths, pads, strict=True):
                 inner_length = length + 1 + pad
                 inner_view[:length] = view[start : start + length]
@@ -679,4 +701,3 @@ class RecordLayer:
                 )
                 pos = end
                 start += length
-        return out

@@ -146,7 +146,7 @@ class TLSConnection:
         if not self._can_send_application:
             self._pending_application += data
             return
-        self._out += self.records.encode(ContentType.application_data, data)
+        self.records.encode_into(self._out, ContentType.application_data, data)
         if self.records.needs_key_update:
             self.key_update(request_update=False)
 
