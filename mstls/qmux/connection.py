@@ -40,8 +40,9 @@ the stream layer.  All of it is untrusted input; a
 
 Sending.  :meth:`~QMuxConnection.data_to_send` fills records of
 ``min(send_record_size, peer max_record_size)`` bytes (four full TLS records at
-our defaults, one with a peer that keeps the §5.2 default) through a :class:`~mstls.qmux.records.RecordSink`, pending
-QX_PING frames first, up to ``max_send_per_call`` bytes per call (brief T5).
+our defaults, one with a peer that keeps the §5.2 default) through a
+:class:`~mstls.qmux.records.RecordSink`, pending QX_PING frames first, up to
+``max_send_per_call`` bytes per call (brief T5).
 
 Flow control is the stream layer's, unchanged (§6): TCP's own round-trip time
 is invisible here, so window auto-tuning keeps the stream layer's conservative

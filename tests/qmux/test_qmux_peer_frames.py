@@ -29,7 +29,6 @@ from mstls.wire.frames import (
 )
 from mstls.wire.qmux import QMuxFrameType, QxPingFrame, QxTransportParametersFrame
 from mstls.wire.transport_params import (
-    DEFAULT_MAX_RECORD_SIZE,
     QMUX_FORBIDDEN_PARAMETERS,
     TransportParameterId,
     encode_transport_parameters,
