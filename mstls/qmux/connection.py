@@ -300,7 +300,7 @@ class QMuxConnection(ReceivingMixin):
         self._apply(event, *self._premature(f"{what}{': ' + reason if reason else ''}", reset))
 
     # -- public API: output and timers ----------------------------------------------------------
-    def data_to_send(self, now: float) -> bytes:
+    def data_to_send(self, now: float) -> bytes | bytearray:
         """Bytes to write to TCP, in order (also after termination, until empty)."""
         if self.lifecycle.live and self.peer_params is not None:
             self._produce_records(now)

@@ -169,10 +169,13 @@ class TLSConnection:
         self.handshake.send_key_update(request_update)
         self._apply_handshake_output()
 
-    def data_to_send(self) -> bytes:
-        """Bytes to write to TCP, in order."""
-        out = bytes(self._out)
-        self._out.clear()
+    def data_to_send(self) -> bytes | bytearray:
+        """Bytes to write to TCP, in order (the output buffer itself, handed over:
+        no copy; a new one collects what follows)."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = bytearray()
         return out
 
     def next_event(self) -> Event | None:
