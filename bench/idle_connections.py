@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import json
 import multiprocessing
 import os
@@ -82,7 +83,30 @@ class BenchError(Exception):
 # -- the server (child process) ----------------------------------------------------------------
 
 
-def _server_main(pipe: Pipe, certfile: str, keyfile: str, profile: str | None = None) -> None:
+class _GcTimer:
+    """Wall time spent in the cyclic garbage collector, and full collections run."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        #: The longest single collection (s) since the last report.
+        self.longest = 0.0
+        self._start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._start
+            self.seconds += took
+            self.longest = max(self.longest, took)
+            self.full += info["generation"] == 2
+
+
+def _server_main(
+    pipe: Pipe, certfile: str, keyfile: str, profile: str | None = None, gc_mode: str = "default"
+) -> None:
     config = ServerConfig(
         certfile=certfile, keyfile=keyfile, alpn=ALPN, idle_timeout=30.0, handshake_timeout=10.0
     )
@@ -100,6 +124,10 @@ def _server_main(pipe: Pipe, certfile: str, keyfile: str, profile: str | None = 
                 stream = await connection.accept_stream()
                 nursery.start_soon(echo, stream)
 
+    gc_time = _GcTimer()
+    if gc_mode == "freeze":
+        gc.freeze()  # what the server allocated so far is never scanned again
+
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             listener = await nursery.start(mstls.trio.serve, HOST, 0, config, handler)
@@ -107,7 +135,10 @@ def _server_main(pipe: Pipe, certfile: str, keyfile: str, profile: str | None = 
             while True:
                 request = await trio.to_thread.run_sync(pipe.recv)
                 if request == "cpu":
-                    pipe.send(("cpu", time.process_time()))
+                    pipe.send(("cpu", (time.process_time(), gc_time.seconds, gc_time.full)))
+                elif request == "gc_pause":
+                    pipe.send(("gc_pause", gc_time.longest))
+                    gc_time.longest = 0.0
                 else:
                     nursery.cancel_scope.cancel()
                     return
@@ -127,11 +158,13 @@ def _server_main(pipe: Pipe, certfile: str, keyfile: str, profile: str | None = 
 class Server:
     """The child process and its control pipe."""
 
-    def __init__(self, certfile: str, keyfile: str, profile: str | None = None) -> None:
+    def __init__(
+        self, certfile: str, keyfile: str, profile: str | None = None, gc_mode: str = "default"
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
         self._process = context.Process(
-            target=_server_main, args=(child, certfile, keyfile, profile), daemon=True
+            target=_server_main, args=(child, certfile, keyfile, profile, gc_mode), daemon=True
         )
         self._process.start()
         kind, port = self._receive(30.0)
@@ -145,10 +178,23 @@ class Server:
         return message
 
     def cpu(self) -> float:
+        """The server's process time (s)."""
+        return self.counters()[0]
+
+    def longest_gc_pause(self) -> float:
+        """The longest single collection (s) since the last call."""
+        self._pipe.send("gc_pause")
+        kind, value = self._receive(10.0)
+        assert kind == "gc_pause"
+        return float(value)
+
+    def counters(self) -> tuple[float, float, int]:
+        """(process time, time in the cyclic GC, full collections) of the server."""
         self._pipe.send("cpu")
         kind, value = self._receive(10.0)
         assert kind == "cpu"
-        return float(value)
+        cpu, in_gc, full = value
+        return float(cpu), float(in_gc), int(full)
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -299,7 +345,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mstls-bench-idle-") as directory:
         pki = write_dev_pki(directory)
-        server = Server(str(pki.server_cert), str(pki.server_key), options.profile)
+        server = Server(str(pki.server_cert), str(pki.server_key), options.profile, options.gc)
         clients = Clients(server.address, str(pki.ca_cert))
         try:
             for level in options.levels:
@@ -311,27 +357,45 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 clients.run_for(1.0)  # handshake leftovers settle
                 held = len(clients.connections)
                 # Idle: keep-alives only.
-                cpu0, wall0 = server.cpu(), time.monotonic()
+                (cpu0, gc0, full0), wall0 = server.counters(), time.monotonic()
                 clients.run_for(options.idle)
-                idle_cpu = (server.cpu() - cpu0) / (time.monotonic() - wall0)
+                cpu1, gc1, full1 = server.counters()
+                idle_cpu = (cpu1 - cpu0) / (time.monotonic() - wall0)
+                idle_gc = (gc1 - gc0) / max(cpu1 - cpu0, 1e-9)
                 # Echo through one more connection.
                 (echo_conn,) = clients.open(1)
                 clients.run_until(
                     lambda c=echo_conn: c.is_established, options.timeout, "echo open"
                 )
+                server.longest_gc_pause()
+                _, _, full_before = server.counters()
                 latencies = _echo_latencies(clients, echo_conn, options.echoes, options.timeout)
+                _, _, full_after = server.counters()
+                echo_gc_pause = server.longest_gc_pause()
                 # CPU per new connection at this level.
-                cpu0 = server.cpu()
+                (cpu0, gc0, full0), probe_start = server.counters(), time.monotonic()
                 batch = clients.open(options.probe)
                 clients.run_until(lambda b=batch: clients.established(b), options.timeout, "probe")
                 clients.run_for(0.5)
-                per_conn = (server.cpu() - cpu0) / (options.probe + 0.0)
+                cpu1, gc1, full1 = server.counters()
+                per_conn = (cpu1 - cpu0) / (options.probe + 0.0)
+                # The held connections' keep-alives run during the probe too: without
+                # their share (the idle rate over the probe's wall time) what is left
+                # is the new connections' own cost.
+                idle_share = idle_cpu * (time.monotonic() - probe_start)
+                net_per_conn = max(0.0, cpu1 - cpu0 - idle_share) / options.probe
                 row = {
                     "open": held,
                     "idle_cpu_pct": round(100 * idle_cpu, 1),
+                    "idle_gc_pct_of_cpu": round(100 * idle_gc, 1),
+                    "probe_gc_pct_of_cpu": round(100 * (gc1 - gc0) / max(cpu1 - cpu0, 1e-9), 1),
+                    "probe_full_collections": full1 - full0,
+                    "echo_full_collections": full_after - full_before,
+                    "echo_longest_gc_ms": round(1000 * echo_gc_pause, 1),
                     "echo_p50_ms": round(1000 * statistics.median(latencies), 2),
                     "echo_p99_ms": round(1000 * _percentile(latencies, 0.99), 2),
                     "cpu_ms_per_conn": round(1000 * per_conn, 2),
+                    "net_cpu_ms_per_conn": round(1000 * net_per_conn, 2),
                 }
                 results.append(row)
                 print(_format(row), flush=True)
@@ -339,11 +403,12 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
             clients.close()
             server.stop()
     if len(results) > 1:
-        first, last = results[0]["cpu_ms_per_conn"], results[-1]["cpu_ms_per_conn"]
-        print(
-            f"cpu per new connection, {results[-1]['open']} open / {results[0]['open']} open:"
-            f" {last / first:.2f}"
-        )
+        for key, what in (("cpu_ms_per_conn", ""), ("net_cpu_ms_per_conn", ", net")):
+            first, last = results[0][key], results[-1][key]
+            print(
+                f"cpu per new connection{what}, {results[-1]['open']} open /"
+                f" {results[0]['open']} open: {last / max(first, 1e-9):.2f}"
+            )
     return results
 
 
@@ -352,6 +417,11 @@ def _format(row: dict[str, Any]) -> str:
         f"open={row['open']:>6}  idle server cpu={row['idle_cpu_pct']:>5.1f} %"
         f"  echo p50={row['echo_p50_ms']:>7.2f} ms p99={row['echo_p99_ms']:>8.2f} ms"
         f"  cpu/new conn={row['cpu_ms_per_conn']:>6.2f} ms"
+        f" (net of keep-alives {row['net_cpu_ms_per_conn']:>6.2f} ms)"
+        f"  gc: idle {row['idle_gc_pct_of_cpu']:>4.1f} %,"
+        f" probe {row['probe_gc_pct_of_cpu']:>4.1f} % of cpu"
+        f" ({row['probe_full_collections']} full); during the echoes"
+        f" {row['echo_full_collections']} full, longest {row['echo_longest_gc_ms']} ms"
     )
 
 
@@ -370,6 +440,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", help="also write the rows as JSON to this path")
     parser.add_argument(
         "--profile", help="run the server under cProfile, stats to this path (slower)"
+    )
+    parser.add_argument(
+        "--gc",
+        choices=("default", "freeze"),
+        default="default",
+        help="the server's garbage collector: CPython's defaults, or gc.freeze() at start",
     )
     return parser.parse_args(argv)
 

@@ -32,7 +32,11 @@ from typing import Any
 
 import attrs
 
-from mstls.config import DEFAULT_MAX_TCP_HANDSHAKES
+from mstls.config import (
+    DEFAULT_CLIENT_HELLO_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_TCP_HANDSHAKES,
+)
 from mstls.fleet import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH
 
 from .identity import AllowList, RuleError
@@ -80,6 +84,11 @@ MAX_FLEET_NONCE_LENGTH = MAX_CID_LENGTH - 1 - FLEET_SERVER_ID_LENGTH
 RETRY_MODES = ("always", "under_load", "never")
 #: ``retry = "under_load"`` without ``retry_threshold``: handshakes in progress.
 DEFAULT_RETRY_THRESHOLD = 100
+#: ``limits.max_connections``: connections the daemon serves at once.
+DEFAULT_ACCEPTED_CONNECTIONS = 1000
+#: ``limits.retry`` when the file does not say (issue 11: a flood of Initials must not
+#: lock real clients out, so addresses are validated once handshakes pile up).
+DEFAULT_RETRY_MODE = "under_load"
 
 
 class ConfigError(Exception):
@@ -141,7 +150,7 @@ class ServiceSpec:
 class Limits:
     """Resource limits and timers (seconds)."""
 
-    max_connections: int = 1000
+    max_connections: int = DEFAULT_ACCEPTED_CONNECTIONS
     max_streams_per_connection: int = 100
     handshake_timeout: float = 10.0
     idle_timeout: float = 30.0
@@ -154,14 +163,20 @@ class Limits:
     #: Validate every client address with a QUIC Retry before any handshake work
     #: (``retry = "always"``, or ``true``).
     retry: bool = False
-    #: ``retry = "under_load"``: a Retry once this many QUIC handshakes are in progress.
-    retry_threshold: int | None = None
+    #: ``retry = "under_load"`` (the default): a Retry once this many QUIC handshakes are
+    #: in progress; None: never.
+    retry_threshold: int | None = DEFAULT_RETRY_THRESHOLD
     #: Handshakes per second one source address may start (IPv6: per /64); None: no limit.
     handshake_rate: float | None = None
     #: Handshakes a source may start at once before the rate applies (None: library default).
     handshake_burst: int | None = None
     #: TLS handshakes a TCP listener runs at once; more wait in the kernel's accept queue.
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    #: TCP: seconds a new connection may take to send its whole ClientHello.
+    client_hello_timeout: float = DEFAULT_CLIENT_HELLO_TIMEOUT
+    #: QUIC connections one UDP listener holds state for, handshakes and closing ones
+    #: included; new Initials beyond it are dropped.  At least ``max_connections``.
+    max_quic_connections: int = DEFAULT_MAX_CONNECTIONS
 
     @property
     def retry_mode(self) -> str:
@@ -423,6 +438,8 @@ _LIMIT_KEYS: dict[str, Checker] = {
     "handshake_rate": _rate,
     "handshake_burst": _positive_int,
     "max_tcp_handshakes": _positive_int,
+    "max_quic_connections": _positive_int,
+    "client_hello_timeout": _positive_float,
 }
 _LOGGING_KEYS: dict[str, Checker] = {
     "format": _choice(*LOG_FORMATS),
@@ -478,7 +495,7 @@ def _section(
 def _limits(value: Any, ctx: _Context) -> Limits:
     """``[limits]``: the keys, then the rules that tie keys together."""
     fields = _section(_table(value, ctx, "limits"), _LIMIT_KEYS, ctx, "limits")
-    mode = fields.pop("retry", "never")
+    mode = fields.pop("retry", DEFAULT_RETRY_MODE)
     threshold = fields.pop("retry_threshold", None)
     if threshold is not None and mode != "under_load":
         raise ctx.error(
@@ -488,6 +505,16 @@ def _limits(value: Any, ctx: _Context) -> Limits:
         raise ctx.error("limits.handshake_burst", "needs limits.handshake_rate")
     if mode == "under_load" and threshold is None:
         threshold = DEFAULT_RETRY_THRESHOLD
+    accepted: int = fields.get("max_connections", DEFAULT_ACCEPTED_CONNECTIONS)
+    quic = fields.get("max_quic_connections")
+    if quic is None:
+        fields["max_quic_connections"] = max(DEFAULT_MAX_CONNECTIONS, accepted)
+    elif quic < accepted:
+        raise ctx.error(
+            "limits.max_quic_connections",
+            f"must be at least limits.max_connections ({accepted}): the connections"
+            " accepted need their QUIC state",
+        )
     return Limits(**fields, retry=mode == "always", retry_threshold=threshold)
 
 

@@ -64,13 +64,20 @@ class Peer:
     """Who is on the other end of a stream: what the python handlers receive.
 
     ``certificate`` is the library's ``VerifiedPeer`` (or None); the other
-    fields are copied from it for convenience.
+    fields are copied from it for convenience.  ``address`` follows the
+    connection when ``current_address`` reads it (a QUIC peer may move, RFC 9000 §9).
     """
 
-    address: Any
+    _address: Any = attrs.field(alias="address")
     transport: str
     connection_id: str
     certificate: Any = None
+    current_address: Callable[[], Any] | None = attrs.field(default=None, eq=False)
+
+    @property
+    def address(self) -> Any:
+        """The peer's current address (the connection-time one without ``current_address``)."""
+        return self._address if self.current_address is None else self.current_address()
 
     @property
     def authenticated(self) -> bool:

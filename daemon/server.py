@@ -56,7 +56,7 @@ import trio
 
 import mstls
 import mstls.trio
-from mstls.fleet import StatelessResetKey
+from mstls.fleet import TICKET_KEY_LENGTH, StatelessResetKey
 
 from . import logs
 from .certs import build_server_config, steering_worker_byte
@@ -73,8 +73,10 @@ from .state import (
     StateError,
     load_reset_key,
     load_retry_token_key,
+    load_ticket_keys,
     peek_reset_key,
     peek_retry_token_key,
+    peek_ticket_keys,
 )
 from .steering import attach_steering
 
@@ -174,6 +176,12 @@ class Daemon:
         self.handshake_watch = HandshakeWatch(self.metrics)
         try:
             self.reset_key, self.retry_token_key = self._state_keys(state_dir, check_only)
+            # Shared by all workers, so any of them resumes any worker's tickets.
+            self.ticket_keys = (
+                (peek_ticket_keys(state_dir) or [os.urandom(TICKET_KEY_LENGTH)])
+                if check_only
+                else load_ticket_keys(state_dir)
+            )
         except StateError as exc:
             raise ConfigError(config.source, "state_dir", str(exc)) from None
         self.server_config = self._server_config(self.config)
@@ -238,6 +246,9 @@ class Daemon:
         if limits.handshake_burst is not None:
             server.handshake_burst_per_source = limits.handshake_burst
         server.max_tcp_handshakes = limits.max_tcp_handshakes
+        server.max_connections = limits.max_quic_connections
+        server.client_hello_timeout = limits.client_hello_timeout
+        server.session_ticket_keys = self.ticket_keys
         return server
 
     def _socket_hook(self, spec: ListenerSpec) -> Any:
@@ -424,7 +435,13 @@ class Daemon:
 
     async def _serve_connection(self, conn: mstls.trio.Connection) -> None:
         label = f"c{next(self._labels)}"
-        peer = Peer(conn.peer_address, conn.transport, label, conn.peer_certificate)
+        peer = Peer(
+            conn.peer_address,
+            conn.transport,
+            label,
+            conn.peer_certificate,
+            current_address=lambda: conn.peer_address,  # follows a migration (RFC 9000 §9)
+        )
         state = ConnectionState(label, conn, peer)
         self.connections[label] = state
         self.metrics.connections.labels(conn.transport).inc()
@@ -450,17 +467,36 @@ class Daemon:
             del self.connections[label]
             self.metrics.connections_active.labels(conn.transport).dec()
             self.metrics.connections_closed.labels(reason).inc()
-            event(logging.INFO, "connection.closed", "connection closed", conn=label, reason=reason)
+            event(
+                logging.INFO,
+                "connection.closed",
+                "connection closed",
+                conn=label,
+                peer=_address(conn.peer_address),  # where it ended: the peer may have moved
+                reason=reason,
+            )
             with trio.CancelScope(shield=True):
                 await conn.aclose()
 
     async def _sample_stats(self, state: ConnectionState) -> None:
         """Every STATS_INTERVAL while the connection is open: RTT and loss growth to the
-        metrics (one cheap snapshot per connection per interval)."""
+        metrics (one cheap snapshot per connection per interval); a peer that moved
+        (NAT rebinding, migration, RFC 9000 §9) is logged as ``connection.migrated``."""
+        address = state.conn.peer_address
         while True:
             state.conn.ping()  # TCP: a QX_PING, so even a busy connection has an RTT
             await trio.sleep(STATS_INTERVAL)
             self.metrics.observe_connection(state.conn.stats(), state.reported)
+            if state.conn.peer_address != address:
+                event(
+                    logging.INFO,
+                    "connection.migrated",
+                    "peer address changed",
+                    conn=state.label,
+                    peer=_address(state.conn.peer_address),
+                    previous=_address(address),
+                )
+                address = state.conn.peer_address
 
     async def _accept_streams(self, state: ConnectionState, streams: trio.Nursery) -> str:
         """Accept streams until the connection ends; how it ended."""

@@ -14,20 +14,62 @@ from typing import Any
 import attrs
 
 from .core.admission import DEFAULT_BURST, SourceRateLimiter, check_admission
+from .core.datagrams import DEFAULT_MAX_DATAGRAM_FRAME_SIZE
 from .core.stream_manager import check_stream_limits
 from .exceptions import ConfigurationError
-from .qmux.config import QMuxConfig
+from .qmux.config import DEFAULT_CLIENT_HELLO_TIMEOUT, QMuxConfig
 from .quic.config import QuicConfig
-from .quic.endpoint import RetryTokens, ServerEndpoint
+from .quic.endpoint import DEFAULT_MAX_CONNECTIONS, RetryTokens, ServerEndpoint
+from .tls.anti_replay import DEFAULT_STRIKE_REGISTER_SIZE, StrikeRegister
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
-from .tls.config import TLSConfig
+from .tls.config import DEFAULT_SESSION_TICKETS, TLSConfig
+from .tls.resumption import TICKET_AGE_TOLERANCE_MS
+from .tls.ticket_store import TicketStore
+from .tls.tickets import (
+    DEFAULT_TICKET_LIFETIME,
+    MAX_TICKET_KEYS,
+    MAX_TICKET_LIFETIME,
+    TICKET_KEY_LENGTH,
+    TicketKeyRing,
+)
 
-__all__ = ["DEFAULT_MAX_TCP_HANDSHAKES", "ClientConfig", "ServerConfig"]
+__all__ = [
+    "DEFAULT_CLIENT_HELLO_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_TCP_HANDSHAKES",
+    "MAX_EARLY_DATA_LIMIT",
+    "STRIKE_REGISTER_SIZE",
+    "ClientConfig",
+    "ServerConfig",
+]
 
 #: TLS handshakes a TCP listener runs at once by default (:attr:`ServerConfig.max_tcp_handshakes`).
 DEFAULT_MAX_TCP_HANDSHAKES = 128
 
+#: The largest :attr:`ServerConfig.max_early_data` accepted (bytes of 0-RTT data per
+#: connection; RFC 8446 §4.2.10 has 32 bits, a server buffers what it accepts).
+MAX_EARLY_DATA_LIMIT = 16 << 20
+#: Ticket identities a server's strike register remembers at most (RFC 8446 §8.2);
+#: a full register refuses early data until entries expire.
+STRIKE_REGISTER_SIZE = DEFAULT_STRIKE_REGISTER_SIZE
+
 PathLike = str | os.PathLike[str]
+
+
+def _strike_register() -> StrikeRegister:
+    """The anti-replay register of one server configuration (RFC 8446 §8): a ticket
+    admits early data once within twice the ticket-age tolerance."""
+    return StrikeRegister(2 * TICKET_AGE_TOLERANCE_MS, STRIKE_REGISTER_SIZE)
+
+
+def _max_early_data(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"max_early_data: must be an integer, got {value!r}")
+    if not 0 <= value <= MAX_EARLY_DATA_LIMIT:
+        raise ConfigurationError(
+            f"max_early_data: must be 0 (off) to {MAX_EARLY_DATA_LIMIT} bytes, got {value!r}"
+        )
+    return value
 
 
 def _alpn(value: str | Sequence[str]) -> list[str]:
@@ -39,9 +81,38 @@ def _alpn(value: str | Sequence[str]) -> list[str]:
     return protocols
 
 
+def _random_ticket_keys() -> list[bytes]:
+    return [os.urandom(TICKET_KEY_LENGTH)]
+
+
+def _ticket_ring(keys: Sequence[bytes] | None, count: int, lifetime: int) -> TicketKeyRing | None:
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 255:
+        raise ConfigurationError(f"session_tickets: must be an integer 0-255, got {count!r}")
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int):
+        raise ConfigurationError(f"ticket_lifetime: must be whole seconds, got {lifetime!r}")
+    if not 0 < lifetime <= MAX_TICKET_LIFETIME:
+        raise ConfigurationError(
+            f"ticket_lifetime: must be 1-{MAX_TICKET_LIFETIME} seconds (7 days, "
+            f"RFC 8446 §4.6.1), got {lifetime!r}"
+        )
+    if keys is None or count == 0:
+        return None
+    if isinstance(keys, bytes | bytearray) or len(keys) > MAX_TICKET_KEYS:
+        raise ConfigurationError(
+            f"session_ticket_keys: expected a list of 1-{MAX_TICKET_KEYS} keys "
+            f"of {TICKET_KEY_LENGTH} bytes, current first"
+        )
+    return TicketKeyRing(keys)
+
+
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise ConfigurationError(f"{name}: must be positive, got {value!r}")
+
+
+def _datagram_settings(enabled: bool) -> dict[str, int]:
+    """``datagrams=True``: accept any DATAGRAM frame that fits (RFC 9221 §3)."""
+    return {"max_datagram_frame_size": DEFAULT_MAX_DATAGRAM_FRAME_SIZE} if enabled else {}
 
 
 def _checked_quic(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> QuicConfig:
@@ -111,9 +182,27 @@ class ClientConfig:
     ``handshake_timeout``
         Seconds the whole handshake may take before it fails (brief T1); also
         bounds the TCP connect of ``transport="tcp"``.
+    ``datagrams``
+        Enable unreliable datagrams (RFC 9221): advertise max_datagram_frame_size
+        so ``send_datagram`` / ``receive_datagram`` work when the server enables
+        them too.  Over TCP they travel reliably (draft-ietf-quic-qmux §8.1).
     ``fallback_delay``
         ``transport="auto"``: seconds to wait for a first QUIC packet before
         starting a QMux/TCP attempt beside the QUIC one (Happy Eyeballs).
+    ``ticket_store``
+        Where session tickets are kept to resume later connections (RFC 8446
+        §2.2, no certificates exchanged): a :class:`mstls.MemoryTicketStore`,
+        a :class:`mstls.FileTicketStore`, or any :class:`mstls.TicketStore`.
+        Tickets are keyed by server name, ALPN protocol and transport, and
+        used once.  ``None`` (the default): every handshake is a full one.
+    ``early_data``
+        Send 0-RTT data (RFC 8446 §2.3) when resuming with a ticket that allows
+        it (needs ``ticket_store``; TCP/QMux only so far).  Only streams opened
+        with ``open_stream(early=True)`` carry early data, and only before the
+        handshake ends: connect with ``lazy=True`` and open such a stream first.
+        An attacker can replay early data, so only replay-safe requests belong
+        there.  Rejected early data is sent again after the handshake
+        (``Connection.early_data_accepted`` says which happened).  Off by default.
     ``extra``
         QUIC settings by name, passed to :class:`mstls.quic.config.QuicConfig`
         (UDP only): flow-control windows (``initial_max_data``,
@@ -123,8 +212,10 @@ class ClientConfig:
         ``min_ack_delay_us``, ``ack_eliciting_threshold``, ``ack_delay_exponent``),
         connection IDs (``active_connection_id_limit``, ``cid_length``,
         ``cid_generator``), PMTU (``max_udp_payload_size``, ``pmtu_discovery``,
-        ``pmtu_max``), ``max_crypto_buffer``, ``udp_offload``, ``qlog_dir``,
-        ``versions`` and ``initial_version``.  An unknown name or a bad value
+        ``pmtu_max``, ``pmtu_raise_interval``), ``ecn``, ``max_crypto_buffer``,
+        ``udp_offload``, ``qlog_dir``, ``versions``, ``initial_version``, and the
+        datagram queue bounds ``datagram_send_queue`` and ``datagram_receive_queue``.
+        An unknown name or a bad value
         raises :class:`~mstls.exceptions.ConfigurationError`.
     """
 
@@ -141,6 +232,9 @@ class ClientConfig:
     keylog_file: PathLike | None = None
     handshake_timeout: float = 10.0
     fallback_delay: float = 0.3
+    datagrams: bool = False
+    ticket_store: TicketStore | None = None
+    early_data: bool = False
     extra: dict[str, Any] = attrs.Factory(dict)
 
     def tls_config(self, host: str) -> TLSConfig:
@@ -160,6 +254,11 @@ class ClientConfig:
             own = self.cafile is not None or self.cadata is not None
             roots = load_roots(self.cafile, self.cadata, use_system=not own)
         pins = [normalize_pin(p) for p in self.pinned_sha256] if self.pinned_sha256 else None
+        store = self.ticket_store
+        if store is not None and not isinstance(store, TicketStore):
+            raise ConfigurationError(
+                f"ticket_store: expected an object with add() and take(), got {store!r}"
+            )
         return TLSConfig(
             alpn_protocols=alpn,
             server_name=name,
@@ -169,6 +268,8 @@ class ClientConfig:
             trusted_roots=roots,
             pinned_sha256=pins,
             keylog=self.keylog_file,
+            ticket_store=store,
+            early_data=bool(self.early_data),
         )
 
     def quic_config(self, host: str) -> QuicConfig:
@@ -179,6 +280,7 @@ class ClientConfig:
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
+            **_datagram_settings(self.datagrams),
         )
 
     def qmux_config(self, host: str) -> QMuxConfig:
@@ -189,6 +291,7 @@ class ClientConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                **_datagram_settings(self.datagrams),
             )
         )
 
@@ -243,9 +346,52 @@ class ServerConfig:
         :mod:`mstls.core.admission`).
     ``handshake_burst_per_source``
         How many handshakes a source may start at once before that rate applies.
+    ``datagrams``
+        Enable unreliable datagrams (RFC 9221) for clients that enable them too
+        (see :class:`ClientConfig`).
     ``max_tcp_handshakes``
         TCP: at most this many TLS handshakes run at once; further connections wait
         in the kernel's accept queue, so a flood cannot pile up handshake state.
+    ``client_hello_timeout``
+        TCP: seconds a new connection may take to deliver its whole ClientHello
+        before it fails (a slow sender cannot hold a handshake slot for the whole
+        ``handshake_timeout``); then ``handshake_timeout`` applies.
+    ``max_connections``
+        UDP: the QUIC connections one listener holds state for at most, handshakes
+        in progress and closing connections included (default 10,000,
+        ``mstls.config.DEFAULT_MAX_CONNECTIONS``); a new Initial beyond it is dropped
+        before any state is made, so the client retries later.
+    ``session_tickets``
+        NewSessionTickets sent after each handshake (RFC 8446 §4.6.1), so that
+        clients can resume; 0 turns resumption off.
+    ``session_ticket_keys``
+        The AES-256-GCM keys (32 bytes each) sealing the stateless tickets: the
+        current key first, then previous keys whose tickets are still accepted
+        (rotation).  Every worker of a service must hold the same list.  Default:
+        one random key per configuration object (tickets resume on it only).
+    ``ticket_lifetime``
+        Seconds a ticket may be used (at most 7 days, RFC 8446 §4.6.1).
+    ``max_early_data``
+        Bytes of 0-RTT data (RFC 8446 §2.3) a resumed client may send before the
+        handshake ends (TCP/QMux only so far); 0 (the default) turns 0-RTT off.
+        Tickets issued say so; early data is accepted once per ticket: the
+        configuration's strike register (:data:`STRIKE_REGISTER_SIZE` entries,
+        RFC 8446 §8) refuses a replayed first flight, which then goes on as a
+        1-RTT handshake that the attacker cannot complete.
+    ``strike_register``
+        That register (:class:`mstls.tls.anti_replay.StrikeRegister`): by default
+        one per configuration object, so the listeners given the same object
+        share it; pass one to share it between configurations.
+    ``disable_active_migration``
+        QUIC: tell clients not to migrate (the transport parameter, RFC 9000
+        §18.2) and drop their non-probing packets from new addresses instead of
+        following them (§9).  Default: clients may migrate, and a NAT rebinding
+        is followed after path validation.
+    ``preferred_address``
+        QUIC: an ``(address, port)`` sent to clients as preferred_address (RFC 9000
+        §9.6) with its own connection ID; clients validate it and move there after
+        the handshake.  Datagrams sent there must reach this listener (a
+        forwarder or NAT in front of it): a listener binds one socket.  ``None``: none.
     ``extra``
         QUIC settings by name (UDP only), the same keys as
         :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
@@ -268,7 +414,21 @@ class ServerConfig:
     handshake_rate_per_source: float | None = None
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    client_hello_timeout: float = DEFAULT_CLIENT_HELLO_TIMEOUT
+    datagrams: bool = False
+    session_tickets: int = DEFAULT_SESSION_TICKETS
+    session_ticket_keys: Sequence[bytes] | None = attrs.field(
+        factory=_random_ticket_keys, repr=False, eq=False
+    )
+    ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
+    max_early_data: int = 0
+    disable_active_migration: bool = False
+    preferred_address: tuple[str, int] | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
+    strike_register: StrikeRegister = attrs.field(
+        factory=_strike_register, repr=False, eq=False
+    )
 
     def tls_config(self) -> TLSConfig:
         """The checked TLS 1.3 settings (raises :class:`ConfigurationError`)."""
@@ -294,6 +454,13 @@ class ServerConfig:
             request_client_certificate=roots is not None,
             require_client_certificate=self.require_client_cert,
             keylog=self.keylog_file,
+            ticket_keys=_ticket_ring(
+                self.session_ticket_keys, self.session_tickets, self.ticket_lifetime
+            ),
+            session_tickets=self.session_tickets,
+            ticket_lifetime=self.ticket_lifetime,
+            max_early_data=_max_early_data(self.max_early_data),
+            strike_register=self.strike_register,
         )
 
     def retry_tokens(self) -> RetryTokens:
@@ -303,14 +470,15 @@ class ServerConfig:
         return RetryTokens(self.retry_token_key)
 
     def check_admission(self) -> None:
-        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold or
-        handshake cap."""
+        """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold,
+        handshake cap or connection cap."""
         check_admission(
             self.handshake_rate_per_source, self.handshake_burst_per_source, self.retry_threshold
         )
-        cap = self.max_tcp_handshakes
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise ConfigurationError(f"max_tcp_handshakes: must be a positive integer, got {cap!r}")
+        for name in ("max_tcp_handshakes", "max_connections"):
+            cap = getattr(self, name)
+            if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+                raise ConfigurationError(f"{name}: must be a positive integer, got {cap!r}")
 
     def source_rate_limiter(self) -> SourceRateLimiter | None:
         """A fresh per-source handshake limiter, or None without a rate."""
@@ -321,8 +489,10 @@ class ServerConfig:
         return SourceRateLimiter(rate, self.handshake_burst_per_source)
 
     def configure_endpoint(self, endpoint: ServerEndpoint) -> None:
-        """Carry the Retry and rate settings to a running endpoint (its buckets are kept)."""
+        """Carry the Retry, rate and connection-cap settings to a running endpoint (its
+        buckets are kept; connections beyond a lowered cap run on)."""
         self.check_admission()
+        endpoint.max_connections = self.max_connections
         endpoint.configure_admission(
             retry=self.retry,
             retry_threshold=self.retry_threshold,
@@ -338,6 +508,7 @@ class ServerConfig:
             retry_tokens=self.retry_tokens(),
             retry_threshold=self.retry_threshold,
             rate_limiter=self.source_rate_limiter(),
+            max_connections=self.max_connections,
         )
 
     def quic_config(self) -> QuicConfig:
@@ -348,7 +519,16 @@ class ServerConfig:
             idle_timeout=self.idle_timeout,
             handshake_timeout=self.handshake_timeout,
             keepalive_interval=self.keepalive,
+            **_datagram_settings(self.datagrams),
+            disable_active_migration=self.disable_active_migration,
+            preferred_address=self.preferred_address,
         )
+
+    def _client_hello_timeout(self) -> float:
+        value = self.client_hello_timeout
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigurationError(f"client_hello_timeout: must be positive, got {value!r}")
+        return float(value)
 
     def qmux_config(self) -> QMuxConfig:
         """The checked QMux settings (raises :class:`ConfigurationError`)."""
@@ -358,5 +538,7 @@ class ServerConfig:
                 idle_timeout=self.idle_timeout,
                 handshake_timeout=self.handshake_timeout,
                 keepalive_interval=self.keepalive,
+                client_hello_timeout=self._client_hello_timeout(),
+                **_datagram_settings(self.datagrams),
             )
         )

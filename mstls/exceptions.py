@@ -50,6 +50,10 @@ __all__ = [
     "ConfigurationError",
     "ConnectionIOError",
     "ConnectionTerminated",
+    "DatagramError",
+    "DatagramQueueFull",
+    "DatagramTooLarge",
+    "DatagramsUnsupported",
     "DecodeError",
     "DecryptionFailed",
     "Error",
@@ -59,6 +63,7 @@ __all__ = [
     "HandshakeRefused",
     "IncompleteRead",
     "ListenerClosed",
+    "MigrationRefused",
     "PeerAlert",
     "PrematureClose",
     "ProtocolError",
@@ -233,6 +238,12 @@ class ConfigurationError(Error):
 
     The message names the file or option and the problem.
     """
+
+
+class MigrationRefused(Error):
+    """Connection migration is not possible (RFC 9000 §9): the peer sent
+    disable_active_migration or gave no spare connection ID, the handshake is not
+    confirmed yet, or the connection runs over TCP, which has no paths."""
 
 
 class ProtocolError(Error):
@@ -508,3 +519,37 @@ class StreamStoppedError(StreamStopped):
 
     def __init__(self, reason: str, error_code: int, *, stream_id: int | None = None) -> None:
         super().__init__(error_code, reason, stream_id=stream_id)
+
+
+class DatagramError(Error):
+    """A datagram (RFC 9221) could not be sent; the connection is intact."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DatagramTooLarge(DatagramError, ValueError):
+    """The payload exceeds :attr:`max_size`, the largest the peer and the path allow
+    now (``connection.max_datagram_size``)."""
+
+    def __init__(self, size: int, max_size: int) -> None:
+        super().__init__(f"datagram of {size} bytes exceeds the maximum of {max_size} bytes")
+        self.size = size
+        self.max_size = max_size
+
+
+class DatagramQueueFull(DatagramError, WantWrite):
+    """The send queue holds :attr:`limit` datagrams already; retry once some were
+    sent.  Reported, never a silent drop or a wait (kind ``WANT_WRITE``)."""
+
+    kind = ErrorKind.WANT_WRITE
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"datagram send queue full ({limit} datagrams waiting)")
+        self.limit = limit
+
+
+class DatagramsUnsupported(DatagramError):
+    """Datagrams cannot be used on this connection: not enabled here, or the peer
+    did not advertise max_datagram_frame_size (RFC 9221 §3)."""

@@ -7,6 +7,8 @@
   issue (draft-ietf-quic-load-balancers), so a load balancer routes every packet
   of a connection to the server that holds it; ``MAX_CONFIG_ID``,
   ``MIN_NONCE_LENGTH`` and ``MAX_CID_LENGTH`` bound its settings.
+* ``TICKET_KEY_LENGTH`` — the length of each of ``ServerConfig.session_ticket_keys``,
+  the keys sealing session tickets, which every server of a fleet must share.
 
 ``mstlsd`` builds its fleet settings from these names only (see ``docs/fleet.md``).
 """
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 from .core.stateless_reset import STATELESS_RESET_KEY_LENGTH, StatelessResetKey
 from .quic.quic_lb import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH, QuicLbConfig
+from .tls.tickets import TICKET_KEY_LENGTH
 
 __all__ = [
     "MAX_CID_LENGTH",
     "MAX_CONFIG_ID",
     "MIN_NONCE_LENGTH",
     "STATELESS_RESET_KEY_LENGTH",
+    "TICKET_KEY_LENGTH",
     "QuicLbConfig",
     "StatelessResetKey",
 ]

@@ -49,6 +49,7 @@ import attrs
 from . import _errors as errors
 from .core.events import (
     ConnectionTerminatedEvent,
+    DatagramsAvailable,
     HandshakeCompletedEvent,
     StopSendingReceived,
     StreamAcknowledged,
@@ -60,6 +61,8 @@ from .core.events import (
 )
 from .core.stream_states import RecvState
 from .exceptions import (
+    DatagramError,
+    DatagramQueueFull,
     Error,
     StreamLimitReached,
     StreamResetError,
@@ -82,9 +85,13 @@ class Wakeups:
     accept: bool = False
     open: bool = False
     connection: bool = False
+    #: Received datagrams wait (RFC 9221).
+    datagram: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.streams or self.accept or self.open or self.connection)
+        return bool(
+            self.streams or self.accept or self.open or self.connection or self.datagram
+        )
 
 
 class Session:
@@ -108,6 +115,9 @@ class Session:
         #: stream is forgotten; the QX_PING sequence number that must be answered).
         self._ack_pings: dict[int, tuple[tuple[int, bool] | None, int]] = {}
         self._pings_answered = -1
+        #: Streams the application closed that the stream layer still holds: a reset or
+        #: STOP_SENDING pumped for them later keeps nothing (pruned after each pump).
+        self._forgotten: set[int] = set()
 
     # -- events --------------------------------------------------------------------------
     def pump_events(self) -> Wakeups:
@@ -120,15 +130,19 @@ class Session:
                 self.accept_queue.append(event.stream_id)
                 wake.accept = True
             elif isinstance(event, StreamReset):
-                self._reset[event.stream_id] = event.error_code
+                if event.stream_id not in self._forgotten:
+                    self._reset[event.stream_id] = event.error_code
                 wake.streams.add(event.stream_id)
             elif isinstance(event, StopSendingReceived):
-                self._stopped[event.stream_id] = event.error_code
+                if event.stream_id not in self._forgotten:
+                    self._stopped[event.stream_id] = event.error_code
                 wake.streams.add(event.stream_id)
             elif isinstance(event, StreamAcknowledged):
                 wake.streams.add(event.stream_id)
             elif isinstance(event, StreamsAvailable):
                 wake.open = True
+            elif isinstance(event, DatagramsAvailable):
+                wake.datagram = True
             elif isinstance(event, HandshakeCompletedEvent):
                 self.handshake_done = True
                 self.handshake_info = event
@@ -138,7 +152,14 @@ class Session:
                 wake.connection = True
         if self._ack_pings:
             self._wake_acknowledged(wake)
+        if self._forgotten:
+            self._prune_forgotten()
         return wake
+
+    def _prune_forgotten(self) -> None:
+        """Drop the closed streams the stream layer freed: no event can name them now."""
+        get = self.conn.streams.get_stream
+        self._forgotten = {sid for sid in self._forgotten if get(sid) is not None}
 
     def _wake_acknowledged(self, wake: Wakeups) -> None:
         """QMux: wake the streams whose acknowledging QX_PING was just answered."""
@@ -189,6 +210,7 @@ class Session:
             + len(self._reset_sent)
             + len(self._stop_sent)
             + len(self._ack_pings)
+            + len(self._forgotten)
         )
 
     @property
@@ -199,14 +221,67 @@ class Session:
         """Raise the connection's failure (copied into the caller's queue) if it failed."""
         self.channel.raise_if_failed(op)
 
+    # -- datagrams (RFC 9221) ----------------------------------------------------------------
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest datagram payload that may be sent now (0: none may)."""
+        if self.failed or self.conn.is_terminated:
+            return 0
+        return int(self.conn.max_datagram_size)
+
+    def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue one datagram.  A full queue raises :class:`DatagramQueueFull` bare
+        (a would-block, E4); the other refusals are recorded in the caller's queue."""
+        self.check("send_datagram")
+        try:
+            self.conn.send_datagram_frame(data)
+        except DatagramQueueFull:
+            raise
+        except DatagramError as exc:
+            raise errors.recorded(exc, lib=self.channel.lib) from None
+
+    def receive_datagram(self) -> bytes | None:
+        """The next received datagram, or ``None``; those that arrived before the
+        connection failed are returned first (as reads return delivered data, E6),
+        then its failure is raised."""
+        data: bytes | None = self.conn.receive_datagram_frame()
+        if data is None:
+            self.check("receive_datagram")
+        return data
+
     # -- streams -----------------------------------------------------------------------------
-    def open_stream(self, bidirectional: bool) -> int | None:
-        """A new stream ID, or ``None`` while the peer's stream limit is reached."""
+    def open_stream(self, bidirectional: bool, early: bool = False) -> int | None:
+        """A new stream ID, or ``None`` while the peer's stream limit is reached;
+        ``early``: its data is replay-safe and may go as 0-RTT data (QMux)."""
         self.check("open_stream")
         try:
-            return int(self.conn.streams.open_stream(bidirectional))
+            stream_id = int(self.conn.streams.open_stream(bidirectional))
         except StreamLimitReached:
             return None
+        if early and self.early_data_possible:
+            self.conn.mark_early(stream_id)
+        return stream_id
+
+    @property
+    def early_data_possible(self) -> bool:
+        """Client: 0-RTT is in use, so a replay-safe stream may send before the handshake."""
+        return bool(getattr(self.conn, "early_data_possible", False))
+
+    @property
+    def ready(self) -> bool:
+        """Streams may be used: the handshake completed or, on a server, the client's
+        0-RTT data was accepted (its early streams are readable before the client's
+        Finished, RFC 8446 §2.3; our own data then goes as 0.5-RTT data)."""
+        if self.handshake_done:
+            return True
+        return self.early_data_accepted is True and not getattr(self.conn, "is_client", True)
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether 0-RTT data was accepted: None until known, False after a handshake
+        without it (RFC 8446 §4.2.10)."""
+        accepted: bool | None = getattr(self.conn, "early_data_accepted", None)
+        return False if accepted is None and self.handshake_done else accepted
 
     def accept(self) -> int | None:
         self.check("accept_stream")
@@ -346,6 +421,8 @@ class Session:
         self._stopped.pop(stream_id, None)
         self._reset_sent.discard(stream_id)
         self._ack_pings.pop(stream_id, None)
+        if self.conn.streams.get_stream(stream_id) is not None:
+            self._forgotten.add(stream_id)
 
 
 def as_error(exc: BaseException) -> Error | None:

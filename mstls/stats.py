@@ -39,10 +39,19 @@ grows; times are seconds):
 * **Congestion** (RFC 9002 §7, UDP only, else ``None``): ``congestion_window``,
   ``slow_start_threshold`` (``None`` until the first congestion event) and
   ``bytes_in_flight`` (§2).  ``path_mtu``: the largest UDP payload the path
-  carries as far as the connection knows (RFC 9000 §14; ``None`` over TCP).
+  carries as far as the connection knows (RFC 9000 §14; ``None`` over TCP);
+  ``path_mtu_black_holes``: how often it fell back to 1200 bytes because larger
+  packets stopped arriving or the socket refused them (RFC 8899 §4.3).
+* **ECN** (RFC 9000 §13.4, UDP only, else ``None``): ``ecn_state`` is the
+  validation state of what we send (``testing``, ``unknown``, ``capable``,
+  ``failed``); ``ecn_ect0_received`` / ``ecn_ce_received`` count 1-RTT packets
+  that arrived ECT(0) / CE-marked; ``ecn_ect0_reported`` / ``ecn_ce_reported``
+  are the peer's latest 1-RTT counts of ours (its ACK_ECN frames).
 * **Streams**: ``streams_opened_local`` / ``streams_opened_peer`` — streams
   opened by us and by the peer (RFC 9000 §2.1; a peer stream opened implicitly
   by a higher-numbered one counts).
+* **Datagrams** (RFC 9221): ``datagrams_sent`` / ``datagrams_received`` /
+  ``datagrams_dropped`` — see :mod:`mstls.core.datagrams`.
 * ``duration``: seconds since the connection object was created.
 """
 
@@ -95,8 +104,24 @@ class ConnectionStats:
     bytes_in_flight: int | None = None
     #: Largest UDP payload the path is known to carry (RFC 9000 §14, UDP only).
     path_mtu: int | None = None
+    #: Fallbacks to the base PMTU (RFC 8899 §4.3, UDP only).
+    path_mtu_black_holes: int | None = None
+    #: RFC 9000 §13.4.2 ECN validation state of our marking (UDP only).
+    ecn_state: str | None = None
+    #: 1-RTT packets received ECT(0) / CE (RFC 9000 §13.4.1, UDP only).
+    ecn_ect0_received: int | None = None
+    ecn_ce_received: int | None = None
+    #: The peer's ECT(0) / CE counts of our 1-RTT packets (ACK_ECN, UDP only).
+    ecn_ect0_reported: int | None = None
+    ecn_ce_reported: int | None = None
     streams_opened_local: int = 0
     streams_opened_peer: int = 0
+    #: RFC 9221: DATAGRAM frames sent, payloads received, and datagrams dropped
+    #: (received ones not read before the receive queue overflowed, oldest first,
+    #: §5; queued ones that no longer fit the path).
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    datagrams_dropped: int = 0
 
     @property
     def streams_opened(self) -> int:

@@ -14,11 +14,12 @@ import attrs
 import pytest
 
 import mstls
+import mstls.asyncio
 import mstls.errors
 import mstls.trio
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC_MODULES = (mstls, mstls.trio, mstls.errors)
+PUBLIC_MODULES = (mstls, mstls.trio, mstls.asyncio, mstls.errors)
 
 
 def public_objects() -> Iterator[tuple[str, Any]]:

@@ -96,3 +96,23 @@ def test_every_ratio_names_known_scenarios() -> None:
         assert (top.stack, bottom.stack) == ("mstls", "aioquic"), ratio.key
         assert top.kind == bottom.kind, ratio.key
         assert isinstance(top, Scenario)
+
+
+@pytest.mark.network
+def test_asyncio_bench_runs_both_stacks_and_reports_positive_numbers(tmp_path: Path) -> None:
+    """``python -m bench.asyncio_bulk`` with tiny sizes: both stacks, both measurements,
+    the slow-reader RSS variant, positive numbers and ratios (no timing asserted)."""
+    out = tmp_path / "asyncio.json"
+    command = [sys.executable, "-m", "bench.asyncio_bulk", "--size", "1MiB", "--streams", "50"]
+    command += ["--slow-reader", "--offer", "64MiB", "--timeout", "60", "--json", str(out)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    document = json.loads(out.read_text())
+    for stack in ("mstls", "aioquic"):
+        for metric in ("bulk_mb_per_s", "bulk_seconds", "streams_per_s", "streams_seconds"):
+            assert document["results"][stack][metric] > 0, (stack, metric)
+    assert "slow_reader_rss_growth_bytes" in document["results"]["mstls"]
+    assert document["ratios"]["bulk"] > 0 and document["ratios"]["streams"] > 0
+    assert "mstls / aioquic" in done.stdout

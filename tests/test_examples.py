@@ -14,7 +14,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-@pytest.mark.parametrize("script", ["threads_echo.py", "trio_echo.py"])
+@pytest.mark.parametrize("script", ["threads_echo.py", "trio_echo.py", "asyncio_echo.py"])
 def test_example_runs(script: str, transport: str) -> None:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), transport],
@@ -30,5 +30,5 @@ def test_example_runs(script: str, transport: str) -> None:
 
 def test_readme_shows_the_examples() -> None:
     readme = (EXAMPLES.parent / "README.md").read_text()
-    for script in ("examples/threads_echo.py", "examples/trio_echo.py"):
+    for script in ("examples/threads_echo.py", "examples/trio_echo.py", "examples/asyncio_echo.py"):
         assert script in readme

@@ -43,6 +43,9 @@ def test_the_layers_hold() -> None:
             "the library never imports the daemon or the CLI",
         ),
         ("mstlsd/server.py", "import mstls.core.streams", "use only the library's public modules"),
+        ("mstls/session.py", "import asyncio", "only mstls.asyncio (and mstls.io) import asyncio"),
+        ("mstls/asyncio/_stream.py", "import trio", "the asyncio API never imports trio"),
+        ("mstls/asyncio/_driver.py", "import mstls._blocking", "mstls layers"),
     ],
 )
 def test_an_upward_import_is_caught(tmp_path: Path, module: str, upward: str, broken: str) -> None:

@@ -7,7 +7,8 @@ Subcommands (``mstls COMMAND --help`` explains each):
 * ``tunnel --listen ADDR --to HOST:PORT --service S``: a local TCP port to a
   daemon service, one stream per TCP connection over one connection;
 * ``send FILE HOST:PORT`` / ``recv``: a file with a progress bar and a SHA-256;
-* ``bench HOST:PORT``: handshake rate and throughput against a daemon.
+* ``bench HOST:PORT``: handshake rate (sequential, or ``--concurrency C``) and
+  throughput against a daemon.
 
 Exit status: 0 success, 1 connection failure, 2 usage or configuration error,
 3 the server reset or stopped the stream (its code is printed by name), 130
@@ -152,16 +153,34 @@ def _add_transfer(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     r.set_defaults(run=run_recv)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser(
         "bench",
         help="handshake rate and throughput against a daemon",
-        description="Measure sequential handshakes (each with an echo round trip), upload "
-        "throughput to 'discard' and round-trip throughput through 'echo'.",
+        description="Measure handshakes (each with an echo round trip), upload throughput to "
+        "'discard' and round-trip throughput through 'echo'.  By default the handshakes run "
+        "one after the other: one client's latency-bound rate, not the server's capacity; "
+        "--concurrency C keeps C in flight to load the server.",
     )
     p.add_argument("target", type=target, metavar="HOST:PORT")
     p.add_argument("--size", type=float, default=64.0, help="MiB per transfer (default 64)")
-    p.add_argument("--handshakes", type=int, default=50, help="connections (default 50)")
+    p.add_argument("--handshakes", type=_positive, default=50, help="connections (default 50)")
+    p.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=1,
+        help="handshakes in flight at once (default 1: sequential)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_client_options(p)
     p.set_defaults(run=run_bench)

@@ -33,18 +33,21 @@ from typing import Any, TypeVar
 
 from .. import _errors as errors
 from ..config import ClientConfig, ServerConfig
-from ..exceptions import Error
+from ..exceptions import Error, StreamStateError
 from ..io.udp import open_udp_socket
 from ..quic.connection import QuicConnection
 from ..session import Session
 from ..stats import ConnectionStats
 from .handlers import HandshakeFailures, UdpClientHandler, UdpListenerHandler, Waiters
+from .paths import migrate as migrate_client
 
 __all__ = ["Connection", "Listener", "Stream", "connect_udp", "listen_udp"]
 
 T = TypeVar("T")
 #: Default read size.
 DEFAULT_READ = 65536
+#: The application code of the STOP_SENDING sent by :meth:`Stream.close`.
+CLOSE_CODE = 0
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -66,6 +69,8 @@ class _Core:
         self.lock: threading.RLock = handler.lock
         self.blocking = True
         self.handshake_started = not conn.is_client if hasattr(conn, "is_client") else True
+        #: The ClientHello was made but not yet given to the handler to send.
+        self.hello_held = False
 
     def wait_until(
         self,
@@ -96,22 +101,30 @@ class _Core:
         on a listener holding many connections, not a pass over all of them)."""
         self.handler.after_change(time.monotonic(), self.conn)
 
-    def ensure_handshake_started(self) -> None:
-        """Start a lazy client handshake exactly once (under the lock)."""
+    def ensure_handshake_started(self, send: bool = True) -> None:
+        """Start a lazy client handshake exactly once (under the lock); ``send=False``
+        holds the ClientHello back until the next change (0-RTT: it goes out with the
+        first early data, :meth:`Connection.open_stream`)."""
         with self.lock:
             if not self.handshake_started:
                 self.handshake_started = True
                 self.conn.connect(time.monotonic())
+                self.hello_held = True
+            if send and self.hello_held:
+                self.hello_held = False
                 self.after_change()
 
-    def ensure_handshake(self, timeout: float | None) -> None:
-        """Start a lazy client handshake once; wait (with every other caller) for it."""
-        if self.session.handshake_done:
+    def ensure_handshake(self, timeout: float | None, *, complete: bool = False) -> None:
+        """Start a lazy client handshake once; wait (with every other caller) for it
+        (or, unless ``complete``, for a server's acceptance of 0-RTT data)."""
+        session = self.session
+        if session.handshake_done or (session.ready and not complete):
             return
         self.ensure_handshake_started()
 
         def done() -> bool | None:
-            return True if self.session.handshake_done else None
+            finished = session.handshake_done or (session.ready and not complete)
+            return True if finished else None
 
         self.wait_until(self.waiters.connection, done, timeout, errors.WantRead, "handshake")
 
@@ -120,13 +133,18 @@ class Stream:
     """One bidirectional or unidirectional stream; all methods are thread-safe.
 
     Instances come from :meth:`Connection.open_stream` and
-    :meth:`Connection.accept_stream`; ``with`` sends FIN on exit.
+    :meth:`Connection.accept_stream`; ``with`` closes the stream on exit
+    (:meth:`close`).
     """
 
-    def __init__(self, core: _Core, stream_id: int) -> None:
+    def __init__(self, core: _Core, stream_id: int, *, early: bool = False) -> None:
         self._core = core
         self.stream_id = stream_id
         self._cond = core.waiters.stream(stream_id)
+        #: Opened with ``early=True`` during 0-RTT: writes do not wait for the handshake.
+        self._early = early
+        self._closed = False
+        self._eof = False  # a read returned the peer's FIN
 
     def __repr__(self) -> str:
         return f"<mstls.Stream {self.stream_id}>"
@@ -135,8 +153,45 @@ class Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(Error):
-            self.conclude()
+        self.close()
+
+    def _check_open(self, op: str) -> None:
+        if self._closed:
+            raise errors.recorded(
+                StreamStateError(
+                    f"{op}: stream {self.stream_id} is closed", stream_id=self.stream_id
+                )
+            )
+
+    def close(self) -> None:
+        """Close both sides at once, never waiting, as trio's ``aclose`` does.
+
+        The send side ends with FIN after what was written (unless it already
+        ended or was reset); if the peer's data was not read to its end,
+        STOP_SENDING with code 0 says we read no more (RFC 9000 §3.5).  What the
+        connection kept for the stream is then forgotten, so a stream done on
+        both sides leaves no state and the peer's stream credit comes back
+        (RFC 9000 §4.6).  Later calls on this stream raise
+        :class:`~mstls.exceptions.StreamStateError`; a second close does nothing.
+        """
+        core, stream_id = self._core, self.stream_id
+        with core.lock:
+            if self._closed:
+                return
+            self._closed = True
+            session = core.session
+            if not session.failed and not core.conn.is_terminated:
+                if not self._eof:
+                    with contextlib.suppress(Error):
+                        session.stop_sending(stream_id, CLOSE_CODE)
+                # The stream layer directly: an ended, reset or stopped send side is
+                # no error here, and nothing may land in the caller's error queue.
+                with contextlib.suppress(Error):
+                    core.conn.streams.write(stream_id, b"", fin=True)
+                core.after_change()
+            session.forget(stream_id)
+            core.waiters.forget(stream_id)
+            self._cond.notify_all()  # a thread still waiting on it re-checks and raises
 
     def read(self, max_bytes: int = DEFAULT_READ, timeout: float | None = None) -> bytes:
         """Up to ``max_bytes``; ``b""`` only at a clean end of stream (FIN).
@@ -146,14 +201,17 @@ class Stream:
         raised with the peer's code, on this and every later read.
         """
         core = self._core
+        self._check_open("read")
         core.ensure_handshake(timeout)
-        return core.wait_until(
-            self._cond,
-            lambda: core.session.read(self.stream_id, max_bytes),
-            timeout,
-            errors.WantRead,
-            "read",
-        )
+
+        def attempt() -> bytes | None:
+            self._check_open("read")
+            return core.session.read(self.stream_id, max_bytes)
+
+        data = core.wait_until(self._cond, attempt, timeout, errors.WantRead, "read")
+        if not data:
+            self._eof = True
+        return data
 
     def read_exactly(self, n: int, timeout: float | None = None) -> bytes:
         """Exactly ``n`` bytes; an early end raises :class:`~mstls.exceptions.Error`."""
@@ -168,17 +226,34 @@ class Stream:
             out += chunk
         return bytes(out)
 
-    def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
-        """Write all of ``data`` (blocking while flow control or buffers are full)."""
+    def write(
+        self,
+        data: bytes | bytearray | memoryview,
+        timeout: float | None = None,
+        *,
+        end: bool = False,
+    ) -> int:
+        """Write all of ``data`` (blocking while flow control or buffers are full).
+
+        ``end=True`` sends FIN after it, as :meth:`conclude` would, but with the
+        last of the data: a small message and its end leave in one packet
+        (RFC 9000 §19.8) instead of one flush each.
+        """
         core = self._core
-        core.ensure_handshake(timeout)
+        self._check_open("write")
+        if not self._early:
+            core.ensure_handshake(timeout)
         view = memoryview(data).cast("B")
+        if end and not len(view):
+            self.conclude()
+            return 0
         deadline = _deadline(timeout)
         total = 0
         while total < len(view):
 
             def attempt(offset: int = total) -> int | None:
-                taken = core.session.write(self.stream_id, view[offset:])
+                self._check_open("write")
+                taken = core.session.write(self.stream_id, view[offset:], end)
                 return taken or None
 
             total += core.wait_until(
@@ -189,18 +264,21 @@ class Stream:
     def conclude(self) -> None:
         """Send FIN: the end of our data (RFC 9000 §3.1)."""
         core = self._core
+        self._check_open("conclude")
         with core.lock:
             core.session.conclude(self.stream_id)
             core.after_change()
 
     def reset(self, code: int) -> None:
         """Abandon sending with RESET_STREAM ``code`` (RFC 9000 §19.4)."""
+        self._check_open("reset")
         with self._core.lock:
             self._core.session.reset(self.stream_id, code)
             self._core.after_change()
 
     def stop_sending(self, code: int) -> None:
         """Ask the peer to stop sending with STOP_SENDING ``code`` (RFC 9000 §19.5)."""
+        self._check_open("stop_sending")
         with self._core.lock:
             self._core.session.stop_sending(self.stream_id, code)
             self._core.after_change()
@@ -261,6 +339,22 @@ class Connection:
         return info.alpn_protocol if info else None
 
     @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed a session from a ticket (RFC 8446 §2.2):
+        no certificates were exchanged; :attr:`peer_certificate` is the identity
+        verified when the ticket was issued.  ``False`` before the handshake."""
+        info = self._core.session.handshake_info
+        return info.resumed if info else False
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether the server accepted our 0-RTT data (server: whether we accepted the
+        client's): ``None`` until known, ``False`` after a handshake without it.
+        Rejected early data is sent again after the handshake, automatically, so the
+        peer's application receives every byte once either way (RFC 8446 §4.2.10)."""
+        return self._core.session.early_data_accepted
+
+    @property
     def peer_certificate(self) -> Any:
         """The verified peer identity (chain, subject, names), or ``None``."""
         info = self._core.session.handshake_info
@@ -298,12 +392,31 @@ class Connection:
 
         After ``connect(..., lazy=True)`` this starts the handshake, exactly as the
         first stream operation would; concurrent callers wait on the same condition.
+        A server connection handed out with accepted 0-RTT data waits here for the
+        client's Finished.
         """
-        self._core.ensure_handshake(timeout)
+        self._core.ensure_handshake(timeout, complete=True)
 
-    def open_stream(self, bidirectional: bool = True, timeout: float | None = None) -> Stream:
-        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6)."""
+    def open_stream(
+        self, bidirectional: bool = True, timeout: float | None = None, *, early: bool = False
+    ) -> Stream:
+        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6).
+
+        ``early=True`` marks the stream replay-safe: after ``connect(..., lazy=True)``
+        with :attr:`ClientConfig.early_data <mstls.ClientConfig>` and a ticket that
+        allows it, this starts the handshake and returns at once, and the stream's
+        first data goes as 0-RTT data (RFC 8446 §2.3; TCP/QMux).  Without 0-RTT it
+        is an ordinary stream (the call waits for the handshake).
+        """
         core = self._core
+        if early:
+            with core.lock:
+                core.ensure_handshake_started(send=False)
+                if core.session.early_data_possible:
+                    sid = core.session.open_stream(bidirectional, early=True)
+                    if sid is not None:  # the ClientHello goes with its first data
+                        return Stream(core, sid, early=True)
+                core.ensure_handshake_started()
         core.ensure_handshake(timeout)
         sid = core.wait_until(
             core.waiters.open,
@@ -322,6 +435,57 @@ class Connection:
             core.waiters.accept, core.session.accept, timeout, errors.WantRead, "accept_stream"
         )
         return Stream(core, sid)
+
+    # -- datagrams (RFC 9221; reliable over TCP, draft-ietf-quic-qmux §8.1) --------
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest payload :meth:`send_datagram` accepts now, from the peer's
+        limit, the path MTU (UDP) or record size (TCP) and the framing; 0 before the
+        handshake, when either side did not enable ``datagrams``, or once failed."""
+        with self._core.lock:
+            return self._core.session.max_datagram_size
+
+    def send_datagram(
+        self, data: bytes | bytearray | memoryview, timeout: float | None = None
+    ) -> None:
+        """Send one datagram: unreliable over UDP, delivered in order over TCP.
+
+        Waits only for the handshake (``timeout``), never for room: a full send
+        queue raises :class:`~mstls.exceptions.DatagramQueueFull` (a ``WantWrite``),
+        a payload above :attr:`max_datagram_size`
+        :class:`~mstls.exceptions.DatagramTooLarge` (a ``ValueError`` naming the
+        maximum), a peer without datagram support
+        :class:`~mstls.exceptions.DatagramsUnsupported`.
+        """
+        core = self._core
+        core.ensure_handshake(timeout)
+        with core.lock:
+            core.session.send_datagram(data)
+            core.after_change()
+
+    def receive_datagram(self, timeout: float | None = None) -> bytes:
+        """The next datagram received, waiting up to ``timeout``; raises the
+        connection's failure once it ended and every earlier datagram was read."""
+        core = self._core
+        core.ensure_handshake(timeout)
+        return core.wait_until(
+            core.waiters.datagram,
+            core.session.receive_datagram,
+            timeout,
+            errors.WantRead,
+            "receive_datagram",
+        )
+
+    def migrate(self, local_address: str | None = None, timeout: float | None = None) -> None:
+        """Move this QUIC client connection to a new UDP socket (a new port, on
+        ``local_address`` if given, e.g. ``"127.0.0.2"``) with a new connection ID,
+        once PATH_CHALLENGE/PATH_RESPONSE validated the path (RFC 9000 §9.2).
+
+        Raises :class:`~mstls.exceptions.MigrationRefused` on TCP, on a server
+        connection, when the peer sent disable_active_migration or has no spare
+        connection ID, and when validation fails."""
+        self._core.ensure_handshake(timeout)
+        migrate_client(self._core, local_address, timeout)
 
     def close(self, code: int = 0, reason: str = "") -> None:
         """Close with an application ``code`` and ``reason`` (RFC 9000 §10.2)."""

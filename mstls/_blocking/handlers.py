@@ -27,12 +27,15 @@ from typing import Any
 from .. import _errors as errors
 from ..codes import TransportErrorCode
 from ..core.admission import MAX_RECORDED_FAILURES, refusal
+from ..core.ecn import ECT0
 from ..exceptions import ConnectionTerminated, Error
 from ..io.udp import (
     detect_capabilities,
+    enable_ecn,
     new_receive_buffer,
     receive_datagrams,
     send_datagrams,
+    set_ecn_codepoint,
 )
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
@@ -63,6 +66,7 @@ class Waiters:
         self.connection = threading.Condition(lock)
         self.accept = threading.Condition(lock)
         self.open = threading.Condition(lock)
+        self.datagram = threading.Condition(lock)
         # Weak: a condition lives as long as a Stream object holds it (issue 11).
         self._streams: weakref.WeakValueDictionary[int, threading.Condition] = (
             weakref.WeakValueDictionary()
@@ -82,6 +86,7 @@ class Waiters:
             self.connection.notify_all()
             self.accept.notify_all()
             self.open.notify_all()
+            self.datagram.notify_all()
             for cond in self._streams.values():
                 cond.notify_all()
             return
@@ -93,6 +98,8 @@ class Waiters:
             self.accept.notify_all()
         if wake.open:
             self.open.notify_all()
+        if wake.datagram:
+            self.datagram.notify_all()
 
 
 def fail_connection(conn: Any, session: Session, waiters: Waiters, exc: Exception) -> None:
@@ -154,6 +161,8 @@ class _UdpBase:
     def __init__(self, sock: Any, *, offload: bool = True) -> None:
         self.sock = sock
         self.caps = detect_capabilities(sock, offload=offload)
+        #: Received datagrams' ECN codepoints (RFC 9000 §13.4.1), if the socket tells.
+        self._ecn: list[int] | None = [] if enable_ecn(sock, self.caps) else None
         self.lock = threading.RLock()
         self._buffer = new_receive_buffer()
         self._deadline: float | None = None
@@ -170,7 +179,7 @@ class _UdpBase:
         """UDP output that the kernel refused is dropped (recovery resends it)."""
 
     # Implemented by subclasses --------------------------------------------------------
-    def _feed(self, data: bytes, addr: Any, now: float) -> None:
+    def _feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         raise NotImplementedError
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
@@ -189,6 +198,10 @@ class _UdpBase:
         raise NotImplementedError
 
     def _open_connections(self) -> list[QuicConnection]:
+        raise NotImplementedError
+
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
         raise NotImplementedError
 
     # Interpreter exit (see :mod:`.assist`) -------------------------------------------------
@@ -219,12 +232,13 @@ class _UdpBase:
             now = time.monotonic()
             try:
                 batch = receive_datagrams(
-                    self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer
+                    self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer, self._ecn
                 )
             except OSError:
                 batch = []  # E4: intermittent socket errors are handled inside
-            for data, addr in batch:
-                self._feed(bytes(data), addr, now)
+            ecn = self._ecn
+            for index, (data, addr) in enumerate(batch):
+                self._feed(bytes(data), addr, now, ecn[index] if ecn else 0)
             self._step(now)
 
     def on_timer(self) -> None:
@@ -266,11 +280,19 @@ class _UdpBase:
             for addr, datagrams in by_addr.items():
                 self._send(datagrams, addr)
 
-    def _send(self, datagrams: list[bytes], addr: Any) -> None:
+    def _send(
+        self, datagrams: list[bytes], addr: Any, sock: Any = None, caps: Any = None
+    ) -> None:
+        sock = sock or self.sock
+        caps = caps or self.caps
         sent = 0
+        too_big: list[Any] = []
         for _ in range(SEND_RETRIES):
             with contextlib.suppress(OSError):
-                sent += send_datagrams(self.sock, datagrams[sent:], addr, self.caps)
+                sent += send_datagrams(sock, datagrams[sent:], addr, caps, too_big)
+            for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
+                self._too_big(data, addr, time.monotonic())
+            too_big.clear()
             if sent >= len(datagrams):
                 return
             time.sleep(0.0002)  # the socket buffer is full: let the kernel drain it
@@ -294,12 +316,61 @@ class UdpClientHandler(_UdpBase):
         self.conn = conn
         self.session = Session(conn, transport="udp")
         self.waiters = Waiters(self.lock)
+        self._marks = conn.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0)
+        if self._marks:
+            conn.enable_ecn_marking()
+        #: Sockets opened by migrate(), by socket (the connection's path tags).
+        self.path_sockets: dict[Any, Any] = {}
 
-    def _feed(self, data: bytes, addr: Any, now: float) -> None:
-        self.conn.receive_datagram(data, addr, now)
+    def _feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
+        self.conn.receive_datagram(data, addr, now, ecn)
+
+    # Migration (RFC 9000 §9, :mod:`.paths`) -----------------------------------------
+    def add_path_socket(self, path_socket: Any) -> None:
+        self.path_sockets[path_socket.sock] = path_socket
+        self.assist.add(path_socket)
+
+    def on_readable_path(self, path_socket: Any) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            now = time.monotonic()
+            try:
+                batch = receive_datagrams(
+                    path_socket.sock, MAX_DATAGRAMS_PER_READ, path_socket.caps, path_socket.buffer
+                )
+            except OSError:
+                batch = []  # E4
+            for data, addr in batch:
+                self.conn.receive_datagram(bytes(data), addr, now, local=path_socket.sock)
+            self._step(now)
+
+    def flush(self, now: float) -> None:
+        """Each datagram on the socket its path names (the first one: ``local`` None)."""
+        for _ in range(MAX_FLUSH_ROUNDS):
+            out = self.conn.datagrams_with_paths(now)
+            if not out:
+                return
+            if self._marks:  # the codepoint the connection chose for these (ECN validation)
+                set_ecn_codepoint(self.sock, self.caps, self.conn.send_codepoint)
+            groups: dict[tuple[Any, Any], list[bytes]] = {}
+            for data, path in out:
+                groups.setdefault((path.local, path.address), []).append(data)
+            for (local, addr), datagrams in groups.items():
+                extra = self.path_sockets.get(local)
+                if extra is None:
+                    self._send(datagrams, addr)
+                else:
+                    self._send(datagrams, addr, extra.sock, extra.caps)
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
-        return [(d, self.conn.peer_address) for d in self.conn.datagrams_to_send(now)]
+        out = [(d, self.conn.peer_address) for d in self.conn.datagrams_to_send(now)]
+        if self._marks:  # the codepoint the connection chose for these (ECN validation)
+            set_ecn_codepoint(self.sock, self.caps, self.conn.send_codepoint)
+        return out
+
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.conn.on_datagram_too_big(len(data), now)
 
     def _timer(self) -> float | None:
         return self.conn.get_timer()
@@ -318,6 +389,14 @@ class UdpClientHandler(_UdpBase):
         if self.conn.is_terminated:
             self.close_socket()
 
+    def close_socket(self) -> None:
+        super().close_socket()
+        for path_socket in list(self.path_sockets.values()):
+            self.assist.remove(path_socket)
+            with contextlib.suppress(OSError):
+                path_socket.sock.close()
+        self.path_sockets.clear()
+
     def on_error(self, exc: Exception) -> None:
         """The assist thread's call raised: this connection fails with ``exc``; its
         socket closes after a best-effort CONNECTION_CLOSE."""
@@ -334,6 +413,10 @@ class UdpListenerHandler(_UdpBase):
     def __init__(self, sock: Any, endpoint: ServerEndpoint) -> None:
         super().__init__(sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
+        # One socket for every connection: all are sent ECT(0) (validation still
+        # decides what each connection counts as marked, .quic.ecn_marking).
+        if endpoint.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0):
+            endpoint.ecn_marking = True
         self.sessions: dict[int, tuple[Session, Waiters]] = {}
         self.accepted: deque[tuple[QuicConnection, Session, Waiters]] = deque()
         self.accept_cond = threading.Condition(self.lock)
@@ -343,9 +426,9 @@ class UdpListenerHandler(_UdpBase):
         self._pumped: list[tuple[Session, Waiters]] = []
         self.failures = HandshakeFailures()
 
-    def _feed(self, data: bytes, addr: Any, now: float) -> None:
+    def _feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         try:
-            self.endpoint.receive_datagram(data, addr, now)
+            self.endpoint.receive_datagram(data, addr, now, ecn)
         except Exception as exc:
             # One connection's input failed: that connection fails, the others go on.
             self.endpoint.current = None
@@ -363,6 +446,9 @@ class UdpListenerHandler(_UdpBase):
 
     def _outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def _too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.endpoint.datagram_too_big(data, addr, now)
 
     def _timer(self) -> float | None:
         return self.endpoint.get_timer()

@@ -31,6 +31,7 @@ from ..exceptions import ConfigurationError, ConnectionIOError, Error
 from ..io.tcp import prepare_socket, refuse_socket, send_failed, transport_error
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
+from ..qmux.early import keep_strike_register
 from ..session import Session
 from .api import Connection, Listener, SocketHook, _Core, _deadline, _remaining, connect_udp
 from .assist import EXIT_REASON, AssistThread
@@ -237,6 +238,8 @@ class TcpListenerHandler:
         self.accept_cond = threading.Condition(self.lock)
         self.accepted: deque[TcpHandler] = deque()
         self.handlers: list[TcpHandler] = []
+        #: The slow sender evicted for a newcomer, until it is gone (see wants_read).
+        self._evicted: TcpHandler | None = None
         self.assist = AssistThread.get()
         self.closed = False
 
@@ -248,8 +251,26 @@ class TcpListenerHandler:
 
     def wants_read(self) -> bool:
         """Accept only while fewer than ``max_handshakes`` handshakes run (a flood
-        then waits in the kernel's queue instead of piling up handshake state)."""
-        return len(self.handlers) < self.max_handshakes
+        then waits in the kernel's queue instead of piling up handshake state).
+        At the cap, read anyway while a handshake still lacks its ClientHello and
+        none is being evicted: a newcomer then evicts it (:meth:`_evict_slowest`)."""
+        if len(self.handlers) < self.max_handshakes:
+            return True
+        return self._evicted not in self.handlers and self._slow_sender() is not None
+
+    def _slow_sender(self) -> TcpHandler | None:
+        """The oldest handshake whose ClientHello is not complete yet."""
+        return next((h for h in self.handlers if h.conn.awaiting_client_hello), None)
+
+    def _evict_slowest(self, now: float) -> None:
+        """All slots taken and a newcomer accepted: the oldest slow sender's ClientHello
+        deadline is cut to now, so its slot frees (TLS slowloris, issue 11)."""
+        victim = self._slow_sender()
+        if victim is not None:
+            self._evicted = victim
+            with victim.lock:
+                victim.conn.expire_client_hello(now)
+                victim.after_change(now)
 
     def on_writable(self) -> None:
         """Listening sockets are never written."""
@@ -269,6 +290,7 @@ class TcpListenerHandler:
 
     def on_readable(self) -> None:
         for _ in range(MAX_ACCEPTS_PER_WAKE):
+            full = len(self.handlers) >= self.max_handshakes
             if not self.wants_read():
                 return
             try:
@@ -278,6 +300,8 @@ class TcpListenerHandler:
             except OSError:
                 return  # EMFILE and friends: try again on the next readiness
             now = time.monotonic()
+            if full:  # a newcomer at the cap: a slow sender makes room (one over, briefly)
+                self._evict_slowest(now)
             with self.lock:
                 limiter = self.rate_limiter
                 refused = limiter is not None and not limiter.admit(addr, now)
@@ -298,10 +322,10 @@ class TcpListenerHandler:
 
     def _on_change(self, handler: TcpHandler) -> None:
         session = handler.session
-        if (session.handshake_done or session.failed) and handler in self.handlers:
+        if (session.ready or session.failed) and handler in self.handlers:
             with self.lock:
                 self.handlers.remove(handler)
-                if session.handshake_done and not session.failed:
+                if session.ready and not session.failed:  # ready: 0-RTT accepted too
                     self.accepted.append(handler)
                     self.accept_cond.notify_all()
                 else:
@@ -344,7 +368,9 @@ class TcpListener(Listener):
         """Use ``config`` for handshakes that start from now on."""
         config.check_admission()
         with self._tcp.lock:
-            self._tcp.qmux_config = config.qmux_config()
+            self._tcp.qmux_config = keep_strike_register(
+                self._tcp.qmux_config, config.qmux_config()
+            )
             self._tcp.max_handshakes = config.max_tcp_handshakes
             self._tcp.rate_limiter = reconfigured(
                 self._tcp.rate_limiter,

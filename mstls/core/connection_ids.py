@@ -188,6 +188,17 @@ class LocalConnectionIds:
         self._peer_limit = active_connection_id_limit
         self._top_up()
 
+    def issue_preferred_address_cid(self) -> tuple[bytes, bytes]:
+        """Sequence 1, carried in the server's preferred_address transport parameter
+        instead of a NEW_CONNECTION_ID frame (RFC 9000 §5.1.1); ``(cid, token)``."""
+        if self._zero_length or self._next_sequence != 1:
+            raise ValueError("the preferred_address connection ID must be sequence 1")
+        cid = self._new_cid()
+        entry = _IssuedCid(1, cid, self._key.token_for(cid), acked=True)
+        self._next_sequence = 2
+        self._store(entry)
+        return entry.cid, entry.token
+
     def retire_all_before(self, sequence: int) -> bool:
         """Ask the peer to retire every ID below ``sequence`` (Retire Prior To, §5.1.2).
 
@@ -467,6 +478,38 @@ class PeerConnectionIds:
         self._current.used = True
         self._retire(old)
         return self._current.cid
+
+    # -- paths (RFC 9000 §9.5) ---------------------------------------------------------
+    def cid_of(self, sequence: int) -> bytes | None:
+        """The active ID with ``sequence``, else None (retired meanwhile)."""
+        entry = self._active.get(sequence)
+        return entry.cid if entry is not None else None
+
+    def reserve_unused(self) -> int | None:
+        """Mark the lowest unused ID used, for a new path, and return its sequence;
+        None when none is left or too many retirements are pending to change later."""
+        unused = [seq for seq, e in self._active.items() if not e.used]
+        if not unused or self._pending_retirements() >= self._max_pending:
+            return None
+        entry = self._active[min(unused)]
+        entry.used = True
+        return entry.sequence
+
+    def switch_to(self, sequence: int) -> bool:
+        """Send to the active ID ``sequence`` from now on and retire the previous one."""
+        entry = self._active.get(sequence)
+        if entry is None or entry is self._current:
+            return False
+        old = self._current.sequence
+        self._current = entry
+        entry.used = True
+        self._retire(old)
+        return True
+
+    def retire_sequence(self, sequence: int) -> None:
+        """Retire an ID reserved for a path that was given up (never the current one)."""
+        if sequence in self._active and sequence != self._current.sequence:
+            self._retire(sequence)
 
     def write_frames(self, sink: FrameSink) -> None:
         """Add the RETIRE_CONNECTION_ID frames that fit (RFC 9000 §19.16)."""

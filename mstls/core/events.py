@@ -14,6 +14,7 @@ from .lifecycle import TerminationKind
 
 __all__ = [
     "ConnectionTerminatedEvent",
+    "DatagramsAvailable",
     "Event",
     "HandshakeCompletedEvent",
     "StopSendingReceived",
@@ -35,6 +36,8 @@ class HandshakeCompletedEvent:
     cipher_suite: int
     peer: object | None
     server_name: str | None
+    #: Whether a session ticket was resumed (RFC 8446 §2.2).
+    resumed: bool = False
 
 
 @attrs.frozen
@@ -90,6 +93,12 @@ class StreamsAvailable:
 
 
 @attrs.frozen
+class DatagramsAvailable:
+    """Received datagrams wait to be read (RFC 9221 §5); emitted when the receive
+    queue stops being empty (:mod:`mstls.core.datagrams`)."""
+
+
+@attrs.frozen
 class ConnectionTerminatedEvent:
     """The connection ended: who closed it, with which code and reason (RFC 9000 §10)."""
 
@@ -111,5 +120,6 @@ Event = (
     | StreamWritable
     | StreamAcknowledged
     | StreamsAvailable
+    | DatagramsAvailable
     | ConnectionTerminatedEvent
 )

@@ -76,6 +76,7 @@ from ..codes import TransportErrorCode
 from ..exceptions import ProtocolError
 from ..wire.frames import AckFrame, EcnCounts
 from .congestion import NewReno
+from .ecn import EcnState, EcnValidator
 from .pacing import Pacer
 from .sending import SentRecord
 
@@ -144,6 +145,7 @@ class SentPacket:
 
     __slots__ = (
         "ack_eliciting",
+        "ecn_marked",
         "in_flight",
         "is_mtu_probe",
         "is_probe",
@@ -164,6 +166,7 @@ class SentPacket:
         records: Sequence[SentRecord] = (),
         is_probe: bool = False,
         is_mtu_probe: bool = False,
+        ecn_marked: bool = False,
     ) -> None:
         self.packet_number = packet_number
         self.space = space
@@ -173,6 +176,8 @@ class SentPacket:
         self.records = records
         self.is_probe = is_probe
         self.is_mtu_probe = is_mtu_probe
+        #: Sent with the ECT(0) codepoint (RFC 9000 §13.4).
+        self.ecn_marked = ecn_marked
         self.sent_time = 0.0
 
     def __repr__(self) -> str:
@@ -378,8 +383,8 @@ class Recovery:
         self.probe_timeouts = 0
         #: The client has Handshake keys (its anti-deadlock probe is then a Handshake packet).
         self.has_handshake_keys = False
-        #: ECN counts reported by the peer went down (RFC 9000 §13.4.2.1): stop marking.
-        self.ecn_validation_failed = False
+        #: ECN validation of the path (RFC 9000 §13.4.2, :mod:`.ecn`).
+        self.ecn = EcnValidator()
         self._spaces = [_Space() for _ in _SPACES]
         self._handshake_confirmed = False
         self._peer_validated = not is_client
@@ -464,6 +469,8 @@ class Recovery:
         sp.largest_sent = pn
         sp.sent[pn] = packet
         sp.order.append(packet)
+        if packet.ecn_marked:
+            self.ecn.on_packet_sent(True)
         if packet.in_flight:
             if packet.ack_eliciting:
                 sp.last_ack_eliciting_time = now
@@ -508,6 +515,7 @@ class Recovery:
         if sp.skipped:
             _check_skipped(sp.skipped, ack)
         acked, ack_eliciting = self._remove_acked(sp, ranges)
+        advanced = largest > sp.largest_acked
         if space == _HANDSHAKE and not self._peer_validated:
             self._peer_validated = True
             self._timer_stale = True
@@ -520,8 +528,8 @@ class Recovery:
             sp.largest_acked_sent_time = newest.sent_time
         if newest.packet_number == largest and ack_eliciting:
             self._sample_rtt(space, now - newest.sent_time, ack.ack_delay, ack_delay_exponent, now)
-        if ack.ecn is not None:
-            self._process_ecn(sp, ack.ecn, newest.sent_time, now)
+        if advanced:
+            self._process_ecn(space, ack.ecn, acked, newest.sent_time, now)
         lost = self._detect_lost(sp, now)
         persistent = self._on_lost(space, lost, now) if lost else False
         self.congestion.on_packets_acked(acked, now)
@@ -571,22 +579,22 @@ class Recovery:
         cap = self.max_ack_delay if self._handshake_confirmed else None
         self.rtt.update(latest, delay, now, max_ack_delay=cap)
 
-    def _process_ecn(self, sp: _Space, counts: EcnCounts, sent_time: float, now: float) -> None:
-        """A.7 / B.7 ProcessECN, with a light validation (RFC 9000 §13.4.2.1)."""
-        previous = sp.ecn
-        if previous is not None:
-            if (
-                counts.ect0 < previous.ect0
-                or counts.ect1 < previous.ect1
-                or counts.ce < previous.ce
-            ):
-                self.ecn_validation_failed = True
-                return
-            if counts.ce > previous.ce:
-                self.congestion.on_congestion_event(sent_time, now)
-        elif counts.ce:
+    def _process_ecn(
+        self,
+        space: PacketNumberSpace,
+        counts: EcnCounts | None,
+        acked: list[SentPacket],
+        sent_time: float,
+        now: float,
+    ) -> None:
+        """A.7 / B.7 ProcessECN: validation (RFC 9000 §13.4.2.1) and a CE increase
+        as a congestion event about the newest acknowledged packet (RFC 9002 §7.1)."""
+        ecn = self.ecn
+        if ecn.state is EcnState.FAILED or (counts is None and not ecn.marked_sent):
+            return  # nothing to validate (the usual case without ECN on the path)
+        newly_marked = sum(1 for packet in acked if packet.ecn_marked)
+        if ecn.on_ack(space, counts, newly_marked):
             self.congestion.on_congestion_event(sent_time, now)
-        sp.ecn = counts
 
     # -- loss detection ---------------------------------------------------------------
     def _detect_lost(self, sp: _Space, now: float) -> list[SentPacket]:
@@ -622,8 +630,10 @@ class Recovery:
     def _on_lost(self, space: PacketNumberSpace, lost: list[SentPacket], now: float) -> bool:
         """B.8 OnPacketsLost plus the records' ``on_lost``; True on persistent congestion."""
         sp = self._spaces[space]
-        eliciting_in_flight = count = size = resent = 0
+        eliciting_in_flight = count = size = resent = marked = 0
         for packet in lost:
+            if packet.ecn_marked:
+                marked += 1
             if packet.ack_eliciting:
                 if packet.in_flight:
                     eliciting_in_flight += 1
@@ -636,6 +646,8 @@ class Recovery:
         self.packets_lost += count
         self.bytes_lost += size
         self.retransmissions += resent
+        if marked:
+            self.ecn.on_marked_lost(marked)
         self.congestion.on_packets_lost(lost, now)
         persistent = self._persistent_congestion(space, lost)
         if persistent:
@@ -782,6 +794,30 @@ class Recovery:
         if now is not None:
             self._timer_now = now
         self._timer_stale = True
+
+    def release_larger_than(self, space: PacketNumberSpace, size: int, now: float) -> int:
+        """The path MTU shrank below packets in flight (RFC 8899 §4.3, §4.6): forget
+        the outstanding packets of ``space`` larger than ``size`` and hand their
+        frames back (``on_lost``) to go out again in smaller packets.  Not a
+        congestion signal and not counted as loss.  Returns how many were released."""
+        sp = self._spaces[space]
+        released = [p for p in sp.sent.values() if p.size > size]
+        if not released:
+            return 0
+        in_flight = 0
+        for packet in released:
+            del sp.sent[packet.packet_number]
+            if packet.in_flight:
+                in_flight += packet.size
+                if packet.ack_eliciting:
+                    sp.ack_eliciting_in_flight -= 1
+        self.congestion.remove_from_flight(in_flight)
+        for packet in released:
+            for _, on_lost, args in packet.records:
+                on_lost(*args)
+        self._timer_now = now
+        self._timer_stale = True
+        return len(released)
 
     def _update_pacer(self) -> None:
         cc = self.congestion

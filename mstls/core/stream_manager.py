@@ -201,6 +201,8 @@ class StreamManager:
             local_params.initial_max_streams_bidi, local_params.initial_max_streams_uni
         )
         self._send_queue: deque[SendStream] = deque()
+        #: 0-RTT: only these streams' new data is written (None: every stream's).
+        self.send_only: set[int] | None = None
         self._retransmit_queue: deque[SendStream] = deque()
         self._control: dict[ControlKey, None] = {}
         self._events: dict[tuple[int, type], Event] = {}
@@ -639,8 +641,13 @@ class StreamManager:
         queue = self._send_queue
         credit = self.connection_credit
         skipped = 0
+        only = self.send_only
         while queue and skipped < len(queue) and sink.remaining >= _MIN_STREAM_FRAME:
             send = queue[0]
+            if only is not None and send.stream_id not in only:
+                queue.rotate(-1)  # not replay-safe: waits for the handshake
+                skipped += 1
+                continue
             available = credit.limit - credit.used
             if available <= 0 and send.needs_credit:
                 # Connection-blocked (§4.1): only a FIN alone can still go.

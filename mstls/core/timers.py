@@ -51,6 +51,8 @@ class Timer(Enum):
     LOSS_DETECTION = "loss_detection"
     #: Pacing or a delayed ACK wants a datagram sent (RFC 9002 §7.7, RFC 9000 §13.2.1).
     SEND = "send"
+    #: Resend a PATH_CHALLENGE or give up validating a path (RFC 9000 §8.2.4).
+    PATH_VALIDATION = "path_validation"
     #: Send a keep-alive (QX_PING on QMux, §4.3).
     KEEPALIVE = "keepalive"
 

@@ -38,11 +38,21 @@ EAGAIN/EWOULDBLOCK and ENOBUFS end a send batch ("would block"); errors latched
 on the socket by an ICMP message (ECONNREFUSED for port unreachable, host or
 network unreachable, ...) are counted and skipped; EINTR is retried (Python
 already retries it, PEP 475).  A datagram larger than the path allows
-(EMSGSIZE, e.g. a path-MTU probe, RFC 9000 §14.3) is dropped and counted.  If
+(EMSGSIZE, e.g. a path-MTU probe, RFC 9000 §14.3) is dropped, counted and
+handed back to the caller (``too_big``), whose connection then shrinks its
+packets and resends (RFC 8899 §4.6, :mod:`mstls.quic.black_hole`).  If
 a GSO send fails because the device cannot segment (EIO, e.g. no checksum
 offload), GSO is switched off in the capabilities and the group goes out
 plainly.  Any other :class:`OSError` (a closed socket, a bad address) is fatal
 and propagates.
+
+*ECN* (RFC 9000 §13.4).  :func:`set_ecn_codepoint` sets the ECN bits of the
+TOS / traffic class byte of everything the socket sends (``IP_TOS``,
+``IPV6_TCLASS``); :func:`enable_ecn` asks the kernel for each received
+datagram's byte (``IP_RECVTOS``, ``IPV6_RECVTCLASS``), which
+:func:`receive_datagrams` reads from the control messages, GRO batches included
+(every segment of a batch carries the same byte).  Without GRO the receive path
+then uses ``recvmsg_into`` instead of ``recvfrom_into``.
 
 *Don't fragment.*  QUIC datagrams must not be fragmented by IP (RFC 9000 §14):
 on Linux the socket uses ``IP_PMTUDISC_PROBE``, which sets DF and lets path-MTU
@@ -72,6 +82,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_SOCKET_BUFFER",
+    "ECN_MASK",
     "MAX_UDP_PAYLOAD_IPV4",
     "MAX_UDP_PAYLOAD_IPV6",
     "NO_GSO_ENV",
@@ -84,11 +95,13 @@ __all__ = [
     "DatagramCounters",
     "UdpCapabilities",
     "detect_capabilities",
+    "enable_ecn",
     "new_receive_buffer",
     "offload_disabled_by_environment",
     "open_udp_socket",
     "receive_datagrams",
     "send_datagrams",
+    "set_ecn_codepoint",
     "set_gro",
 ]
 
@@ -103,6 +116,10 @@ IP_RECVERR = 11
 IPV6_MTU_DISCOVER = 23
 IPV6_PMTUDISC_PROBE = 3
 IPV6_RECVERR = 25
+IP_TOS = 1
+IP_RECVTOS = 13
+IPV6_RECVTCLASS = 66
+IPV6_TCLASS = 67
 MSG_ERRQUEUE = 0x2000
 MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 
@@ -128,6 +145,10 @@ MAX_ERRQUEUE_DRAIN = 64
 NO_GSO_ENV = "MSTLS_NO_GSO"
 
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+#: Room for the UDP_GRO and the TOS/TCLASS control messages together.
+_ECN_CMSG_SPACE = 2 * _GRO_CMSG_SPACE
+#: The ECN field: the two low bits of the TOS / traffic class byte (RFC 3168 §5).
+ECN_MASK = 0b11
 _ERRQUEUE_CMSG_SPACE = 512
 _SEGMENT_SIZE = struct.Struct("=H")
 _GRO_SIZE = struct.Struct("=i")
@@ -201,6 +222,10 @@ class UdpCapabilities:
     max_segments: int = UDP_MAX_SEGMENTS
     max_gso_bytes: int = MAX_UDP_PAYLOAD_IPV4
     recv_errors: bool = False
+    #: The socket reports each datagram's TOS byte (:func:`enable_ecn`).
+    ecn: bool = False
+    #: The ECN codepoint the socket sends with (:func:`set_ecn_codepoint`).
+    ecn_codepoint: int = 0
     recv_buffer: int = 0
     send_buffer: int = 0
     counters: DatagramCounters = field(default_factory=DatagramCounters)
@@ -341,6 +366,45 @@ def set_gro(sock: socket.socket, caps: UdpCapabilities, enabled: bool) -> bool:
     return caps.gro
 
 
+_RECV_TOS_OPTIONS: dict[int, tuple[tuple[int, int], ...]] = {
+    socket.AF_INET: ((socket.IPPROTO_IP, IP_RECVTOS),),
+    socket.AF_INET6: ((socket.IPPROTO_IPV6, IPV6_RECVTCLASS), (socket.IPPROTO_IP, IP_RECVTOS)),
+}
+_SEND_TOS_OPTIONS: dict[int, tuple[tuple[int, int], ...]] = {
+    socket.AF_INET: ((socket.IPPROTO_IP, IP_TOS),),
+    # IPv4-mapped traffic on a dual-stack socket follows IP_TOS.
+    socket.AF_INET6: ((socket.IPPROTO_IPV6, IPV6_TCLASS), (socket.IPPROTO_IP, IP_TOS)),
+}
+
+
+def enable_ecn(sock: socket.socket, caps: UdpCapabilities) -> bool:
+    """Report the ECN codepoint of every received datagram (RFC 9000 §13.4.1):
+    ``IP_RECVTOS`` / ``IPV6_RECVTCLASS`` (Linux).  Returns whether it took; then
+    :func:`receive_datagrams` fills its ``ecn`` list."""
+    caps.ecn = False
+    if _IS_LINUX and hasattr(sock, "recvmsg_into"):
+        options = _RECV_TOS_OPTIONS.get(sock.family, ())
+        caps.ecn = bool(options) and _try_setsockopt(sock, *options[0], 1)
+        for level, option in options[1:]:
+            _try_setsockopt(sock, level, option, 1)
+    return caps.ecn
+
+
+def set_ecn_codepoint(sock: socket.socket, caps: UdpCapabilities, codepoint: int) -> bool:
+    """Send every later datagram with ECN ``codepoint`` (0: Not-ECT, 2: ECT(0)) through
+    ``IP_TOS`` / ``IPV6_TCLASS``; a no-op when already set.  Returns whether the
+    socket sends it (RFC 9000 §13.4: mark only where the socket allows)."""
+    if codepoint == caps.ecn_codepoint:
+        return True
+    options = _SEND_TOS_OPTIONS.get(sock.family, ())
+    if not options or not _try_setsockopt(sock, *options[0], codepoint & ECN_MASK):
+        return False
+    for level, option in options[1:]:
+        _try_setsockopt(sock, level, option, codepoint & ECN_MASK)
+    caps.ecn_codepoint = codepoint & ECN_MASK
+    return True
+
+
 def new_receive_buffer(size: int = RECEIVE_BUFFER_SIZE) -> bytearray:
     """A receive buffer for :func:`receive_datagrams` (at least :data:`READ_ROOM` bytes)."""
     return bytearray(max(size, READ_ROOM))
@@ -354,6 +418,7 @@ def send_datagrams(
     datagrams: Sequence[Datagram],
     addr: Address | None,
     caps: UdpCapabilities,
+    too_big: list[Datagram] | None = None,
 ) -> int:
     """Send ``datagrams`` to ``addr`` (``None``: the connected peer), batched with GSO.
 
@@ -361,20 +426,22 @@ def send_datagrams(
     sent, or dropped as too big for the path (counted in ``dropped_too_big``) or
     unreachable.  Fewer than ``len(datagrams)`` means the socket would block; the
     caller keeps the rest for when it is writable again.  Datagrams are byte
-    strings or 1-D byte views (their ``len`` is their size).
+    strings or 1-D byte views (their ``len`` is their size).  Datagrams refused as
+    too big (EMSGSIZE) are also appended to ``too_big`` if given, so the caller can
+    tell the connection its path MTU shrank (RFC 8899 §4.6) and resend smaller.
     """
     count = len(datagrams)
     if not caps.gso:
-        return _send_plain(sock, datagrams, 0, count, addr, caps.counters)
+        return _send_plain(sock, datagrams, 0, count, addr, caps.counters, too_big)
     index = 0
     while index < count:
         if not caps.gso:  # switched off by a device that cannot segment
-            return index + _send_plain(sock, datagrams, index, count, addr, caps.counters)
+            return index + _send_plain(sock, datagrams, index, count, addr, caps.counters, too_big)
         end = _group_end(datagrams, index, count, caps)
         if end - index == 1:
-            sent = _send_plain(sock, datagrams, index, end, addr, caps.counters)
+            sent = _send_plain(sock, datagrams, index, end, addr, caps.counters, too_big)
         else:
-            sent = _send_group(sock, datagrams, index, end, addr, caps)
+            sent = _send_group(sock, datagrams, index, end, addr, caps, too_big)
         index += sent
         if index < end:
             break
@@ -405,6 +472,7 @@ def _send_group(
     end: int,
     addr: Address | None,
     caps: UdpCapabilities,
+    too_big: list[Datagram] | None,
 ) -> int:
     """One GSO ``sendmsg`` for ``datagrams[start:end]``; plain sends if GSO is refused."""
     counters = caps.counters
@@ -429,11 +497,11 @@ def _send_group(
             elif code not in _GSO_REJECTED:
                 raise
             counters.gso_fallbacks += 1
-            return _send_plain(sock, datagrams, start, end, addr, counters)
+            return _send_plain(sock, datagrams, start, end, addr, counters, too_big)
         counters.sent += end - start
         counters.gso_batches += 1
         return end - start
-    return _send_plain(sock, datagrams, start, end, addr, counters)
+    return _send_plain(sock, datagrams, start, end, addr, counters, too_big)
 
 
 def _send_plain(
@@ -443,6 +511,7 @@ def _send_plain(
     end: int,
     addr: Address | None,
     counters: DatagramCounters,
+    too_big: list[Datagram] | None = None,
 ) -> int:
     """One ``sendto`` per datagram of ``datagrams[start:end]``; returns how many were consumed."""
     index = start
@@ -469,6 +538,8 @@ def _send_plain(
                 counters.dropped_unreachable += 1
             elif code in _TOO_BIG:
                 counters.dropped_too_big += 1
+                if too_big is not None:
+                    too_big.append(datagrams[index])
             else:
                 raise
         else:
@@ -486,6 +557,7 @@ def receive_datagrams(
     max_datagrams: int,
     caps: UdpCapabilities,
     buffer: bytearray | memoryview,
+    ecn: list[int] | None = None,
 ) -> list[tuple[memoryview, Address]]:
     """Read datagrams until the socket is drained, ``max_datagrams`` or the buffer is full.
 
@@ -493,12 +565,16 @@ def receive_datagrams(
     ``buffer``, valid until the next call with the same buffer (see the module
     doc).  With GRO, coalesced reads are split by the segment size the kernel
     reports; ``max_datagrams`` is checked before each read, so one coalesced read
-    may take the total past it.  An empty list means nothing was ready.
+    may take the total past it.  An empty list means nothing was ready.  With
+    :attr:`UdpCapabilities.ecn`, ``ecn`` (if given) gets each datagram's ECN
+    codepoint, index by index (0 where the kernel gave none).
     """
     view = buffer if isinstance(buffer, memoryview) else memoryview(buffer)
     out: list[tuple[memoryview, Address]] = []
-    if caps.gro:
-        _receive_gro(sock, max_datagrams, caps.counters, view, out)
+    if ecn is not None:
+        ecn.clear()
+    if caps.gro or (caps.ecn and ecn is not None):
+        _receive_gro(sock, max_datagrams, caps.counters, view, out, ecn if caps.ecn else None)
     else:
         _receive_plain(sock, max_datagrams, caps.counters, view, out)
     if caps.recv_errors:
@@ -544,17 +620,18 @@ def _receive_gro(
     counters: DatagramCounters,
     view: memoryview,
     out: list[tuple[memoryview, Address]],
+    ecn: list[int] | None = None,
 ) -> None:
-    """``recvmsg_into`` with the UDP_GRO control message; splits coalesced reads (no copy)."""
+    """``recvmsg_into`` with the UDP_GRO control message; splits coalesced reads (no
+    copy).  With ``ecn``, also reads the TOS / traffic class control message."""
     offset = 0
     last = len(view) - READ_ROOM
     skipped = 0
     recv = sock.recvmsg_into
+    space = _GRO_CMSG_SPACE if ecn is None else _ECN_CMSG_SPACE
     while len(out) < max_datagrams and offset <= last:
         try:
-            nbytes, ancillary, flags, addr = recv(
-                [view[offset : offset + READ_ROOM]], _GRO_CMSG_SPACE
-            )
+            nbytes, ancillary, flags, addr = recv([view[offset : offset + READ_ROOM]], space)
         except (BlockingIOError, InterruptedError) as exc:
             if isinstance(exc, InterruptedError):
                 continue
@@ -568,9 +645,14 @@ def _receive_gro(
                 break
             continue
         segment = nbytes
+        tos = 0
         for level, kind, data in ancillary:
             if level == SOL_UDP and kind == UDP_GRO and len(data) >= _GRO_SIZE.size:
                 segment = _GRO_SIZE.unpack_from(data)[0]
+            elif (kind == IP_TOS and level == socket.IPPROTO_IP) or (
+                kind == IPV6_TCLASS and level == socket.IPPROTO_IPV6
+            ):
+                tos = data[0] if len(data) == 1 else _GRO_SIZE.unpack_from(data)[0]
         if flags & MSG_TRUNC:
             # Cut short by the buffer (a GRO batch above READ_ROOM): keep whole segments.
             counters.dropped_truncated += 1
@@ -584,6 +666,8 @@ def _receive_gro(
             out += [(batch[i : i + segment], addr) for i in range(0, nbytes, segment)]
         else:
             out.append((view[offset : offset + nbytes], addr))
+        if ecn is not None:
+            ecn += [tos & ECN_MASK] * (len(out) - len(ecn))
         offset += nbytes
     counters.received += len(out)
 

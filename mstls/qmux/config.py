@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import attrs
 
+from ..core.datagrams import (
+    DEFAULT_DATAGRAM_RECEIVE_QUEUE,
+    DEFAULT_DATAGRAM_SEND_QUEUE,
+    validate_datagram_queue,
+)
 from ..core.stream_limits import DEFAULT_MAX_TRACKED_STREAMS, validate_tracked_streams
 from ..tls.config import TLSConfig
 from ..wire.buffer import VARINT_MAX
@@ -33,6 +38,9 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: How long a closing or draining connection waits for the peer's graceful
 #: shutdown (close_notify or TCP FIN) before it is freed (brief T3; TCP has no PTO).
 DEFAULT_CLOSE_TIMEOUT = 3.0
+#: Server: seconds a new TCP connection may take to deliver its whole ClientHello
+#: (slowloris, issue 11); far below the handshake timeout, which applies after it.
+DEFAULT_CLIENT_HELLO_TIMEOUT = 2.0
 #: Bytes of QMux records one :meth:`~mstls.qmux.connection.QMuxConnection.data_to_send`
 #: call produces at most (brief T5: bounded work per wake-up).
 MAX_SEND_PER_CALL = 256 << 10
@@ -63,6 +71,10 @@ def _check_send_record_size(
         raise ValueError(f"send_record_size {value} outside {MIN_SEND_RECORD_SIZE}..{VARINT_MAX}")
 
 
+def _check_queue(instance: QMuxConfig, attribute: attrs.Attribute[int], value: int) -> None:
+    validate_datagram_queue(attribute.name, value)
+
+
 def _check_positive(instance: QMuxConfig, attribute: attrs.Attribute[float], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, not {value}")
@@ -79,6 +91,11 @@ class QMuxConfig:
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     handshake_timeout: float = attrs.field(
         default=DEFAULT_HANDSHAKE_TIMEOUT, validator=_check_positive
+    )
+    #: Server: the ClientHello must be complete this many seconds after the connection
+    #: started, or the connection fails (a slow sender holds no handshake slot long).
+    client_hello_timeout: float = attrs.field(
+        default=DEFAULT_CLIENT_HELLO_TIMEOUT, validator=_check_positive
     )
     #: Send a QX_PING request when the connection was quiet this long (None: never).
     keepalive_interval: float | None = None
@@ -104,6 +121,15 @@ class QMuxConfig:
         default=DEFAULT_RECORD_SIZE, validator=_check_send_record_size
     )
     max_send_per_call: int = MAX_SEND_PER_CALL
+    #: RFC 9221 (usable with QMux, draft-ietf-quic-qmux §8.1): the
+    #: max_datagram_frame_size we advertise (0: no datagrams) and the queue bounds.
+    max_datagram_frame_size: int = 0
+    datagram_send_queue: int = attrs.field(
+        default=DEFAULT_DATAGRAM_SEND_QUEUE, validator=_check_queue
+    )
+    datagram_receive_queue: int = attrs.field(
+        default=DEFAULT_DATAGRAM_RECEIVE_QUEUE, validator=_check_queue
+    )
 
     def transport_parameters(self) -> TransportParameters:
         """Our transport parameters: only those QMux permits (draft-ietf-quic-qmux-02 §5.1)."""
@@ -118,4 +144,5 @@ class QMuxConfig:
             initial_max_streams_uni=self.max_streams_uni,
             # Equal to the default it is not encoded, as §5.2 allows.
             max_record_size=self.max_record_size,
+            max_datagram_frame_size=self.max_datagram_frame_size,
         )

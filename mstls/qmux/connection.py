@@ -86,6 +86,7 @@ a driver raises for every later call (brief E3).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from ..codes import TransportErrorCode
 from ..core.events import ConnectionTerminatedEvent, Event
@@ -109,11 +110,14 @@ from ..exceptions import (
 )
 from ..stats import ConnectionStats, snapshot
 from ..tls.engine import TLSHandshake
+from ..tls.states import HandshakeState
 from ..tls.tcp import TLSConnection
 from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_frame
 from ..wire.qmux import QxTransportParametersFrame, RecordReader, encode_record
 from ..wire.transport_params import TransportParameters
 from .config import QMuxConfig
+from .datagrams import DatagramMixin
+from .early import EarlySender
 from .ping import PingState
 from .receiving import ReceivingMixin
 from .records import RecordSink
@@ -131,7 +135,7 @@ TRANSPORT_ERROR_EVENTS = {
 TRANSPORT_ERROR_KINDS = frozenset(TRANSPORT_ERROR_EVENTS)
 
 
-class QMuxConnection(ReceivingMixin):
+class QMuxConnection(ReceivingMixin, DatagramMixin):
     """One QMux connection over TLS 1.3; see the module documentation for the call order."""
 
     def __init__(self, config: QMuxConfig, *, is_client: bool, now: float) -> None:
@@ -159,11 +163,20 @@ class QMuxConnection(ReceivingMixin):
         )
         self.stream_handlers = self.streams.frame_handlers()
         self.ping_state = PingState()
+        self.early = EarlySender()
+        self._init_datagrams()
         self._reader = RecordReader(config.max_record_size)
         self._send_capacity = config.send_record_size
         #: The idle timeout in force (seconds, 0: none): min of both sides' (§7.1).
         self.idle_timeout = config.idle_timeout
         self.handshake_deadline: float | None = now + config.handshake_timeout
+        #: Server: the ClientHello is due first, by the shorter ``client_hello_timeout``.
+        self._after_hello = self.handshake_deadline
+        self._awaiting_hello = not is_client and config.client_hello_timeout < (
+            config.handshake_timeout
+        )
+        if self._awaiting_hello:
+            self.handshake_deadline = now + config.client_hello_timeout
         self.close_deadline: float | None = None
         self._last_received = now
         self._last_sent = now  # records that reset the idle timer (keep-alives do not)
@@ -199,6 +212,24 @@ class QMuxConnection(ReceivingMixin):
         return self._shutdown_ready
 
     @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether 0-RTT data was accepted (RFC 8446 §4.2.10): None until known,
+        False after a handshake without it (rejected data is resent, :mod:`.early`)."""
+        accepted = self.tls_connection.early_data_accepted
+        if accepted is None and self.handshake_complete:
+            return False
+        return accepted
+
+    @property
+    def early_data_possible(self) -> bool:
+        """Client: 0-RTT is in use, so replay-safe streams may send before the handshake."""
+        return self.early.remembered is not None
+
+    def mark_early(self, stream_id: int) -> None:
+        """Client: ``stream_id``'s data is replay-safe and may go as 0-RTT data."""
+        self.early.mark(stream_id)
+
+    @property
     def bytes_received(self) -> int:
         """Application bytes TLS delivered so far (what a premature close reports)."""
         return self.tls_connection.bytes_received
@@ -219,6 +250,7 @@ class QMuxConnection(ReceivingMixin):
             self.streams,
             bytes_sent=self.wire_bytes_sent,
             bytes_received=self.wire_bytes_received,
+            **self.datagrams.stats(),
         )
 
     # -- public API: lifecycle -------------------------------------------------------------
@@ -232,9 +264,13 @@ class QMuxConnection(ReceivingMixin):
     def _start(self) -> None:
         """Start TLS and queue QX_TRANSPORT_PARAMETERS, the first frame (§4.2)."""
         self._started = True
-        self.tls_connection.start()
-        frame = encode_frame(QxTransportParametersFrame(self.local_params))
-        self.tls_connection.send(encode_record(frame))
+        tls = self.tls_connection
+        tls.start()
+        record = encode_record(encode_frame(QxTransportParametersFrame(self.local_params)))
+        if self.is_client and self.early.begin(tls, self.streams):
+            tls.send_early(record)  # 0-RTT: the first frame goes first, early (.early)
+        else:
+            tls.send(record)
 
     def close(
         self,
@@ -269,6 +305,9 @@ class QMuxConnection(ReceivingMixin):
             self.tls_connection.receive_data(data)
         except TLSError as exc:  # PeerAlert included; records before it still count
             error = kept(exc)  # a local holding the traced original would be a cycle
+        if self._awaiting_hello and self.tls.state is not HandshakeState.START:
+            self._awaiting_hello = False  # the ClientHello is in: the full timeout applies
+            self.handshake_deadline = self._after_hello
         self._drain_tls_events(now)
         if error is not None:
             self._on_tls_error(error)
@@ -302,13 +341,27 @@ class QMuxConnection(ReceivingMixin):
     # -- public API: output and timers ----------------------------------------------------------
     def data_to_send(self, now: float) -> bytes | bytearray:
         """Bytes to write to TCP, in order (also after termination, until empty)."""
-        if self.lifecycle.live and self.peer_params is not None:
-            self._produce_records(now)
+        if self.lifecycle.live:
+            if self.peer_params is not None:
+                self._produce_records(now)
+            elif room := self.early.room(self.tls_connection):
+                self._produce_records(now, room)
         out = self.tls_connection.data_to_send()
         self.wire_bytes_sent += len(out)
         if self._write_closed and (self.tls_connection.handshake_complete or self.is_terminated):
             self._shutdown_ready = True
         return out
+
+    @property
+    def awaiting_client_hello(self) -> bool:
+        """Server: the ClientHello is not complete yet (its deadline applies)."""
+        return self._awaiting_hello
+
+    def expire_client_hello(self, now: float) -> None:
+        """Server, all handshake slots taken: if the ClientHello is still incomplete,
+        its deadline is ``now`` (the next :meth:`handle_timer` fails the connection)."""
+        if self._awaiting_hello:
+            self.handshake_deadline = now
 
     def get_timer(self) -> float | None:
         """The earliest deadline at which :meth:`handle_timer` must be called."""
@@ -324,6 +377,8 @@ class QMuxConnection(ReceivingMixin):
     def _on_handshake_timer(self, now: float) -> None:
         stage = "TLS" if not self.handshake_complete else "the peer's transport parameters"
         reason = f"handshake did not complete in {self.config.handshake_timeout:g} s ({stage})"
+        if self._awaiting_hello:
+            reason = f"no complete ClientHello within {self.config.client_hello_timeout:g} s"
         info = CloseInfo(TransportErrorCode.NO_ERROR, None, reason, False, False)
         self._apply(LifecycleEvent.HANDSHAKE_TIMEOUT, info)
 
@@ -351,21 +406,33 @@ class QMuxConnection(ReceivingMixin):
         return max(self._last_activity, self._last_received) + interval
 
     # -- sending ---------------------------------------------------------------------------
-    def _produce_records(self, now: float) -> None:
-        """Fill records from QX_PING and the stream layer, up to the per-call budget."""
+    def _produce_records(self, now: float, early_room: int = 0) -> None:
+        """Fill records from QX_PING and the stream layer, up to the per-call budget;
+        with ``early_room``, 0-RTT records of replay-safe streams (:mod:`.early`)."""
         budget = self.config.max_send_per_call
         capacity = self._send_capacity
         ping = self.ping_state
         streams = self.streams
-        send = self.tls_connection.send
+        datagrams = self.datagrams
+        send: Callable[[bytes | bytearray], object] = self.tls_connection.send
+        if early_room:
+            budget, capacity = early_room, self.early.record_capacity(early_room)
+            send = self.tls_connection.send_early
+            self.early.used = True
         while budget > 0:
-            if not ping.has_pending and not streams.has_data_to_send():
+            if (
+                not ping.has_pending
+                and not datagrams.has_data_to_send
+                and not streams.has_data_to_send()
+            ):
                 break
             answers = ping.response_pending
             sink = RecordSink(capacity)
             control = ping.pending_frames(now) if ping.has_pending else b""
             if control:
                 sink.add(control)
+            if datagrams.has_data_to_send and not early_room:  # not replay-safe: not early
+                datagrams.write_frames(sink, self.max_datagram_size)
             streams.write_frames(sink, now)
             record = sink.finish()
             if not record:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..codes import TransportErrorCode
+from ..core.datagrams import DatagramQueues
 from ..core.events import Event, HandshakeCompletedEvent
 from ..core.lifecycle import CloseInfo, Lifecycle, LifecycleEvent
 from ..core.stream_manager import StreamManager
@@ -45,6 +46,8 @@ from ..wire.qmux import (
 )
 from ..wire.transport_params import TransportParameters, validate_qmux_parameters
 from .config import QMuxConfig
+from .datagrams import DATAGRAM_HANDLERS
+from .early import EarlySender, remember_parameters
 from .ping import PingState
 
 __all__ = ["FRAME_HANDLERS", "ReceivingMixin"]
@@ -67,6 +70,9 @@ class ReceivingMixin:
     streams: StreamManager
     stream_handlers: dict[int, Callable[[Frame], None]]
     ping_state: PingState
+    early: EarlySender
+    is_client: bool
+    datagrams: DatagramQueues
     peer_params: TransportParameters | None
     handshake_complete: bool
     handshake_deadline: float | None
@@ -102,7 +108,7 @@ class ReceivingMixin:
                 self._on_handshake_completed(event)
             elif isinstance(event, CloseNotifyReceived):
                 self._on_close_notify()
-            # SessionTicketReceived: no resumption for QMux yet.
+            # SessionTicketReceived: the TLS engine already stored the ticket.
 
     def _on_application_data(self, data: bytes | bytearray, now: float) -> None:
         try:
@@ -153,9 +159,13 @@ class ReceivingMixin:
         except ProtocolError as exc:
             exc.frame_type = QMuxFrameType.QX_TRANSPORT_PARAMETERS
             raise
+        if self.is_client:
+            self.early.finish(params, self.tls_connection, self.streams)
+            remember_parameters(self.tls_connection, params)
         self.peer_params = params
         self.streams.set_peer_parameters(params)
         self._send_capacity = min(self.config.send_record_size, params.max_record_size)
+        self.datagrams.set_peer_limit(params.max_datagram_frame_size)  # RFC 9221 §3
         if params.max_idle_timeout:
             peer = params.max_idle_timeout / 1000
             self.idle_timeout = min(self.idle_timeout, peer) if self.idle_timeout else peer
@@ -201,6 +211,7 @@ class ReceivingMixin:
                 cipher_suite=int(event.cipher_suite),
                 peer=event.peer,
                 server_name=event.server_name,
+                resumed=event.resumed,
             )
         )
 
@@ -234,4 +245,5 @@ FRAME_HANDLERS: dict[int, _Handler] = {
     QMuxFrameType.QX_TRANSPORT_PARAMETERS: ReceivingMixin._on_second_transport_parameters,
     QMuxFrameType.QX_PING_REQUEST: ReceivingMixin._on_ping,
     QMuxFrameType.QX_PING_RESPONSE: ReceivingMixin._on_ping,
+    **DATAGRAM_HANDLERS,
 }

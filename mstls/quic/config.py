@@ -11,6 +11,11 @@ from collections.abc import Callable
 
 import attrs
 
+from ..core.datagrams import (
+    DEFAULT_DATAGRAM_RECEIVE_QUEUE,
+    DEFAULT_DATAGRAM_SEND_QUEUE,
+    validate_datagram_queue,
+)
 from ..core.stateless_reset import StatelessResetKey
 from ..core.stream_limits import DEFAULT_MAX_TRACKED_STREAMS, validate_tracked_streams
 from ..exceptions import ConfigurationError
@@ -38,6 +43,15 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 MAX_CRYPTO_BUFFER = 1 << 17
 #: Largest datagram PMTU probing tries (loopback and jumbo-frame LANs go high).
 DEFAULT_PMTU_MAX = 16384
+#: RFC 8899 §5.1.1: PMTU_RAISE_TIMER is 600 s.
+DEFAULT_PMTU_RAISE_INTERVAL = 600.0
+
+
+def _check_queue(_config: object, field: attrs.Attribute[int], value: int) -> None:
+    try:
+        validate_datagram_queue(field.name, value)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _check_versions(_config: object, _field: object, versions: tuple[int, ...]) -> None:
@@ -88,6 +102,12 @@ class QuicConfig:
     #: Path MTU discovery (RFC 8899 DPLPMTUD with PADDING+PING probes).
     pmtu_discovery: bool = True
     pmtu_max: int = DEFAULT_PMTU_MAX
+    #: Seconds before a finished (or, after a black hole, restarted) search looks
+    #: for a larger PMTU again (RFC 8899 §5.1.1 PMTU_RAISE_TIMER).
+    pmtu_raise_interval: float = DEFAULT_PMTU_RAISE_INTERVAL
+    #: Mark packets ECT(0) where the socket allows and validate the path's ECN
+    #: (RFC 9000 §13.4); ECN counts of received packets are reported either way.
+    ecn: bool = True
     max_crypto_buffer: int = MAX_CRYPTO_BUFFER
     stateless_reset_key: StatelessResetKey | None = None
     #: Makes the connection IDs we issue (e.g. ``QuicLbConfig.generate`` for IDs a
@@ -97,6 +117,14 @@ class QuicConfig:
     #: or ``MSTLS_NO_GSO=1`` in the environment, sends and reads one datagram per
     #: system call (for packet captures on ``lo``, see :mod:`mstls.io.udp`).
     udp_offload: bool = True
+    #: Server: send disable_active_migration and drop non-probing packets from
+    #: new peer addresses instead of following them (RFC 9000 §9, §18.2).
+    disable_active_migration: bool = False
+    #: Server: an ``(IPv4 address, port)`` sent in preferred_address (RFC 9000
+    #: §9.6); the driver must receive there too.  Client: ``follow_preferred_address``
+    #: moves to a server's preferred address once the handshake is confirmed.
+    preferred_address: tuple[str, int] | None = None
+    follow_preferred_address: bool = True
     #: Write a qlog trace per connection into this directory (None: off).
     qlog_dir: str | os.PathLike[str] | None = None
     #: QUIC versions we speak, in our order of preference (RFC 9368).  A client
@@ -109,6 +137,16 @@ class QuicConfig:
     #: ``versions=(QUIC_VERSION_2, QUIC_VERSION_1), initial_version=QUIC_VERSION_1``
     #: reaches v1-only servers and is moved to v2 by those that speak it.
     initial_version: int | None = None
+    #: RFC 9221: the max_datagram_frame_size we advertise (0: no datagrams; 65535
+    #: accepts any DATAGRAM frame that fits a packet, §3), and the bounds of the
+    #: send and receive queues (:mod:`mstls.core.datagrams`).
+    max_datagram_frame_size: int = 0
+    datagram_send_queue: int = attrs.field(
+        default=DEFAULT_DATAGRAM_SEND_QUEUE, validator=_check_queue
+    )
+    datagram_receive_queue: int = attrs.field(
+        default=DEFAULT_DATAGRAM_RECEIVE_QUEUE, validator=_check_queue
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.initial_version is not None and self.initial_version not in self.versions:
@@ -143,4 +181,6 @@ class QuicConfig:
             initial_source_connection_id=source_cid,
             min_ack_delay=self.min_ack_delay_us if self.ack_frequency else None,
             version_information=VersionInformation(self.start_version, self.versions),
+            max_datagram_frame_size=self.max_datagram_frame_size,
+            disable_active_migration=self.disable_active_migration,
         )

@@ -50,9 +50,13 @@ from ..core.timers import Timer, TimerRow, TimerTable
 from ..exceptions import Error
 from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
+from .black_hole import BlackHoleMixin
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
+from .datagrams import DatagramMixin
+from .ecn_marking import EcnMixin
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
+from .paths import PathsMixin
 from .qlog import open_qlog
 from .receiving import ReceivingMixin
 from .sending import SendingMixin
@@ -73,7 +77,16 @@ QLOG_STATES = {
 }
 
 
-class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionState):
+class QuicConnection(
+    ReceivingMixin,
+    SendingMixin,
+    HandshakeMixin,
+    BlackHoleMixin,
+    EcnMixin,
+    DatagramMixin,
+    PathsMixin,
+    ConnectionState,
+):
     """One QUIC v1 connection; see the module documentation for the call order."""
 
     def __init__(
@@ -103,6 +116,7 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.config = config
         self.is_client = is_client
         self.peer_address = peer_address
+        self._init_paths(peer_address)
         self.events: deque[Event] = deque()
         self.lifecycle = Lifecycle(QUIC_TRANSITIONS)
         self.close_info: CloseInfo | None = None
@@ -139,16 +153,12 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self.bytes_sent = 0
         self.packets_received = 0
         self.mtu = PathMtu(
-            INITIAL_MAX_DATAGRAM_SIZE, config.pmtu_max, enabled=config.pmtu_discovery
+            INITIAL_MAX_DATAGRAM_SIZE,
+            config.pmtu_max,
+            enabled=config.pmtu_discovery,
+            raise_interval=config.pmtu_raise_interval,
         )
-        self.idle_timeout = config.idle_timeout
-        self.idle_deadline = now + config.idle_timeout
-        self.handshake_deadline: float | None = now + config.handshake_timeout
-        self.close_deadline: float | None = None
-        self.key_discard_deadline: float | None = None
-        self.last_ack_eliciting_sent: float | None = None
-        self.ack_eliciting_sent_since_receive = False
-        self.last_sent = now
+        self._init_deadlines(now)
         self.peer_params: TransportParameters | None = None
         self.qlog = (
             open_qlog(
@@ -163,8 +173,22 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
         self._init_spaces(initial)
         self._init_handshake(now)
         self._init_sending()
+        self._init_ecn()
+        self._init_datagrams()
         if self.qlog is not None and not is_client:
             self.qlog.state_updated(now, "handshake_started")
+
+    def _init_deadlines(self, now: float) -> None:
+        """The idle, handshake, closing and key-discard deadlines (RFC 9000 §10.1, §10.2)."""
+        config = self.config
+        self.idle_timeout = config.idle_timeout
+        self.idle_deadline = now + config.idle_timeout
+        self.handshake_deadline: float | None = now + config.handshake_timeout
+        self.close_deadline: float | None = None
+        self.key_discard_deadline: float | None = None
+        self.last_ack_eliciting_sent: float | None = None
+        self.ack_eliciting_sent_since_receive = False
+        self.last_sent = now
 
     # -- public API: lifecycle ---------------------------------------------------------
     def connect(self, now: float) -> None:
@@ -232,6 +256,8 @@ class QuicConnection(ReceivingMixin, SendingMixin, HandshakeMixin, ConnectionSta
             slow_start_threshold=None if ssthresh == math.inf else int(ssthresh),
             bytes_in_flight=cc.bytes_in_flight,
             path_mtu=self.mtu.current,
+            **self._path_stats(),
+            **self.datagrams.stats(),
         )
 
     # -- public API: timers -----------------------------------------------------------
@@ -370,6 +396,9 @@ def _live_timers() -> tuple[TimerRow[QuicConnection], ...]:
             Timer.LOSS_DETECTION,
             lambda c: c.recovery.loss_detection_deadline(),
             QuicConnection.on_loss_detection_timeout,
+        ),
+        TimerRow(
+            Timer.PATH_VALIDATION, QuicConnection.path_deadline, QuicConnection.on_path_timer
         ),
         TimerRow(Timer.SEND, QuicConnection.send_deadline),
     )

@@ -205,6 +205,10 @@ class ServerEndpoint:
         #: The connection being called; still set if that call raised (for the driver
         #: to fail that connection alone, E2).
         self.current: QuicConnection | None = None
+        #: The driver's socket marks the codepoint connections ask for (ECN, RFC 9000
+        #: §13.4; :mod:`.ecn_marking`); the codepoint of the datagram being routed.
+        self.ecn_marking = False
+        self.receive_codepoint = 0
         self.accepted: deque[QuicConnection] = deque()
         #: Connections just forgotten; their last events (termination) are still
         #: to be read by whoever drains this.
@@ -244,8 +248,9 @@ class ServerEndpoint:
             return None
         return self._routes.get(dcid) or self._initial_routes.get(dcid)
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """Route one datagram (untrusted input)."""
+    def receive_datagram(self, data: bytes, addr: Address, now: float, ecn: int = 0) -> None:
+        """Route one datagram (untrusted input) that arrived with ECN codepoint ``ecn``."""
+        self.receive_codepoint = ecn
         try:
             dcid = bytes(peek_destination_cid(data, self.config.cid_length))
         except DecodeError:
@@ -254,7 +259,7 @@ class ServerEndpoint:
         if conn is not None:
             self.current = conn
             try:
-                conn.receive_datagram(data, addr, now)
+                conn.receive_datagram(data, addr, now, ecn)
             finally:
                 self._update_routes(conn)
                 self._after_call(conn)
@@ -272,7 +277,12 @@ class ServerEndpoint:
             return
         if len(data) < MIN_INITIAL_DATAGRAM:
             return
-        if header.packet_type is PacketType.UNSUPPORTED_VERSION:
+        if header.packet_type is PacketType.VERSION_NEGOTIATION:
+            return  # RFC 9368 §2.2: servers ignore Version Negotiation packets
+        if (
+            header.packet_type is PacketType.UNSUPPORTED_VERSION
+            or header.version not in self.config.versions  # RFC 9000 §6.1
+        ):
             self._stateless.append(
                 (
                     encode_version_negotiation(bytes(header.scid), dcid, self.config.versions),
@@ -328,7 +338,9 @@ class ServerEndpoint:
             address_validated=validated,
             version=header.version,  # type: ignore[attr-defined]
         )
-        conn.receive_datagram(data, addr, now)
+        if self.ecn_marking:
+            conn.enable_ecn_marking()
+        conn.receive_datagram(data, addr, now, self.receive_codepoint)
         if conn.spaces[0].acks.largest_received < 0:
             # Not one packet authenticated: forged or corrupted.  Keeping state for
             # it would let garbage fill memory until handshake timeouts (brief:
@@ -452,6 +464,18 @@ class ServerEndpoint:
         self._handshaking.discard(conn)
         self.terminated.append(conn)
 
+    def datagram_too_big(self, data: bytes, addr: Address, now: float) -> None:
+        """The socket refused ``data`` (sent to ``addr``) as too big (EMSGSIZE): tell
+        the connection that sent it (RFC 8899 §4.6).  Found by address and the
+        peer's connection ID at the start of ``data``; O(connections), but only on
+        this rare event (a shrunk interface MTU, a probe above it)."""
+        for conn in self._connections.values():
+            dcid = conn.peer_cids.current
+            if conn.peer_address == addr and _carries_dcid(data, dcid):
+                conn.on_datagram_too_big(len(data), now)
+                self._after_call(conn)
+                return
+
     # -- output and timers ---------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Stateless answers, then the output of the dirty connections only; a
@@ -461,10 +485,10 @@ class ServerEndpoint:
         dirty = self._dirty
         for key, conn in list(dirty.items()):
             self.current = conn
-            datagrams = conn.datagrams_to_send(now)
+            datagrams = conn.datagrams_with_paths(now)
             if datagrams:
-                address = conn.peer_address
-                out.extend((datagram, address) for datagram in datagrams)
+                # Each to its path: the peer may have moved (RFC 9000 §9, paths.py).
+                out.extend((datagram, path.address) for datagram, path in datagrams)
             else:
                 dirty.pop(key, None)
             self._changed[key] = conn
@@ -503,6 +527,16 @@ class ServerEndpoint:
         return [
             c for c in self._connections.values() if (d := deadline_of(c)) is not None and d <= now
         ]
+
+
+def _carries_dcid(data: bytes, dcid: bytes) -> bool:
+    """Whether ``data`` (a datagram we built) starts with a packet to ``dcid``:
+    RFC 9000 §17.2 long header (DCID after version and length byte) or §17.3 short."""
+    if not data:
+        return False
+    if data[0] & 0x80:
+        return data[5:6] == bytes((len(dcid),)) and data[6 : 6 + len(dcid)] == dcid
+    return data[1 : 1 + len(dcid)] == dcid
 
 
 def _authenticates(data: bytes, header: object) -> bool:

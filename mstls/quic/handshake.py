@@ -25,6 +25,7 @@ from ..tls.engine import Direction, Epoch, HandshakeCompleted, InstallKey, SendH
 from ..tls.server import ServerHandshake
 from ..wire.frames import CryptoFrame
 from ..wire.transport_params import (
+    PreferredAddress,
     TransportParameters,
     VersionInformation,
     decode_transport_parameters,
@@ -35,6 +36,7 @@ from .crypto import OneRttKeys, PacketProtection
 from .negotiation import check_client_information, check_server_information, choose_version
 from .qlog import key_type
 from .state import ConnectionState
+from .version_retry import check_reacted_server_information
 from .versions import quic_version
 
 __all__ = ["EPOCH_SPACE", "HandshakeMixin"]
@@ -60,6 +62,10 @@ class HandshakeMixin(ConnectionState):
     _one_rtt_secrets: dict[Direction, tuple[CipherSuite, bytes]]
     stream_handlers: dict[int, Callable[[Any], None]]
     local_params: TransportParameters
+    #: Implemented by :class:`~mstls.quic.paths.PathsMixin` (RFC 9000 §9.6).
+    _preferred_address_parameter: Callable[[], PreferredAddress | None]
+    _learn_preferred_address: Callable[[TransportParameters], None]
+    _follow_preferred_address: Callable[[float], None]
 
     def _init_handshake(self, now: float) -> None:
         self.handshake_complete = False
@@ -71,6 +77,7 @@ class HandshakeMixin(ConnectionState):
             params.original_destination_connection_id = self.original_dcid
             params.stateless_reset_token = self.local_cids.initial_reset_token
             params.retry_source_connection_id = self.retry_source_cid
+            params.preferred_address = self._preferred_address_parameter()  # paths.py
         self.local_params = params
         if self.qlog is not None:
             self.qlog.parameters_set(now, "local", params)
@@ -149,6 +156,7 @@ class HandshakeMixin(ConnectionState):
                 cipher_suite=int(item.cipher_suite),
                 peer=item.peer,
                 server_name=item.server_name,
+                resumed=item.resumed,
             )
         )
         if not self.is_client:
@@ -165,6 +173,7 @@ class HandshakeMixin(ConnectionState):
                 frame_type=0x1E,
             )
         self._confirm_handshake()
+        self._follow_preferred_address(now)  # RFC 9000 §9.6 (paths.py)
 
     def _confirm_handshake(self) -> None:
         if self.handshake_confirmed:
@@ -235,6 +244,13 @@ class HandshakeMixin(ConnectionState):
             check_server_information(
                 params.version_information, self.version, self.original_version
             )
+            if self.reacted_to_version_negotiation is not None:
+                check_reacted_server_information(
+                    params.version_information,
+                    self.config.versions,
+                    self.original_version,
+                    self.version,
+                )
         else:
             check_client_information(params.version_information, self.original_version)
         self.peer_params = params
@@ -249,8 +265,10 @@ class HandshakeMixin(ConnectionState):
         self.recovery.max_ack_delay = params.max_ack_delay / 1000
         self.local_cids.set_peer_limit(params.active_connection_id_limit)
         self.mtu.set_peer_limit(params.max_udp_payload_size)
+        self.datagrams.set_peer_limit(params.max_datagram_frame_size)  # RFC 9221 §3
         if self.is_client and params.stateless_reset_token is not None:
             self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
+        self._learn_preferred_address(params)  # RFC 9000 §9.6 (paths.py)
 
     def _check_connection_ids(self, params: TransportParameters) -> None:
         """RFC 9000 §7.3: the IDs in the parameters must match those in the packets."""

@@ -50,6 +50,7 @@ from ..wire.frames import (
     ConnectionCloseFrame,
     CryptoFrame,
     DataBlockedFrame,
+    DatagramFrame,
     Frame,
     HandshakeDoneFrame,
     ImmediateAckFrame,
@@ -243,6 +244,8 @@ FRAME_FORMATS: Mapping[type[Frame], _Format] = {
         "reordering_threshold": f.reordering_threshold,
     },
     ImmediateAckFrame: lambda f: {"frame_type": "immediate_ack"},
+    # RFC 9221 (qlog quic-events DatagramFrame).
+    DatagramFrame: lambda f: {"frame_type": "datagram", "length": len(f.data)},
 }
 
 

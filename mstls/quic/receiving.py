@@ -44,8 +44,11 @@ from ..wire.frames import (
 from ..wire.packet import PacketHeader, PacketType, parse_header
 from .builder import MIN_INITIAL_DATAGRAM
 from .crypto import OneRttKeys, PacketProtection
+from .datagrams import DATAGRAM_HANDLERS
+from .paths import Path, PathsMixin
 from .retry import verify_retry
 from .state import ConnectionState
+from .version_retry import on_version_negotiation
 
 __all__ = ["FRAME_HANDLERS", "MAX_PENDING_PATH_RESPONSES", "ReceivingMixin"]
 
@@ -88,18 +91,46 @@ class ReceivingMixin(ConnectionState):
     packets_received: int
     frame_decoders: Mapping[int, Any]
     ack_frequency_received: int
+    arrival_path: Path
+    _arrival: Callable[[Any, Any], Path]
+    _admit_on_path: Callable[[PacketHeader, bytes, int, int], bool]
+    _after_packet_on_path: Callable[[float], None]
+    _after_datagram_on_path: Callable[[int, bool], None]
+    _on_path_challenge_frame: Callable[[bytes], bool]
     #: Stream and flow-control frames go to the stream manager (shared with QMux).
     stream_handlers: dict[int, Callable[[Any], None]]
 
-    def receive_datagram(self, data: bytes | bytearray | memoryview, addr: Any, now: float) -> None:
-        """Process one UDP datagram from the peer (untrusted input)."""
+    def receive_datagram(
+        self,
+        data: bytes | bytearray | memoryview,
+        addr: Any,
+        now: float,
+        ecn: int = 0,
+        *,
+        local: Any = None,
+    ) -> None:
+        """Process one UDP datagram from the peer at ``addr`` (untrusted input).
+
+        ``ecn`` is the ECN codepoint it arrived with (RFC 9000 §13.4.1,
+        :mod:`.ecn_marking`); ``local`` tags the driver's socket it arrived on
+        (:mod:`.paths`).
+        """
         state = self.lifecycle.state
         if state is State.DRAINING or state is State.TERMINATED:
             return
+        self.receive_codepoint = ecn
         view = memoryview(data)
         self.bytes_received += len(view)
         if self.recovery.amplification_blocked:
             self.recovery.amplification_blocked = False  # more credit: re-arm (§6.2.2.1)
+        self.arrival_path = self._arrival(addr, local)
+        received = self.packets_received
+        try:
+            self._receive_packets(view, now)
+        finally:
+            self._after_datagram_on_path(len(view), self.packets_received > received)
+
+    def _receive_packets(self, view: memoryview, now: float) -> None:
         pos = 0
         while pos < len(view):
             try:
@@ -152,6 +183,9 @@ class ReceivingMixin(ConnectionState):
             return True
         if space.acks.is_duplicate(pn):
             return True
+        largest = space.acks.largest_received
+        if not self._admit_on_path(header, payload, pn, largest):
+            return True  # RFC 9000 §9: migration disabled, dropped
         self.packets_received += 1
         if self.qlog is not None:
             self._qlog_received(header, pn, header.packet_end - pos, payload, keys, now)
@@ -163,7 +197,8 @@ class ReceivingMixin(ConnectionState):
         except ProtocolError as exc:
             self.fail(exc, now)
             return True
-        space.acks.on_packet_received(pn, ack_eliciting, now)
+        space.acks.on_packet_received(pn, ack_eliciting, now, self.receive_codepoint or None)
+        self._after_packet_on_path(now)
         self.reset_idle_timer(now)
         self.ack_eliciting_sent_since_receive = False
         if isinstance(keys, OneRttKeys) and keys.has_previous and self.key_discard_deadline is None:
@@ -284,6 +319,8 @@ class ReceivingMixin(ConnectionState):
         Only the newest :data:`MAX_PENDING_PATH_RESPONSES` wait while congestion
         control holds them back, so a flood of challenges cannot grow our state.
         """
+        if not self._on_path_challenge_frame(bytes(frame.data)):
+            return  # answered on the path it came from (RFC 9000 §8.2.2, paths.py)
         pending = self.pending_path_responses
         pending.append(bytes(frame.data))
         if len(pending) > MAX_PENDING_PATH_RESPONSES:
@@ -324,20 +361,8 @@ class ReceivingMixin(ConnectionState):
 
     # -- version negotiation and Retry (client) -------------------------------------------
     def _on_version_negotiation(self, header: PacketHeader, now: float) -> None:
-        """RFC 9000 §6.2: abandon if no version in common, ignore otherwise."""
-        if not self.is_client or self.peer_cid_set:
-            return
-        if bytes(header.dcid) != self.host_cid:
-            return
-        if self.version in (header.supported_versions or ()):
-            return  # a VN that lists our version is ignored (§6.2)
-        self.abandon(
-            ProtocolError(
-                f"server supports only QUIC versions {list(header.supported_versions or ())}",
-                error_code=TransportErrorCode.NO_VIABLE_PATH,
-            ),
-            now,
-        )
+        """RFC 9000 §6.2, RFC 9368 §4: retry once in a common version, or abandon."""
+        on_version_negotiation(self, header, now)  # type: ignore[arg-type]
 
     def _on_retry(self, view: memoryview, header: PacketHeader, now: float) -> None:
         """RFC 9000 §17.2.5.2: accept one valid Retry before any Initial from the server."""
@@ -363,6 +388,7 @@ class ReceivingMixin(ConnectionState):
         self.spaces[PacketNumberSpace.INITIAL].crypto_send.requeue_unacknowledged()
 
     on_ack_result: Callable[..., None]
+    receive_codepoint: int  # .ecn_marking
 
 
 FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {
@@ -373,9 +399,11 @@ FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {
     FrameType.NEW_CONNECTION_ID: ReceivingMixin._on_new_connection_id,
     FrameType.RETIRE_CONNECTION_ID: ReceivingMixin._on_retire_connection_id,
     FrameType.PATH_CHALLENGE: ReceivingMixin._on_path_challenge,
+    FrameType.PATH_RESPONSE: PathsMixin._on_path_response,
     FrameType.CONNECTION_CLOSE: ReceivingMixin._on_connection_close,
     FrameType.CONNECTION_CLOSE_APPLICATION: ReceivingMixin._on_connection_close,
     FrameType.HANDSHAKE_DONE: ReceivingMixin._on_handshake_done,
     FrameType.ACK_FREQUENCY: ReceivingMixin._on_ack_frequency,
     FrameType.IMMEDIATE_ACK: ReceivingMixin._on_immediate_ack,
+    **DATAGRAM_HANDLERS,
 }

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.congestion import NewReno
@@ -44,6 +44,7 @@ from ..wire.frames import (
 from ..wire.packet import PacketType
 from .builder import DatagramBuilder, PacketSink
 from .config import INITIAL_MAX_DATAGRAM_SIZE
+from .mtu import BASE_AFTER_PTOS
 from .qlog import PACKET_TYPES
 from .state import ConnectionState, Space
 
@@ -83,6 +84,14 @@ class SendingMixin(ConnectionState):
     ack_threshold_sent: int
     ack_frequency_received: int
     frame_decoders: Mapping[int, Any]
+    _check_black_hole: Callable[[Any, float], None]  # .black_hole
+    send_codepoint: int  # .ecn_marking
+    _next_send_codepoint: Callable[[], int]
+    path: Any
+    path_frames_due: bool
+    path_limit: Callable[[int], int]
+    _write_path_challenge: Callable[[Any], bool]
+    _pad_challenge: Callable[[Any], None]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -119,6 +128,7 @@ class SendingMixin(ConnectionState):
             return self._close_datagrams(now)
         out: list[bytes] = []
         self.pacing_deadline = None
+        self.send_codepoint = self._next_send_codepoint()  # .ecn_marking
         while len(out) < MAX_DATAGRAMS_PER_CALL:
             datagram = self._next_datagram(now)
             if not datagram:
@@ -144,7 +154,11 @@ class SendingMixin(ConnectionState):
 
     # -- datagram assembly ---------------------------------------------------------------
     def _datagram_limit(self) -> int:
-        size = self.mtu.current if self.handshake_confirmed else INITIAL_MAX_DATAGRAM_SIZE
+        if self.handshake_confirmed:  # the base size after a PTO (RFC 8899 §4.3, .mtu)
+            mtu = self.mtu
+            size = mtu.current if self.recovery.pto_count < BASE_AFTER_PTOS else mtu.base
+        else:
+            size = INITIAL_MAX_DATAGRAM_SIZE
         if not self.address_validated:
             allowance = AMPLIFICATION_FACTOR * self.bytes_received - self.bytes_sent
             size = min(size, allowance)
@@ -152,7 +166,7 @@ class SendingMixin(ConnectionState):
             self.recovery.amplification_blocked = allowance < INITIAL_MAX_DATAGRAM_SIZE
         elif self.recovery.amplification_blocked:
             self.recovery.amplification_blocked = False
-        return size
+        return self.path_limit(size)  # an unvalidated new path (RFC 9000 §9.3, paths.py)
 
     def _next_datagram(self, now: float) -> bytes:
         limit = self._datagram_limit()
@@ -174,10 +188,14 @@ class SendingMixin(ConnectionState):
         self._on_datagram_sent(data, packets, now)
         return data
 
-    def _on_datagram_sent(self, data: bytes, packets: list[Any], now: float) -> None:
+    def _on_datagram_sent(
+        self, data: bytes, packets: list[Any], now: float, path: Any = None
+    ) -> None:
         self.bytes_sent += len(data)
+        (path or self.path).bytes_sent += len(data)
         self.packets_sent += len(packets)
         self.last_sent = now
+        marked = self.send_codepoint != 0
         for built in packets:
             packet = SentPacket(
                 packet_number=built.packet_number,
@@ -187,6 +205,7 @@ class SendingMixin(ConnectionState):
                 in_flight=built.in_flight,
                 is_mtu_probe=built.is_mtu_probe,
                 records=built.records,
+                ecn_marked=marked,
             )
             self.recovery.on_packet_sent(packet, now)
             if self.qlog is not None:
@@ -238,9 +257,11 @@ class SendingMixin(ConnectionState):
         return bool(
             self.handshake_done_pending
             or self.pending_path_responses
+            or self.path_frames_due
             or self.local_cids.has_pending_frames
             or self.peer_cids.has_pending_frames
             or self.streams.has_data_to_send()
+            or self.datagrams.has_data_to_send
             or self._keepalive_due(now)
         )
 
@@ -319,6 +340,7 @@ class SendingMixin(ConnectionState):
         if self.handshake_done_pending and sink.remaining >= 1:
             self.handshake_done_pending = False
             sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, self._resend_handshake_done, ()))
+        responded = bool(self.pending_path_responses)
         while self.pending_path_responses and sink.remaining >= 9:
             data = self.pending_path_responses.pop(0)
             sink.add(encode_frame(PathResponseFrame(data)))
@@ -327,7 +349,12 @@ class SendingMixin(ConnectionState):
         if self._keepalive_due(now) and sink.remaining >= 1:
             sink.add(_PING)
         self._write_ack_frequency(sink)
+        challenged = self._write_path_challenge(sink)
+        if self.datagrams.has_data_to_send:  # before streams: latency (RFC 9221 §5)
+            self.datagrams.write_frames(sink, self.max_datagram_size)
         self.streams.write_frames(sink, now)
+        if challenged or responded:
+            self._pad_challenge(sink)  # RFC 9000 §8.2.1, §8.2.2: in >= 1200 bytes
 
     def _wanted_ack_threshold(self) -> int:
         """How many ack-eliciting packets the peer may wait for before acknowledging.
@@ -365,8 +392,8 @@ class SendingMixin(ConnectionState):
 
     # -- path MTU probes (RFC 8899, RFC 9000 §14.3) ---------------------------------------
     def _mtu_probe(self, now: float) -> bytes:
-        if not self.handshake_confirmed or not self.address_validated:
-            return b""
+        if not self.handshake_confirmed or not self.address_validated or not self.path.validated:
+            return b""  # an unvalidated new path: amplification limit (RFC 9000 §9.3)
         size = self.mtu.probe_size(now)
         space = self.spaces[PacketNumberSpace.APPLICATION]
         if size is None or space.send_keys is None:
@@ -389,7 +416,7 @@ class SendingMixin(ConnectionState):
         return data
 
     def _mtu_probe_acked(self, size: int, sent: float) -> None:
-        if self.mtu.on_probe_acked(size):
+        if self.mtu.on_probe_acked(size, sent):
             self.recovery.congestion.set_max_datagram_size(size)
 
     def _mtu_probe_lost(self, size: int, sent: float) -> None:
@@ -453,12 +480,14 @@ class SendingMixin(ConnectionState):
                 metrics["ssthresh"] = int(ssthresh)
             self._qlog_lost(getattr(result, "lost", ()), now, None)
             self.qlog.metrics_updated(now, metrics)
+        self._check_black_hole(result, now)
 
     def on_loss_detection_timeout(self, now: float) -> None:
         """RFC 9002 §6.2.4: a PTO asks for probes; CRYPTO data is resent in them."""
         result = self.recovery.on_loss_detection_timeout(now)
         if self.qlog is not None:
             self._qlog_lost(getattr(result, "lost", ()), now, "time_threshold")
+        self._check_black_hole(result, now)
         probe_space = getattr(result, "probe_space", None)
         count = getattr(result, "probe_count", 0)
         if probe_space is None or not count:

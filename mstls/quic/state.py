@@ -18,6 +18,7 @@ from .crypto_stream import CryptoReceiver, CryptoSender
 
 if TYPE_CHECKING:
     from ..core.connection_ids import LocalConnectionIds, PeerConnectionIds
+    from ..core.datagrams import DatagramQueues
     from ..core.events import Event
     from ..core.recovery import Recovery
     from ..core.stream_manager import StreamManager
@@ -69,6 +70,9 @@ class ConnectionState:
     #: The QUIC version of our long headers, and the one the connection started in.
     version: int
     original_version: int
+    #: Client: the version of the attempt a Version Negotiation packet turned down,
+    #: once we reacted to one (RFC 9368 §4, :mod:`.version_retry`).
+    reacted_to_version_negotiation: int | None = None
     #: The DCID the Initial keys derive from (RFC 9001 §5.2).
     initial_dcid: bytes
     #: Server: the original version's Initial receive keys, kept after a switch
@@ -84,6 +88,7 @@ class ConnectionState:
     tls: TLSHandshake
     recovery: Recovery
     streams: StreamManager
+    datagrams: DatagramQueues
     local_cids: LocalConnectionIds
     peer_cids: PeerConnectionIds
     peer_cid_set: bool
@@ -160,6 +165,11 @@ class ConnectionState:
         raise NotImplementedError
 
     def discard_space(self, space: PacketNumberSpace) -> None:
+        raise NotImplementedError
+
+    @property
+    def max_datagram_size(self) -> int:
+        """Implemented by :class:`~mstls.quic.datagrams.DatagramMixin`."""
         raise NotImplementedError
 
     def pto_interval(self) -> float:

@@ -8,6 +8,7 @@ diagram) says where that leads.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -22,9 +23,9 @@ from .chain_verification import (
     verify_pinned,
     verify_server_chain,
 )
-from .cipher_suites import CipherSuite
+from .cipher_suites import CipherSuite, suite_hash
 from .config import TLSConfig
-from .engine import Direction, Epoch, TLSHandshake
+from .engine import Direction, Epoch, InstallKey, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
 from .groups import KeyShareClient, NamedGroup
 from .key_schedule import KeySchedule
@@ -35,9 +36,20 @@ from .messages import (
     CertificateVerify,
     ClientHello,
     EncryptedExtensions,
+    EndOfEarlyData,
     Finished,
     ServerHello,
+    frame_message,
 )
+from .psk import (
+    PSK_DHE_KE,
+    binders_length,
+    compute_binder,
+    encode_offered_psks,
+    encode_psk_modes,
+    obfuscated_age,
+)
+from .resumption import peer_from_chain, take_ticket
 from .signatures import (
     SignatureScheme,
     certificate_verify_content,
@@ -46,6 +58,7 @@ from .signatures import (
     sign,
 )
 from .states import STARTED, Branch, HandshakeState, Role
+from .ticket_store import StoredTicket
 
 __all__ = ["ClientHandshake"]
 
@@ -89,11 +102,24 @@ class ClientHandshake(TLSHandshake):
         #: Whether a HelloRetryRequest was answered (diagnostics; the state table
         #: is what refuses a second one).
         self._hello_retried = False
+        #: The stored ticket offered in the ClientHello (RFC 8446 §4.2.11), if any.
+        self._offer: StoredTicket | None = None
+        #: 0-RTT (RFC 8446 §2.3, §4.2.10): offered, and then accepted (None: not yet known).
+        self.early_data_offered = False
+        self.early_data_accepted: bool | None = None
+        #: Most early data bytes the server takes (the ticket's max_early_data_size).
+        self.max_early_data = 0
         if config.verify_peer and not config.pinned_sha256 and not config.server_name:
             raise HandshakeError(
                 AlertDescription.internal_error,
                 "server_name is required to verify the server certificate",
             )
+
+    @property
+    def offered_ticket(self) -> StoredTicket | None:
+        """The stored ticket offered in the ClientHello, if any (its remembered
+        transport parameters set the 0-RTT limits, RFC 9000 §7.4.1)."""
+        return self._offer
 
     # -- ClientHello ------------------------------------------------------------------
     def start(self) -> None:
@@ -101,11 +127,29 @@ class ClientHandshake(TLSHandshake):
         if self.state is not HandshakeState.START:
             raise TLSError(AlertDescription.internal_error, "handshake already started")
         self.client_random = os.urandom(32)
+        self._offer = take_ticket(self.config, quic=self.is_quic, now_ms=self.now_ms())
         for group in self.config.initial_share_groups():
             self._shares[group] = KeyShareClient.generate(group)
         self._hello = self._build_hello(cookie=None)
         self._hello_raw = self._send(Epoch.INITIAL, self._hello)
+        if ExtensionType.early_data in self._hello.extensions:
+            self._start_early_data()
         self.state = STARTED[self.role]
+
+    def _start_early_data(self) -> None:
+        """client_early_traffic_secret over the ClientHello (RFC 8446 §7.1)."""
+        offer = self._offer
+        assert offer is not None
+        suite = CipherSuite(offer.cipher_suite)
+        schedule = KeySchedule(suite)
+        schedule.use_psk(offer.psk)
+        schedule.update_transcript(self._hello_raw)
+        secret = schedule.derive(b"c e traffic")
+        self.early_data_offered = True
+        self.max_early_data = offer.max_early_data
+        self._output.append(InstallKey(Epoch.ZERO_RTT, Direction.WRITE, suite, secret))
+        if self._keylog is not None:
+            self._keylog.log("CLIENT_EARLY_TRAFFIC_SECRET", self.client_random, secret)
 
     def _build_hello(self, cookie: bytes | None) -> ClientHello:
         config = self.config
@@ -134,12 +178,50 @@ class ClientHandshake(TLSHandshake):
             extensions[ExtensionType.cookie] = cookie
         if self.transport_parameters is not None:
             extensions[ExtensionType.quic_transport_parameters] = self.transport_parameters
-        return ClientHello(
+        hello = ClientHello(
             random=self.client_random,
             legacy_session_id=b"",  # RFC 9001 §8.4; no middlebox compatibility mode
             cipher_suites=[int(s) for s in config.cipher_suites],
             extensions=extensions,
         )
+        if config.ticket_store is not None:
+            # §4.2.9: without the modes a server may send no tickets at all.
+            extensions[ExtensionType.psk_key_exchange_modes] = encode_psk_modes([PSK_DHE_KE])
+        offer = self._offer
+        if offer is not None:
+            if self._wants_early_data(offer):
+                extensions[ExtensionType.early_data] = b""
+            self._add_psk(hello, offer)
+        return hello
+
+    def _wants_early_data(self, offer: StoredTicket) -> bool:
+        """0-RTT only when enabled, allowed by the ticket, over TCP (QUIC's 0-RTT packets
+        are not implemented), and never in a second ClientHello (RFC 8446 §4.1.2)."""
+        return (
+            self.config.early_data
+            and offer.max_early_data > 0
+            and not self.is_quic
+            and not self._hello_retried
+        )
+
+    def _add_psk(self, hello: ClientHello, offer: StoredTicket) -> None:
+        """psk_key_exchange_modes and, last, pre_shared_key with its binder
+        (RFC 8446 §4.2.9, §4.2.11.1-2)."""
+        algorithm = suite_hash(CipherSuite(offer.cipher_suite))
+        age = obfuscated_age(max(0, self.now_ms() - offer.received_ms), offer.age_add)
+        identities = [(offer.ticket, age)]
+        placeholder = [bytes(algorithm.digest_size)]
+        hello.extensions[ExtensionType.pre_shared_key] = encode_offered_psks(
+            identities, placeholder
+        )
+        framed = frame_message(hello.msg_type, hello.encode())
+        truncated = framed[: len(framed) - binders_length(placeholder)]
+        if self._schedule is not None:  # after a HelloRetryRequest
+            transcript = self._schedule.transcript_hash_with(truncated)
+        else:
+            transcript = hashlib.new(algorithm.name, truncated).digest()
+        binder = compute_binder(algorithm, offer.psk, transcript)
+        hello.extensions[ExtensionType.pre_shared_key] = encode_offered_psks(identities, [binder])
 
     # -- ServerHello / HelloRetryRequest ---------------------------------------------
     def _handle_server_hello(self, body: bytes, raw: bytes) -> Branch:
@@ -162,6 +244,7 @@ class ClientHandshake(TLSHandshake):
         shared_secret = share.finish(key_exchange)
         self.group = group
         schedule = self._schedule_for(CipherSuite(hello.cipher_suite))
+        self._check_selected_psk(hello, schedule)
         schedule.update_transcript(raw)
         schedule.extract(shared_secret)
         self._client_hs_secret = schedule.derive(b"c hs traffic")
@@ -172,14 +255,39 @@ class ClientHandshake(TLSHandshake):
             self._server_hs_secret,
             "SERVER_HANDSHAKE_TRAFFIC_SECRET",
         )
+        if not self.early_data_offered:  # else after EndOfEarlyData (§4.5)
+            self._install_handshake_write_key()
+        self._shares.clear()
+        return Branch.NEXT
+
+    def _install_handshake_write_key(self) -> None:
         self._install(
             Epoch.HANDSHAKE,
             Direction.WRITE,
             self._client_hs_secret,
             "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
         )
-        self._shares.clear()
-        return Branch.NEXT
+
+    def _check_selected_psk(self, hello: ServerHello, schedule: KeySchedule) -> None:
+        """RFC 8446 §4.2.11: the server resumed our ticket, with a suite of its hash."""
+        selected = hello.extensions.get(ExtensionType.pre_shared_key)
+        if selected is None:
+            self._offer = None  # declined: a full handshake
+            return
+        index = ext.parse_uint16(selected, "pre_shared_key extension")
+        offer = self._offer
+        if offer is None or index != 0:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                f"server selected PSK identity {index}, which we did not offer",
+            )
+        if suite_hash(CipherSuite(offer.cipher_suite)).name != schedule.algorithm.name:
+            raise HandshakeError(
+                AlertDescription.illegal_parameter,
+                "server resumed a PSK with a cipher suite of another hash",
+            )
+        schedule.use_psk(offer.psk)
+        self.resumed = True
 
     def _check_common_hello(self, hello: ServerHello) -> None:
         """Checks shared by ServerHello and HelloRetryRequest (RFC 8446 §4.1.3,
@@ -247,6 +355,8 @@ class ClientHandshake(TLSHandshake):
         a second one is an ``unexpected_message`` (the table has no such branch)."""
         self._check_branch(Branch.HELLO_RETRY, "a second HelloRetryRequest")
         self._hello_retried = True
+        if self.early_data_offered:
+            self.early_data_accepted = False  # §4.1.2: the early data is lost
         self._check_extensions_allowed("hello_retry_request", hello.extensions)
         # §4.2: a cookie is the one extension a HelloRetryRequest may send unasked.
         self._check_offered(hello.extensions, "HelloRetryRequest", except_for=ExtensionType.cookie)
@@ -259,6 +369,11 @@ class ClientHandshake(TLSHandshake):
         schedule = self._schedule_for(CipherSuite(hello.cipher_suite))
         schedule.restart_after_hello_retry()
         schedule.update_transcript(raw)
+        offer = self._offer
+        if offer is not None and (
+            suite_hash(CipherSuite(offer.cipher_suite)).name != schedule.algorithm.name
+        ):
+            self._offer = None  # §4.1.4: a PSK of another hash cannot be offered again
         if key_share is not None:
             group = ext.parse_key_share_hello_retry(key_share)
             if group not in self.config.groups or group in self._shares:
@@ -298,6 +413,17 @@ class ClientHandshake(TLSHandshake):
             self.peer_transport_parameters = params
         assert self._schedule is not None
         self._schedule.update_transcript(raw)
+        if self.early_data_offered and self.early_data_accepted is None:
+            self.early_data_accepted = ExtensionType.early_data in message.extensions
+            if self.early_data_accepted and not self.resumed:
+                raise HandshakeError(
+                    AlertDescription.illegal_parameter,
+                    "server accepted early data without resuming our ticket",
+                )
+        if self.resumed:
+            assert self._offer is not None
+            self.peer = peer_from_chain(self._offer.peer_chain)
+            return Branch.RESUMED
         return Branch.NEXT
 
     def _handle_certificate_request(self, body: bytes, raw: bytes) -> Branch:
@@ -356,10 +482,16 @@ class ClientHandshake(TLSHandshake):
         schedule.update_transcript(raw)
         self._derive_application_secrets()
         self._install_application_key(Direction.READ)
+        if self.early_data_offered:
+            if self.early_data_accepted:
+                self._send(Epoch.ZERO_RTT, EndOfEarlyData())  # §4.5, under the early key
+            self._install_handshake_write_key()
         if self._certificate_request is not None:
             self._send_client_certificate(self._certificate_request)
         self._send(Epoch.HANDSHAKE, Finished(schedule.finished(self._client_hs_secret)))
         self._install_application_key(Direction.WRITE)
+        if self.config.ticket_store is not None:
+            self._derive_resumption_secret()
         self._complete()
         return Branch.NEXT
 

@@ -15,17 +15,23 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from .anti_replay import StrikeRegister
 from .cipher_suites import SUPPORTED_CIPHER_SUITES, CipherSuite
 from .groups import SUPPORTED_GROUPS, NamedGroup
 from .messages import MAX_HANDSHAKE_MESSAGE_SIZE
 from .signatures import SUPPORTED_SIGNATURE_SCHEMES, SignatureScheme
+from .ticket_store import TicketStore
+from .tickets import DEFAULT_TICKET_LIFETIME, TicketKeyRing
 
-__all__ = ["DEFAULT_KEY_SHARE_GROUPS", "TLSConfig"]
+__all__ = ["DEFAULT_KEY_SHARE_GROUPS", "DEFAULT_SESSION_TICKETS", "TLSConfig"]
 
 #: Shares a client sends in its first ClientHello: the hybrid post-quantum
 #: group first, plus x25519 so that a classical-only server needs no
 #: HelloRetryRequest (RFC 8446 §4.2.8).
 DEFAULT_KEY_SHARE_GROUPS: tuple[NamedGroup, ...] = (NamedGroup.X25519MLKEM768, NamedGroup.x25519)
+
+#: NewSessionTickets a resumption-enabled server sends after each handshake.
+DEFAULT_SESSION_TICKETS = 2
 
 
 @attrs.define
@@ -36,6 +42,15 @@ class TLSConfig:
     client accepts any server certificate (the CertificateVerify signature is
     still checked); ``pinned_sha256`` replaces chain verification by a match of
     the SubjectPublicKeyInfo's SHA-256 (development mode).
+
+    Resumption (RFC 8446 §2.2): a client with a ``ticket_store`` keeps the
+    tickets it receives and offers one; a server with ``ticket_keys`` sends
+    ``session_tickets`` tickets of ``ticket_lifetime`` seconds and accepts them.
+
+    0-RTT (RFC 8446 §2.3, TLS over TCP only so far): a client with
+    ``early_data`` offers it with tickets that allow it; a server with
+    ``max_early_data`` > 0 and a ``strike_register`` issues such tickets and
+    accepts early data once per ticket.
     """
 
     alpn_protocols: Sequence[str] = ()
@@ -55,6 +70,13 @@ class TLSConfig:
     keylog: str | os.PathLike[str] | Callable[[str], None] | None = None
     verify_time: datetime | None = None
     max_handshake_message_size: int = MAX_HANDSHAKE_MESSAGE_SIZE
+    ticket_store: TicketStore | None = None
+    ticket_keys: TicketKeyRing | None = None
+    session_tickets: int = DEFAULT_SESSION_TICKETS
+    ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
+    early_data: bool = False
+    max_early_data: int = 0
+    strike_register: StrikeRegister | None = None
 
     def initial_share_groups(self) -> list[NamedGroup]:
         """Groups for which a client sends key shares in its first ClientHello."""

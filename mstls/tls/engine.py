@@ -56,6 +56,7 @@ from .messages import (
     frame_message,
 )
 from .peer_identity import VerifiedPeer
+from .resumption import stored_ticket, ticket_key
 from .signatures import certificate_verify_content, verify
 from .states import TRANSITIONS, Branch, Epoch, HandshakeState, Role, Transition
 from .x509_fields import MAX_CERTIFICATE_CHAIN_LENGTH, parse_certificate_der
@@ -104,6 +105,8 @@ class HandshakeCompleted:
     group: int
     peer: VerifiedPeer | None
     server_name: str | None
+    #: Whether a session ticket was resumed (RFC 8446 §2.2): no certificates were sent.
+    resumed: bool = False
 
 
 @attrs.frozen
@@ -137,6 +140,9 @@ class TLSHandshake:
         #: Our QUIC transport parameters; ``None`` for TLS over TCP.
         self.transport_parameters = transport_parameters
         self.peer_transport_parameters: bytes | None = None
+        #: The peer's transport parameters (encoded) that tickets received from now
+        #: on remember, for 0-RTT (RFC 9000 §7.4.1); the transport sets them.
+        self.ticket_transport_parameters = b""
         self.state = HandshakeState.START
         #: The transition being taken while a handler runs.
         self._transition: Transition | None = None
@@ -147,6 +153,10 @@ class TLSHandshake:
         self.server_name: str | None = config.server_name
         self.client_random = b""
         self.handshake_complete = False
+        #: Whether this handshake resumed a session with a PSK (RFC 8446 §2.2).
+        self.resumed = False
+        #: resumption_master_secret (RFC 8446 §7.1), once both Finished are known.
+        self._resumption_secret = b""
         self.failed: TLSError | None = None
         self._schedule: KeySchedule | None = None
         self._readers = {e: HandshakeReader(config.max_handshake_message_size) for e in Epoch}
@@ -171,6 +181,10 @@ class TLSHandshake:
     def now(self) -> datetime:
         """Wall-clock time used for certificate validity."""
         return self.config.verify_time or datetime.now(UTC)
+
+    def now_ms(self) -> int:
+        """Wall-clock milliseconds, for ticket ages (RFC 8446 §4.6.1)."""
+        return int(self.now().timestamp() * 1000)
 
     def start(self) -> None:
         """Begin the handshake: a client queues its ClientHello; a server waits."""
@@ -368,6 +382,7 @@ class TLSHandshake:
                 group=self.group,
                 peer=self.peer,
                 server_name=self.server_name,
+                resumed=self.resumed,
             )
         )
 
@@ -408,7 +423,30 @@ class TLSHandshake:
         ticket = NewSessionTicket.parse(body)
         self._check_extensions_allowed(HandshakeType.new_session_ticket, ticket.extensions)
         self._output.append(SessionTicketReceived(ticket))
+        store = self.config.ticket_store
+        if store is not None and self._resumption_secret and self.cipher_suite is not None:
+            kept_ticket = stored_ticket(
+                ticket,
+                self.cipher_suite,
+                self._resumption_secret,
+                alpn=self.alpn_protocol,
+                server_name=self.config.server_name,
+                peer=self.peer,
+                now_ms=self.now_ms(),
+                transport_parameters=self.ticket_transport_parameters,
+            )
+            if kept_ticket is not None:
+                store.add(
+                    ticket_key(self.config.server_name, self.alpn_protocol, self.is_quic),
+                    kept_ticket,
+                )
         return Branch.NEXT
+
+    def _derive_resumption_secret(self) -> None:
+        """resumption_master_secret (RFC 8446 §7.1): the transcript ends at the
+        client's Finished."""
+        assert self._schedule is not None
+        self._resumption_secret = self._schedule.derive(b"res master")
 
 
 def _type_name(msg_type: int) -> str:

@@ -37,6 +37,7 @@ __all__ = [
     "parse_uint8_list",
     "parse_uint16",
     "parse_uint16_list",
+    "parse_uint32",
 ]
 
 T = TypeVar("T")
@@ -173,6 +174,11 @@ def parse_uint8_list(data: bytes, what: str) -> list[int]:
         return list(inner)
 
     return decode(what, data, parse)
+
+
+def parse_uint32(data: bytes, what: str) -> int:
+    """A single uint32 body (untrusted input)."""
+    return decode(what, data, lambda r: r.pull_uint32())
 
 
 def parse_uint16(data: bytes, what: str) -> int:

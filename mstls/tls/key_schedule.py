@@ -119,6 +119,13 @@ class KeySchedule:
         """Hash of the messages so far."""
         return self._transcript.copy().digest()
 
+    def transcript_hash_with(self, data: bytes) -> bytes:
+        """Hash of the messages so far followed by ``data`` (a truncated
+        ClientHello, RFC 8446 §4.2.11.2), without adding ``data``."""
+        running = self._transcript.copy()
+        running.update(data)
+        return running.digest()
+
     def restart_after_hello_retry(self) -> None:
         """Replace ClientHello1 by ``message_hash`` (RFC 8446 §4.4.1)."""
         digest = self._transcript.digest()
@@ -129,6 +136,12 @@ class KeySchedule:
     def derive(self, label: bytes) -> bytes:
         """Derive-Secret(current secret, label, transcript so far)."""
         return derive_secret(self.algorithm, self.secret, label, self.transcript_hash())
+
+    def use_psk(self, psk: bytes) -> None:
+        """Early Secret = HKDF-Extract(0, PSK) (RFC 8446 §7.1), before the first extract."""
+        if self.stage != "early":
+            raise ValueError("a PSK can only start the key schedule")
+        self.secret = hkdf_extract(self.algorithm, b"", psk)
 
     def extract(self, ikm: bytes | None) -> None:
         """Advance early → handshake → master (RFC 8446 §7.1)."""

@@ -33,6 +33,7 @@ __all__ = [
     "CertificateVerify",
     "ClientHello",
     "EncryptedExtensions",
+    "EndOfEarlyData",
     "Finished",
     "HandshakeReader",
     "KeyUpdate",
@@ -326,6 +327,22 @@ class NewSessionTicket:
             return cls(lifetime, age_add, nonce, ticket, _pull_extensions(r, "NewSessionTicket"))
 
         return _parse("NewSessionTicket", body, parse)
+
+
+@attrs.define
+class EndOfEarlyData:
+    """EndOfEarlyData (RFC 8446 §4.5): empty; TLS over TCP only (RFC 9001 §8.3)."""
+
+    msg_type = HandshakeType.end_of_early_data
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def parse(cls, body: bytes) -> EndOfEarlyData:
+        if body:
+            raise TLSError(AlertDescription.decode_error, "EndOfEarlyData with a body")
+        return cls()
 
 
 @attrs.define

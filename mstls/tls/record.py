@@ -306,6 +306,9 @@ class RecordLayer:
         self._empty_records = 0
         self._eof = False
         self._error: TLSError | None = None
+        #: Bytes of records that fail authentication still skipped: 0-RTT data the
+        #: server rejected (RFC 8446 §4.2.10); 0 once a record authenticates.
+        self.skip_undecryptable = 0
 
     # -- keys -------------------------------------------------------------------
     def set_read_key(self, suite: CipherSuite, secret: bytes) -> None:
@@ -315,6 +318,11 @@ class RecordLayer:
     def set_write_key(self, suite: CipherSuite, secret: bytes) -> None:
         """Protect sent records with ``secret`` from now on (§7.3), seq = 0."""
         self._write = _Protection(suite, secret, sending=True)
+
+    def drop_write_key(self) -> None:
+        """Send plaintext records again: a client's second ClientHello after it
+        started early data (RFC 8446 §4.1.2, §4.2.10)."""
+        self._write = None
 
     def update_read_key(self) -> bytes:
         """Apply a received KeyUpdate (§4.6.3, §7.2); returns the new secret."""
@@ -450,6 +458,8 @@ class RecordLayer:
             return held
         read = self._read
         decrypt_into = None if read is None else read.decrypt_into
+        if self.skip_undecryptable:
+            decrypt_into = None  # skipping rejected 0-RTT records: one at a time (§4.2.10)
         while decrypt_into is not None:
             assert read is not None
             count, total = run_length(self._buf, self._pos)
@@ -521,6 +531,8 @@ class RecordLayer:
                 f"plaintext record of {length} bytes exceeds {MAX_PLAINTEXT}",
             )
         if content_type == ContentType.application_data:
+            if self.skip_undecryptable >= length:
+                return  # early data before our HelloRetryRequest: skipped (§4.2.10)
             raise _unexpected("application data received before keys were established")
         if self._read is None or content_type == ContentType.change_cipher_spec:
             return
@@ -534,6 +546,10 @@ class RecordLayer:
         self, content_type: int, start: int, end: int
     ) -> tuple[ContentType, bytes] | None:
         """A TLSPlaintext record (§5.1); ``None`` for a dropped ChangeCipherSpec."""
+        if content_type == ContentType.application_data:  # rejected early data
+            self.skip_undecryptable -= end - start
+            self._empty_records -= 1
+            return None
         body = bytes(self._buf[start:end])
         if content_type == ContentType.change_cipher_spec:
             if not self.allow_ccs:
@@ -567,9 +583,15 @@ class RecordLayer:
             try:
                 inner = self._read.aead.decrypt(nonce, body, header)
             except InvalidTag:
+                if self.skip_undecryptable >= end - start:  # rejected early data
+                    self.skip_undecryptable -= end - start
+                    self._read.seq -= 1
+                    self._empty_records -= 1  # a skipped record is not an empty one
+                    return None
                 raise TLSError(
                     AlertDescription.bad_record_mac, "record failed authentication"
                 ) from None
+        self.skip_undecryptable = 0
         if len(inner) > MAX_INNER_PLAINTEXT:
             raise TLSError(
                 AlertDescription.record_overflow,

@@ -34,9 +34,12 @@ from .messages import (
     CertificateVerify,
     ClientHello,
     EncryptedExtensions,
+    EndOfEarlyData,
     Finished,
     ServerHello,
 )
+from .psk import PSK_DHE_KE, binders_length, parse_offered_psks, parse_psk_modes
+from .resumption import AcceptedPsk, choose_psk, issue_tickets, peer_from_chain
 from .signatures import certificate_verify_content, choose_scheme, sign
 from .states import Branch, Role
 
@@ -61,6 +64,13 @@ class ServerHandshake(TLSHandshake):
         self._retry_group: int | None = None
         self._client_hs_secret = b""
         self._offered_schemes: list[int] = []
+        #: The ticket being resumed (RFC 8446 §2.2), once the ClientHello chose one.
+        self._psk: AcceptedPsk | None = None
+        #: Whether the client can use our tickets: it listed psk_dhe_ke (§4.2.9).
+        self._client_takes_tickets = False
+        #: 0-RTT (RFC 8446 §4.2.10): the client offered early data; we accepted it.
+        self.early_data_offered = False
+        self.early_data_accepted = False
 
     def start(self) -> None:
         """Servers wait for the ClientHello; nothing to send yet."""
@@ -79,6 +89,10 @@ class ServerHandshake(TLSHandshake):
                 AlertDescription.illegal_parameter,
                 "second ClientHello no longer allows the cipher suite we chose",
             )
+        modes = hello.extensions.get(ExtensionType.psk_key_exchange_modes)
+        self._client_takes_tickets = modes is not None and PSK_DHE_KE in parse_psk_modes(modes)
+        binder_hash = self._binder_transcript_hash(hello, raw)
+        self.early_data_offered = ExtensionType.early_data in hello.extensions
         self._schedule.update_transcript(raw)
         if share is None:
             self._send_hello_retry(hello, group)
@@ -87,7 +101,84 @@ class ServerHandshake(TLSHandshake):
         alpn = self._choose_alpn(hello)
         self._read_client_extensions(hello)
         scheme = self._choose_scheme(hello)
+        if binder_hash is not None:
+            self._psk = self._choose_psk(hello, suite, alpn, binder_hash)
+        self.early_data_accepted = self._accepts_early_data()
         return self._send_server_flight(hello, group, share, alpn, scheme)
+
+    def _accepts_early_data(self) -> bool:
+        """RFC 8446 §4.2.10, §8: the first PSK was resumed with a ticket that allows
+        early data, in the first ClientHello, over TCP, and the strike register has
+        not seen the ticket."""
+        psk, config = self._psk, self.config
+        if not self.early_data_offered or psk is None or self.is_quic:
+            return False
+        if self._retry_group is not None or psk.index != 0:
+            return False
+        if not 0 < psk.contents.max_early_data <= config.max_early_data:
+            return False  # also a ticket promising more than we now take (a lowered limit)
+        register = config.strike_register
+        return register is not None and register.admit(psk.identity, self.now_ms())
+
+    # -- resumption (RFC 8446 §2.2, §4.2.11) ----------------------------------------------
+    def _binder_transcript_hash(self, hello: ClientHello, raw: bytes) -> bytes | None:
+        """The hash the binders cover: the transcript so far and the ClientHello
+        without its binders (§4.2.11.2); None when no resumable PSK is offered."""
+        offered = hello.extensions.get(ExtensionType.pre_shared_key)
+        modes = hello.extensions.get(ExtensionType.psk_key_exchange_modes)
+        if offered is None or self.config.ticket_keys is None:
+            return None
+        if modes is None:  # §4.2.9: a client offering a PSK MUST send the modes
+            raise HandshakeError(
+                AlertDescription.missing_extension, "pre_shared_key without psk_key_exchange_modes"
+            )
+        if not self._client_takes_tickets:
+            return None
+        binders = parse_offered_psks(offered).binders
+        assert self._schedule is not None
+        return self._schedule.transcript_hash_with(raw[: len(raw) - binders_length(binders)])
+
+    def _choose_psk(
+        self, hello: ClientHello, suite: CipherSuite, alpn: str | None, binder_hash: bytes
+    ) -> AcceptedPsk | None:
+        offered = parse_offered_psks(hello.extensions[ExtensionType.pre_shared_key])
+        accepted = choose_psk(
+            self.config,
+            offered,
+            binder_hash,
+            suite=suite,
+            alpn=alpn,
+            server_name=self.server_name,
+            quic=self.is_quic,
+            now_ms=self.now_ms(),
+        )
+        if accepted is not None:
+            self.resumed = True
+            self.peer = peer_from_chain(accepted.contents.peer_chain)
+        return accepted
+
+    def _send_tickets(self) -> None:
+        """NewSessionTickets after the handshake (RFC 8446 §4.6.1)."""
+        config = self.config
+        if (
+            not self._client_takes_tickets
+            or config.ticket_keys is None
+            or config.session_tickets <= 0
+        ):
+            return
+        assert self.cipher_suite is not None
+        self._derive_resumption_secret()
+        for ticket in issue_tickets(
+            self.config,
+            self.cipher_suite,
+            self._resumption_secret,
+            alpn=self.alpn_protocol,
+            server_name=self.server_name,
+            peer=self.peer,
+            quic=self.is_quic,
+            now_ms=self.now_ms(),
+        ):
+            self._send(Epoch.ONE_RTT, ticket)
 
     def _check_client_hello(self, hello: ClientHello) -> None:
         """Version, compression and extension placement (RFC 8446 §4.1.2, §4.2)."""
@@ -226,16 +317,23 @@ class ServerHandshake(TLSHandshake):
         assert schedule is not None and self.cipher_suite is not None
         key_exchange, shared_secret = server_key_share(group, client_share)
         self.group = group
+        hello_extensions: dict[int, bytes] = {
+            ExtensionType.supported_versions: ext.TLS13.to_bytes(2, "big"),
+            ExtensionType.key_share: ext.encode_key_share_server(group, key_exchange),
+        }
+        if self._psk is not None:
+            hello_extensions[ExtensionType.pre_shared_key] = self._psk.index.to_bytes(2, "big")
+            schedule.use_psk(self._psk.contents.psk)
+            if self.early_data_accepted:  # client_early_traffic_secret over the ClientHello
+                early = schedule.derive(b"c e traffic")
+                self._install(Epoch.ZERO_RTT, Direction.READ, early, "CLIENT_EARLY_TRAFFIC_SECRET")
         self._send(
             Epoch.INITIAL,
             ServerHello(
                 random=os.urandom(32),
                 legacy_session_id_echo=hello.legacy_session_id,
                 cipher_suite=self.cipher_suite,
-                extensions={
-                    ExtensionType.supported_versions: ext.TLS13.to_bytes(2, "big"),
-                    ExtensionType.key_share: ext.encode_key_share_server(group, key_exchange),
-                },
+                extensions=hello_extensions,
             ),
         )
         schedule.extract(shared_secret)
@@ -244,14 +342,15 @@ class ServerHandshake(TLSHandshake):
         self._install(
             Epoch.HANDSHAKE, Direction.WRITE, server_hs_secret, "SERVER_HANDSHAKE_TRAFFIC_SECRET"
         )
-        self._install(
-            Epoch.HANDSHAKE,
-            Direction.READ,
-            self._client_hs_secret,
-            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
-        )
+        if not self.early_data_accepted:  # else on EndOfEarlyData (§4.5)
+            self._install_handshake_read_key()
         self.alpn_protocol = alpn
         self._send(Epoch.HANDSHAKE, EncryptedExtensions(self._encrypted_extensions(alpn)))
+        if self._psk is not None:  # §2.2: the PSK authenticates; no certificates
+            self._send(Epoch.HANDSHAKE, Finished(schedule.finished(server_hs_secret)))
+            self._derive_application_secrets()
+            self._install_application_key(Direction.WRITE)
+            return Branch.EARLY_DATA if self.early_data_accepted else Branch.RESUMED
         requesting = self._requests_client_certificate()
         if requesting:
             self._offered_schemes = [int(s) for s in self.config.signature_schemes]
@@ -272,8 +371,26 @@ class ServerHandshake(TLSHandshake):
         self._install_application_key(Direction.WRITE)
         return Branch.CERTIFICATE_REQUESTED if requesting else Branch.NEXT
 
+    def _install_handshake_read_key(self) -> None:
+        self._install(
+            Epoch.HANDSHAKE,
+            Direction.READ,
+            self._client_hs_secret,
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        )
+
+    def _handle_end_of_early_data(self, body: bytes, raw: bytes) -> Branch:
+        """The client's early data ends; its Finished comes under the handshake key (§4.5)."""
+        EndOfEarlyData.parse(body)
+        assert self._schedule is not None
+        self._schedule.update_transcript(raw)
+        self._install_handshake_read_key()
+        return Branch.NEXT
+
     def _encrypted_extensions(self, alpn: str | None) -> dict[int, bytes]:
         extensions: dict[int, bytes] = {}
+        if self.early_data_accepted:
+            extensions[ExtensionType.early_data] = b""
         if alpn is not None:
             extensions[ExtensionType.application_layer_protocol_negotiation] = ext.encode_alpn(
                 [alpn]
@@ -325,6 +442,7 @@ class ServerHandshake(TLSHandshake):
         schedule.update_transcript(raw)
         self._install_application_key(Direction.READ)
         self._complete()
+        self._send_tickets()
         return Branch.NEXT
 
     HANDLERS = {
@@ -332,5 +450,6 @@ class ServerHandshake(TLSHandshake):
         HandshakeType.certificate: _handle_client_certificate,
         HandshakeType.certificate_verify: _handle_client_certificate_verify,
         HandshakeType.finished: _handle_client_finished,
+        HandshakeType.end_of_early_data: _handle_end_of_early_data,
         HandshakeType.key_update: TLSHandshake._handle_key_update,
     }

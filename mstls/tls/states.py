@@ -13,7 +13,7 @@ role, the state and the message.  A handler returns the branch it took; one
 that is about to take a branch with side effects (sending a second
 ClientHello) asks :meth:`Transition.allows` first.
 
-Client (RFC 8446 A.1, without PSK and early data; after a HelloRetryRequest
+Client (RFC 8446 A.1, with PSK resumption but without early data; after a HelloRetryRequest
 WAIT_SH is ``wait_sh2``, where a second one is ``unexpected_message``, §4.1.4)::
 
                               START <----+
@@ -25,6 +25,7 @@ WAIT_SH is ``wait_sh2``, where a second one is ``unexpected_message``, §4.1.4):
                                 v
                              WAIT_EE
                                 | Recv EncryptedExtensions
+                                | (Using PSK: -> WAIT_FINISHED)
                                 v
                            WAIT_CERT_CR
                        Recv |        | Recv CertificateRequest
@@ -44,7 +45,8 @@ WAIT_SH is ``wait_sh2``, where a second one is ``unexpected_message``, §4.1.4):
                                 v
                             CONNECTED
 
-Server (RFC 8446 A.2, without PSK and early data).  RECVD_CH, NEGOTIATED and
+Server (RFC 8446 A.2, with PSK resumption and, over TCP, early data: a ClientHello
+whose 0-RTT data is accepted leads to WAIT_EOED, left on EndOfEarlyData).  RECVD_CH, NEGOTIATED and
 WAIT_FLIGHT2 are passed through inside the ClientHello handler, which answers
 with its whole flight, and without 0-RTT there is no WAIT_EOED; so none of
 them is a state here.  After a HelloRetryRequest START is ``wait_ch2``::
@@ -56,8 +58,8 @@ them is a state here.  After a HelloRetryRequest START is ``wait_ch2``::
                                 | Send ServerHello
                                 | K_send = handshake
                                 | Send EncryptedExtensions
-                                | [Send CertificateRequest]
-                                | Send Certificate + CertificateVerify
+                                | [Send CertificateRequest]       (not when
+                                | Send Certificate + CertificateVerify  resuming)
                                 | Send Finished
                                 | K_send = application, K_recv = handshake
                   No auth       |       Client auth
@@ -127,6 +129,8 @@ class HandshakeState(Enum):
     WAIT_CERT = "wait_cert"
     WAIT_CV = "wait_cv"
     WAIT_FINISHED = "wait_finished"
+    #: Server: 0-RTT data accepted over TCP; EndOfEarlyData ends it (§4.5).
+    WAIT_EOED = "wait_eoed"
     CONNECTED = "connected"
 
 
@@ -141,6 +145,10 @@ class Branch(Enum):
     CERTIFICATE_REQUESTED = "certificate_requested"
     #: Server: the client answered the request with no certificate (§4.4.2.4).
     EMPTY_CERTIFICATE = "empty_certificate"
+    #: A PSK (session ticket) was accepted: no certificate messages (§2.2).
+    RESUMED = "resumed"
+    #: Server: a PSK and its 0-RTT data were accepted; EndOfEarlyData is due (§4.5).
+    EARLY_DATA = "early_data"
 
 
 @attrs.frozen
@@ -185,7 +193,9 @@ TRANSITIONS: Mapping[Role, Mapping[tuple[HandshakeState, int], Transition]] = {
     Role.CLIENT: {
         (S.WAIT_SH, T.server_hello): _to(_INITIAL, S.WAIT_EE, hello_retry=S.WAIT_SH2),
         (S.WAIT_SH2, T.server_hello): _to(_INITIAL, S.WAIT_EE),
-        (S.WAIT_EE, T.encrypted_extensions): _to(_HANDSHAKE, S.WAIT_CERT_CR),
+        (S.WAIT_EE, T.encrypted_extensions): _to(
+            _HANDSHAKE, S.WAIT_CERT_CR, resumed=S.WAIT_FINISHED
+        ),
         (S.WAIT_CERT_CR, T.certificate_request): _to(_HANDSHAKE, S.WAIT_CERT),
         (S.WAIT_CERT_CR, T.certificate): _to(_HANDSHAKE, S.WAIT_CV),
         (S.WAIT_CERT, T.certificate): _to(_HANDSHAKE, S.WAIT_CV),
@@ -199,9 +209,12 @@ TRANSITIONS: Mapping[Role, Mapping[tuple[HandshakeState, int], Transition]] = {
             S.WAIT_FINISHED,
             hello_retry=S.WAIT_CH2,
             certificate_requested=S.WAIT_CERT,
+            resumed=S.WAIT_FINISHED,
+            early_data=S.WAIT_EOED,
         ),
+        (S.WAIT_EOED, T.end_of_early_data): _to(Epoch.ZERO_RTT, S.WAIT_FINISHED),
         (S.WAIT_CH2, T.client_hello): _to(
-            _INITIAL, S.WAIT_FINISHED, certificate_requested=S.WAIT_CERT
+            _INITIAL, S.WAIT_FINISHED, certificate_requested=S.WAIT_CERT, resumed=S.WAIT_FINISHED
         ),
         (S.WAIT_CERT, T.certificate): _to(_HANDSHAKE, S.WAIT_CV, empty_certificate=S.WAIT_FINISHED),
         **_PEER_AUTHENTICATION,

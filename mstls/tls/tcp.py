@@ -32,6 +32,7 @@ from ..codes import AlertDescription
 from ..exceptions import Error, PeerAlert, PrematureClose, TLSError, kept
 from .client import ClientHandshake
 from .config import TLSConfig
+from .early_data import MAX_SKIPPED_EARLY_DATA, EarlyData
 from .engine import (
     Direction,
     Epoch,
@@ -43,15 +44,18 @@ from .engine import (
 )
 from .record import ContentType, RecordLayer, decode_alert
 from .server import ServerHandshake
+from .states import HandshakeState
 
 __all__ = ["ApplicationData", "CloseNotifyReceived", "Event", "TLSConnection"]
 
 
 @attrs.frozen
 class ApplicationData:
-    """Decrypted application bytes (one or more records' worth, in order)."""
+    """Decrypted application bytes (one or more records' worth, in order);
+    ``early``: 0-RTT data, before the handshake ended."""
 
     data: bytes | bytearray
+    early: bool = False
 
 
 @attrs.frozen
@@ -80,6 +84,7 @@ class TLSConnection:
         self._close_notify_sent = False
         self._close_requested = False
         self._error: Error | None = None
+        self._early = EarlyData()
 
     # -- state --------------------------------------------------------------------
     @property
@@ -89,6 +94,18 @@ class TLSConnection:
     @property
     def alpn_protocol(self) -> str | None:
         return self.handshake.alpn_protocol
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether the server took our 0-RTT data (None: not offered or not known yet);
+        rejected early data is sent again after the handshake (:mod:`.early_data`)."""
+        accepted = getattr(self.handshake, "early_data_accepted", None)
+        return accepted if getattr(self.handshake, "early_data_offered", False) else None
+
+    @property
+    def early_room(self) -> int:
+        """Client: bytes :meth:`send_early` may still send as 0-RTT data now."""
+        return self._early.room(getattr(self.handshake, "max_early_data", 0))
 
     @property
     def close_notify_received(self) -> bool:
@@ -150,6 +167,19 @@ class TLSConnection:
         if self.records.needs_key_update:
             self.key_update(request_update=False)
 
+    def send_early(self, data: bytes | bytearray | memoryview) -> int:
+        """Client: send replay-safe ``data`` as 0-RTT data (RFC 8446 §2.3) if the early
+        key is in use; returns how many bytes went early (the rest waits, as :meth:`send`)."""
+        self._check_usable()
+        room = self._early.room(getattr(self.handshake, "max_early_data", 0))
+        early = bytes(data[:room])
+        if early:
+            self._early.sent += early
+            self._out += self.records.encode(ContentType.application_data, early)
+        if len(early) < len(data):
+            self.send(data[len(early) :])
+        return len(early)
+
     def close(self) -> None:
         """Send close_notify (RFC 8446 §6.1); the read side stays open."""
         if self._close_notify_sent or self._error is not None:
@@ -200,8 +230,16 @@ class TLSConnection:
             self.handshake.receive(self._read_epoch, data)
             if not self.is_client and not self.handshake_complete:
                 self.records.allow_ccs = True  # the first ClientHello was received
+                self._skip_rejected_early_data()
+            elif self._early.writable and self.handshake.state is HandshakeState.WAIT_SH2:
+                self._early.writable = False  # our second ClientHello goes in plaintext
+                self.records.drop_write_key()
             self._apply_handshake_output()
         elif content_type == ContentType.application_data:
+            if self._read_epoch == Epoch.ZERO_RTT:
+                self._early.count_received(len(data), self.handshake.config.max_early_data)
+                self._events.append(ApplicationData(data, early=True))
+                return
             if self._read_epoch != Epoch.ONE_RTT:
                 raise TLSError(
                     AlertDescription.unexpected_message, "application data before the handshake"
@@ -236,12 +274,30 @@ class TLSConnection:
                     self.records.allow_ccs = False
                 self._events.append(item)
 
+    def _skip_rejected_early_data(self) -> None:
+        """Server: early data offered but not accepted is skipped (RFC 8446 §4.2.10)."""
+        handshake = self.handshake
+        if self._early.decided or handshake.state is HandshakeState.START:
+            return  # once, after the ClientHello answered by a ServerHello
+        self._early.decided = handshake.state is not HandshakeState.WAIT_CH2
+        if getattr(handshake, "early_data_offered", False) and not getattr(
+            handshake, "early_data_accepted", False
+        ):
+            limit = max(MAX_SKIPPED_EARLY_DATA, handshake.config.max_early_data)
+            self.records.skip_undecryptable = limit
+
     def _install(self, key: InstallKey) -> None:
         if key.direction is Direction.READ:
             self.records.set_read_key(key.cipher_suite, key.secret)
             self._read_epoch = key.epoch
         else:
             self.records.set_write_key(key.cipher_suite, key.secret)
+            self._early.writable = key.epoch == Epoch.ZERO_RTT
+            if key.epoch == Epoch.ONE_RTT and self._early.sent:
+                if self.early_data_accepted is False:
+                    # rejected 0-RTT data goes again, first, under the application keys
+                    self._pending_application[:0] = self._early.sent
+                self._early.sent.clear()
             if key.epoch == Epoch.ONE_RTT and not self._can_send_application:
                 self._can_send_application = True
                 self._flush_pending_application()

@@ -17,9 +17,11 @@ import trio
 
 from .. import _errors as errors
 from ..config import ServerConfig
-from ..exceptions import Error
+from ..exceptions import DatagramError, Error
+from ..qmux.early import keep_strike_register
 from ..stats import ConnectionStats
 from ._driver import Core, ListenerDriver
+from ._paths import migrate as migrate_client
 from ._stream import Stream, as_broken
 
 __all__ = ["Connection", "Listener"]
@@ -79,6 +81,22 @@ class Connection(trio.abc.AsyncResource):
         return info.alpn_protocol if info else None
 
     @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed a session from a ticket (RFC 8446 §2.2):
+        no certificates were exchanged; :attr:`peer_certificate` is the identity
+        verified when the ticket was issued.  ``False`` before the handshake."""
+        info = self._core.session.handshake_info
+        return info.resumed if info else False
+
+    @property
+    def early_data_accepted(self) -> bool | None:
+        """Whether the server accepted our 0-RTT data (server: whether we accepted the
+        client's): ``None`` until known, ``False`` after a handshake without it.
+        Rejected early data is sent again after the handshake, automatically, so the
+        peer's application receives every byte once either way (RFC 8446 §4.2.10)."""
+        return self._core.session.early_data_accepted
+
+    @property
     def peer_certificate(self) -> Any:
         """The verified peer identity (chain, subject, names), or ``None``."""
         info = self._core.session.handshake_info
@@ -86,8 +104,10 @@ class Connection(trio.abc.AsyncResource):
 
     @property
     def peer_address(self) -> Any:
-        """The peer's ``(host, port)``: UDP, the path at connection time; TCP, the socket's peer."""
-        return self._core.peer_address
+        """The peer's ``(host, port)``: UDP, the current path (it follows the peer's
+        migration, RFC 9000 §9); TCP, the socket's peer."""
+        address = getattr(self._core.conn, "peer_address", None)
+        return address if address is not None else self._core.peer_address
 
     @property
     def sans_io(self) -> Any:
@@ -144,14 +164,24 @@ class Connection(trio.abc.AsyncResource):
 
         await wait_for(self._core.waiters.connection, settled, lambda: None, self._is_closed)
 
-    async def open_stream(self, bidirectional: bool = True) -> Stream:
-        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6)."""
+    async def open_stream(self, bidirectional: bool = True, *, early: bool = False) -> Stream:
+        """Open a stream; waits while the peer's stream limit is reached (RFC 9000 §4.6).
+
+        ``early=True`` marks the stream replay-safe: after ``connect(..., lazy=True)``
+        with :attr:`ClientConfig.early_data <mstls.ClientConfig>` and a ticket that
+        allows it, this starts the handshake and returns without waiting for it, and
+        the stream's first data goes as 0-RTT data (RFC 8446 §2.3; TCP/QMux).
+        Without 0-RTT it is an ordinary stream (the call waits for the handshake).
+        """
         core = self._core
-        if not core.session.handshake_done:
+        if early:
+            self._start_handshake()
+        early = early and core.session.early_data_possible
+        if not core.session.handshake_done and not early:
             await self.wait_handshake()  # lazy: the first stream operation drives it
         stream_id = await wait_for(
             core.waiters.open,
-            lambda: core.session.open_stream(bidirectional),
+            lambda: core.session.open_stream(bidirectional, early),
             lambda: core.session.check("open_stream"),
             self._is_closed,
         )
@@ -160,7 +190,7 @@ class Connection(trio.abc.AsyncResource):
     async def accept_stream(self) -> Stream:
         """The next stream the peer opened (bidirectional or unidirectional)."""
         core = self._core
-        if not core.session.handshake_done:
+        if not core.session.ready:  # a server with accepted 0-RTT data need not wait
             await self.wait_handshake()
         stream_id = await wait_for(
             core.waiters.accept,
@@ -169,6 +199,61 @@ class Connection(trio.abc.AsyncResource):
             self._is_closed,
         )
         return Stream(core, stream_id)
+
+    # -- datagrams (RFC 9221; reliable over TCP, draft-ietf-quic-qmux §8.1) --------
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest payload :meth:`send_datagram` accepts now, from the peer's
+        limit, the path MTU (UDP) or record size (TCP) and the framing; 0 before the
+        handshake, when either side did not enable ``datagrams``, or once failed."""
+        return self._core.session.max_datagram_size
+
+    async def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
+        """Send one datagram: unreliable over UDP, delivered in order over TCP.
+
+        Waits only for the handshake, never for room: a full send queue raises
+        :class:`~mstls.exceptions.DatagramQueueFull`, a payload above
+        :attr:`max_datagram_size` :class:`~mstls.exceptions.DatagramTooLarge` (a
+        ``ValueError`` naming the maximum), a peer without datagram support
+        :class:`~mstls.exceptions.DatagramsUnsupported`.
+        """
+        core = self._core
+        if not core.session.handshake_done:
+            await self.wait_handshake()
+        if self._closed:
+            raise trio.ClosedResourceError("closed")
+        try:
+            core.session.send_datagram(data)
+        except DatagramError:
+            raise
+        except Error as exc:
+            raise as_broken(exc) from None
+        core.after_change()
+        await trio.lowlevel.checkpoint()
+
+    async def receive_datagram(self) -> bytes:
+        """The next datagram received; raises the connection's failure once it ended
+        and every earlier datagram was read."""
+        core = self._core
+        if not core.session.handshake_done:
+            await self.wait_handshake()
+        return await wait_for(
+            core.waiters.datagram,
+            core.session.receive_datagram,
+            lambda: core.session.check("receive_datagram"),
+            self._is_closed,
+        )
+
+    async def migrate(self, local_address: str | None = None) -> None:
+        """Move this QUIC client connection to a new UDP socket (a new port, on
+        ``local_address`` if given, e.g. ``"127.0.0.2"``) with a new connection ID,
+        once PATH_CHALLENGE/PATH_RESPONSE validated the path (RFC 9000 §9.2).
+
+        Raises :class:`~mstls.exceptions.MigrationRefused` on TCP, on a server
+        connection, when the peer sent disable_active_migration or has no spare
+        connection ID, and when validation fails."""
+        await self.wait_handshake()
+        await migrate_client(self._core, local_address)
 
     async def aclose(self, code: int = 0, reason: str = "") -> None:
         """Close with application ``code`` and ``reason`` (RFC 9000 §10.2); never waits.
@@ -267,7 +352,7 @@ class Listener(trio.abc.Listener[Connection]):
                 new.cid_generator, new.cid_length = old.cid_generator, old.cid_length
             driver.endpoint.config = new
         else:
-            driver.config = config.qmux_config()
+            driver.config = keep_strike_register(driver.config, config.qmux_config())
         driver.update_admission(config)  # Retry and per-source rate; the buckets are kept
 
     async def aclose(self) -> None:

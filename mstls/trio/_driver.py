@@ -71,6 +71,7 @@ class Waiters:
         self.connection = trio.lowlevel.ParkingLot()
         self.accept = trio.lowlevel.ParkingLot()
         self.open = trio.lowlevel.ParkingLot()
+        self.datagram = trio.lowlevel.ParkingLot()
         self._streams: dict[int, trio.lowlevel.ParkingLot] = {}
 
     def stream(self, stream_id: int) -> trio.lowlevel.ParkingLot:
@@ -97,9 +98,12 @@ class Waiters:
             self.accept.unpark_all()
         if wake.open:
             self.open.unpark_all()
+        if wake.datagram:
+            self.datagram.unpark_all()
 
     def wake_all(self) -> None:
-        for lot in (self.connection, self.accept, self.open, *self._streams.values()):
+        lots = (self.connection, self.accept, self.open, self.datagram)
+        for lot in (*lots, *self._streams.values()):
             lot.unpark_all()
 
 
@@ -297,11 +301,11 @@ class ListenerDriver(Driver):
         ready = [
             c
             for c in cores
-            if (c.session.handshake_done or c.session.failed) and handshaking.get(id(c.conn)) is c
+            if (c.session.ready or c.session.failed) and handshaking.get(id(c.conn)) is c
         ]
         for core in ready:
             del handshaking[id(core.conn)]
-            if core.session.handshake_done and not core.session.failed:
+            if core.session.ready and not core.session.failed:  # ready: 0-RTT accepted too
                 self.accepted.append(core)
             else:
                 self._record_failure(core)

@@ -189,11 +189,13 @@ class Stream(trio.abc.HalfCloseableStream):
         self._core.after_change()
         return taken
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+    async def send_all(self, data: bytes | bytearray | memoryview, *, end: bool = False) -> None:
         """Send all of ``data``; waits while flow control or the send buffer is full.
 
-        If cancelled after part of the data was taken, the send side is broken
-        (see the module documentation).
+        ``end=True`` then ends our sending as :meth:`send_eof` does, but with the
+        last of the data: a small message and its FIN leave in one packet
+        (RFC 9000 §19.8).  If cancelled after part of the data was taken, the
+        send side is broken (see the module documentation).
         """
         with self._send_guard:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -201,10 +203,14 @@ class Stream(trio.abc.HalfCloseableStream):
             view = data if isinstance(data, bytes) else memoryview(data).cast("B")
             size = len(view)
             if not size:
+                if end:
+                    self._write(b"", fin=True)
+                    self._send_closed = True
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
-            total = self._write(view)
+            total = self._write(view, end)
             if total >= size:
+                self._send_closed = self._send_closed or end
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             self._sending = True
@@ -212,7 +218,8 @@ class Stream(trio.abc.HalfCloseableStream):
                 while total < size:
                     await self._wait_for_room()
                     self._check_send()
-                    total += self._write(memoryview(view)[total:])
+                    total += self._write(memoryview(view)[total:], end)
+                self._send_closed = self._send_closed or end
             except BaseException:
                 if not self._send_closed:
                     self._send_broken = True

@@ -229,6 +229,10 @@ class TcpListenerDriver(ListenerDriver):
         self.max_handshakes = max_handshakes
         self._room = trio.lowlevel.ParkingLot()
         self._unfinished: set[Core] = set()
+        #: Slowloris eviction (see :meth:`_wait_for_room`): the core whose ClientHello
+        #: deadline was cut short, until its driver stops; the wait a free slot cancels.
+        self._evicted: Core | None = None
+        self._room_scope: trio.CancelScope | None = None
         self.config = config
         self._spawn = spawn
         #: The per-source handshake rate (None: unlimited).
@@ -262,7 +266,7 @@ class TcpListenerDriver(ListenerDriver):
 
     def check_handshakes(self) -> None:
         super().check_handshakes()
-        done = [c for c in self._unfinished if c.session.handshake_done and not c.session.failed]
+        done = [c for c in self._unfinished if c.session.ready and not c.session.failed]
         for core in done:
             self._unfinished.discard(core)
         self._make_room()
@@ -270,11 +274,40 @@ class TcpListenerDriver(ListenerDriver):
     def forget(self, core: Core) -> None:
         super().forget(core)
         self._unfinished.discard(core)
+        if self._evicted is core:
+            self._evicted = None
         self._make_room()
 
     def _make_room(self) -> None:
         if len(self._unfinished) < self.max_handshakes:
             self._room.unpark_all()
+            if self._room_scope is not None:
+                self._room_scope.cancel()
+
+    async def _wait_for_room(self) -> None:
+        """Every slot is taken: wait until one frees.  If a new connection arrives
+        meanwhile, the oldest handshake still without a complete ClientHello has
+        its deadline cut to now, so a slow sender yields its slot to the newcomer
+        (TLS slowloris, issue 11); one at a time, until that one's driver stops."""
+        victim = None
+        if self._evicted is None:
+            victim = next(
+                (c for c in self.handshaking.values() if c.conn.awaiting_client_hello), None
+            )
+        if victim is None:
+            await self._room.park()
+            return
+        with trio.CancelScope() as scope:
+            self._room_scope = scope
+            try:
+                await trio.lowlevel.wait_readable(self.sock)
+            finally:
+                self._room_scope = None
+        full = len(self._unfinished) >= self.max_handshakes
+        if not scope.cancelled_caught and full and victim in self._unfinished:
+            self._evicted = victim
+            victim.conn.expire_client_hello(trio.current_time())
+            victim.driver.move_timer()
 
     def stop(self) -> None:
         super().stop()
@@ -288,7 +321,7 @@ class TcpListenerDriver(ListenerDriver):
         while not self.closed:
             room = self.max_handshakes - len(self._unfinished)
             if room <= 0:  # a bounded amount of handshake state: the kernel queues the rest
-                await self._room.park()
+                await self._wait_for_room()
                 continue
             await trio.lowlevel.wait_readable(sock)
             for _ in range(min(MAX_ACCEPTS_PER_WAKE, room)):

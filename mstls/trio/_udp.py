@@ -26,6 +26,7 @@ until the socket is writable, then resumes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections import deque
 from typing import Any
@@ -34,7 +35,15 @@ import trio
 
 from ..config import ServerConfig
 from ..core.admission import refusal
-from ..io.udp import detect_capabilities, new_receive_buffer, receive_datagrams, send_datagrams
+from ..core.ecn import ECT0
+from ..io.udp import (
+    detect_capabilities,
+    enable_ecn,
+    new_receive_buffer,
+    receive_datagrams,
+    send_datagrams,
+    set_ecn_codepoint,
+)
 from ..quic.connection import QuicConnection
 from ..quic.endpoint import ServerEndpoint
 from ._driver import Core, Driver, ListenerDriver
@@ -54,18 +63,24 @@ class _UdpDriver(Driver):
         super().__init__()
         self.sock = sock
         self.caps = detect_capabilities(sock, offload=offload)
+        #: Received datagrams' ECN codepoints (RFC 9000 §13.4.1), if the socket tells.
+        self._ecn: list[int] | None = [] if enable_ecn(sock, self.caps) else None
         self._buffer = new_receive_buffer()
         self._backlog: deque[tuple[bytes, Any]] = deque()
         self._writable_needed = trio.Event()
 
     # Implemented by the client and listener -------------------------------------------------
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         raise NotImplementedError
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         raise NotImplementedError
 
     def handle_timer(self, now: float) -> None:
+        raise NotImplementedError
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        """The socket refused ``data`` as too big (EMSGSIZE): tell its connection."""
         raise NotImplementedError
 
     def finished(self) -> bool:
@@ -99,10 +114,12 @@ class _UdpDriver(Driver):
             self.after_io()
 
     def _receive(self, now: float) -> None:
-        batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer)
+        ecn = self._ecn
+        batch = receive_datagrams(self.sock, MAX_DATAGRAMS_PER_READ, self.caps, self._buffer, ecn)
         feed = self.feed
-        for data, addr in batch:
-            feed(bytes(data), addr, now)  # views die at the next read; the core may keep data
+        for index, (data, addr) in enumerate(batch):
+            # views die at the next read; the core may keep data
+            feed(bytes(data), addr, now, ecn[index] if ecn else 0)
 
     async def _send_loop(self) -> None:
         while True:
@@ -134,10 +151,13 @@ class _UdpDriver(Driver):
             while end < count and out[end][1] == addr:
                 end += 1
             group = [d for d, _ in out[index:end]]
+            too_big: list[Any] = []
             try:
-                sent = send_datagrams(self.sock, group, addr, self.caps)
+                sent = send_datagrams(self.sock, group, addr, self.caps, too_big)
             except OSError:
                 sent = len(group)  # unsendable (bad address): lost like any datagram
+            for data in too_big:  # the next flush round resends smaller (RFC 8899 §4.6)
+                self.too_big(data, addr, trio.current_time())
             index += sent
             if index < end:
                 self._backlog.extend(out[index:])
@@ -156,18 +176,69 @@ class UdpClientDriver(_UdpDriver):
     def __init__(self, sock: socket.socket, conn: QuicConnection) -> None:
         super().__init__(sock, offload=conn.config.udp_offload)
         self.conn = conn
+        self._marks = conn.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0)
+        if self._marks:
+            conn.enable_ecn_marking()
         self.core = Core(self, conn, "udp", conn.peer_address)
         self._cores = [self.core]
+        #: Sockets opened by migrate() (the connection's path tags) and their
+        #: capabilities; read by tasks of their own (:mod:`._paths`).
+        self.path_sockets: dict[socket.socket, Any] = {}
+        self._nursery: trio.Nursery | None = None
 
     def cores(self) -> list[Core]:
         return self._cores
 
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
-        self.conn.receive_datagram(data, addr, now)
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
+        self.conn.receive_datagram(data, addr, now, ecn)
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
-        addr = self.conn.peer_address
-        return [(d, addr) for d in self.conn.datagrams_to_send(now)]
+        """The first socket's datagrams; those of a migrate() socket go out at once."""
+        out: list[tuple[bytes, Any]] = []
+        for data, path in self.conn.datagrams_with_paths(now):
+            if path.local is None:
+                out.append((data, path.address))
+            else:
+                with contextlib.suppress(OSError):  # refused: lost like any datagram
+                    send_datagrams(path.local, [data], path.address, self.path_sockets[path.local])
+        if self._marks:  # the codepoint the connection chose for these (ECN validation)
+            set_ecn_codepoint(self.sock, self.caps, self.conn.send_codepoint)
+        return out
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.conn.on_datagram_too_big(len(data), now)
+
+    # Migration (RFC 9000 §9, :mod:`._paths`) -------------------------------------------
+    async def loops(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        await super().loops(nursery)
+
+    def add_path_socket(self, sock: socket.socket) -> None:
+        if self._nursery is None:
+            sock.close()
+            raise trio.ClosedResourceError("the connection's I/O is not running")
+        self.path_sockets[sock] = detect_capabilities(sock, offload=False)
+        self._nursery.start_soon(self.guarded, lambda: self._path_receive_loop(sock))
+
+    async def _path_receive_loop(self, sock: socket.socket) -> None:
+        buffer = new_receive_buffer()
+        caps = self.path_sockets[sock]
+        while not self.finished() and not self.closed:
+            await trio.lowlevel.wait_readable(sock)
+            now = trio.current_time()
+            try:
+                batch = receive_datagrams(sock, MAX_DATAGRAMS_PER_READ, caps, buffer)
+            except OSError:
+                batch = []  # E4
+            for data, addr in batch:
+                self.conn.receive_datagram(bytes(data), addr, now, local=sock)
+            self.after_io()
+
+    def close_transport(self) -> None:
+        super().close_transport()
+        for sock in self.path_sockets:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     def timer(self) -> float | None:
         return self.conn.get_timer()
@@ -185,6 +256,10 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
     def __init__(self, sock: socket.socket, endpoint: ServerEndpoint) -> None:
         super().__init__(sock, offload=endpoint.config.udp_offload)
         self.endpoint = endpoint
+        # One socket for every connection: all are sent ECT(0) (validation still
+        # decides what each connection counts as marked, .quic.ecn_marking).
+        if endpoint.config.ecn and set_ecn_codepoint(sock, self.caps, ECT0):
+            endpoint.ecn_marking = True
 
     def cores(self) -> list[Core]:
         out = list(self.live.values())  # forgotten ones too: pumped once more, then dropped
@@ -229,13 +304,15 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
             wake = core.session.pump_events()
             if wake:
                 core.waiters.notify(wake)
-        self._drop_terminated()
+        # Handshakes first: a handshake that just timed out is also just forgotten, and
+        # dropping it before the check would lose its failure (the daemon's metrics).
         self.check_handshakes_of(pumped)
+        self._drop_terminated()
         self.move_timer()
 
-    def feed(self, data: bytes, addr: Any, now: float) -> None:
+    def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         endpoint = self.endpoint
-        endpoint.receive_datagram(data, addr, now)
+        endpoint.receive_datagram(data, addr, now, ecn)
         while endpoint.accepted:
             conn = endpoint.accepted.popleft()
             self.adopt(Core(self, conn, "udp", conn.peer_address))
@@ -251,6 +328,9 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
 
     def outgoing(self, now: float) -> list[tuple[bytes, Any]]:
         return self.endpoint.datagrams_to_send(now)
+
+    def too_big(self, data: Any, addr: Any, now: float) -> None:
+        self.endpoint.datagram_too_big(data, addr, now)
 
     def timer(self) -> float | None:
         return self.endpoint.get_timer()

@@ -6,7 +6,8 @@ This module holds no codec, only facts the connection core consults for every
 received frame, and the :class:`Frame` base class every frame class derives from:
 
 * :class:`FrameType` names every frame type of RFC 9000 §19 plus the two frames
-  of the ACK frequency extension (draft-ietf-quic-ack-frequency).
+  of the ACK frequency extension (draft-ietf-quic-ack-frequency) and the two
+  DATAGRAM types (RFC 9221 §4).
 * :data:`FRAME_INFO` is RFC 9000 Table 3 transcribed: for each type, the packet
   types it may appear in ("Pkts" column) and the special rules of the "Spec"
   column (N: not ack-eliciting, C: not congestion controlled, P: probing,
@@ -87,6 +88,9 @@ class FrameType(IntEnum):
     # draft-ietf-quic-ack-frequency §4, §5 (negotiated with min_ack_delay).
     IMMEDIATE_ACK = 0x1F
     ACK_FREQUENCY = 0xAF
+    # RFC 9221 §4 (negotiated with max_datagram_frame_size).
+    DATAGRAM = 0x30
+    DATAGRAM_WITH_LENGTH = 0x31
 
 
 class QMuxFrameType(IntEnum):
@@ -181,6 +185,9 @@ _TABLE_3: tuple[tuple[int, int, str, str, str], ...] = (
     # not in 0-RTT (§3: min_ack_delay is not remembered across connections).
     (0x1F, 0x1F, "IMMEDIATE_ACK", "___1", ""),
     (0xAF, 0xAF, "ACK_FREQUENCY", "___1", ""),
+    # RFC 9221 §4, §5: 0-RTT and 1-RTT, ack-eliciting, congestion controlled,
+    # not flow controlled.
+    (0x30, 0x31, "DATAGRAM", "__01", ""),
 )
 
 

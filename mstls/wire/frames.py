@@ -69,6 +69,7 @@ from .control_frames import (
     StreamDataBlockedFrame,
     StreamsBlockedFrame,
 )
+from .datagram_frames import DATAGRAM_FRAME_DECODERS, DatagramFrame
 from .frame_types import (
     KNOWN_FRAME_TYPES,
     STREAM_FLAG_FIN,
@@ -93,6 +94,7 @@ __all__ = [
     "ConnectionCloseFrame",
     "CryptoFrame",
     "DataBlockedFrame",
+    "DatagramFrame",
     "EcnCounts",
     "Frame",
     "FrameDecoder",
@@ -333,7 +335,7 @@ def _decode_ping(r: Reader, frame_type: int) -> PingFrame:
 
 
 # -- dispatch -------------------------------------------------------------------------
-#: The QUIC v1 frame table (RFC 9000 §19): frame type -> decoder.
+#: The QUIC v1 frame table (RFC 9000 §19) and DATAGRAM (RFC 9221): type -> decoder.
 FRAME_DECODERS: Mapping[int, FrameDecoder] = {
     FrameType.PADDING: _decode_padding,
     FrameType.PING: _decode_ping,
@@ -342,6 +344,9 @@ FRAME_DECODERS: Mapping[int, FrameDecoder] = {
     FrameType.CRYPTO: _decode_crypto,
     **dict.fromkeys(range(FrameType.STREAM, FrameType.STREAM + 8), _decode_stream),
     **CONTROL_FRAME_DECODERS,
+    # RFC 9221: always decoded, so that an unnegotiated DATAGRAM is the
+    # PROTOCOL_VIOLATION of §3 (the connection checks), not an unknown frame.
+    **DATAGRAM_FRAME_DECODERS,
 }
 
 #: QUIC v1 plus the ACK frequency frames, once min_ack_delay was advertised.

@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 The encoding is a sequence of ``(id (i), length (i), value)`` triples
 (RFC 9000 §18).  :class:`TransportParameters` holds every parameter of §18.2
-plus ``max_record_size`` (draft-ietf-quic-qmux-02 §5.2) and ``min_ack_delay``
-(draft-ietf-quic-ack-frequency §3); anything else, grease included, is kept in
+plus ``max_record_size`` (draft-ietf-quic-qmux-02 §5.2), ``min_ack_delay``
+(draft-ietf-quic-ack-frequency §3) and ``max_datagram_frame_size`` (RFC 9221 §3,
+usable with QMux too: draft-ietf-quic-qmux §8.1); anything else, grease included, is kept in
 ``unknown`` as ``(id, value)`` so that it survives a round trip.
 
 Parameters with a default (§18.2) hold the default when absent and are not
@@ -88,6 +89,7 @@ class TransportParameterId(IntEnum):
     INITIAL_SOURCE_CONNECTION_ID = 0x0F
     RETRY_SOURCE_CONNECTION_ID = 0x10
     VERSION_INFORMATION = 0x11  # RFC 9368 §3
+    MAX_DATAGRAM_FRAME_SIZE = 0x20  # RFC 9221 §3
     MIN_ACK_DELAY = 0xFF04DE1B  # draft-ietf-quic-ack-frequency §3
     MAX_RECORD_SIZE = 0x0571C59429CD0845  # draft-ietf-quic-qmux-02 §5.2
 
@@ -200,6 +202,8 @@ class TransportParameters:
     retry_source_connection_id: bytes | None = None
     version_information: VersionInformation | None = None
     min_ack_delay: int | None = None
+    #: RFC 9221 §3: the largest DATAGRAM frame accepted; 0 (the default): none.
+    max_datagram_frame_size: int = 0
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
     unknown: list[tuple[int, bytes]] = attrs.Factory(list)
     #: Ids present in the decoded bytes (empty for locally built parameters).
@@ -332,6 +336,7 @@ _PARAMETERS: dict[int, tuple[str, _Codec]] = {
     _Id.RETRY_SOURCE_CONNECTION_ID: ("retry_source_connection_id", _CID),
     _Id.VERSION_INFORMATION: ("version_information", _VERSIONS),
     _Id.MIN_ACK_DELAY: ("min_ack_delay", _INT),
+    _Id.MAX_DATAGRAM_FRAME_SIZE: ("max_datagram_frame_size", _INT),
     _Id.MAX_RECORD_SIZE: ("max_record_size", _INT),
 }
 

@@ -1,4 +1,4 @@
-"""The blocking and trio APIs have the same names and options (issue 16).
+"""The blocking, trio and asyncio APIs have the same names and options (issues 16, 14).
 
 The first half compares the public surface of both by introspection, with an
 explicit allow-list of the idiomatic differences; the second half checks the
@@ -20,6 +20,7 @@ import pytest
 import trio
 
 import mstls
+import mstls.asyncio
 import mstls.errors
 import mstls.trio
 from mstls.exceptions import HandshakeRefused
@@ -38,7 +39,7 @@ BLOCKING_ONLY = {
     "Listener": {"close"},
     # The streams keep the idioms of their world (docs/api/index.rst has the table):
     # read/write/conclude (and read_exactly) versus trio's HalfCloseableStream.
-    "Stream": {"read", "read_exactly", "write", "conclude"},
+    "Stream": {"read", "read_exactly", "write", "conclude", "close"},
 }
 TRIO_ONLY = {
     "Connection": {"aclose"},
@@ -48,7 +49,14 @@ TRIO_ONLY = {
 #: Members that wait: trio makes them coroutines, the blocking API gives them a ``timeout``
 #: (trio replaces it by cancel scopes, so ``timeout`` is left out of the comparison).
 WAITING = {
-    "Connection": {"wait_handshake", "open_stream", "accept_stream"},
+    "Connection": {
+        "wait_handshake",
+        "open_stream",
+        "accept_stream",
+        "send_datagram",  # waits for the handshake only, never for queue room
+        "receive_datagram",
+        "migrate",
+    },
     "Listener": {"accept"},
     "Stream": {"wait_acknowledged"},
 }
@@ -57,6 +65,7 @@ STREAM_PAIRS = [
     ("read", "receive_some"),
     ("write", "send_all"),
     ("conclude", "send_eof"),
+    ("close", "aclose"),
 ]
 #: Same member under its idiomatic name in each API: the parameters must agree.
 RENAMED = {"Connection": [("close", "aclose")], "Stream": STREAM_PAIRS}
@@ -144,6 +153,66 @@ def test_the_docs_show_the_stream_correspondence() -> None:
             blocking,
             trio_name,
         )
+
+
+# -- the asyncio surface: the trio API's names, plus asyncio's idioms ---------------------------
+#: What mstls.asyncio adds to the trio API's names (it has every trio name, same
+#: parameters, same coroutine-ness):
+#: - ``close()`` + ``await wait_closed()`` on connections and listeners, as asyncio's
+#:   transports and ``asyncio.Server``; ``aclose`` stays for ``async with`` and trio parity.
+#: - on streams, asyncio's StreamReader/StreamWriter methods: ``read(n=-1)`` (asyncio's
+#:   parameter name and "-1: to the end", so not the blocking ``read(max_bytes)``),
+#:   ``readexactly``, ``readline``, ``at_eof``, ``write`` (never waits) + ``drain``,
+#:   ``write_eof``/``can_write_eof``, ``close``/``is_closing``/``wait_closed``.
+ASYNCIO_EXTRA = {
+    "Connection": {"close", "wait_closed"},
+    "Listener": {"close", "wait_closed"},
+    "Stream": {
+        "read",
+        "readexactly",
+        "readline",
+        "at_eof",
+        "write",
+        "drain",
+        "write_eof",
+        "can_write_eof",
+        "close",
+        "is_closing",
+        "wait_closed",
+    },
+}
+#: asyncio members that wait (coroutines) among ASYNCIO_EXTRA.
+ASYNCIO_WAITING = {"wait_closed", "read", "readexactly", "readline", "drain"}
+
+
+@pytest.mark.parametrize("name", ["connect", "listen", "serve"])
+def test_asyncio_entry_points_take_the_trio_parameters(name: str) -> None:
+    assert parameters(getattr(mstls.asyncio, name)) == parameters(getattr(mstls.trio, name))
+    assert inspect.iscoroutinefunction(getattr(mstls.asyncio, name))
+
+
+@pytest.mark.parametrize("name", ["Connection", "Listener", "Stream"])
+def test_asyncio_classes_have_the_trio_names_plus_asyncio_idioms(name: str) -> None:
+    trio_cls, asyncio_cls = getattr(mstls.trio, name), getattr(mstls.asyncio, name)
+    trio_side, asyncio_side = public_names(trio_cls), public_names(asyncio_cls)
+    assert trio_side - asyncio_side == set()
+    assert asyncio_side - trio_side == ASYNCIO_EXTRA[name]
+    for member in sorted(trio_side):
+        t, a = inspect.getattr_static(trio_cls, member), inspect.getattr_static(asyncio_cls, member)
+        assert isinstance(t, property) == isinstance(a, property), member
+        if isinstance(t, property) or not callable(t):
+            continue
+        assert parameters(a) == parameters(t), member
+        assert inspect.iscoroutinefunction(a) == inspect.iscoroutinefunction(t), member
+    for member in ASYNCIO_EXTRA[name]:
+        fn = getattr(asyncio_cls, member)
+        assert inspect.iscoroutinefunction(fn) == (member in ASYNCIO_WAITING), member
+        assert fn.__doc__, member
+
+
+def test_asyncio_close_takes_the_blocking_parameters() -> None:
+    assert parameters(mstls.asyncio.Connection.close) == parameters(mstls.Connection.close)
+    assert parameters(mstls.asyncio.Listener.close) == parameters(mstls.Listener.close)
 
 
 def mismatched_config(**kw: Any) -> mstls.ClientConfig:

@@ -330,7 +330,7 @@ def test_both_transports_fail_alike(make: MakeClient, cause: str) -> None:
 def _listener_params() -> list[Any]:
     return [
         pytest.param(api, transport, id=f"{api}-{transport}")
-        for api in ("blocking", "trio")
+        for api in ("blocking", "trio", "asyncio")
         for transport in BOTH
     ]
 

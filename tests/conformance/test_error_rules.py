@@ -80,6 +80,7 @@ def test_intermittent_conditions_leave_no_entries(make: MakeClient, transport: s
 GAVE_UP = [
     pytest.param("blocking", id="blocking"),
     "trio",
+    "asyncio",
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from mstls.codes import TransportErrorCode
 from mstls.core.congestion import NewReno
+from mstls.core.ecn import EcnState
 from mstls.core.pacing import Pacer
 from mstls.core.recovery import (
     K_INITIAL_RTT,
@@ -475,10 +476,10 @@ def test_ecn_ce_increase_is_a_congestion_event_once_per_round() -> None:
     send(r, 2, 0.25)  # sent before the recovery period began (0.3)
     r.on_ack_received(APP, ack((0, 2), ecn=EcnCounts(2, 0, 2)), 3, 0.35)
     assert r.congestion.cwnd == cwnd // 2
-    assert not r.ecn_validation_failed
+    assert r.ecn.state is not EcnState.FAILED
     send(r, 3, 0.4)
     r.on_ack_received(APP, ack((0, 3), ecn=EcnCounts(1, 0, 2)), 3, 0.5)
-    assert r.ecn_validation_failed
+    assert r.ecn.state is EcnState.FAILED
 
 
 # -- efficiency ----------------------------------------------------------------------------

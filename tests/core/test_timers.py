@@ -78,7 +78,14 @@ def test_a_table_must_cover_every_state() -> None:
     [
         (
             QUIC_TIMERS,
-            (Timer.IDLE, Timer.HANDSHAKE, Timer.KEY_DISCARD, Timer.LOSS_DETECTION, Timer.SEND),
+            (
+                Timer.IDLE,
+                Timer.HANDSHAKE,
+                Timer.KEY_DISCARD,
+                Timer.LOSS_DETECTION,
+                Timer.PATH_VALIDATION,
+                Timer.SEND,
+            ),
         ),
         (QMUX_TIMERS, (Timer.HANDSHAKE, Timer.IDLE, Timer.KEEPALIVE)),
     ],

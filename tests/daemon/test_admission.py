@@ -41,7 +41,8 @@ def limits_of(text: str, tmp_path: Path) -> Limits:
 @pytest.mark.parametrize(
     ("text", "retry", "threshold", "mode"),
     [
-        ("", False, None, "never"),
+        ("", False, DEFAULT_RETRY_THRESHOLD, "under_load"),  # on by default (issue 11)
+        ("retry_threshold = 7", False, 7, "under_load"),
         ("retry = true", True, None, "always"),  # the old boolean form still works
         ("retry = false", False, None, "never"),
         ('retry = "always"', True, None, "always"),
@@ -70,7 +71,14 @@ def test_rate_keys(tmp_path: Path) -> None:
     [
         ('retry = "sometimes"', "limits.retry", '"always", "under_load", "never", true or false'),
         ("retry = 1", "limits.retry", "true or false"),
-        ("retry_threshold = 5", "limits.retry_threshold", 'only used with retry = "under_load"'),
+        ('retry = "never"\nretry_threshold = 5', "limits.retry_threshold", "only used with"),
+        ("max_quic_connections = 0", "limits.max_quic_connections", "positive"),
+        ("client_hello_timeout = 0", "limits.client_hello_timeout", "positive"),
+        (
+            "max_connections = 20\nmax_quic_connections = 19",
+            "limits.max_quic_connections",
+            "at least limits.max_connections (20)",
+        ),
         ("retry = true\nretry_threshold = 5", "limits.retry_threshold", "only used with"),
         ('retry = "under_load"\nretry_threshold = 0', "limits.retry_threshold", "positive"),
         ("handshake_rate = 0", "limits.handshake_rate", "positive number of handshakes per second"),
@@ -94,7 +102,7 @@ def test_config_errors_name_key_and_problem(
 def test_server_config_carries_the_limits(tmp_path: Path) -> None:
     text = (
         'retry = "under_load"\nretry_threshold = 9\nhandshake_rate = 3.5\nhandshake_burst = 4\n'
-        "max_tcp_handshakes = 7"
+        "max_tcp_handshakes = 7\nmax_quic_connections = 12345\nclient_hello_timeout = 1.5"
     )
     config = config_from(BASE + "[limits]\n" + text, tmp_path)
     server = Daemon(config, state_dir=tmp_path / "state").server_config
@@ -102,9 +110,26 @@ def test_server_config_carries_the_limits(tmp_path: Path) -> None:
     assert server.handshake_rate_per_source == 3.5
     assert server.handshake_burst_per_source == 4
     assert server.max_tcp_handshakes == 7
+    assert server.max_connections == 12345
+    assert server.server_endpoint().max_connections == 12345
+    assert server.qmux_config().client_hello_timeout == 1.5
     plain = Daemon(config_from(BASE, tmp_path), state_dir=tmp_path / "state").server_config
-    assert plain.handshake_rate_per_source is None and plain.retry_threshold is None
+    assert plain.handshake_rate_per_source is None
+    assert plain.retry is False and plain.retry_threshold == DEFAULT_RETRY_THRESHOLD
     assert plain.max_tcp_handshakes == mstls.config.DEFAULT_MAX_TCP_HANDSHAKES
+    assert plain.max_connections == mstls.config.DEFAULT_MAX_CONNECTIONS
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", mstls.config.DEFAULT_MAX_CONNECTIONS),
+        ("max_connections = 50000", 50000),  # the accepted connections always fit
+        ("max_quic_connections = 2000", 2000),
+    ],
+)
+def test_max_quic_connections_default(tmp_path: Path, text: str, expected: int) -> None:
+    assert limits_of(text, tmp_path).max_quic_connections == expected
 
 
 def test_failure_reason_of_a_refusal() -> None:

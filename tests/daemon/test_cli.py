@@ -80,5 +80,42 @@ def test_bench_against_the_daemon(tmp_path: Path) -> None:
         assert numbers["transport"] == "tcp" and numbers["handshakes"] == 3
         assert numbers["handshakes_per_second"] > 0 and numbers["discard_mb_per_s"] > 0
         assert numbers["echo_mb_per_s"] > 0
+        assert numbers["handshake_mode"] == "sequential" and numbers["concurrency"] == 1
+        assert 0 < numbers["handshake_median_ms"] <= numbers["handshake_p99_ms"]
+        loaded = cli(
+            "bench",
+            f"127.0.0.1:{port}",
+            "--size",
+            "0.1",
+            "--handshakes",
+            "6",
+            "--concurrency",
+            "3",
+            state_dir=tmp_path,
+            timeout=60,
+        )
+        assert loaded.returncode == 0, loaded.stderr
+        text = loaded.stdout.decode()
+        assert "6 connections; 3 at once from one client process" in text, text
+        refused = cli("bench", f"127.0.0.1:{port}", "--concurrency", "0", state_dir=tmp_path)
+        assert refused.returncode == 2 and b"positive integer" in refused.stderr
         assert daemon.stop() == 0
     assert ROOT.is_dir()
+
+
+def test_sequential_bench_says_what_it_measures(tmp_path: Path) -> None:
+    port = free_port()
+    with daemon_process(["--listen-port", str(port)], tmp_path) as daemon:
+        result = cli(
+            "bench",
+            f"127.0.0.1:{port}",
+            "--size",
+            "0.1",
+            "--handshakes",
+            "2",
+            state_dir=tmp_path,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert b"latency-bound, not the server's capacity" in result.stdout
+        assert daemon.stop() == 0

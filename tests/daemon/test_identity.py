@@ -114,3 +114,12 @@ def test_names_compare_without_case_and_subjects_as_distinguished_names(
 def test_a_subject_rule_that_is_no_distinguished_name_is_refused_at_load() -> None:
     with pytest.raises(RuleError, match="not an RFC 4514 distinguished name"):
         AllowList.from_config(["subject:alice"])
+
+
+def test_peer_address_follows_the_connection() -> None:
+    """A QUIC peer may move (RFC 9000 §9): ``address`` reads the connection's current one."""
+    current = [("127.0.0.1", 1)]
+    peer = Peer(("127.0.0.1", 1), "udp", "c1", None, current_address=lambda: current[0])
+    current[0] = ("127.0.0.2", 2)
+    assert peer.address == ("127.0.0.2", 2)
+    assert Peer(("127.0.0.1", 1), "udp", "c1").address == ("127.0.0.1", 1)

@@ -16,6 +16,11 @@ and every random decision for a datagram is drawn when it *arrives*, always the
 same number of draws (corruption adds its own two), so the same seed and the
 same arrival order give the same faults, whatever the timing of delays.
 
+NAT rebinding: :meth:`FaultRelay.rebind` gives every client a new upstream socket
+(a new source port, and optionally a new loopback address such as 127.0.0.2), as a
+NAT that lost its mapping does; what the target still sends to an old upstream
+socket is dropped (counted in ``stale_dropped``), as the NAT would.
+
 Safety: the relay only ever sends to the loopback target it was given and back
 to loopback clients that sent to it; a single daemon thread runs a selector with
 a timeout of at most :data:`POLL_INTERVAL`, reads a bounded number of datagrams
@@ -31,6 +36,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from enum import IntEnum
 from types import TracebackType
@@ -52,6 +58,7 @@ MAX_DATAGRAM = 65535
 MAX_READS_PER_WAKE = 256  # per socket, so one busy socket cannot starve the timers
 MAX_CLIENTS = 64
 MAX_PENDING = 10_000  # delayed datagrams in flight; more are dropped
+REBIND_TIMEOUT = 2.0  # seconds rebind() waits for the relay thread
 
 Address = tuple[Any, ...]
 #: Where a datagram goes: a socket and an address (``None``: the socket is connected).
@@ -159,6 +166,7 @@ class FaultRelay:
         blackhole: bool = False,
         client_to_server: FaultSpec | None = None,
         server_to_client: FaultSpec | None = None,
+        tap: Callable[[Direction, bytes, Address], None] | None = None,
     ) -> None:
         _require_loopback(target[0])
         self.target = (target[0], target[1])
@@ -178,6 +186,8 @@ class FaultRelay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        #: ``tap(direction, datagram, client address)`` sees every datagram as it arrives.
+        self.tap = tap
         self._family, self._loopback = _loopback_for(target[0])
         self._listener = _open(self._family, self._loopback)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -185,6 +195,12 @@ class FaultRelay:
         self._clients: dict[socket.socket, Address] = {}
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ)
+        #: Upstream sockets replaced by a rebinding: what arrives there is dropped.
+        self._stale: set[socket.socket] = set()
+        self._rebind_to: str | None = None
+        self._rebound = threading.Event()
+        self.stale_dropped = 0
+        self.rebinds = 0
 
     # --- control (any thread) -----------------------------------------------------
 
@@ -230,6 +246,21 @@ class FaultRelay:
         self._specs[direction] = spec
         self._blackhole[direction] = spec.blackhole
 
+    def rebind(self, host: str | None = None) -> None:
+        """Move every client to a new upstream socket (new port; on ``host``, a loopback
+        address, if given) from the next datagram on; datagrams to the old one are dropped."""
+        host = host or self._loopback
+        _require_loopback(host)
+        self._rebound.clear()
+        self._rebind_to = host
+        if not self._rebound.wait(REBIND_TIMEOUT):
+            raise TimeoutError("the relay thread did not rebind")
+
+    def upstream_addresses(self) -> list[Address]:
+        """The current upstream socket addresses (what the target sees as clients)."""
+        with self._lock:
+            return [s.getsockname()[:2] for s in self._upstream.values()]
+
     def counters(self, direction: Direction) -> DirectionCounters:
         """A snapshot of one direction's counters."""
         with self._lock:
@@ -243,6 +274,8 @@ class FaultRelay:
                 timeout = POLL_INTERVAL
                 if self._timers:
                     timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+                if self._rebind_to is not None:
+                    self._do_rebind(self._rebind_to)
                 for key, _ in self._selector.select(timeout):
                     self._read(cast(socket.socket, key.fileobj))
                 self._fire_timers(time.monotonic())
@@ -258,13 +291,30 @@ class FaultRelay:
                 return
             except OSError:  # an ICMP error latched on an upstream socket
                 continue
-            if sock is self._listener:
+            if sock in self._stale:
+                self.stale_dropped += 1  # the NAT forgot this mapping
+            elif sock is self._listener:
+                if self.tap is not None:
+                    self.tap(Direction.CLIENT_TO_SERVER, data, addr)
                 upstream = self._upstream_for(addr)
                 if upstream is not None:
                     self._ingress(Direction.CLIENT_TO_SERVER, data, (upstream, None))
             else:
                 client = self._clients[sock]
                 self._ingress(Direction.SERVER_TO_CLIENT, data, (self._listener, client))
+
+    def _do_rebind(self, host: str) -> None:
+        with self._lock:
+            for client, old in list(self._upstream.items()):
+                upstream = _open(self._family, host)
+                upstream.connect(self.target)
+                self._upstream[client] = upstream
+                self._clients[upstream] = client
+                self._stale.add(old)
+                self._selector.register(upstream, selectors.EVENT_READ)
+            self.rebinds += 1
+        self._rebind_to = None
+        self._rebound.set()
 
     def _upstream_for(self, client: Address) -> socket.socket | None:
         upstream = self._upstream.get(client)

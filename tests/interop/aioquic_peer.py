@@ -294,6 +294,12 @@ class _ServerProtocol(_ObservingProtocol):
 
     def _on_handshake(self, event: events.HandshakeCompleted) -> None:
         self._server.log.append((EVENT_HANDSHAKE, *self.handshake_info(event)))
+        self._server.resumed.append(event.session_resumed)
+
+    def _on_datagram(self, event: events.DatagramFrameReceived) -> None:
+        """RFC 9221: echo every datagram (servers started with ``datagrams=True``)."""
+        self._quic.send_datagram_frame(event.data)
+        self.transmit()
 
     def _apply(self, action: Action) -> None:
         quic = self._quic
@@ -319,6 +325,7 @@ _SERVER_HANDLERS: dict[type[events.QuicEvent], Callable[[_ServerProtocol, Any], 
     events.StopSendingReceived: _ServerProtocol._on_stop_sending,
     events.ConnectionTerminated: _ServerProtocol._on_terminated,
     events.HandshakeCompleted: _ServerProtocol._on_handshake,
+    events.DatagramFrameReceived: _ServerProtocol._on_datagram,
 }
 
 
@@ -344,8 +351,14 @@ class AioquicServer:
         max_data: int | None = None,
         max_stream_data: int | None = None,
         versions: Iterable[int] | None = None,
+        datagrams: bool = False,
+        session_tickets: bool = False,
     ) -> None:
         self.log = EventLog()
+        #: ``session_resumed`` of each handshake, in order.
+        self.resumed: list[bool] = []
+        #: Tickets issued (``session_tickets=True``), by ticket label; each is single-use.
+        self.tickets: dict[bytes, tls.SessionTicket] | None = {} if session_tickets else None
         #: Tracebacks of exceptions raised while handling events (a bug in the peer).
         self.errors: list[str] = []
         self._host, self._port, self._retry = host, port, retry
@@ -361,6 +374,8 @@ class AioquicServer:
             versions=versions,
         )
         self._config.load_cert_chain(certfile, keyfile)
+        if datagrams:  # RFC 9221 §3: any DATAGRAM frame that fits a packet
+            self._config.max_datagram_frame_size = 65535
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: QuicServer | None = None
@@ -435,9 +450,14 @@ class AioquicServer:
 
     async def _serve(self) -> QuicServer:
         create = functools.partial(_ServerProtocol, server=self)
+        tickets = self.tickets
         server = await serve(
             self._host, self._port, configuration=self._config, create_protocol=create,
             retry=self._retry,
+            session_ticket_fetcher=None if tickets is None else lambda t: tickets.pop(t, None),
+            session_ticket_handler=None if tickets is None else (
+                lambda ticket: tickets.__setitem__(ticket.ticket, ticket)
+            ),
         )  # fmt: skip
         transport = cast(asyncio.DatagramTransport, server._transport)
         self.address = cast(tuple[str, int], transport.get_extra_info("sockname")[:2])
@@ -736,8 +756,12 @@ async def _client_main(
     port: int,
     config: QuicConfiguration,
     scenario: Callable[[ClientHandle], Awaitable[T]],
+    session_ticket_handler: Callable[[tls.SessionTicket], None] | None = None,
 ) -> T:
-    async with connect(host, port, configuration=config, create_protocol=_ClientProtocol) as p:
+    async with connect(
+        host, port, configuration=config, create_protocol=_ClientProtocol,
+        session_ticket_handler=session_ticket_handler,
+    ) as p:  # fmt: skip
         return await scenario(ClientHandle(cast(_ClientProtocol, p)))
 
 
@@ -756,8 +780,13 @@ def run_aioquic_client(
     max_data: int | None = None,
     max_stream_data: int | None = None,
     versions: Iterable[int] | None = None,
+    session_ticket: tls.SessionTicket | None = None,
+    session_ticket_handler: Callable[[tls.SessionTicket], None] | None = None,
 ) -> T:
     """Connect an aioquic client, run ``scenario(handle)``, close; from any thread.
+
+    ``session_ticket`` is offered for resumption; ``session_ticket_handler`` receives
+    the tickets the server sends.
 
     Runs in a fresh thread with its own asyncio loop and returns the scenario's result
     or raises its exception (TimeoutError after ``timeout`` seconds in all).  A failed
@@ -775,13 +804,14 @@ def run_aioquic_client(
         versions=versions,
     )
     config.server_name = server_name
+    config.session_ticket = session_ticket
     config.load_verify_locations(cafile=os.fspath(cafile))
     outcome: list[T] = []
     failure: list[BaseException] = []
 
     def worker() -> None:
         try:
-            main = _client_main(host, port, config, scenario)
+            main = _client_main(host, port, config, scenario, session_ticket_handler)
             outcome.append(asyncio.run(asyncio.wait_for(main, timeout)))
         except BaseException as exc:
             failure.append(exc)

@@ -70,8 +70,15 @@ class Pair:
         self.loss = loss
         self.latency = latency
         self.tamper = tamper
-        # A heap of (arrival, sequence, to_server, data).
-        self.in_flight: list[tuple[float, int, bool, bytes]] = []
+        # A heap of (arrival, sequence, to_server, data, address); the address is the
+        # client's source (to the server) or the server's destination (to the client).
+        self.in_flight: list[tuple[float, int, bool, bytes, Any]] = []
+        #: The client's address as the server sees it (a NAT may change it), and the
+        #: addresses of the client's other sockets (``Path.local`` -> address).
+        self.client_addr: Any = CLIENT_ADDR
+        self.client_locals: dict[Any, Any] = {}
+        #: Drop what the server sends to any address but ``client_addr`` (a NAT).
+        self.nat = False
         self._sequence = itertools.count()
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
@@ -87,7 +94,13 @@ class Pair:
     def start(self) -> None:
         self.client.connect(self.now)
 
-    def _send(self, data: bytes, to_server: bool) -> None:
+    def _send(self, data: bytes, to_server: bool, address: Any = None) -> None:
+        if (
+            not to_server
+            and self.nat
+            and address not in (self.client_addr, None, *self.client_locals.values())
+        ):
+            return
         if self.blackhole or (self.loss and self.rng.random() < self.loss):
             return
         if self.tamper is not None:
@@ -96,14 +109,15 @@ class Pair:
                 return
             data = changed
         heapq.heappush(
-            self.in_flight, (self.now + self.latency, next(self._sequence), to_server, data)
+            self.in_flight,
+            (self.now + self.latency, next(self._sequence), to_server, data, address),
         )
 
     def _flush(self) -> None:
-        for data in self.client.datagrams_to_send(self.now):
-            self._send(data, True)
-        for data, _ in self.endpoint.datagrams_to_send(self.now):
-            self._send(data, False)
+        for data, path in self.client.datagrams_with_paths(self.now):
+            self._send(data, True, self.client_locals.get(path.local, self.client_addr))
+        for data, addr in self.endpoint.datagrams_to_send(self.now):
+            self._send(data, False, addr)
 
     def _collect(self) -> None:
         while (e := self.client.next_event()) is not None:
@@ -127,11 +141,12 @@ class Pair:
         due = []
         while self.in_flight and self.in_flight[0][0] <= self.now:
             due.append(heapq.heappop(self.in_flight))
-        for _, _, to_server, data in due:
+        for _, _, to_server, data, address in due:
             if to_server:
-                self.endpoint.receive_datagram(data, CLIENT_ADDR, self.now)
+                self.endpoint.receive_datagram(data, address, self.now)
             else:
-                self.client.receive_datagram(data, SERVER_ADDR, self.now)
+                local = next((k for k, v in self.client_locals.items() if v == address), None)
+                self.client.receive_datagram(data, SERVER_ADDR, self.now, local=local)
         if self.client.get_timer() is not None and self.client.get_timer() <= self.now:  # type: ignore[operator]
             self.client.handle_timer(self.now)
         timer = self.endpoint.get_timer()

@@ -122,6 +122,7 @@ FRAME_SCHEMAS: dict[str, dict[str, Any]] = {
         },
     ),
     "immediate_ack": _frame("immediate_ack", {}),
+    "datagram": _frame("datagram", {}, {"length": UINT, "raw": HEX}),
 }
 
 PACKET_TYPE = {

@@ -176,7 +176,7 @@ class _Unauthenticated:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.spaces = [SimpleNamespace(acks=SimpleNamespace(largest_received=-1))]
 
-    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+    def receive_datagram(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
         """Nothing authenticates."""
 
 

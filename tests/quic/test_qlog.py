@@ -26,6 +26,7 @@ from mstls.wire.frames import (
     ConnectionCloseFrame,
     CryptoFrame,
     DataBlockedFrame,
+    DatagramFrame,
     EcnCounts,
     Frame,
     HandshakeDoneFrame,
@@ -359,6 +360,7 @@ SAMPLE_FRAMES: list[Frame] = [
     HandshakeDoneFrame(),
     AckFrequencyFrame(0, 9, 25_000, 1),
     ImmediateAckFrame(),
+    DatagramFrame(b"dgram"),
 ]
 
 
@@ -383,6 +385,7 @@ def test_every_frame_class_is_formatted_to_the_schema() -> None:
     assert logged[19]["error_code"] == "protocol_violation"
     assert logged[19]["trigger_frame_type"] == 0x08
     assert logged[20]["error_space"] == "application"
+    assert by_type["datagram"] == {"frame_type": "datagram", "length": 5}
 
 
 def test_undecodable_frame_is_logged_as_unknown() -> None:

@@ -263,9 +263,9 @@ def test_small_request_response_is_one_datagram_each_way() -> None:
     sent: list[bool] = []
     send = pair._send
 
-    def counting(data: bytes, to_server: bool) -> None:
+    def counting(data: bytes, to_server: bool, address: object = None) -> None:
         sent.append(to_server)
-        send(data, to_server)
+        send(data, to_server, address)
 
     pair._send = counting
     _request(sessions)  # the first answer's ACK waits for the second request

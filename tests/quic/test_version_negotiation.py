@@ -12,7 +12,14 @@ from mstls.quic.negotiation import (
     check_server_information,
     choose_version,
 )
-from mstls.wire.packet import QUIC_VERSION_1, QUIC_VERSION_2, PacketType, parse_header
+from mstls.quic.version_retry import check_reacted_server_information as check
+from mstls.wire.packet import (
+    QUIC_VERSION_1,
+    QUIC_VERSION_2,
+    PacketType,
+    encode_version_negotiation,
+    parse_header,
+)
 from mstls.wire.transport_params import (
     TransportParameters,
     VersionInformation,
@@ -32,14 +39,14 @@ class Recorder(Pair):
         self.seen: list[tuple[bool, PacketType, int]] = []
         super().__init__(**kw)  # type: ignore[arg-type]
 
-    def _send(self, data: bytes, to_server: bool) -> None:
+    def _send(self, data: bytes, to_server: bool, address: object = None) -> None:
         pos = 0
         while pos < len(data) and data[pos] & 0x80:
             header = parse_header(data, pos, 8)
             if header.version:
                 self.seen.append((to_server, header.packet_type, header.version))
             pos = header.packet_end
-        super()._send(data, to_server)
+        super()._send(data, to_server, address)
 
 
 def versions_seen(pair: Recorder, to_server: bool, packet_type: PacketType) -> list[int]:
@@ -155,3 +162,100 @@ def test_a_client_can_start_in_v1_and_prefer_v2() -> None:
     assert pair.client.version == pair.server.version == V2
     with pytest.raises(ConfigurationError, match="initial_version"):
         client_config(versions=(V2,), initial_version=V1)
+
+
+# -- incompatible version negotiation (RFC 9000 §6.2, RFC 9368 §2.2, §4) -------------------
+def test_client_retries_in_a_version_the_server_lists() -> None:
+    """A v2-first client meets a v1-only server: VN, then a new attempt in v1."""
+    pair = Recorder(
+        client=client_config(versions=(V2, V1)), server=server_config(versions=(V1,))
+    )
+    first_dcid = pair.client.original_dcid
+    pair.handshake()
+    assert pair.client.reacted_to_version_negotiation == V2
+    assert pair.client.version == pair.server.version == V1
+    assert pair.client.original_dcid != first_dcid  # a new attempt: a new DCID
+    initials = versions_seen(pair, True, PacketType.INITIAL)
+    switch = initials.index(V1)  # the first flight (maybe two Initials) in v2, then v1 only
+    assert switch > 0 and set(initials[:switch]) == {V2} and set(initials[switch:]) == {V1}
+    check_still_works(pair)
+
+
+def _vn_for(pair: Pair, versions: tuple[int, ...], *, dcid: bytes | None = None) -> bytes:
+    client = pair.client
+    return encode_version_negotiation(
+        client.host_cid if dcid is None else dcid, client.peer_cids.current, versions
+    )
+
+
+def _client_alone(**kw: object) -> Pair:
+    pair = Pair(client=client_config(**kw))  # type: ignore[arg-type]
+    pair.start()
+    pair.client.datagrams_to_send(pair.now)  # the first flight, never delivered
+    return pair
+
+
+def test_no_common_version_fails_with_a_clear_error() -> None:
+    pair = _client_alone(versions=(V2,))
+    pair.client.receive_datagram(_vn_for(pair, (0x0A0A0A0A, 0xFF00001D)), None, pair.now)
+    assert pair.client.is_terminated
+    events = [pair.client.next_event() for _ in range(3)]
+    closed = [e for e in events if e is not None and hasattr(e, "error_code")]
+    assert closed[0].error_code == TransportErrorCode.VERSION_NEGOTIATION_ERROR
+    assert "no QUIC version in common" in closed[0].reason
+    assert "0x0a0a0a0a" in closed[0].reason and "0x6b3343cf" in closed[0].reason
+
+
+def test_vn_listing_the_attempted_version_or_wrong_ids_is_ignored() -> None:
+    pair = _client_alone(versions=(V2, V1))
+    pair.client.receive_datagram(_vn_for(pair, (V2, V1)), None, pair.now)  # downgrade bait
+    pair.client.receive_datagram(_vn_for(pair, (V1,), dcid=b"12345678"), None, pair.now)
+    assert pair.client.reacted_to_version_negotiation is None
+    assert pair.client.version == V2 and not pair.client.is_terminated
+
+
+def test_only_one_vn_is_acted_on() -> None:
+    pair = _client_alone(versions=(V2, V1))
+    pair.client.receive_datagram(_vn_for(pair, (V1,)), None, pair.now)
+    assert pair.client.version == V1
+    pair.client.receive_datagram(_vn_for(pair, (0x0A0A0A0A,)), None, pair.now)
+    assert not pair.client.is_terminated and pair.client.version == V1
+
+
+def test_reacted_client_validates_the_servers_available_versions() -> None:
+    """RFC 9368 §4 downgrade prevention after a VN."""
+    check(VersionInformation(V1, (V1,)), (V2, V1), V1, V1)  # the server really has only v1
+    failures = [
+        lambda: check(None, (V2, V1), V1, V1),  # missing
+        lambda: check(VersionInformation(V1, (V2, V1)), (V2, V1), V1, V1),  # forged VN
+        lambda: check(VersionInformation(V1, ()), (V2, V1), V1, V1),  # empty
+    ]
+    for failure in failures:
+        with pytest.raises(ProtocolError) as info:
+            failure()
+        assert info.value.error_code == TransportErrorCode.VERSION_NEGOTIATION_ERROR
+
+
+def test_forged_vn_against_a_server_with_both_versions_is_caught() -> None:
+    """An attacker's VN moves a v2-first client to v1; the real server lists v2 in
+    its version_information, so the client closes with VERSION_NEGOTIATION_ERROR."""
+    forged: list[bool] = []
+
+    def tamper(data: bytes, to_server: bool) -> bytes | None:
+        if to_server and not forged:
+            forged.append(True)
+            pair.client.receive_datagram(_vn_for(pair, (V1,)), None, pair.now)
+            return None  # the real first flight never arrives
+        return data
+
+    pair = Pair(
+        client=client_config(versions=(V2, V1)),
+        server=server_config(versions=(V2, V1)),
+        tamper=tamper,
+    )
+    pair.start()
+    pair.run_until(lambda: pair.client.is_terminated, max_time=20)
+    assert pair.client.reacted_to_version_negotiation == V2
+    closes = [e for e in pair.client_events if hasattr(e, "error_code")]
+    assert closes[0].error_code == TransportErrorCode.VERSION_NEGOTIATION_ERROR
+    assert "downgrade" in closes[0].reason

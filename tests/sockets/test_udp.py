@@ -428,6 +428,17 @@ def test_too_big_dropped_and_counted(make_pair: Callable[..., Pair], gso: bool) 
     assert [d for d, _ in receive_all(rx, rx_caps, 4)] == expected
 
 
+@pytest.mark.parametrize("gso", [True, False])
+def test_too_big_handed_back(make_pair: Callable[..., Pair], gso: bool) -> None:
+    """EMSGSIZE datagrams go back to the caller, so its connection can resend smaller."""
+    tx, tx_caps, rx, rx_caps = make_pair(gso=gso)
+    data = payloads([1200, 70000, 1200, 70001])
+    too_big: list[Any] = []
+    assert send_datagrams(tx, data, rx.getsockname(), tx_caps, too_big) == 4
+    assert [bytes(d) for d in too_big] == [data[1], data[3]]
+    assert [d for d, _ in receive_all(rx, rx_caps, 2)] == [data[0], data[2]]
+
+
 # --- rates (printed, never asserted) ------------------------------------------------------
 
 

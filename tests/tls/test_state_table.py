@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from mstls.codes import AlertDescription
 from mstls.exceptions import TLSError
+from mstls.tls.anti_replay import StrikeRegister
 from mstls.tls.client import ClientHandshake
 from mstls.tls.config import TLSConfig
 from mstls.tls.engine import TLSHandshake
@@ -26,6 +27,8 @@ from mstls.tls.groups import NamedGroup
 from mstls.tls.messages import NewSessionTicket, frame_message
 from mstls.tls.server import ServerHandshake
 from mstls.tls.states import STARTED, TRANSITIONS, Epoch, HandshakeState, Role
+from mstls.tls.ticket_store import MemoryTicketStore
+from mstls.tls.tickets import TicketKeyRing
 from tests.certs import get_pki
 
 from .driver import EnginePair, Message, Step, client_config, server_config
@@ -56,11 +59,31 @@ def _configs(name: str) -> tuple[TLSConfig, TLSConfig]:
             {**retry_client, **mutual},
             {**retry_server, "require_client_certificate": True},
         ),
+        "resumed": ({}, {}),
+        "hello retry, resumed": (retry_client, retry_server),
+        "resumed, early data": (
+            dict(early_data=True),
+            dict(max_early_data=1024, strike_register=StrikeRegister(20_000)),
+        ),
     }[name]
+    if "resumed" in name:
+        # A first handshake fills the store; the scenario's handshake resumes.
+        client["ticket_store"] = MemoryTicketStore()
+        server["ticket_keys"] = TicketKeyRing([bytes(32)])
+        EnginePair(client_config(pki, **client), server_config(pki, **server)).run()
     return client_config(pki, **client), server_config(pki, **server)
 
 
-SCENARIOS = ("plain", "mutual", "requested, none sent", "hello retry", "hello retry, mutual")
+SCENARIOS = (
+    "plain",
+    "mutual",
+    "requested, none sent",
+    "hello retry",
+    "hello retry, mutual",
+    "resumed",
+    "hello retry, resumed",
+    "resumed, early data",
+)
 
 
 def _play(name: str, stop: Callable[[EnginePair], bool] | None = None) -> EnginePair:

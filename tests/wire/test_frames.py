@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mstls.codes import TransportErrorCode
 from mstls.exceptions import DecodeError, ProtocolError
 from mstls.wire.buffer import VARINT_MAX, Reader, encode_varint
+from mstls.wire.datagram_frames import datagram_frame_size, largest_datagram_payload
 from mstls.wire.frame_types import (
     ACK_ELICITING,
     ALLOWED_FRAME_TYPES,
@@ -35,6 +36,7 @@ from mstls.wire.frames import (
     ConnectionCloseFrame,
     CryptoFrame,
     DataBlockedFrame,
+    DatagramFrame,
     EcnCounts,
     Frame,
     HandshakeDoneFrame,
@@ -123,6 +125,7 @@ QUIC_FRAMES = st.one_of(
     st.builds(ConnectionCloseFrame, varints, varints, payloads),
     st.builds(ApplicationCloseFrame, varints, payloads),
     st.just(HandshakeDoneFrame()),
+    st.builds(DatagramFrame, payloads),
 )
 ACK_FREQUENCY_FRAMES = st.one_of(
     st.just(ImmediateAckFrame()),
@@ -157,7 +160,7 @@ def test_every_frame_roundtrips(frame: Frame) -> None:
 @given(st.lists(ALL_FRAMES, max_size=8), st.booleans())
 @SETTINGS
 def test_frame_sequences_roundtrip(frames: list[Frame], last_without_length: bool) -> None:
-    if last_without_length and frames and isinstance(frames[-1], StreamFrame):
+    if last_without_length and frames and isinstance(frames[-1], StreamFrame | DatagramFrame):
         frames[-1].has_length = False
     encoded = encode_frames(frames)
     assert decode_frames(encoded, ACK_FREQUENCY_FRAME_DECODERS) == normalize(frames)
@@ -239,6 +242,9 @@ KNOWN_ANSWERS: list[tuple[Frame, str]] = [
     (HandshakeDoneFrame(), "1e"),
     (ImmediateAckFrame(), "1f"),
     (AckFrequencyFrame(1, 2, 25000, 1), "40af 01 02 800061a8 01"),
+    (DatagramFrame(b"hi"), "31 02 6869"),  # RFC 9221 §4
+    (DatagramFrame(b"hi", has_length=False), "30 6869"),
+    (DatagramFrame(b""), "31 00"),
 ]
 
 
@@ -447,3 +453,15 @@ def test_frame_type_names() -> None:
     assert frame_type_name(0x0E) == "STREAM(0x0e)"
     assert frame_type_name(0x21) == "unknown frame type 0x21"
     assert frame_type_name(0x348C67529EF8C7BD).startswith("QX_PING_REQUEST")
+
+
+def test_datagram_rows_and_sizes() -> None:
+    """RFC 9221 §4-§5: 0-RTT/1-RTT, ack-eliciting, congestion controlled, not flow controlled."""
+    for frame_type in (FrameType.DATAGRAM, FrameType.DATAGRAM_WITH_LENGTH):
+        assert FRAME_SPACES[frame_type] == PacketKind.ZERO_RTT | PacketKind.ONE_RTT
+        assert frame_type in ACK_ELICITING and frame_type in CONGESTION_CONTROLLED
+        assert frame_type not in FLOW_CONTROLLED
+    for room in range(2, 20000, 7):
+        n = largest_datagram_payload(room)
+        assert datagram_frame_size(n) <= room < datagram_frame_size(n + 1)
+    assert largest_datagram_payload(1) == 0

@@ -165,6 +165,7 @@ HUGE_INPUTS: dict[str, tuple[Callable[[bytes], Any], bytes]] = {
     "new-token": (decode_frames, bytes([FrameType.NEW_TOKEN]) + HUGE),
     "close-reason": (decode_frames, bytes([FrameType.CONNECTION_CLOSE, 0, 0]) + HUGE),
     "app-close-reason": (decode_frames, bytes([FrameType.CONNECTION_CLOSE_APPLICATION, 0]) + HUGE),
+    "datagram": (decode_frames, bytes([FrameType.DATAGRAM_WITH_LENGTH]) + HUGE + b"x"),
     "ack-range-count": (decode_frames, bytes([FrameType.ACK]) + HUGE + b"\x00" + HUGE + b"\x00"),
     "tp-length": (decode_transport_parameters, b"\x01" + HUGE),
     "qx-tp-length": (

@@ -80,6 +80,7 @@ def transport_parameters(draw: st.DrawFn) -> TransportParameters:
         retry_source_connection_id=draw(st.none() | cids),
         min_ack_delay=draw(st.none() | st.integers(0, max_ack_delay * 1000)),
         max_record_size=draw(st.integers(DEFAULT_MAX_RECORD_SIZE, VARINT_MAX)),
+        max_datagram_frame_size=draw(varints),
         unknown=draw(unknown_lists),
     )
 
@@ -400,3 +401,13 @@ def test_qmux_accepts_permitted_grease_and_extension_parameters() -> None:
     )
     validate_qmux_parameters(decode_transport_parameters(encode_transport_parameters(params)))
     validate_qmux_parameters(params)
+
+
+def test_max_datagram_frame_size_is_parameter_0x20() -> None:
+    """RFC 9221 §3: id 0x20, an integer; absent means 0 (no datagrams)."""
+    raw = int_param(0x20, 65535)
+    assert decode_transport_parameters(raw).max_datagram_frame_size == 65535
+    assert decode_transport_parameters(b"").max_datagram_frame_size == 0
+    assert encode_transport_parameters(TransportParameters(max_datagram_frame_size=1200)) == (
+        int_param(0x20, 1200)
+    )

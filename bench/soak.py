@@ -1,0 +1,365 @@
+"""A bounded mixed soak against an ``mstlsd`` subprocess: errors, RSS slope, fds, threads.
+
+Run from the repository root: ``python -m bench.soak`` (``--help``); issue 11's
+acceptance run is ``--duration 1800``.
+
+Theory of operation
+-------------------
+An ``mstlsd`` with a UDP and a TCP listener and the ``echo`` service is started
+on 127.0.0.1 (a fresh state directory, development certificates).  One trio
+client process then mixes, for ``--duration`` seconds:
+
+* ``--long`` long-lived connections (half QUIC, half QMux over TCP), each
+  running echo streams of random sizes one after another, with some streams
+  reset by the client part-way (``--reset-share``), as the issue's soak did;
+* short-lived connections, ``--short-rate`` per second, each opened, used for
+  one to three echo streams and closed.
+
+Every operation has a deadline (``--op-timeout``); any failure other than the
+resets the client made itself is a client error.  Every ``--sample`` seconds
+the daemon's VmRSS, open file descriptors and threads are read from /proc.
+After ``--warmup`` seconds the report gives the RSS slope (MiB per hour, a
+least-squares fit), and the fd and thread ranges.  The exit status is 1 on
+any client error or when fds or threads grew by more than the slack; the RSS
+slope is reported, and checked against ``--max-rss-slope`` only if given (a
+slope over a minute is mostly noise).  The daemon is killed at the end
+whatever happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import mstls
+import mstls.trio
+from mstlsd.preamble import encode_preamble
+from mstlsd.state import dev_pki_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+READY_MARK = "mstlsd ready"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+#: Echo sizes: mostly small requests, some bulk.
+SIZES = (16, 1024, 4096, 65536, 300_000)
+#: File descriptors and threads may vary this much around their level (connections
+#: in flight come and go); a leak grows without bound.
+FD_SLACK = 40
+THREAD_SLACK = 2
+#: Pause between a long-lived connection's streams.
+LONG_PAUSE = 0.05
+RESET_CODE = 9
+
+CONFIG = """
+[[listeners]]
+transport = "udp"
+host = "127.0.0.1"
+port = {port}
+
+[[listeners]]
+transport = "tcp"
+host = "127.0.0.1"
+port = {port}
+
+[services.echo]
+type = "echo"
+"""
+
+
+class SoakError(Exception):
+    """The daemon did not start, or a phase missed its deadline."""
+
+
+# -- the daemon --------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((HOST, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((HOST, port))
+                except OSError:
+                    continue
+                return port
+    raise SoakError("no free port")
+
+
+def start_daemon(state_dir: Path, port: int) -> subprocess.Popen[str]:
+    config = state_dir / "mstlsd.toml"
+    config.write_text(CONFIG.format(port=port))
+    env = dict(os.environ)
+    env["MSTLSD_STATE_DIR"] = str(state_dir)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mstlsd", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    for line in proc.stderr:
+        if READY_MARK in line:
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise SoakError("mstlsd did not become ready")
+
+
+def read_proc(pid: int) -> dict[str, float]:
+    """The daemon's VmRSS (bytes), threads and open file descriptors."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    values = dict(line.split(":", 1) for line in status if ":" in line)
+    return {
+        "rss": int(values["VmRSS"].split()[0]) * 1024,
+        "threads": int(values["Threads"]),
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }
+
+
+# -- the clients ---------------------------------------------------------------------------------
+
+
+class Load:
+    """The client side: counts and the first errors."""
+
+    def __init__(self, port: int, ca: Path, options: argparse.Namespace) -> None:
+        self.port = port
+        self.config = mstls.ClientConfig(alpn="mstls", cafile=ca)
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.counts = {"connections": 0, "streams": 0, "resets": 0, "errors": 0}
+        self.errors: list[str] = []
+
+    def error(self, what: str, exc: BaseException) -> None:
+        self.counts["errors"] += 1
+        if len(self.errors) < 20:
+            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+
+    async def connect(self, transport: str) -> mstls.trio.Connection:
+        conn = await mstls.trio.connect(
+            HOST, self.port, self.config, transport=transport, timeout=self.options.op_timeout
+        )
+        self.counts["connections"] += 1
+        return conn
+
+    async def echo(self, conn: mstls.trio.Connection) -> None:
+        """One echo stream of a random size; some are reset part-way by us."""
+        size = self.rng.choice(SIZES)
+        payload = self.rng.randbytes(size)
+        reset = self.rng.random() < self.options.reset_share
+        with trio.fail_after(self.options.op_timeout):
+            async with await conn.open_stream() as stream:
+                if reset:
+                    await stream.send_all(encode_preamble("echo") + payload[: size // 2])
+                    stream.reset(RESET_CODE)
+                    self.counts["resets"] += 1
+                    return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_send_ended, stream, encode_preamble("echo") + payload)
+                    got = bytearray()
+                    while data := await stream.receive_some():
+                        got += data
+                if bytes(got) != payload:
+                    raise mstls.Error(f"echo returned {len(got)} of {size} bytes, or others")
+        self.counts["streams"] += 1
+
+    async def long_lived(self, transport: str, end: float) -> None:
+        conn: mstls.trio.Connection | None = None
+        while trio.current_time() < end:
+            try:
+                if conn is None:
+                    conn = await self.connect(transport)
+                await self.echo(conn)
+            except (mstls.Error, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                self.error(f"long {transport}", exc)
+                if conn is not None:
+                    with contextlib.suppress(mstls.Error):
+                        await conn.aclose()
+                conn = None
+            await trio.sleep(LONG_PAUSE)
+        if conn is not None:
+            with contextlib.suppress(mstls.Error):
+                await conn.aclose()
+
+    async def short_lived(self, transport: str) -> None:
+        try:
+            conn = await self.connect(transport)
+            async with conn:
+                for _ in range(self.rng.randint(1, 3)):
+                    await self.echo(conn)
+        except (mstls.Error, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            self.error(f"short {transport}", exc)
+
+
+async def _send_ended(stream: mstls.trio.Stream, data: bytes) -> None:
+    await stream.send_all(data, end=True)
+
+
+async def run_load(load: Load, pid: int, samples: list[dict[str, float]]) -> None:
+    options = load.options
+    start = trio.current_time()
+    end = start + options.duration
+    async with trio.open_nursery() as nursery:
+        for index in range(options.long):
+            nursery.start_soon(load.long_lived, ("udp", "tcp")[index % 2], end)
+        next_sample = start
+        next_short = start
+        turn = 0
+        while (now := trio.current_time()) < end:
+            if now >= next_sample:
+                sample = read_proc(pid)
+                sample["t"] = now - start
+                samples.append(sample)
+                next_sample += options.sample
+            if options.short_rate > 0 and now >= next_short:
+                nursery.start_soon(load.short_lived, ("udp", "tcp")[turn % 2])
+                turn += 1
+                next_short += 1.0 / options.short_rate
+            await trio.sleep(max(0.0, min(next_sample, next_short) - trio.current_time()))
+        # The long-lived tasks end by themselves; short ones have op deadlines.
+    final = read_proc(pid)
+    final["t"] = trio.current_time() - start
+    samples.append(final)
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, value), per hour."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    if var == 0:
+        return 0.0
+    cov = sum((t - mean_t) * (v - mean_v) for t, v in points)
+    return cov / var * 3600
+
+
+def summarise(samples: list[dict[str, float]], load: Load, warmup: float) -> dict[str, Any]:
+    steady = [s for s in samples if s["t"] >= warmup] or samples[-2:]
+    rss = [(s["t"], s["rss"] / 2**20) for s in steady]
+    fds = [int(s["fds"]) for s in steady]
+    threads = [int(s["threads"]) for s in steady]
+    return {
+        **load.counts,
+        "first_errors": load.errors,
+        "samples": len(samples),
+        "rss_mib_start": round(rss[0][1], 2),
+        "rss_mib_end": round(rss[-1][1], 2),
+        "rss_slope_mib_per_hour": round(slope_per_hour(rss), 2),
+        "fds_range": [min(fds), max(fds)],
+        "fds_growth": fds[-1] - fds[0],
+        "threads_range": [min(threads), max(threads)],
+        "threads_growth": threads[-1] - threads[0],
+    }
+
+
+def verdict(summary: dict[str, Any], max_rss_slope: float | None) -> list[str]:
+    """What failed (empty: the soak passed)."""
+    failed = []
+    if summary["errors"]:
+        failed.append(f"{summary['errors']} client errors")
+    if summary["fds_growth"] > FD_SLACK:
+        failed.append(f"fds grew by {summary['fds_growth']}")
+    if summary["threads_growth"] > THREAD_SLACK:
+        failed.append(f"threads grew by {summary['threads_growth']}")
+    if max_rss_slope is not None and summary["rss_slope_mib_per_hour"] > max_rss_slope:
+        failed.append(f"RSS slope {summary['rss_slope_mib_per_hour']} MiB/h")
+    return failed
+
+
+def run(options: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mstls-soak-") as directory:
+        state = Path(directory)
+        port = _free_port()
+        proc = start_daemon(state, port)
+        try:
+            load = Load(port, dev_pki_paths(state).ca_cert, options)
+            samples: list[dict[str, float]] = []
+            trio.run(run_load, load, proc.pid, samples)
+            summary = summarise(samples, load, options.warmup)
+            summary["daemon_alive"] = proc.poll() is None
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds not in the fits")
+    parser.add_argument("--sample", type=float, default=2.0, help="seconds between samples")
+    parser.add_argument("--long", type=int, default=8, help="long-lived connections")
+    parser.add_argument("--short-rate", type=float, default=4.0, help="new connections/s")
+    parser.add_argument("--reset-share", type=float, default=0.1, help="streams reset by us")
+    parser.add_argument("--op-timeout", type=float, default=15.0, help="per operation, s")
+    parser.add_argument("--max-rss-slope", type=float, help="fail above this many MiB/hour")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--json", help="also write the summary as JSON to this path")
+    options = parser.parse_args(argv)
+    if options.duration <= options.warmup:
+        parser.error("--duration must exceed --warmup")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    try:
+        summary = run(options)
+    except SoakError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    failed = verdict(summary, options.max_rss_slope)
+    if not summary["daemon_alive"]:
+        failed.append("the daemon died")
+    summary["failed"] = failed
+    print(
+        f"soak {options.duration:g} s: {summary['connections']} connections,"
+        f" {summary['streams']} streams, {summary['resets']} resets,"
+        f" {summary['errors']} client errors; RSS {summary['rss_mib_start']}"
+        f" -> {summary['rss_mib_end']} MiB (slope {summary['rss_slope_mib_per_hour']} MiB/h"
+        f" after {options.warmup:g} s); fds {summary['fds_range']}, threads"
+        f" {summary['threads_range']}"
+    )
+    for line in summary["first_errors"]:
+        print(f"  {line}")
+    if options.json:
+        Path(options.json).write_text(json.dumps(summary, indent=2))
+    if failed:
+        print("FAILED: " + "; ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Interop peers written for mstls's tests in other languages (built by the tests that use them)."""
