@@ -42,6 +42,8 @@ __all__ = ["TcpHandler", "TcpListenerHandler", "connect_other", "listen_other"]
 #: Bytes read per readiness event (brief T5).
 RECEIVE_SIZE = 256 * 1024
 LISTEN_BACKLOG = 128
+#: ``data_to_send`` calls per flush (brief T5; each returns at most max_send_per_call).
+MAX_SENDS_PER_FLUSH = 64
 #: Connections a listener accepts per readiness (the rest wait for the next turn).
 MAX_ACCEPTS_PER_WAKE = 64
 #: ``transport="auto"``: how often the attempts are looked at while no wake-up names them.
@@ -98,7 +100,10 @@ class TcpHandler:
 
     def on_writable(self) -> None:
         with self.lock:
-            self._write_out(time.monotonic())
+            now = time.monotonic()
+            self._write_out(now)
+            if not self._out and not self.closed:
+                self.after_change(now)  # room again: produce what waits, wake writers
 
     def on_timer(self) -> None:
         with self.lock:
@@ -126,12 +131,33 @@ class TcpHandler:
             self.assist.reschedule()
 
     def flush(self, now: float) -> None:
-        for _ in range(64):
+        """Produce and write while the socket takes it; once it is full the rest
+        waits in the connection (not in ``_out``) until :meth:`on_writable`."""
+        for _ in range(MAX_SENDS_PER_FLUSH):
+            self._write_out(now)
+            if self._out or self.closed:
+                return
             data = self.conn.data_to_send(now)
             if not data:
                 break
-            self._out += data
+            if not self._send_new(data, now):
+                return
         self._write_out(now)
+
+    def _send_new(self, data: bytes | bytearray, now: float) -> bool:
+        """Send fresh output straight from the connection's buffer; only what the
+        kernel refuses is copied into ``_out`` (which is empty here).  False if
+        the socket failed (the rest of the output is dropped, as in ``_write_out``)."""
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            send_failed(self.sock, self.conn, exc, now)  # the peer's alert first (Go #7414)
+            return False
+        if sent < len(data):
+            self._out += memoryview(data)[sent:]
+        return True
 
     def _write_out(self, now: float) -> None:
         while self._out and not self.closed:

@@ -39,9 +39,10 @@ the stream layer.  All of it is untrusted input; a
 :class:`~mstls.exceptions.ProtocolError` closes the connection with its code.
 
 Sending.  :meth:`~QMuxConnection.data_to_send` fills records of
-``min(send_record_size, peer max_record_size)`` bytes (one full TLS record at
-the defaults) through a :class:`~mstls.qmux.records.RecordSink`, pending
-QX_PING frames first, up to ``max_send_per_call`` bytes per call (brief T5).
+``min(send_record_size, peer max_record_size)`` bytes (four full TLS records at
+our defaults, one with a peer that keeps the §5.2 default) through a
+:class:`~mstls.qmux.records.RecordSink`, pending QX_PING frames first, up to
+``max_send_per_call`` bytes per call (brief T5).
 
 Flow control is the stream layer's, unchanged (§6): TCP's own round-trip time
 is invisible here, so window auto-tuning keeps the stream layer's conservative
@@ -338,7 +339,7 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
         self._apply(event, *self._premature(f"{what}{': ' + reason if reason else ''}", reset))
 
     # -- public API: output and timers ----------------------------------------------------------
-    def data_to_send(self, now: float) -> bytes:
+    def data_to_send(self, now: float) -> bytes | bytearray:
         """Bytes to write to TCP, in order (also after termination, until empty)."""
         if self.lifecycle.live:
             if self.peer_params is not None:

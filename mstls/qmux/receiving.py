@@ -110,7 +110,7 @@ class ReceivingMixin:
                 self._on_close_notify()
             # SessionTicketReceived: the TLS engine already stored the ticket.
 
-    def _on_application_data(self, data: bytes, now: float) -> None:
+    def _on_application_data(self, data: bytes | bytearray, now: float) -> None:
         try:
             for payload in self._reader.feed(data):
                 self._process_record(payload, now)

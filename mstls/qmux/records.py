@@ -8,8 +8,8 @@ reserves the Size field up front, in the width the record's *capacity* needs
 (a variable-length integer need not be minimal, RFC 9000 §16), appends frames
 straight into one ``bytearray`` and fills Size in at :meth:`RecordSink.finish`.
 So a record is built with one copy of the stream data and handed to TLS as one
-buffer; with the default capacity of 16382 the 2-byte Size makes it exactly one
-full TLS record (RFC 8446 §5.1).
+buffer; with a capacity of 16382 the 2-byte Size makes it exactly one full TLS
+record (RFC 8446 §5.1), with our default of 65532 the 4-byte Size four.
 
 QMux has no acknowledgements: a frame counts as acknowledged once it is handed
 to the transport (§4), so the sink calls each frame's ``on_acked`` right after

@@ -54,6 +54,7 @@ from ..codes import AlertDescription
 from ..exceptions import PeerAlert, TLSError, kept
 from .cipher_suites import IV_LENGTH, TAG_LENGTH, CipherSuite, make_aead
 from .key_schedule import next_traffic_secret, traffic_key_iv
+from .record_batch import open_run, run_length
 
 if TYPE_CHECKING:  # collections.abc.Buffer is Python 3.12+
     from typing_extensions import Buffer
@@ -160,7 +161,7 @@ def pad_to_multiple(block: int) -> PaddingPolicy:
     return policy
 
 
-def decode_alert(fragment: bytes) -> tuple[int, AlertDescription | int]:
+def decode_alert(fragment: bytes | bytearray) -> tuple[int, AlertDescription | int]:
     """Split an alert record into (level, description) (RFC 8446 §6).
 
     Handles untrusted input; unknown descriptions stay plain ints.
@@ -208,7 +209,17 @@ _EncryptInto = Callable[[bytes, "Buffer", "Buffer", "Buffer"], int]
 class _Protection:
     """One direction's record protection: suite, secret, AEAD context, sequence."""
 
-    __slots__ = ("aead", "encrypt_into", "iv", "limit", "secret", "seq", "suite", "update_at")
+    __slots__ = (
+        "aead",
+        "decrypt_into",
+        "encrypt_into",
+        "iv",
+        "limit",
+        "secret",
+        "seq",
+        "suite",
+        "update_at",
+    )
 
     def __init__(self, suite: CipherSuite, secret: bytes, *, sending: bool) -> None:
         key, iv = traffic_key_iv(suite, secret)
@@ -217,6 +228,8 @@ class _Protection:
         self.aead = make_aead(suite, key)
         # Sealing straight into the output buffer saves a copy per record.
         self.encrypt_into: _EncryptInto | None = getattr(self.aead, "encrypt_into", None)
+        # Opening a run of records into one buffer (record_batch) needs decrypt_into.
+        self.decrypt_into: _EncryptInto | None = getattr(self.aead, "decrypt_into", None)
         self.iv = int.from_bytes(iv, "big")
         self.seq = 0
         # The AEAD limit binds the sender (§5.5); a receiver only refuses to wrap.
@@ -277,8 +290,13 @@ class RecordLayer:
         self.allow_ccs = False
         #: Application data bytes decrypted so far.
         self.bytes_received_plaintext = 0
-        self._buf = bytearray()
+        #: Received bytes: the caller's ``bytes`` while records are read from them
+        #: in place, else a ``bytearray`` holding the unread tail.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
+        #: A handshake or alert record :meth:`next_batch` opened after a run of
+        #: application data; returned by the next call.
+        self._held: tuple[ContentType, bytes] | None = None
         self._read: _Protection | None = None
         self._write: _Protection | None = None
         self._first_write = True
@@ -356,15 +374,21 @@ class RecordLayer:
         """
         if self._eof:
             raise TLSError(AlertDescription.internal_error, "data received after EOF")
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        if len(self._buf) >= MAX_INPUT_BUFFER:
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= MAX_INPUT_BUFFER:
             raise TLSError(
                 AlertDescription.internal_error,
                 "record input buffer full: drain next_record() before receiving more",
             )
-        self._buf += data
+        self._pos = 0
+        if pos == len(buf) and type(data) is bytes:
+            self._buf = data  # immutable: records are read from it in place, no copy
+            return
+        if isinstance(buf, bytearray):
+            del buf[:pos]
+        else:
+            buf = self._buf = bytearray(memoryview(buf)[pos:])  # only the unread tail
+        buf += data
 
     def receive_eof(self) -> None:
         """The TCP peer closed its side; see :meth:`eof_state`."""
@@ -409,10 +433,65 @@ class RecordLayer:
             self._error = kept(exc)
             raise
 
+    def next_batch(self) -> tuple[ContentType, bytes | bytearray] | None:
+        """As :meth:`next_record`, but every complete protected application_data
+        record now buffered comes back as one plaintext (:mod:`.record_batch`: one
+        decryption into one buffer per run, no other copy).
+
+        A run ends after the first record of another type; that record is
+        returned by the next call, and nothing after it is opened before then,
+        so a key change it causes applies from the following record (§5.1).
+        Handles untrusted input: raises only :class:`TLSError` (sticky).
+        """
+        if self._error is not None:
+            raise kept(self._error)
+        try:
+            return self._next_batch()
+        except TLSError as exc:
+            self._error = kept(exc)
+            raise
+
+    def _next_batch(self) -> tuple[ContentType, bytes | bytearray] | None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            return held
+        read = self._read
+        decrypt_into = None if read is None else read.decrypt_into
+        if self.skip_undecryptable:
+            decrypt_into = None  # skipping rejected 0-RTT records: one at a time (§4.2.10)
+        while decrypt_into is not None:
+            assert read is not None
+            count, total = run_length(self._buf, self._pos)
+            if count < 2:
+                break  # one record (or none, or a plaintext one): the general path
+            data, self._pos, self._empty_records, other = open_run(
+                self._buf,
+                self._pos,
+                count,
+                total,
+                read,
+                decrypt_into,
+                MAX_EMPTY_RECORDS,
+                self._empty_records,
+            )
+            if other is not None:
+                self._empty_records = 0
+                record = (ContentType(other[0]), other[1])
+                if not data:
+                    return record
+                self._held = record
+            if data:
+                self.bytes_received_plaintext += len(data)
+                return ContentType.application_data, data
+        return self._next_record()
+
     def _next_record(self) -> tuple[ContentType, bytes] | None:
-        buf = self._buf
         while True:
-            pos = self._pos
+            buf, pos = self._buf, self._pos
+            if pos and pos == len(buf):
+                self._buf, self._pos = b"", 0  # drained: hold no memory while idle
+                return None
             if len(buf) - pos < RECORD_HEADER:
                 return None
             content_type = buf[pos]
@@ -428,9 +507,6 @@ class RecordLayer:
             else:
                 record = self._plaintext(content_type, start, end)
             self._pos = end
-            if end == len(buf):
-                buf.clear()
-                self._pos = 0
             if record is not None:
                 self._empty_records = 0
                 return record
@@ -551,15 +627,31 @@ class RecordLayer:
         sent in the clear.  ``padding`` overrides :attr:`padding` for this call.
         Local misuse raises :class:`TLSError` (internal_error).
         """
-        content_type = ContentType(content_type)
+        out = bytearray()
+        self.encode_into(out, content_type, data, padding=padding)
+        return bytes(out)
+
+    def encode_into(
+        self,
+        out: bytearray,
+        content_type: ContentType,
+        data: Buffer,
+        *,
+        padding: PaddingPolicy | None = None,
+    ) -> None:
+        """As :meth:`encode`, appending the records to ``out`` (sealed in place there:
+        the hot path's only copies are the inner plaintext's and the encryption)."""
+        if type(content_type) is not ContentType:
+            content_type = ContentType(content_type)
         view = memoryview(data).cast("B")
         if content_type == ContentType.alert and len(view) != _ALERT_LENGTH:
             raise TLSError(AlertDescription.internal_error, "an alert is exactly two bytes")
         if content_type == ContentType.handshake and not view:
-            return b""
+            return
         if content_type == ContentType.change_cipher_spec or self._write is None:
-            return bytes(self._encode_plaintext(content_type, view))
-        return bytes(self._encode_protected(content_type, view, padding or self.padding))
+            out += self._encode_plaintext(content_type, view)
+            return
+        self._encode_protected(content_type, view, padding or self.padding, out)
 
     def encode_alert(
         self, description: AlertDescription | int, level: AlertLevel | int | None = None
@@ -589,13 +681,17 @@ class RecordLayer:
         return out
 
     def _encode_protected(
-        self, content_type: ContentType, view: memoryview, padding: PaddingPolicy | None
-    ) -> bytearray:
-        """TLSCiphertext records (§5.2) with optional zero padding (§5.4).
+        self,
+        content_type: ContentType,
+        view: memoryview,
+        padding: PaddingPolicy | None,
+        out: bytearray,
+    ) -> None:
+        """TLSCiphertext records (§5.2) with optional zero padding (§5.4), appended to ``out``.
 
-        Hot path: record sizes are decided first so the output is allocated
-        once; each inner plaintext is assembled in a reused scratch buffer and
-        sealed straight into the output.
+        Hot path: record sizes are decided first so ``out`` grows once; each
+        inner plaintext is assembled in a reused scratch buffer and sealed
+        straight into ``out``.
         """
         protection = self._write
         assert protection is not None
@@ -606,12 +702,14 @@ class RecordLayer:
         pads = [0] * len(lengths)
         if padding is not None:
             pads = [min(max(padding(content_type, n), 0), MAX_PLAINTEXT - n) for n in lengths]
-        out = bytearray(total + sum(pads) + len(lengths) * _PROTECTED_OVERHEAD)
+        pos = len(out)
+        grow = total + sum(pads) + len(lengths) * _PROTECTED_OVERHEAD
+        out += bytes(grow)
         scratch = self._scratch
         if scratch is None:
             scratch = self._scratch = bytearray(MAX_INNER_PLAINTEXT)
         with memoryview(out) as out_view, memoryview(scratch) as inner_view:
-            pos = start = 0
+            start = 0
             for length, pad in zip(lengths, pads, strict=True):
                 inner_length = length + 1 + pad
                 inner_view[:length] = view[start : start + length]
@@ -625,4 +723,3 @@ class RecordLayer:
                 )
                 pos = end
                 start += length
-        return out

@@ -51,9 +51,10 @@ __all__ = ["ApplicationData", "CloseNotifyReceived", "Event", "TLSConnection"]
 
 @attrs.frozen
 class ApplicationData:
-    """Decrypted application bytes; ``early``: 0-RTT data, before the handshake ended."""
+    """Decrypted application bytes (one or more records' worth, in order);
+    ``early``: 0-RTT data, before the handshake ended."""
 
-    data: bytes
+    data: bytes | bytearray
     early: bool = False
 
 
@@ -128,7 +129,7 @@ class TLSConnection:
         self._check_usable()
         try:
             self.records.receive_data(data)
-            while (record := self.records.next_record()) is not None:
+            while (record := self.records.next_batch()) is not None:
                 if self._close_notify_received:
                     continue  # RFC 8446 §6.1: data after close_notify is ignored
                 self._process_record(*record)
@@ -162,7 +163,7 @@ class TLSConnection:
         if not self._can_send_application:
             self._pending_application += data
             return
-        self._out += self.records.encode(ContentType.application_data, data)
+        self.records.encode_into(self._out, ContentType.application_data, data)
         if self.records.needs_key_update:
             self.key_update(request_update=False)
 
@@ -198,10 +199,13 @@ class TLSConnection:
         self.handshake.send_key_update(request_update)
         self._apply_handshake_output()
 
-    def data_to_send(self) -> bytes:
-        """Bytes to write to TCP, in order."""
-        out = bytes(self._out)
-        self._out.clear()
+    def data_to_send(self) -> bytes | bytearray:
+        """Bytes to write to TCP, in order (the output buffer itself, handed over:
+        no copy; a new one collects what follows)."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = bytearray()
         return out
 
     def next_event(self) -> Event | None:
@@ -221,7 +225,7 @@ class TLSConnection:
             self._out += self.records.encode_alert(alert or AlertDescription.internal_error)
             self._close_notify_sent = True
 
-    def _process_record(self, content_type: ContentType, data: bytes) -> None:
+    def _process_record(self, content_type: ContentType, data: bytes | bytearray) -> None:
         if content_type == ContentType.handshake:
             self.handshake.receive(self._read_epoch, data)
             if not self.is_client and not self.handshake_complete:
@@ -244,7 +248,7 @@ class TLSConnection:
         elif content_type == ContentType.alert:
             self._process_alert(data)
 
-    def _process_alert(self, data: bytes) -> None:
+    def _process_alert(self, data: bytes | bytearray) -> None:
         """RFC 8446 §6: close_notify ends the peer's side; any other alert is fatal."""
         _level, description = decode_alert(data)
         if description == AlertDescription.close_notify:

@@ -11,6 +11,7 @@ import pytest
 from mstls.core.events import HandshakeCompletedEvent
 from mstls.core.lifecycle import State
 from mstls.exceptions import ConnectionTerminated, PrematureClose, StreamLimitReached
+from mstls.qmux.config import DEFAULT_RECORD_SIZE
 from mstls.wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, StreamFrame
 from mstls.wire.qmux import QxPingFrame, QxTransportParametersFrame
 from mstls.wire.transport_params import (
@@ -52,7 +53,9 @@ def test_transport_parameters_are_qmux_only() -> None:
     encoded = encode_transport_parameters(params)
     decoded = decode_transport_parameters(encoded)
     validate_qmux_parameters(decoded)
-    assert decoded.received_ids <= QMUX_PERMITTED_PARAMETERS
+    # max_record_size is QMux's own (§5.2), sent because our default is above 16382
+    permitted = QMUX_PERMITTED_PARAMETERS | {TransportParameterId.MAX_RECORD_SIZE}
+    assert decoded.received_ids <= permitted
     assert decoded.max_idle_timeout == 12500 and decoded.initial_max_streams_bidi == 7
     big = client_config(max_record_size=65536).transport_parameters()
     ids = decode_transport_parameters(encode_transport_parameters(big)).received_ids
@@ -102,26 +105,41 @@ def test_several_streams_mib_both_ways() -> None:
     assert pair.client.state == pair.server.state is State.ESTABLISHED
 
 
-def test_records_fit_one_tls_record_and_the_peers_limit() -> None:
+def _tls_record_lengths(out: bytes) -> list[int]:
+    """The length fields of the TLS records in ``out`` (5-byte headers)."""
+    lengths = []
+    pos = 0
+    while pos < len(out):
+        length = int.from_bytes(out[pos + 3 : pos + 5])
+        assert length <= (1 << 14) + 1 + 16  # 16 KiB + type + tag at most
+        lengths.append(length)
+        pos += 5 + length
+    return lengths
+
+
+@pytest.mark.parametrize(
+    ("peer_limit", "tls_per_qmux"),
+    [(DEFAULT_MAX_RECORD_SIZE, 1), (DEFAULT_RECORD_SIZE, 4)],
+)
+def test_records_fill_whole_tls_records_within_the_peers_limit(
+    peer_limit: int, tls_per_qmux: int
+) -> None:
+    """A peer keeping the §5.2 default gets one full TLS record per QMux record;
+    one with our default four (the 4-byte Size makes the record exactly 64 KiB)."""
     pair, raw = raw_server_pair()
-    raw.send_transport_parameters()
+    raw.send_transport_parameters(server_config(max_record_size=peer_limit).transport_parameters())
     pair.run_until(lambda: pair.client.peer_params is not None)
     client = pair.client
     sid = client.streams.open_stream()
-    client.streams.write(sid, bytes(200_000), fin=True)
+    client.streams.write(sid, bytes(600_000), fin=True)
     raw.received.clear()
     out = client.data_to_send(pair.now)
-    records = []
-    pos = 0
-    while pos < len(out):  # TLS records: 5-byte header, 16 KiB + type + tag at most
-        length = int.from_bytes(out[pos + 3 : pos + 5])
-        assert length <= (1 << 14) + 1 + 16
-        records.append(length)
-        pos += 5 + length
+    lengths = _tls_record_lengths(out)
     pair.server.receive_data(out, pair.now)
-    payloads = records_of(raw.received)
-    assert len(payloads) == len(records)  # one QMux record per TLS record
-    assert max(len(p) for p in payloads) == DEFAULT_MAX_RECORD_SIZE
+    payloads = records_of(raw.received, peer_limit)
+    assert max(len(p) for p in payloads) == peer_limit
+    assert len(lengths) == tls_per_qmux * len(payloads)
+    assert set(lengths) == {(1 << 14) + 1 + 16}  # every TLS record full
 
 
 def test_larger_records_when_both_sides_allow_them() -> None:

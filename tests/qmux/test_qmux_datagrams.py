@@ -9,7 +9,7 @@ from mstls.exceptions import DatagramsUnsupported, DatagramTooLarge
 from mstls.wire.datagram_frames import DatagramFrame, datagram_frame_size
 from mstls.wire.frame_types import FrameType
 from mstls.wire.qmux import QxTransportParametersFrame
-from mstls.wire.transport_params import DEFAULT_MAX_RECORD_SIZE, TransportParameters
+from mstls.wire.transport_params import TransportParameters
 from tests.qmux.helpers import expect_close, frames_of, raw_server_pair, send_frames
 from tests.qmux.pair import Pair, client_config, server_config
 
@@ -49,7 +49,7 @@ def test_max_size_is_the_record_minus_the_frame_header() -> None:
     """§8.1: with the default max_record_size the record bounds the frame."""
     pair = established()
     size = pair.client.max_datagram_size
-    assert datagram_frame_size(size) == DEFAULT_MAX_RECORD_SIZE
+    assert datagram_frame_size(size) == pair.server.config.max_record_size  # what the peer took
     pair.client.send_datagram_frame(bytes(size))
     with pytest.raises(DatagramTooLarge, match=str(size)):
         pair.client.send_datagram_frame(bytes(size + 1))

@@ -29,7 +29,6 @@ from mstls.wire.frames import (
 )
 from mstls.wire.qmux import QMuxFrameType, QxPingFrame, QxTransportParametersFrame
 from mstls.wire.transport_params import (
-    DEFAULT_MAX_RECORD_SIZE,
     QMUX_FORBIDDEN_PARAMETERS,
     TransportParameterId,
     encode_transport_parameters,
@@ -134,7 +133,8 @@ def test_unknown_and_grease_transport_parameters_are_ignored() -> None:
 def test_oversized_record() -> None:
     pair, raw = raw_server_pair()
     raw.send_transport_parameters()
-    raw.send(encode_varint(DEFAULT_MAX_RECORD_SIZE + 1) + bytes(100))  # the header is enough
+    limit = pair.client.config.max_record_size  # what the client advertised
+    raw.send(encode_varint(limit + 1) + bytes(100))  # the header is enough
     expect_close(pair, raw, TransportErrorCode.FRAME_ENCODING_ERROR, None)
 
 
