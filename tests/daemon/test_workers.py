@@ -185,3 +185,42 @@ def test_ready_is_logged_once_after_every_worker_is_bound(tmp_path: Path) -> Non
     assert len(ready) == 1 and len(bound) == 2, "\n".join(lines)
     assert ready[0] > max(bound), "\n".join(lines)
     assert "2 workers" in lines[ready[0]]
+
+
+#: Connections that migrate in test_migrated_connections_stay_on_their_worker.
+MIGRATIONS = 20
+
+
+def migrated_twice(ca: Path, port: int) -> tuple[str, str, object, object]:
+    """whoami, then ``migrate()`` to a new local port (a new 4-tuple, which the kernel's
+    SO_REUSEPORT hash alone would send to either worker), then whoami again."""
+    config = mstls.ClientConfig(alpn="mstls", cafile=ca)
+    conn = mstls.connect("127.0.0.1", port, config, transport="udp", timeout=TIMEOUT)
+    try:
+        first = ask(conn)
+        before = conn.sans_io.path.local
+        conn.migrate(timeout=TIMEOUT)
+        return first, ask(conn), before, conn.sans_io.path.local
+    finally:
+        conn.close()
+
+
+def test_migrated_connections_stay_on_their_worker(tmp_path: Path) -> None:
+    """RFC 9000 §9 with ``workers = 2``: the steering program reads the worker byte of
+    the QUIC-LB connection ID, not the address, so a client that moved to a new port
+    (with a new connection ID from the same worker) still reaches its worker."""
+    proc, port = start(tmp_path)
+    try:
+        ca = dev_pki_paths(tmp_path / "state").ca_cert
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: migrated_twice(ca, port), range(MIGRATIONS)))
+        for first, second, before, after in answers:
+            assert before is not after  # the path moved to the migrate() socket
+            assert first == second
+        served = collections.Counter(first.split()[0] for first, *_ in answers)
+        assert set(served) == {"0", "1"}, served
+        assert "stateless reset" not in proc.log()
+        assert proc.stop(signal.SIGTERM) == 0
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
