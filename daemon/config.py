@@ -35,6 +35,7 @@ import attrs
 from mstls.config import (
     DEFAULT_CLIENT_HELLO_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PENDING_HANDSHAKES,
     DEFAULT_MAX_TCP_HANDSHAKES,
 )
 from mstls.fleet import MAX_CID_LENGTH, MAX_CONFIG_ID, MIN_NONCE_LENGTH
@@ -177,6 +178,8 @@ class Limits:
     #: QUIC connections one UDP listener holds state for, handshakes and closing ones
     #: included; new Initials beyond it are dropped.  At least ``max_connections``.
     max_quic_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: QUIC handshakes one UDP listener keeps in progress; a new one beyond sheds the oldest.
+    max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES
 
     @property
     def retry_mode(self) -> str:
@@ -439,6 +442,7 @@ _LIMIT_KEYS: dict[str, Checker] = {
     "handshake_burst": _positive_int,
     "max_tcp_handshakes": _positive_int,
     "max_quic_connections": _positive_int,
+    "max_pending_handshakes": _positive_int,
     "client_hello_timeout": _positive_float,
 }
 _LOGGING_KEYS: dict[str, Checker] = {

@@ -27,6 +27,8 @@ Reasons (a small, fixed vocabulary, so the metric's cardinality stays bounded):
                          ``limits.handshake_rate`` (TCP: the connection was reset; UDP: the
                          Initial dropped, so each Initial datagram of a client, its
                          retransmissions included, counts once)
+``shed``                 UDP: a QUIC handshake still in progress dropped silently for a
+                         newer one beyond ``limits.max_pending_handshakes``
 ``refused``              refused by admission control for another cause
 ``other``, ``unknown``   anything else / no exception recorded
 =======================  ===============================================================
@@ -56,7 +58,7 @@ POLL_INTERVAL = 0.5
 #: Failures logged one by one per poll; the rest are summarised in one line.
 LOG_PER_POLL = 10
 #: Refusal causes reported as themselves (anything else is ``refused``).
-REFUSAL_CAUSES = frozenset({"rate_limited"})
+REFUSAL_CAUSES = frozenset({"rate_limited", "shed"})
 #: QUIC CRYPTO_ERROR codes are 0x100 + the TLS alert (RFC 9001 §4.8).
 CRYPTO_ERROR_BASE = 0x100
 CRYPTO_ERROR_LAST = 0x1FF

@@ -247,6 +247,7 @@ class Daemon:
             server.handshake_burst_per_source = limits.handshake_burst
         server.max_tcp_handshakes = limits.max_tcp_handshakes
         server.max_connections = limits.max_quic_connections
+        server.max_pending_handshakes = limits.max_pending_handshakes
         server.client_hello_timeout = limits.client_hello_timeout
         server.session_ticket_keys = self.ticket_keys
         return server

@@ -20,6 +20,7 @@ from .exceptions import ConfigurationError
 from .qmux.config import DEFAULT_CLIENT_HELLO_TIMEOUT, QMuxConfig
 from .quic.config import QuicConfig
 from .quic.endpoint import DEFAULT_MAX_CONNECTIONS, RetryTokens, ServerEndpoint
+from .quic.pending_handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
 from .tls.anti_replay import DEFAULT_STRIKE_REGISTER_SIZE, StrikeRegister
 from .tls.certificates import load_cert_chain, load_roots, normalize_pin, server_name_subject
 from .tls.config import DEFAULT_SESSION_TICKETS, TLSConfig
@@ -36,6 +37,7 @@ from .tls.tickets import (
 __all__ = [
     "DEFAULT_CLIENT_HELLO_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_PENDING_HANDSHAKES",
     "DEFAULT_MAX_TCP_HANDSHAKES",
     "MAX_EARLY_DATA_LIMIT",
     "STRIKE_REGISTER_SIZE",
@@ -361,6 +363,12 @@ class ServerConfig:
         in progress and closing connections included (default 10,000,
         ``mstls.config.DEFAULT_MAX_CONNECTIONS``); a new Initial beyond it is dropped
         before any state is made, so the client retries later.
+    ``max_pending_handshakes``
+        UDP: QUIC handshakes one listener keeps in progress at most (default 1,000,
+        ``mstls.config.DEFAULT_MAX_PENDING_HANDSHAKES``); a new handshake beyond it
+        sheds the oldest one silently, which counts in ``Listener.refused_handshakes``
+        and ``Listener.failed_handshakes`` (a
+        :class:`~mstls.exceptions.HandshakeRefused` with cause ``"shed"``).
     ``session_tickets``
         NewSessionTickets sent after each handshake (RFC 8446 §4.6.1), so that
         clients can resume; 0 turns resumption off.
@@ -415,6 +423,7 @@ class ServerConfig:
     handshake_burst_per_source: int = DEFAULT_BURST
     max_tcp_handshakes: int = DEFAULT_MAX_TCP_HANDSHAKES
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES
     client_hello_timeout: float = DEFAULT_CLIENT_HELLO_TIMEOUT
     datagrams: bool = False
     session_tickets: int = DEFAULT_SESSION_TICKETS
@@ -471,11 +480,11 @@ class ServerConfig:
 
     def check_admission(self) -> None:
         """Raise :class:`ConfigurationError` for a bad rate, burst, Retry threshold,
-        handshake cap or connection cap."""
+        handshake cap, connection cap or pending-handshake bound."""
         check_admission(
             self.handshake_rate_per_source, self.handshake_burst_per_source, self.retry_threshold
         )
-        for name in ("max_tcp_handshakes", "max_connections"):
+        for name in ("max_tcp_handshakes", "max_connections", "max_pending_handshakes"):
             cap = getattr(self, name)
             if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
                 raise ConfigurationError(f"{name}: must be a positive integer, got {cap!r}")
@@ -493,6 +502,7 @@ class ServerConfig:
         buckets are kept; connections beyond a lowered cap run on)."""
         self.check_admission()
         endpoint.max_connections = self.max_connections
+        endpoint.max_pending_handshakes = self.max_pending_handshakes
         endpoint.configure_admission(
             retry=self.retry,
             retry_threshold=self.retry_threshold,
@@ -509,6 +519,7 @@ class ServerConfig:
             retry_threshold=self.retry_threshold,
             rate_limiter=self.source_rate_limiter(),
             max_connections=self.max_connections,
+            max_pending_handshakes=self.max_pending_handshakes,
         )
 
     def quic_config(self) -> QuicConfig:

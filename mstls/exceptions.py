@@ -438,7 +438,9 @@ class HandshakeRefused(ConnectionTerminated):
     """The server refused a handshake before doing any work for it (admission control).
 
     ``cause`` is a short fixed word (``"rate_limited"``: the source address is
-    over its handshake rate, see :mod:`mstls.core.admission`); the code is
+    over its handshake rate, see :mod:`mstls.core.admission`; ``"shed"``: a QUIC
+    handshake still in progress dropped for a newer one beyond
+    ``max_pending_handshakes``); the code is
     CONNECTION_REFUSED (RFC 9000 §20.1).
     """
 

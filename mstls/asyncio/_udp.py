@@ -316,8 +316,10 @@ class UdpListenerDriver(_UdpDriver, ListenerDriver):
             wake = core.session.pump_events()
             if wake:
                 core.waiters.notify(wake)
-        self._drop_terminated()
+        # Handshakes first, as in trio: a handshake just ended (timed out, shed) is also
+        # just forgotten, and dropping it before the check would lose its failure.
         self.check_handshakes_of(pumped)
+        self._drop_terminated()
         self.move_timer()
 
     def feed(self, data: bytes, addr: Any, now: float, ecn: int = 0) -> None:

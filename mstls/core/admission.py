@@ -57,6 +57,7 @@ __all__ = [
     "MAX_RECORDED_FAILURES",
     "MAX_TRACKED_SOURCES",
     "RATE_LIMITED",
+    "SHED",
     "SWEEP_PER_ADMISSION",
     "SourceRateLimiter",
     "check_admission",
@@ -78,6 +79,9 @@ IPV6_PREFIX_BYTES = 8
 SWEEP_PER_ADMISSION = 4
 #: The refusal cause of a source over its handshake rate (a metric label too).
 RATE_LIMITED = "rate_limited"
+#: The refusal cause of a pending handshake shed for a newer one (``max_pending_handshakes``,
+#: :mod:`mstls.quic.pending_handshakes`).
+SHED = "shed"
 
 _V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 

@@ -120,6 +120,9 @@ class QuicConnection(
         self.events: deque[Event] = deque()
         self.lifecycle = Lifecycle(QUIC_TRANSITIONS)
         self.close_info: CloseInfo | None = None
+        #: The exception behind the end when it is not the close itself (a shed
+        #: handshake, :mod:`.pending_handshakes`); the session raises it.
+        self.termination_error: Error | None = None
         #: The version of our long headers; the original one until negotiation
         #: moves it (RFC 9368, :mod:`.negotiation`).
         self.original_version = config.start_version if version is None else version

@@ -39,7 +39,13 @@ Admission of a new Initial (:mod:`mstls.core.admission`) runs in this order:
    :attr:`ServerEndpoint.refusals`.  An Initial that authenticates but closes
    at once (a client aborting its attempt sends a CONNECTION_CLOSE in an
    Initial) is refunded, so it does not use up the token of the client's next
-   attempt.
+   attempt;
+6. a new handshake beyond ``max_pending_handshakes`` sheds the oldest one still
+   in progress, silently (:mod:`.pending_handshakes`): it is counted in
+   :attr:`ServerEndpoint.shed_handshakes` and
+   :attr:`ServerEndpoint.refused_initials`, and its connection fails with a
+   :class:`~mstls.exceptions.HandshakeRefused` (cause ``"shed"``), which the
+   driver records as a failed handshake.
 
 Charging last means a Retry never costs a source anything, and while Retry
 is in effect only proven addresses are charged, so spoofed Initials cannot
@@ -112,6 +118,12 @@ from ..wire.packet import (
 from .config import QuicConfig
 from .connection import QuicConnection
 from .crypto import initial_protection
+from .pending_handshakes import (
+    DEFAULT_MAX_PENDING_HANDSHAKES,
+    PendingHandshakes,
+    check_pending_limit,
+    shed,
+)
 from .retry import retry_integrity_tag
 from .state import Address
 
@@ -179,6 +191,7 @@ class ServerEndpoint:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         retry_threshold: int | None = None,
         rate_limiter: SourceRateLimiter | None = None,
+        max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES,
     ) -> None:
         if config.stateless_reset_key is None:
             config.stateless_reset_key = StatelessResetKey.generate()
@@ -227,7 +240,20 @@ class ServerEndpoint:
         self.refusals: deque[tuple[Address, str]] = deque(maxlen=MAX_RECORDED_REFUSALS)
         #: Retry packets sent.
         self.retries_sent = 0
-        self._handshaking: set[QuicConnection] = set()
+        #: Handshakes in progress, oldest first, under ``max_pending_handshakes``.
+        self._handshaking = PendingHandshakes(max_pending_handshakes)
+        #: Pending handshakes shed for newer ones (each also in ``refused_initials``).
+        self.shed_handshakes = 0
+
+    @property
+    def max_pending_handshakes(self) -> int:
+        """Handshakes kept in progress at most; a new one beyond sheds the oldest."""
+        return self._handshaking.limit
+
+    @max_pending_handshakes.setter
+    def max_pending_handshakes(self, limit: int) -> None:
+        check_pending_limit(limit)
+        self._handshaking.limit = limit
 
     def configure_admission(
         self,
@@ -352,6 +378,7 @@ class ServerEndpoint:
             self.dropped_initials += 1
             return
         if conn.state is State.HANDSHAKE:
+            self._shed_oldest(now)
             self._handshaking.add(conn)
         elif limiter is not None:
             # It authenticated but started no handshake (an aborting client's
@@ -363,6 +390,14 @@ class ServerEndpoint:
         self._initial_routes[dcid] = conn
         self._update_routes(conn)
         self._after_call(conn)
+
+    def _shed_oldest(self, now: float) -> None:
+        """Make room for one more pending handshake (step 6 of the module docs)."""
+        for victim in self._handshaking.to_shed():
+            shed(victim, now)
+            self.shed_handshakes += 1
+            self.refused_initials += 1
+            self._after_call(victim)  # terminated: forgotten, its failure pumped
 
     @property
     def handshakes_in_progress(self) -> int:
@@ -380,8 +415,7 @@ class ServerEndpoint:
         handshaking = self._handshaking
         threshold = self.retry_threshold
         if full or (threshold is not None and len(handshaking) >= threshold):
-            for conn in [c for c in handshaking if c.state is not State.HANDSHAKE]:
-                handshaking.discard(conn)
+            handshaking.prune()
         return len(handshaking)
 
     def _send_retry(

@@ -314,8 +314,9 @@ class Listener(trio.abc.Listener[Connection]):
 
     @property
     def refused_handshakes(self) -> int:
-        """Handshakes refused by admission control (over the per-source rate); each is
-        also one of :attr:`failed_handshakes`.  UDP counts every refused Initial, a
+        """Handshakes refused by admission control (over the per-source rate, or QUIC
+        handshakes shed beyond ``max_pending_handshakes``); each is also one of
+        :attr:`failed_handshakes`.  UDP counts every refused Initial, a
         client's retransmissions included; TCP, every connection reset before TLS."""
         endpoint = getattr(self._driver, "endpoint", None)
         if endpoint is not None:

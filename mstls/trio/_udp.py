@@ -186,9 +186,9 @@ class UdpClientDriver(_UdpDriver):
             conn.enable_ecn_marking()
         self.core = Core(self, conn, "udp", conn.peer_address)
         self._cores = [self.core]
-        #: Sockets opened by migrate() (the connection's path tags) and their
-        #: capabilities; read by tasks of their own (:mod:`._paths`).
-        self.path_sockets: dict[socket.socket, Any] = {}
+        #: Sockets opened by migrate() (the connection's path tags), each with its
+        #: capabilities and ECN list; read by tasks of their own (:mod:`._paths`).
+        self.path_sockets: dict[socket.socket, tuple[Any, list[int] | None]] = {}
         self._nursery: trio.Nursery | None = None
 
     def cores(self) -> list[Core]:
@@ -203,9 +203,12 @@ class UdpClientDriver(_UdpDriver):
         for data, path in self.conn.datagrams_with_paths(now):
             if path.local is None:
                 out.append((data, path.address))
-            else:
-                with contextlib.suppress(OSError):  # refused: lost like any datagram
-                    send_datagrams(path.local, [data], path.address, self.path_sockets[path.local])
+                continue
+            caps = self.path_sockets[path.local][0]
+            if self._marks:  # the codepoint the connection chose (ECN validation, §13.4.2)
+                set_ecn_codepoint(path.local, caps, self.conn.send_codepoint)
+            with contextlib.suppress(OSError):  # refused: lost like any datagram
+                send_datagrams(path.local, [data], path.address, caps)
         if self._marks:  # the codepoint the connection chose for these (ECN validation)
             set_ecn_codepoint(self.sock, self.caps, self.conn.send_codepoint)
         return out
@@ -222,21 +225,26 @@ class UdpClientDriver(_UdpDriver):
         if self._nursery is None:
             sock.close()
             raise trio.ClosedResourceError("the connection's I/O is not running")
-        self.path_sockets[sock] = detect_capabilities(sock, offload=False)
+        caps = detect_capabilities(sock, offload=False)
+        ecn: list[int] | None = [] if self.conn.config.ecn and enable_ecn(sock, caps) else None
+        if self._marks:
+            set_ecn_codepoint(sock, caps, ECT0)
+        self.path_sockets[sock] = (caps, ecn)
         self._nursery.start_soon(self.guarded, lambda: self._path_receive_loop(sock))
 
     async def _path_receive_loop(self, sock: socket.socket) -> None:
         buffer = new_receive_buffer()
-        caps = self.path_sockets[sock]
+        caps, ecn = self.path_sockets[sock]
         while not self.finished() and not self.closed:
             await trio.lowlevel.wait_readable(sock)
             now = trio.current_time()
             try:
-                batch = receive_datagrams(sock, MAX_DATAGRAMS_PER_READ, caps, buffer)
+                batch = receive_datagrams(sock, MAX_DATAGRAMS_PER_READ, caps, buffer, ecn)
             except OSError:
                 batch = []  # E4
-            for data, addr in batch:
-                self.conn.receive_datagram(bytes(data), addr, now, local=sock)
+            receive = self.conn.receive_datagram
+            for index, (data, addr) in enumerate(batch):
+                receive(bytes(data), addr, now, ecn[index] if ecn else 0, local=sock)
             self.after_io()
 
     def close_transport(self) -> None:

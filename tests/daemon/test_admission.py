@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import mstls
 import mstls.config
 import mstls.trio
-from mstls.core.admission import RATE_LIMITED, refusal
+from mstls.core.admission import RATE_LIMITED, SHED, refusal
 from mstls.exceptions import HandshakeRefused
 from mstlsd.config import DEFAULT_RETRY_THRESHOLD, ConfigError, Limits
 from mstlsd.handshakes import POLL_INTERVAL, failure_reason
@@ -73,6 +73,8 @@ def test_rate_keys(tmp_path: Path) -> None:
         ("retry = 1", "limits.retry", "true or false"),
         ('retry = "never"\nretry_threshold = 5', "limits.retry_threshold", "only used with"),
         ("max_quic_connections = 0", "limits.max_quic_connections", "positive"),
+        ("max_pending_handshakes = 0", "limits.max_pending_handshakes", "positive"),
+        ("max_pending_handshakes = 1.5", "limits.max_pending_handshakes", "positive"),
         ("client_hello_timeout = 0", "limits.client_hello_timeout", "positive"),
         (
             "max_connections = 20\nmax_quic_connections = 19",
@@ -102,7 +104,8 @@ def test_config_errors_name_key_and_problem(
 def test_server_config_carries_the_limits(tmp_path: Path) -> None:
     text = (
         'retry = "under_load"\nretry_threshold = 9\nhandshake_rate = 3.5\nhandshake_burst = 4\n'
-        "max_tcp_handshakes = 7\nmax_quic_connections = 12345\nclient_hello_timeout = 1.5"
+        "max_tcp_handshakes = 7\nmax_quic_connections = 12345\nclient_hello_timeout = 1.5\n"
+        "max_pending_handshakes = 321"
     )
     config = config_from(BASE + "[limits]\n" + text, tmp_path)
     server = Daemon(config, state_dir=tmp_path / "state").server_config
@@ -112,12 +115,14 @@ def test_server_config_carries_the_limits(tmp_path: Path) -> None:
     assert server.max_tcp_handshakes == 7
     assert server.max_connections == 12345
     assert server.server_endpoint().max_connections == 12345
+    assert server.server_endpoint().max_pending_handshakes == 321
     assert server.qmux_config().client_hello_timeout == 1.5
     plain = Daemon(config_from(BASE, tmp_path), state_dir=tmp_path / "state").server_config
     assert plain.handshake_rate_per_source is None
     assert plain.retry is False and plain.retry_threshold == DEFAULT_RETRY_THRESHOLD
     assert plain.max_tcp_handshakes == mstls.config.DEFAULT_MAX_TCP_HANDSHAKES
     assert plain.max_connections == mstls.config.DEFAULT_MAX_CONNECTIONS
+    assert plain.max_pending_handshakes == mstls.config.DEFAULT_MAX_PENDING_HANDSHAKES
 
 
 @pytest.mark.parametrize(
@@ -134,6 +139,7 @@ def test_max_quic_connections_default(tmp_path: Path, text: str, expected: int) 
 
 def test_failure_reason_of_a_refusal() -> None:
     assert failure_reason(refusal(RATE_LIMITED)) == "rate_limited"
+    assert failure_reason(refusal(SHED)) == "shed"
     assert failure_reason(HandshakeRefused("x", cause="something new")) == "refused"
 
 

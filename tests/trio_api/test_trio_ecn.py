@@ -1,5 +1,6 @@
 """ECN through the trio UDP drivers on 127.0.0.1 (RFC 9000 §13.4): both ends mark,
-count and validate; the public stats show it."""
+count and validate; the public stats show it; a migrate() socket marks and reports
+codepoints too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+import mstls.trio
 from mstls.core.ecn import ECT0
 from mstls.io.udp import open_udp_socket
 from mstls.quic.endpoint import ServerEndpoint
@@ -77,3 +79,31 @@ async def test_datagrams_the_socket_refused_keep_their_codepoints(
         budget[0] = 10
         assert driver._send(list(driver._backlog), driver._backlog_runs)
     assert sent == [(b"a", 0), (b"b", ECT0), (b"c", ECT0), (b"d", ECT0), (b"e", 0)]
+
+
+async def echo(conn: mstls.trio.Connection) -> None:
+    stream = await conn.open_stream()
+    await stream.send_all(PAYLOAD, end=True)
+    assert await receive_all(stream) == PAYLOAD
+
+
+async def test_migrated_socket_marks_and_reads_codepoints() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serving(per_stream(echo_stream), "udp") as listener,
+            await connect(listener) as conn,
+        ):
+            await echo(conn)
+            before = conn.stats()
+            await conn.migrate()
+            assert conn.sans_io.path.local is not None
+            await echo(conn)
+            after = conn.stats()
+    assert after.ecn_state == "capable"
+    assert before.ecn_ect0_received is not None and after.ecn_ect0_received is not None
+    assert before.ecn_ect0_reported is not None and after.ecn_ect0_reported is not None
+    # As tests/asyncio_api/test_asyncio_ecn.py: the new socket reads the server's ECT(0)
+    # marks (one datagram may still arrive on the old socket) and sends ECT(0) itself:
+    # unmarked packets would fail the validation (RFC 9000 §13.4.2.1).
+    assert after.ecn_ect0_received - before.ecn_ect0_received >= 10
+    assert after.ecn_ect0_reported > before.ecn_ect0_reported
