@@ -8,8 +8,13 @@ import pytest
 
 import mstls
 from mstls import errors
+from mstls.core.datagrams import largest_datagram_payload
+from mstls.qmux.config import DEFAULT_RECORD_SIZE
 
 from .helpers import TIMEOUT, client_config, server
+
+#: Over TCP a datagram fills one whole QMux record of the default size (draft §8.1).
+TCP_MAX_DATAGRAM = largest_datagram_payload(DEFAULT_RECORD_SIZE)
 
 pytestmark = pytest.mark.network
 
@@ -53,9 +58,9 @@ def test_datagram_echo_and_limits(transport: str) -> None:
     ):
         assert receive_some(conn, 3, b"hi")[:3] == [b"echo:hi"] * 3
         size = conn.max_datagram_size
-        # UDP: a 1200-byte (or larger, PMTU) packet; TCP: a 16382-byte record
+        # UDP: a 1200-byte (or larger, PMTU) packet; TCP: a whole default QMux record
         # minus the type and a 2-byte Length.
-        assert size > 1100 if transport == "udp" else size == 16379
+        assert size > 1100 if transport == "udp" else size == TCP_MAX_DATAGRAM
         with pytest.raises(mstls.DatagramTooLarge, match=f"maximum of {size} bytes") as info:
             conn.send_datagram(bytes(size + 1))
         assert isinstance(info.value, ValueError)

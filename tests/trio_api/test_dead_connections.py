@@ -71,7 +71,11 @@ async def test_tcp_handshakes_in_progress_are_capped() -> None:
     """Beyond ``max_tcp_handshakes`` connections wait in the kernel's accept queue:
     a flood cannot pile up handshake state (issue 6, a bounded amount of work)."""
     files = get_pki().files("server")
-    config = mstls.ServerConfig(files.cert, files.key, alpn="mstls-test", max_tcp_handshakes=2)
+    # A long ClientHello deadline: on a loaded machine the 2 s default could close the
+    # stalled sockets before the counts below are sampled (this test is about the cap).
+    config = mstls.ServerConfig(
+        files.cert, files.key, alpn="mstls-test", max_tcp_handshakes=2, client_hello_timeout=60
+    )
     async with await mstls.trio.listen("127.0.0.1", 0, config, transport="tcp") as listener:
         driver: Any = listener._driver
         port = listener.address[1]
@@ -106,7 +110,11 @@ def test_max_tcp_handshakes_is_checked() -> None:
 def test_blocking_tcp_handshakes_in_progress_are_capped() -> None:
     """The blocking listener stops reading its accept queue at the cap, too."""
     files = get_pki().files("server")
-    config = mstls.ServerConfig(files.cert, files.key, alpn="mstls-test", max_tcp_handshakes=2)
+    # A long ClientHello deadline: on a loaded machine the 2 s default could close the
+    # stalled sockets before the counts below are sampled (this test is about the cap).
+    config = mstls.ServerConfig(
+        files.cert, files.key, alpn="mstls-test", max_tcp_handshakes=2, client_hello_timeout=60
+    )
     listener: Any = mstls.listen("127.0.0.1", 0, config, transport="tcp")
     handler = listener._tcp
     port = listener.address[1]
