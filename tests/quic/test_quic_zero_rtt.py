@@ -120,6 +120,10 @@ def test_rejected_0rtt_data_arrives_in_1rtt() -> None:
     assert pair.client.early_data_accepted is False
     assert any(PacketType.ZERO_RTT in d for d in sent)
     pair.run_until(lambda: server_read(pair.server, early) == REQUEST)
+    # The 0-RTT packets were forgotten at once, not left to loss detection (no
+    # congestion signal): nothing counted lost, nothing left in flight.
+    pair.run_until(lambda: pair.client.recovery.bytes_in_flight == 0)
+    assert pair.client.recovery.packets_lost == 0
 
 
 def test_other_ticket_key_rejects_0rtt() -> None:
