@@ -360,8 +360,8 @@ class ServerHandshake(TLSHandshake):
             self._send(Epoch.HANDSHAKE, Finished(schedule.finished(server_hs_secret)))
             self._derive_application_secrets()
             self._install_application_key(Direction.WRITE)
-            early = self.early_data_accepted and not self.is_quic  # RFC 9001 §8.3
-            return Branch.EARLY_DATA if early else Branch.RESUMED
+            awaits_end = self.early_data_accepted and not self.is_quic  # RFC 9001 §8.3
+            return Branch.EARLY_DATA if awaits_end else Branch.RESUMED
         requesting = self._requests_client_certificate()
         if requesting:
             self._offered_schemes = [int(s) for s in self.config.signature_schemes]

@@ -36,9 +36,7 @@ def test_a_our_client_sends_0rtt_to_aioquic() -> None:
     accepted, early_packets = [], []
     with AioquicServer(files.cert, files.key, session_tickets=True) as peer:
         for _ in range(2):
-            with mstls.connect(
-                "127.0.0.1", peer.port, config, timeout=TIMEOUT, lazy=True
-            ) as conn:
+            with mstls.connect("127.0.0.1", peer.port, config, timeout=TIMEOUT, lazy=True) as conn:
                 stream = conn.open_stream(early=True, timeout=TIMEOUT)
                 stream.write(command_line(Command.ECHO) + b"hello", timeout=TIMEOUT)
                 stream.conclude()
