@@ -67,9 +67,9 @@ def remembered_parameters(params: TransportParameters) -> bytes:
     )
 
 
-def _ticket_parameters(tls: object) -> TransportParameters | None:
-    """The offered ticket's remembered parameters; None (no 0-RTT) if absent or
-    unreadable (a store written by someone else is never a failure)."""
+def _ticket_parameters(tls: object) -> tuple[TransportParameters, str | None] | None:
+    """The offered ticket's remembered parameters and ALPN; None (no 0-RTT) if
+    absent or unreadable (a store written by someone else is never a failure)."""
     ticket = tls.offered_ticket if isinstance(tls, ClientHandshake) else None
     if ticket is None or not ticket.transport_parameters:
         return None
@@ -78,7 +78,7 @@ def _ticket_parameters(tls: object) -> TransportParameters | None:
     except Error:
         return None
     kept = {name: getattr(decoded, name) for name in REMEMBERED_LIMITS}
-    return attrs.evolve(TransportParameters(), **kept)
+    return attrs.evolve(TransportParameters(), **kept), ticket.alpn_protocol
 
 
 class ZeroRttMixin(ConnectionState):
@@ -94,6 +94,8 @@ class ZeroRttMixin(ConnectionState):
     zero_rtt_streams: set[int]
     #: Client: 0-RTT packets were sent.
     zero_rtt_sent: bool
+    #: Client: the application protocol the 0-RTT data was written for (the ticket's).
+    zero_rtt_alpn: str | None
 
     def _init_zero_rtt(self) -> None:
         self.zero_rtt_send = None
@@ -101,6 +103,7 @@ class ZeroRttMixin(ConnectionState):
         self.zero_rtt_remembered = None
         self.zero_rtt_streams = set()
         self.zero_rtt_sent = False
+        self.zero_rtt_alpn = None
 
     # -- public ----------------------------------------------------------------------
     @property
@@ -128,9 +131,10 @@ class ZeroRttMixin(ConnectionState):
         if not self.is_client:
             self.zero_rtt_recv = protection
             return
-        params = _ticket_parameters(self.tls)
-        if params is None:
+        remembered = _ticket_parameters(self.tls)
+        if remembered is None:
             return  # early data offered, but no limits to send it under
+        params, self.zero_rtt_alpn = remembered
         self.zero_rtt_send = protection
         self.zero_rtt_remembered = params
         self.streams.set_peer_parameters(params)
@@ -150,20 +154,47 @@ class ZeroRttMixin(ConnectionState):
         if remembered is None:
             return
         self.zero_rtt_remembered = None
-        if not self.early_data_accepted:
+        accepted = bool(self.early_data_accepted)
+        if not accepted:
             self.zero_rtt_send = None
-            if self.zero_rtt_sent:
-                # Every outstanding application packet so far is a 0-RTT one: all lost.
-                self.recovery.release_larger_than(_APPLICATION, 0, now)
-            return
+            if not self.zero_rtt_sent:
+                return
+            self.resend_zero_rtt(now)
+            self._check_rejecting_server()
         for name in REMEMBERED_LIMITS:
             before, after = getattr(remembered, name), getattr(params, name)
-            if after < before:
+            if after < before and (accepted or self._overrun(name, after)):
+                why = "accepted 0-RTT" if accepted else "rejected 0-RTT"
                 raise ProtocolError(
-                    f"server accepted 0-RTT and reduced the remembered {name} from "
+                    f"server {why} and reduced the remembered {name} from "
                     f"{before} to {after} (RFC 9000 §7.4.1)",
                     error_code=TransportErrorCode.PROTOCOL_VIOLATION,
                 )
+
+    def resend_zero_rtt(self, now: float) -> None:
+        """Forget the outstanding 0-RTT packets as lost, without a congestion signal,
+        and hand their frames back to be sent again (rejected 0-RTT, RFC 9001 §4.6.2;
+        a Retry, RFC 9000 §17.2.5.3).  Called before any 1-RTT packet was sent,
+        so every outstanding application packet is a 0-RTT one."""
+        if self.zero_rtt_sent:
+            self.recovery.release_larger_than(_APPLICATION, 0, now)
+
+    def _check_rejecting_server(self) -> None:
+        """RFC 9001 §4.6.2: resent early data was written for the ticket's ALPN."""
+        alpn = self.zero_rtt_alpn
+        if self.tls.alpn_protocol != alpn:
+            raise ProtocolError(
+                f"server rejected 0-RTT and chose ALPN {self.tls.alpn_protocol!r}: the "
+                f"early data sent again was written for {alpn!r} (RFC 9001 §4.6.2)",
+                error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+            )
+
+    def _overrun(self, name: str, value: int) -> bool:
+        """Rejected 0-RTT: whether the resent frames may overrun the new ``name``
+        (stream limits count as overrun: streams were opened against them)."""
+        if name == "initial_max_data":
+            return self.streams.connection_credit.used > value
+        return name not in ("active_connection_id_limit", "max_datagram_frame_size")
 
     # -- sending (sending.py) ----------------------------------------------------------
     def _fill_zero_rtt(

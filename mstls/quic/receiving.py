@@ -390,10 +390,12 @@ class ReceivingMixin(ConnectionState):
         # goes out again, with new packet numbers (§17.2.5.3: numbers are not reset).
         self.recovery.requeue_unacked(PacketNumberSpace.INITIAL)
         self.spaces[PacketNumberSpace.INITIAL].crypto_send.requeue_unacknowledged()
+        self.resend_zero_rtt(now)  # the server dropped them too (.early)
 
     on_ack_result: Callable[..., None]
     receive_codepoint: int  # .ecn_marking
     zero_rtt_recv: PacketProtection | None  # .early
+    resend_zero_rtt: Callable[[float], None]
 
 
 FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {

@@ -31,9 +31,9 @@ class Setup:
     def client(self, **tls: Any) -> QuicConfig:
         return client_config(tls={"ticket_store": self.store, "early_data": True} | tls)
 
-    def server(self, **tls: Any) -> QuicConfig:
+    def server(self, quic: dict[str, Any] | None = None, **tls: Any) -> QuicConfig:
         kw = {"ticket_keys": self.ring, "max_early_data": 1, "strike_register": self.register}
-        return server_config(tls=kw | tls)
+        return server_config(tls=kw | tls, **(quic or {}))
 
     def first_connection(self) -> None:
         pair = Pair(client=self.client(), server=self.server())
@@ -161,3 +161,34 @@ def test_replayed_first_flight_is_refused_early_data() -> None:
     conn = replay.endpoint.connections[0]
     assert conn.early_data_accepted is False
     assert server_read(conn, early) == b""
+
+
+def test_0rtt_after_retry_is_sent_again_and_accepted() -> None:
+    """RFC 9000 §17.2.5.3: the 0-RTT packets before a Retry were dropped by the
+    server; they go again at once (not left to loss detection)."""
+    setup = Setup()
+    setup.first_connection()
+    pair, early, _late, sent = early_pair(setup)
+    pair.endpoint.retry = True
+    pair.run_until(lambda: pair.client.retry_source_cid is not None)
+    pair.run_until(
+        lambda: bool(pair.endpoint.connections) and server_read(pair.server, early) == REQUEST
+    )
+    assert not pair.server.handshake_complete  # the data came in 0-RTT after the Retry
+    assert sum(PacketType.ZERO_RTT in d for d in sent) >= 2  # before and after the Retry
+    pair.run_until(lambda: pair.client.handshake_confirmed)
+    assert pair.client.early_data_accepted is True
+
+
+def test_rejecting_server_with_lower_stream_limits_is_a_protocol_violation() -> None:
+    """RFC 9000 §7.4.1: the resent 0-RTT frames were written against the remembered
+    limits; a rejecting server below them cannot take them."""
+    setup = Setup()
+    setup.first_connection()
+    pair, _early, _late, _sent = early_pair(
+        setup, max_early_data=0, quic={"initial_max_stream_data": 4}
+    )
+    pair.run_until(lambda: pair.client.is_terminated or pair.client.state.name == "CLOSING")
+    info = pair.client.close_info
+    assert info is not None and "initial_max_stream_data_bidi_local" in info.reason
+    assert info.error_code == 0x0A  # PROTOCOL_VIOLATION
