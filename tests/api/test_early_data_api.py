@@ -280,7 +280,8 @@ def test_blocking_rejected_early_data_is_resent() -> None:
         assert conn.early_data_accepted is False and not conn.resumed
 
 
-def test_trio_early_data_accepted() -> None:
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_trio_early_data_accepted(transport: str) -> None:
     async def main() -> None:
         store = mstls.MemoryTicketStore()
 
@@ -294,7 +295,7 @@ def test_trio_early_data_accepted() -> None:
         config = server_config(max_early_data=MAX_EARLY)
         async with trio.open_nursery() as nursery:
             listener = await nursery.start(
-                functools.partial(mstls.trio.serve, "127.0.0.1", 0, config, echo, transport="tcp")
+                functools.partial(mstls.trio.serve, "127.0.0.1", 0, config, echo, transport=transport)
             )
             port = listener.address[1]
             accepted = []
@@ -304,7 +305,7 @@ def test_trio_early_data_accepted() -> None:
                         "127.0.0.1",
                         port,
                         client_config(ticket_store=store, early_data=True),
-                        transport="tcp",
+                        transport=transport,
                         lazy=lazy,
                     )
                     async with conn:
