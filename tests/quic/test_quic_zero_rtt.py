@@ -192,3 +192,26 @@ def test_rejecting_server_with_lower_stream_limits_is_a_protocol_violation() -> 
     info = pair.client.close_info
     assert info is not None and "initial_max_stream_data_bidi_local" in info.reason
     assert info.error_code == 0x0A  # PROTOCOL_VIOLATION
+
+
+def test_0rtt_with_qlog_on(tmp_path: Any) -> None:
+    """qlog names 0-RTT packets on both ends (quic-events PacketType "0RTT")."""
+    setup = Setup()
+    setup.first_connection()
+    pair = Pair(
+        client=client_config(
+            tls={"ticket_store": setup.store, "early_data": True}, qlog_dir=str(tmp_path)
+        ),
+        server=server_config(
+            tls={"ticket_keys": setup.ring, "max_early_data": 1, "strike_register": setup.register},
+            qlog_dir=str(tmp_path),
+        ),
+    )
+    pair.client.connect(pair.now)
+    sid = pair.client.streams.open_stream()
+    pair.client.mark_early(sid)
+    pair.client.streams.write(sid, REQUEST, fin=True)
+    pair.run_until(lambda: pair.client.handshake_confirmed)
+    assert pair.client.early_data_accepted is True
+    logs = "".join(p.read_text() for p in tmp_path.iterdir())
+    assert '"0RTT"' in logs
