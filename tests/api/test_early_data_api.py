@@ -295,7 +295,9 @@ def test_trio_early_data_accepted(transport: str) -> None:
         config = server_config(max_early_data=MAX_EARLY)
         async with trio.open_nursery() as nursery:
             listener = await nursery.start(
-                functools.partial(mstls.trio.serve, "127.0.0.1", 0, config, echo, transport=transport)
+                functools.partial(
+                    mstls.trio.serve, "127.0.0.1", 0, config, echo, transport=transport
+                )
             )
             port = listener.address[1]
             accepted = []
