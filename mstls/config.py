@@ -199,7 +199,7 @@ class ClientConfig:
         used once.  ``None`` (the default): every handshake is a full one.
     ``early_data``
         Send 0-RTT data (RFC 8446 §2.3) when resuming with a ticket that allows
-        it (needs ``ticket_store``; TCP/QMux only so far).  Only streams opened
+        it (needs ``ticket_store``; TCP/QMux and QUIC 0-RTT packets).  Only streams opened
         with ``open_stream(early=True)`` carry early data, and only before the
         handshake ends: connect with ``lazy=True`` and open such a stream first.
         An attacker can replay early data, so only replay-safe requests belong
@@ -381,7 +381,8 @@ class ServerConfig:
         Seconds a ticket may be used (at most 7 days, RFC 8446 §4.6.1).
     ``max_early_data``
         Bytes of 0-RTT data (RFC 8446 §2.3) a resumed client may send before the
-        handshake ends (TCP/QMux only so far); 0 (the default) turns 0-RTT off.
+        handshake ends (over QUIC any value > 0 allows 0-RTT, its flow control
+        being the limit, RFC 9001 §4.6.1); 0 (the default) turns 0-RTT off.
         Tickets issued say so; early data is accepted once per ticket: the
         configuration's strike register (:data:`STRIKE_REGISTER_SIZE` entries,
         RFC 8446 §8) refuses a replayed first flight, which then goes on as a

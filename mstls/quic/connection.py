@@ -53,6 +53,7 @@ from ..wire.transport_params import TransportParameters
 from .black_hole import BlackHoleMixin
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
 from .datagrams import DatagramMixin
+from .early import ZeroRttMixin
 from .ecn_marking import EcnMixin
 from .handshake import HandshakeMixin
 from .mtu import PathMtu
@@ -81,6 +82,7 @@ class QuicConnection(
     ReceivingMixin,
     SendingMixin,
     HandshakeMixin,
+    ZeroRttMixin,
     BlackHoleMixin,
     EcnMixin,
     DatagramMixin,
@@ -174,6 +176,7 @@ class QuicConnection(
             else None
         )
         self._init_spaces(initial)
+        self._init_zero_rtt()
         self._init_handshake(now)
         self._init_sending()
         self._init_ecn()

@@ -33,6 +33,7 @@ from ..wire.transport_params import (
     validate_peer_parameters,
 )
 from .crypto import OneRttKeys, PacketProtection
+from .early import remembered_parameters
 from .negotiation import check_client_information, check_server_information, choose_version
 from .qlog import key_type
 from .state import ConnectionState
@@ -44,10 +45,16 @@ __all__ = ["EPOCH_SPACE", "HandshakeMixin"]
 #: TLS epochs to packet number spaces (RFC 9001 §4.1.4).
 EPOCH_SPACE = {
     Epoch.INITIAL: PacketNumberSpace.INITIAL,
+    Epoch.ZERO_RTT: PacketNumberSpace.APPLICATION,
     Epoch.HANDSHAKE: PacketNumberSpace.HANDSHAKE,
     Epoch.ONE_RTT: PacketNumberSpace.APPLICATION,
 }
-SPACE_EPOCH = {space: epoch for epoch, space in EPOCH_SPACE.items()}
+#: CRYPTO data of a space goes to this epoch (never 0-RTT: it has no CRYPTO frames).
+SPACE_EPOCH = {
+    PacketNumberSpace.INITIAL: Epoch.INITIAL,
+    PacketNumberSpace.HANDSHAKE: Epoch.HANDSHAKE,
+    PacketNumberSpace.APPLICATION: Epoch.ONE_RTT,
+}
 #: Packet number spaces to the qlog key levels (quic-events KeyType).
 SPACE_LEVEL = {
     PacketNumberSpace.INITIAL: "initial",
@@ -66,6 +73,10 @@ class HandshakeMixin(ConnectionState):
     _preferred_address_parameter: Callable[[], PreferredAddress | None]
     _learn_preferred_address: Callable[[TransportParameters], None]
     _follow_preferred_address: Callable[[float], None]
+    #: Implemented by :class:`~mstls.quic.early.ZeroRttMixin` (RFC 9001 §4.6).
+    _install_zero_rtt_key: Callable[[PacketProtection, float], None]
+    _end_zero_rtt: Callable[[], None]
+    _finish_zero_rtt: Callable[[TransportParameters, float], None]
 
     def _init_handshake(self, now: float) -> None:
         self.handshake_complete = False
@@ -132,6 +143,13 @@ class HandshakeMixin(ConnectionState):
                 space.recv_keys = keys
                 if self.qlog is not None:
                     self.qlog.keys_installed(now, "1rtt", ours=True, peers=True)
+                self._end_zero_rtt()  # RFC 9001 §4.9.3 (early.py)
+            return
+        if item.epoch == Epoch.ZERO_RTT:
+            version = quic_version(self.version)
+            self._install_zero_rtt_key(
+                PacketProtection(item.cipher_suite, item.secret, version=version), now
+            )
             return
         if self.qlog is not None:
             ours = item.direction is Direction.WRITE
@@ -268,6 +286,9 @@ class HandshakeMixin(ConnectionState):
         self.datagrams.set_peer_limit(params.max_datagram_frame_size)  # RFC 9221 §3
         if self.is_client and params.stateless_reset_token is not None:
             self.peer_cids.set_initial_reset_token(params.stateless_reset_token)
+        if self.is_client:  # RFC 9000 §7.4.1: tickets remember them; 0-RTT ends (early.py)
+            self.tls.ticket_transport_parameters = remembered_parameters(params)
+            self._finish_zero_rtt(params, now)
         self._learn_preferred_address(params)  # RFC 9000 §9.6 (paths.py)
 
     def _check_connection_ids(self, params: TransportParameters) -> None:

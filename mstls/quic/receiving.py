@@ -57,11 +57,13 @@ MAX_PENDING_PATH_RESPONSES = 4
 
 _PACKET_SPACE = {
     PacketType.INITIAL: PacketNumberSpace.INITIAL,
+    PacketType.ZERO_RTT: PacketNumberSpace.APPLICATION,  # RFC 9000 §12.3
     PacketType.HANDSHAKE: PacketNumberSpace.HANDSHAKE,
     PacketType.ONE_RTT: PacketNumberSpace.APPLICATION,
 }
 _PACKET_KIND = {
     PacketType.INITIAL: PacketKind.INITIAL,
+    PacketType.ZERO_RTT: PacketKind.ZERO_RTT,
     PacketType.HANDSHAKE: PacketKind.HANDSHAKE,
     PacketType.ONE_RTT: PacketKind.ONE_RTT,
 }
@@ -164,7 +166,9 @@ class ReceivingMixin(ConnectionState):
         """Decrypt and process one packet; False if it could not be decrypted."""
         space_id = _PACKET_SPACE[header.packet_type]
         space = self.spaces[space_id]
-        keys = space.recv_keys
+        keys: Any = space.recv_keys
+        if header.packet_type is PacketType.ZERO_RTT:
+            keys = self.zero_rtt_recv  # server only (RFC 9001 §4.6.1, early.py)
         if header.is_long and header.version != self.version:
             keys = self._keys_for_version(header.version, space_id)
         if keys is None:
@@ -386,9 +390,12 @@ class ReceivingMixin(ConnectionState):
         # goes out again, with new packet numbers (§17.2.5.3: numbers are not reset).
         self.recovery.requeue_unacked(PacketNumberSpace.INITIAL)
         self.spaces[PacketNumberSpace.INITIAL].crypto_send.requeue_unacknowledged()
+        self.resend_zero_rtt(now)  # the server dropped them too (.early)
 
     on_ack_result: Callable[..., None]
     receive_codepoint: int  # .ecn_marking
+    zero_rtt_recv: PacketProtection | None  # .early
+    resend_zero_rtt: Callable[[float], None]
 
 
 FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {

@@ -92,6 +92,8 @@ class SendingMixin(ConnectionState):
     path_limit: Callable[[int], int]
     _write_path_challenge: Callable[[Any], bool]
     _pad_challenge: Callable[[Any], None]
+    zero_rtt_send: Any  # .early
+    _fill_zero_rtt: Callable[[DatagramBuilder, Space, float, bool], None]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -182,6 +184,8 @@ class SendingMixin(ConnectionState):
         for space in self.spaces:
             if space.send_keys is not None and not space.discarded:
                 self._fill_space(builder, space, now, congestion_ok)
+            elif space.space == APPLICATION and self.zero_rtt_send is not None:
+                self._fill_zero_rtt(builder, space, now, congestion_ok)  # .early
         data, packets = builder.finish()
         if not packets:
             return b""

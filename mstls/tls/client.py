@@ -49,7 +49,7 @@ from .psk import (
     encode_psk_modes,
     obfuscated_age,
 )
-from .resumption import peer_from_chain, take_ticket
+from .resumption import QUIC_MAX_EARLY_DATA, peer_from_chain, take_ticket
 from .signatures import (
     SignatureScheme,
     certificate_verify_content,
@@ -195,14 +195,11 @@ class ClientHandshake(TLSHandshake):
         return hello
 
     def _wants_early_data(self, offer: StoredTicket) -> bool:
-        """0-RTT only when enabled, allowed by the ticket, over TCP (QUIC's 0-RTT packets
-        are not implemented), and never in a second ClientHello (RFC 8446 §4.1.2)."""
-        return (
-            self.config.early_data
-            and offer.max_early_data > 0
-            and not self.is_quic
-            and not self._hello_retried
-        )
+        """0-RTT only when enabled, allowed by the ticket (over QUIC: 0xffffffff,
+        RFC 9001 §4.6.1), and never in a second ClientHello (RFC 8446 §4.1.2)."""
+        if self.is_quic and offer.max_early_data != QUIC_MAX_EARLY_DATA:
+            return False
+        return self.config.early_data and offer.max_early_data > 0 and not self._hello_retried
 
     def _add_psk(self, hello: ClientHello, offer: StoredTicket) -> None:
         """psk_key_exchange_modes and, last, pre_shared_key with its binder
@@ -255,8 +252,8 @@ class ClientHandshake(TLSHandshake):
             self._server_hs_secret,
             "SERVER_HANDSHAKE_TRAFFIC_SECRET",
         )
-        if not self.early_data_offered:  # else after EndOfEarlyData (§4.5)
-            self._install_handshake_write_key()
+        if not self.early_data_offered or self.is_quic:  # else after EndOfEarlyData (§4.5)
+            self._install_handshake_write_key()  # QUIC has no EndOfEarlyData (RFC 9001 §8.3)
         self._shares.clear()
         return Branch.NEXT
 
@@ -482,7 +479,7 @@ class ClientHandshake(TLSHandshake):
         schedule.update_transcript(raw)
         self._derive_application_secrets()
         self._install_application_key(Direction.READ)
-        if self.early_data_offered:
+        if self.early_data_offered and not self.is_quic:
             if self.early_data_accepted:
                 self._send(Epoch.ZERO_RTT, EndOfEarlyData())  # §4.5, under the early key
             self._install_handshake_write_key()

@@ -47,7 +47,7 @@ class TLSConfig:
     tickets it receives and offers one; a server with ``ticket_keys`` sends
     ``session_tickets`` tickets of ``ticket_lifetime`` seconds and accepts them.
 
-    0-RTT (RFC 8446 §2.3, TLS over TCP only so far): a client with
+    0-RTT (RFC 8446 §2.3; over QUIC RFC 9001 §4.6, tickets say 0xffffffff): a client with
     ``early_data`` offers it with tickets that allow it; a server with
     ``max_early_data`` > 0 and a ``strike_register`` issues such tickets and
     accepts early data once per ticket.

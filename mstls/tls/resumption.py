@@ -38,9 +38,11 @@ from .tickets import MAX_TICKET_LIFETIME, MAX_TICKET_PEER_CHAIN_BYTES, TicketCon
 from .x509_fields import parse_certificate_der
 
 __all__ = [
+    "QUIC_MAX_EARLY_DATA",
     "TICKET_AGE_TOLERANCE_MS",
     "AcceptedPsk",
     "choose_psk",
+    "early_data_limit",
     "issue_tickets",
     "peer_from_chain",
     "stored_ticket",
@@ -80,6 +82,19 @@ def peer_from_chain(chain: Sequence[bytes]) -> VerifiedPeer | None:
 
 
 # -- server -----------------------------------------------------------------------------
+#: The max_early_data_size of a QUIC ticket that allows 0-RTT (RFC 9001 §4.6.1).
+QUIC_MAX_EARLY_DATA = 0xFFFFFFFF
+
+
+def early_data_limit(config: TLSConfig, *, quic: bool) -> int:
+    """The max_early_data_size our tickets carry: 0 without 0-RTT (no strike
+    register or ``max_early_data`` 0); over QUIC the sentinel 0xffffffff, QUIC's
+    own flow control limiting 0-RTT data (RFC 9001 §4.6.1)."""
+    if config.strike_register is None or config.max_early_data <= 0:
+        return 0
+    return QUIC_MAX_EARLY_DATA if quic else config.max_early_data
+
+
 def issue_tickets(
     config: TLSConfig,
     suite: CipherSuite,
@@ -98,8 +113,7 @@ def issue_tickets(
         return []
     lifetime = max(1, min(config.ticket_lifetime, MAX_TICKET_LIFETIME))
     algorithm = suite_hash(suite)
-    # 0-RTT over TCP only (RFC 9001 §4.6.1 would need 0xffffffff and 0-RTT packets).
-    early = 0 if quic or config.strike_register is None else max(0, config.max_early_data)
+    early = early_data_limit(config, quic=quic)
     chain = _chain_der(peer)
     if peer is not None and not chain:
         return []  # a client identity too large to carry: no resumption for it

@@ -39,7 +39,13 @@ from .messages import (
     ServerHello,
 )
 from .psk import PSK_DHE_KE, binders_length, parse_offered_psks, parse_psk_modes
-from .resumption import AcceptedPsk, choose_psk, issue_tickets, peer_from_chain
+from .resumption import (
+    QUIC_MAX_EARLY_DATA,
+    AcceptedPsk,
+    choose_psk,
+    issue_tickets,
+    peer_from_chain,
+)
 from .signatures import certificate_verify_content, choose_scheme, sign
 from .states import Branch, Role
 
@@ -108,14 +114,18 @@ class ServerHandshake(TLSHandshake):
 
     def _accepts_early_data(self) -> bool:
         """RFC 8446 §4.2.10, §8: the first PSK was resumed with a ticket that allows
-        early data, in the first ClientHello, over TCP, and the strike register has
-        not seen the ticket."""
+        early data, in the first ClientHello, and the strike register has not seen
+        the ticket.  Over QUIC the ticket carries 0xffffffff (RFC 9001 §4.6.1)."""
         psk, config = self._psk, self.config
-        if not self.early_data_offered or psk is None or self.is_quic:
+        if not self.early_data_offered or psk is None:
             return False
         if self._retry_group is not None or psk.index != 0:
             return False
-        if not 0 < psk.contents.max_early_data <= config.max_early_data:
+        promised = psk.contents.max_early_data
+        if self.is_quic:
+            if promised != QUIC_MAX_EARLY_DATA or config.max_early_data <= 0:
+                return False
+        elif not 0 < promised <= config.max_early_data:
             return False  # also a ticket promising more than we now take (a lowered limit)
         register = config.strike_register
         return register is not None and register.admit(psk.identity, self.now_ms())
@@ -342,15 +352,16 @@ class ServerHandshake(TLSHandshake):
         self._install(
             Epoch.HANDSHAKE, Direction.WRITE, server_hs_secret, "SERVER_HANDSHAKE_TRAFFIC_SECRET"
         )
-        if not self.early_data_accepted:  # else on EndOfEarlyData (§4.5)
-            self._install_handshake_read_key()
+        if not self.early_data_accepted or self.is_quic:  # else on EndOfEarlyData (§4.5)
+            self._install_handshake_read_key()  # QUIC has no EndOfEarlyData (RFC 9001 §8.3)
         self.alpn_protocol = alpn
         self._send(Epoch.HANDSHAKE, EncryptedExtensions(self._encrypted_extensions(alpn)))
         if self._psk is not None:  # §2.2: the PSK authenticates; no certificates
             self._send(Epoch.HANDSHAKE, Finished(schedule.finished(server_hs_secret)))
             self._derive_application_secrets()
             self._install_application_key(Direction.WRITE)
-            return Branch.EARLY_DATA if self.early_data_accepted else Branch.RESUMED
+            awaits_end = self.early_data_accepted and not self.is_quic  # RFC 9001 §8.3
+            return Branch.EARLY_DATA if awaits_end else Branch.RESUMED
         requesting = self._requests_client_certificate()
         if requesting:
             self._offered_schemes = [int(s) for s in self.config.signature_schemes]

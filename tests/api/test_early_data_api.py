@@ -1,4 +1,4 @@
-"""0-RTT through the public APIs over TCP/QMux, blocking and trio (issue 12).
+"""0-RTT through the public APIs over TCP/QMux (and QUIC), blocking and trio (issue 12).
 
 A first connection stores tickets that allow early data; the second, connected
 lazily, opens a replay-safe stream (``open_stream(early=True)``) whose request
@@ -280,7 +280,8 @@ def test_blocking_rejected_early_data_is_resent() -> None:
         assert conn.early_data_accepted is False and not conn.resumed
 
 
-def test_trio_early_data_accepted() -> None:
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_trio_early_data_accepted(transport: str) -> None:
     async def main() -> None:
         store = mstls.MemoryTicketStore()
 
@@ -294,7 +295,9 @@ def test_trio_early_data_accepted() -> None:
         config = server_config(max_early_data=MAX_EARLY)
         async with trio.open_nursery() as nursery:
             listener = await nursery.start(
-                functools.partial(mstls.trio.serve, "127.0.0.1", 0, config, echo, transport="tcp")
+                functools.partial(
+                    mstls.trio.serve, "127.0.0.1", 0, config, echo, transport=transport
+                )
             )
             port = listener.address[1]
             accepted = []
@@ -304,7 +307,7 @@ def test_trio_early_data_accepted() -> None:
                         "127.0.0.1",
                         port,
                         client_config(ticket_store=store, early_data=True),
-                        transport="tcp",
+                        transport=transport,
                         lazy=lazy,
                     )
                     async with conn:
@@ -383,21 +386,24 @@ def test_trio_server_reads_early_data_before_the_handshake_ends() -> None:
     trio.run(main)
 
 
-def test_blocking_udp_has_no_0rtt_yet_and_early_streams_are_ordinary() -> None:
-    """QUIC 0-RTT packets are not built yet: over UDP the options change nothing."""
+def test_blocking_udp_early_data_accepted_and_echoed() -> None:
+    """QUIC 0-RTT (RFC 9001 §4.6) through the blocking API: the replay-safe
+    stream's request goes in 0-RTT packets and the server accepts them."""
     store = mstls.MemoryTicketStore()
     with server(transport="udp", max_early_data=MAX_EARLY) as (listener, _):
         port = listener.address[1]
         config = client_config(ticket_store=store, early_data=True)
+        accepted = []
         for _ in range(2):
             with mstls.connect(
                 "127.0.0.1", port, config, transport="udp", timeout=TIMEOUT, lazy=True
             ) as conn:
                 stream = conn.open_stream(early=True, timeout=TIMEOUT)
-                assert conn.sans_io.handshake_complete  # it waited for the handshake
                 stream.write(REQUEST, timeout=TIMEOUT)
                 stream.conclude()
                 assert stream.read_exactly(len(REQUEST), timeout=TIMEOUT) == REQUEST
-                assert conn.early_data_accepted is False
+                accepted.append(conn.early_data_accepted)
+                sent_early = conn.sans_io.zero_rtt_sent
             assert _wait(lambda: len(store) > 0)
         assert conn.resumed
+        assert accepted == [False, True] and sent_early

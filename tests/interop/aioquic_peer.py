@@ -757,10 +757,11 @@ async def _client_main(
     config: QuicConfiguration,
     scenario: Callable[[ClientHandle], Awaitable[T]],
     session_ticket_handler: Callable[[tls.SessionTicket], None] | None = None,
+    wait_connected: bool = True,
 ) -> T:
     async with connect(
         host, port, configuration=config, create_protocol=_ClientProtocol,
-        session_ticket_handler=session_ticket_handler,
+        session_ticket_handler=session_ticket_handler, wait_connected=wait_connected,
     ) as p:  # fmt: skip
         return await scenario(ClientHandle(cast(_ClientProtocol, p)))
 
@@ -782,11 +783,13 @@ def run_aioquic_client(
     versions: Iterable[int] | None = None,
     session_ticket: tls.SessionTicket | None = None,
     session_ticket_handler: Callable[[tls.SessionTicket], None] | None = None,
+    wait_connected: bool = True,
 ) -> T:
     """Connect an aioquic client, run ``scenario(handle)``, close; from any thread.
 
     ``session_ticket`` is offered for resumption; ``session_ticket_handler`` receives
-    the tickets the server sends.
+    the tickets the server sends.  ``wait_connected=False`` runs the scenario before
+    the handshake completes (with a ticket: its stream data goes as 0-RTT).
 
     Runs in a fresh thread with its own asyncio loop and returns the scenario's result
     or raises its exception (TimeoutError after ``timeout`` seconds in all).  A failed
@@ -811,7 +814,9 @@ def run_aioquic_client(
 
     def worker() -> None:
         try:
-            main = _client_main(host, port, config, scenario, session_ticket_handler)
+            main = _client_main(
+                host, port, config, scenario, session_ticket_handler, wait_connected
+            )
             outcome.append(asyncio.run(asyncio.wait_for(main, timeout)))
         except BaseException as exc:
             failure.append(exc)

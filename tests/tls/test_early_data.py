@@ -194,16 +194,20 @@ def test_no_early_data_unless_both_sides_enable_it() -> None:
     assert all(t.max_early_data == 0 for ts in plain.store._tickets.values() for t in ts)
 
 
-def test_quic_handshakes_never_offer_early_data() -> None:
-    """QUIC 0-RTT packets are not implemented: the TLS engine does not offer it."""
+def test_quic_handshakes_offer_early_data_without_end_of_early_data() -> None:
+    """QUIC tickets carry max_early_data 0xffffffff (RFC 9001 §4.6.1); early data is
+    offered and accepted, and no EndOfEarlyData is sent (RFC 9001 §8.3)."""
     setup = Setup()
     pair = EnginePair(setup.client(), setup.server(), transport_parameters=(b"\x01", b"\x02"))
     pair.run()
+    tickets = [t for ts in setup.store._tickets.values() for t in ts]
+    assert tickets and all(t.max_early_data == 0xFFFFFFFF for t in tickets)
     second = EnginePair(setup.client(), setup.server(), transport_parameters=(b"\x01", b"\x02"))
     assert second.client._hello is not None  # type: ignore[attr-defined]
-    assert ExtensionType.early_data not in second.client._hello.extensions  # type: ignore[attr-defined]
+    assert ExtensionType.early_data in second.client._hello.extensions  # type: ignore[attr-defined]
     second.run()
     assert second.client.resumed
+    assert second.client.early_data_accepted and second.server.early_data_accepted
 
 
 def test_strike_register_forgets_after_its_window_and_is_bounded() -> None:
