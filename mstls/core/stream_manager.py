@@ -230,6 +230,37 @@ class StreamManager:
             if send.has_sendable:
                 self._schedule(send)
 
+    def restart_peer_parameters(self, params: TransportParameters) -> str | None:
+        """Rejected 0-RTT (RFC 9001 §4.6.2, RFC 9000 §7.4.1): the limits the streams
+        ran on were remembered ones; put the peer's new ``params`` in force, lower
+        ones too.  Returns the name of the first limit the streams already went
+        beyond (their early data cannot be sent again within it), else None."""
+        self.peer_params = params
+        overrun: str | None = None
+        credit = self.connection_credit
+        credit.limit = params.initial_max_data
+        if credit.used > credit.limit:
+            overrun = "initial_max_data"
+        for kind, name, limit in (
+            (BIDI, "initial_max_streams_bidi", params.initial_max_streams_bidi),
+            (UNI, "initial_max_streams_uni", params.initial_max_streams_uni),
+        ):
+            counts = self.stream_counts
+            counts.peer_max[kind] = limit
+            if counts.next_local[kind] > limit and overrun is None:
+                overrun = name
+        for stream in self._streams.values():
+            send = stream.send
+            if send is None or not is_local(stream.stream_id, self.is_client):
+                continue
+            send.credit.limit = self._peer_stream_limit(send.stream_id)
+            if send.credit.used > send.credit.limit and overrun is None:
+                bidi = is_bidirectional(send.stream_id)
+                overrun = (
+                    "initial_max_stream_data_bidi_remote" if bidi else "initial_max_stream_data_uni"
+                )
+        return overrun
+
     def _peer_stream_limit(self, stream_id: int) -> int:
         """The peer's initial credit for our sending on ``stream_id`` (§18.2)."""
         peer = self.peer_params

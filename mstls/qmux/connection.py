@@ -110,6 +110,7 @@ from ..exceptions import (
 )
 from ..stats import ConnectionStats, snapshot
 from ..tls.engine import TLSHandshake
+from ..tls.server import ServerHandshake
 from ..tls.states import HandshakeState
 from ..tls.tcp import TLSConnection
 from ..wire.frames import ApplicationCloseFrame, ConnectionCloseFrame, encode_frame
@@ -117,7 +118,7 @@ from ..wire.qmux import QxTransportParametersFrame, RecordReader, encode_record
 from ..wire.transport_params import TransportParameters
 from .config import QMuxConfig
 from .datagrams import DatagramMixin
-from .early import EarlySender
+from .early import EarlySender, early_data_limits
 from .ping import PingState
 from .receiving import ReceivingMixin
 from .records import RecordSink
@@ -152,6 +153,8 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
         self.tls: TLSHandshake = self.tls_connection.handshake
         self.handshake_complete = False
         self.local_params = config.transport_parameters()
+        if isinstance(self.tls, ServerHandshake):  # tickets remember them (RFC 9000 §7.4.1)
+            self.tls.early_data_limits = early_data_limits(self.local_params)
         self.peer_params: TransportParameters | None = None
         self.streams = StreamManager(
             is_client,

@@ -22,9 +22,15 @@ QMux byte stream either way and the application needs to do nothing; if the
 rejecting server's new limits are below what the early frames already used,
 the connection fails with a PROTOCOL_VIOLATION naming the parameter, as the
 resent frames could not be taken; likewise when the rejecting server chose
-another application protocol than the ticket's (RFC 9001 §4.6.2).  The server
-side needs no code here: early records are ordinary input that arrives before
-the handshake ends.
+another application protocol than the ticket's (RFC 9001 §4.6.2).  Below that,
+the rejecting server's limits are put in force, lower ones too (§4.6.2: what
+the client assumed may be wrong).
+
+Server: early records are ordinary input that arrives before the handshake
+ends.  Our tickets remember our own limits (:func:`early_data_limits`, sealed
+by the TLS engine, :mod:`mstls.tls.early_data`); a ticket issued while any of
+them was higher than now gets its 0-RTT rejected, the PSK still resumed
+(§7.4.1).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from ..tls.client import ClientHandshake
 from ..tls.tcp import TLSConnection
 from ..wire.transport_params import (
     DEFAULT_MAX_RECORD_SIZE,
+    TransportParameterId,
     TransportParameters,
     decode_transport_parameters,
     encode_transport_parameters,
@@ -47,6 +54,7 @@ __all__ = [
     "MIN_EARLY_RECORD",
     "REMEMBERED_LIMITS",
     "EarlySender",
+    "early_data_limits",
     "keep_strike_register",
     "remember_parameters",
 ]
@@ -63,6 +71,13 @@ REMEMBERED_LIMITS = (
     "initial_max_streams_uni",
     "max_record_size",
 )
+
+
+def early_data_limits(params: TransportParameters) -> dict[int, int]:
+    """Server: our remembered limits by parameter id, for our tickets (§7.4.1)."""
+    return {
+        int(TransportParameterId[name.upper()]): getattr(params, name) for name in REMEMBERED_LIMITS
+    }
 
 
 def remember_parameters(tls: TLSConnection, params: TransportParameters) -> None:
@@ -150,29 +165,28 @@ class EarlySender:
             return
         self.remembered = None
         streams.send_only = None
-        if not self.used:
+        if tls.early_data_accepted:
+            for name in REMEMBERED_LIMITS:
+                before, now = getattr(remembered, name), getattr(params, name)
+                if now < before:
+                    raise ProtocolError(
+                        f"server accepted 0-RTT and reduced the remembered {name} from "
+                        f"{before} to {now} (RFC 9000 §7.4.1)",
+                        error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+                    )
             return
-        accepted = tls.early_data_accepted
-        if not accepted and tls.alpn_protocol != self.alpn:
+        if self.used and tls.alpn_protocol != self.alpn:
             raise ProtocolError(
                 f"server rejected 0-RTT and chose ALPN {tls.alpn_protocol!r}: the early "
                 f"data re-sent was written for {self.alpn!r} (RFC 9001 §4.6.2)",
                 error_code=TransportErrorCode.PROTOCOL_VIOLATION,
             )
-        for name in REMEMBERED_LIMITS:
-            before, now = getattr(remembered, name), getattr(params, name)
-            if now < before and (accepted or _exceeded(name, now, streams)):
-                why = "accepted 0-RTT" if accepted else "rejected 0-RTT"
-                raise ProtocolError(
-                    f"server {why} and reduced the remembered {name} from {before} to "
-                    f"{now} (RFC 9000 §7.4.1)",
-                    error_code=TransportErrorCode.PROTOCOL_VIOLATION,
-                )
-
-
-def _exceeded(name: str, value: int, streams: StreamManager) -> bool:
-    """Rejected 0-RTT: whether the resent early frames may overrun the new ``name``
-    (stream limits are taken as overrun: the streams were opened against them)."""
-    if name == "initial_max_data":
-        return streams.connection_credit.used > value
-    return name != "max_record_size"  # early records fit any server (record_capacity)
+        # early records fit any server's max_record_size (record_capacity)
+        overrun = streams.restart_peer_parameters(params)  # RFC 9001 §4.6.2
+        if overrun is not None:
+            raise ProtocolError(
+                f"server rejected 0-RTT with {overrun} {getattr(params, overrun)}, below "
+                f"what the early data already used (remembered "
+                f"{getattr(remembered, overrun)}, RFC 9000 §7.4.1)",
+                error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+            )

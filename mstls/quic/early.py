@@ -15,13 +15,20 @@ EncryptedExtensions have no early_data the server rejected it: every 0-RTT
 packet is forgotten as lost (not a congestion signal) and its stream data goes
 again in 1-RTT packets, so the server's application sees the same bytes.
 Accepting 0-RTT, the server must not reduce the remembered limits (§7.4.1): a
-reduction is a PROTOCOL_VIOLATION.
+reduction is a PROTOCOL_VIOLATION.  Rejecting it, the server's new limits are
+put in force, lower ones too (RFC 9001 §4.6.2: what the client assumed may be
+wrong); only early frames already beyond them (they could not be sent again)
+fail the connection.
 
 Server: with 0-RTT accepted by the TLS engine (ticket allows it, strike
 register admits it), 0-RTT packets, coalesced with the Initial or after it, are
 decrypted with the 0-RTT read key and their frames delivered before the
 handshake completes; their packet numbers are acknowledged in 1-RTT ACKs (the
 space is shared, §12.3).  The key is dropped with the handshake's completion.
+The server's tickets remember its own limits (:func:`early_data_limits`, the
+TLS engine seals them, :mod:`mstls.tls.early_data`); a ticket issued while any
+of them was higher than now gets its 0-RTT rejected, the PSK still resumed
+(§7.4.1: a server accepting 0-RTT must not reduce them).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from ..exceptions import Error, ProtocolError
 from ..tls.client import ClientHandshake
 from ..wire.packet import PacketType
 from ..wire.transport_params import (
+    TransportParameterId,
     TransportParameters,
     decode_transport_parameters,
     encode_transport_parameters,
@@ -42,7 +50,7 @@ from .builder import DatagramBuilder
 from .crypto import PacketProtection
 from .state import ConnectionState, Space
 
-__all__ = ["REMEMBERED_LIMITS", "ZeroRttMixin", "remembered_parameters"]
+__all__ = ["REMEMBERED_LIMITS", "ZeroRttMixin", "early_data_limits", "remembered_parameters"]
 
 #: The server's transport parameters a 0-RTT client remembers and uses as its
 #: limits (RFC 9000 §7.4.1); ``disable_active_migration`` is remembered too.
@@ -65,6 +73,19 @@ def remembered_parameters(params: TransportParameters) -> bytes:
     return encode_transport_parameters(
         TransportParameters(disable_active_migration=params.disable_active_migration, **kept)
     )
+
+
+def early_data_limits(params: TransportParameters) -> dict[int, int]:
+    """Server: our remembered limits by parameter id, for our tickets (§7.4.1).
+    ``disable_active_migration`` counts as the limit "migration allowed" (1/0):
+    turning it on would break a client relying on the remembered value."""
+    limits = {
+        int(TransportParameterId[name.upper()]): getattr(params, name) for name in REMEMBERED_LIMITS
+    }
+    limits[int(TransportParameterId.DISABLE_ACTIVE_MIGRATION)] = (
+        0 if params.disable_active_migration else 1
+    )
+    return limits
 
 
 def _ticket_parameters(tls: object) -> tuple[TransportParameters, str | None] | None:
@@ -154,22 +175,28 @@ class ZeroRttMixin(ConnectionState):
         if remembered is None:
             return
         self.zero_rtt_remembered = None
-        accepted = bool(self.early_data_accepted)
-        if not accepted:
-            self.zero_rtt_send = None
-            if not self.zero_rtt_sent:
-                return
+        if self.early_data_accepted:
+            for name in REMEMBERED_LIMITS:
+                before, after = getattr(remembered, name), getattr(params, name)
+                if after < before:
+                    raise ProtocolError(
+                        f"server accepted 0-RTT and reduced the remembered {name} from "
+                        f"{before} to {after} (RFC 9000 §7.4.1)",
+                        error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+                    )
+            return
+        self.zero_rtt_send = None
+        overrun = self.streams.restart_peer_parameters(params)  # RFC 9001 §4.6.2
+        if self.zero_rtt_sent:
             self.resend_zero_rtt(now)
             self._check_rejecting_server()
-        for name in REMEMBERED_LIMITS:
-            before, after = getattr(remembered, name), getattr(params, name)
-            if after < before and (accepted or self._overrun(name, after)):
-                why = "accepted 0-RTT" if accepted else "rejected 0-RTT"
-                raise ProtocolError(
-                    f"server {why} and reduced the remembered {name} from "
-                    f"{before} to {after} (RFC 9000 §7.4.1)",
-                    error_code=TransportErrorCode.PROTOCOL_VIOLATION,
-                )
+        if overrun is not None:
+            raise ProtocolError(
+                f"server rejected 0-RTT with {overrun} {getattr(params, overrun)}, "
+                f"below what the early data already used (remembered "
+                f"{getattr(remembered, overrun)}, RFC 9000 §7.4.1)",
+                error_code=TransportErrorCode.PROTOCOL_VIOLATION,
+            )
 
     def resend_zero_rtt(self, now: float) -> None:
         """Forget the outstanding 0-RTT packets as lost, without a congestion signal,
@@ -188,13 +215,6 @@ class ZeroRttMixin(ConnectionState):
                 f"early data sent again was written for {alpn!r} (RFC 9001 §4.6.2)",
                 error_code=TransportErrorCode.PROTOCOL_VIOLATION,
             )
-
-    def _overrun(self, name: str, value: int) -> bool:
-        """Rejected 0-RTT: whether the resent frames may overrun the new ``name``
-        (stream limits count as overrun: streams were opened against them)."""
-        if name == "initial_max_data":
-            return self.streams.connection_credit.used > value
-        return name not in ("active_connection_id_limit", "max_datagram_frame_size")
 
     # -- sending (sending.py) ----------------------------------------------------------
     def _fill_zero_rtt(

@@ -33,7 +33,7 @@ from ..wire.transport_params import (
     validate_peer_parameters,
 )
 from .crypto import OneRttKeys, PacketProtection
-from .early import remembered_parameters
+from .early import early_data_limits, remembered_parameters
 from .negotiation import check_client_information, check_server_information, choose_version
 from .qlog import key_type
 from .state import ConnectionState
@@ -98,6 +98,7 @@ class HandshakeMixin(ConnectionState):
         else:
             server = ServerHandshake(self.config.tls, transport_parameters=encoded)
             server.on_peer_transport_parameters = self._negotiate_version
+            server.early_data_limits = early_data_limits(params)  # RFC 9000 §7.4.1
             self.tls = server
         self.streams = StreamManager(
             self.is_client,

@@ -50,7 +50,10 @@ class TLSConfig:
     0-RTT (RFC 8446 §2.3; over QUIC RFC 9001 §4.6, tickets say 0xffffffff): a client with
     ``early_data`` offers it with tickets that allow it; a server with
     ``max_early_data`` > 0 and a ``strike_register`` issues such tickets and
-    accepts early data once per ticket.
+    accepts early data once per ticket.  ``early_data_context`` is opaque to TLS:
+    tickets seal a digest of it, and 0-RTT under a ticket sealed with another
+    value is rejected, the PSK still resumed (RFC 8446 §4.2.10, RFC 9001 §4.6.2);
+    the transport adds the limits it remembers (:mod:`mstls.tls.early_data`).
     """
 
     alpn_protocols: Sequence[str] = ()
@@ -77,6 +80,7 @@ class TLSConfig:
     early_data: bool = False
     max_early_data: int = 0
     strike_register: StrikeRegister | None = None
+    early_data_context: bytes = b""
 
     def initial_share_groups(self) -> list[NamedGroup]:
         """Groups for which a client sends key shares in its first ClientHello."""

@@ -105,8 +105,10 @@ def issue_tickets(
     peer: VerifiedPeer | None,
     quic: bool,
     now_ms: int,
+    early_context: bytes = b"",
 ) -> list[NewSessionTicket]:
-    """The NewSessionTickets to send after a handshake (none without ticket keys)."""
+    """The NewSessionTickets to send after a handshake (none without ticket keys);
+    ``early_context`` is the sealed :class:`~mstls.tls.early_data.EarlyDataContext`."""
     ring = config.ticket_keys
     count = min(config.session_tickets, MAX_TICKETS_PER_CONNECTION)
     if ring is None or count <= 0:
@@ -132,6 +134,7 @@ def issue_tickets(
             max_early_data=early,
             quic=quic,
             peer_chain=chain,
+            early_context=early_context if early else b"",
         )
         extensions: dict[int, bytes] = (
             {ExtensionType.early_data: early.to_bytes(4, "big")} if early else {}

@@ -23,6 +23,7 @@ from .chain_verification import (
 )
 from .cipher_suites import CipherSuite
 from .config import TLSConfig
+from .early_data import EarlyDataContext
 from .engine import Direction, Epoch, TLSHandshake
 from .extensions import ExtensionType, HandshakeType
 from .groups import server_key_share
@@ -77,6 +78,9 @@ class ServerHandshake(TLSHandshake):
         #: 0-RTT (RFC 8446 §4.2.10): the client offered early data; we accepted it.
         self.early_data_offered = False
         self.early_data_accepted = False
+        #: The limits a 0-RTT client relies on, by number (the transport sets them,
+        #: RFC 9000 §7.4.1): sealed into our tickets, checked on resumption.
+        self.early_data_limits: dict[int, int] = {}
 
     def start(self) -> None:
         """Servers wait for the ClientHello; nothing to send yet."""
@@ -112,10 +116,17 @@ class ServerHandshake(TLSHandshake):
         self.early_data_accepted = self._accepts_early_data()
         return self._send_server_flight(hello, group, share, alpn, scheme)
 
+    @property
+    def early_data_context(self) -> EarlyDataContext:
+        """What 0-RTT under our tickets relies on now (:mod:`.early_data`)."""
+        return EarlyDataContext(self.early_data_limits, self.config.early_data_context)
+
     def _accepts_early_data(self) -> bool:
         """RFC 8446 §4.2.10, §8: the first PSK was resumed with a ticket that allows
-        early data, in the first ClientHello, and the strike register has not seen
-        the ticket.  Over QUIC the ticket carries 0xffffffff (RFC 9001 §4.6.1)."""
+        early data, in the first ClientHello, issued under an early-data context
+        we still honour (no remembered limit lowered, RFC 9000 §7.4.1; same
+        settings, RFC 9001 §4.6.2), and the strike register has not seen the
+        ticket.  Over QUIC the ticket carries 0xffffffff (RFC 9001 §4.6.1)."""
         psk, config = self._psk, self.config
         if not self.early_data_offered or psk is None:
             return False
@@ -127,6 +138,8 @@ class ServerHandshake(TLSHandshake):
                 return False
         elif not 0 < promised <= config.max_early_data:
             return False  # also a ticket promising more than we now take (a lowered limit)
+        if not self.early_data_context.admits(psk.contents.early_context):
+            return False
         register = config.strike_register
         return register is not None and register.admit(psk.identity, self.now_ms())
 
@@ -187,6 +200,7 @@ class ServerHandshake(TLSHandshake):
             peer=self.peer,
             quic=self.is_quic,
             now_ms=self.now_ms(),
+            early_context=self.early_data_context.seal(),
         ):
             self._send(Epoch.ONE_RTT, ticket)
 

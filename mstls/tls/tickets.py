@@ -47,8 +47,9 @@ TICKET_KEY_LENGTH = 32
 KEY_ID_LENGTH = 4
 #: AES-GCM nonce length.
 NONCE_LENGTH = 12
-#: Format of the sealed contents; a ticket of another version is declined.
-TICKET_VERSION = 1
+#: Format of the sealed contents; a ticket of another version is declined
+#: (2: the early-data context was added).
+TICKET_VERSION = 2
 #: RFC 8446 §4.6.1: a ticket lifetime MUST NOT exceed 7 days.
 MAX_TICKET_LIFETIME = 7 * 24 * 3600
 #: Default lifetime of the tickets a server issues, in seconds.
@@ -67,7 +68,8 @@ class TicketContents:
     ``psk`` is the PSK derived from the resumption master secret and the ticket
     nonce; ``issued_ms`` is the server's wall clock in milliseconds; ``peer_chain``
     the client's verified certificate chain (DER) when client authentication was
-    used.
+    used; ``early_context`` the sealed :class:`~mstls.tls.early_data.EarlyDataContext`
+    of the issuing connection (RFC 9000 §7.4.1: what its 0-RTT data may rely on).
     """
 
     cipher_suite: CipherSuite
@@ -80,6 +82,7 @@ class TicketContents:
     max_early_data: int
     quic: bool
     peer_chain: tuple[bytes, ...] = ()
+    early_context: bytes = b""
 
     def encode(self) -> bytes:
         w = Writer()
@@ -95,6 +98,7 @@ class TicketContents:
         with w.block(3):
             for der in self.peer_chain:
                 w.push_block(3, der)
+        w.push_block(2, self.early_context)
         return w.data
 
     @classmethod
@@ -121,9 +125,20 @@ class TicketContents:
         chain: list[bytes] = []
         while not inner.eof():
             chain.append(inner.pull_block(3))
+        early_context = r.pull_block(2)
         r.expect_eof("ticket contents")
         return cls(
-            suite, psk, alpn, name, issued_ms, age_add, lifetime, max_early_data, quic, tuple(chain)
+            suite,
+            psk,
+            alpn,
+            name,
+            issued_ms,
+            age_add,
+            lifetime,
+            max_early_data,
+            quic,
+            tuple(chain),
+            early_context,
         )
 
 

@@ -9,7 +9,9 @@ from typing import Any
 from mstls.core.events import ConnectionTerminatedEvent, HandshakeCompletedEvent, StreamOpened
 from mstls.qmux.config import QMuxConfig
 from mstls.qmux.connection import QMuxConnection
+from mstls.qmux.early import early_data_limits
 from mstls.tls.anti_replay import StrikeRegister
+from mstls.tls.server import ServerHandshake
 from mstls.tls.ticket_store import MemoryTicketStore
 from mstls.tls.tickets import TicketKeyRing
 from mstls.wire.transport_params import decode_transport_parameters
@@ -138,9 +140,13 @@ def test_no_early_data_without_the_client_option() -> None:
 
 
 def test_server_reducing_remembered_limits_while_accepting_is_an_error() -> None:
+    """The client's own check of RFC 9000 §7.4.1, against a server that breaks it:
+    one that seals and checks the old limits while sending lower ones."""
     setup = Setup()
     setup.first_connection()
     pair, _early, _late = early_pair(setup, initial_max_data=1 << 10)
+    assert isinstance(pair.server.tls, ServerHandshake)
+    pair.server.tls.early_data_limits = early_data_limits(setup.server().transport_parameters())
     pair.start()
     pair.run_until(lambda: pair.client.is_terminated)
     closed = [e for e in pair.client_events if isinstance(e, ConnectionTerminatedEvent)]

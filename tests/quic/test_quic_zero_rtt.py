@@ -190,7 +190,7 @@ def test_rejecting_server_with_lower_stream_limits_is_a_protocol_violation() -> 
     )
     pair.run_until(lambda: pair.client.is_terminated or pair.client.state.name == "CLOSING")
     info = pair.client.close_info
-    assert info is not None and "initial_max_stream_data_bidi_local" in info.reason
+    assert info is not None and "initial_max_stream_data_bidi_remote" in info.reason
     assert info.error_code == 0x0A  # PROTOCOL_VIOLATION
 
 
