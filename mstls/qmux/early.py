@@ -61,7 +61,8 @@ __all__ = [
 
 #: Early room below which no further early record is started (bytes).
 MIN_EARLY_RECORD = 64
-#: The remembered parameters a 0-RTT client relies on (RFC 9000 §7.4.1).
+#: The remembered parameters a 0-RTT client relies on (RFC 9000 §7.4.1; RFC 9221 §3
+#: for max_datagram_frame_size, though datagrams never go early).
 REMEMBERED_LIMITS = (
     "initial_max_data",
     "initial_max_stream_data_bidi_local",
@@ -70,6 +71,7 @@ REMEMBERED_LIMITS = (
     "initial_max_streams_bidi",
     "initial_max_streams_uni",
     "max_record_size",
+    "max_datagram_frame_size",
 )
 
 
