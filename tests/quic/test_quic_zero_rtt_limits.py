@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import mstls.quic.handshake
 from mstls.core.stream_limits import BIDI
 from mstls.quic.early import REMEMBERED_LIMITS, early_data_limits
 from mstls.wire.transport_params import TransportParameterId, TransportParameters
@@ -93,3 +94,21 @@ def test_server_limits_cover_every_remembered_parameter() -> None:
     assert limits[TransportParameterId.DISABLE_ACTIVE_MIGRATION] == 1
     disabled = early_data_limits(TransportParameters(disable_active_migration=True))
     assert disabled[TransportParameterId.DISABLE_ACTIVE_MIGRATION] == 0
+
+
+def test_client_refuses_a_server_that_accepts_0rtt_with_lower_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client's own check of §7.4.1, against a server that breaks it: one that
+    seals and checks the ticket's limits while sending lower ones."""
+    monkeypatch.setattr(
+        mstls.quic.handshake, "early_data_limits", lambda _params: early_data_limits(DEFAULTS)
+    )
+    setup = Setup()
+    setup.first_connection()
+    pair, _early, _late, _sent = early_pair(setup, quic={"initial_max_data": 1 << 19})
+    pair.run_until(lambda: pair.client.is_terminated or pair.client.state.name == "CLOSING")
+    info = pair.client.close_info
+    assert pair.client.early_data_accepted is True
+    assert info is not None and info.error_code == 0x0A
+    assert "accepted 0-RTT" in info.reason and "initial_max_data" in info.reason
