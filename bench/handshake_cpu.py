@@ -59,6 +59,7 @@ from mstls.qmux.config import QMuxConfig
 from mstls.qmux.connection import QMuxConnection
 from mstls.quic.config import QuicConfig
 from mstls.quic.connection import QuicConnection
+from mstls.quic.crypto import forget_initial_keys
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.tls.cert_files import load_cert_chain, load_roots
 from mstls.tls.config import TLSConfig
@@ -141,6 +142,7 @@ class Setup:
 def _mstls_client(setup: Setup, now: float) -> QuicConnection:
     client = QuicConnection(setup.client_quic, is_client=True, now=now, peer_address=SERVER_ADDR)
     client.connect(now)
+    forget_initial_keys()  # the server must derive its Initial keys itself, as across hosts
     return client
 
 
