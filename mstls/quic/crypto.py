@@ -80,6 +80,7 @@ __all__ = [
     "PacketProtection",
     "forget_initial_keys",
     "initial_protection",
+    "initial_receive_protection",
     "initial_secrets",
     "next_generation_secret",
     "packet_protection_keys",
@@ -424,6 +425,19 @@ def _initial_entry(dcid: bytes, version: int) -> _InitialEntry:
 def forget_initial_keys() -> None:
     """Empty the Initial key cache (benchmarks that run both ends in one process)."""
     _initial_keys.clear()
+
+
+def initial_receive_protection(
+    dcid: bytes, *, is_client: bool, version: int = QUIC_VERSION_1
+) -> PacketProtection:
+    """The receive half of :func:`initial_protection` alone: what a server needs to
+    authenticate a client's first Initial before it keeps any state (RFC 9001 §5.2)."""
+    client_secret, client_keys, server_secret, server_keys = _initial_entry(dcid, version)
+    if is_client:
+        client_secret, client_keys = server_secret, server_keys
+    return PacketProtection(
+        INITIAL_SUITE, client_secret, version=quic_version(version), keys=client_keys
+    )
 
 
 def initial_protection(

@@ -375,11 +375,19 @@ def decode_transport_parameters(data: bytes | bytearray | memoryview) -> Transpo
     """
     params = TransportParameters()
     seen: set[int] = set()
-    r = Reader(data)
+    view = memoryview(data)
+    end = len(view)
+    pos = 0
     try:
-        while not r.eof():
-            param_id = r.pull_varint()
-            value = r.pull_view(r.pull_varint())
+        # One pass over the bytes with local offsets (no Reader: this runs on every
+        # handshake, and the id/length pairs are all there is to walk).
+        while pos < end:
+            param_id, pos = decode_varint(view, pos)
+            length, pos = decode_varint(view, pos)
+            if pos + length > end:
+                raise DecodeError(f"truncated: needed {length} bytes, {end - pos} left")
+            value = view[pos : pos + length]
+            pos += length
             if param_id in seen:
                 raise _fail(f"duplicate transport parameter {param_id:#x}")
             seen.add(param_id)

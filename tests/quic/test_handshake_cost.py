@@ -19,7 +19,12 @@ import pytest
 import mstls.quic.crypto as quic_crypto
 import mstls.quic.handshake as quic_handshake
 from mstls.quic.connection import QuicConnection
-from mstls.quic.crypto import INITIAL_KEY_CACHE_SIZE, forget_initial_keys, initial_protection
+from mstls.quic.crypto import (
+    INITIAL_KEY_CACHE_SIZE,
+    forget_initial_keys,
+    initial_protection,
+    initial_receive_protection,
+)
 from mstls.quic.endpoint import ServerEndpoint
 from tests.quic.pair import CLIENT_ADDR, SERVER_ADDR, client_config, server_config
 
@@ -116,6 +121,8 @@ def test_initial_keys_cache_gives_fresh_objects_with_the_same_keys() -> None:
     assert (send_a.key, send_a.iv, send_a.secret) == (send_b.key, send_b.iv, send_b.secret)
     client_send, client_receive = initial_protection(dcid, is_client=True)
     assert client_send.key == receive_a.key and client_receive.key == send_a.key
+    assert initial_receive_protection(dcid, is_client=False).key == receive_a.key
+    assert initial_receive_protection(dcid, is_client=True).key == client_receive.key
     sealed = client_send.encrypt_packet(b"\xc3" + bytes(20), bytes(40), 0)
     assert receive_b.decrypt_packet(sealed, 17, -1)[1] == bytes(40)
 
