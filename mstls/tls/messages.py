@@ -13,10 +13,12 @@ encryption level and enforces :data:`MAX_HANDSHAKE_MESSAGE_SIZE`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..codes import AlertDescription
 from ..exceptions import DecodeError, TLSError
@@ -27,6 +29,7 @@ __all__ = [
     "HELLO_RETRY_RANDOM",
     "LEGACY_VERSION",
     "MAX_BUFFERED_HANDSHAKE_BYTES",
+    "MAX_CACHED_CERTIFICATE_MESSAGES",
     "MAX_HANDSHAKE_MESSAGE_SIZE",
     "Certificate",
     "CertificateRequest",
@@ -38,7 +41,9 @@ __all__ = [
     "HandshakeReader",
     "KeyUpdate",
     "NewSessionTicket",
+    "PreEncoded",
     "ServerHello",
+    "certificate_message",
     "frame_message",
 ]
 
@@ -252,6 +257,46 @@ class Certificate:
             return cls(context, entries)
 
         return _parse("Certificate", body, parse)
+
+
+@attrs.frozen
+class PreEncoded:
+    """A handshake message whose body was encoded before (and is reused as is)."""
+
+    msg_type: int
+    body: bytes
+
+    def encode(self) -> bytes:
+        return self.body
+
+
+#: Server chains whose Certificate message is kept encoded, at most (one per
+#: configuration in practice; the table is emptied when it is full).
+MAX_CACHED_CERTIFICATE_MESSAGES = 32
+_certificate_messages: dict[int, tuple[tuple[x509.Certificate, ...], PreEncoded]] = {}
+
+
+def certificate_message(chain: Sequence[x509.Certificate]) -> PreEncoded:
+    """Certificate (RFC 8446 §4.4.2) for ``chain``: empty certificate_request_context,
+    no per-entry extensions, as a server sends it; DER-encoded once per chain.
+
+    The cache is keyed by the chain object and checked against the identity of each
+    certificate, so a chain changed in place is encoded afresh.
+    """
+    key = id(chain)
+    cached = _certificate_messages.get(key)
+    if cached is not None:
+        certificates, message = cached
+        if len(certificates) == len(chain) and all(
+            a is b for a, b in zip(certificates, chain, strict=True)
+        ):
+            return message
+    body = Certificate(b"", [(c.public_bytes(Encoding.DER), {}) for c in chain]).encode()
+    message = PreEncoded(HandshakeType.certificate, body)
+    if len(_certificate_messages) >= MAX_CACHED_CERTIFICATE_MESSAGES:
+        _certificate_messages.clear()
+    _certificate_messages[key] = (tuple(chain), message)
+    return message
 
 
 @attrs.define

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 import mstls.quic.crypto as quic_crypto
 import mstls.quic.handshake as quic_handshake
@@ -26,6 +27,9 @@ from mstls.quic.crypto import (
     initial_receive_protection,
 )
 from mstls.quic.endpoint import ServerEndpoint
+from mstls.tls.extensions import HandshakeType
+from mstls.tls.messages import Certificate, certificate_message
+from tests.certs import get_pki
 from tests.quic.pair import CLIENT_ADDR, SERVER_ADDR, client_config, server_config
 
 #: Exchange rounds after which a handshake that has not completed is a failure.
@@ -132,3 +136,22 @@ def test_initial_keys_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(INITIAL_KEY_CACHE_SIZE * 3):
         initial_protection(os.urandom(8), is_client=False)
     assert len(quic_crypto._initial_keys) <= INITIAL_KEY_CACHE_SIZE
+
+
+def test_certificate_message_is_encoded_once_per_chain() -> None:
+    """RFC 8446 §4.4.2: the server's Certificate message depends on the chain only,
+    so it is encoded once; a different chain (or one changed in place) is not
+    served the old bytes."""
+    pki = get_pki()
+    chain = [pki.server.certificate]
+    fresh = Certificate(b"", [(c.public_bytes(Encoding.DER), {}) for c in chain]).encode()
+    first = certificate_message(chain)
+    assert first.msg_type == HandshakeType.certificate
+    assert first.encode() == fresh
+    assert certificate_message(chain) is first
+    chain.append(pki.ca.certificate)
+    longer = certificate_message(chain)
+    assert longer is not first
+    assert Certificate.parse(longer.encode()).entries[1][0] == pki.ca.certificate.public_bytes(
+        Encoding.DER
+    )
