@@ -109,6 +109,8 @@ _HP_BITS = (0x1F, 0x0F)
 _RESERVED_BITS = (SHORT_RESERVED_BITS, LONG_RESERVED_BITS)
 _HEADER_FORM_SHIFT = 7
 _CHACHA20_MASK_INPUT = bytes(5)
+#: The mode object holds no state; one serves every header protection context.
+_ECB = modes.ECB()
 _PN_LIMIT = MAX_PACKET_NUMBER + 1
 
 # AEAD usage limits, in packets (RFC 9001 §6.6).
@@ -193,7 +195,7 @@ class HeaderProtection:
             self._context = Cipher(algorithms.ChaCha20(key, bytes(SAMPLE_LENGTH)), None).encryptor()
             self.mask = self._chacha20_mask
         else:
-            self._context = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+            self._context = Cipher(algorithms.AES(key), _ECB).encryptor()
             self.mask = self._context.update
 
     def _chacha20_mask(self, sample: Buffer) -> bytes:
