@@ -29,6 +29,8 @@ from mstls.quic.crypto import (
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.tls.extensions import HandshakeType
 from mstls.tls.messages import Certificate, certificate_message
+from mstls.wire.control_frames import NewConnectionIdFrame, encode_new_connection_id
+from mstls.wire.frames import encode_frame
 from tests.certs import get_pki
 from tests.quic.pair import CLIENT_ADDR, SERVER_ADDR, client_config, server_config
 
@@ -155,3 +157,17 @@ def test_certificate_message_is_encoded_once_per_chain() -> None:
     assert Certificate.parse(longer.encode()).entries[1][0] == pki.ca.certificate.public_bytes(
         Encoding.DER
     )
+
+
+@pytest.mark.parametrize(("sequence", "retire_prior_to"), [(1, 0), (7, 3), (100_000, 64)])
+def test_new_connection_id_fast_encoding_matches_the_frame(
+    sequence: int, retire_prior_to: int
+) -> None:
+    """RFC 9000 §19.15: the direct encoder writes the frame's own bytes and checks."""
+    cid, token = os.urandom(8), os.urandom(16)
+    frame = NewConnectionIdFrame(sequence, retire_prior_to, cid, token)
+    assert encode_new_connection_id(sequence, retire_prior_to, cid, token) == encode_frame(frame)
+    with pytest.raises(ValueError):
+        encode_new_connection_id(sequence, retire_prior_to, b"", token)
+    with pytest.raises(ValueError):
+        encode_new_connection_id(sequence, retire_prior_to, cid, token[:15])
