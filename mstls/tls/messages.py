@@ -60,6 +60,8 @@ LEGACY_VERSION = 0x0303
 
 M = TypeVar("M")
 Extensions = dict[int, bytes]
+#: extension_type (2) and the length of extension_data (2), RFC 8446 §4.2.
+_EXTENSION_HEADER = 4
 
 
 def frame_message(msg_type: int, body: bytes) -> bytes:
@@ -79,11 +81,20 @@ def _parse(what: str, body: bytes, parse: Callable[[Reader], M]) -> M:
 
 def _pull_extensions(r: Reader, what: str) -> Extensions:
     """An extension block; duplicates are ``illegal_parameter`` (RFC 8446 §4.2)."""
-    inner = r.sub_reader(2)
+    block = r.pull_block(2)
     extensions: Extensions = {}
-    while not inner.eof():
-        ext_type = inner.pull_uint16()
-        data = inner.pull_block(2)
+    pos, end = 0, len(block)
+    # Local offsets rather than Reader calls: a ClientHello carries a dozen extensions.
+    while pos < end:
+        if pos + _EXTENSION_HEADER > end:
+            raise DecodeError(f"truncated: needed {_EXTENSION_HEADER} bytes, {end - pos} left")
+        ext_type = (block[pos] << 8) | block[pos + 1]
+        length = (block[pos + 2] << 8) | block[pos + 3]
+        pos += _EXTENSION_HEADER
+        if pos + length > end:
+            raise DecodeError(f"truncated: needed {length} bytes, {end - pos} left")
+        data = block[pos : pos + length]
+        pos += length
         if ext_type in extensions:
             raise TLSError(
                 AlertDescription.illegal_parameter, f"{what} repeats extension {ext_type}"

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 import mstls.quic.crypto as quic_crypto
 import mstls.quic.handshake as quic_handshake
+from mstls.codes import AlertDescription
+from mstls.exceptions import TLSError
 from mstls.quic.connection import QuicConnection
 from mstls.quic.crypto import (
     INITIAL_KEY_CACHE_SIZE,
@@ -27,8 +29,8 @@ from mstls.quic.crypto import (
     initial_receive_protection,
 )
 from mstls.quic.endpoint import ServerEndpoint
-from mstls.tls.extensions import HandshakeType
-from mstls.tls.messages import Certificate, certificate_message
+from mstls.tls.extensions import HandshakeType, parse_uint16_list
+from mstls.tls.messages import Certificate, ClientHello, certificate_message
 from mstls.wire.control_frames import NewConnectionIdFrame, encode_new_connection_id
 from mstls.wire.frames import encode_frame
 from tests.certs import get_pki
@@ -171,3 +173,47 @@ def test_new_connection_id_fast_encoding_matches_the_frame(
         encode_new_connection_id(sequence, retire_prior_to, b"", token)
     with pytest.raises(ValueError):
         encode_new_connection_id(sequence, retire_prior_to, cid, token[:15])
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\x00\x04\x00\x1d\x11\xec", [0x1D, 0x11EC]),
+        (b"\x00\x02\x00\x17", [0x17]),
+        (b"\x00\x00", None),  # empty list
+        (b"\x00\x03\x00\x1d\x11", None),  # odd length
+        (b"\x00\x06\x00\x1d\x11\xec", None),  # declared longer than the data
+        (b"\x00\x02\x00\x1d\x11\xec", None),  # trailing bytes
+        (b"\x00", None),
+    ],
+)
+def test_uint16_list_fast_path_agrees_with_the_checking_parser(
+    data: bytes, expected: list[int] | None
+) -> None:
+    """RFC 8446 §4.2.7/§4.2.3 vectors: well-formed ones parse in one unpack, every
+    malformed one is still a decode_error."""
+    if expected is None:
+        with pytest.raises(TLSError) as caught:
+            parse_uint16_list(data, "test list")
+        assert caught.value.alert == AlertDescription.decode_error
+    else:
+        assert parse_uint16_list(data, "test list") == expected
+
+
+def test_extension_block_parsing_rejects_truncation_and_repeats() -> None:
+    """RFC 8446 §4.2: a truncated extension is a decode_error, a repeated one
+    illegal_parameter; a well-formed block keeps every extension's bytes."""
+    hello = ClientHello(
+        bytes(32), b"", [0x1301], {0x2B: b"\x02\x03\x04", 0x0A: b"\x00\x02\x00\x1d"}
+    )
+    assert ClientHello.parse(hello.encode()).extensions == hello.extensions
+    encoded = hello.encode()
+    with pytest.raises(TLSError) as caught:
+        ClientHello.parse(encoded[:-1])
+    assert caught.value.alert == AlertDescription.decode_error
+    repeated = ClientHello(bytes(32), b"", [0x1301], {0x2B: b""}).encode()
+    # Append a second supported_versions extension by hand.
+    body = repeated[:-6] + (8).to_bytes(2, "big") + repeated[-4:] + repeated[-4:]
+    with pytest.raises(TLSError) as caught:
+        ClientHello.parse(body)
+    assert caught.value.alert == AlertDescription.illegal_parameter
