@@ -31,6 +31,7 @@ from mstls.quic.crypto import (
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.tls.extensions import HandshakeType, parse_uint16_list
 from mstls.tls.messages import Certificate, ClientHello, certificate_message
+from mstls.tls.signatures import SignatureScheme, schemes_for_key
 from mstls.wire.control_frames import NewConnectionIdFrame, encode_new_connection_id
 from mstls.wire.frames import encode_frame
 from tests.certs import get_pki
@@ -217,3 +218,15 @@ def test_extension_block_parsing_rejects_truncation_and_repeats() -> None:
     with pytest.raises(TLSError) as caught:
         ClientHello.parse(body)
     assert caught.value.alert == AlertDescription.illegal_parameter
+
+
+def test_schemes_for_key_is_computed_once_per_key() -> None:
+    """RFC 8446 §4.4.3: the schemes a key can sign with depend on the key alone; a
+    server asks on every handshake, so the answer is kept per key object."""
+    pki = get_pki()
+    ecdsa = schemes_for_key(pki.server.private_key)
+    assert schemes_for_key(pki.server.private_key) is ecdsa
+    assert ecdsa == (SignatureScheme.ecdsa_secp256r1_sha256,)
+    rsa_schemes = schemes_for_key(pki.server_rsa.private_key)
+    assert SignatureScheme.rsa_pss_rsae_sha256 in rsa_schemes
+    assert SignatureScheme.ecdsa_secp256r1_sha256 not in rsa_schemes
