@@ -223,8 +223,20 @@ class DerivedKeys:
 
     __slots__ = ("aead", "hp", "iv", "iv_int", "key")
 
-    def __init__(self, suite: CipherSuite, secret: bytes, version: QuicVersion) -> None:
-        self.key, self.iv, self.hp = packet_protection_keys(suite, secret, version)
+    def __init__(
+        self, suite: CipherSuite, secret: bytes, version: QuicVersion, *, with_hp: bool = True
+    ) -> None:
+        """``with_hp=False``: no header protection key (a key update keeps the old one,
+        RFC 9001 §6.1), so ``hp`` is empty and one expansion is saved."""
+        if with_hp:
+            self.key, self.iv, self.hp = packet_protection_keys(suite, secret, version)
+        else:
+            algorithm = suite_hash(suite)
+            self.key = hkdf_expand_label(
+                algorithm, secret, version.label_key, b"", KEY_LENGTH[suite]
+            )
+            self.iv = hkdf_expand_label(algorithm, secret, version.label_iv, b"", IV_LENGTH)
+            self.hp = b""
         self.aead: AEAD = make_aead(suite, self.key)
         self.iv_int = int.from_bytes(self.iv, "big")
 
@@ -265,7 +277,7 @@ class PacketProtection:
         self.secret = secret
         self.version = version
         if keys is None:
-            keys = DerivedKeys(suite, secret, version)
+            keys = DerivedKeys(suite, secret, version, with_hp=header_protection is None)
         self.key = keys.key
         self.iv = keys.iv
         hp_key = keys.hp

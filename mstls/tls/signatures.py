@@ -254,7 +254,7 @@ def sign(private_key: PrivateKeyTypes, scheme: SignatureScheme | int, data: byte
     ``TLSError(internal_error)``.
     """
     row = _SCHEMES.get(scheme)
-    if row is None or not _fits(row, private_key, row.private_type):
+    if row is None or scheme not in schemes_for_key(private_key):  # _fits, cached per key
         raise TLSError(
             AlertDescription.internal_error,
             f"cannot sign with {_scheme_name(scheme)} using a {_describe_key(private_key)}",
