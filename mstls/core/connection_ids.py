@@ -49,6 +49,7 @@ from ..wire.control_frames import (
     STATELESS_RESET_TOKEN_LENGTH,
     NewConnectionIdFrame,
     RetireConnectionIdFrame,
+    encode_new_connection_id,
 )
 from ..wire.frame_types import FrameType
 from ..wire.frames import encode_frame
@@ -258,13 +259,8 @@ class LocalConnectionIds:
         queue = self._queue
         while queue:
             entry = self._issued[queue[0]]
-            frame = encode_frame(
-                NewConnectionIdFrame(
-                    entry.sequence,
-                    min(self._retire_prior_to, entry.sequence),
-                    entry.cid,
-                    entry.token,
-                )
+            frame = encode_new_connection_id(
+                entry.sequence, min(self._retire_prior_to, entry.sequence), entry.cid, entry.token
             )
             if len(frame) > sink.remaining:
                 return

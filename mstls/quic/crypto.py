@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 
 from ..codes import TransportErrorCode
 from ..exceptions import DecryptionFailed, ProtocolError
-from ..tls.cipher_suites import IV_LENGTH, KEY_LENGTH, CipherSuite, make_aead, suite_hash
+from ..tls.cipher_suites import AEAD, IV_LENGTH, KEY_LENGTH, CipherSuite, make_aead, suite_hash
 from ..tls.key_schedule import hkdf_expand_label, hkdf_extract
 from ..wire.packet import (
     KEY_PHASE_BIT,
@@ -68,15 +68,19 @@ __all__ = [
     "CHACHA20_CONFIDENTIALITY_LIMIT",
     "CHACHA20_INTEGRITY_LIMIT",
     "CONFIDENTIALITY_LIMIT",
+    "INITIAL_KEY_CACHE_SIZE",
     "INITIAL_SALT_V1",
     "INITIAL_SUITE",
     "INTEGRITY_LIMIT",
     "SAMPLE_LENGTH",
     "SAMPLE_OFFSET",
+    "DerivedKeys",
     "HeaderProtection",
     "OneRttKeys",
     "PacketProtection",
+    "forget_initial_keys",
     "initial_protection",
+    "initial_receive_protection",
     "initial_secrets",
     "next_generation_secret",
     "packet_protection_keys",
@@ -105,6 +109,8 @@ _HP_BITS = (0x1F, 0x0F)
 _RESERVED_BITS = (SHORT_RESERVED_BITS, LONG_RESERVED_BITS)
 _HEADER_FORM_SHIFT = 7
 _CHACHA20_MASK_INPUT = bytes(5)
+#: The mode object holds no state; one serves every header protection context.
+_ECB = modes.ECB()
 _PN_LIMIT = MAX_PACKET_NUMBER + 1
 
 # AEAD usage limits, in packets (RFC 9001 §6.6).
@@ -118,6 +124,8 @@ CONFIDENTIALITY_LIMIT: dict[CipherSuite, int] = {
     CipherSuite.AES_256_GCM_SHA384: AES_GCM_CONFIDENTIALITY_LIMIT,
     CipherSuite.CHACHA20_POLY1305_SHA256: CHACHA20_CONFIDENTIALITY_LIMIT,
 }
+#: Initial keys kept for this many recent (DCID, version) pairs; see :func:`initial_protection`.
+INITIAL_KEY_CACHE_SIZE = 64
 #: Packets failing authentication tolerated over a connection (RFC 9001 §6.6).
 INTEGRITY_LIMIT: dict[CipherSuite, int] = {
     CipherSuite.AES_128_GCM_SHA256: AES_GCM_INTEGRITY_LIMIT,
@@ -187,7 +195,7 @@ class HeaderProtection:
             self._context = Cipher(algorithms.ChaCha20(key, bytes(SAMPLE_LENGTH)), None).encryptor()
             self.mask = self._chacha20_mask
         else:
-            self._context = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+            self._context = Cipher(algorithms.AES(key), _ECB).encryptor()
             self.mask = self._context.update
 
     def _chacha20_mask(self, sample: Buffer) -> bytes:
@@ -205,6 +213,32 @@ def _reserved_bits_error() -> ProtocolError:
 
 
 # -- packet protection ----------------------------------------------------------------
+
+
+class DerivedKeys:
+    """What one secret expands to (RFC 9001 §5.1): key, IV, HP key, and the AEAD
+    context built on the key.  Immutable, so one may back several
+    :class:`PacketProtection` objects (``cryptography``'s AEAD objects keep no
+    per-call state); a :class:`HeaderProtection` context is never shared."""
+
+    __slots__ = ("aead", "hp", "iv", "iv_int", "key")
+
+    def __init__(
+        self, suite: CipherSuite, secret: bytes, version: QuicVersion, *, with_hp: bool = True
+    ) -> None:
+        """``with_hp=False``: no header protection key (a key update keeps the old one,
+        RFC 9001 §6.1), so ``hp`` is empty and one expansion is saved."""
+        if with_hp:
+            self.key, self.iv, self.hp = packet_protection_keys(suite, secret, version)
+        else:
+            algorithm = suite_hash(suite)
+            self.key = hkdf_expand_label(
+                algorithm, secret, version.label_key, b"", KEY_LENGTH[suite]
+            )
+            self.iv = hkdf_expand_label(algorithm, secret, version.label_iv, b"", IV_LENGTH)
+            self.hp = b""
+        self.aead: AEAD = make_aead(suite, self.key)
+        self.iv_int = int.from_bytes(self.iv, "big")
 
 
 class PacketProtection:
@@ -236,13 +270,19 @@ class PacketProtection:
         *,
         header_protection: HeaderProtection | None = None,
         version: QuicVersion = VERSION_1,
+        keys: DerivedKeys | None = None,
     ) -> None:
+        """``keys``: the values already derived from ``secret`` (the Initial key cache)."""
         self.suite = suite
         self.secret = secret
         self.version = version
-        self.key, self.iv, hp_key = packet_protection_keys(suite, secret, version)
-        self._aead = make_aead(suite, self.key)
-        self._iv_int = int.from_bytes(self.iv, "big")
+        if keys is None:
+            keys = DerivedKeys(suite, secret, version, with_hp=header_protection is None)
+        self.key = keys.key
+        self.iv = keys.iv
+        hp_key = keys.hp
+        self._aead = keys.aead
+        self._iv_int = keys.iv_int
         if header_protection is None:
             header_protection = HeaderProtection(suite, hp_key)
         self.header_protection = header_protection
@@ -363,18 +403,71 @@ class PacketProtection:
         )
 
 
+#: (DCID, version) -> (client secret, client keys, server secret, server keys).
+_InitialEntry = tuple[bytes, DerivedKeys, bytes, DerivedKeys]
+_initial_keys: dict[tuple[bytes, int], _InitialEntry] = {}
+
+
+def _initial_entry(dcid: bytes, version: int) -> _InitialEntry:
+    """The Initial secrets and keys of a DCID, derived once for recent DCIDs.
+
+    A server derives them to authenticate a client's first Initial before it
+    keeps any state, then again in the connection it creates, and each
+    retransmitted first Initial needs them too: the cache serves all of these.
+    Initial keys are public (RFC 9001 §5.2: anyone who sees the DCID can derive
+    them), so keeping them costs no secrecy; the table is emptied when it
+    reaches :data:`INITIAL_KEY_CACHE_SIZE`, so a flood of new DCIDs costs what
+    it did without the cache.
+    """
+    cache_key = (bytes(dcid), version)
+    entry = _initial_keys.get(cache_key)
+    if entry is None:
+        client_secret, server_secret = initial_secrets(dcid, version)
+        params = quic_version(version)
+        entry = (
+            client_secret,
+            DerivedKeys(INITIAL_SUITE, client_secret, params),
+            server_secret,
+            DerivedKeys(INITIAL_SUITE, server_secret, params),
+        )
+        if len(_initial_keys) >= INITIAL_KEY_CACHE_SIZE:
+            _initial_keys.clear()
+        _initial_keys[cache_key] = entry
+    return entry
+
+
+def forget_initial_keys() -> None:
+    """Empty the Initial key cache (benchmarks that run both ends in one process)."""
+    _initial_keys.clear()
+
+
+def initial_receive_protection(
+    dcid: bytes, *, is_client: bool, version: int = QUIC_VERSION_1
+) -> PacketProtection:
+    """The receive half of :func:`initial_protection` alone: what a server needs to
+    authenticate a client's first Initial before it keeps any state (RFC 9001 §5.2)."""
+    client_secret, client_keys, server_secret, server_keys = _initial_entry(dcid, version)
+    if is_client:
+        client_secret, client_keys = server_secret, server_keys
+    return PacketProtection(
+        INITIAL_SUITE, client_secret, version=quic_version(version), keys=client_keys
+    )
+
+
 def initial_protection(
     dcid: bytes, *, is_client: bool, version: int = QUIC_VERSION_1
 ) -> tuple[PacketProtection, PacketProtection]:
     """``(send, receive)`` Initial packet protection for an endpoint (RFC 9001 §5.2).
 
     ``dcid`` is the Destination Connection ID of the client's first Initial
-    (or the one chosen by a Retry).
+    (or the one chosen by a Retry).  Each call returns new objects (their
+    counters and header protection contexts are their own); the derived keys
+    behind them come from a small cache (:func:`_initial_entry`).
     """
-    client_secret, server_secret = initial_secrets(dcid, version)
+    client_secret, client_keys, server_secret, server_keys = _initial_entry(dcid, version)
     params = quic_version(version)
-    client = PacketProtection(INITIAL_SUITE, client_secret, version=params)
-    server = PacketProtection(INITIAL_SUITE, server_secret, version=params)
+    client = PacketProtection(INITIAL_SUITE, client_secret, version=params, keys=client_keys)
+    server = PacketProtection(INITIAL_SUITE, server_secret, version=params, keys=server_keys)
     return (client, server) if is_client else (server, client)
 
 

@@ -117,7 +117,7 @@ from ..wire.packet import (
 )
 from .config import QuicConfig
 from .connection import QuicConnection
-from .crypto import initial_protection
+from .crypto import initial_receive_protection
 from .pending_handshakes import (
     DEFAULT_MAX_PENDING_HANDSHAKES,
     PendingHandshakes,
@@ -591,7 +591,7 @@ def _authenticates(data: bytes, header: object) -> bool:
     from its DCID (RFC 9001 §5.2).  Handles untrusted input; never raises."""
     dcid = bytes(header.dcid)  # type: ignore[attr-defined]
     version = header.version  # type: ignore[attr-defined]
-    _, receive = initial_protection(dcid, is_client=False, version=version)
+    receive = initial_receive_protection(dcid, is_client=False, version=version)
     packet = memoryview(data)[: header.packet_end]  # type: ignore[attr-defined]
     try:
         receive.decrypt_packet(packet, header.pn_offset, -1)  # type: ignore[attr-defined]

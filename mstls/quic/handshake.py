@@ -69,6 +69,9 @@ class HandshakeMixin(ConnectionState):
     _one_rtt_secrets: dict[Direction, tuple[CipherSuite, bytes]]
     stream_handlers: dict[int, Callable[[Any], None]]
     local_params: TransportParameters
+    #: Server: the client's parameters as :meth:`_negotiate_version` decoded them,
+    #: with the bytes they came from, until :meth:`_apply_peer_parameters` takes them.
+    _decoded_peer_params: tuple[bytes, TransportParameters] | None
     #: Implemented by :class:`~mstls.quic.paths.PathsMixin` (RFC 9000 §9.6).
     _preferred_address_parameter: Callable[[], PreferredAddress | None]
     _learn_preferred_address: Callable[[TransportParameters], None]
@@ -90,13 +93,16 @@ class HandshakeMixin(ConnectionState):
             params.retry_source_connection_id = self.retry_source_cid
             params.preferred_address = self._preferred_address_parameter()  # paths.py
         self.local_params = params
+        self._decoded_peer_params = None
         if self.qlog is not None:
             self.qlog.parameters_set(now, "local", params)
-        encoded = encode_transport_parameters(params)
         if self.is_client:
+            encoded = encode_transport_parameters(params)
             self.tls = ClientHandshake(self.config.tls, transport_parameters=encoded)
         else:
-            server = ServerHandshake(self.config.tls, transport_parameters=encoded)
+            # Encoded once, by _negotiate_version, when the ClientHello brings the
+            # client's parameters: ours name the version chosen then (RFC 9368 §3).
+            server = ServerHandshake(self.config.tls, transport_parameters=b"")
             server.on_peer_transport_parameters = self._negotiate_version
             server.early_data_limits = early_data_limits(params)  # RFC 9000 §7.4.1
             self.tls = server
@@ -246,9 +252,12 @@ class HandshakeMixin(ConnectionState):
         (RFC 9368 §2.3, :mod:`.negotiation`), switch to it, and return our parameters
         with version_information naming it."""
         try:
-            client = decode_transport_parameters(raw).version_information
+            decoded = decode_transport_parameters(raw)
         except TransportParameterError:
             client = None  # _apply_peer_parameters reports it
+        else:
+            self._decoded_peer_params = (raw, decoded)  # decoded once: see _apply_peer_parameters
+            client = decoded.version_information
         self.switch_version(choose_version(self.config.versions, self.original_version, client))
         self.local_params.version_information = VersionInformation(
             self.version, self.config.versions
@@ -256,7 +265,11 @@ class HandshakeMixin(ConnectionState):
         return encode_transport_parameters(self.local_params)
 
     def _apply_peer_parameters(self, raw: bytes, now: float) -> None:
-        params = decode_transport_parameters(raw)
+        cached = self._decoded_peer_params
+        self._decoded_peer_params = None
+        params = cached[1] if cached is not None and cached[0] is raw else None
+        if params is None:
+            params = decode_transport_parameters(raw)
         validate_peer_parameters(params, peer_is_server=self.is_client)
         self._check_connection_ids(params)
         if self.is_client:

@@ -52,11 +52,16 @@ class AEAD(Protocol):
     def decrypt(self, nonce: bytes, data: Buffer, associated_data: Buffer | None) -> bytes: ...
 
 
+#: Hash algorithm objects carry no state: one of each serves every call.
+_SHA256 = hashes.SHA256()
+_SHA384 = hashes.SHA384()
+
+
 def suite_hash(suite: CipherSuite) -> hashes.HashAlgorithm:
-    """The suite's transcript and HKDF hash."""
+    """The suite's transcript and HKDF hash (a shared, immutable object)."""
     if suite == CipherSuite.AES_256_GCM_SHA384:
-        return hashes.SHA384()
-    return hashes.SHA256()
+        return _SHA384
+    return _SHA256
 
 
 def make_aead(suite: CipherSuite, key: bytes) -> AEAD:

@@ -42,6 +42,8 @@ def hkdf_extract(algorithm: hashes.HashAlgorithm, salt: bytes, ikm: bytes) -> by
 def hkdf_expand(algorithm: hashes.HashAlgorithm, prk: bytes, info: bytes, length: int) -> bytes:
     """HKDF-Expand (RFC 5869 §2.3)."""
     name = _name(algorithm)
+    if length <= algorithm.digest_size:  # one block: T(1) = HMAC(PRK, info | 0x01)
+        return hmac.digest(prk, info + b"\x01", name)[:length]
     out = b""
     block = b""
     counter = 1
@@ -52,18 +54,33 @@ def hkdf_expand(algorithm: hashes.HashAlgorithm, prk: bytes, info: bytes, length
     return out[:length]
 
 
+#: ``HkdfLabel`` prefixes (length, label) already encoded, by (length, label): every
+#: label we use is a constant, so the table stays as small as the set of labels.
+_LABEL_PREFIXES: dict[tuple[int, bytes], bytes] = {}
+#: Bound on :data:`_LABEL_PREFIXES`, should a caller pass labels that vary.
+_MAX_LABEL_PREFIXES = 256
+
+
+def _label_prefix(length: int, label: bytes) -> bytes:
+    key = (length, label)
+    prefix = _LABEL_PREFIXES.get(key)
+    if prefix is None:
+        full_label = b"tls13 " + label
+        prefix = length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label
+        if len(_LABEL_PREFIXES) < _MAX_LABEL_PREFIXES:
+            _LABEL_PREFIXES[key] = prefix
+    return prefix
+
+
 def hkdf_expand_label(
     algorithm: hashes.HashAlgorithm, secret: bytes, label: bytes, context: bytes, length: int
 ) -> bytes:
-    """HKDF-Expand-Label (RFC 8446 §7.1); ``label`` without the ``tls13 `` prefix."""
-    full_label = b"tls13 " + label
-    info = (
-        length.to_bytes(2, "big")
-        + bytes((len(full_label),))
-        + full_label
-        + bytes((len(context),))
-        + context
-    )
+    """HKDF-Expand-Label (RFC 8446 §7.1); ``label`` without the ``tls13 `` prefix.
+
+    ``HkdfLabel`` is ``uint16 length || opaque label<7..255> || opaque context<0..255>``;
+    the part before the context is cached per (length, label).
+    """
+    info = _label_prefix(length, label) + bytes((len(context),)) + context
     return hkdf_expand(algorithm, secret, info, length)
 
 

@@ -13,10 +13,12 @@ encryption level and enforces :data:`MAX_HANDSHAKE_MESSAGE_SIZE`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..codes import AlertDescription
 from ..exceptions import DecodeError, TLSError
@@ -27,6 +29,7 @@ __all__ = [
     "HELLO_RETRY_RANDOM",
     "LEGACY_VERSION",
     "MAX_BUFFERED_HANDSHAKE_BYTES",
+    "MAX_CACHED_CERTIFICATE_MESSAGES",
     "MAX_HANDSHAKE_MESSAGE_SIZE",
     "Certificate",
     "CertificateRequest",
@@ -38,7 +41,9 @@ __all__ = [
     "HandshakeReader",
     "KeyUpdate",
     "NewSessionTicket",
+    "PreEncoded",
     "ServerHello",
+    "certificate_message",
     "frame_message",
 ]
 
@@ -55,6 +60,8 @@ LEGACY_VERSION = 0x0303
 
 M = TypeVar("M")
 Extensions = dict[int, bytes]
+#: extension_type (2) and the length of extension_data (2), RFC 8446 §4.2.
+_EXTENSION_HEADER = 4
 
 
 def frame_message(msg_type: int, body: bytes) -> bytes:
@@ -74,11 +81,20 @@ def _parse(what: str, body: bytes, parse: Callable[[Reader], M]) -> M:
 
 def _pull_extensions(r: Reader, what: str) -> Extensions:
     """An extension block; duplicates are ``illegal_parameter`` (RFC 8446 §4.2)."""
-    inner = r.sub_reader(2)
+    block = r.pull_block(2)
     extensions: Extensions = {}
-    while not inner.eof():
-        ext_type = inner.pull_uint16()
-        data = inner.pull_block(2)
+    pos, end = 0, len(block)
+    # Local offsets rather than Reader calls: a ClientHello carries a dozen extensions.
+    while pos < end:
+        if pos + _EXTENSION_HEADER > end:
+            raise DecodeError(f"truncated: needed {_EXTENSION_HEADER} bytes, {end - pos} left")
+        ext_type = (block[pos] << 8) | block[pos + 1]
+        length = (block[pos + 2] << 8) | block[pos + 3]
+        pos += _EXTENSION_HEADER
+        if pos + length > end:
+            raise DecodeError(f"truncated: needed {length} bytes, {end - pos} left")
+        data = block[pos : pos + length]
+        pos += length
         if ext_type in extensions:
             raise TLSError(
                 AlertDescription.illegal_parameter, f"{what} repeats extension {ext_type}"
@@ -252,6 +268,46 @@ class Certificate:
             return cls(context, entries)
 
         return _parse("Certificate", body, parse)
+
+
+@attrs.frozen
+class PreEncoded:
+    """A handshake message whose body was encoded before (and is reused as is)."""
+
+    msg_type: int
+    body: bytes
+
+    def encode(self) -> bytes:
+        return self.body
+
+
+#: Server chains whose Certificate message is kept encoded, at most (one per
+#: configuration in practice; the table is emptied when it is full).
+MAX_CACHED_CERTIFICATE_MESSAGES = 32
+_certificate_messages: dict[int, tuple[tuple[x509.Certificate, ...], PreEncoded]] = {}
+
+
+def certificate_message(chain: Sequence[x509.Certificate]) -> PreEncoded:
+    """Certificate (RFC 8446 §4.4.2) for ``chain``: empty certificate_request_context,
+    no per-entry extensions, as a server sends it; DER-encoded once per chain.
+
+    The cache is keyed by the chain object and checked against the identity of each
+    certificate, so a chain changed in place is encoded afresh.
+    """
+    key = id(chain)
+    cached = _certificate_messages.get(key)
+    if cached is not None:
+        certificates, message = cached
+        if len(certificates) == len(chain) and all(
+            a is b for a, b in zip(certificates, chain, strict=True)
+        ):
+            return message
+    body = Certificate(b"", [(c.public_bytes(Encoding.DER), {}) for c in chain]).encode()
+    message = PreEncoded(HandshakeType.certificate, body)
+    if len(_certificate_messages) >= MAX_CACHED_CERTIFICATE_MESSAGES:
+        _certificate_messages.clear()
+    _certificate_messages[key] = (tuple(chain), message)
+    return message
 
 
 @attrs.define

@@ -12,8 +12,6 @@ import hmac
 import os
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from ..codes import AlertDescription
 from ..exceptions import CertificateError, HandshakeError
 from . import extensions as ext
@@ -38,6 +36,7 @@ from .messages import (
     EndOfEarlyData,
     Finished,
     ServerHello,
+    certificate_message,
 )
 from .psk import PSK_DHE_KE, binders_length, parse_offered_psks, parse_psk_modes
 from .resumption import (
@@ -383,10 +382,7 @@ class ServerHandshake(TLSHandshake):
                 ExtensionType.signature_algorithms: ext.encode_uint16_list(self._offered_schemes)
             }
             self._send(Epoch.HANDSHAKE, CertificateRequest(b"", request_extensions))
-        chain = self.config.certificate_chain
-        self._send(
-            Epoch.HANDSHAKE, Certificate(b"", [(c.public_bytes(Encoding.DER), {}) for c in chain])
-        )
+        self._send(Epoch.HANDSHAKE, certificate_message(self.config.certificate_chain))
         key = self.config.private_key
         assert key is not None
         content = certificate_verify_content(schedule.transcript_hash(), is_server=True)

@@ -34,6 +34,7 @@ from ..exceptions import TLSError
 __all__ = [
     "CERTIFICATE_VERIFY_PAD",
     "CLIENT_CONTEXT",
+    "MAX_CACHED_KEY_SCHEMES",
     "SERVER_CONTEXT",
     "SUPPORTED_SIGNATURE_SCHEMES",
     "SignatureScheme",
@@ -107,14 +108,18 @@ def _verify_ed25519(key: PublicKeyTypes, signature: bytes, data: bytes) -> None:
     key.verify(signature, data)
 
 
+#: The signature algorithm object holds no state: one serves every signature.
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
 def _sign_ecdsa_sha256(key: PrivateKeyTypes, data: bytes) -> bytes:
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    return key.sign(data, _ECDSA_SHA256)
 
 
 def _verify_ecdsa_sha256(key: PublicKeyTypes, signature: bytes, data: bytes) -> None:
     assert isinstance(key, ec.EllipticCurvePublicKey)
-    key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+    key.verify(signature, data, _ECDSA_SHA256)
 
 
 def _sign_pss_sha256(key: PrivateKeyTypes, data: bytes) -> bytes:
@@ -195,17 +200,31 @@ def _describe_key(key: PrivateKeyTypes | PublicKeyTypes) -> str:
 # --- public functions --------------------------------------------------------------------
 
 
+#: Keys whose usable schemes are remembered, at most (a server has one or a few; the
+#: table is emptied when full).  Keyed by identity, the key object kept alive with it.
+MAX_CACHED_KEY_SCHEMES = 32
+_key_schemes: dict[int, tuple[PrivateKeyTypes, tuple[SignatureScheme, ...]]] = {}
+
+
 def schemes_for_key(private_key: PrivateKeyTypes) -> tuple[SignatureScheme, ...]:
     """Our schemes that can sign with ``private_key``, in preference order.
 
     Empty means the key cannot be used for TLS 1.3 at all; check it when loading
-    configuration so the user gets the error before any handshake.
+    configuration so the user gets the error before any handshake.  Computed once
+    per key object (keys are immutable): a server asks on every handshake.
     """
-    return tuple(
+    cached = _key_schemes.get(id(private_key))
+    if cached is not None and cached[0] is private_key:
+        return cached[1]
+    schemes = tuple(
         scheme
         for scheme in SUPPORTED_SIGNATURE_SCHEMES
         if _fits(_SCHEMES[scheme], private_key, _SCHEMES[scheme].private_type)
     )
+    if len(_key_schemes) >= MAX_CACHED_KEY_SCHEMES:
+        _key_schemes.clear()
+    _key_schemes[id(private_key)] = (private_key, schemes)
+    return schemes
 
 
 def choose_scheme(private_key: PrivateKeyTypes, peer_schemes: Iterable[int]) -> SignatureScheme:
@@ -235,7 +254,7 @@ def sign(private_key: PrivateKeyTypes, scheme: SignatureScheme | int, data: byte
     ``TLSError(internal_error)``.
     """
     row = _SCHEMES.get(scheme)
-    if row is None or not _fits(row, private_key, row.private_type):
+    if row is None or scheme not in schemes_for_key(private_key):  # _fits, cached per key
         raise TLSError(
             AlertDescription.internal_error,
             f"cannot sign with {_scheme_name(scheme)} using a {_describe_key(private_key)}",

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import attrs
 
 from ..exceptions import DecodeError
-from .buffer import Reader, Writer
+from .buffer import Reader, Writer, encode_varint
 from .frame_types import Frame, FrameDecoder, FrameType
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "StopSendingFrame",
     "StreamDataBlockedFrame",
     "StreamsBlockedFrame",
+    "encode_new_connection_id",
 ]
 
 #: Connection IDs in NEW_CONNECTION_ID are 1..20 bytes (RFC 9000 §19.15).
@@ -262,6 +263,30 @@ class NewConnectionIdFrame(Frame):
         w.push_varint(self.retire_prior_to)
         w.push_block(1, cid)
         w.push_bytes(self.stateless_reset_token)
+
+
+def encode_new_connection_id(
+    sequence_number: int, retire_prior_to: int, connection_id: bytes, token: bytes
+) -> bytes:
+    """The bytes of ``NewConnectionIdFrame(...)``, without building the frame object
+    (a server issues several per handshake).  Same checks as its ``encode``."""
+    if not MIN_CONNECTION_ID_LENGTH <= len(connection_id) <= MAX_CONNECTION_ID_LENGTH:
+        raise ValueError(f"connection ID of {len(connection_id)} bytes")
+    if len(token) != STATELESS_RESET_TOKEN_LENGTH:
+        raise ValueError("stateless reset token must be 16 bytes")
+    return b"".join(
+        (
+            _NEW_CONNECTION_ID_TYPE,
+            encode_varint(sequence_number),
+            encode_varint(retire_prior_to),
+            bytes((len(connection_id),)),
+            connection_id,
+            token,
+        )
+    )
+
+
+_NEW_CONNECTION_ID_TYPE = bytes((FrameType.NEW_CONNECTION_ID,))
 
 
 def _decode_new_connection_id(r: Reader, frame_type: int) -> NewConnectionIdFrame:

@@ -353,6 +353,12 @@ _BOUNDS: dict[str, tuple[int, int]] = {
 }
 
 _DEFAULTS = TransportParameters()
+#: (encoded id, attribute, encoder, default value) per known parameter, in encoding
+#: order: what :func:`encode_transport_parameters` walks.
+_ENCODING: tuple[tuple[bytes, str, Callable[[Any], bytes], Any], ...] = tuple(
+    (encode_varint(param_id), name, encode, getattr(_DEFAULTS, name))
+    for param_id, (name, (_, encode)) in _PARAMETERS.items()
+)
 
 
 def _problem(params: TransportParameters) -> str | None:
@@ -375,11 +381,19 @@ def decode_transport_parameters(data: bytes | bytearray | memoryview) -> Transpo
     """
     params = TransportParameters()
     seen: set[int] = set()
-    r = Reader(data)
+    view = memoryview(data)
+    end = len(view)
+    pos = 0
     try:
-        while not r.eof():
-            param_id = r.pull_varint()
-            value = r.pull_view(r.pull_varint())
+        # One pass over the bytes with local offsets (no Reader: this runs on every
+        # handshake, and the id/length pairs are all there is to walk).
+        while pos < end:
+            param_id, pos = decode_varint(view, pos)
+            length, pos = decode_varint(view, pos)
+            if pos + length > end:
+                raise DecodeError(f"truncated: needed {length} bytes, {end - pos} left")
+            value = view[pos : pos + length]
+            pos += length
             if param_id in seen:
                 raise _fail(f"duplicate transport parameter {param_id:#x}")
             seen.add(param_id)
@@ -416,17 +430,17 @@ def encode_transport_parameters(params: TransportParameters) -> bytes:
     problem = _problem(params)
     if problem is not None:
         raise ValueError(problem)
-    w = Writer()
-    for param_id in _present_ids(params):
-        name, (_, encode) = _PARAMETERS[param_id]
-        w.push_varint(param_id)
-        w.push_varint_block(encode(getattr(params, name)))
+    parts: list[bytes] = []
+    for encoded_id, name, encode, default in _ENCODING:
+        value = getattr(params, name)
+        if value != default:
+            body = encode(value)
+            parts += (encoded_id, encode_varint(len(body)), body)
     for param_id, value in params.unknown:
         if param_id in _PARAMETERS:
             raise ValueError(f"known parameter {param_id:#x} listed as unknown")
-        w.push_varint(param_id)
-        w.push_varint_block(value)
-    return w.data
+        parts += (encode_varint(param_id), encode_varint(len(value)), value)
+    return b"".join(parts)
 
 
 # -- grease (RFC 9000 §18.1) --------------------------------------------------------------
