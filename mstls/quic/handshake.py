@@ -10,6 +10,7 @@ it completes; client: on HANDSHAKE_DONE).  1-RTT key updates follow §6.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -97,7 +98,7 @@ class HandshakeMixin(ConnectionState):
             self.tls = ClientHandshake(self.config.tls, transport_parameters=encoded)
         else:
             server = ServerHandshake(self.config.tls, transport_parameters=encoded)
-            server.on_peer_transport_parameters = self._negotiate_version
+            server.on_peer_transport_parameters = _weak_hook(self._negotiate_version)
             self.tls = server
         self.streams = StreamManager(
             self.is_client,
@@ -308,3 +309,24 @@ class HandshakeMixin(ConnectionState):
             )
 
     handshake_done_pending: bool = False
+
+
+def _weak_hook(method: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """``method`` (bound to the connection) without a strong reference to it.
+
+    The TLS handshake belongs to the connection; a bound method in it would make a
+    reference cycle (connection -> TLS -> method -> connection), so every server
+    connection would wait for the cyclic garbage collector, which runs rarely once
+    the heap is large: an Initial flood's timed-out handshakes kept the daemon's
+    memory up (issue 11).  The hook only runs while the connection handles a
+    ClientHello, so the connection is alive whenever it is called.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def hook(raw: bytes) -> bytes:
+        bound = ref()
+        if bound is None:  # pragma: no cover - the connection is running this call
+            raise ReferenceError("the connection is gone")
+        return bound(raw)
+
+    return hook
