@@ -90,8 +90,11 @@ async def test_silent_connections_do_not_take_handshake_slots() -> None:
             conn = await mstls.trio.connect(
                 "127.0.0.1", port, client_config(), transport="tcp", timeout=5
             )
-            await conn.aclose()
+            with trio.fail_after(5):
+                served = await listener.accept()  # the server's side completed too
             assert listener.failed_handshakes == 0  # nobody was evicted for it
+            await conn.aclose()
+            await served.aclose()
         finally:
             for sock in silent:
                 sock.close()
