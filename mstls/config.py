@@ -352,8 +352,11 @@ class ServerConfig:
         Enable unreliable datagrams (RFC 9221) for clients that enable them too
         (see :class:`ClientConfig`).
     ``max_tcp_handshakes``
-        TCP: at most this many TLS handshakes run at once; further connections wait
-        in the kernel's accept queue, so a flood cannot pile up handshake state.
+        TCP: at most this many TLS handshakes past their ClientHello run at once, and
+        (trio listener) up to four times as many connections still sending their
+        ClientHello are held, the oldest of them evicted for newcomers; further
+        connections wait in the kernel's accept queue, so a flood cannot pile up
+        handshake state.
     ``client_hello_timeout``
         TCP: seconds a new connection may take to deliver its whole ClientHello
         before it fails (a slow sender cannot hold a handshake slot for the whole

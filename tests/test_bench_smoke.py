@@ -116,3 +116,21 @@ def test_asyncio_bench_runs_both_stacks_and_reports_positive_numbers(tmp_path: P
     assert "slow_reader_rss_growth_bytes" in document["results"]["mstls"]
     assert document["ratios"]["bulk"] > 0 and document["ratios"]["streams"] > 0
     assert "mstls / aioquic" in done.stdout
+
+
+@pytest.mark.network
+def test_slowloris_bench_serves_every_normal_client(tmp_path: Path) -> None:
+    """``python -m bench.slowloris`` with 20 slow senders for 3 s: every normal client
+    gets its echo and the attackers did connect (functional only, no timing)."""
+    out = tmp_path / "slowloris.json"
+    command = [sys.executable, "-m", "bench.slowloris", "--connections", "20"]
+    command += ["--duration", "3", "--ramp", "1", "--report-only", "--json", str(out)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=SMOKE_TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(out.read_text())
+    assert result["clients"] >= 3 and result["failures"] == 0, result
+    assert result["attacker_connects"] >= 20
+    assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+    assert "normal TCP connect+echo" in done.stdout

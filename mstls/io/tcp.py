@@ -24,6 +24,7 @@ __all__ = [
     "MAX_PENDING_AFTER_SEND_ERROR",
     "PENDING_READ_SIZE",
     "RESET_ERRNOS",
+    "accept_queue_length",
     "prepare_socket",
     "refuse_socket",
     "send_failed",
@@ -41,6 +42,29 @@ RESET_ERRNOS = frozenset(
 MAX_PENDING_AFTER_SEND_ERROR = 1 << 20
 #: Bytes per ``recv`` while reading them.
 PENDING_READ_SIZE = 64 << 10
+
+
+#: Linux ``struct tcp_info``: bytes read, the state byte, and the offset of
+#: ``tcpi_unacked``, which for a listening socket is the accept queue's length.
+_TCP_INFO_SIZE = 104
+_TCP_LISTEN = 10
+_TCPI_UNACKED = struct.Struct("=I")
+_TCPI_UNACKED_OFFSET = 24
+
+
+def accept_queue_length(sock: socket.socket) -> int | None:
+    """Connections waiting in a listening socket's accept queue, or None where the
+    system does not tell (Linux reports it in ``TCP_INFO``, as ``ss`` shows it)."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < _TCPI_UNACKED_OFFSET + _TCPI_UNACKED.size or info[0] != _TCP_LISTEN:
+        return None
+    return int(_TCPI_UNACKED.unpack_from(info, _TCPI_UNACKED_OFFSET)[0])
 
 
 def refuse_socket(sock: socket.socket) -> None:

@@ -23,16 +23,23 @@ Admission of a new Initial (:mod:`mstls.core.admission`) runs in this order:
 1. beyond ``max_connections`` the Initial is dropped;
 2. a token is opened: an invalid one drops the Initial (§8.1.3), a valid one
    proves the address;
-3. the first packet must authenticate under the Initial keys of its DCID
-   (RFC 9001 §5.2); one that does not (random bytes, corruption) is dropped
-   and counted in :attr:`ServerEndpoint.dropped_initials` before any Retry,
-   rate charge or connection state: garbage costs one key derivation and one
-   AEAD check, never a :class:`QuicConnection`.  Initial keys are public, so
-   this filters noise, not a deliberate attacker: that is what the next two
-   steps are for;
-4. without a valid token, a Retry is sent when ``retry`` is set, or when the
+3. without a valid token, a Retry is sent when ``retry`` is set, or when the
    handshakes in progress (:attr:`ServerEndpoint.handshakes_in_progress`)
-   reach ``retry_threshold`` ("Retry under load"); no state is kept;
+   reach ``retry_threshold`` ("Retry under load"); no state is kept, and the
+   Initial is not even authenticated: a Retry needs only the header's
+   connection IDs and version, costs an AES-GCM seal and tag (cheaper than the
+   Initial key derivation of the next step) and is smaller than the 1200-byte
+   datagram that caused it, so garbage gets no amplification.  This keeps the
+   listener fast during a flood (issue 11: a real client's Initial queued
+   behind thousands of flood datagrams waits their processing time, and one
+   dropped by a full socket costs it a PTO of about 1 s);
+4. the first packet must authenticate under the Initial keys of its DCID
+   (RFC 9001 §5.2); one that does not (random bytes, corruption) is dropped
+   and counted in :attr:`ServerEndpoint.dropped_initials` before any rate
+   charge or connection state: garbage costs one key derivation and one
+   AEAD check, never a :class:`QuicConnection`.  Initial keys are public, so
+   this filters noise, not a deliberate attacker: that is what Retry and the
+   next step are for;
 5. only now, right before state would be created, the source's handshake
    rate (``rate_limiter``) is charged; over the rate the Initial is dropped
    and counted in :attr:`ServerEndpoint.refused_initials` and
@@ -244,6 +251,8 @@ class ServerEndpoint:
         self._handshaking = PendingHandshakes(max_pending_handshakes)
         #: Pending handshakes shed for newer ones (each also in ``refused_initials``).
         self.shed_handshakes = 0
+        #: Initials still to be admitted under load before the set is pruned again.
+        self._prune_credit = 0
 
     @property
     def max_pending_handshakes(self) -> int:
@@ -339,9 +348,6 @@ class ServerEndpoint:
                 return  # §8.1.3: an invalid token (could answer INVALID_TOKEN); drop
             original, retry_scid = opened
             validated = True
-        if not _authenticates(data, header):
-            self.dropped_initials += 1  # forged or corrupted: no Retry, charge or state
-            return
         counted = not validated and not self.retry and self.retry_threshold is not None
         if needs_retry(
             validated=validated,
@@ -349,7 +355,12 @@ class ServerEndpoint:
             handshakes=self._count_handshakes(full=False) if counted else 0,
             retry_threshold=self.retry_threshold,
         ):
+            # Before authentication: a Retry needs only the header, and costs less
+            # than deriving the Initial keys would (step 3 of the module docs).
             self._send_retry(dcid, scid, addr, now, header.version)  # type: ignore[attr-defined]
+            return
+        if not _authenticates(data, header):
+            self.dropped_initials += 1  # forged or corrupted: no charge, no state
             return
         limiter = self.rate_limiter
         if limiter is not None and not limiter.admit(addr, now):
@@ -414,8 +425,16 @@ class ServerEndpoint:
         """
         handshaking = self._handshaking
         threshold = self.retry_threshold
-        if full or (threshold is not None and len(handshaking) >= threshold):
+        if full:
             handshaking.prune()
+        elif threshold is not None and len(handshaking) >= threshold:
+            # An O(N) prune only after as many Initials as the set had entries:
+            # O(1) amortised per Initial during a flood (issue 11).
+            if self._prune_credit <= 0:
+                handshaking.prune()
+                self._prune_credit = len(handshaking)
+            else:
+                self._prune_credit -= 1
         return len(handshaking)
 
     def _send_retry(

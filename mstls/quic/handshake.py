@@ -10,6 +10,7 @@ it completes; client: on HANDSHAKE_DONE).  1-RTT key updates follow §6.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -103,7 +104,7 @@ class HandshakeMixin(ConnectionState):
             # Encoded once, by _negotiate_version, when the ClientHello brings the
             # client's parameters: ours name the version chosen then (RFC 9368 §3).
             server = ServerHandshake(self.config.tls, transport_parameters=b"")
-            server.on_peer_transport_parameters = self._negotiate_version
+            server.on_peer_transport_parameters = _weak_hook(self._negotiate_version)
             server.early_data_limits = early_data_limits(params)  # RFC 9000 §7.4.1
             self.tls = server
         self.streams = StreamManager(
@@ -322,3 +323,24 @@ class HandshakeMixin(ConnectionState):
             )
 
     handshake_done_pending: bool = False
+
+
+def _weak_hook(method: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+    """``method`` (bound to the connection) without a strong reference to it.
+
+    The TLS handshake belongs to the connection; a bound method in it would make a
+    reference cycle (connection -> TLS -> method -> connection), so every server
+    connection would wait for the cyclic garbage collector, which runs rarely once
+    the heap is large: an Initial flood's timed-out handshakes kept the daemon's
+    memory up (issue 11).  The hook only runs while the connection handles a
+    ClientHello, so the connection is alive whenever it is called.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def hook(raw: bytes) -> bytes:
+        bound = ref()
+        if bound is None:  # pragma: no cover - the connection is running this call
+            raise ReferenceError("the connection is gone")
+        return bound(raw)
+
+    return hook

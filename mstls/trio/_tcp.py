@@ -42,7 +42,7 @@ import trio
 
 from ..config import DEFAULT_MAX_TCP_HANDSHAKES, ClientConfig, ServerConfig
 from ..core.admission import RATE_LIMITED, SourceRateLimiter, reconfigured, refusal
-from ..io.tcp import prepare_socket, refuse_socket, send_failed
+from ..io.tcp import accept_queue_length, prepare_socket, refuse_socket, send_failed
 from ..qmux.config import QMuxConfig
 from ..qmux.connection import QMuxConnection
 from ._driver import Core, Driver, ListenerDriver, Spawner
@@ -53,6 +53,13 @@ __all__ = ["TcpDriver", "TcpListenerDriver", "open_tcp_socket", "qmux_config"]
 RECEIVE_SIZE = 256 * 1024
 #: Connections accepted per wake-up of the accept loop.
 MAX_ACCEPTS_PER_WAKE = 64
+#: Connections still sending their ClientHello a listener holds per handshake slot
+#: (``max_tcp_handshakes``): they cost no TLS work yet, and holding them keeps the
+#: kernel's accept queue short, so a newcomer is accepted at once (TLS slowloris).
+AWAITING_HELLO_PER_SLOT = 4
+#: Slow ClientHello senders evicted at once when the listener holds as many as it
+#: may (as many as connections wait in the accept queue, up to this).
+MAX_EVICTIONS_PER_WAKE = MAX_ACCEPTS_PER_WAKE
 #: Pause after an accept failure such as EMFILE, so the loop does not spin.
 ACCEPT_ERROR_PAUSE = 0.1
 #: Listen backlog.
@@ -114,7 +121,7 @@ class TcpDriver(Driver):
     def after_change(self, only: Core | None = None) -> None:
         super().after_change(only)
         if self.listener is not None:
-            self.listener.check_handshakes()
+            self.listener.core_changed(self.core)
 
     # -- loops -------------------------------------------------------------------------------
     async def loops(self, nursery: trio.Nursery) -> None:
@@ -229,9 +236,11 @@ class TcpListenerDriver(ListenerDriver):
         self.max_handshakes = max_handshakes
         self._room = trio.lowlevel.ParkingLot()
         self._unfinished: set[Core] = set()
-        #: Slowloris eviction (see :meth:`_wait_for_room`): the core whose ClientHello
-        #: deadline was cut short, until its driver stops; the wait a free slot cancels.
-        self._evicted: Core | None = None
+        #: Those of :attr:`_unfinished` still sending their ClientHello (O(1) counts).
+        self._awaiting: set[Core] = set()
+        #: Slowloris eviction (see :meth:`_wait_for_room`): the cores whose ClientHello
+        #: deadline was cut short, until their drivers stop; the wait a free slot cancels.
+        self._evicted: set[Core] = set()
         self._room_scope: trio.CancelScope | None = None
         self.config = config
         self._spawn = spawn
@@ -259,42 +268,81 @@ class TcpListenerDriver(ListenerDriver):
         self.check_handshakes()
 
     # Handshake cap: a connection counts from its accept() until its handshake
-    # succeeded or, if it failed, until its driver stopped (its state is freed).
+    # succeeded or, if it failed, until its driver stopped (its state is freed): while
+    # its ClientHello is incomplete against the ClientHello bound, then against
+    # ``max_handshakes`` (see :meth:`_room_left`).
     def adopt(self, core: Core) -> None:
         super().adopt(core)
         self._unfinished.add(core)
+        if core.conn.awaiting_client_hello:
+            self._awaiting.add(core)
 
     def check_handshakes(self) -> None:
         super().check_handshakes()
-        done = [c for c in self._unfinished if c.session.ready and not c.session.failed]
-        for core in done:
-            self._unfinished.discard(core)
+        for core in list(self._unfinished):
+            self._update(core)
         self._make_room()
+
+    def core_changed(self, core: Core) -> None:
+        """One connection's driver ran: only its handshake can have moved (O(1) per
+        event; a scan of every handshake per event cost O(N) with N slow senders)."""
+        self.check_handshakes_of([core])
+        self._update(core)
+        self._make_room()
+
+    def _update(self, core: Core) -> None:
+        if core in self._awaiting and not core.conn.awaiting_client_hello:
+            self._awaiting.discard(core)
+        if core.session.ready and not core.session.failed:
+            self._unfinished.discard(core)
+            self._awaiting.discard(core)
 
     def forget(self, core: Core) -> None:
         super().forget(core)
         self._unfinished.discard(core)
-        if self._evicted is core:
-            self._evicted = None
+        self._awaiting.discard(core)
+        self._evicted.discard(core)
         self._make_room()
 
+    @property
+    def max_awaiting_hello(self) -> int:
+        """Connections still sending their ClientHello held at most."""
+        return AWAITING_HELLO_PER_SLOT * self.max_handshakes
+
+    def _counts(self) -> tuple[int, int]:
+        """``(awaiting a ClientHello, past it)`` among the unfinished handshakes."""
+        awaiting = len(self._awaiting)
+        return awaiting, len(self._unfinished) - awaiting
+
+    def _room_left(self) -> int:
+        """Connections that may be accepted now: while fewer than ``max_handshakes``
+        handshakes are past their ClientHello (doing TLS work) and fewer than
+        :attr:`max_awaiting_hello` are still sending it.  A connection whose
+        ClientHello completes always goes on, so the first count may briefly exceed
+        its bound by the second; accepting stops until it is back under."""
+        awaiting, working = self._counts()
+        return min(self.max_handshakes - working, self.max_awaiting_hello - awaiting)
+
     def _make_room(self) -> None:
-        if len(self._unfinished) < self.max_handshakes:
+        if self._room_left() > 0:
             self._room.unpark_all()
             if self._room_scope is not None:
                 self._room_scope.cancel()
 
     async def _wait_for_room(self) -> None:
-        """Every slot is taken: wait until one frees.  If a new connection arrives
-        meanwhile, the oldest handshake still without a complete ClientHello has
-        its deadline cut to now, so a slow sender yields its slot to the newcomer
-        (TLS slowloris, issue 11); one at a time, until that one's driver stops."""
-        victim = None
-        if self._evicted is None:
-            victim = next(
-                (c for c in self.handshaking.values() if c.conn.awaiting_client_hello), None
-            )
-        if victim is None:
+        """No room (:meth:`_room_left`): wait until there is.  When the connections
+        still sending their ClientHello are what fills it and new connections arrive
+        meanwhile, the oldest of those have their deadline cut to now, so slow
+        senders yield to the newcomers (TLS slowloris, issue 11): as many as wait in
+        the accept queue (one where the system does not tell), at most
+        :data:`MAX_EVICTIONS_PER_WAKE`, and no more until those have stopped.
+        Holding 128 and evicting one at a time made a normal client wait behind
+        300 reconnecting slow senders: a full accept queue drops its SYN (1 s)."""
+        working = self._counts()[1]
+        victims: list[Core] = []
+        if not self._evicted and working < self.max_handshakes:
+            victims = [c for c in self.handshaking.values() if c in self._awaiting]
+        if not victims:
             await self._room.park()
             return
         with trio.CancelScope() as scope:
@@ -303,11 +351,15 @@ class TcpListenerDriver(ListenerDriver):
                 await trio.lowlevel.wait_readable(self.sock)
             finally:
                 self._room_scope = None
-        full = len(self._unfinished) >= self.max_handshakes
-        if not scope.cancelled_caught and full and victim in self._unfinished:
-            self._evicted = victim
-            victim.conn.expire_client_hello(trio.current_time())
-            victim.driver.move_timer()
+        if scope.cancelled_caught or self._room_left() > 0:
+            return
+        queued = accept_queue_length(self.sock) or 1
+        now = trio.current_time()
+        for victim in victims[: min(queued, MAX_EVICTIONS_PER_WAKE)]:
+            if victim in self._unfinished and victim.conn.awaiting_client_hello:
+                self._evicted.add(victim)
+                victim.conn.expire_client_hello(now)
+                victim.driver.move_timer()
 
     def stop(self) -> None:
         super().stop()
@@ -319,11 +371,12 @@ class TcpListenerDriver(ListenerDriver):
     async def _accept_loop(self) -> None:
         sock = self.sock
         while not self.closed:
-            room = self.max_handshakes - len(self._unfinished)
+            room = self._room_left()
             if room <= 0:  # a bounded amount of handshake state: the kernel queues the rest
                 await self._wait_for_room()
                 continue
             await trio.lowlevel.wait_readable(sock)
+            room = self._room_left()  # handshakes may have moved past their ClientHello
             for _ in range(min(MAX_ACCEPTS_PER_WAKE, room)):
                 try:
                     conn_sock, addr = sock.accept()

@@ -17,7 +17,12 @@ import mstls.trio
 from mstls.codes import AlertDescription
 from mstls.exceptions import CertificateError, DecodeError, HandshakeAlert, TLSError
 from mstlsd import server as daemon_server
-from mstlsd.handshakes import POLL_INTERVAL, failure_reason
+from mstlsd.handshakes import (
+    POLL_INTERVAL,
+    TrimAfterBursts,
+    failure_reason,
+    release_free_memory,
+)
 from mstlsd.server import Daemon
 from mstlsd.state import dev_pki_paths
 from tests.certs import TestPKI
@@ -355,3 +360,13 @@ async def test_losses_and_retransmissions_counted_through_a_lossy_relay(tmp_path
     resent = sample(text, "mstlsd_retransmissions_total", transport="udp")
     assert lost > 0 and 0 < resent <= lost
     assert sample(text, "mstlsd_retransmissions_total", transport="tcp") == 0
+
+
+def test_memory_is_released_once_after_a_burst_of_failed_handshakes() -> None:
+    """Issue 11: after a flood's handshakes fail, the freed heap goes back to the
+    system once, at the first quiet poll; small bursts never trigger it."""
+    trim = TrimAfterBursts(threshold=50)
+    assert [trim.observe(n) for n in (30, 30, 0, 0)] == [False, False, True, False]
+    assert [trim.observe(n) for n in (10, 0, 20, 0)] == [False, False, False, False]
+    assert [trim.observe(n) for n in (50, 0)] == [False, True]
+    assert isinstance(release_free_memory(), bool)  # never raises, glibc or not

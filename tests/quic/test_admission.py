@@ -210,11 +210,13 @@ def test_table_stays_bounded_under_100k_spoofed_sources(monkeypatch: pytest.Monk
     assert endpoint.dropped_initials == count and not endpoint.connections
 
 
-def test_garbage_initials_cost_no_retry_no_token_and_no_connection(
+def test_garbage_initials_cost_no_token_and_no_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An Initial whose packet does not authenticate is dropped first (RFC 9001 §5.2):
-    no Retry is reflected, the source's bucket is untouched, no connection is built."""
+    """Without Retry, an Initial whose packet does not authenticate is dropped
+    (RFC 9001 §5.2): the source's bucket is untouched, no connection is built.
+    With Retry it gets a Retry before any authentication (step 3 of the endpoint's
+    documentation): stateless, uncharged, and smaller than the datagram."""
     built: list[Any] = []
 
     class Recording(QuicConnection):
@@ -230,10 +232,45 @@ def test_garbage_initials_cost_no_retry_no_token_and_no_connection(
             rate_limiter=SourceRateLimiter(1.0, 1),
         )
         source = ("192.0.2.77", 4433)
+        garbage = spoofed_initial()
         for _ in range(10):
-            endpoint.receive_datagram(spoofed_initial(), source, T0)
-        assert endpoint.dropped_initials == 10
-        assert endpoint.retries_sent == 0 and not endpoint.datagrams_to_send(T0)
+            endpoint.receive_datagram(garbage, source, T0)
+        answers = endpoint.datagrams_to_send(T0)
+        if retry:
+            assert endpoint.dropped_initials == 0 and endpoint.retries_sent == 10
+            assert len(answers) == 10
+            assert all(len(data) < len(garbage) // 4 and to == source for data, to in answers)
+        else:
+            assert endpoint.dropped_initials == 10
+            assert endpoint.retries_sent == 0 and not answers
         assert endpoint.rate_limiter is not None
         assert endpoint.rate_limiter.available(source, T0) == 1
         assert not built and not endpoint.connections
+
+
+def test_under_load_a_retry_costs_no_initial_key_derivation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11: once the threshold is reached, token-less Initials are answered with
+    a Retry without deriving Initial keys (the expensive part of authentication)."""
+    derived: list[bytes] = []
+    real = endpoint_module.initial_protection
+
+    def counting(dcid: bytes, **kwargs: Any) -> Any:
+        derived.append(dcid)
+        return real(dcid, **kwargs)
+
+    monkeypatch.setattr(endpoint_module, "initial_protection", counting)
+    threshold = 2
+    net = Net(ServerEndpoint(server_config(), retry_threshold=threshold))
+    endpoint = net.endpoint
+    for i in range(threshold):
+        net.stuck((f"192.0.2.{i + 1}", 1000))
+    assert len(derived) == threshold  # below the threshold: authenticated, then state
+    for i in range(50):
+        client = net.client((f"198.51.100.{i + 1}", 1000))
+        for data in client.datagrams_to_send(net.now):
+            endpoint.receive_datagram(data, (f"198.51.100.{i + 1}", 1000), net.now)
+    assert endpoint.retries_sent >= 50
+    assert len(derived) == threshold
+    assert endpoint.handshakes_in_progress == threshold

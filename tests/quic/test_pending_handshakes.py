@@ -6,6 +6,9 @@ handshake sheds the oldest pending one, silently, on a virtual clock.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from mstls.core.admission import SHED
@@ -65,3 +68,34 @@ def test_the_bound_is_validated_and_can_be_lowered() -> None:
     net.stuck(("198.51.100.1", 1000))
     assert endpoint.handshakes_in_progress == 2
     assert endpoint.shed_handshakes == BOUND - 1
+
+
+def test_a_timed_out_or_shed_handshake_is_freed_without_the_cycle_collector() -> None:
+    """Issue 11: a pending handshake's state goes when it ends, by reference counting.
+
+    A reference cycle through the connection (its TLS handshake held a bound method
+    of it) left every failed handshake to the cyclic collector, which runs rarely in
+    a large heap: an Initial flood's timeouts kept the daemon's memory up."""
+    net = Net(ServerEndpoint(server_config(), max_pending_handshakes=2))
+    endpoint = net.endpoint
+    for i in range(3):  # the third sheds the first
+        net.stuck((f"192.0.2.{i + 1}", 1000))
+    refs = [weakref.ref(c) for c in [*endpoint.terminated, *endpoint.connections]]
+    assert len(refs) == 3
+    endpoint.terminated.clear()
+    endpoint.accepted.clear()
+    endpoint.pop_changed()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(40):  # past the handshake timeout
+            net.now += 1.0
+            endpoint.handle_timer(net.now)
+            endpoint.datagrams_to_send(net.now)
+        assert not endpoint.connections
+        endpoint.terminated.clear()
+        endpoint.pop_changed()
+        assert [ref() for ref in refs] == [None, None, None]
+    finally:
+        if enabled:
+            gc.enable()

@@ -16,6 +16,7 @@ import trio
 import mstls.trio
 from mstls.config import DEFAULT_MAX_TCP_HANDSHAKES
 from mstls.qmux.connection import QMuxConnection
+from mstls.trio._tcp import AWAITING_HELLO_PER_SLOT
 
 from .test_stream_semantics import client_config, server_config
 
@@ -29,6 +30,8 @@ CLIENT_BUDGET = 8.0
 FLOOD_SECONDS = 16.0
 #: After the normal client: by then the first slot-holders' deadline has long passed.
 DROP_WAIT = 3.0
+#: Bound on waiting for the senders failed at their deadline to notice.
+DROP_WAIT_MAX = 8.0
 
 
 def _client_hello() -> bytes:
@@ -91,16 +94,21 @@ async def test_slowloris_does_not_lock_out_a_normal_client() -> None:
                         while data := await stream.receive_some():
                             got += data
                         assert got == b"still served"
-                await trio.sleep(DROP_WAIT)
-                # At least the first slot-holders were failed at their deadline.
+                # At least the first slot-holders are failed at their deadline (each
+                # sender notices at its second send after the close, up to 2 s later).
+                with trio.move_on_after(DROP_WAIT_MAX):
+                    while len(dropped) < DEFAULT_MAX_TCP_HANDSHAKES:
+                        await trio.sleep(0.1)
                 assert len(dropped) >= DEFAULT_MAX_TCP_HANDSHAKES, len(dropped)
                 flood.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
 
 
 #: Slots of the eviction test, and its ClientHello deadline: far beyond the client's
-#: budget, so only eviction can let the newcomer in.
+#: budget, so only eviction can let the newcomer in.  The listener holds this many
+#: connections still sending their ClientHello.
 SLOTS = 4
+HELD = AWAITING_HELLO_PER_SLOT * SLOTS
 LONG_HELLO = 60.0
 
 
@@ -117,9 +125,9 @@ async def test_a_newcomer_evicts_the_oldest_slow_sender_when_all_slots_are_taken
         )
         port = listener.address[1]
         async with trio.open_nursery() as flood:
-            for _ in range(SLOTS):
+            for _ in range(HELD):
                 flood.start_soon(_trickle, port, hello, dropped)
-            await trio.sleep(1.0)  # every slot is held by a slow sender
+            await trio.sleep(1.0)  # the listener holds all it may: slow senders only
             with trio.fail_after(CLIENT_BUDGET):
                 conn = await mstls.trio.connect(
                     "127.0.0.1", port, client_config(), transport="tcp", timeout=CLIENT_BUDGET
