@@ -39,6 +39,7 @@ import gc
 import json
 import multiprocessing
 import os
+import resource
 import selectors
 import socket
 import statistics
@@ -74,6 +75,10 @@ DEFAULT_IDLE = 6.0
 DEFAULT_PROBE = 50
 #: Per phase (opening a level, the idle window, the echoes).
 DEFAULT_TIMEOUT = 60.0
+#: Connections the server admits beyond the highest level (the echo and probe ones).
+HEADROOM = 1000
+#: File descriptors wanted: one client socket per connection, plus slack.
+FD_SLACK = 256
 
 
 class BenchError(Exception):
@@ -105,10 +110,20 @@ class _GcTimer:
 
 
 def _server_main(
-    pipe: Pipe, certfile: str, keyfile: str, profile: str | None = None, gc_mode: str = "default"
+    pipe: Pipe,
+    certfile: str,
+    keyfile: str,
+    profile: str | None = None,
+    gc_mode: str = "default",
+    max_connections: int = 10000,
 ) -> None:
     config = ServerConfig(
-        certfile=certfile, keyfile=keyfile, alpn=ALPN, idle_timeout=30.0, handshake_timeout=10.0
+        certfile=certfile,
+        keyfile=keyfile,
+        alpn=ALPN,
+        idle_timeout=30.0,
+        handshake_timeout=10.0,
+        max_connections=max_connections,
     )
 
     async def echo(stream: Any) -> None:
@@ -125,6 +140,7 @@ def _server_main(
                 nursery.start_soon(echo, stream)
 
     gc_time = _GcTimer()
+    profiler = None if profile is None else cProfile.Profile()
     if gc_mode == "freeze":
         gc.freeze()  # what the server allocated so far is never scanned again
 
@@ -135,19 +151,24 @@ def _server_main(
             while True:
                 request = await trio.to_thread.run_sync(pipe.recv)
                 if request == "cpu":
-                    pipe.send(("cpu", (time.process_time(), gc_time.seconds, gc_time.full)))
+                    times = os.times()
+                    pipe.send(("cpu", (times.user + times.system, gc_time.seconds, gc_time.full)))
+                elif request == "sys":
+                    pipe.send(("sys", os.times().system))
                 elif request == "gc_pause":
                     pipe.send(("gc_pause", gc_time.longest))
                     gc_time.longest = 0.0
+                elif request in ("profile_on", "profile_off"):
+                    if profiler is not None:
+                        (profiler.enable if request == "profile_on" else profiler.disable)()
+                    pipe.send((request, None))
                 else:
                     nursery.cancel_scope.cancel()
                     return
 
-    if profile is None:
+    if profiler is None:
         trio.run(main)
         return
-    profiler = cProfile.Profile()
-    profiler.enable()
     try:
         trio.run(main)
     finally:
@@ -159,12 +180,19 @@ class Server:
     """The child process and its control pipe."""
 
     def __init__(
-        self, certfile: str, keyfile: str, profile: str | None = None, gc_mode: str = "default"
+        self,
+        certfile: str,
+        keyfile: str,
+        profile: str | None = None,
+        gc_mode: str = "default",
+        max_connections: int = 10000,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
         self._process = context.Process(
-            target=_server_main, args=(child, certfile, keyfile, profile, gc_mode), daemon=True
+            target=_server_main,
+            args=(child, certfile, keyfile, profile, gc_mode, max_connections),
+            daemon=True,
         )
         self._process.start()
         kind, port = self._receive(30.0)
@@ -186,6 +214,20 @@ class Server:
         self._pipe.send("gc_pause")
         kind, value = self._receive(10.0)
         assert kind == "gc_pause"
+        return float(value)
+
+    def profile(self, on: bool) -> None:
+        """Turn the server's profiler (``--profile``) on or off."""
+        request = "profile_on" if on else "profile_off"
+        self._pipe.send(request)
+        kind, _ = self._receive(10.0)
+        assert kind == request
+
+    def system_time(self) -> float:
+        """The server's CPU time in the kernel (s)."""
+        self._pipe.send("sys")
+        kind, value = self._receive(10.0)
+        assert kind == "sys"
         return float(value)
 
     def counters(self) -> tuple[float, float, int]:
@@ -336,6 +378,16 @@ def _echo_latencies(
     return latencies
 
 
+def _raise_fd_limit(wanted: int) -> None:
+    """One client socket per connection: raise the soft limit up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        if limit < wanted:
+            print(f"warning: only {limit} file descriptors (hard limit)", file=sys.stderr)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -345,7 +397,14 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mstls-bench-idle-") as directory:
         pki = write_dev_pki(directory)
-        server = Server(str(pki.server_cert), str(pki.server_key), options.profile, options.gc)
+        _raise_fd_limit(max(options.levels) + options.probe + FD_SLACK)
+        server = Server(
+            str(pki.server_cert),
+            str(pki.server_key),
+            options.profile,
+            options.gc,
+            max(options.levels) + HEADROOM,
+        )
         clients = Clients(server.address, str(pki.ca_cert))
         try:
             for level in options.levels:
@@ -357,10 +416,15 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 clients.run_for(1.0)  # handshake leftovers settle
                 held = len(clients.connections)
                 # Idle: keep-alives only.
+                server.profile(True)
+                sys0 = server.system_time()
                 (cpu0, gc0, full0), wall0 = server.counters(), time.monotonic()
                 clients.run_for(options.idle)
                 cpu1, gc1, full1 = server.counters()
+                sys1 = server.system_time()
+                server.profile(False)
                 idle_cpu = (cpu1 - cpu0) / (time.monotonic() - wall0)
+                idle_sys = (sys1 - sys0) / max(cpu1 - cpu0, 1e-9)
                 idle_gc = (gc1 - gc0) / max(cpu1 - cpu0, 1e-9)
                 # Echo through one more connection.
                 (echo_conn,) = clients.open(1)
@@ -387,6 +451,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 row = {
                     "open": held,
                     "idle_cpu_pct": round(100 * idle_cpu, 1),
+                    "idle_sys_pct_of_cpu": round(100 * idle_sys, 1),
                     "idle_gc_pct_of_cpu": round(100 * idle_gc, 1),
                     "probe_gc_pct_of_cpu": round(100 * (gc1 - gc0) / max(cpu1 - cpu0, 1e-9), 1),
                     "probe_full_collections": full1 - full0,
@@ -415,6 +480,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
 def _format(row: dict[str, Any]) -> str:
     return (
         f"open={row['open']:>6}  idle server cpu={row['idle_cpu_pct']:>5.1f} %"
+        f" ({row['idle_sys_pct_of_cpu']:.0f} % of it in the kernel)"
         f"  echo p50={row['echo_p50_ms']:>7.2f} ms p99={row['echo_p99_ms']:>8.2f} ms"
         f"  cpu/new conn={row['cpu_ms_per_conn']:>6.2f} ms"
         f" (net of keep-alives {row['net_cpu_ms_per_conn']:>6.2f} ms)"
@@ -439,7 +505,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per phase, s")
     parser.add_argument("--json", help="also write the rows as JSON to this path")
     parser.add_argument(
-        "--profile", help="run the server under cProfile, stats to this path (slower)"
+        "--profile",
+        help="cProfile the server during the idle windows only, stats to this path (slower)",
     )
     parser.add_argument(
         "--gc",

@@ -65,8 +65,10 @@ CALIBRATION_ROUNDS = 5
 class Meter:
     """Time and counts of the server endpoint's work while installed."""
 
-    def __init__(self, endpoint: ServerEndpoint) -> None:
+    def __init__(self, endpoint: ServerEndpoint, profile: cProfile.Profile | None = None) -> None:
         self.endpoint = endpoint
+        #: Enabled during the endpoint's calls only (the server's side alone).
+        self.profile = profile
         self.seconds = 0.0
         self.datagrams_in = 0
         self.datagrams_out = 0
@@ -78,9 +80,26 @@ class Meter:
         self._arrivals: dict[int, float] = {}
         self._undo: list[Callable[[], None]] = []
 
+    def _timed(self, call: Callable[..., Any]) -> Any:
+        """``call(*args)`` with the thread's CPU time added up (and profiled)."""
+        start = time.thread_time()
+        profile = self.profile
+        if profile is not None:
+            profile.enable()
+        try:
+            return call()
+        finally:
+            if profile is not None:
+                profile.disable()
+            self.seconds += time.thread_time() - start
+
     def install(self) -> None:
-        endpoint = self.endpoint
-        meter = self
+        """Wrap the endpoint's entry points and count the calls into server connections."""
+        self._install_endpoint()
+        self._install_connections()
+
+    def _install_endpoint(self) -> None:
+        endpoint, meter = self.endpoint, self
         receive, handle, send = (
             endpoint.receive_datagram,
             endpoint.handle_timer,
@@ -91,21 +110,15 @@ class Meter:
             meter.datagrams_in += 1
             meter.endpoint_calls["receive_datagram"] += 1
             meter._arrivals.setdefault(hash(addr), now)
-            start = time.thread_time()
-            receive(data, addr, now, ecn)
-            meter.seconds += time.thread_time() - start
+            meter._timed(lambda: receive(data, addr, now, ecn))
 
         def timed_handle(now: float) -> None:
             meter.endpoint_calls["handle_timer"] += 1
-            start = time.thread_time()
-            handle(now)
-            meter.seconds += time.thread_time() - start
+            meter._timed(lambda: handle(now))
 
         def timed_send(now: float) -> list[tuple[bytes, Any]]:
             meter.endpoint_calls["datagrams_to_send"] += 1
-            start = time.thread_time()
-            out = send(now)
-            meter.seconds += time.thread_time() - start
+            out: list[tuple[bytes, Any]] = meter._timed(lambda: send(now))
             meter.datagrams_out += len(out)
             for _, addr in out:
                 arrived = meter._arrivals.pop(hash(addr), None)
@@ -117,6 +130,13 @@ class Meter:
         endpoint.handle_timer = timed_handle  # type: ignore[method-assign]
         endpoint.datagrams_to_send = timed_send  # type: ignore[method-assign]
 
+        def undo() -> None:
+            del endpoint.receive_datagram, endpoint.handle_timer, endpoint.datagrams_to_send
+
+        self._undo.append(undo)
+
+    def _install_connections(self) -> None:
+        meter = self
         original_send = QuicConnection.datagrams_with_paths
         original_timer = QuicConnection.handle_timer
         original_get_timer = QuicConnection.get_timer
@@ -144,7 +164,6 @@ class Meter:
             QuicConnection.datagrams_with_paths = original_send  # type: ignore[method-assign]
             QuicConnection.handle_timer = original_timer  # type: ignore[method-assign]
             QuicConnection.get_timer = original_get_timer  # type: ignore[method-assign]
-            del endpoint.receive_datagram, endpoint.handle_timer, endpoint.datagrams_to_send
 
         self._undo.append(undo)
 
@@ -184,13 +203,11 @@ def hold(conns: int) -> Many:
 
 def measure(conns: int, seconds: float, profile: cProfile.Profile | None = None) -> dict[str, Any]:
     many = hold(conns)
-    meter = Meter(many.endpoint)
+    meter = Meter(many.endpoint, profile)
     meter.install()
     gc.collect()
     unit_before = calibrate()
     intervals: list[float] = []
-    if profile is not None:
-        profile.enable()
     try:
         left = seconds
         while left > 0:
@@ -200,8 +217,6 @@ def measure(conns: int, seconds: float, profile: cProfile.Profile | None = None)
             if meter.datagrams_in > pings:
                 intervals.append((meter.seconds - cpu) / (meter.datagrams_in - pings))
     finally:
-        if profile is not None:
-            profile.disable()
         meter.uninstall()
     unit = min(unit_before, calibrate())
     pings = max(meter.datagrams_in, 1)
@@ -248,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         help="numbers of idle connections, comma-separated (default 1000)",
     )
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="virtual seconds")
-    parser.add_argument("--profile", help="cProfile the measured window, stats to this path")
+    parser.add_argument(
+        "--profile", help="cProfile the server endpoint's calls, stats to this path (slower)"
+    )
     options = parser.parse_args(argv)
     print(
         f"keep-alive {KEEPALIVE:g} s, {options.seconds:g} virtual s measured,"
