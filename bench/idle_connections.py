@@ -153,6 +153,9 @@ def _server_main(
                 if request == "cpu":
                     times = os.times()
                     pipe.send(("cpu", (times.user + times.system, gc_time.seconds, gc_time.full)))
+                elif request == "freeze":
+                    gc.freeze()  # what is held now is never scanned again
+                    pipe.send(("freeze", gc.get_freeze_count()))
                 elif request == "sys":
                     pipe.send(("sys", os.times().system))
                 elif request == "gc_pause":
@@ -222,6 +225,13 @@ class Server:
         self._pipe.send(request)
         kind, _ = self._receive(10.0)
         assert kind == request
+
+    def freeze(self) -> int:
+        """``gc.freeze()`` in the server; the number of objects frozen so far."""
+        self._pipe.send("freeze")
+        kind, value = self._receive(30.0)
+        assert kind == "freeze"
+        return int(value)
 
     def system_time(self) -> float:
         """The server's CPU time in the kernel (s)."""
@@ -415,6 +425,8 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                     )
                 clients.run_for(1.0)  # handshake leftovers settle
                 held = len(clients.connections)
+                if options.gc == "freeze-held":
+                    server.freeze()
                 # Idle: keep-alives only.
                 server.profile(True)
                 sys0 = server.system_time()
@@ -426,6 +438,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 idle_cpu = (cpu1 - cpu0) / (time.monotonic() - wall0)
                 idle_sys = (sys1 - sys0) / max(cpu1 - cpu0, 1e-9)
                 idle_gc = (gc1 - gc0) / max(cpu1 - cpu0, 1e-9)
+                idle_full = full1 - full0
                 # Echo through one more connection.
                 (echo_conn,) = clients.open(1)
                 clients.run_until(
@@ -453,6 +466,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                     "idle_cpu_pct": round(100 * idle_cpu, 1),
                     "idle_sys_pct_of_cpu": round(100 * idle_sys, 1),
                     "idle_gc_pct_of_cpu": round(100 * idle_gc, 1),
+                    "idle_full_collections": idle_full,
                     "probe_gc_pct_of_cpu": round(100 * (gc1 - gc0) / max(cpu1 - cpu0, 1e-9), 1),
                     "probe_full_collections": full1 - full0,
                     "echo_full_collections": full_after - full_before,
@@ -484,7 +498,7 @@ def _format(row: dict[str, Any]) -> str:
         f"  echo p50={row['echo_p50_ms']:>7.2f} ms p99={row['echo_p99_ms']:>8.2f} ms"
         f"  cpu/new conn={row['cpu_ms_per_conn']:>6.2f} ms"
         f" (net of keep-alives {row['net_cpu_ms_per_conn']:>6.2f} ms)"
-        f"  gc: idle {row['idle_gc_pct_of_cpu']:>4.1f} %,"
+        f"  gc: idle {row['idle_gc_pct_of_cpu']:>4.1f} % ({row['idle_full_collections']} full),"
         f" probe {row['probe_gc_pct_of_cpu']:>4.1f} % of cpu"
         f" ({row['probe_full_collections']} full); during the echoes"
         f" {row['echo_full_collections']} full, longest {row['echo_longest_gc_ms']} ms"
@@ -510,9 +524,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--gc",
-        choices=("default", "freeze"),
+        choices=("default", "freeze", "freeze-held"),
         default="default",
-        help="the server's garbage collector: CPython's defaults, or gc.freeze() at start",
+        help="the server's garbage collector: CPython's defaults, gc.freeze() at start, or"
+        " gc.freeze() once each level's connections are held (before its idle window)",
     )
     return parser.parse_args(argv)
 

@@ -172,6 +172,30 @@ class Meter:
             self._undo.pop()()
 
 
+class GcMeter:
+    """Collections per generation and the time they took, while installed."""
+
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._start = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.thread_time()
+            return
+        generation = info["generation"]
+        self.counts[generation] += 1
+        self.seconds[generation] += time.thread_time() - self._start
+
+    def __enter__(self) -> GcMeter:
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+
 def calibrate() -> float:
     """Seconds of thread CPU for one unit of fixed work (best of the rounds)."""
     aead = AESGCM(bytes(16))
@@ -201,15 +225,10 @@ def hold(conns: int) -> Many:
     return many
 
 
-def measure(conns: int, seconds: float, profile: cProfile.Profile | None = None) -> dict[str, Any]:
-    many = hold(conns)
-    meter = Meter(many.endpoint, profile)
-    meter.install()
-    gc.collect()
-    unit_before = calibrate()
-    intervals: list[float] = []
+def _run_intervals(many: Many, meter: Meter, seconds: float, intervals: list[float]) -> None:
+    """Run ``seconds`` in keep-alive intervals, the server's CPU per PING of each."""
+    left = seconds
     try:
-        left = seconds
         while left > 0:
             cpu, pings = meter.seconds, meter.datagrams_in
             many.run_for(min(KEEPALIVE, left))
@@ -218,6 +237,17 @@ def measure(conns: int, seconds: float, profile: cProfile.Profile | None = None)
                 intervals.append((meter.seconds - cpu) / (meter.datagrams_in - pings))
     finally:
         meter.uninstall()
+
+
+def measure(conns: int, seconds: float, profile: cProfile.Profile | None = None) -> dict[str, Any]:
+    many = hold(conns)
+    meter = Meter(many.endpoint, profile)
+    meter.install()
+    gc.collect()
+    unit_before = calibrate()
+    intervals: list[float] = []
+    with GcMeter() as gc_meter:
+        _run_intervals(many, meter, seconds, intervals)
     unit = min(unit_before, calibrate())
     pings = max(meter.datagrams_in, 1)
     delays = sorted(meter.ack_delays) or [0.0]
@@ -238,6 +268,9 @@ def measure(conns: int, seconds: float, profile: cProfile.Profile | None = None)
         "endpoint_calls": dict(meter.endpoint_calls),
         "ack_delay_ms_p50": 1000 * delays[len(delays) // 2],
         "ack_delay_ms_max": 1000 * delays[-1],
+        # The whole process's collections (clients included), per PING.
+        "gc_collections": gc_meter.counts,
+        "gc_us_per_ping": [1e6 * t / pings for t in gc_meter.seconds],
     }
 
 
@@ -251,6 +284,8 @@ def _format(row: dict[str, Any]) -> str:
         f"  get_timer/PING={row['get_timer_per_ping']:.2f}"
         f"  datagrams out/PING={row['datagrams_out_per_ping']:.2f}"
         f"  ACK delay p50={row['ack_delay_ms_p50']:.1f} ms max={row['ack_delay_ms_max']:.1f} ms"
+        f"  gc (whole process) by generation: {row['gc_collections']} collections,"
+        f" {', '.join(f'{us:.1f}' for us in row['gc_us_per_ping'])} us/PING"
     )
 
 
