@@ -33,6 +33,7 @@ the end whatever happened.  Only 127.0.0.1 is used.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import cProfile
 import gc
@@ -97,16 +98,75 @@ class _GcTimer:
         #: The longest single collection (s) since the last report.
         self.longest = 0.0
         self._start = 0.0
+        self._cpu_start = 0.0
         gc.callbacks.append(self._on_gc)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._start = time.perf_counter()
+            self._cpu_start = time.thread_time()
         else:
-            took = time.perf_counter() - self._start
-            self.seconds += took
-            self.longest = max(self.longest, took)
+            # CPU time for the share (a preempted collection is not the collector's
+            # cost on a loaded machine), wall time for the pause.
+            self.seconds += time.thread_time() - self._cpu_start
+            self.longest = max(self.longest, time.perf_counter() - self._start)
             self.full += info["generation"] == 2
+
+
+class _Census:
+    """Objects the collector tracks, by type: what the idle window added."""
+
+    def __init__(self) -> None:
+        self._before: collections.Counter[str] = collections.Counter()
+        self.collections = [0, 0, 0]
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop":
+            self.collections[info["generation"]] += 1
+
+    @staticmethod
+    def _count() -> collections.Counter[str]:
+        gc.collect()
+        return collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+
+    def take(self, start: bool) -> Any:
+        if start:
+            self._before = self._count()
+            self.collections = [0, 0, 0]
+            return None
+        ran = list(self.collections)
+        after = self._count()
+        grown = {k: after[k] - self._before[k] for k in after if after[k] != self._before[k]}
+        top = sorted(grown.items(), key=lambda item: -abs(item[1]))[:12]
+        return {"collections by generation": ran, "tracked objects added": top}
+
+
+class _Control:
+    """The server's answers to the parent's requests (see :class:`Server`)."""
+
+    def __init__(self, profiler: cProfile.Profile | None) -> None:
+        self.gc_time = _GcTimer()
+        self.census = _Census()
+        self.profiler = profiler
+
+    def answer(self, request: str) -> Any:
+        gc_time = self.gc_time
+        if request == "cpu":
+            return time.process_time(), gc_time.seconds, gc_time.full
+        if request == "sys":
+            return os.times().system
+        if request == "freeze":
+            gc.freeze()  # what is held now is never scanned again
+            return gc.get_freeze_count()
+        if request in ("census_on", "census_off"):
+            return self.census.take(request == "census_on")
+        if request == "gc_pause":
+            longest, gc_time.longest = gc_time.longest, 0.0
+            return longest
+        if request in ("profile_on", "profile_off") and self.profiler is not None:
+            (self.profiler.enable if request == "profile_on" else self.profiler.disable)()
+        return None
 
 
 def _server_main(
@@ -139,8 +199,7 @@ def _server_main(
                 stream = await connection.accept_stream()
                 nursery.start_soon(echo, stream)
 
-    gc_time = _GcTimer()
-    profiler = None if profile is None else cProfile.Profile()
+    control = _Control(cProfile.Profile() if profile else None)
     if gc_mode == "freeze":
         gc.freeze()  # what the server allocated so far is never scanned again
 
@@ -150,25 +209,12 @@ def _server_main(
             pipe.send(("port", listener.address[1]))
             while True:
                 request = await trio.to_thread.run_sync(pipe.recv)
-                if request == "cpu":
-                    times = os.times()
-                    pipe.send(("cpu", (times.user + times.system, gc_time.seconds, gc_time.full)))
-                elif request == "freeze":
-                    gc.freeze()  # what is held now is never scanned again
-                    pipe.send(("freeze", gc.get_freeze_count()))
-                elif request == "sys":
-                    pipe.send(("sys", os.times().system))
-                elif request == "gc_pause":
-                    pipe.send(("gc_pause", gc_time.longest))
-                    gc_time.longest = 0.0
-                elif request in ("profile_on", "profile_off"):
-                    if profiler is not None:
-                        (profiler.enable if request == "profile_on" else profiler.disable)()
-                    pipe.send((request, None))
-                else:
+                if request == "stop":
                     nursery.cancel_scope.cancel()
                     return
+                pipe.send((request, control.answer(request)))
 
+    profiler = control.profiler
     if profiler is None:
         trio.run(main)
         return
@@ -232,6 +278,14 @@ class Server:
         kind, value = self._receive(30.0)
         assert kind == "freeze"
         return int(value)
+
+    def census(self, on: bool) -> Any:
+        """Start a census of the server's tracked objects; at the end, what grew."""
+        request = "census_on" if on else "census_off"
+        self._pipe.send(request)
+        kind, value = self._receive(60.0)
+        assert kind == request
+        return value
 
     def system_time(self) -> float:
         """The server's CPU time in the kernel (s)."""
@@ -403,6 +457,31 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def _idle_window(
+    server: Server, clients: Clients, options: argparse.Namespace
+) -> tuple[float, dict[str, Any]]:
+    """Keep-alives only for ``options.idle`` s: the server's CPU share and its row fields."""
+    if options.census:
+        server.census(True)
+    server.profile(True)
+    sys0 = server.system_time()
+    (cpu0, gc0, full0), wall0 = server.counters(), time.monotonic()
+    clients.run_for(options.idle)
+    cpu1, gc1, full1 = server.counters()
+    sys1 = server.system_time()
+    server.profile(False)
+    if options.census:
+        print("idle window:", server.census(False), flush=True)
+    idle_cpu = (cpu1 - cpu0) / (time.monotonic() - wall0)
+    spent = max(cpu1 - cpu0, 1e-9)
+    return idle_cpu, {
+        "idle_cpu_pct": round(100 * idle_cpu, 1),
+        "idle_sys_pct_of_cpu": round(100 * (sys1 - sys0) / spent, 1),
+        "idle_gc_pct_of_cpu": round(100 * (gc1 - gc0) / spent, 1),
+        "idle_full_collections": full1 - full0,
+    }
+
+
 def run(options: argparse.Namespace) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mstls-bench-idle-") as directory:
@@ -427,18 +506,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 held = len(clients.connections)
                 if options.gc == "freeze-held":
                     server.freeze()
-                # Idle: keep-alives only.
-                server.profile(True)
-                sys0 = server.system_time()
-                (cpu0, gc0, full0), wall0 = server.counters(), time.monotonic()
-                clients.run_for(options.idle)
-                cpu1, gc1, full1 = server.counters()
-                sys1 = server.system_time()
-                server.profile(False)
-                idle_cpu = (cpu1 - cpu0) / (time.monotonic() - wall0)
-                idle_sys = (sys1 - sys0) / max(cpu1 - cpu0, 1e-9)
-                idle_gc = (gc1 - gc0) / max(cpu1 - cpu0, 1e-9)
-                idle_full = full1 - full0
+                idle_cpu, idle = _idle_window(server, clients, options)
                 # Echo through one more connection.
                 (echo_conn,) = clients.open(1)
                 clients.run_until(
@@ -463,10 +531,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 net_per_conn = max(0.0, cpu1 - cpu0 - idle_share) / options.probe
                 row = {
                     "open": held,
-                    "idle_cpu_pct": round(100 * idle_cpu, 1),
-                    "idle_sys_pct_of_cpu": round(100 * idle_sys, 1),
-                    "idle_gc_pct_of_cpu": round(100 * idle_gc, 1),
-                    "idle_full_collections": idle_full,
+                    **idle,
                     "probe_gc_pct_of_cpu": round(100 * (gc1 - gc0) / max(cpu1 - cpu0, 1e-9), 1),
                     "probe_full_collections": full1 - full0,
                     "echo_full_collections": full_after - full_before,
@@ -517,6 +582,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--echoes", type=int, default=DEFAULT_ECHOES)
     parser.add_argument("--probe", type=int, default=DEFAULT_PROBE, help="connections per probe")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per phase, s")
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="print the server's collections and the tracked objects the idle window added",
+    )
     parser.add_argument("--json", help="also write the rows as JSON to this path")
     parser.add_argument(
         "--profile",
