@@ -33,12 +33,14 @@ the end whatever happened.  Only 127.0.0.1 is used.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import cProfile
 import gc
 import json
 import multiprocessing
 import os
+import resource
 import selectors
 import socket
 import statistics
@@ -74,6 +76,10 @@ DEFAULT_IDLE = 6.0
 DEFAULT_PROBE = 50
 #: Per phase (opening a level, the idle window, the echoes).
 DEFAULT_TIMEOUT = 60.0
+#: Connections the server admits beyond the highest level (the echo and probe ones).
+HEADROOM = 1000
+#: File descriptors wanted: one client socket per connection, plus slack.
+FD_SLACK = 256
 
 
 class BenchError(Exception):
@@ -92,23 +98,92 @@ class _GcTimer:
         #: The longest single collection (s) since the last report.
         self.longest = 0.0
         self._start = 0.0
+        self._cpu_start = 0.0
         gc.callbacks.append(self._on_gc)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._start = time.perf_counter()
+            self._cpu_start = time.thread_time()
         else:
-            took = time.perf_counter() - self._start
-            self.seconds += took
-            self.longest = max(self.longest, took)
+            # CPU time for the share (a preempted collection is not the collector's
+            # cost on a loaded machine), wall time for the pause.
+            self.seconds += time.thread_time() - self._cpu_start
+            self.longest = max(self.longest, time.perf_counter() - self._start)
             self.full += info["generation"] == 2
 
 
+class _Census:
+    """Objects the collector tracks, by type: what the idle window added."""
+
+    def __init__(self) -> None:
+        self._before: collections.Counter[str] = collections.Counter()
+        self.collections = [0, 0, 0]
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop":
+            self.collections[info["generation"]] += 1
+
+    @staticmethod
+    def _count() -> collections.Counter[str]:
+        gc.collect()
+        return collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+
+    def take(self, start: bool) -> Any:
+        if start:
+            self._before = self._count()
+            self.collections = [0, 0, 0]
+            return None
+        ran = list(self.collections)
+        after = self._count()
+        grown = {k: after[k] - self._before[k] for k in after if after[k] != self._before[k]}
+        top = sorted(grown.items(), key=lambda item: -abs(item[1]))[:12]
+        return {"collections by generation": ran, "tracked objects added": top}
+
+
+class _Control:
+    """The server's answers to the parent's requests (see :class:`Server`)."""
+
+    def __init__(self, profiler: cProfile.Profile | None) -> None:
+        self.gc_time = _GcTimer()
+        self.census = _Census()
+        self.profiler = profiler
+
+    def answer(self, request: str) -> Any:
+        gc_time = self.gc_time
+        if request == "cpu":
+            return time.process_time(), gc_time.seconds, gc_time.full
+        if request == "sys":
+            return os.times().system
+        if request == "freeze":
+            gc.freeze()  # what is held now is never scanned again
+            return gc.get_freeze_count()
+        if request in ("census_on", "census_off"):
+            return self.census.take(request == "census_on")
+        if request == "gc_pause":
+            longest, gc_time.longest = gc_time.longest, 0.0
+            return longest
+        if request in ("profile_on", "profile_off") and self.profiler is not None:
+            (self.profiler.enable if request == "profile_on" else self.profiler.disable)()
+        return None
+
+
 def _server_main(
-    pipe: Pipe, certfile: str, keyfile: str, profile: str | None = None, gc_mode: str = "default"
+    pipe: Pipe,
+    certfile: str,
+    keyfile: str,
+    profile: str | None = None,
+    gc_mode: str = "default",
+    max_connections: int = 10000,
 ) -> None:
     config = ServerConfig(
-        certfile=certfile, keyfile=keyfile, alpn=ALPN, idle_timeout=30.0, handshake_timeout=10.0
+        certfile=certfile,
+        keyfile=keyfile,
+        alpn=ALPN,
+        idle_timeout=30.0,
+        handshake_timeout=10.0,
+        max_connections=max_connections,
     )
 
     async def echo(stream: Any) -> None:
@@ -124,7 +199,7 @@ def _server_main(
                 stream = await connection.accept_stream()
                 nursery.start_soon(echo, stream)
 
-    gc_time = _GcTimer()
+    control = _Control(cProfile.Profile() if profile else None)
     if gc_mode == "freeze":
         gc.freeze()  # what the server allocated so far is never scanned again
 
@@ -134,20 +209,15 @@ def _server_main(
             pipe.send(("port", listener.address[1]))
             while True:
                 request = await trio.to_thread.run_sync(pipe.recv)
-                if request == "cpu":
-                    pipe.send(("cpu", (time.process_time(), gc_time.seconds, gc_time.full)))
-                elif request == "gc_pause":
-                    pipe.send(("gc_pause", gc_time.longest))
-                    gc_time.longest = 0.0
-                else:
+                if request == "stop":
                     nursery.cancel_scope.cancel()
                     return
+                pipe.send((request, control.answer(request)))
 
-    if profile is None:
+    profiler = control.profiler
+    if profiler is None:
         trio.run(main)
         return
-    profiler = cProfile.Profile()
-    profiler.enable()
     try:
         trio.run(main)
     finally:
@@ -159,12 +229,19 @@ class Server:
     """The child process and its control pipe."""
 
     def __init__(
-        self, certfile: str, keyfile: str, profile: str | None = None, gc_mode: str = "default"
+        self,
+        certfile: str,
+        keyfile: str,
+        profile: str | None = None,
+        gc_mode: str = "default",
+        max_connections: int = 10000,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._pipe, child = context.Pipe()
         self._process = context.Process(
-            target=_server_main, args=(child, certfile, keyfile, profile, gc_mode), daemon=True
+            target=_server_main,
+            args=(child, certfile, keyfile, profile, gc_mode, max_connections),
+            daemon=True,
         )
         self._process.start()
         kind, port = self._receive(30.0)
@@ -186,6 +263,35 @@ class Server:
         self._pipe.send("gc_pause")
         kind, value = self._receive(10.0)
         assert kind == "gc_pause"
+        return float(value)
+
+    def profile(self, on: bool) -> None:
+        """Turn the server's profiler (``--profile``) on or off."""
+        request = "profile_on" if on else "profile_off"
+        self._pipe.send(request)
+        kind, _ = self._receive(10.0)
+        assert kind == request
+
+    def freeze(self) -> int:
+        """``gc.freeze()`` in the server; the number of objects frozen so far."""
+        self._pipe.send("freeze")
+        kind, value = self._receive(30.0)
+        assert kind == "freeze"
+        return int(value)
+
+    def census(self, on: bool) -> Any:
+        """Start a census of the server's tracked objects; at the end, what grew."""
+        request = "census_on" if on else "census_off"
+        self._pipe.send(request)
+        kind, value = self._receive(60.0)
+        assert kind == request
+        return value
+
+    def system_time(self) -> float:
+        """The server's CPU time in the kernel (s)."""
+        self._pipe.send("sys")
+        kind, value = self._receive(10.0)
+        assert kind == "sys"
         return float(value)
 
     def counters(self) -> tuple[float, float, int]:
@@ -336,16 +442,58 @@ def _echo_latencies(
     return latencies
 
 
+def _raise_fd_limit(wanted: int) -> None:
+    """One client socket per connection: raise the soft limit up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        if limit < wanted:
+            print(f"warning: only {limit} file descriptors (hard limit)", file=sys.stderr)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _idle_window(
+    server: Server, clients: Clients, options: argparse.Namespace
+) -> tuple[float, dict[str, Any]]:
+    """Keep-alives only for ``options.idle`` s: the server's CPU share and its row fields."""
+    if options.census:
+        server.census(True)
+    server.profile(True)
+    sys0 = server.system_time()
+    (cpu0, gc0, full0), wall0 = server.counters(), time.monotonic()
+    clients.run_for(options.idle)
+    cpu1, gc1, full1 = server.counters()
+    sys1 = server.system_time()
+    server.profile(False)
+    if options.census:
+        print("idle window:", server.census(False), flush=True)
+    idle_cpu = (cpu1 - cpu0) / (time.monotonic() - wall0)
+    spent = max(cpu1 - cpu0, 1e-9)
+    return idle_cpu, {
+        "idle_cpu_pct": round(100 * idle_cpu, 1),
+        "idle_sys_pct_of_cpu": round(100 * (sys1 - sys0) / spent, 1),
+        "idle_gc_pct_of_cpu": round(100 * (gc1 - gc0) / spent, 1),
+        "idle_full_collections": full1 - full0,
+    }
 
 
 def run(options: argparse.Namespace) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="mstls-bench-idle-") as directory:
         pki = write_dev_pki(directory)
-        server = Server(str(pki.server_cert), str(pki.server_key), options.profile, options.gc)
+        _raise_fd_limit(max(options.levels) + options.probe + FD_SLACK)
+        server = Server(
+            str(pki.server_cert),
+            str(pki.server_key),
+            options.profile,
+            options.gc,
+            max(options.levels) + HEADROOM,
+        )
         clients = Clients(server.address, str(pki.ca_cert))
         try:
             for level in options.levels:
@@ -356,12 +504,9 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                     )
                 clients.run_for(1.0)  # handshake leftovers settle
                 held = len(clients.connections)
-                # Idle: keep-alives only.
-                (cpu0, gc0, full0), wall0 = server.counters(), time.monotonic()
-                clients.run_for(options.idle)
-                cpu1, gc1, full1 = server.counters()
-                idle_cpu = (cpu1 - cpu0) / (time.monotonic() - wall0)
-                idle_gc = (gc1 - gc0) / max(cpu1 - cpu0, 1e-9)
+                if options.gc == "freeze-held":
+                    server.freeze()
+                idle_cpu, idle = _idle_window(server, clients, options)
                 # Echo through one more connection.
                 (echo_conn,) = clients.open(1)
                 clients.run_until(
@@ -386,8 +531,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 net_per_conn = max(0.0, cpu1 - cpu0 - idle_share) / options.probe
                 row = {
                     "open": held,
-                    "idle_cpu_pct": round(100 * idle_cpu, 1),
-                    "idle_gc_pct_of_cpu": round(100 * idle_gc, 1),
+                    **idle,
                     "probe_gc_pct_of_cpu": round(100 * (gc1 - gc0) / max(cpu1 - cpu0, 1e-9), 1),
                     "probe_full_collections": full1 - full0,
                     "echo_full_collections": full_after - full_before,
@@ -415,10 +559,11 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
 def _format(row: dict[str, Any]) -> str:
     return (
         f"open={row['open']:>6}  idle server cpu={row['idle_cpu_pct']:>5.1f} %"
+        f" ({row['idle_sys_pct_of_cpu']:.0f} % of it in the kernel)"
         f"  echo p50={row['echo_p50_ms']:>7.2f} ms p99={row['echo_p99_ms']:>8.2f} ms"
         f"  cpu/new conn={row['cpu_ms_per_conn']:>6.2f} ms"
         f" (net of keep-alives {row['net_cpu_ms_per_conn']:>6.2f} ms)"
-        f"  gc: idle {row['idle_gc_pct_of_cpu']:>4.1f} %,"
+        f"  gc: idle {row['idle_gc_pct_of_cpu']:>4.1f} % ({row['idle_full_collections']} full),"
         f" probe {row['probe_gc_pct_of_cpu']:>4.1f} % of cpu"
         f" ({row['probe_full_collections']} full); during the echoes"
         f" {row['echo_full_collections']} full, longest {row['echo_longest_gc_ms']} ms"
@@ -437,15 +582,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--echoes", type=int, default=DEFAULT_ECHOES)
     parser.add_argument("--probe", type=int, default=DEFAULT_PROBE, help="connections per probe")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="per phase, s")
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="print the server's collections and the tracked objects the idle window added",
+    )
     parser.add_argument("--json", help="also write the rows as JSON to this path")
     parser.add_argument(
-        "--profile", help="run the server under cProfile, stats to this path (slower)"
+        "--profile",
+        help="cProfile the server during the idle windows only, stats to this path (slower)",
     )
     parser.add_argument(
         "--gc",
-        choices=("default", "freeze"),
+        choices=("default", "freeze", "freeze-held"),
         default="default",
-        help="the server's garbage collector: CPython's defaults, or gc.freeze() at start",
+        help="the server's garbage collector: CPython's defaults, gc.freeze() at start, or"
+        " gc.freeze() once each level's connections are held (before its idle window)",
     )
     return parser.parse_args(argv)
 

@@ -98,10 +98,13 @@ class _UdpDriver(Driver):
         for index, (data, addr) in enumerate(batch):
             # views die at the next read; the core may keep data
             feed(bytes(data), addr, now, ecn[index] if ecn else 0)
+        # Output before the timer check, as in mstls.trio._udp: an ACK due at once
+        # is sent, not woken for (issue 11).
+        self.after_io()
         deadline = self.timer()
         if deadline is not None and deadline <= now:
             self.handle_timer(now)
-        self.after_io()
+            self.after_io()
 
     def _on_writable(self) -> None:
         pending = list(self._backlog)

@@ -14,8 +14,11 @@ three questions for the connection:
   ack-eliciting packets are acknowledged at once.  In the application space an
   ACK is due at once when more than ``ack_eliciting_threshold`` ack-eliciting
   packets arrived since the last ACK (default 1: every second packet), when the
-  reordering test fires, when a CE mark arrives, or after an IMMEDIATE_ACK; else
-  ``max_ack_delay`` after the first unacknowledged ack-eliciting packet.  The
+  reordering test fires, when a CE mark arrives, after an IMMEDIATE_ACK, or for
+  a packet whose only ack-eliciting frames are PINGs (``ping_only``: a
+  keep-alive, a PTO or PMTU probe; its sender waits for nothing but the ACK,
+  and answering at once saves the delayed-ACK timer, issue 11); else ``max_ack_delay`` after
+  the first unacknowledged ack-eliciting packet.  The
   threshold and reordering settings follow draft-ietf-quic-ack-frequency §4, §6
   (their field values go straight into :meth:`AckTracker.set_ack_frequency`).
   :meth:`AckTracker.ack_deadline` returns that time; ``deadline <= now`` means send.
@@ -134,9 +137,19 @@ class AckTracker:
         return packet_number < self._floor or packet_number in self._received
 
     def on_packet_received(
-        self, packet_number: int, ack_eliciting: bool, now: float, ecn: int | None = None
+        self,
+        packet_number: int,
+        ack_eliciting: bool,
+        now: float,
+        ecn: int | None = None,
+        *,
+        ping_only: bool = False,
     ) -> bool:
-        """Record an authenticated packet; ``False`` means a duplicate (drop it)."""
+        """Record an authenticated packet; ``False`` means a duplicate (drop it).
+
+        ``ping_only``: its only ack-eliciting frames were PINGs (ACK and PADDING
+        may be there too), so it is acknowledged at once (RFC 9000 §13.2.1 allows
+        any ACK sooner than ``max_ack_delay``)."""
         received = self._received
         if packet_number < self._floor or packet_number in received:
             return False
@@ -153,16 +166,19 @@ class AckTracker:
             self._ecn[ecn & 0b11] += 1
             ce = ecn == _CE
         if ack_eliciting:
-            self._on_ack_eliciting(packet_number, now, ce)
+            self._on_ack_eliciting(packet_number, now, ce, ping_only)
         self._ce_previous = ce
         return True
 
-    def _on_ack_eliciting(self, packet_number: int, now: float, ce: bool) -> None:
+    def _on_ack_eliciting(
+        self, packet_number: int, now: float, ce: bool, ping_only: bool = False
+    ) -> None:
         self._unacked_eliciting += 1
         if self._first_unacked_time is None:
             self._first_unacked_time = now
         immediate = (
             not self._delayed
+            or ping_only
             or self._unacked_eliciting > self.ack_eliciting_threshold
             or self._reordered(packet_number)
             or (ce and (self.ack_eliciting_threshold <= 1 or not self._ce_previous))

@@ -74,15 +74,24 @@ idle connections used to cost a core, because every event asked every
 connection for its timer and its datagrams):
 
 * each connection's deadline is kept in a :class:`~mstls.core.deadlines.DeadlineHeap`,
-  recorded again whenever the connection was called (input, timer, output, or
-  the application through :meth:`ServerEndpoint.touch`), so
-  :meth:`ServerEndpoint.get_timer` is the heap's top and
+  so :meth:`ServerEndpoint.get_timer` is the heap's top and
   :meth:`ServerEndpoint.handle_timer` serves only the connections that are due,
   each once per call (brief T5);
 * connections that may have something to send are *dirty*: input, a timer or
   :meth:`ServerEndpoint.touch` makes them so, and
-  :meth:`ServerEndpoint.datagrams_to_send` asks only them, keeping one dirty
-  while it still returns datagrams;
+  :meth:`ServerEndpoint.datagrams_to_send` asks only them.  A connection that
+  returned fewer than its per-call bound
+  (:data:`~mstls.quic.sending.MAX_DATAGRAMS_PER_CALL`) has nothing more to send
+  until something happens to it again, so it is no longer dirty: one keep-alive
+  PING costs one ``datagrams_to_send`` call;
+* a dirty connection's deadline is recorded once, after its output was
+  collected (sending changes it: an ACK sent, a packet in flight), not after
+  each call into it; until then it is *stale*, and :meth:`ServerEndpoint.get_timer`
+  or :meth:`ServerEndpoint.handle_timer` records the stale ones first.  A
+  driver that collects output before it looks at the timer (the trio and
+  blocking drivers do) thus asks each connection for its deadline once per
+  turn, and a connection with an ACK due at once is never woken by a timer for
+  it;
 * the connections called since the driver last looked are handed to it by
   :meth:`ServerEndpoint.pop_changed`, so it pumps the events of those only;
 * each connection's Connection IDs are remembered, so forgetting a terminated
@@ -132,6 +141,7 @@ from .pending_handshakes import (
     shed,
 )
 from .retry import retry_integrity_tag
+from .sending import MAX_DATAGRAMS_PER_CALL
 from .state import Address
 
 __all__ = ["RETRY_TOKEN_LIFETIME", "RetryTokens", "ServerEndpoint"]
@@ -221,6 +231,8 @@ class ServerEndpoint:
         self._timers: DeadlineHeap[QuicConnection] = DeadlineHeap()
         #: Connections that may have datagrams to send.
         self._dirty: dict[int, QuicConnection] = {}
+        #: Dirty connections whose deadline in ``_timers`` is out of date.
+        self._stale: dict[int, QuicConnection] = {}
         #: Connections called since the last :meth:`pop_changed`.
         self._changed: dict[int, QuicConnection] = {}
         #: The connection being called; still set if that call raised (for the driver
@@ -505,7 +517,17 @@ class ServerEndpoint:
             self._forget(conn)
             return
         self._dirty[key] = conn
-        self._timers.set(conn, conn.get_timer())
+        self._stale[key] = conn
+
+    def _record_stale(self) -> None:
+        """Record the deadline of the connections called since their output was
+        last collected (O(those connections))."""
+        stale = self._stale
+        if stale:
+            timers = self._timers
+            for conn in stale.values():
+                timers.set(conn, conn.get_timer())
+            stale.clear()
 
     def _forget(self, conn: QuicConnection) -> None:
         """Drop a terminated connection: its routes, timer and output (O(its CIDs))."""
@@ -518,6 +540,7 @@ class ServerEndpoint:
                     del table[cid]
         self._timers.discard(conn)
         self._dirty.pop(key, None)
+        self._stale.pop(key, None)
         self._handshaking.discard(conn)
         self.terminated.append(conn)
 
@@ -536,7 +559,8 @@ class ServerEndpoint:
     # -- output and timers ---------------------------------------------------------------
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Stateless answers, then the output of the dirty connections only; a
-        connection stays dirty while it returns datagrams (it may have more).
+        connection stays dirty only if it returned its per-call bound (it may have
+        more), and its deadline is recorded now.
 
         With :attr:`ecn_marking`, :attr:`send_codepoints` then gives each datagram's
         codepoint: each connection's :attr:`~.ecn_marking.EcnMixin.send_codepoint`,
@@ -546,7 +570,9 @@ class ServerEndpoint:
         runs: CodepointRuns | None = None
         if self.ecn_marking:
             runs = self.send_codepoints = [(len(out), 0)] if out else []
-        dirty = self._dirty
+        dirty, stale, timers, changed = self._dirty, self._stale, self._timers, self._changed
+        if not dirty:
+            return out
         for key, conn in list(dirty.items()):
             self.current = conn
             datagrams = conn.datagrams_with_paths(now)
@@ -555,18 +581,21 @@ class ServerEndpoint:
                 out.extend((datagram, path.address) for datagram, path in datagrams)
                 if runs is not None:
                     add_run(runs, len(out), conn.send_codepoint)
-            else:
-                dirty.pop(key, None)
-            self._changed[key] = conn
+            if len(datagrams) < MAX_DATAGRAMS_PER_CALL:
+                del dirty[key]  # it said all it had to say (sending.py's bound)
+            changed[key] = conn
             if conn.is_terminated:
                 self._forget(conn)
             else:
-                self._timers.set(conn, conn.get_timer())
+                stale.pop(key, None)
+                timers.set(conn, conn.get_timer())
         self.current = None
         return out
 
     def get_timer(self) -> float | None:
-        """The earliest deadline of any connection (the heap's top)."""
+        """The earliest deadline of any connection (the heap's top, once the stale
+        ones are recorded)."""
+        self._record_stale()
         return self._timers.peek()
 
     def handle_timer(self, now: float) -> None:
@@ -574,6 +603,7 @@ class ServerEndpoint:
 
         If one raises, the connections not yet served stay due (they are served
         at the next call) and :attr:`current` names the one that raised."""
+        self._record_stale()
         due = self._timers.pop_due(now)
         for index, conn in enumerate(due):
             self.current = conn
@@ -589,6 +619,7 @@ class ServerEndpoint:
 
     def due_connections(self, now: float) -> list[QuicConnection]:
         """Connections whose recorded deadline has passed (O(N): an error path)."""
+        self._record_stale()
         deadline_of = self._timers.deadline_of
         return [
             c for c in self._connections.values() if (d := deadline_of(c)) is not None and d <= now

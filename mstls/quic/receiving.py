@@ -195,13 +195,19 @@ class ReceivingMixin(ConnectionState):
             self._qlog_received(header, pn, header.packet_end - pos, payload, keys, now)
         self._on_first_packets(header, space_id)
         try:
-            ack_eliciting = self._process_frames(
+            ack_eliciting, ping_only = self._process_frames(
                 payload, _PACKET_KIND[header.packet_type], _Context(space_id, header.dcid, now)
             )
         except ProtocolError as exc:
             self.fail(exc, now)
             return True
-        space.acks.on_packet_received(pn, ack_eliciting, now, self.receive_codepoint or None)
+        space.acks.on_packet_received(
+            pn,
+            ack_eliciting,
+            now,
+            self.receive_codepoint or None,
+            ping_only=ping_only,
+        )
         self._after_packet_on_path(now)
         self.reset_idle_timer(now)
         self.ack_eliciting_sent_since_receive = False
@@ -264,13 +270,16 @@ class ReceivingMixin(ConnectionState):
             self.discard_space(PacketNumberSpace.INITIAL)  # RFC 9001 §4.9.1
             self.recovery.peer_address_validated = True
 
-    def _process_frames(self, payload: bytes, kind: PacketKind, ctx: _Context) -> bool:
-        """Decode and dispatch every frame; returns whether any was ack-eliciting."""
+    def _process_frames(self, payload: bytes, kind: PacketKind, ctx: _Context) -> tuple[bool, bool]:
+        """Decode and dispatch every frame; returns whether any was ack-eliciting,
+        and whether PING was the only ack-eliciting frame type (then the packet is
+        acknowledged at once, :mod:`mstls.core.ack_tracker`)."""
         if not payload:
             raise ProtocolError("packet without frames", frame_type=None)
         allowed = ALLOWED_FRAME_TYPES[kind]
         reader = Reader(payload)
         ack_eliciting = False
+        only_ping = True
         while not reader.eof():
             frame = decode_frame(reader, self.frame_decoders)
             frame_type = frame.frame_type
@@ -281,6 +290,8 @@ class ReceivingMixin(ConnectionState):
                 )
             if frame_type in ACK_ELICITING:
                 ack_eliciting = True
+                if frame_type != FrameType.PING:
+                    only_ping = False
             handler = FRAME_HANDLERS.get(frame_type)
             if handler is not None:
                 handler(self, frame, ctx)
@@ -288,7 +299,7 @@ class ReceivingMixin(ConnectionState):
                 stream_handler = self.stream_handlers.get(frame_type)
                 if stream_handler is not None:
                     stream_handler(frame)
-        return ack_eliciting
+        return ack_eliciting, ack_eliciting and only_ping
 
     # -- handlers -------------------------------------------------------------------------
     def _on_ack(self, frame: AckFrame, ctx: _Context) -> None:

@@ -5,8 +5,10 @@ Theory of operation
 The receive loop waits until the socket is readable or the connection's next
 deadline (:meth:`~mstls.trio._driver.Driver.sleep_until_readable`), reads a
 bounded batch of datagrams (brief T5) with
-:func:`~mstls.io.udp.receive_datagrams` (GRO-batched on Linux), feeds them,
-runs due timers and calls :meth:`_UdpDriver.after_io`.
+:func:`~mstls.io.udp.receive_datagrams` (GRO-batched on Linux), feeds them and
+calls :meth:`_UdpDriver.after_io` (which sends), then runs due timers and
+calls it again: output comes before the timer check, so an ACK due at once is
+sent rather than woken for (issue 11).
 
 A listener's step costs O(log N) plus the connections concerned, however many
 are open (issue 11): the endpoint keeps a deadline heap and a dirty set
@@ -114,10 +116,15 @@ class _UdpDriver(Driver):
             now = trio.current_time()
             if got_data:
                 self._receive(now)
+                # Output before the timer check: an ACK due at once goes out now, and
+                # the connections' deadlines are recorded after it (no wake-up for it).
+                self.after_io()
             timer = self.timer()
             if timer is not None and timer <= now:
                 self.handle_timer(now)
-            self.after_io()
+                self.after_io()
+            elif not got_data:
+                self.after_io()
 
     def _receive(self, now: float) -> None:
         ecn = self._ecn

@@ -116,6 +116,9 @@ class Pair:
     def _flush(self) -> None:
         for data, path in self.client.datagrams_with_paths(self.now):
             self._send(data, True, self.client_locals.get(path.local, self.client_addr))
+        # Tests call the server connections directly (a read, a write): the
+        # application's part of the endpoint contract is to touch them after.
+        self.endpoint.touch_all()
         for data, addr in self.endpoint.datagrams_to_send(self.now):
             self._send(data, False, addr)
 
