@@ -118,6 +118,9 @@ class Session:
         #: Streams the application closed that the stream layer still holds: a reset or
         #: STOP_SENDING pumped for them later keeps nothing (pruned after each pump).
         self._forgotten: set[int] = set()
+        #: Whether the data of the latest :meth:`read` reached the peer's FIN (the
+        #: next read returns ``b""``): an echo then answers with its own FIN at once.
+        self.read_reached_end = False
 
     # -- events --------------------------------------------------------------------------
     def pump_events(self) -> Wakeups:
@@ -311,6 +314,7 @@ class Session:
                 return b""  # forgotten after its FIN was read (see the module doc)
             self.check("read")
             raise
+        self.read_reached_end = fin
         if data or fin:
             return bytes(data)
         code = self._reset.get(stream_id)
