@@ -169,11 +169,13 @@ def mstls_runner(size: int, clock: _Clock) -> Runner:
         for _ in range(MAX_TURNS_PER_STREAM):
             if not served and server.accept_queue:
                 peer_sid = server.accept_queue[0]
-                while (data := server_read(peer_sid, 1 << 16)) is not None and data:
-                    pass
-                if data == b"":
-                    served = True
-                    server_write(server_accept(), answer, fin=True)
+                while (data := server_read(peer_sid, 1 << 16)) is not None:
+                    # The request's end: read_reached_end as the streams' at_end (what
+                    # aioquic's end_stream says), or the b"" of a FIN alone.
+                    if not data or server.read_reached_end:
+                        served = True
+                        server_write(server_accept(), answer, fin=True)
+                        break
             if served:
                 while (data := client.read(sid, 1 << 16)) is not None and data:
                     pass
