@@ -31,6 +31,8 @@ the point.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import ssl
 import sys
 import tempfile
@@ -54,27 +56,66 @@ MAX_TURNS_PER_STREAM = 1000
 
 
 class _Clock:
-    """Server time, summed over the wrapped calls."""
+    """Server time, summed over the wrapped calls, and the datagrams each way."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, profiler: cProfile.Profile | None = None, now: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.cpu = 0.0
         self.counting = False
+        self.profiler = profiler
+        self.to_server = 0
+        self.to_client = 0
+        self.now = now
+        #: What one reading of the clock pair costs, taken off every timed call.
+        self.overhead = _clock_cost(now)
 
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        now = self.now
+
         def timed(*args: Any, **kwargs: Any) -> Any:
             if not self.counting:
                 return fn(*args, **kwargs)
-            start = time.perf_counter()
+            profiler = self.profiler
+            if profiler is not None:
+                profiler.enable()
+            start = now()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.cpu += time.perf_counter() - start
+                self.cpu += now() - start - self.overhead
+                if profiler is not None:
+                    profiler.disable()
 
         return timed
 
+    def start(self) -> None:
+        self.cpu = 0.0
+        self.to_server = self.to_client = 0
+        self.counting = True
 
-def run_mstls(streams: int, warmup: int, size: int) -> float:
-    """Server CPU seconds for ``streams`` streams after ``warmup`` on mstls."""
+
+def _clock_cost(now: Callable[[], float], samples: int = 20_000) -> float:
+    """The median time between two readings of ``now`` (its own cost)."""
+    costs = []
+    for _ in range(samples):
+        start = now()
+        costs.append(now() - start)
+    costs.sort()
+    return costs[len(costs) // 2]
+
+
+#: The server-time clocks: wall time (exact on a quiet machine), or the thread's CPU
+#: time (not inflated when other processes take the CPU; each reading costs more,
+#: and that cost, measured at start, is subtracted).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+#: Runs ``count`` more streams on a stack's connection; returns that round's server time.
+Runner = Callable[[int], float]
+
+
+def mstls_runner(size: int, clock: _Clock) -> Runner:
+    """An mstls client and server joined in memory, ready for streams."""
     pair = quic_pair.Pair(
         client=quic_pair.client_config(pmtu_discovery=False),
         server=quic_pair.server_config(pmtu_discovery=False),
@@ -83,15 +124,33 @@ def run_mstls(streams: int, warmup: int, size: int) -> float:
     pair.handshake()
     client = Session(pair.client, transport="udp")
     server = Session(pair.server, transport="udp")
-    clock = _Clock()
     endpoint = pair.endpoint
-    endpoint.receive_datagram = clock.wrap(endpoint.receive_datagram)  # type: ignore[method-assign]
-    endpoint.datagrams_to_send = clock.wrap(endpoint.datagrams_to_send)  # type: ignore[method-assign]
+    receive = clock.wrap(endpoint.receive_datagram)
+    output = clock.wrap(endpoint.datagrams_to_send)
+
+    def counted_receive(data: bytes, addr: Any, now: float, ecn: int = 0) -> None:
+        clock.to_server += 1
+        receive(data, addr, now, ecn)
+
+    def counted_output(now: float) -> list[tuple[bytes, Any]]:
+        out: list[tuple[bytes, Any]] = output(now)
+        clock.to_client += len(out)
+        return out
+
+    endpoint.receive_datagram = counted_receive  # type: ignore[method-assign]
+    endpoint.datagrams_to_send = counted_output  # type: ignore[method-assign]
     endpoint.handle_timer = clock.wrap(endpoint.handle_timer)  # type: ignore[method-assign]
     server_pump = clock.wrap(server.pump_events)
     server_read = clock.wrap(server.read)
-    server_write = clock.wrap(server.write)
     server_accept = clock.wrap(server.accept)
+
+    def write_and_touch(stream_id: int, data: bytes, fin: bool) -> None:
+        # What the drivers do after an application call: tell the endpoint, so the
+        # answer leaves at its next datagrams_to_send (not at the next timer).
+        server.write(stream_id, data, fin)
+        endpoint.touch(pair.server)
+
+    server_write = clock.wrap(write_and_touch)
 
     def pump() -> None:
         client.pump_events()
@@ -100,8 +159,8 @@ def run_mstls(streams: int, warmup: int, size: int) -> float:
     pair._collect = pump  # type: ignore[method-assign]
     pump()
     request, answer = b"q" * size, b"r" * size
-    for index in range(warmup + streams):
-        clock.counting = index >= warmup
+
+    def one_stream() -> None:
         sid = client.open_stream(True)
         if sid is None:
             raise RuntimeError("mstls: no stream credit")
@@ -110,21 +169,36 @@ def run_mstls(streams: int, warmup: int, size: int) -> float:
         for _ in range(MAX_TURNS_PER_STREAM):
             if not served and server.accept_queue:
                 peer_sid = server.accept_queue[0]
-                while (data := server_read(peer_sid, 1 << 16)) is not None and data:
-                    pass
-                if data == b"":
-                    served = True
-                    server_write(server_accept(), answer, fin=True)
+                while (data := server_read(peer_sid, 1 << 16)) is not None:
+                    # The request's end: read_reached_end as the streams' at_end (what
+                    # aioquic's end_stream says), or the b"" of a FIN alone.
+                    if not data or server.read_reached_end:
+                        served = True
+                        server_write(server_accept(), answer, fin=True)
+                        break
             if served:
                 while (data := client.read(sid, 1 << 16)) is not None and data:
                     pass
                 if data == b"":
-                    break
+                    return
             if not pair.step():
                 raise RuntimeError("mstls: nothing left to happen")
-        else:
-            raise RuntimeError(f"mstls: stream {sid} did not complete")
-    return clock.cpu
+        raise RuntimeError(f"mstls: stream {sid} did not complete")
+
+    return _rounds(clock, one_stream)
+
+
+def _rounds(clock: _Clock, one_stream: Callable[[], None]) -> Runner:
+    def run(count: int) -> float:
+        clock.start()
+        try:
+            for _ in range(count):
+                one_stream()
+        finally:
+            clock.counting = False
+        return clock.cpu
+
+    return run
 
 
 def _aioquic_configs(directory: str) -> tuple[QuicConfiguration, QuicConfiguration]:
@@ -143,8 +217,8 @@ def _fire_if_due(timer: float | None, now: float, handle: Callable[[float], Any]
         handle(now)
 
 
-def run_aioquic(streams: int, warmup: int, size: int) -> float:
-    """Server CPU seconds for ``streams`` streams after ``warmup`` on aioquic."""
+def aioquic_runner(size: int, clock: _Clock) -> Runner:
+    """An aioquic client and server joined in memory, ready for streams."""
     with tempfile.TemporaryDirectory() as directory:
         client_config, server_config = _aioquic_configs(directory)
     now = 1000.0
@@ -154,27 +228,29 @@ def run_aioquic(streams: int, warmup: int, size: int) -> float:
         configuration=server_config,
         original_destination_connection_id=client.original_destination_connection_id,
     )
-    clock = _Clock()
     server_receive = clock.wrap(server.receive_datagram)
     server_out = clock.wrap(server.datagrams_to_send)
     server_timer = clock.wrap(server.handle_timer)
     server_event = clock.wrap(server.next_event)
     server_send = clock.wrap(server.send_stream_data)
     client_done: set[int] = set()
+    answer = b"r" * size
 
     def turn() -> bool:
         """Deliver everything both ways; fire a due timer when idle.  False: nothing."""
         nonlocal now
         moved = False
         for data, _ in client.datagrams_to_send(now):
+            clock.to_server += 1
             server_receive(data, CLIENT_ADDR, now)
             moved = True
         for data, _ in server_out(now):
+            clock.to_client += 1
             client.receive_datagram(data, SERVER_ADDR, now)
             moved = True
         while (event := server_event()) is not None:
             if isinstance(event, StreamDataReceived) and event.end_stream:
-                server_send(event.stream_id, b"r" * size, end_stream=True)
+                server_send(event.stream_id, answer, end_stream=True)
             moved = True
         while (event := client.next_event()) is not None:
             if isinstance(event, StreamDataReceived) and event.end_stream:
@@ -194,34 +270,32 @@ def run_aioquic(streams: int, warmup: int, size: int) -> float:
         if client._handshake_complete and server._handshake_complete:
             break
         turn()
-    _aioquic_requests(client, turn, clock, client_done, warmup + streams, warmup, size)
-    return clock.cpu
+    return _rounds(clock, _aioquic_stream(client, turn, client_done, b"q" * size))
 
 
-def _aioquic_requests(
-    client: Any,
-    turn: Callable[[], bool],
-    clock: Any,
-    done: set[int],
-    count: int,
-    warmup: int,
-    size: int,
-) -> None:
-    """``count`` request/response streams, one after another; the clock counts after
-    ``warmup`` of them."""
-    request = b"q" * size
-    for index in range(count):
-        clock.counting = index >= warmup
+def _aioquic_stream(
+    client: Any, turn: Callable[[], bool], done: set[int], request: bytes
+) -> Callable[[], None]:
+    """One request/response stream on aioquic, to completion."""
+
+    def one_stream() -> None:
         sid = client.get_next_available_stream_id()
         client.send_stream_data(sid, request, end_stream=True)
         for _ in range(MAX_TURNS_PER_STREAM):
             if sid in done:
                 done.discard(sid)
-                break
+                return
             if not turn():
                 raise RuntimeError("aioquic: nothing left to happen")
-        else:
-            raise RuntimeError(f"aioquic: stream {sid} did not complete")
+        raise RuntimeError(f"aioquic: stream {sid} did not complete")
+
+    return one_stream
+
+
+STACKS: dict[str, Callable[[int, _Clock], Runner]] = {
+    "mstls": mstls_runner,
+    "aioquic": aioquic_runner,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,13 +303,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--size", type=int, default=1024, help="bytes each way (default 1 KiB)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=50,
+        help="the streams are run in this many rounds, the stacks taking turns, "
+        "so a change in the machine's load hits both (default 50)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="cpu",
+        help="cpu: the thread's CPU time (default; robust on a busy machine); "
+        "wall: perf_counter (cheaper to read, exact only on a quiet machine)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="cProfile the server's calls: PREFIX.mstls.prof and PREFIX.aioquic.prof "
+        "(profiling inflates the times printed)",
+    )
     args = parser.parse_args(argv)
-    results = {}
-    for name, run in (("mstls", run_mstls), ("aioquic", run_aioquic)):
-        cpu = run(args.streams, args.warmup, args.size)
-        results[name] = cpu / args.streams * 1e6
-        print(f"{name:>8}: server time {results[name]:7.1f} us per stream", flush=True)
-    print(f"mstls / aioquic: {results['mstls'] / results['aioquic']:.2f}")
+    profilers = {name: cProfile.Profile() if args.profile else None for name in STACKS}
+    clocks = {name: _Clock(profilers[name], CLOCKS[args.clock]) for name in STACKS}
+    runners = {name: make(args.size, clocks[name]) for name, make in STACKS.items()}
+    for run in runners.values():
+        run(args.warmup)
+    rounds = max(1, min(args.rounds, args.streams))
+    per_round = [args.streams // rounds + (i < args.streams % rounds) for i in range(rounds)]
+    cpu = dict.fromkeys(STACKS, 0.0)
+    datagrams = {name: [0, 0] for name in STACKS}
+    ratios = []
+    for index, count in enumerate(per_round):
+        order = list(STACKS) if index % 2 == 0 else list(reversed(STACKS))
+        spent = {}
+        for name in order:
+            spent[name] = runners[name](count)
+            cpu[name] += spent[name]
+            datagrams[name][0] += clocks[name].to_server
+            datagrams[name][1] += clocks[name].to_client
+        ratios.append(spent["mstls"] / spent["aioquic"])
+    for name in STACKS:
+        up, down = (n / args.streams for n in datagrams[name])
+        print(
+            f"{name:>8}: server time {cpu[name] / args.streams * 1e6:7.1f} us per stream; "
+            f"datagrams per stream {up:.2f} to the server, {down:.2f} back",
+            flush=True,
+        )
+    ratios.sort()
+    print(
+        f"mstls / aioquic: {cpu['mstls'] / cpu['aioquic']:.2f} "
+        f"(per round of {per_round[0]}: min {ratios[0]:.2f}, "
+        f"median {ratios[len(ratios) // 2]:.2f}, max {ratios[-1]:.2f})"
+    )
+    for name, profiler in profilers.items():
+        if profiler is not None:
+            path = f"{args.profile}.{name}.prof"
+            profiler.dump_stats(path)
+            print(f"{name}: {path}")
+            pstats.Stats(path).sort_stats("tottime").print_stats(12)
     return 0
 
 

@@ -32,6 +32,8 @@ from enum import IntEnum
 
 import trio
 
+import mstls.trio
+
 __all__ = [
     "MAX_PREAMBLE",
     "MAX_SERVICE_NAME",
@@ -173,8 +175,22 @@ class PrefixedStream(trio.abc.HalfCloseableStream):
             return data
         return bytes(await self.stream.receive_some(max_bytes))
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
+    @property
+    def at_end(self) -> bool:
+        """Whether the bytes returned so far end at the client's FIN (the wrapped
+        stream's ``at_end``; False for a stream that cannot tell)."""
+        return not self._prefix and bool(getattr(self.stream, "at_end", False))
+
+    async def send_all(self, data: bytes | bytearray | memoryview, *, end: bool = False) -> None:
+        """``end=True``: also end our sending, in the same packet (mstls streams);
+        ``send_eof`` after the data on a stream without that parameter."""
+        if not end:
+            await self.stream.send_all(data)
+        elif isinstance(self.stream, mstls.trio.Stream):
+            await self.stream.send_all(data, end=True)
+        else:
+            await self.stream.send_all(data)
+            await self.stream.send_eof()
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.stream.wait_send_all_might_not_block()

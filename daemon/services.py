@@ -8,7 +8,8 @@ closes the stream (FIN, if the service has not sent it).  To refuse or abort,
 a service raises :class:`ServiceRefused` with the :class:`~mstlsd.preamble.StreamCode`
 the stream is reset with.
 
-* ``echo`` sends back every byte, then FIN after the client's FIN.
+* ``echo`` sends back every byte, then FIN after the client's FIN (with the last bytes
+  when they came with the client's FIN: one packet, not two).
 * ``discard`` reads until the client's FIN, then sends FIN (an empty answer).
 * ``forward`` connects to ``target`` over TCP (``limits.connect_timeout``); a
   refusal resets the stream with ``BACKEND_REFUSED`` before anything is read.
@@ -80,9 +81,11 @@ class ServiceStream(PrefixedStream):
         self._received.inc(len(data))
         return data
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await super().send_all(data)
+    async def send_all(self, data: bytes | bytearray | memoryview, *, end: bool = False) -> None:
+        await super().send_all(data, end=end)
         self._sent.inc(len(data))
+        if end:
+            self.sent_eof = True
 
     async def send_eof(self) -> None:
         await super().send_eof()
@@ -91,6 +94,9 @@ class ServiceStream(PrefixedStream):
 
 async def _echo(stream: ServiceStream, ctx: ServiceContext) -> None:
     while data := await stream.receive_some(READ_SIZE):
+        if stream.at_end:  # the client's FIN came with these bytes: ours goes with them
+            await stream.send_all(data, end=True)
+            return
         await stream.send_all(data)
     await stream.send_eof()
 

@@ -30,6 +30,9 @@ def serve(listener: mstls.Listener) -> None:
 
 def echo(stream: mstls.Stream) -> None:
     while data := stream.read(timeout=10):  # b"" only at a clean end of stream
+        if stream.at_end:  # the client's FIN came with this data: answer and FIN together
+            stream.write(data, end=True)
+            return
         stream.write(data)
     stream.conclude()
 

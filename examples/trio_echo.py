@@ -22,6 +22,9 @@ from mstls.devcerts import write_dev_pki
 
 async def echo(stream: mstls.trio.Stream) -> None:
     while data := await stream.receive_some():  # b"" only at a clean end of stream
+        if stream.at_end:  # the client's FIN came with this data: answer and FIN together
+            await stream.send_all(data, end=True)
+            return
         await stream.send_all(data)
     await stream.send_eof()
 

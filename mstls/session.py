@@ -50,6 +50,7 @@ from . import _errors as errors
 from .core.events import (
     ConnectionTerminatedEvent,
     DatagramsAvailable,
+    Event,
     HandshakeCompletedEvent,
     StopSendingReceived,
     StreamAcknowledged,
@@ -94,6 +95,10 @@ class Wakeups:
         )
 
 
+#: What :meth:`Session.pump_events` returns when nothing happened (never changed).
+_NO_WAKEUPS = Wakeups()
+
+
 class Session:
     """Stream and connection state of one connection, as the public API sees it."""
 
@@ -118,43 +123,56 @@ class Session:
         #: Streams the application closed that the stream layer still holds: a reset or
         #: STOP_SENDING pumped for them later keeps nothing (pruned after each pump).
         self._forgotten: set[int] = set()
+        #: Whether the data of the latest :meth:`read` reached the peer's FIN (the
+        #: next read returns ``b""``): an echo then answers with its own FIN at once.
+        self.read_reached_end = False
 
     # -- events --------------------------------------------------------------------------
     def pump_events(self) -> Wakeups:
-        wake = Wakeups()
+        """Take the connection's events; whom they concern.  The result is read, never
+        changed, by the callers: with nothing to report it is a shared empty one."""
         conn = self.conn
-        while (event := conn.next_event()) is not None:
-            if isinstance(event, StreamDataAvailable | StreamWritable):
-                wake.streams.add(event.stream_id)
-            elif isinstance(event, StreamOpened):
-                self.accept_queue.append(event.stream_id)
-                wake.accept = True
-            elif isinstance(event, StreamReset):
-                if event.stream_id not in self._forgotten:
-                    self._reset[event.stream_id] = event.error_code
-                wake.streams.add(event.stream_id)
-            elif isinstance(event, StopSendingReceived):
-                if event.stream_id not in self._forgotten:
-                    self._stopped[event.stream_id] = event.error_code
-                wake.streams.add(event.stream_id)
-            elif isinstance(event, StreamAcknowledged):
-                wake.streams.add(event.stream_id)
-            elif isinstance(event, StreamsAvailable):
-                wake.open = True
-            elif isinstance(event, DatagramsAvailable):
-                wake.datagram = True
-            elif isinstance(event, HandshakeCompletedEvent):
-                self.handshake_done = True
-                self.handshake_info = event
-                wake.connection = True
-            elif isinstance(event, ConnectionTerminatedEvent):
-                self._on_terminated(event)
-                wake.connection = True
+        event = conn.next_event()
+        if event is None and not self._ack_pings and not self._forgotten:
+            return _NO_WAKEUPS  # the common case: asked after every call
+        wake = Wakeups()
+        while event is not None:
+            self._take(event, wake)
+            event = conn.next_event()
         if self._ack_pings:
             self._wake_acknowledged(wake)
         if self._forgotten:
             self._prune_forgotten()
         return wake
+
+    def _take(self, event: Event, wake: Wakeups) -> None:
+        """Record one event and whom it wakes."""
+        if isinstance(event, StreamDataAvailable | StreamWritable):
+            wake.streams.add(event.stream_id)
+        elif isinstance(event, StreamOpened):
+            self.accept_queue.append(event.stream_id)
+            wake.accept = True
+        elif isinstance(event, StreamReset):
+            if event.stream_id not in self._forgotten:
+                self._reset[event.stream_id] = event.error_code
+            wake.streams.add(event.stream_id)
+        elif isinstance(event, StopSendingReceived):
+            if event.stream_id not in self._forgotten:
+                self._stopped[event.stream_id] = event.error_code
+            wake.streams.add(event.stream_id)
+        elif isinstance(event, StreamAcknowledged):
+            wake.streams.add(event.stream_id)
+        elif isinstance(event, StreamsAvailable):
+            wake.open = True
+        elif isinstance(event, DatagramsAvailable):
+            wake.datagram = True
+        elif isinstance(event, HandshakeCompletedEvent):
+            self.handshake_done = True
+            self.handshake_info = event
+            wake.connection = True
+        elif isinstance(event, ConnectionTerminatedEvent):
+            self._on_terminated(event)
+            wake.connection = True
 
     def _prune_forgotten(self) -> None:
         """Drop the closed streams the stream layer freed: no event can name them now."""
@@ -311,6 +329,7 @@ class Session:
                 return b""  # forgotten after its FIN was read (see the module doc)
             self.check("read")
             raise
+        self.read_reached_end = fin
         if data or fin:
             return bytes(data)
         code = self._reset.get(stream_id)

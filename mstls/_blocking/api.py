@@ -145,6 +145,7 @@ class Stream:
         self._early = early
         self._closed = False
         self._eof = False  # a read returned the peer's FIN
+        self._at_end = False  # the data returned so far ends at the peer's FIN
 
     def __repr__(self) -> str:
         return f"<mstls.Stream {self.stream_id}>"
@@ -206,12 +207,23 @@ class Stream:
 
         def attempt() -> bytes | None:
             self._check_open("read")
-            return core.session.read(self.stream_id, max_bytes)
+            session = core.session
+            data = session.read(self.stream_id, max_bytes)
+            if data is not None:  # under the lock: the flag is this read's
+                self._at_end = session.read_reached_end
+            return data
 
         data = core.wait_until(self._cond, attempt, timeout, errors.WantRead, "read")
         if not data:
             self._eof = True
         return data
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the data returned so far ends at the peer's FIN: the next
+        :meth:`read` returns ``b""`` at once.  A handler that sees it can answer with
+        ``write(answer, end=True)``: answer and FIN in one packet (RFC 9000 §19.8)."""
+        return self._eof or self._at_end
 
     def read_exactly(self, n: int, timeout: float | None = None) -> bytes:
         """Exactly ``n`` bytes; an early end raises :class:`~mstls.exceptions.Error`."""

@@ -75,6 +75,7 @@ class Stream:
         self._lot = core.waiters.stream(stream_id)
         self._buffer = bytearray()  # taken from the session, not returned yet
         self._eof = False  # the peer's FIN was taken (the buffer holds the rest)
+        self._at_end = False  # the data taken so far ends at the peer's FIN
         self._reading = False
         self._pending: deque[Any] = deque()  # written, not yet in the stream layer
         self._pending_bytes = 0
@@ -109,10 +110,12 @@ class Stream:
 
     def _take(self, max_bytes: int) -> bytes | None:
         """Data from the session (b"" at FIN), or None if nothing is there yet."""
-        data = self._core.session.read(self.stream_id, max_bytes)
+        session = self._core.session
+        data = session.read(self.stream_id, max_bytes)
         if data is not None:
             if not data:
                 self._eof = True
+            self._at_end = session.read_reached_end
             self._core.after_change()  # a window update may be due
         return data
 
@@ -223,6 +226,13 @@ class Stream:
     def at_eof(self) -> bool:
         """Whether the peer's FIN was read and nothing is left to return."""
         return self._eof and not self._buffer
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the data returned so far ends at the peer's FIN (as in the trio
+        API): an answer written now with ``write(data, end=True)`` and its FIN
+        leave in one packet.  Unlike :meth:`at_eof`, no read of ``b""`` is needed."""
+        return (self._eof or self._at_end) and not self._buffer
 
     # -- sending ----------------------------------------------------------------------------
     def _check_send(self) -> None:

@@ -75,6 +75,10 @@ __all__ = [
 class State(Enum):
     """Where a connection is in its life (RFC 9000 §10, QMux §7)."""
 
+    #: Identity hash (members are singletons; Enum's own ``__hash__`` is a Python call,
+    #: and these are dict and set keys on the per-packet paths).
+    __hash__ = object.__hash__
+
     HANDSHAKE = "handshake"
     ESTABLISHED = "established"
     #: We sent CONNECTION_CLOSE (or QMux close_notify) and wait out the closing period.
@@ -91,6 +95,10 @@ LIVE_STATES = frozenset({State.HANDSHAKE, State.ESTABLISHED})
 
 class LifecycleEvent(Enum):
     """What can happen to a connection, whichever part of it noticed."""
+
+    #: Identity hash (members are singletons; Enum's own ``__hash__`` is a Python call,
+    #: and these are dict and set keys on the per-packet paths).
+    __hash__ = object.__hash__
 
     #: The TLS handshake completed.
     HANDSHAKE_DONE = "handshake_done"

@@ -198,7 +198,10 @@ class SendStream:
         )
 
     def _fire(self, event: SendEvent) -> None:
-        self.state = transition(SEND_TRANSITIONS, self.state, event, self.stream_id)
+        new_state = SEND_TRANSITIONS.get((self.state, event))  # inline: once per frame
+        if new_state is None:  # refused: transition() raises the right error
+            new_state = transition(SEND_TRANSITIONS, self.state, event, self.stream_id)
+        self.state = new_state
 
     # -- application side -------------------------------------------------------------
     @property

@@ -39,6 +39,10 @@ __all__ = [
 class SendState(Enum):
     """States of a sending part (RFC 9000 §3.1)."""
 
+    #: Identity hash (members are singletons; Enum's own ``__hash__`` is a Python call,
+    #: and these are dict and set keys on the per-packet paths).
+    __hash__ = object.__hash__
+
     READY = "Ready"
     SEND = "Send"
     DATA_SENT = "Data Sent"
@@ -49,6 +53,10 @@ class SendState(Enum):
 
 class SendEvent(Enum):
     """What moves a sending part (RFC 9000 §3.1, Figure 2)."""
+
+    #: Identity hash (members are singletons; Enum's own ``__hash__`` is a Python call,
+    #: and these are dict and set keys on the per-packet paths).
+    __hash__ = object.__hash__
 
     SEND_DATA = "Send STREAM / STREAM_DATA_BLOCKED"
     SEND_FIN = "Send STREAM + FIN"
@@ -113,6 +121,10 @@ SEND_TERMINAL = frozenset({_S.DATA_RECVD, _S.RESET_RECVD})
 class RecvState(Enum):
     """States of a receiving part (RFC 9000 §3.2)."""
 
+    #: Identity hash (members are singletons; Enum's own ``__hash__`` is a Python call,
+    #: and these are dict and set keys on the per-packet paths).
+    __hash__ = object.__hash__
+
     RECV = "Recv"
     SIZE_KNOWN = "Size Known"
     DATA_RECVD = "Data Recvd"
@@ -123,6 +135,10 @@ class RecvState(Enum):
 
 class RecvEvent(Enum):
     """What moves a receiving part (RFC 9000 §3.2, Figure 3)."""
+
+    #: Identity hash (members are singletons; Enum's own ``__hash__`` is a Python call,
+    #: and these are dict and set keys on the per-packet paths).
+    __hash__ = object.__hash__
 
     RECV_DATA = "Recv STREAM"
     RECV_FIN = "Recv STREAM + FIN"

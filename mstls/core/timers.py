@@ -76,13 +76,15 @@ class TimerRow(Generic[C]):
 class TimerTable(Generic[C]):
     """The timers armed in each lifecycle state, in handling order."""
 
-    __slots__ = ("_rows",)
+    __slots__ = ("_deadlines", "_rows")
 
     def __init__(self, rows: Mapping[State, tuple[TimerRow[C], ...]]) -> None:
         missing = set(State) - set(rows)
         if missing:
             raise ValueError(f"timer table without rows for {sorted(s.name for s in missing)}")
         self._rows = dict(rows)
+        # The deadline readers alone, for next_deadline (asked after every call).
+        self._deadlines = {state: tuple(row.deadline for row in r) for state, r in rows.items()}
 
     def timers(self, state: State) -> tuple[Timer, ...]:
         """The timers armed in ``state``, in handling order."""
@@ -91,8 +93,8 @@ class TimerTable(Generic[C]):
     def next_deadline(self, conn: C) -> float | None:
         """The earliest deadline of the timers armed in the connection's state."""
         best: float | None = None
-        for row in self._rows[conn.lifecycle.state]:
-            deadline = row.deadline(conn)
+        for deadline_of in self._deadlines[conn.lifecycle.state]:
+            deadline = deadline_of(conn)
             if deadline is not None and (best is None or deadline < best):
                 best = deadline
         return best

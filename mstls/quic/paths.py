@@ -355,6 +355,9 @@ class PathsMixin(ConnectionState):
     # -- timers ----------------------------------------------------------------------------
     def path_deadline(self) -> float | None:
         """The next challenge to resend or validation to give up (§8.2.4)."""
+        path = self.path
+        if not self.candidate_paths and path.next_challenge is None and path.deadline is None:
+            return None  # the common case, on every timer query
         deadlines = [
             d
             for p in (self.path, *self.candidate_paths)

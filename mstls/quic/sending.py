@@ -131,6 +131,11 @@ class SendingMixin(ConnectionState):
         out: list[bytes] = []
         self.pacing_deadline = None
         self.send_codepoint = self._next_send_codepoint()  # .ecn_marking
+        if not self._may_send(now):
+            # Nothing owed at all: no builder, no limits (the driver asks after every
+            # input and every application call; most of those asks find nothing).
+            probe = self._mtu_probe(now)
+            return [probe] if probe else out
         while len(out) < MAX_DATAGRAMS_PER_CALL:
             datagram = self._next_datagram(now)
             if not datagram:
@@ -144,15 +149,19 @@ class SendingMixin(ConnectionState):
 
     def send_deadline(self) -> float | None:
         """When sending must happen even without new input: a delayed ACK, pacing."""
-        deadlines = [self.pacing_deadline]
+        best = self.pacing_deadline
         max_ack_delay = self.ack_delay
         for space in self.spaces:
             if space.recv_keys is not None and not space.discarded:
-                deadlines.append(space.acks.ack_deadline(max_ack_delay))
+                deadline = space.acks.ack_deadline(max_ack_delay)
+                if deadline is not None and (best is None or deadline < best):
+                    best = deadline
         keepalive = self.config.keepalive_interval
         if keepalive is not None and self.handshake_complete:
-            deadlines.append(self.last_sent + keepalive)
-        return min((d for d in deadlines if d is not None), default=None)
+            deadline = self.last_sent + keepalive
+            if best is None or deadline < best:
+                best = deadline
+        return best
 
     # -- datagram assembly ---------------------------------------------------------------
     def _datagram_limit(self) -> int:
@@ -245,6 +254,23 @@ class SendingMixin(ConnectionState):
         """RFC 9001 §4.9.1: a client drops Initial keys when it first sends a Handshake packet."""
         if not self.spaces[PacketNumberSpace.INITIAL].discarded:
             self.discard_space(PacketNumberSpace.INITIAL)
+
+    def _may_send(self, now: float) -> bool:
+        """Cheap: could :meth:`_next_datagram` produce anything now, limits aside?
+
+        False only when no space owes anything (the ``congestion_ok`` case of
+        :meth:`_wants_to_send` is the widest) and no limit state needs the full
+        pass: an unvalidated address updates ``amplification_blocked`` there, and
+        0-RTT has its own filler."""
+        if not self.address_validated or self.recovery.amplification_blocked:
+            return True
+        for space in self.spaces:
+            if space.send_keys is not None and not space.discarded:
+                if self._wants_to_send(space, now, True):
+                    return True
+            elif space.space == APPLICATION and self.zero_rtt_send is not None:
+                return True
+        return False
 
     def _wants_to_send(self, space: Space, now: float, congestion_ok: bool) -> bool:
         if space.probes:

@@ -132,6 +132,7 @@ class Stream(trio.abc.HalfCloseableStream):
         self._send_broken = False  # a send_all was interrupted after taking data
         self._sending = False  # a send_all is between its first write and its end
         self._eof = False
+        self._at_end = False  # the data returned so far ends at the peer's FIN
 
     def __repr__(self) -> str:
         return f"<mstls.trio.Stream {self.stream_id}>"
@@ -165,12 +166,24 @@ class Stream(trio.abc.HalfCloseableStream):
                 if data is not None:
                     if not data:
                         self._eof = True
+                    self._at_end = self._core.session.read_reached_end
                     self._core.after_change()  # a window update may be due
                     if not parked:
                         await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
                 await self._lot.park()
                 parked = True
+
+    @property
+    def at_end(self) -> bool:
+        """Whether the data returned so far ends at the peer's FIN (RFC 9000 §3.2
+        "Data Read" is next): the next :meth:`receive_some` returns ``b""`` at once.
+
+        An echo or a request handler that sees it after reading its last data can
+        answer with ``send_all(answer, end=True)``: answer and FIN in one packet,
+        instead of one packet for the answer and one for a later :meth:`send_eof`.
+        """
+        return self._eof or self._at_end
 
     # -- sending ----------------------------------------------------------------------------
     def _check_send(self) -> None:

@@ -80,3 +80,41 @@ def test_write_end_ends_the_stream(transport: str) -> None:
             assert empty.read(timeout=TIMEOUT) == b""
             stream.close()
             empty.close()
+
+
+def _echo_at_end(conn: mstls.Connection) -> None:
+    """An echo that ends with its last chunk once the client's FIN came with it."""
+    try:
+        while True:
+            with conn.accept_stream(timeout=TIMEOUT) as stream:
+                while data := stream.read(timeout=TIMEOUT):
+                    if stream.at_end:
+                        stream.write(data, timeout=TIMEOUT, end=True)
+                        break
+                    stream.write(data, timeout=TIMEOUT)
+                else:
+                    stream.conclude()
+    except mstls.Error:
+        pass
+
+
+@pytest.mark.network
+def test_at_end_lets_an_echo_answer_in_one_packet() -> None:
+    """Without ``at_end`` the echo sends the data, then the FIN: 2 packets per stream."""
+    with server(on_connection=_echo_at_end) as (listener, server_conns):
+        conn = mstls.connect("127.0.0.1", listener.address[1], client_config(), timeout=TIMEOUT)
+        with conn:
+            with conn.open_stream(timeout=TIMEOUT) as stream:
+                stream.write(b"x", timeout=TIMEOUT, end=True)
+                assert stream.read_exactly(1, timeout=TIMEOUT) == b"x"
+            time.sleep(0.2)
+            server_before = server_conns[0].stats().packets_sent
+            for index in range(STREAMS):
+                request = bytes([index % 256]) * SIZE
+                with conn.open_stream(timeout=TIMEOUT) as stream:
+                    stream.write(request, timeout=TIMEOUT, end=True)
+                    assert stream.read_exactly(SIZE, timeout=TIMEOUT) == request
+                    assert stream.read(timeout=TIMEOUT) == b""
+                    assert stream.at_end
+            server_sent = server_conns[0].stats().packets_sent - server_before
+    assert server_sent <= MAX_PACKETS_PER_STREAM * STREAMS, server_sent

@@ -74,3 +74,56 @@ async def test_send_all_end_ends_the_send_side(transport: str) -> None:
             with pytest.raises(trio.ClosedResourceError):
                 await other.send_all(b"late")
             await other.aclose()
+
+
+async def _echo_at_end(server: mstls.trio.Connection, count: int) -> None:
+    """The daemon's echo: answer each chunk, and end with the last one when the
+    client's FIN came with it (``at_end``)."""
+    for _ in range(count):
+        async with await server.accept_stream() as stream:
+            while data := await stream.receive_some():
+                if stream.at_end:
+                    await stream.send_all(data, end=True)
+                    break
+                await stream.send_all(data)
+            else:
+                await stream.send_eof()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_at_end_once_the_data_read_reaches_the_fin(transport: str) -> None:
+    async with connected(transport) as (client, server), trio.open_nursery() as nursery:
+        with trio.fail_after(TIMEOUT):
+            stream = await client.open_stream()
+            await stream.send_all(b"part")
+            peer = await server.accept_stream()
+            assert await peer.receive_some() == b"part"
+            assert not peer.at_end  # no FIN yet
+            await stream.send_all(b"last", end=True)
+            await trio.sleep(0.05)  # the FIN is in before the read
+            assert await peer.receive_some() == b"last"
+            assert peer.at_end
+            assert await peer.receive_some() == b""
+            assert peer.at_end
+            await peer.aclose()
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_echo_with_at_end_answers_in_one_packet() -> None:
+    """Without ``at_end`` this echo sends the data, then a FIN packet: 2 per stream."""
+    async with connected("udp") as (client, server), trio.open_nursery() as nursery:
+        nursery.start_soon(_echo_at_end, server, STREAMS + 1)
+        with trio.fail_after(TIMEOUT):
+            async with await client.open_stream() as warm:
+                await warm.send_all(b"x", end=True)
+                assert await _read_to_end(warm) == b"x"
+            await trio.sleep(0.2)  # handshake leftovers are sent first
+            server_before = server.stats().packets_sent
+            for index in range(STREAMS):
+                request = bytes([index % 256]) * SIZE
+                async with await client.open_stream() as stream:
+                    await stream.send_all(request, end=True)
+                    assert await _read_to_end(stream) == request
+            server_sent = server.stats().packets_sent - server_before
+    assert server_sent <= MAX_PACKETS_PER_STREAM * STREAMS, server_sent
