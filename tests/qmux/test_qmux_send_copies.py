@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mstls.core.send_stream import SMALL_WRITE, SendStream
 from mstls.qmux.config import MAX_SEND_PER_CALL
+from mstls.wire.qmux import RecordReader, encode_record
 from tests.qmux.pair import client_config
 
 SIZE = 4 * SMALL_WRITE
@@ -29,3 +30,14 @@ def test_a_view_of_a_mutable_buffer_is_copied() -> None:
 def test_one_call_produces_at_most_one_default_record() -> None:
     # The buffer handed to the driver stays below glibc's mmap threshold (128 KiB).
     assert client_config().max_send_per_call == MAX_SEND_PER_CALL <= 64 << 10
+
+
+def test_a_record_completed_from_buffered_bytes_is_handed_over_without_a_copy() -> None:
+    record = encode_record(b"\x01" * 300)  # PING frames
+    reader = RecordReader()
+    assert reader.feed(record[:100]) == []
+    (payload,) = reader.feed(record[100:])
+    assert isinstance(payload, memoryview) and bytes(payload) == b"\x01" * 300
+    assert reader.buffered == 0
+    (again,) = reader.feed(record)  # the next record does not disturb the first
+    assert bytes(payload) == bytes(again) == b"\x01" * 300
