@@ -45,7 +45,7 @@ DEFAULT_CLIENT_HELLO_TIMEOUT = 2.0
 #: call produces at most (brief T5: bounded work per wake-up).  One default record's
 #: worth: the buffer handed to the driver then stays below glibc's mmap threshold
 #: (128 KiB), so it is recycled by malloc instead of being mapped, faulted in and
-#: unmapped on every call (issue 15: that churn was ~1/3 of the sender's CPU).
+#: unmapped on every call (issue 15: ~15% of the blocking sender's CPU under load).
 MAX_SEND_PER_CALL = 64 << 10
 #: Our default record size (Frames field) both ways: with its 4-byte Size a record
 #: is exactly four full TLS records (RFC 8446 §5.1: 2^14 bytes each), so bulk data
