@@ -71,6 +71,9 @@ DEFAULT_RUNS = 3
 STARTUP_ALLOWANCE = 30.0
 MIN_RATE = 20e6
 STOP_GRACE = 5.0
+#: Seconds between the parent's looks at its children while it waits for results
+#: (a child that died without a word ends the run at once, not at the deadline).
+COLLECT_POLL = 1.0
 ALPN = "bench"
 REPLY = b"ok"
 #: Every stack's peer: the one the ratios divide by.
@@ -361,8 +364,11 @@ def _child(role: str, job: Job, control: Connection) -> None:
         control.close()
 
 
-def _collect(ends: dict[str, Connection], deadline: float) -> dict[str, Any]:
-    """One ``result`` from each end (in whatever order they come)."""
+def _collect(
+    ends: dict[str, Connection], processes: dict[str, Any], deadline: float
+) -> dict[str, Any]:
+    """One ``result`` from each end (in whatever order they come); a child that
+    exited without one fails the run."""
     results: dict[str, Any] = {}
     while len(results) < len(ends):
         left = deadline - time.monotonic()
@@ -378,7 +384,10 @@ def _collect(ends: dict[str, Connection], deadline: float) -> dict[str, Any]:
             if message[0] != "result":
                 raise BenchError(message[1] if message[0] == "error" else str(message))
             results[role] = message[1]
-        wait([end for role, end in ends.items() if role not in results], left)
+        for role, process in processes.items():
+            if role not in results and process.exitcode is not None and not ends[role].poll(0):
+                raise BenchError(f"the {role} exited ({process.exitcode}) without a result")
+        wait([end for role, end in ends.items() if role not in results], min(left, COLLECT_POLL))
     return results
 
 
@@ -404,7 +413,11 @@ def run_job(job: Job) -> dict[str, Any]:
         if ready[0] != "ready":
             raise BenchError(ready[1])
         client.send(("go", ready[1]))
-        stats = _collect({"server": server, "client": client}, deadline)
+        stats = _collect(
+            {"server": server, "client": client},
+            {"server": processes[0], "client": processes[1]},
+            deadline,
+        )
         server_stats, client_stats = stats["server"], stats["client"]
         for process in processes:
             process.join(STOP_GRACE)
@@ -433,9 +446,15 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="mstls-tcp-bench-") as pki_dir:
         pki = write_dev_pki(Path(pki_dir))
         timeout = STARTUP_ALLOWANCE + size / MIN_RATE
-        for _ in range(runs):
+        for run in range(runs):
             for name in stacks:
-                results[name].append(run_job(Job(name, size, chunk, timeout, pki, profile)))
+                result = run_job(Job(name, size, chunk, timeout, pki, profile))
+                results[name].append(result)
+                print(
+                    f"run {run + 1}/{runs} {name}: {result['mb_per_s']:.0f} MB/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return results
 
 

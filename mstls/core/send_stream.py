@@ -264,6 +264,8 @@ class SendStream:
         else:
             if isinstance(data, bytes):  # immutable: keep it, no copy
                 chunk = memoryview(data) if size == len(data) else memoryview(data)[:size]
+            elif isinstance(data, memoryview) and _immutable_view(data):
+                chunk = data if size == len(data) else data[:size]  # as bytes: no copy
             else:
                 chunk = memoryview(bytes(data[:size]))
             chunks.append(chunk)
@@ -571,3 +573,14 @@ class SendStream:
     @property
     def is_terminal(self) -> bool:
         return self.state in SEND_TERMINAL
+
+
+def _immutable_view(data: Buffer) -> bool:
+    """``data`` is a flat byte ``memoryview`` of a ``bytes`` object (which nobody can
+    change while we keep it, so it need not be copied)."""
+    return (
+        type(data) is memoryview
+        and type(data.obj) is bytes
+        and data.format == "B"
+        and data.c_contiguous
+    )

@@ -202,9 +202,9 @@ class RecordReader:
                 size, header_size = decode_varint(buf, 0)
                 self._check_size(size)
                 missing = header_size + size - len(buf)
-                if not missing:
-                    out.append(bytes(buf[header_size:]))
-                    buf.clear()
+                if not missing:  # handed over as it is (no copy); a new buffer follows
+                    out.append(memoryview(buf)[header_size:])
+                    self._buffer = bytearray()
                     return used
             else:
                 missing = header_size - len(buf)
