@@ -1,0 +1,42 @@
+"""The build backend: setuptools', plus mypy when ``MSTLS_COMPILE=1`` (see ``setup.py``).
+
+PEP 517 lets a backend add build requirements at build time
+(``get_requires_for_build_wheel``): the pure build, the default, installs only
+setuptools into its isolated build environment; the compiled build adds mypy,
+whose mypyc compiles the hot modules.  Editable installs are always pure: an
+extension module built in place would shadow the sources one edits.
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import build_meta as _setuptools
+from setuptools.build_meta import *  # noqa: F403 (the PEP 517 hooks not redefined here)
+
+#: The compiled build's requirement (mypyc is part of mypy).
+MYPYC_REQUIREMENT = "mypy>=1.10"
+
+
+def _compiled() -> bool:
+    return os.environ.get("MSTLS_COMPILE", "").strip() == "1"
+
+
+def get_requires_for_build_wheel(config_settings: dict[str, object] | None = None) -> list[str]:
+    """setuptools' own (none since it builds wheels itself), plus mypy for the compiled build.
+
+    (setuptools' hook would run ``setup.py`` to look for ``setup_requires``, which this
+    project does not use, before mypy is installed.)
+    """
+    return [MYPYC_REQUIREMENT] if _compiled() else []
+
+
+def get_requires_for_build_editable(
+    config_settings: dict[str, object] | None = None,
+) -> list[str]:
+    if _compiled():
+        raise RuntimeError(
+            "MSTLS_COMPILE=1 builds wheels only: an editable install stays pure Python "
+            "(build the compiled wheel with `./dev compiled`)"
+        )
+    return _setuptools.get_requires_for_build_editable(config_settings)
