@@ -10,6 +10,8 @@ extension module built in place would shadow the sources one edits.
 from __future__ import annotations
 
 import os
+import tomllib
+from pathlib import Path
 
 from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F403 (the PEP 517 hooks not redefined here)
@@ -22,13 +24,21 @@ def _compiled() -> bool:
     return os.environ.get("MSTLS_COMPILE", "").strip() == "1"
 
 
-def get_requires_for_build_wheel(config_settings: dict[str, object] | None = None) -> list[str]:
-    """setuptools' own (none since it builds wheels itself), plus mypy for the compiled build.
+def _runtime_dependencies() -> list[str]:
+    with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as file:
+        dependencies: list[str] = tomllib.load(file)["project"]["dependencies"]
+    return dependencies
 
-    (setuptools' hook would run ``setup.py`` to look for ``setup_requires``, which this
-    project does not use, before mypy is installed.)
+
+def get_requires_for_build_wheel(config_settings: dict[str, object] | None = None) -> list[str]:
+    """None for the pure build; mypy and the runtime dependencies for the compiled one.
+
+    mypyc type-checks the whole package before compiling: without attrs, cryptography
+    and trio in the build environment their types would be unknown and the build fails.
+    (setuptools' own hook would run ``setup.py`` to look for ``setup_requires``, which
+    this project does not use; setuptools itself is already there.)
     """
-    return [MYPYC_REQUIREMENT] if _compiled() else []
+    return [MYPYC_REQUIREMENT, *_runtime_dependencies()] if _compiled() else []
 
 
 def get_requires_for_build_editable(

@@ -91,7 +91,8 @@ def test_only_mstls_compile_1_asks_for_mypy_and_never_for_an_editable_install(
     monkeypatch.setenv("MSTLS_COMPILE", "0")
     assert backend.get_requires_for_build_wheel() == []  # type: ignore[attr-defined]
     monkeypatch.setenv("MSTLS_COMPILE", "1")
-    (requirement,) = backend.get_requires_for_build_wheel()  # type: ignore[attr-defined]
-    assert requirement.startswith("mypy")
+    requirements = backend.get_requires_for_build_wheel()  # type: ignore[attr-defined]
+    assert requirements[0].startswith("mypy")
+    assert "attrs>=23" in requirements  # mypyc type-checks against the runtime dependencies
     with pytest.raises(RuntimeError, match="editable"):
         backend.get_requires_for_build_editable()  # type: ignore[attr-defined]
