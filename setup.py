@@ -28,8 +28,10 @@ from setuptools import setup
 ROOT = Path(__file__).resolve().parent
 #: The environment variable that asks for the compiled build.
 COMPILE_VARIABLE = "MSTLS_COMPILE"
-#: The shared library of the compiled modules, inside the package (not a top-level name).
-GROUP_NAME = "mstls._compiled"
+#: The shared library of the compiled modules: ``mstls__mypyc.<abi>.so``, a top-level
+#: module beside the package (mypyc derives each module's ``__file__`` from a shared
+#: library above the package tree; inside ``mstls/`` those paths would be wrong).
+GROUP_NAME = "mstls"
 #: The compiled build's own build folder: what it leaves in ``build/lib`` (extension
 #: modules) must never end up in a later pure wheel built from the same tree.
 COMPILED_BUILD_BASE = "build/mypyc"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import importlib.util
 import os
 import subprocess
 import sys
@@ -51,6 +52,8 @@ def test_the_flag_says_which_build_runs() -> None:
     if EXPECT_COMPILED:
         assert mstls.compiled is True
         assert [name for name, yes in compiled.items() if not yes] == []
+        # one shared library for all of them, beside the package (setup.py GROUP_NAME)
+        assert importlib.util.find_spec("mstls__mypyc") is not None
     else:
         assert mstls.compiled is all(compiled.values())
         assert not any(compiled.values()) or all(compiled.values())  # all or none
