@@ -201,16 +201,16 @@ class Ratio:
 
 
 RATIOS: tuple[Ratio, ...] = (
-    Ratio("bulk_throughput", "mstls", "aioquic", "mb_per_s", "higher", "bulk MB/s, 1200 B"),
+    Ratio("bulk_throughput", "mstls", "aioquic", "mb_per_s", "higher", "bulk MB/s"),
     Ratio("bulk_throughput_pmtu", "mstls-pmtu", "aioquic", "mb_per_s", "higher", "bulk MB/s, PMTU"),
-    Ratio("bulk_throughput_qh3", "mstls", "qh3", "mb_per_s", "higher", "bulk MB/s, 1200 B"),
+    Ratio("bulk_throughput_qh3", "mstls", "qh3", "mb_per_s", "higher", "bulk MB/s"),
     Ratio(
         "bulk_throughput_compiled",
         "mstls-compiled",
         "aioquic",
         "mb_per_s",
         "higher",
-        "bulk MB/s, 1200 B, compiled",
+        "bulk MB/s, compiled",
     ),
     Ratio(
         "bulk_throughput_compiled_qh3",
@@ -218,7 +218,7 @@ RATIOS: tuple[Ratio, ...] = (
         "qh3",
         "mb_per_s",
         "higher",
-        "bulk MB/s, 1200 B, compiled",
+        "bulk MB/s, compiled",
     ),
     Ratio(
         "bulk_throughput_compiled_pure",
