@@ -1,4 +1,4 @@
-"""QUIC bulk upload and handshake cost: mstls against aioquic, measured in one run.
+"""QUIC bulk upload and handshake cost: mstls against aioquic and qh3, measured in one run.
 
 Run from the repository root: ``python -m bench.quic_bulk`` (options: ``--help``;
 ``bench/README.md`` explains the numbers).
@@ -45,8 +45,16 @@ patched in the client process, see :mod:`bench.quic_aioquic`) and
 mstls with secp256r1 (what aioquic picks by default).
 
 The roles live in :mod:`bench.quic_mstls` (with the mstls driver loop, which
-is part of what is measured) and :mod:`bench.quic_aioquic`; what both share is
-in :mod:`bench.quic_common`.
+is part of what is measured) and :mod:`bench.quic_aioquic` (aioquic, and qh3,
+its fork with the same API); what they share is in :mod:`bench.quic_common`.
+
+*Builds* (issue 15).  The ``mstls-compiled*`` scenarios run both children on
+the interpreter of the compiled build's venv (``./dev compiled`` makes
+``.venv-compiled``; ``--compiled-python``), with that venv's site-packages
+ahead of the source tree on their ``sys.path``, so the same bench code drives
+the mypyc build; each child checks :data:`mstls.compiled` and fails if it got
+the other build.  Scenarios whose stack or build is missing (no qh3, no
+compiled venv) are skipped with a note unless named with ``--only``.
 
 *Bounds.*  Every run has a deadline (:func:`default_timeout`, or
 ``--timeout``); the children check it in their loops and the parent kills both
@@ -59,9 +67,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import importlib.metadata
+import importlib.util
 import io
 import json
 import multiprocessing
+import multiprocessing.spawn
 import os
 import platform
 import pstats
@@ -72,7 +83,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -101,6 +112,7 @@ __all__ = [
     "Options",
     "Scenario",
     "compute_ratios",
+    "default_compiled_python",
     "default_timeout",
     "format_report",
     "main",
@@ -127,6 +139,9 @@ REPORT_POLL = 0.01
 #: Functions listed from each profile (``--profile``).
 PROFILE_TOP = 15
 MB = 1e6
+ROOT = Path(__file__).resolve().parent.parent
+#: The compiled build's interpreter unless ``--compiled-python`` (``./dev compiled`` makes it).
+COMPILED_VENV_PYTHON = ROOT / ".venv-compiled" / "bin" / "python"
 
 # --- what is measured ---------------------------------------------------------------------
 
@@ -134,6 +149,16 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("aioquic", "aioquic", "bulk", "aioquic"),
     Scenario("mstls", "mstls", "bulk", "mstls"),
     Scenario("mstls-pmtu", "mstls", "bulk", "mstls, path-MTU probing on", pmtu=True),
+    Scenario("qh3", "qh3", "bulk", "qh3"),
+    Scenario("mstls-compiled", "mstls", "bulk", "mstls compiled (mypyc)", build="compiled"),
+    Scenario(
+        "mstls-compiled-pmtu",
+        "mstls",
+        "bulk",
+        "mstls compiled, path-MTU on",
+        pmtu=True,
+        build="compiled",
+    ),
     Scenario("aioquic-hs", "aioquic", "handshake", "aioquic default", group="secp256r1"),
     Scenario(
         "aioquic-hs-x25519",
@@ -176,8 +201,41 @@ class Ratio:
 
 
 RATIOS: tuple[Ratio, ...] = (
-    Ratio("bulk_throughput", "mstls", "aioquic", "mb_per_s", "higher", "bulk MB/s, 1200 B"),
+    Ratio("bulk_throughput", "mstls", "aioquic", "mb_per_s", "higher", "bulk MB/s"),
     Ratio("bulk_throughput_pmtu", "mstls-pmtu", "aioquic", "mb_per_s", "higher", "bulk MB/s, PMTU"),
+    Ratio("bulk_throughput_qh3", "mstls", "qh3", "mb_per_s", "higher", "bulk MB/s"),
+    Ratio(
+        "bulk_throughput_compiled",
+        "mstls-compiled",
+        "aioquic",
+        "mb_per_s",
+        "higher",
+        "bulk MB/s, compiled",
+    ),
+    Ratio(
+        "bulk_throughput_compiled_qh3",
+        "mstls-compiled",
+        "qh3",
+        "mb_per_s",
+        "higher",
+        "bulk MB/s, compiled",
+    ),
+    Ratio(
+        "bulk_throughput_compiled_pure",
+        "mstls-compiled",
+        "mstls",
+        "mb_per_s",
+        "higher",
+        "bulk MB/s, compiled / pure",
+    ),
+    Ratio(
+        "bulk_throughput_compiled_pmtu",
+        "mstls-compiled-pmtu",
+        "aioquic",
+        "mb_per_s",
+        "higher",
+        "bulk MB/s, PMTU, compiled",
+    ),
     Ratio(
         "server_cpu_per_datagram",
         "mstls",
@@ -185,6 +243,30 @@ RATIOS: tuple[Ratio, ...] = (
         "server_us_per_datagram",
         "lower",
         "server CPU per datagram",
+    ),
+    Ratio(
+        "server_cpu_per_datagram_qh3",
+        "mstls",
+        "qh3",
+        "server_us_per_datagram",
+        "lower",
+        "server CPU per datagram",
+    ),
+    Ratio(
+        "server_cpu_per_datagram_compiled",
+        "mstls-compiled",
+        "aioquic",
+        "server_us_per_datagram",
+        "lower",
+        "server CPU per datagram, compiled",
+    ),
+    Ratio(
+        "server_cpu_per_datagram_compiled_pure",
+        "mstls-compiled",
+        "mstls",
+        "server_us_per_datagram",
+        "lower",
+        "server CPU/datagram, compiled / pure",
     ),
     Ratio(
         "server_cpu_per_byte_pmtu",
@@ -250,13 +332,24 @@ def _client_role(job: Job, control: Connection) -> None:
         raise BenchError("no port from the parent")
     message = control.recv()
     port = message[1]
-    run = quic_aioquic.client if job.scenario.stack == "aioquic" else quic_mstls.client
+    run = quic_mstls.client if job.scenario.stack == "mstls" else quic_aioquic.client
     control.send(("result", run(job, port)))
 
 
 def _server_role(job: Job, control: Connection) -> None:
-    run = quic_aioquic.server if job.scenario.stack == "aioquic" else quic_mstls.server
+    run = quic_mstls.server if job.scenario.stack == "mstls" else quic_aioquic.server
     run(job, control)
+
+
+def _check_build(job: Job) -> None:
+    """An mstls child runs the build its scenario names, or fails (no silent fallback)."""
+    import mstls  # noqa: PLC0415 (the child's own mstls: compiled or not)
+
+    if job.scenario.stack == "mstls" and mstls.compiled != (job.scenario.build == "compiled"):
+        raise BenchError(
+            f"{job.scenario.name} wants the {job.scenario.build} build of mstls; "
+            f"{mstls.__file__} is {'compiled' if mstls.compiled else 'pure'}"
+        )
 
 
 _ROLES: dict[str, Callable[[Job, Connection], None]] = {
@@ -268,6 +361,7 @@ _ROLES: dict[str, Callable[[Job, Connection], None]] = {
 def _child(role: str, job: Job, control: Connection) -> None:
     """Entry point of a child process: play ``role`` in ``job``, report over ``control``."""
     try:
+        _check_build(job)
         if job.nice:
             _renice(job.nice)
         if job.profile is None:
@@ -345,8 +439,40 @@ def _server_report(server: Connection, job: Job, deadline: float) -> dict[str, A
         time.sleep(REPORT_POLL)
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """One run: server and client processes; returns both sides' raw numbers."""
+def _site_packages(python: Path) -> str:
+    """The ``purelib`` folder of the environment whose interpreter is ``python``."""
+    program = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    done = subprocess.run(
+        [str(python), "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{python} does not run: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def _interpreter(python: Path | None) -> Iterator[None]:
+    """Children started in this block run ``python`` with its site-packages first.
+
+    A spawned child takes its ``sys.path`` from the parent at ``start()``: the other
+    venv's site-packages go ahead of the source tree, so its ``mstls`` (the compiled
+    one) is imported while :mod:`bench` still comes from the tree.
+    """
+    if python is None:
+        yield
+        return
+    saved = list(sys.path)
+    sys.path.insert(0, _site_packages(python))
+    multiprocessing.spawn.set_executable(str(python))
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+        multiprocessing.spawn.set_executable(sys.executable)
+
+
+def run_job(job: Job, python: Path | None = None) -> dict[str, Any]:
+    """One run: server and client processes (on ``python`` if given); both sides' numbers."""
     context = multiprocessing.get_context("spawn")
     ends = [context.Pipe() for _ in range(2)]
     processes = [
@@ -357,9 +483,10 @@ def run_job(job: Job) -> dict[str, Any]:
     deadline = time.monotonic() + job.timeout
     drops = _udp_receive_drops()
     try:
-        for process in processes:
-            process.daemon = True
-            process.start()
+        with _interpreter(python):
+            for process in processes:
+                process.daemon = True
+                process.start()
         for _, child in ends:
             child.close()
         port = _receive(server, "ready", deadline, [client])
@@ -466,11 +593,41 @@ class Options:
     timeout: float | None = None
     profile: str | None = None
     nice: int = 0
+    #: The compiled build's interpreter (``mstls-compiled*``); None: the default one.
+    compiled_python: str | None = None
+
+
+def default_compiled_python() -> Path | None:
+    """``.venv-compiled/bin/python`` if ``./dev compiled`` made it, else None."""
+    return COMPILED_VENV_PYTHON if COMPILED_VENV_PYTHON.exists() else None
+
+
+def _missing(scenario: Scenario, compiled_python: Path | None) -> str | None:
+    """Why ``scenario`` cannot run here, or None."""
+    if scenario.stack == "qh3" and importlib.util.find_spec("qh3") is None:
+        return "qh3 is not installed (pip install 'qh3>=2.1')"
+    if scenario.build == "compiled" and compiled_python is None:
+        return "no compiled build (./dev compiled makes .venv-compiled, or --compiled-python)"
+    return None
 
 
 def run_bench(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every selected scenario ``options.runs`` times; returns the JSON document."""
-    scenarios = [s for s in SCENARIOS if not options.only or s.name in options.only]
+    compiled_python = (
+        Path(options.compiled_python) if options.compiled_python else default_compiled_python()
+    )
+    scenarios, skipped = [], {}
+    for scenario in SCENARIOS:
+        if options.only and scenario.name not in options.only:
+            continue
+        reason = _missing(scenario, compiled_python)
+        if reason is None:
+            scenarios.append(scenario)
+        elif options.only:
+            raise BenchError(f"{scenario.name}: {reason}")
+        else:
+            skipped[scenario.name] = reason
+            log(f"  {scenario.name}: skipped, {reason}")
     load_before = _load_average()
     results = []
     with tempfile.TemporaryDirectory(prefix="mstls-bench-") as directory:
@@ -490,10 +647,11 @@ def run_bench(options: Options, log: Callable[[str], None] = print) -> dict[str,
                 nice=options.nice,
             )
             numbers = _bulk_numbers if scenario.kind == "bulk" else _handshake_numbers
+            python = compiled_python if scenario.build == "compiled" else None
             runs = []
             for index in range(options.runs):
                 log(f"  {scenario.name}: run {index + 1}/{options.runs} ...")
-                runs.append(numbers(job, run_job(job)))
+                runs.append(numbers(job, run_job(job, python)))
             results.append({**asdict(scenario), "runs": runs, "summary": _summarize(runs)})
     summaries = {result["name"]: result["summary"] for result in results}
     return {
@@ -504,6 +662,7 @@ def run_bench(options: Options, log: Callable[[str], None] = print) -> dict[str,
         },
         "environment": {**_environment(), "load_average_before": load_before},
         "results": results,
+        "skipped": skipped,
         "ratios": compute_ratios(summaries),
     }
 
@@ -511,6 +670,13 @@ def run_bench(options: Options, log: Callable[[str], None] = print) -> dict[str,
 def _load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages (other work competes for the cores)."""
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _environment() -> dict[str, Any]:
@@ -529,6 +695,7 @@ def _environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "aioquic": aioquic.__version__,
+        "qh3": _version("qh3"),
         "mstls_commit": commit,
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -547,6 +714,7 @@ def format_report(document: dict[str, Any]) -> str:
         f"QUIC over 127.0.0.1, {document['environment']['cpus']} CPUs, "
         f"Python {document['environment']['python']}, "
         f"aioquic {document['environment']['aioquic']}, "
+        f"qh3 {document['environment']['qh3'] or '-'}, "
         f"mstls {document['environment']['mstls_commit'] or '(not a git checkout)'}",
         f"flow control (both stacks): connection {settings['connection_window'] // MIB} MiB, "
         f"stream {settings['stream_window'] // MIB} MiB; median of {settings['runs']} run(s)",
@@ -591,21 +759,24 @@ def format_report(document: dict[str, Any]) -> str:
                 f"{s['client_ms_per_handshake']:>14.2f}"
             )
     if document["ratios"]:
-        lines += ["", "Ratios mstls / aioquic:"]
+        lines += ["", "Ratios mstls / aioquic, / qh3, compiled / pure:"]
         for ratio in document["ratios"]:
             good = ratio["value"] > 1 if ratio["better"] == "higher" else ratio["value"] < 1
+            pair = f"{ratio['numerator']} / {ratio['denominator']}"
             lines.append(
-                f"  {ratio['text']:<38}{ratio['value']:>7.2f}x  "
-                f"({ratio['better']} is better for mstls: "
-                f"{'mstls ahead' if good else 'aioquic ahead'})"
+                f"  {ratio['text']:<38}{pair:<32}{ratio['value']:>7.2f}x  "
+                f"({ratio['better']} is better: "
+                f"{ratio['numerator'] if good else ratio['denominator']} ahead)"
             )
+    for name, reason in document.get("skipped", {}).items():
+        lines.append(f"skipped {name}: {reason}")
     return "\n".join(lines)
 
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
     parser = argparse.ArgumentParser(
         prog="python -m bench.quic_bulk",
-        description="QUIC bulk upload and handshake cost, mstls against aioquic.",
+        description="QUIC bulk upload and handshake cost, mstls against aioquic and qh3.",
     )
     parser.add_argument("--size", type=parse_size, default=DEFAULT_SIZE, help="bytes (64MiB)")
     parser.add_argument("--datagram", type=int, default=DEFAULT_DATAGRAM, help="bytes (1200)")
@@ -621,6 +792,11 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
         type=int,
         default=0,
         help="niceness increment of the children (negative: ahead of other load; needs root)",
+    )
+    parser.add_argument(
+        "--compiled-python",
+        metavar="PATH",
+        help="interpreter of the compiled build (default: .venv-compiled/bin/python if present)",
     )
     args = parser.parse_args(argv)
     only = tuple(name for name in args.only.split(",") if name)
@@ -642,6 +818,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[Options, str | None]:
         timeout=args.timeout,
         profile=args.profile,
         nice=args.nice,
+        compiled_python=args.compiled_python,
     )
     return options, args.json
 

@@ -56,7 +56,7 @@ class Scenario:
     """One measured configuration."""
 
     name: str
-    stack: str  # "aioquic" or "mstls"
+    stack: str  # "aioquic", "qh3" or "mstls"
     kind: str  # "bulk" or "handshake"
     label: str
     #: mstls: path-MTU probing up to QuicConfig's default maximum (16384 bytes).
@@ -65,6 +65,9 @@ class Scenario:
     groups: tuple[str, ...] = ()
     #: The group the server is expected to pick (for the table).
     group: str = ""
+    #: mstls: "pure" (the interpreter running the bench) or "compiled" (the mypyc build
+    #: of ``./dev compiled``, run by that venv's interpreter; issue 15).
+    build: str = "pure"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ The blocking, thread-safe API lives here (:func:`connect`, :func:`listen`,
 :mod:`mstls.trio`; the per-thread error queues in :mod:`mstls.errors`.
 """
 
+from importlib.machinery import EXTENSION_SUFFIXES as _EXTENSION_SUFFIXES
+
 from . import errors
 from ._blocking.api import Connection, Listener, Stream
 from ._blocking.entry import connect, listen
@@ -36,6 +38,7 @@ from .exceptions import (
 )
 from .stats import ConnectionStats
 from .tls.ticket_store import FileTicketStore, MemoryTicketStore, StoredTicket, TicketStore
+from .wire import buffer as _buffer
 
 __all__ = [
     "CertificateError",
@@ -71,9 +74,16 @@ __all__ = [
     "Timeout",
     "WantRead",
     "WantWrite",
+    "compiled",
     "connect",
     "errors",
     "listen",
 ]
 
 __version__ = "0.1.0.dev0"
+
+#: True when this process runs the compiled build (issue 15): the hot modules listed in
+#: pyproject.toml ``[tool.mstls.compiled]`` are mypyc extension modules, which the import
+#: system prefers to the ``.py`` sources beside them; False for the pure-Python build.
+#: (Read off :mod:`mstls.wire.buffer`, the first of them: the build compiles all or none.)
+compiled: bool = (_buffer.__file__ or "").endswith(tuple(_EXTENSION_SUFFIXES))

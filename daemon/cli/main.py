@@ -192,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"mstls {mstls.__version__}")
+    build = "compiled, mypyc" if mstls.compiled else "pure Python"  # issue 15
+    parser.add_argument(
+        "--version", action="version", version=f"mstls {mstls.__version__} ({build})"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     certs = commands.add_parser(
         "certs",

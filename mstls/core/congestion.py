@@ -232,7 +232,8 @@ class NewReno:
         if self.in_recovery(sent_time):
             return
         self._recovery_start = now
-        self.ssthresh = int(self.cwnd * LOSS_REDUCTION_FACTOR)
+        # a whole number of bytes, kept a float (math.inf until the first loss; mypyc)
+        self.ssthresh = float(int(self.cwnd * LOSS_REDUCTION_FACTOR))
         self.cwnd = max(int(self.ssthresh), self.minimum_window)
         self._ca_acked = 0
 

@@ -58,9 +58,10 @@ def stream_kind(stream_id: int) -> int:
     return BIDI if is_bidirectional(stream_id) else UNI
 
 
-def check_tracked_streams(value: int) -> None:
+def check_tracked_streams(value: object) -> None:
     """Raise :class:`ConfigurationError` unless ``max_tracked_streams`` is an int in
-    1..:data:`MAX_TRACKED_STREAMS_LIMIT`."""
+    1..:data:`MAX_TRACKED_STREAMS_LIMIT`.  (``object``: a compiled ``int`` parameter
+    would turn ``True`` into 1 before the check.)"""
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigurationError(f"max_tracked_streams: expected an int, got {value!r}")
     if not 1 <= value <= MAX_TRACKED_STREAMS_LIMIT:
@@ -69,7 +70,7 @@ def check_tracked_streams(value: int) -> None:
         )
 
 
-def validate_tracked_streams(_config: object, _attribute: object, value: int) -> None:
+def validate_tracked_streams(_config: object, _attribute: object, value: object) -> None:
     """An attrs validator for the ``max_tracked_streams`` settings."""
     check_tracked_streams(value)
 

@@ -165,7 +165,16 @@ def test_python_daemon_installs_beside_it_without_sharing_a_file(installed: Inst
 def test_version(installed: Installed, command: list[str], expected: str) -> None:
     argv: list[str | os.PathLike[str]] = [installed.bin / command[0], *command[1:]]
     out = _run(argv, RUN_TIMEOUT, cwd=installed.bin)
-    assert out == f"{expected} {mstls.__version__}\n"
+    build = " (pure Python)" if expected == "mstls" else ""  # the default wheel: issue 15
+    assert out == f"{expected} {mstls.__version__}{build}\n"
+
+
+def test_the_default_wheel_is_pure_python(installed: Installed) -> None:
+    """No ``MSTLS_COMPILE=1``, no extension module (setup.py): one wheel for every platform."""
+    assert installed.wheel.name.endswith("-py3-none-any.whl"), installed.wheel.name
+    assert not [name for name in _wheel_names(installed.wheel) if name.endswith(".so")]
+    out = _run([installed.python, "-c", "import mstls; print(mstls.compiled)"], RUN_TIMEOUT)
+    assert out == "False\n"
 
 
 def test_python_m_mstls_runs_the_command_line(installed: Installed) -> None:

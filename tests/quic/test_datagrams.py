@@ -125,14 +125,16 @@ def test_datagrams_are_not_retransmitted_but_congestion_controlled() -> None:
 def _inject(pair: Pair, frame: bytes) -> None:
     """Make the client send ``frame`` in a 1-RTT packet, bypassing its own checks."""
     pair.client.pending_path_responses.clear()
-    original = pair.client.streams.write_frames
+    # (a producer of the connection itself, not of the stream manager or the connection
+    # IDs: those may be compiled classes, whose methods cannot be replaced on an instance)
+    original = pair.client._write_ack_frequency
 
-    def write(sink: object, now: float) -> None:
+    def write(sink: object) -> None:
         sink.add(frame)  # type: ignore[attr-defined]
-        pair.client.streams.write_frames = original  # type: ignore[method-assign]
-        original(sink, now)  # type: ignore[arg-type]
+        pair.client._write_ack_frequency = original  # type: ignore[method-assign]
+        original(sink)  # type: ignore[arg-type]
 
-    pair.client.streams.write_frames = write  # type: ignore[method-assign]
+    pair.client._write_ack_frequency = write  # type: ignore[method-assign]
     pair.client._keepalive_due = lambda now: True  # type: ignore[method-assign]
     pair.run_until(lambda: pair.server.is_terminated or pair.server.state.name != "ESTABLISHED")
 

@@ -122,11 +122,20 @@ def _request(sessions: _Sessions, size: int = 1024) -> None:
     assert client.read(sid, 10) == b""  # the end is reported again, nothing kept for it
 
 
+def _attributes(obj: object) -> list[object]:
+    """The attribute values of ``obj``: its ``__dict__``, or for a class compiled by mypyc
+    (the compiled build, issue 15: no ``__dict__``) the attributes it declares."""
+    if hasattr(obj, "__dict__"):
+        return list(vars(obj).values())
+    names = {n for cls in type(obj).__mro__ for n in getattr(cls, "__mypyc_attrs__", ())}
+    return [getattr(obj, name) for name in sorted(names) if hasattr(obj, name)]
+
+
 def _held(obj: object) -> int:
     """Entries in every container attribute of ``obj`` (dicts, sets, lists, deques)."""
     return sum(
         len(value)
-        for value in vars(obj).values()
+        for value in _attributes(obj)
         if isinstance(value, dict | set | list | deque | frozenset)
     )
 
