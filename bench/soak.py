@@ -29,6 +29,7 @@ whatever happened.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
@@ -37,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -119,11 +121,29 @@ def start_daemon(state_dir: Path, port: int) -> subprocess.Popen[str]:
     deadline = time.monotonic() + START_TIMEOUT
     for line in proc.stderr:
         if READY_MARK in line:
+            _drain(proc.stderr)
             return proc
         if time.monotonic() > deadline:
             break
     proc.kill()
     raise SoakError("mstlsd did not become ready")
+
+
+#: The daemon's last log lines kept for the report (the rest is discarded).
+LOG_TAIL = 200
+DAEMON_LOG: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+
+
+def _drain(stream: Any) -> None:
+    """Read the daemon's stderr for the rest of the run: a pipe nobody reads fills
+    up after ~64 KiB of log lines and then blocks the daemon in its next write, which
+    the clients would see as handshake timeouts."""
+
+    def run() -> None:
+        for line in stream:
+            DAEMON_LOG.append(line)
+
+    threading.Thread(target=run, name="mstlsd-stderr", daemon=True).start()
 
 
 def read_proc(pid: int) -> dict[str, float]:
@@ -357,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(options.json).write_text(json.dumps(summary, indent=2))
     if failed:
         print("FAILED: " + "; ".join(failed))
+        for line in list(DAEMON_LOG)[-20:]:
+            print(f"  mstlsd: {line.rstrip()}")
         return 1
     return 0
 
