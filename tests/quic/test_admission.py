@@ -254,13 +254,13 @@ def test_under_load_a_retry_costs_no_initial_key_derivation(
     """Issue 11: once the threshold is reached, token-less Initials are answered with
     a Retry without deriving Initial keys (the expensive part of authentication)."""
     derived: list[bytes] = []
-    real = endpoint_module.initial_protection
+    real = endpoint_module.initial_receive_protection
 
     def counting(dcid: bytes, **kwargs: Any) -> Any:
         derived.append(dcid)
         return real(dcid, **kwargs)
 
-    monkeypatch.setattr(endpoint_module, "initial_protection", counting)
+    monkeypatch.setattr(endpoint_module, "initial_receive_protection", counting)
     threshold = 2
     net = Net(ServerEndpoint(server_config(), retry_threshold=threshold))
     endpoint = net.endpoint
