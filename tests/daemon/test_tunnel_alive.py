@@ -64,15 +64,22 @@ class TunnelProcess:
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self.wait_for("tunnel listening"):
+            raise AssertionError("the tunnel did not start:\n" + self.log())
+
+    def wait_for(self, text: str) -> bool:
+        """Wait (at most :data:`WAIT` s) for a new stderr line containing ``text``."""
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             try:
-                if "tunnel listening" in self._queue.get(timeout=0.1):
-                    return
+                if text in self._queue.get(timeout=0.1):
+                    return True
             except queue.Empty:
-                assert self.proc.poll() is None, self.log()
-        raise AssertionError("the tunnel did not start:\n" + self.log())
+                if self.proc.poll() is not None:
+                    return False
+        return False
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -103,6 +110,7 @@ class TunnelProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._reader.join(WAIT)  # every line the tunnel wrote is in :meth:`log`
 
 
 @pytest.fixture
@@ -158,7 +166,10 @@ def test_an_idled_out_connection_is_replaced_transparently(
     tunnel = TunnelProcess(port, transport, tmp_path, "--keepalive", str(IDLE_FOR * 10))
     try:
         assert tunnel.echo(b"before\n") == b"before\n", tunnel.log()
-        time.sleep(IDLE_FOR)
+        # Not a fixed sleep: the request must come after the tunnel saw the idle-out
+        # (on a loaded machine both ends' timers can fire seconds late, and a request
+        # that beats them rides the old connection and never reconnects).
+        assert tunnel.wait_for("idle timeout"), tunnel.log()
         assert tunnel.echo(b"after\n") == b"after\n", tunnel.log()
     finally:
         tunnel.close()
