@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -94,8 +95,17 @@ class SendingMixin(ConnectionState):
     _pad_challenge: Callable[[Any], None]
     zero_rtt_send: Any  # .early
     _fill_zero_rtt: Callable[[DatagramBuilder, Space, float, bool], None]
+    # Record callbacks of frames owned by the connection itself (see _weak_callback).
+    _handshake_done_lost: Callable[[], None]
+    _ack_frequency_lost: Callable[[], None]
+    _mtu_probe_acked_cb: Callable[[int, float], None]
+    _mtu_probe_lost_cb: Callable[[int, float], None]
 
     def _init_sending(self) -> None:
+        self._handshake_done_lost = _weak_callback(self._resend_handshake_done)
+        self._ack_frequency_lost = _weak_callback(self._resend_ack_frequency)
+        self._mtu_probe_acked_cb = _weak_callback(self._mtu_probe_acked)
+        self._mtu_probe_lost_cb = _weak_callback(self._mtu_probe_lost)
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
         self.recovery = Recovery(
             max_ack_delay=self.config.max_ack_delay_ms / 1000,
@@ -369,7 +379,7 @@ class SendingMixin(ConnectionState):
     def _write_application_frames(self, sink: PacketSink, now: float) -> None:
         if self.handshake_done_pending and sink.remaining >= 1:
             self.handshake_done_pending = False
-            sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, self._resend_handshake_done, ()))
+            sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, self._handshake_done_lost, ()))
         responded = bool(self.pending_path_responses)
         while self.pending_path_responses and sink.remaining >= 9:
             data = self.pending_path_responses.pop(0)
@@ -412,7 +422,7 @@ class SendingMixin(ConnectionState):
             self.ack_frequency_sequence += 1
             self.ack_threshold_sent = wanted
             self.ack_frequency_pending = False
-            sink.add(frame, (_ignore, self._resend_ack_frequency, ()))
+            sink.add(frame, (_ignore, self._ack_frequency_lost, ()))
 
     def _resend_ack_frequency(self) -> None:
         self.ack_frequency_pending = True
@@ -434,7 +444,7 @@ class SendingMixin(ConnectionState):
         sink = self._open_packet(builder, space)
         if sink is None:
             return b""
-        sink.add(_PING, (self._mtu_probe_acked, self._mtu_probe_lost, (size, now)))
+        sink.add(_PING, (self._mtu_probe_acked_cb, self._mtu_probe_lost_cb, (size, now)))
         sink.pad(sink.remaining)
         builder.close_packet(sink)
         space.next_packet_number += 1
@@ -547,6 +557,27 @@ class SendingMixin(ConnectionState):
 
 def _ignore(*args: Any) -> None:
     """A record callback that has nothing to do."""
+
+
+def _weak_callback(method: Callable[..., None]) -> Callable[..., None]:
+    """``method`` (bound to the connection) as a record callback without a strong
+    reference to the connection.
+
+    Records live in the connection's recovery state (its packets in flight); a bound
+    method there makes a cycle (connection -> recovery -> packet -> method ->
+    connection), so every server connection that sent HANDSHAKE_DONE waited for the
+    cyclic garbage collector instead of being freed when it was dropped (issue 11,
+    the soak's RSS slope).  A record outlives its connection only as garbage, so a
+    dead reference means there is nothing left to update.
+    """
+    ref = weakref.WeakMethod(method)
+
+    def callback(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+
+    return callback
 
 
 def _pn_skip_interval() -> int:
