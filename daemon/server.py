@@ -16,8 +16,8 @@ and STOP_SENDING) with the matching :class:`~mstlsd.preamble.StreamCode`,
 before any service — and so any backend — sees it.
 
 *Limits.*  ``max_connections``: a connection accepted beyond it is closed at
-once with ``TOO_MANY_CONNECTIONS``.  ``max_streams_per_connection`` is the QUIC
-stream limit we advertise (clients wait for credit) and, for QMux and as a
+once with ``TOO_MANY_CONNECTIONS``.  ``max_streams_per_connection`` is the
+stream limit we advertise over QUIC and QMux alike (clients wait for credit) and, as a
 backstop, a count of open streams above which a new stream is reset with
 ``TOO_MANY_STREAMS``.  Handshake and idle timeouts are the library's.
 

@@ -117,15 +117,45 @@ def _datagram_settings(enabled: bool) -> dict[str, int]:
     return {"max_datagram_frame_size": DEFAULT_MAX_DATAGRAM_FRAME_SIZE} if enabled else {}
 
 
+#: The settings of :class:`QuicConfig` and :class:`QMuxConfig` by name; ``extra`` may
+#: name any of them except those the configuration classes set from their own fields.
+_QUIC_SETTINGS = frozenset(attrs.fields_dict(QuicConfig))
+_QMUX_SETTINGS = frozenset(attrs.fields_dict(QMuxConfig))
+_OWN_SETTINGS = frozenset({"tls", "idle_timeout", "handshake_timeout", "keepalive_interval"})
+
+
+def _chosen_extra(
+    extra: dict[str, Any], settings: dict[str, Any], names: frozenset[str]
+) -> dict[str, Any]:
+    """The names of ``extra`` that belong to one transport's ``names``.  Refuses a name
+    that is a setting of neither transport, or one a configuration field already sets
+    (``idle_timeout`` is ``ClientConfig.idle_timeout``; ``max_datagram_frame_size`` is
+    ``datagrams=True``)."""
+    unknown = sorted(set(extra) - (_QUIC_SETTINGS | _QMUX_SETTINGS))
+    if unknown:
+        raise ConfigurationError(f"extra: not a QUIC or QMux setting: {', '.join(unknown)}")
+    own = sorted(set(extra) & _OWN_SETTINGS)
+    if own:
+        raise ConfigurationError(
+            f"extra: {', '.join(own)} is set by the configuration's own field, not by extra"
+        )
+    chosen = {name: value for name, value in extra.items() if name in names}
+    twice = sorted(set(chosen) & set(settings))
+    if twice:
+        raise ConfigurationError(f"extra: {', '.join(twice)} is already set by another field")
+    return chosen
+
+
 def _checked_quic(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> QuicConfig:
-    """A :class:`QuicConfig` with ``extra`` applied, checked as every connection made
-    from it will check it, so a bad value fails :func:`~mstls.connect` or
+    """A :class:`QuicConfig` with the QUIC names of ``extra`` applied, checked as every
+    connection made from it will check it, so a bad value fails :func:`~mstls.connect` or
     :func:`~mstls.listen` at once instead of a connection started later (in the
     assist thread or a trio task) — issue 17 point 9."""
+    chosen = _chosen_extra(extra, settings, _QUIC_SETTINGS)
     try:
-        config = QuicConfig(tls=tls, **settings, **extra)
-    except TypeError as exc:  # an unknown name in ``extra``
-        raise ConfigurationError(f"extra: not a QUIC setting ({exc})") from None
+        config = QuicConfig(tls=tls, **settings, **chosen)
+    except (TypeError, ValueError) as exc:  # a validator refused a value
+        raise ConfigurationError(f"extra: {exc}") from None
     try:
         check_stream_limits(config.transport_parameters(b""), config.max_tracked_streams)
     except (ConfigurationError, TypeError) as exc:  # TypeError: a value of the wrong type
@@ -133,9 +163,20 @@ def _checked_quic(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> Qui
     return config
 
 
-def _checked_qmux(config: QMuxConfig) -> QMuxConfig:
-    """The QMux counterpart of :func:`_checked_quic` (the same stream limits)."""
-    check_stream_limits(config.transport_parameters(), config.max_tracked_streams)
+def _checked_qmux(tls: TLSConfig, extra: dict[str, Any], **settings: Any) -> QMuxConfig:
+    """The QMux counterpart of :func:`_checked_quic`: the names ``extra`` shares with
+    QUIC (flow-control windows, stream limits, ``max_tracked_streams``, datagram queues)
+    and the QMux-only ones (``max_record_size``, ``send_record_size``, ``close_timeout``,
+    ``max_send_per_call``) apply over TCP; the QUIC-only ones are not used there."""
+    chosen = _chosen_extra(extra, settings, _QMUX_SETTINGS)
+    try:
+        config = QMuxConfig(tls=tls, **settings, **chosen)
+    except (TypeError, ValueError) as exc:  # a validator refused a value
+        raise ConfigurationError(f"extra: {exc}") from None
+    try:
+        check_stream_limits(config.transport_parameters(), config.max_tracked_streams)
+    except (ConfigurationError, TypeError) as exc:
+        raise ConfigurationError(f"extra: {exc}") from None
     return config
 
 
@@ -206,8 +247,12 @@ class ClientConfig:
         there.  Rejected early data is sent again after the handshake
         (``Connection.early_data_accepted`` says which happened).  Off by default.
     ``extra``
-        QUIC settings by name, passed to :class:`mstls.quic.config.QuicConfig`
-        (UDP only): flow-control windows (``initial_max_data``,
+        Transport settings by name, passed to :class:`mstls.quic.config.QuicConfig`
+        over UDP and to :class:`mstls.qmux.config.QMuxConfig` over TCP; a name both
+        have (the flow-control windows, stream limits, ``max_tracked_streams`` and
+        datagram queue bounds) applies to both.  QMux only: ``max_record_size``,
+        ``send_record_size``, ``close_timeout``, ``max_send_per_call``.  QUIC only:
+        flow-control windows (``initial_max_data``,
         ``initial_max_stream_data``, ``max_data_window``, ``max_stream_data_window``),
         ``send_buffer_size``, stream limits (``max_streams_bidi``,
         ``max_streams_uni``), ACK timing (``max_ack_delay_ms``, ``ack_frequency``,
@@ -288,13 +333,12 @@ class ClientConfig:
     def qmux_config(self, host: str) -> QMuxConfig:
         """The checked QMux settings (raises :class:`ConfigurationError`)."""
         return _checked_qmux(
-            QMuxConfig(
-                tls=self.tls_config(host),
-                idle_timeout=self.idle_timeout,
-                handshake_timeout=self.handshake_timeout,
-                keepalive_interval=self.keepalive,
-                **_datagram_settings(self.datagrams),
-            )
+            self.tls_config(host),
+            self.extra,
+            idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
+            keepalive_interval=self.keepalive,
+            **_datagram_settings(self.datagrams),
         )
 
 
@@ -405,8 +449,8 @@ class ServerConfig:
         the handshake.  Datagrams sent there must reach this listener (a
         forwarder or NAT in front of it): a listener binds one socket.  ``None``: none.
     ``extra``
-        QUIC settings by name (UDP only), the same keys as
-        :class:`ClientConfig`'s ``extra`` (``stateless_reset_key`` too); an unknown
+        Transport settings by name, the same keys as :class:`ClientConfig`'s ``extra``
+        (``stateless_reset_key`` too), each applied to the transports that have it; an unknown
         name or a bad value raises :class:`~mstls.exceptions.ConfigurationError`.
     """
 
@@ -548,12 +592,11 @@ class ServerConfig:
     def qmux_config(self) -> QMuxConfig:
         """The checked QMux settings (raises :class:`ConfigurationError`)."""
         return _checked_qmux(
-            QMuxConfig(
-                tls=self.tls_config(),
-                idle_timeout=self.idle_timeout,
-                handshake_timeout=self.handshake_timeout,
-                keepalive_interval=self.keepalive,
-                client_hello_timeout=self._client_hello_timeout(),
-                **_datagram_settings(self.datagrams),
-            )
+            self.tls_config(),
+            self.extra,
+            idle_timeout=self.idle_timeout,
+            handshake_timeout=self.handshake_timeout,
+            keepalive_interval=self.keepalive,
+            client_hello_timeout=self._client_hello_timeout(),
+            **_datagram_settings(self.datagrams),
         )
