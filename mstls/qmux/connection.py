@@ -302,6 +302,10 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
         """Process bytes TCP delivered (untrusted input)."""
         if self.lifecycle.state is State.TERMINATED:
             return
+        if self.lifecycle.live and self._deadline_passed(now):
+            # A passed deadline comes first (docs/error-model.md, T1-T5): late bytes
+            # neither reset the idle timer nor complete the handshake (§7.1).
+            self.handle_timer(now)
         error: TLSError | None = None
         self.wire_bytes_received += len(data)
         try:
@@ -395,6 +399,12 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
     def _on_keepalive_timer(self, now: float) -> None:
         self.ping_state.request()
         self._last_activity = now
+
+    def _deadline_passed(self, now: float) -> bool:
+        """The idle or handshake deadline is at or before ``now``."""
+        idle = self._idle_deadline()
+        handshake = self.handshake_deadline
+        return (idle is not None and now >= idle) or (handshake is not None and now >= handshake)
 
     def _idle_deadline(self) -> float | None:
         """§7.1: reset by every record received and every record sent."""

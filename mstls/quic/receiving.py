@@ -101,6 +101,7 @@ class ReceivingMixin(ConnectionState):
     _on_path_challenge_frame: Callable[[bytes], bool]
     #: Stream and flow-control frames go to the stream manager (shared with QMux).
     stream_handlers: dict[int, Callable[[Any], None]]
+    handle_timer: Callable[[float], None]
 
     def receive_datagram(
         self,
@@ -120,6 +121,14 @@ class ReceivingMixin(ConnectionState):
         state = self.lifecycle.state
         if state is State.DRAINING or state is State.TERMINATED:
             return
+        handshake_deadline = self.handshake_deadline
+        if now >= self.idle_deadline or (
+            handshake_deadline is not None and now >= handshake_deadline
+        ):
+            # docs/error-model.md T1-T5: a passed deadline fires before later input.
+            self.handle_timer(now)
+            if self.lifecycle.state is not state:
+                return
         self.receive_codepoint = ecn
         view = memoryview(data)
         self.bytes_received += len(view)
