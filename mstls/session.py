@@ -212,11 +212,10 @@ class Session:
     def ping(self) -> None:
         """Ask for an RTT sample.  QMux: queue a QX_PING, whose answer feeds the RTT
         estimate (draft-ietf-quic-qmux §4.3), since TCP acknowledges nothing we see.
-        QUIC samples the RTT from every acknowledgement (RFC 9002 §5.1): nothing to send.
+        QUIC: send a PING, whose acknowledgement is a sample (RFC 9002 §5.1).
         Quiet once the connection has failed."""
-        request = getattr(self.conn, "ping", None)
-        if request is not None and not self.failed and not self.conn.is_terminated:
-            request()
+        if not self.failed and not self.conn.is_terminated:
+            self.conn.ping()
 
     # -- checks ----------------------------------------------------------------------------
     @property

@@ -232,6 +232,13 @@ class QuicConnection(
             now,
         )
 
+    def ping(self) -> None:
+        """Send a PING (RFC 9000 §19.2) in the next 1-RTT packet: its acknowledgement
+        is a fresh RTT sample (RFC 9002 §5.1) on a connection with nothing else to
+        acknowledge.  A lost PING is not repeated; ask again."""
+        if self.lifecycle.live:
+            self.ping_pending = True
+
     def next_event(self) -> Event | None:
         """The next event, or ``None``; stream events come from the stream layer."""
         if not self.events:

@@ -10,7 +10,6 @@ it completes; client: on HANDSHAKE_DONE).  1-RTT key updates follow §6.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from ..core.events import HandshakeCompletedEvent
 from ..core.lifecycle import LifecycleEvent
 from ..core.recovery import PacketNumberSpace
 from ..core.stream_manager import StreamManager
+from ..core.weak import weak_method
 from ..exceptions import ProtocolError, TransportParameterError
 from ..tls.cipher_suites import CipherSuite
 from ..tls.client import ClientHandshake
@@ -104,7 +104,8 @@ class HandshakeMixin(ConnectionState):
             # Encoded once, by _negotiate_version, when the ClientHello brings the
             # client's parameters: ours name the version chosen then (RFC 9368 §3).
             server = ServerHandshake(self.config.tls, transport_parameters=b"")
-            server.on_peer_transport_parameters = _weak_hook(self._negotiate_version)
+            negotiate = weak_method(self._negotiate_version, _connection_gone)  # core.weak
+            server.on_peer_transport_parameters = negotiate
             server.early_data_limits = early_data_limits(params)  # RFC 9000 §7.4.1
             self.tls = server
         self.streams = StreamManager(
@@ -325,22 +326,6 @@ class HandshakeMixin(ConnectionState):
     handshake_done_pending: bool = False
 
 
-def _weak_hook(method: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
-    """``method`` (bound to the connection) without a strong reference to it.
-
-    The TLS handshake belongs to the connection; a bound method in it would make a
-    reference cycle (connection -> TLS -> method -> connection), so every server
-    connection would wait for the cyclic garbage collector, which runs rarely once
-    the heap is large: an Initial flood's timed-out handshakes kept the daemon's
-    memory up (issue 11).  The hook only runs while the connection handles a
-    ClientHello, so the connection is alive whenever it is called.
-    """
-    ref = weakref.WeakMethod(method)
-
-    def hook(raw: bytes) -> bytes:
-        bound = ref()
-        if bound is None:  # pragma: no cover - the connection is running this call
-            raise ReferenceError("the connection is gone")
-        return bound(raw)
-
-    return hook
+def _connection_gone(raw: bytes) -> bytes:  # pragma: no cover - it runs this call
+    """The hook only runs while the connection handles a ClientHello: it is alive."""
+    raise ReferenceError("the connection is gone")

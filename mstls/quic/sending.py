@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +28,7 @@ from ..core.congestion import NewReno
 from ..core.lifecycle import State
 from ..core.pacing import Pacer
 from ..core.recovery import PacketNumberSpace, Recovery, SentPacket
+from ..core.weak import weak_method
 from ..wire.buffer import Writer
 from ..wire.frame_types import FrameType
 from ..wire.frames import (
@@ -79,6 +79,8 @@ class SendingMixin(ConnectionState):
     #: QUIC packets sent, coalesced ones counted one by one (statistics).
     packets_sent: int
     handshake_done_pending: bool
+    #: :meth:`ping` asked for a PING not yet sent.
+    ping_pending: bool
     pacing_deadline: float | None
     ack_frequency_pending: bool
     ack_frequency_sequence: int
@@ -95,17 +97,17 @@ class SendingMixin(ConnectionState):
     _pad_challenge: Callable[[Any], None]
     zero_rtt_send: Any  # .early
     _fill_zero_rtt: Callable[[DatagramBuilder, Space, float, bool], None]
-    # Record callbacks of frames owned by the connection itself (see _weak_callback).
+    # Record callbacks of frames owned by the connection itself (see mstls.core.weak).
     _handshake_done_lost: Callable[[], None]
     _ack_frequency_lost: Callable[[], None]
     _mtu_probe_acked_cb: Callable[[int, float], None]
     _mtu_probe_lost_cb: Callable[[int, float], None]
 
     def _init_sending(self) -> None:
-        self._handshake_done_lost = _weak_callback(self._resend_handshake_done)
-        self._ack_frequency_lost = _weak_callback(self._resend_ack_frequency)
-        self._mtu_probe_acked_cb = _weak_callback(self._mtu_probe_acked)
-        self._mtu_probe_lost_cb = _weak_callback(self._mtu_probe_lost)
+        self._handshake_done_lost = weak_method(self._resend_handshake_done, _ignore)
+        self._ack_frequency_lost = weak_method(self._resend_ack_frequency, _ignore)
+        self._mtu_probe_acked_cb = weak_method(self._mtu_probe_acked, _ignore)
+        self._mtu_probe_lost_cb = weak_method(self._mtu_probe_lost, _ignore)
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
         self.recovery = Recovery(
             max_ack_delay=self.config.max_ack_delay_ms / 1000,
@@ -118,6 +120,7 @@ class SendingMixin(ConnectionState):
         self.pending_path_responses = []
         self.packets_sent = 0
         self.close_pending = False
+        self.ping_pending = False
         self.pacing_deadline = None
         self.ack_delay = self.config.max_ack_delay_ms / 1000
         # ACK_FREQUENCY we send: sequence numbers, the threshold in force at the
@@ -302,6 +305,7 @@ class SendingMixin(ConnectionState):
             or self.peer_cids.has_pending_frames
             or self.streams.has_data_to_send()
             or self.datagrams.has_data_to_send
+            or self.ping_pending
             or self._keepalive_due(now)
         )
 
@@ -386,7 +390,8 @@ class SendingMixin(ConnectionState):
             sink.add(encode_frame(PathResponseFrame(data)))
         self.local_cids.write_frames(sink)
         self.peer_cids.write_frames(sink)
-        if self._keepalive_due(now) and sink.remaining >= 1:
+        if (self.ping_pending or self._keepalive_due(now)) and sink.remaining >= 1:
+            self.ping_pending = False
             sink.add(_PING)
         self._write_ack_frequency(sink)
         challenged = self._write_path_challenge(sink)
@@ -557,27 +562,6 @@ class SendingMixin(ConnectionState):
 
 def _ignore(*args: Any) -> None:
     """A record callback that has nothing to do."""
-
-
-def _weak_callback(method: Callable[..., None]) -> Callable[..., None]:
-    """``method`` (bound to the connection) as a record callback without a strong
-    reference to the connection.
-
-    Records live in the connection's recovery state (its packets in flight); a bound
-    method there makes a cycle (connection -> recovery -> packet -> method ->
-    connection), so every server connection that sent HANDSHAKE_DONE waited for the
-    cyclic garbage collector instead of being freed when it was dropped (issue 11,
-    the soak's RSS slope).  A record outlives its connection only as garbage, so a
-    dead reference means there is nothing left to update.
-    """
-    ref = weakref.WeakMethod(method)
-
-    def callback(*args: Any) -> None:
-        bound = ref()
-        if bound is not None:
-            bound(*args)
-
-    return callback
 
 
 def _pn_skip_interval() -> int:
