@@ -127,7 +127,6 @@ class SendStream:
         "_fin_lost",
         "_first",
         "_id_bytes",
-        "_listener",
         "_lost",
         "_tail_open",
         "_write_blocked",
@@ -154,7 +153,6 @@ class SendStream:
         *,
         limit: int = 0,
         buffer_size: int = DEFAULT_SEND_BUFFER,
-        listener: SendListener | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.state = SendState.READY
@@ -184,7 +182,10 @@ class SendStream:
         self._lost: RangeSet | None = None
         self._fin_lost = False
         self._write_blocked = False
-        self._listener: SendListener = listener or _NULL_LISTENER
+        # Progress goes to the listener named in each frame's record, not to one kept
+        # here: a stream holding its manager, which holds the stream, was a reference
+        # cycle (every connection's streams freed only by the cyclic collector, the
+        # soak's RSS slope, issue 11); mypyc classes cannot be weakly referenced.
         # No bound methods or per-frame prefixes kept here: a bound method of our own
         # would make a reference cycle (the stream freed only by the cyclic collector),
         # and every byte per stream counts with 10^5 streams open (issue 11).
@@ -345,17 +346,22 @@ class SendStream:
     def has_retransmission(self) -> bool:
         return self._lost is not None or self._fin_lost
 
-    def write_frame(self, sink: FrameSink, credit: int) -> int:
+    def write_frame(
+        self, sink: FrameSink, credit: int, listener: SendListener = _NULL_LISTENER
+    ) -> int:
         """Write the next STREAM frame: lost data first, else new data.
 
         Returns the new bytes sent (to charge the connection credit ``credit``),
-        or :data:`NO_ROOM` when nothing fitted.
+        or :data:`NO_ROOM` when nothing fitted.  ``listener`` hears of the frame's
+        loss and of the progress its acknowledgement makes.
         """
         if self._lost is not None or self._fin_lost:
-            return 0 if self.write_retransmission(sink) else NO_ROOM
-        return self.write_new(sink, credit)
+            return 0 if self.write_retransmission(sink, listener) else NO_ROOM
+        return self.write_new(sink, credit, listener)
 
-    def write_new(self, sink: FrameSink, credit: int) -> int:
+    def write_new(
+        self, sink: FrameSink, credit: int, listener: SendListener = _NULL_LISTENER
+    ) -> int:
         """Write one STREAM frame of new data (and/or the FIN) into ``sink``.
 
         ``credit`` is the connection-level credit left.  Returns the number of
@@ -397,7 +403,7 @@ class SendStream:
         sink.add_parts(
             header,
             self._view(offset, length) if length else b"",
-            (self.on_data_acked, self.on_data_lost, (offset, length, fin)),
+            (self.on_data_acked, self.on_data_lost, (offset, length, fin, listener)),
         )
         return length
 
@@ -412,7 +418,9 @@ class SendStream:
         if self.state is SendState.READY:
             self._fire(SendEvent.SEND_DATA)
 
-    def write_retransmission(self, sink: FrameSink) -> bool:
+    def write_retransmission(
+        self, sink: FrameSink, listener: SendListener = _NULL_LISTENER
+    ) -> bool:
         """Resend the first lost range (or a lost FIN); False when it did not fit."""
         lost = self._lost
         if lost is not None and lost.lowest < self.acked_offset:
@@ -446,12 +454,14 @@ class SendStream:
         sink.add_parts(
             self._header(start, length, fin),
             payload,
-            (self.on_data_acked, self.on_data_lost, (start, length, fin)),
+            (self.on_data_acked, self.on_data_lost, (start, length, fin, listener)),
         )
         return True
 
     # -- recovery callbacks -------------------------------------------------------------
-    def on_data_acked(self, offset: int, length: int, fin: bool) -> None:
+    def on_data_acked(
+        self, offset: int, length: int, fin: bool, listener: SendListener = _NULL_LISTENER
+    ) -> None:
         """A STREAM frame ``[offset, offset + length)`` (+FIN) was acknowledged."""
         if self.reset_code is not None:
             return
@@ -475,7 +485,7 @@ class SendStream:
         if acknowledged and self.fin_acked and self.state is SendState.DATA_SENT:
             self._fire(SendEvent.RECV_ALL_ACKS)
         if writable or acknowledged:
-            self._listener.on_send_progress(self, writable, acknowledged)
+            listener.on_send_progress(self, writable, acknowledged)
 
     def _mark_acked(self, offset: int, end: int) -> None:
         """Record ``[offset, end)`` as acknowledged (it reaches past ``acked_offset``):
@@ -504,7 +514,9 @@ class SendStream:
             if not lost:
                 self._lost = None
 
-    def on_data_lost(self, offset: int, length: int, fin: bool) -> None:
+    def on_data_lost(
+        self, offset: int, length: int, fin: bool, listener: SendListener = _NULL_LISTENER
+    ) -> None:
         """A STREAM frame was declared lost: queue what is not acknowledged."""
         if self.reset_code is not None:
             return
@@ -521,7 +533,7 @@ class SendStream:
             self._fin_lost = True
             queued = True
         if queued:
-            self._listener.on_send_lost(self)
+            listener.on_send_lost(self)
 
     @property
     def all_acknowledged(self) -> bool:

@@ -290,7 +290,6 @@ class StreamManager:
                 stream_id,
                 limit=self._peer_stream_limit(stream_id),
                 buffer_size=self.send_buffer_size,
-                listener=self,
             )
         if bidi or not local:
             window = ReceiveWindow(self._local_stream_window(stream_id), self.max_stream_window)
@@ -660,7 +659,7 @@ class StreamManager:
         queue = self._retransmit_queue
         while queue:
             send = queue[0]
-            if not send.write_retransmission(sink):
+            if not send.write_retransmission(sink, self):
                 return
             if send.has_retransmission:
                 queue.rotate(-1)
@@ -687,7 +686,7 @@ class StreamManager:
                 queue.rotate(-1)
                 skipped += 1
                 continue
-            used = send.write_new(sink, available)
+            used = send.write_new(sink, available, self)
             if used == NO_ROOM:
                 return
             credit.used += used

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mstls.codes import TransportErrorCode
 from mstls.core.flow_control import ReceiveWindow
+from mstls.core.send_stream import _NULL_LISTENER, SendListener
 from mstls.core.sending import ListSink, SentRecord
 from mstls.core.streams import (
     NO_ROOM,
@@ -131,18 +132,24 @@ def frames_of(sink: ListSink) -> list[StreamFrame]:
     return frames
 
 
-def drain(stream: SendStream, capacity: int = 1200, credit: int = 1 << 40) -> ListSink:
-    """Send everything sendable (retransmissions first) in one big sink."""
+def drain(
+    stream: SendStream,
+    capacity: int = 1200,
+    credit: int = 1 << 40,
+    listener: SendListener = _NULL_LISTENER,
+) -> ListSink:
+    """Send everything sendable (retransmissions first) in one big sink; ``listener``
+    goes into each frame's record."""
     sink = ListSink(1 << 30)
     while True:
         packet = ListSink(capacity)
         while stream.has_retransmission:
-            if not stream.write_retransmission(packet):
+            if not stream.write_retransmission(packet, listener):
                 break
-        while stream.has_sendable and stream.write_new(packet, credit) > 0:
+        while stream.has_sendable and stream.write_new(packet, credit, listener) > 0:
             pass
         if stream.has_sendable and not packet.frames:
-            stream.write_new(packet, credit)  # a FIN alone
+            stream.write_new(packet, credit, listener)  # a FIN alone
         if not packet.frames:
             return sink
         sink.frames += packet.frames
@@ -296,12 +303,13 @@ def test_listener_is_told_about_progress() -> None:
         def on_send_progress(self, stream: SendStream, writable: bool, acknowledged: bool) -> None:
             calls.append(("progress", writable, acknowledged))
 
-    stream = SendStream(0, limit=1 << 20, buffer_size=4000, listener=Listener())
+    listener = Listener()
+    stream = SendStream(0, limit=1 << 20, buffer_size=4000)
     assert stream.write(b"x" * 5000) == 4000
-    sink = drain(stream)
+    sink = drain(stream, listener=listener)
     sink.records[0][1](*sink.records[0][2])  # lose the first frame
     assert calls == [("lost", False, False)]
-    drain(stream)
+    drain(stream, listener=listener)
     for on_acked, _, args in sink.records:
         on_acked(*args)
     assert ("progress", True, False) in calls or ("progress", True, True) in calls

@@ -38,3 +38,24 @@ def test_a_server_connection_with_handshake_done_in_flight_is_freed_when_dropped
     del pair
     assert client() is None
     assert server() is None, "the server connection is in a reference cycle"
+
+
+def test_a_connection_with_streams_is_freed_when_dropped(no_cycle_collector: None) -> None:
+    """Each stream's send half reports progress to the stream manager that holds it
+    (stream -> listener -> manager -> stream): that cycle kept every connection that
+    had opened a stream."""
+    pair = Pair()
+    pair.handshake()
+    for _ in range(3):
+        sid = pair.client.streams.open_stream()
+        pair.client.streams.write(sid, b"x" * 3000, fin=True)
+    for _ in range(4):  # data in flight both ways, streams open on both sides
+        pair.step()
+    assert pair.server_events
+    client = weakref.ref(pair.client)
+    server = weakref.ref(pair.server)
+    managers = [weakref.ref(pair.client.streams), weakref.ref(pair.server.streams)]
+    del pair
+    assert client() is None, "the client connection is in a reference cycle"
+    assert server() is None, "the server connection is in a reference cycle"
+    assert [m() for m in managers] == [None, None], "the stream managers are in a cycle"

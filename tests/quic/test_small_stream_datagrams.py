@@ -95,9 +95,9 @@ def test_data_then_fin_before_the_pull_is_one_stream_frame() -> None:
     assert len(datagrams) == 1
     sent = client.recovery._spaces[PacketNumberSpace.APPLICATION].sent
     packet = sent[max(sent)]
-    # The STREAM frames' records: (on_acked, on_lost, (offset, length, fin)).
+    # The STREAM frames' records: (on_acked, on_lost, (offset, length, fin, listener)).
     stream_frames = [
-        args
+        args[:3]
         for on_acked, _, args in packet.records
         if isinstance(getattr(on_acked, "__self__", None), SendStream)
     ]
