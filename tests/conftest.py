@@ -17,6 +17,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from tests.certs import TestPKI, get_pki  # noqa: E402
+from tests.helpers.cycles import no_cycle_collector  # noqa: E402, F401 (a fixture)
 
 
 @pytest.fixture(scope="session")
