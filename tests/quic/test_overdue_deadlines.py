@@ -34,18 +34,24 @@ def _events(conn: QuicConnection) -> list[object]:
     return out
 
 
+def _stream_data_at(pair: Pair, payload: bytes, when: float) -> list[object]:
+    """The client sends ``payload`` on a new stream; the server receives it at
+    ``when``.  Returns the server's events from that input."""
+    _events(pair.server)
+    sid = pair.client.streams.open_stream()
+    pair.client.streams.write(sid, payload)
+    datagrams = pair.client.datagrams_to_send(pair.now)
+    assert datagrams
+    for data in datagrams:
+        pair.server.receive_datagram(data, CLIENT_ADDR, when)
+    return _events(pair.server)
+
+
 def test_a_datagram_after_the_idle_deadline_is_dropped_and_the_idle_timeout_fires() -> None:
     pair = _settled_pair()
     server = pair.server
-    _events(server)
-    sid = pair.client.streams.open_stream()
-    pair.client.streams.write(sid, b"too late")
-    datagrams = pair.client.datagrams_to_send(pair.now)
-    assert datagrams
-    late = server.idle_deadline + 0.5  # the driver slept through the deadline
-    for data in datagrams:
-        server.receive_datagram(data, CLIENT_ADDR, late)
-    events = _events(server)
+    # the driver slept through the deadline
+    events = _stream_data_at(pair, b"too late", server.idle_deadline + 0.5)
     ended = [e for e in events if isinstance(e, ConnectionTerminatedEvent)]
     assert len(ended) == 1 and ended[0].kind == "idle_timeout"
     assert not [e for e in events if isinstance(e, StreamOpened | StreamDataAvailable)]
@@ -55,13 +61,8 @@ def test_a_datagram_after_the_idle_deadline_is_dropped_and_the_idle_timeout_fire
 def test_a_datagram_before_the_idle_deadline_is_delivered() -> None:
     pair = _settled_pair()
     server = pair.server
-    _events(server)
-    sid = pair.client.streams.open_stream()
-    pair.client.streams.write(sid, b"in time")
     early = server.idle_deadline - 0.5
-    for data in pair.client.datagrams_to_send(pair.now):
-        server.receive_datagram(data, CLIENT_ADDR, early)
-    events = _events(server)
+    events = _stream_data_at(pair, b"in time", early)
     assert not [e for e in events if isinstance(e, ConnectionTerminatedEvent)]
     assert [e for e in events if isinstance(e, StreamDataAvailable)]
     assert server.idle_deadline > early + IDLE - 1  # the datagram reset the idle timer
