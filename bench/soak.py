@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +48,7 @@ import trio
 
 import mstls
 import mstls.trio
+from bench.traced_daemon import growth
 from mstlsd.preamble import encode_preamble
 from mstlsd.state import dev_pki_paths
 
@@ -64,6 +66,8 @@ THREAD_SLACK = 2
 #: Pause between a long-lived connection's streams.
 LONG_PAUSE = 0.05
 RESET_CODE = 9
+#: Time given the traced daemon to write its last snapshot.
+TRACE_DUMP_WAIT = 10.0
 
 CONFIG = """
 [[listeners]]
@@ -102,15 +106,16 @@ def _free_port() -> int:
     raise SoakError("no free port")
 
 
-def start_daemon(state_dir: Path, port: int) -> subprocess.Popen[str]:
+def start_daemon(state_dir: Path, port: int, traced: Path | None = None) -> subprocess.Popen[str]:
     config = state_dir / "mstlsd.toml"
     config.write_text(CONFIG.format(port=port))
     env = dict(os.environ)
     env["MSTLSD_STATE_DIR"] = str(state_dir)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.pop("NOTIFY_SOCKET", None)
+    command = ["-m", "mstlsd"] if traced is None else ["-m", "bench.traced_daemon", str(traced)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mstlsd", "--config", str(config)],
+        [sys.executable, *command, "--config", str(config)],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -147,14 +152,41 @@ def _drain(stream: Any) -> None:
 
 
 def read_proc(pid: int) -> dict[str, float]:
-    """The daemon's VmRSS (bytes), threads and open file descriptors."""
+    """The daemon's VmRSS (bytes), threads and open file descriptors, and where the
+    RSS is: the C heap (``[heap]``, glibc's brk area), other anonymous mappings
+    (CPython's object arenas and large blocks) and files (code, libraries)."""
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     values = dict(line.split(":", 1) for line in status if ":" in line)
-    return {
+    sample: dict[str, float] = {
         "rss": int(values["VmRSS"].split()[0]) * 1024,
         "threads": int(values["Threads"]),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
     }
+    sample.update(_rss_by_mapping(pid))
+    return sample
+
+
+def _rss_by_mapping(pid: int) -> dict[str, float]:
+    """RSS bytes of the ``[heap]``, of the other anonymous mappings and of files."""
+    totals = {"rss_heap": 0.0, "rss_anon": 0.0, "rss_file": 0.0}
+    kind = "rss_anon"
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return totals
+    for line in lines:
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0].endswith(":"):
+            if fields[0] == "Rss:":
+                totals[kind] += int(fields[1]) * 1024
+        elif "-" in fields[0]:  # a mapping's header: range perms offset dev inode [path]
+            path = fields[5] if len(fields) > 5 else ""
+            kind = "rss_file" if path.startswith("/") else "rss_anon"
+            if path == "[heap]":
+                kind = "rss_heap"
+    return totals
 
 
 # -- the clients ---------------------------------------------------------------------------------
@@ -246,8 +278,12 @@ async def run_load(load: Load, pid: int, samples: list[dict[str, float]]) -> Non
         next_sample = start
         next_short = start
         turn = 0
+        traced_warm = False
         while (now := trio.current_time()) < end:
             if now >= next_sample:
+                if options.tracemalloc and not traced_warm and now - start >= options.warmup:
+                    os.kill(pid, signal.SIGUSR1)  # snap-0: the warmed-up daemon
+                    traced_warm = True
                 sample = read_proc(pid)
                 sample["t"] = now - start
                 samples.append(sample)
@@ -258,6 +294,9 @@ async def run_load(load: Load, pid: int, samples: list[dict[str, float]]) -> Non
                 next_short += 1.0 / options.short_rate
             await trio.sleep(max(0.0, min(next_sample, next_short) - trio.current_time()))
         # The long-lived tasks end by themselves; short ones have op deadlines.
+    if options.tracemalloc:
+        os.kill(pid, signal.SIGUSR1)  # snap-1: the end of the run
+        await trio.sleep(TRACE_DUMP_WAIT)
     final = read_proc(pid)
     final["t"] = trio.current_time() - start
     samples.append(final)
@@ -292,6 +331,11 @@ def summarise(samples: list[dict[str, float]], load: Load, warmup: float) -> dic
         "rss_mib_start": round(rss[0][1], 2),
         "rss_mib_end": round(rss[-1][1], 2),
         "rss_slope_mib_per_hour": round(slope_per_hour(rss), 2),
+        # Where a slope is: glibc's heap, CPython's arenas (anonymous), mapped files.
+        "rss_slope_by_mapping": {
+            kind: round(slope_per_hour([(s["t"], s[kind] / 2**20) for s in steady]), 2)
+            for kind in ("rss_heap", "rss_anon", "rss_file")
+        },
         "fds_range": [min(fds), max(fds)],
         "fds_growth": fds[-1] - fds[0],
         "threads_range": [min(threads), max(threads)],
@@ -317,7 +361,8 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mstls-soak-") as directory:
         state = Path(directory)
         port = _free_port()
-        proc = start_daemon(state, port)
+        traced = Path(options.tracemalloc) if options.tracemalloc else None
+        proc = start_daemon(state, port, traced)
         try:
             load = Load(port, dev_pki_paths(state).ca_cert, options)
             samples: list[dict[str, float]] = []
@@ -346,6 +391,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-rss-slope", type=float, help="fail above this many MiB/hour")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", help="also write the summary as JSON to this path")
+    parser.add_argument(
+        "--tracemalloc",
+        metavar="DIR",
+        help="trace the daemon's allocations; snapshots after warm-up and at the end go"
+        " to DIR and the report lists the call sites that grew most",
+    )
     options = parser.parse_args(argv)
     if options.duration <= options.warmup:
         parser.error("--duration must exceed --warmup")
@@ -371,8 +422,18 @@ def main(argv: list[str] | None = None) -> int:
         f" after {options.warmup:g} s); fds {summary['fds_range']}, threads"
         f" {summary['threads_range']}"
     )
+    print(
+        "  RSS slope by mapping (MiB/h): "
+        + ", ".join(f"{k[4:]} {v}" for k, v in summary["rss_slope_by_mapping"].items())
+    )
     for line in summary["first_errors"]:
         print(f"  {line}")
+    if options.tracemalloc:
+        snaps = Path(options.tracemalloc)
+        if (snaps / "snap-1.pickle").exists():
+            print("allocation growth after warm-up (tracemalloc):")
+            for line in growth(snaps / "snap-0.pickle", snaps / "snap-1.pickle"):
+                print(f"  {line}")
     if options.json:
         Path(options.json).write_text(json.dumps(summary, indent=2))
     if failed:

@@ -154,6 +154,8 @@ class SendingMixin(ConnectionState):
             if not datagram:
                 break
             out.append(datagram)
+            if not self._may_send(now):
+                break  # the common end (one PING, one ACK): no empty builder pass
         if len(out) < MAX_DATAGRAMS_PER_CALL:
             probe = self._mtu_probe(now)
             if probe:
