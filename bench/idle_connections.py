@@ -327,6 +327,9 @@ class Clients:
         self._sockets: dict[int, socket.socket] = {}
         self.connections: list[QuicConnection] = []
         self.on_event: Callable[[QuicConnection], None] | None = None
+        #: Datagrams sent to the server: in all, and by each connection (by id).
+        self.sent_total = 0
+        self.sent: collections.Counter[int] = collections.Counter()
 
     def open(self, count: int) -> list[QuicConnection]:
         now = time.monotonic()
@@ -356,6 +359,8 @@ class Clients:
                 sock.sendto(datagram, self.server)
             except (BlockingIOError, InterruptedError):
                 break  # lost like any datagram; recovery resends it
+            self.sent_total += 1
+            self.sent[id(conn)] += 1
         self._timers.set(conn, conn.get_timer())
         while conn.next_event() is not None:
             pass  # nobody reads the idle connections' events
@@ -460,22 +465,26 @@ def _percentile(values: list[float], fraction: float) -> float:
 def _idle_window(
     server: Server, clients: Clients, options: argparse.Namespace
 ) -> tuple[float, dict[str, Any]]:
-    """Keep-alives only for ``options.idle`` s: the server's CPU share and its row fields."""
+    """Keep-alives only for ``options.idle`` s: the server's CPU per datagram it was sent
+    (a keep-alive's cost) and the row's fields."""
     if options.census:
         server.census(True)
     server.profile(True)
     sys0 = server.system_time()
     (cpu0, gc0, full0), wall0 = server.counters(), time.monotonic()
+    sent0 = clients.sent_total
     clients.run_for(options.idle)
     cpu1, gc1, full1 = server.counters()
+    received = max(1, clients.sent_total - sent0)
     sys1 = server.system_time()
     server.profile(False)
     if options.census:
         print("idle window:", server.census(False), flush=True)
     idle_cpu = (cpu1 - cpu0) / (time.monotonic() - wall0)
     spent = max(cpu1 - cpu0, 1e-9)
-    return idle_cpu, {
+    return (cpu1 - cpu0) / received, {
         "idle_cpu_pct": round(100 * idle_cpu, 1),
+        "idle_us_per_datagram": round(1e6 * (cpu1 - cpu0) / received, 1),
         "idle_sys_pct_of_cpu": round(100 * (sys1 - sys0) / spent, 1),
         "idle_gc_pct_of_cpu": round(100 * (gc1 - gc0) / spent, 1),
         "idle_full_collections": full1 - full0,
@@ -506,7 +515,7 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 held = len(clients.connections)
                 if options.gc == "freeze-held":
                     server.freeze()
-                idle_cpu, idle = _idle_window(server, clients, options)
+                per_datagram, idle = _idle_window(server, clients, options)
                 # Echo through one more connection.
                 (echo_conn,) = clients.open(1)
                 clients.run_until(
@@ -518,17 +527,18 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
                 _, _, full_after = server.counters()
                 echo_gc_pause = server.longest_gc_pause()
                 # CPU per new connection at this level.
-                (cpu0, gc0, full0), probe_start = server.counters(), time.monotonic()
+                (cpu0, gc0, full0), sent0 = server.counters(), clients.sent_total
                 batch = clients.open(options.probe)
                 clients.run_until(lambda b=batch: clients.established(b), options.timeout, "probe")
                 clients.run_for(0.5)
                 cpu1, gc1, full1 = server.counters()
                 per_conn = (cpu1 - cpu0) / (options.probe + 0.0)
                 # The held connections' keep-alives run during the probe too: without
-                # their share (the idle rate over the probe's wall time) what is left
-                # is the new connections' own cost.
-                idle_share = idle_cpu * (time.monotonic() - probe_start)
-                net_per_conn = max(0.0, cpu1 - cpu0 - idle_share) / options.probe
+                # their share (the datagrams they sent meanwhile, at the idle window's
+                # cost per datagram) what is left is the new connections' own cost.
+                held_sent = clients.sent_total - sent0 - sum(clients.sent[id(c)] for c in batch)
+                net = cpu1 - cpu0 - held_sent * per_datagram
+                net_per_conn = max(0.0, net) / options.probe
                 row = {
                     "open": held,
                     **idle,
@@ -559,7 +569,8 @@ def run(options: argparse.Namespace) -> list[dict[str, Any]]:
 def _format(row: dict[str, Any]) -> str:
     return (
         f"open={row['open']:>6}  idle server cpu={row['idle_cpu_pct']:>5.1f} %"
-        f" ({row['idle_sys_pct_of_cpu']:.0f} % of it in the kernel)"
+        f" ({row['idle_sys_pct_of_cpu']:.0f} % of it in the kernel,"
+        f" {row['idle_us_per_datagram']:.0f} us per datagram in)"
         f"  echo p50={row['echo_p50_ms']:>7.2f} ms p99={row['echo_p99_ms']:>8.2f} ms"
         f"  cpu/new conn={row['cpu_ms_per_conn']:>6.2f} ms"
         f" (net of keep-alives {row['net_cpu_ms_per_conn']:>6.2f} ms)"
