@@ -483,9 +483,7 @@ class ServerConfig:
     disable_active_migration: bool = False
     preferred_address: tuple[str, int] | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
-    strike_register: StrikeRegister = attrs.field(
-        factory=_strike_register, repr=False, eq=False
-    )
+    strike_register: StrikeRegister = attrs.field(factory=_strike_register, repr=False, eq=False)
 
     def tls_config(self) -> TLSConfig:
         """The checked TLS 1.3 settings (raises :class:`ConfigurationError`)."""

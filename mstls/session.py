@@ -90,9 +90,7 @@ class Wakeups:
     datagram: bool = False
 
     def __bool__(self) -> bool:
-        return bool(
-            self.streams or self.accept or self.open or self.connection or self.datagram
-        )
+        return bool(self.streams or self.accept or self.open or self.connection or self.datagram)
 
 
 #: What :meth:`Session.pump_events` returns when nothing happened (never changed).

@@ -299,9 +299,7 @@ class _UdpBase:
             set_ecn_codepoint(self.sock, self.caps, codepoint)
             self._send(datagrams, addr)
 
-    def _send(
-        self, datagrams: list[bytes], addr: Any, sock: Any = None, caps: Any = None
-    ) -> None:
+    def _send(self, datagrams: list[bytes], addr: Any, sock: Any = None, caps: Any = None) -> None:
         sock = sock or self.sock
         caps = caps or self.caps
         sent = 0

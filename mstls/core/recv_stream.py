@@ -97,9 +97,7 @@ class RecvStream:
     def _fire(self, event: RecvEvent, frame_type: int | None = None) -> None:
         new_state = RECV_TRANSITIONS.get((self.state, event))  # inline: once per frame
         if new_state is None:  # refused: transition() raises the right error
-            new_state = transition(
-                RECV_TRANSITIONS, self.state, event, self.stream_id, frame_type
-            )
+            new_state = transition(RECV_TRANSITIONS, self.state, event, self.stream_id, frame_type)
         self.state = new_state
 
     @property

@@ -514,12 +514,16 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
         """Record why the connection ended and emit the one termination event."""
         self.close_info = info
         self.handshake_deadline = None
-        self.termination_error = kept(error) if error is not None else ConnectionTerminated(
-            info.error_code,
-            info.reason,
-            by_peer=info.by_peer,
-            is_application=info.is_application,
-            frame_type=info.frame_type,
+        self.termination_error = (
+            kept(error)
+            if error is not None
+            else ConnectionTerminated(
+                info.error_code,
+                info.reason,
+                by_peer=info.by_peer,
+                is_application=info.is_application,
+                frame_type=info.frame_type,
+            )
         )
         self.events.append(
             ConnectionTerminatedEvent(
@@ -534,9 +538,7 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
 
 
 _LIVE_TIMERS: tuple[TimerRow[QMuxConnection], ...] = (
-    TimerRow(
-        Timer.HANDSHAKE, lambda c: c.handshake_deadline, QMuxConnection._on_handshake_timer
-    ),
+    TimerRow(Timer.HANDSHAKE, lambda c: c.handshake_deadline, QMuxConnection._on_handshake_timer),
     TimerRow(Timer.IDLE, QMuxConnection._idle_deadline, QMuxConnection._on_idle_timer),
     TimerRow(
         Timer.KEEPALIVE, QMuxConnection._keepalive_deadline, QMuxConnection._on_keepalive_timer

@@ -410,9 +410,7 @@ def _live_timers() -> tuple[TimerRow[QuicConnection], ...]:
             lambda c: c.recovery.loss_detection_deadline(),
             QuicConnection.on_loss_detection_timeout,
         ),
-        TimerRow(
-            Timer.PATH_VALIDATION, QuicConnection.path_deadline, QuicConnection.on_path_timer
-        ),
+        TimerRow(Timer.PATH_VALIDATION, QuicConnection.path_deadline, QuicConnection.on_path_timer),
         TimerRow(Timer.SEND, QuicConnection.send_deadline),
     )
 

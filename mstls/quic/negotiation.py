@@ -34,9 +34,7 @@ def _mismatch(reason: str) -> ProtocolError:
     return ProtocolError(reason, error_code=TransportErrorCode.VERSION_NEGOTIATION_ERROR)
 
 
-def choose_version(
-    ours: tuple[int, ...], original: int, client: VersionInformation | None
-) -> int:
+def choose_version(ours: tuple[int, ...], original: int, client: VersionInformation | None) -> int:
     """The server's pick: the first of ``ours`` that the client offers, else the
     original version (RFC 9368 §2.3)."""
     if client is None:

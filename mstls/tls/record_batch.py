@@ -182,5 +182,3 @@ def open_run(
             written = last
     del out[written:]
     return out, pos, empty, held
-
-

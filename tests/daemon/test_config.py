@@ -247,8 +247,10 @@ def test_mstlsd_check_rejects_unusable_certificates(
 ) -> None:
     """Issue 13: each of these used to print "configuration OK" (and write the state)."""
     if case == "expired":
-        path, key, problem = _tls_config(tmp_path, pki, "server_expired"), "tls.certfile", (
-            "expired on 2024-01-01 00:00:00 UTC"
+        path, key, problem = (
+            _tls_config(tmp_path, pki, "server_expired"),
+            "tls.certfile",
+            ("expired on 2024-01-01 00:00:00 UTC"),
         )
     elif case == "not yet valid":
         path, key, problem = _not_yet_valid(tmp_path, pki), "tls.certfile", "is not valid before"

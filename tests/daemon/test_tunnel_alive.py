@@ -125,9 +125,7 @@ def _daemon(config: Path, port: int, state_dir: Path) -> DaemonProcess:
 
 
 @pytest.fixture
-def running(
-    daemon_config: tuple[Path, int], tmp_path: Path
-) -> Iterator[list[DaemonProcess]]:
+def running(daemon_config: tuple[Path, int], tmp_path: Path) -> Iterator[list[DaemonProcess]]:
     """The daemon (a list: a restart appends its successor); killed at the end."""
     config, port = daemon_config
     daemons = [_daemon(config, port, tmp_path).wait_ready()]

@@ -26,9 +26,7 @@ class Marked(bytes):
     ecn = 0
 
 
-def _pair(
-    rewrite: Callable[[int, bool, Pair], int] | None = None, **config: Any
-) -> Pair:
+def _pair(rewrite: Callable[[int, bool, Pair], int] | None = None, **config: Any) -> Pair:
     """A pair whose sockets mark what the connections ask (:mod:`mstls.quic.ecn_marking`)."""
     holder: list[Pair] = []
 

@@ -38,9 +38,7 @@ def test_long_transfer_skips_packet_numbers_and_completes() -> None:
     assert all(0 < pn < sent for pn in skipped)
     assert len(skipped) >= 2
     gaps = sorted(skipped)
-    assert all(
-        b - a >= sending.PN_SKIP_MIN_INTERVAL for a, b in itertools.pairwise(gaps)
-    )
+    assert all(b - a >= sending.PN_SKIP_MIN_INTERVAL for a, b in itertools.pairwise(gaps))
 
 
 def test_an_ack_of_a_skipped_number_is_a_protocol_violation() -> None:

@@ -167,9 +167,7 @@ def test_a_client_can_start_in_v1_and_prefer_v2() -> None:
 # -- incompatible version negotiation (RFC 9000 §6.2, RFC 9368 §2.2, §4) -------------------
 def test_client_retries_in_a_version_the_server_lists() -> None:
     """A v2-first client meets a v1-only server: VN, then a new attempt in v1."""
-    pair = Recorder(
-        client=client_config(versions=(V2, V1)), server=server_config(versions=(V1,))
-    )
+    pair = Recorder(client=client_config(versions=(V2, V1)), server=server_config(versions=(V1,)))
     first_dcid = pair.client.original_dcid
     pair.handshake()
     assert pair.client.reacted_to_version_negotiation == V2

@@ -316,4 +316,3 @@ def test_data_and_close_before_the_handshake_keep_their_order(pki: TestPKI) -> N
     assert events[-2:] == [ApplicationData(b"early"), CloseNotifyReceived()]
     with pytest.raises(TLSError):
         client.send(b"too late")
-
