@@ -164,7 +164,6 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
             max_tracked_streams=config.max_tracked_streams,
             ordered_transport=True,
         )
-        self.stream_handlers = self.streams.frame_handlers()
         self.ping_state = PingState()
         self.early = EarlySender()
         self._init_datagrams()

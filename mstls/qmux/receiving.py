@@ -30,7 +30,7 @@ from ..codes import TransportErrorCode
 from ..core.datagrams import DatagramQueues
 from ..core.events import Event, HandshakeCompletedEvent
 from ..core.lifecycle import CloseInfo, Lifecycle, LifecycleEvent
-from ..core.stream_manager import StreamManager
+from ..core.stream_manager import STREAM_FRAME_HANDLERS, StreamManager
 from ..exceptions import Error, PeerAlert, ProtocolError, TLSError
 from ..tls.engine import HandshakeCompleted
 from ..tls.tcp import ApplicationData, CloseNotifyReceived, TLSConnection
@@ -68,7 +68,6 @@ class ReceivingMixin:
     events: deque[Event]
     tls_connection: TLSConnection
     streams: StreamManager
-    stream_handlers: dict[int, Callable[[Frame], None]]
     ping_state: PingState
     early: EarlySender
     is_client: bool
@@ -136,7 +135,8 @@ class ReceivingMixin:
                 )
             self._on_transport_parameters(frame)
         own = FRAME_HANDLERS
-        streams = self.stream_handlers
+        streams = STREAM_FRAME_HANDLERS  # one table for every connection (no bound methods)
+        manager = self.streams
         while not reader.eof():
             frame = decode_frame(reader, QMUX_FRAME_DECODERS)
             frame_type = frame.frame_type
@@ -149,7 +149,7 @@ class ReceivingMixin:
                 stream_handler = streams.get(frame_type)
                 if stream_handler is None:
                     raise _violation(f"{frame_type_name(frame_type)} not handled", frame_type)
-                stream_handler(frame)
+                stream_handler(manager, frame)
 
     def _on_transport_parameters(self, frame: QxTransportParametersFrame) -> None:
         """The peer's QX_TRANSPORT_PARAMETERS (§4.2, §5)."""

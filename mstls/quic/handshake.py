@@ -11,7 +11,6 @@ it completes; client: on HANDSHAKE_DONE).  1-RTT key updates follow §6.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from ..codes import TransportErrorCode
 from ..core.events import HandshakeCompletedEvent
@@ -68,7 +67,6 @@ class HandshakeMixin(ConnectionState):
     """TLS glue, key installation and discarding, transport parameters."""
 
     _one_rtt_secrets: dict[Direction, tuple[CipherSuite, bytes]]
-    stream_handlers: dict[int, Callable[[Any], None]]
     local_params: TransportParameters
     #: Server: the client's parameters as :meth:`_negotiate_version` decoded them,
     #: with the bytes they came from, until :meth:`_apply_peer_parameters` takes them.
@@ -116,7 +114,6 @@ class HandshakeMixin(ConnectionState):
             send_buffer_size=self.config.send_buffer_size,
             max_tracked_streams=self.config.max_tracked_streams,
         )
-        self.stream_handlers = self.streams.frame_handlers()
 
     def start_handshake(self, now: float) -> None:
         self.tls.start()

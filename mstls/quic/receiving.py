@@ -26,6 +26,7 @@ from ..codes import TransportErrorCode
 from ..core.lifecycle import CloseInfo, State
 from ..core.recovery import PacketNumberSpace
 from ..core.stateless_reset import is_stateless_reset
+from ..core.stream_manager import STREAM_FRAME_HANDLERS
 from ..exceptions import DecodeError, DecryptionFailed, ProtocolError
 from ..wire.buffer import Reader
 from ..wire.frame_types import ACK_ELICITING, ALLOWED_FRAME_TYPES, FrameType, PacketKind
@@ -99,8 +100,6 @@ class ReceivingMixin(ConnectionState):
     _after_packet_on_path: Callable[[float], None]
     _after_datagram_on_path: Callable[[int, bool], None]
     _on_path_challenge_frame: Callable[[bytes], bool]
-    #: Stream and flow-control frames go to the stream manager (shared with QMux).
-    stream_handlers: dict[int, Callable[[Any], None]]
     handle_timer: Callable[[float], None]
 
     def receive_datagram(
@@ -305,9 +304,11 @@ class ReceivingMixin(ConnectionState):
             if handler is not None:
                 handler(self, frame, ctx)
             else:
-                stream_handler = self.stream_handlers.get(frame_type)
+                # Stream and flow-control frames go to the stream manager (shared
+                # with QMux): one table for every connection, no bound methods each.
+                stream_handler = STREAM_FRAME_HANDLERS.get(frame_type)
                 if stream_handler is not None:
-                    stream_handler(frame)
+                    stream_handler(self.streams, frame)
         return ack_eliciting, ack_eliciting and only_ping
 
     # -- handlers -------------------------------------------------------------------------

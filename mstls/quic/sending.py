@@ -97,17 +97,8 @@ class SendingMixin(ConnectionState):
     _pad_challenge: Callable[[Any], None]
     zero_rtt_send: Any  # .early
     _fill_zero_rtt: Callable[[DatagramBuilder, Space, float, bool], None]
-    # Record callbacks of frames owned by the connection itself (see mstls.core.weak).
-    _handshake_done_lost: Callable[[], None]
-    _ack_frequency_lost: Callable[[], None]
-    _mtu_probe_acked_cb: Callable[[int, float], None]
-    _mtu_probe_lost_cb: Callable[[int, float], None]
 
     def _init_sending(self) -> None:
-        self._handshake_done_lost = weak_method(self._resend_handshake_done, _ignore)
-        self._ack_frequency_lost = weak_method(self._resend_ack_frequency, _ignore)
-        self._mtu_probe_acked_cb = weak_method(self._mtu_probe_acked, _ignore)
-        self._mtu_probe_lost_cb = weak_method(self._mtu_probe_lost, _ignore)
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
         self.recovery = Recovery(
             max_ack_delay=self.config.max_ack_delay_ms / 1000,
@@ -385,7 +376,10 @@ class SendingMixin(ConnectionState):
     def _write_application_frames(self, sink: PacketSink, now: float) -> None:
         if self.handshake_done_pending and sink.remaining >= 1:
             self.handshake_done_pending = False
-            sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, self._handshake_done_lost, ()))
+            # Record callbacks of the connection's own frames hold it weakly (core.weak),
+            # made when such a rare frame is sent, not kept by every connection.
+            lost = weak_method(self._resend_handshake_done, _ignore)
+            sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, lost, ()))
         responded = bool(self.pending_path_responses)
         while self.pending_path_responses and sink.remaining >= 9:
             data = self.pending_path_responses.pop(0)
@@ -429,7 +423,7 @@ class SendingMixin(ConnectionState):
             self.ack_frequency_sequence += 1
             self.ack_threshold_sent = wanted
             self.ack_frequency_pending = False
-            sink.add(frame, (_ignore, self._ack_frequency_lost, ()))
+            sink.add(frame, (_ignore, weak_method(self._resend_ack_frequency, _ignore), ()))
 
     def _resend_ack_frequency(self) -> None:
         self.ack_frequency_pending = True
@@ -451,7 +445,8 @@ class SendingMixin(ConnectionState):
         sink = self._open_packet(builder, space)
         if sink is None:
             return b""
-        sink.add(_PING, (self._mtu_probe_acked_cb, self._mtu_probe_lost_cb, (size, now)))
+        acked = weak_method(self._mtu_probe_acked, _ignore)
+        sink.add(_PING, (acked, weak_method(self._mtu_probe_lost, _ignore), (size, now)))
         sink.pad(sink.remaining)
         builder.close_packet(sink)
         space.next_packet_number += 1
