@@ -201,12 +201,16 @@ class Load:
         self.options = options
         self.rng = random.Random(options.seed)
         self.counts = {"connections": 0, "streams": 0, "resets": 0, "errors": 0}
+        self.started = 0.0
         self.errors: list[str] = []
 
     def error(self, what: str, exc: BaseException) -> None:
         self.counts["errors"] += 1
         if len(self.errors) < 20:
-            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+            # When, from the start of the load: to line it up with the samples (a
+            # daemon starved of CPU by another job shows as errors in one window).
+            at = trio.current_time() - self.started
+            self.errors.append(f"at {at:.0f} s, {what}: {type(exc).__name__}: {exc}")
 
     async def connect(self, transport: str) -> mstls.trio.Connection:
         conn = await mstls.trio.connect(
@@ -270,7 +274,7 @@ async def _send_ended(stream: mstls.trio.Stream, data: bytes) -> None:
 
 async def run_load(load: Load, pid: int, samples: list[dict[str, float]]) -> None:
     options = load.options
-    start = trio.current_time()
+    start = load.started = trio.current_time()
     end = start + options.duration
     async with trio.open_nursery() as nursery:
         for index in range(options.long):
@@ -331,6 +335,8 @@ def summarise(samples: list[dict[str, float]], load: Load, warmup: float) -> dic
         "rss_mib_start": round(rss[0][1], 2),
         "rss_mib_end": round(rss[-1][1], 2),
         "rss_slope_mib_per_hour": round(slope_per_hour(rss), 2),
+        # Fragmentation levels off, a leak does not: the slope of the later half.
+        "rss_slope_second_half": round(slope_per_hour(rss[len(rss) // 2 :]), 2),
         # Where a slope is: glibc's heap, CPython's arenas (anonymous), mapped files.
         "rss_slope_by_mapping": {
             kind: round(slope_per_hour([(s["t"], s[kind] / 2**20) for s in steady]), 2)
@@ -340,6 +346,7 @@ def summarise(samples: list[dict[str, float]], load: Load, warmup: float) -> dic
         "fds_growth": fds[-1] - fds[0],
         "threads_range": [min(threads), max(threads)],
         "threads_growth": threads[-1] - threads[0],
+        "samples_taken": samples,
     }
 
 
@@ -425,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "  RSS slope by mapping (MiB/h): "
         + ", ".join(f"{k[4:]} {v}" for k, v in summary["rss_slope_by_mapping"].items())
+        + f"; over the later half of the steady window {summary['rss_slope_second_half']}"
     )
     for line in summary["first_errors"]:
         print(f"  {line}")
