@@ -31,6 +31,8 @@ Reasons (a small, fixed vocabulary, so the metric's cardinality stays bounded):
 ``tls_NAME``             we aborted with TLS alert NAME (no common ALPN, group...)
 ``timeout``              ``handshake_timeout`` passed
 ``premature_close``      TCP closed before the handshake finished
+``no_data``              TCP closed before sending a single byte: a port probe or a load
+                         balancer's TCP health check, not a client (logged at debug level)
 ``decode_error``         undecodable bytes (garbage on a TCP port)
 ``protocol_error``       another protocol violation
 ``peer_closed``          the client closed the connection during the handshake
@@ -82,6 +84,9 @@ POLL_INTERVAL = 0.5
 LOG_PER_POLL = 10
 #: Failed handshakes in one burst after which freed memory is given back once it ends.
 TRIM_AFTER_FAILURES = 50
+#: Failure reasons logged below INFO: health checks and port probes come every few
+#: seconds from load balancers and would drown the real failures.
+QUIET_REASONS = {"no_data": logging.DEBUG}
 #: Refusal causes reported as themselves (anything else is ``refused``).
 REFUSAL_CAUSES = frozenset({"rate_limited", "shed"})
 #: QUIC CRYPTO_ERROR codes are 0x100 + the TLS alert (RFC 9001 §4.8).
@@ -98,7 +103,7 @@ def _alert_name(alert: int) -> str:
 
 def _terminated_reason(exc: mstls.ConnectionTerminated) -> str:
     if isinstance(exc, mstls.PrematureClose):
-        return "premature_close"
+        return "no_data" if exc.wire_bytes_received == 0 else "premature_close"
     if isinstance(exc, mstls.ConnectionIOError):
         return "io_error"
     code = int(exc.code)
@@ -219,7 +224,7 @@ class HandshakeWatch:
             reasons[reason] += 1
             if index < LOG_PER_POLL:
                 event(
-                    logging.INFO,
+                    QUIET_REASONS.get(reason, logging.INFO),
                     "handshake.failed",
                     f"handshake failed ({reason}): {exc}",
                     peer=_peer(address),

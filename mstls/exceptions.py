@@ -395,20 +395,26 @@ class PrematureClose(ConnectionTerminated):
 
     On TCP, a FIN or reset that arrives without TLS ``close_notify`` (and, for
     QMux, without CONNECTION_CLOSE) is never reported as end of data.
-    ``bytes_received`` counts the application bytes that did arrive; ``reason``
-    says what ended the stream (the FIN, or the socket error and its text).  The
+    ``bytes_received`` counts the application bytes that did arrive;
+    ``wire_bytes_received`` every byte of the stream, TLS records included (0: the
+    peer closed without sending anything, as a port probe or a TCP health check
+    does; None where unknown); ``reason`` says what ended the stream (the FIN, or
+    the socket error and its text).  The
     message says so, never "terminated by peer (transport code 0x1)": nothing
     was sent on the wire (``code`` is INTERNAL_ERROR only as a placeholder).
     """
 
     kind = ErrorKind.SYSCALL
 
-    def __init__(self, reason: str, *, bytes_received: int = 0) -> None:
+    def __init__(
+        self, reason: str, *, bytes_received: int = 0, wire_bytes_received: int | None = None
+    ) -> None:
         super().__init__(
             TransportErrorCode.INTERNAL_ERROR, reason, by_peer=True, is_application=False
         )
         self.args = (f"premature close ({bytes_received} bytes received): {reason}",)
         self.bytes_received = bytes_received
+        self.wire_bytes_received = wire_bytes_received
 
 
 class ConnectionIOError(ConnectionTerminated, OSError):

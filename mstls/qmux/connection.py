@@ -505,7 +505,10 @@ class QMuxConnection(ReceivingMixin, DatagramMixin):
         partial = " (in the middle of a QMux record)" if self._reader.buffered else ""
         text = f"{reason}; {received} application bytes had arrived{partial}"
         info = CloseInfo(TransportErrorCode.INTERNAL_ERROR, None, text, by_peer, False)
-        return info, PrematureClose(text, bytes_received=received)
+        error = PrematureClose(
+            text, bytes_received=received, wire_bytes_received=self.wire_bytes_received
+        )
+        return info, error
 
     def _terminated(
         self, info: CloseInfo, kind: TerminationKind, error: Error | None = None

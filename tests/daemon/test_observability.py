@@ -214,6 +214,25 @@ async def test_a_failed_handshake_is_logged_with_the_peer_address(
     assert host == "127.0.0.1" and client_port.isdigit(), fields
 
 
+async def test_a_tcp_connect_and_close_is_counted_as_no_data_and_not_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A load balancer's TCP health check (connect, then close without a byte) is
+    ``no_data``, logged at debug level only: it is not a client that failed."""
+    caplog.set_level("INFO", logger="mstlsd")
+    config = config_from(FAILURES_CONFIG, tmp_path)
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        port = port_of(daemon, "tcp")
+        for _ in range(3):
+            probe = await trio.open_tcp_stream("127.0.0.1", port)
+            await probe.aclose()
+        with trio.fail_after(10):
+            while (counted := await failures_now(daemon, "tcp")).get("no_data", 0) < 3:
+                await trio.sleep(0.1)
+    assert counted == {"no_data": 3}
+    assert not _events(caplog, "handshake.failed")
+
+
 def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
     return [
         getattr(r, "mstlsd_fields", {})
@@ -234,6 +253,8 @@ def _events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]
         (mstls.ConnectionTerminated(0, "bye", by_peer=True), "peer_closed"),
         (mstls.ConnectionTerminated(0, "handshake timeout"), "timeout"),
         (mstls.PrematureClose("fin"), "premature_close"),
+        (mstls.PrematureClose("fin", wire_bytes_received=3), "premature_close"),
+        (mstls.PrematureClose("fin", wire_bytes_received=0), "no_data"),  # a health check
         (mstls.Timeout("handshake"), "timeout"),
         (DecodeError("garbage"), "decode_error"),
         (mstls.ProtocolError("bad"), "protocol_error"),

@@ -39,6 +39,19 @@ def test_premature_close_mid_stream() -> None:
     assert client.streams.read(sid, 100) == (b"", False)
 
 
+@pytest.mark.parametrize("sent", [b"", b"\x16\x03\x01"])
+def test_a_close_before_any_byte_is_told_apart(sent: bytes) -> None:
+    """A TCP connect and close with nothing sent (a port probe, a load balancer's
+    health check) says so: ``wire_bytes_received`` is 0, unlike a truncated hello."""
+    server = QMuxConnection(server_config(), is_client=False, now=0.0)
+    if sent:
+        server.receive_data(sent, 0.1)
+    server.receive_eof(0.2)
+    error = server.termination_error
+    assert isinstance(error, PrematureClose)
+    assert error.wire_bytes_received == len(sent) and error.bytes_received == 0
+
+
 def test_tcp_reset_is_a_premature_close() -> None:
     pair = Pair()
     pair.handshake()
