@@ -64,6 +64,12 @@ def _strike_register() -> StrikeRegister:
     return StrikeRegister(2 * TICKET_AGE_TOLERANCE_MS, STRIKE_REGISTER_SIZE)
 
 
+def _early_data_context(value: bytes) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ConfigurationError(f"early_data_context: must be bytes, got {value!r}")
+    return bytes(value)
+
+
 def _max_early_data(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigurationError(f"max_early_data: must be an integer, got {value!r}")
@@ -434,6 +440,14 @@ class ServerConfig:
         configuration's strike register (:data:`STRIKE_REGISTER_SIZE` entries,
         RFC 8446 §8) refuses a replayed first flight, which then goes on as a
         1-RTT handshake that the attacker cannot complete.
+    ``early_data_context``
+        Opaque bytes naming what the application's handling of 0-RTT data depends
+        on (which requests it treats as replay-safe, its routes, a version of its
+        own settings).  Tickets seal a digest of it; early data under a ticket
+        issued with another value is rejected while the resumption is still
+        accepted, so the client sends it again after the handshake (RFC 8446
+        §4.2.10, RFC 9001 §4.6.2).  Change it whenever what early requests may do
+        changes.  Default ``b""``.
     ``strike_register``
         That register (:class:`mstls.tls.anti_replay.StrikeRegister`): by default
         one per configuration object, so the listeners given the same object
@@ -480,6 +494,7 @@ class ServerConfig:
     )
     ticket_lifetime: int = DEFAULT_TICKET_LIFETIME
     max_early_data: int = 0
+    early_data_context: bytes = b""
     disable_active_migration: bool = False
     preferred_address: tuple[str, int] | None = None
     extra: dict[str, Any] = attrs.Factory(dict)
@@ -489,6 +504,7 @@ class ServerConfig:
         """The checked TLS 1.3 settings (raises :class:`ConfigurationError`)."""
         alpn = _alpn(self.alpn)
         _positive("idle_timeout", self.idle_timeout)
+        early_context = _early_data_context(self.early_data_context)
         chain, key = load_cert_chain(self.certfile, self.keyfile)
         roots = None
         if self.client_cafile is not None:
@@ -516,6 +532,7 @@ class ServerConfig:
             ticket_lifetime=self.ticket_lifetime,
             max_early_data=_max_early_data(self.max_early_data),
             strike_register=self.strike_register,
+            early_data_context=early_context,
         )
 
     def retry_tokens(self) -> RetryTokens:

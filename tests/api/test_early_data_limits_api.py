@@ -100,3 +100,31 @@ def test_blocking_tcp_0rtt_against_changed_limits(
     _store_tickets("tcp", store, **first)
     resumed, client_view, server_view = _early_request("tcp", store, **second)
     assert resumed and client_view is accepted and server_view is accepted
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize(
+    ("first", "second", "accepted"),
+    [(b"routes v1", b"routes v1", True), (b"routes v1", b"routes v2", False)],
+    ids=["same_context", "changed_context"],
+)
+def test_blocking_0rtt_against_a_changed_early_data_context(
+    transport: str, first: bytes, second: bytes, accepted: bool
+) -> None:
+    """``ServerConfig.early_data_context`` changed since the ticket: the PSK resumes,
+    the early request is rejected, re-sent after the handshake and answered."""
+    store = mstls.MemoryTicketStore()
+    _store_tickets(transport, store, early_data_context=first)
+    resumed, client_view, server_view = _early_request(transport, store, early_data_context=second)
+    assert resumed and client_view is accepted and server_view is accepted
+
+
+def test_early_data_context_must_be_bytes() -> None:
+    config = mstls.ServerConfig(
+        certfile="unused",
+        keyfile=None,
+        alpn="x",
+        early_data_context="v1",  # type: ignore[arg-type]
+    )
+    with pytest.raises(mstls.ConfigurationError, match="early_data_context: must be bytes"):
+        config.tls_config()
