@@ -451,7 +451,12 @@ class ServerConfig:
     ``strike_register``
         That register (:class:`mstls.tls.anti_replay.StrikeRegister`): by default
         one per configuration object, so the listeners given the same object
-        share it; pass one to share it between configurations.
+        share it; pass one to share it between configurations.  It lives in the
+        process: processes that share ticket keys (workers behind SO_REUSEPORT)
+        each accept a ticket's early data once, so a first flight replayed to
+        another process is accepted there too (RFC 8446 §8.2 leaves that to the
+        deployment).  Turn 0-RTT on across processes only for requests that are
+        safe to run more than once.
     ``disable_active_migration``
         QUIC: tell clients not to migrate (the transport parameter, RFC 9000
         §18.2) and drop their non-probing packets from new addresses instead of
