@@ -114,6 +114,40 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time
 Runner = Callable[[int], float]
 
 
+def _touching(server: Session, pair: Any, clock: _Clock) -> tuple[Callable[..., Any], ...]:
+    """The server's read, accept and write, each timed and followed by what the drivers
+    do after an application call (mstls.trio._udp, the blocking handlers): tell the
+    endpoint, so that what the call queued (the answer, a credit update) leaves at its
+    next datagrams_to_send, not at the next timer."""
+    endpoint, conn = pair.endpoint, pair.server
+
+    def read(stream_id: int, size: int) -> bytes | None:
+        data = server.read(stream_id, size)
+        endpoint.touch(conn)
+        return data
+
+    def accept() -> int | None:
+        stream_id = server.accept()
+        endpoint.touch(conn)
+        return stream_id
+
+    def write(stream_id: int, data: bytes, fin: bool) -> None:
+        server.write(stream_id, data, fin)
+        endpoint.touch(conn)
+
+    return clock.wrap(read), clock.wrap(accept), clock.wrap(write)
+
+
+def _driver_flush(pair: Any) -> None:
+    """The pair's flush without its touch of every server connection (there for tests
+    that call connections without touching them): the calls above touch as the
+    drivers do, so the endpoint asks only the connections called (its dirty set)."""
+    for data, _path in pair.client.datagrams_with_paths(pair.now):
+        pair._send(data, True, pair.client_addr)
+    for data, addr in pair.endpoint.datagrams_to_send(pair.now):
+        pair._send(data, False, addr)
+
+
 def mstls_runner(size: int, clock: _Clock) -> Runner:
     """An mstls client and server joined in memory, ready for streams."""
     pair = quic_pair.Pair(
@@ -141,16 +175,9 @@ def mstls_runner(size: int, clock: _Clock) -> Runner:
     endpoint.datagrams_to_send = counted_output  # type: ignore[method-assign]
     endpoint.handle_timer = clock.wrap(endpoint.handle_timer)  # type: ignore[method-assign]
     server_pump = clock.wrap(server.pump_events)
-    server_read = clock.wrap(server.read)
-    server_accept = clock.wrap(server.accept)
 
-    def write_and_touch(stream_id: int, data: bytes, fin: bool) -> None:
-        # What the drivers do after an application call: tell the endpoint, so the
-        # answer leaves at its next datagrams_to_send (not at the next timer).
-        server.write(stream_id, data, fin)
-        endpoint.touch(pair.server)
-
-    server_write = clock.wrap(write_and_touch)
+    server_read, server_accept, server_write = _touching(server, pair, clock)
+    pair._flush = lambda: _driver_flush(pair)  # type: ignore[method-assign]
 
     def pump() -> None:
         client.pump_events()
