@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import small_streams
 from bench.quic_bulk import RATIOS, SCENARIOS, Scenario, compute_ratios, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,3 +147,18 @@ def test_slowloris_bench_serves_every_normal_client(tmp_path: Path) -> None:
     assert result["attacker_connects"] >= 20
     assert 0 < result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert "normal TCP connect+echo" in done.stdout
+
+
+def test_small_streams_bench_runs_both_stacks_one_datagram_each_way(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``bench.small_streams`` on 60 streams: both stacks complete every stream, each
+    request and each answer in about one datagram (functional only, no timing)."""
+    assert small_streams.main(["--streams", "60", "--warmup", "5", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "mstls / aioquic:" in out
+    for line in out.splitlines():
+        if "datagrams per stream" in line:
+            up = float(line.split("datagrams per stream ")[1].split()[0])
+            down = float(line.split(", ")[-1].split()[0])
+            assert 0.9 <= up <= 1.2 and 0.9 <= down <= 1.2, line
