@@ -87,9 +87,6 @@ RETRY_MODES = ("always", "under_load", "never")
 DEFAULT_RETRY_THRESHOLD = 100
 #: ``limits.max_connections``: connections the daemon serves at once.
 DEFAULT_ACCEPTED_CONNECTIONS = 1000
-#: ``limits.memory_trim_interval``: a ``malloc_trim`` of a ~50 MiB heap takes about a
-#: millisecond, so once a minute costs nothing measurable.
-DEFAULT_MEMORY_TRIM_INTERVAL = 60.0
 #: ``limits.retry`` when the file does not say (issue 11: a flood of Initials must not
 #: lock real clients out, so addresses are validated once handshakes pile up).
 DEFAULT_RETRY_MODE = "under_load"
@@ -183,9 +180,6 @@ class Limits:
     max_quic_connections: int = DEFAULT_MAX_CONNECTIONS
     #: QUIC handshakes one UDP listener keeps in progress; a new one beyond sheds the oldest.
     max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES
-    #: Seconds between giving the heap's free pages back to the system (glibc's
-    #: ``malloc_trim``; nothing elsewhere); ``false``: only after failed-handshake bursts.
-    memory_trim_interval: float | None = DEFAULT_MEMORY_TRIM_INTERVAL
 
     @property
     def retry_mode(self) -> str:
@@ -268,15 +262,6 @@ def _positive_int(value: Any, ctx: _Context, key: str) -> int:
 def _positive_float(value: Any, ctx: _Context, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ctx.error(key, f"expected a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _seconds_or_false(value: Any, ctx: _Context, key: str) -> float | None:
-    """A positive number of seconds, or ``false`` for none."""
-    if value is False:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ctx.error(key, f"expected a positive number of seconds or false, got {value!r}")
     return float(value)
 
 
@@ -459,7 +444,6 @@ _LIMIT_KEYS: dict[str, Checker] = {
     "max_quic_connections": _positive_int,
     "max_pending_handshakes": _positive_int,
     "client_hello_timeout": _positive_float,
-    "memory_trim_interval": _seconds_or_false,
 }
 _LOGGING_KEYS: dict[str, Checker] = {
     "format": _choice(*LOG_FORMATS),

@@ -18,9 +18,6 @@ pages (the heap is fragmented by longer-lived objects), so without it the daemon
 RSS stayed at the flood's high-water mark, about 4 MiB above its level for 100
 timed-out QUIC handshakes and 15 MiB for 1,000 (issue 11: RSS back within 5 MiB
 once a flood ends).  It runs at most once per burst, when the daemon is quiet.
-It also runs every ``limits.memory_trim_interval`` seconds (:class:`TrimEvery`):
-ordinary traffic fragments the heap the same way, more slowly (the soak's RSS
-slope: live Python memory flat, the C heap growing).
 
 Reasons (a small, fixed vocabulary, so the metric's cardinality stays bounded):
 
@@ -54,7 +51,7 @@ import ctypes
 import ctypes.util
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -73,7 +70,6 @@ __all__ = [
     "TRIM_AFTER_FAILURES",
     "HandshakeWatch",
     "TrimAfterBursts",
-    "TrimEvery",
     "failure_reason",
     "release_free_memory",
 ]
@@ -187,23 +183,6 @@ class TrimAfterBursts:
         return due
 
 
-class TrimEvery:
-    """Decides when to call :func:`release_free_memory` on a period: True once
-    ``interval`` seconds have passed since the last time (None: never)."""
-
-    __slots__ = ("last",)
-
-    def __init__(self, now: float) -> None:
-        self.last = now
-
-    def due(self, now: float, interval: float | None) -> bool:
-        """True (and the period restarts) when ``interval`` has passed at ``now``."""
-        if interval is None or now - self.last < interval:
-            return False
-        self.last = now
-        return True
-
-
 class HandshakeWatch:
     """Counts and logs the failed handshakes of a set of listeners."""
 
@@ -252,19 +231,11 @@ class HandshakeWatch:
             )
         return new
 
-    async def run(
-        self,
-        listeners: Sequence[tuple[str, mstls.trio.Listener]],
-        trim_interval: Callable[[], float | None] = lambda: None,
-    ) -> None:
-        """Poll every :data:`POLL_INTERVAL` seconds until cancelled; give freed memory
-        back after a burst of failures and every ``trim_interval()`` seconds (read at
-        each poll, so a reload applies)."""
-        bursts = TrimAfterBursts()
-        period = TrimEvery(trio.current_time())
+    async def run(self, listeners: Sequence[tuple[str, mstls.trio.Listener]]) -> None:
+        """Poll every :data:`POLL_INTERVAL` seconds until cancelled."""
+        trim = TrimAfterBursts()
         while True:
             await trio.sleep(POLL_INTERVAL)
             failed = sum(self.poll(transport, listener) for transport, listener in listeners)
-            burst_over = bursts.observe(failed)
-            if period.due(trio.current_time(), trim_interval()) or burst_over:
+            if trim.observe(failed):
                 release_free_memory()

@@ -209,7 +209,7 @@ class Daemon:
                 for spec, listener in self.listeners:
                     nursery.start_soon(self._accept_loop, spec, listener)
                 watched = [(spec.transport, listener) for spec, listener in self.listeners]
-                nursery.start_soon(self.handshake_watch.run, watched, self._memory_trim_interval)
+                nursery.start_soon(self.handshake_watch.run, watched)
                 self._announce_ready()
                 task_status.started(self)
                 await self._shutdown.wait()
@@ -345,9 +345,6 @@ class Daemon:
         await trio.sleep(CLOSE_GRACE)
 
     # -- reload -------------------------------------------------------------------------------
-    def _memory_trim_interval(self) -> float | None:
-        return self.config.limits.memory_trim_interval
-
     def reload(self) -> bool:
         """Re-read the configuration (SIGHUP); False if it was bad and nothing changed.
 

@@ -14,7 +14,7 @@ import mstls.config
 import mstls.trio
 from mstls.core.admission import RATE_LIMITED, SHED, refusal
 from mstls.exceptions import HandshakeRefused
-from mstlsd.config import DEFAULT_MEMORY_TRIM_INTERVAL, DEFAULT_RETRY_THRESHOLD, ConfigError, Limits
+from mstlsd.config import DEFAULT_RETRY_THRESHOLD, ConfigError, Limits
 from mstlsd.handshakes import POLL_INTERVAL, failure_reason
 from mstlsd.server import Daemon
 from mstlsd.state import dev_pki_paths
@@ -60,12 +60,6 @@ def test_retry_modes(
     assert limits.retry_mode == mode
 
 
-def test_memory_trim_interval(tmp_path: Path) -> None:
-    assert limits_of("", tmp_path).memory_trim_interval == DEFAULT_MEMORY_TRIM_INTERVAL
-    assert limits_of("memory_trim_interval = 30", tmp_path).memory_trim_interval == 30.0
-    assert limits_of("memory_trim_interval = false", tmp_path).memory_trim_interval is None
-
-
 def test_rate_keys(tmp_path: Path) -> None:
     limits = limits_of("handshake_rate = 20\nhandshake_burst = 5", tmp_path)
     assert limits.handshake_rate == 20.0 and limits.handshake_burst == 5
@@ -82,8 +76,6 @@ def test_rate_keys(tmp_path: Path) -> None:
         ("max_pending_handshakes = 0", "limits.max_pending_handshakes", "positive"),
         ("max_pending_handshakes = 1.5", "limits.max_pending_handshakes", "positive"),
         ("client_hello_timeout = 0", "limits.client_hello_timeout", "positive"),
-        ("memory_trim_interval = 0", "limits.memory_trim_interval", "positive number"),
-        ("memory_trim_interval = true", "limits.memory_trim_interval", "or false"),
         (
             "max_connections = 20\nmax_quic_connections = 19",
             "limits.max_quic_connections",

@@ -10,24 +10,19 @@ from typing import Any
 
 import pytest
 import trio
-import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 import mstls
 import mstls.trio
 from mstls.codes import AlertDescription
 from mstls.exceptions import CertificateError, DecodeError, HandshakeAlert, TLSError
-from mstlsd import handshakes
 from mstlsd import server as daemon_server
 from mstlsd.handshakes import (
     POLL_INTERVAL,
-    HandshakeWatch,
     TrimAfterBursts,
-    TrimEvery,
     failure_reason,
     release_free_memory,
 )
-from mstlsd.metrics import Metrics
 from mstlsd.server import Daemon
 from mstlsd.state import dev_pki_paths
 from tests.certs import TestPKI
@@ -396,34 +391,3 @@ def test_memory_is_released_once_after_a_burst_of_failed_handshakes() -> None:
     assert [trim.observe(n) for n in (10, 0, 20, 0)] == [False, False, False, False]
     assert [trim.observe(n) for n in (50, 0)] == [False, True]
     assert isinstance(release_free_memory(), bool)  # never raises, glibc or not
-
-
-def test_memory_is_released_on_a_period() -> None:
-    """Issue 11's soak: ordinary traffic fragments the heap too, so free pages go back
-    every ``limits.memory_trim_interval`` seconds, not only after failure bursts."""
-    period = TrimEvery(now=100.0)
-    assert [period.due(t, 60.0) for t in (130.0, 159.9, 160.0, 170.0, 220.0)] == [
-        False,
-        False,
-        True,
-        False,
-        True,
-    ]
-    assert not TrimEvery(now=0.0).due(1e9, None)  # memory_trim_interval = false
-
-
-@pytest.mark.parametrize(("interval", "expected"), [(1.0, 10), (None, 0)])
-def test_the_handshake_watch_trims_on_its_period(
-    monkeypatch: pytest.MonkeyPatch, interval: float | None, expected: int
-) -> None:
-    """The watch loop itself calls the trim every interval (virtual clock, 10.2 s)."""
-    calls = []
-    monkeypatch.setattr(handshakes, "release_free_memory", lambda: calls.append(1) or True)
-
-    async def main() -> None:
-        watch = HandshakeWatch(Metrics())
-        with trio.move_on_after(10.2):
-            await watch.run([], lambda: interval)
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert len(calls) == expected
