@@ -14,6 +14,7 @@ import pytest
 
 from bench.keepalive_cost import KEEPALIVE, Meter, hold
 from mstls.core.recovery import PacketNumberSpace
+from mstls.quic import sending
 from mstls.quic.endpoint import ServerEndpoint
 from tests.quic.many import Many
 
@@ -67,3 +68,25 @@ def test_stream_data_is_still_acknowledged_after_max_ack_delay() -> None:
     acks = server.spaces[PacketNumberSpace.APPLICATION].acks
     assert acks.ack_deadline(server.ack_delay) == pytest.approx(many.now + server.ack_delay)
     assert endpoint.get_timer() == pytest.approx(many.now + server.ack_delay)
+
+
+def test_one_datagram_assembly_per_ping(idle: Many, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the ACK nothing more is owed: no second, empty pass of the datagram
+    builder per PING (sending.py stops once ``_may_send`` says so)."""
+    passes = []
+    original = sending.SendingMixin._next_datagram
+
+    def counted(self: sending.SendingMixin, now: float) -> bytes:
+        passes.append(1)
+        return original(self, now)
+
+    monkeypatch.setattr(sending.SendingMixin, "_next_datagram", counted)
+    meter = Meter(idle.endpoint)
+    meter.install()
+    try:
+        idle.run_for(KEEPALIVE)
+    finally:
+        meter.uninstall()
+    # The clients' assemblies count too: one PING each, one ACK back each.
+    assert meter.datagrams_in == CONNS
+    assert len(passes) == 2 * CONNS
