@@ -18,8 +18,11 @@ before any service — and so any backend — sees it.
 *Limits.*  ``max_connections``: a connection accepted beyond it is closed at
 once with ``TOO_MANY_CONNECTIONS``.  ``max_streams_per_connection`` is the
 stream limit we advertise over QUIC and QMux alike (clients wait for credit) and, as a
-backstop, a count of open streams above which a new stream is reset with
-``TOO_MANY_STREAMS``.  Handshake and idle timeouts are the library's.
+backstop, a count of streams being served above which a new stream is reset with
+``TOO_MANY_STREAMS``.  The transport returns a stream's credit when the stream ends on
+the wire, and its service task may still be finishing then, so a new stream over the
+count first waits up to :data:`STREAM_SLOT_GRACE` for a task to end: a client that
+uses the credit it was given is never refused.  Handshake and idle timeouts are the library's.
 
 *Drain* (:meth:`Daemon.request_shutdown`, SIGTERM/SIGINT): new connections are
 closed with ``SERVER_SHUTDOWN`` and new streams reset with ``SHUTTING_DOWN``;
@@ -88,6 +91,9 @@ CLOSE_GRACE = 0.2
 UNIDIRECTIONAL_BIT = 0x2
 #: Seconds between two samples of an open connection's statistics (RTT, losses).
 STATS_INTERVAL = 10.0
+#: Seconds a new stream over the served-stream count waits for a service task to end
+#: before it is refused with TOO_MANY_STREAMS (module docs, *Limits*).
+STREAM_SLOT_GRACE = 1.0
 #: What a broken stream or connection raises (peer resets, terminations, closed sockets).
 FAILURES = (trio.BrokenResourceError, trio.ClosedResourceError, mstls.Error)
 
@@ -128,6 +134,8 @@ class ConnectionState:
     conn: mstls.trio.Connection
     peer: Peer
     streams: int = 0
+    #: Woken whenever one of the connection's streams stops being served.
+    slot_freed: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     #: Loss counters already reported to the metrics.
     reported: StatsCursor = attrs.Factory(StatsCursor)
 
@@ -506,15 +514,26 @@ class Daemon:
                 stream = await state.conn.accept_stream()
             except FAILURES as exc:
                 return termination_reason(exc)
+            has_slot = await self._stream_slot(state)
             if self.draining:
                 streams.start_soon(self._refuse, stream, StreamCode.SHUTTING_DOWN, state.label)
-            elif state.streams >= self.config.limits.max_streams_per_connection:
+            elif not has_slot:
                 streams.start_soon(self._refuse, stream, StreamCode.TOO_MANY_STREAMS, state.label)
             else:
                 self._stream_opened(state)
                 streams.start_soon(self._serve_stream, state, stream)
 
     # -- streams --------------------------------------------------------------------------------
+    async def _stream_slot(self, state: ConnectionState) -> bool:
+        """Whether the connection serves fewer than ``max_streams_per_connection``
+        streams, once the tasks of streams that already ended on the wire have had
+        :data:`STREAM_SLOT_GRACE` seconds to finish (module docs, *Limits*)."""
+        limit = self.config.limits.max_streams_per_connection
+        with trio.move_on_after(STREAM_SLOT_GRACE):
+            while state.streams >= limit and not self.draining:
+                await state.slot_freed.park()
+        return state.streams < limit
+
     def _stream_opened(self, state: ConnectionState) -> None:
         state.streams += 1
         self.active_streams += 1
@@ -522,6 +541,7 @@ class Daemon:
 
     def _stream_closed(self, state: ConnectionState) -> None:
         state.streams -= 1
+        state.slot_freed.unpark_all()
         self.active_streams -= 1
         self.metrics.streams_active.dec()
         if not self.active_streams and self.draining and self._streams_idle is not None:

@@ -33,3 +33,17 @@ async def whoami(stream: trio.abc.HalfCloseableStream, peer: Peer) -> None:
     worker = os.environ.get("MSTLSD_WORKER", "-")
     await stream.send_all(f"{worker} {os.getpid()}".encode())
     await stream.send_eof()
+
+
+#: How long :func:`linger` goes on after its stream has ended on the wire.
+LINGER = 0.3
+
+
+async def linger(stream: trio.abc.HalfCloseableStream, peer: Peer) -> None:
+    """Read to the end, answer ``done`` and FIN, then keep working for :data:`LINGER`
+    seconds (a service cleaning up after its stream ended: a backend to close)."""
+    while await stream.receive_some():
+        pass
+    await stream.send_all(b"done")
+    await stream.send_eof()
+    await trio.sleep(LINGER)

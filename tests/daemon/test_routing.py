@@ -51,6 +51,9 @@ handler = "tests.daemon.handlers:greet"
 [services.boom]
 type = "python"
 handler = "tests.daemon.handlers:explode"
+[services.linger]
+type = "python"
+handler = "tests.daemon.handlers:linger"
 [services.closed]
 type = "forward"
 target = "127.0.0.1:{closed_port}"
@@ -184,6 +187,27 @@ async def test_tcp_stream_limit_is_advertised_as_over_udp(tmp_path: Path, config
                 assert await exchange(conn, "echo", b"after") == b"after"
             for stream in streams:
                 await stream.send_eof()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_stream_opened_on_returned_credit_is_served(
+    tmp_path: Path,
+    config,
+    transport: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """The transport returns stream credit when a stream ends on the wire; its service
+    task may still be finishing.  A stream opened on that credit waits for the task
+    instead of being reset with TOO_MANY_STREAMS (the daemon's count lagged behind)."""
+    async with running_daemon(config, tmp_path / "state") as daemon:
+        ca = dev_pki_paths(tmp_path / "state").ca_cert
+        port = port_of(daemon, transport)
+        async with await mstls.trio.connect(
+            "127.0.0.1", port, client_config(ca), transport=transport, timeout=5
+        ) as conn:
+            for _ in range(4):  # max_streams_per_connection: every task then lingers
+                assert await exchange(conn, "linger", b"x") == b"done"
+            with trio.fail_after(5):
+                assert await exchange(conn, "echo", b"after") == b"after"
 
 
 async def test_mutual_tls_identity_reaches_handlers(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
