@@ -529,6 +529,8 @@ class Daemon:
         streams, once the tasks of streams that already ended on the wire have had
         :data:`STREAM_SLOT_GRACE` seconds to finish (module docs, *Limits*)."""
         limit = self.config.limits.max_streams_per_connection
+        if state.streams < limit:
+            return True  # the usual case: no cancel scope per stream
         with trio.move_on_after(STREAM_SLOT_GRACE):
             while state.streams >= limit and not self.draining:
                 await state.slot_freed.park()

@@ -399,9 +399,9 @@ class PrematureClose(ConnectionTerminated):
     ``wire_bytes_received`` every byte of the stream, TLS records included (0: the
     peer closed without sending anything, as a port probe or a TCP health check
     does; None where unknown); ``reason`` says what ended the stream (the FIN, or
-    the socket error and its text).  The
-    message says so, never "terminated by peer (transport code 0x1)": nothing
-    was sent on the wire (``code`` is INTERNAL_ERROR only as a placeholder).
+    the socket error and its text).  The message says so, never "terminated by
+    peer (transport code 0x1)": nothing was sent on the wire (``code`` is
+    INTERNAL_ERROR only as a placeholder).
     """
 
     kind = ErrorKind.SYSCALL
