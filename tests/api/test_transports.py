@@ -14,7 +14,8 @@ import pytest
 
 import mstls
 from tests.certs import get_pki
-from tests.interop.aioquic_peer import AioquicServer, ClientHandle, run_aioquic_client
+from tests.interop.aioquic_client import ClientHandle, run_aioquic_client
+from tests.interop.aioquic_peer import AioquicServer
 
 from .helpers import TIMEOUT, client_config, server
 

@@ -19,13 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.certs import SERVER_NAME, get_pki
-from tests.interop.aioquic_peer import (
-    AioquicServer,
-    ClientHandle,
-    LogEvent,
-    StreamResetByPeer,
-    run_aioquic_client,
-)
+from tests.interop.aioquic_client import ClientHandle, run_aioquic_client
+from tests.interop.aioquic_peer import AioquicServer, LogEvent, StreamResetByPeer
 from tests.interop.protocol import (
     ALPN,
     BAD_COMMAND_ERROR,

@@ -14,7 +14,8 @@ import mstls
 from tests.api.helpers import TIMEOUT, server
 from tests.certs import get_pki
 
-from .aioquic_peer import AioquicServer, ClientHandle, run_aioquic_client
+from .aioquic_client import ClientHandle, run_aioquic_client
+from .aioquic_peer import AioquicServer
 from .protocol import ALPN, Command, command_line
 
 pytestmark = pytest.mark.network

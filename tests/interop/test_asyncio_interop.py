@@ -20,7 +20,8 @@ from tests.certs import get_pki
 from tests.daemon.support import client_config as daemon_client_config
 from tests.daemon.support import daemon_process, free_port
 
-from .aioquic_peer import AioquicServer, ClientHandle, run_aioquic_client
+from .aioquic_client import ClientHandle, run_aioquic_client
+from .aioquic_peer import AioquicServer
 from .protocol import Command, command_line, pattern
 
 pytestmark = pytest.mark.network

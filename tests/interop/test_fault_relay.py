@@ -21,7 +21,8 @@ from tests.helpers.quic_driver import LoopThread
 from tests.helpers.relay import FaultRelay
 from tests.quic.pair import client_config, server_config
 
-from .aioquic_peer import AioquicServer, ClientHandle, run_aioquic_client
+from .aioquic_client import ClientHandle, run_aioquic_client
+from .aioquic_peer import AioquicServer
 from .mstls_client import MstlsClient
 from .mstls_service import ServiceEndpoint
 from .protocol import pattern, sha256_hex
