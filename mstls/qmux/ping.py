@@ -21,7 +21,7 @@ Handles untrusted input (the sequence numbers come from the peer).
 from __future__ import annotations
 
 from ..codes import TransportErrorCode
-from ..core.recovery import RttEstimator
+from ..core.rtt import RttEstimator
 from ..exceptions import ProtocolError
 from ..wire.frames import encode_frame
 from ..wire.qmux import QMuxFrameType, QxPingFrame

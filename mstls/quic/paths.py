@@ -41,7 +41,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.congestion import NewReno
-from ..core.recovery import K_INITIAL_RTT, PacketNumberSpace, RttEstimator
+from ..core.recovery import PacketNumberSpace
+from ..core.rtt import K_INITIAL_RTT, RttEstimator
 from ..exceptions import DecodeError, MigrationRefused
 from ..wire.buffer import Reader
 from ..wire.control_frames import PATH_DATA_LENGTH, PathChallengeFrame, PathResponseFrame
