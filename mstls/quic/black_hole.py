@@ -19,12 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.recovery import PacketNumberSpace
-from .state import ConnectionState
+from .ecn_marking import EcnMixin
 
 __all__ = ["BlackHoleMixin"]
 
 
-class BlackHoleMixin(ConnectionState):
+class BlackHoleMixin(EcnMixin):
     """Black-hole detection hooks of :class:`~mstls.quic.connection.QuicConnection`."""
 
     def on_datagram_too_big(self, size: int, now: float) -> None:

@@ -21,6 +21,17 @@ TLS engine (CRYPTO data in, keys and bytes out) and the transport parameters.
 This module holds the state, the public API, the timers and the lifecycle
 (closing and draining periods, idle timeout, RFC 9000 §10).
 
+The parts are one class: each module's class derives from the one before it, in
+the order of the method resolution the parts had as mixins (:mod:`.state`,
+:mod:`.paths`, :mod:`.datagrams`, :mod:`.ecn_marking`, :mod:`.black_hole`,
+:mod:`.early`, :mod:`.handshake`, :mod:`.sending`, :mod:`.receiving`, then
+:class:`QuicConnection`).  Single inheritance is what mypyc compiles into one
+native class with direct attribute slots (issue 15: the compiled build); a
+part that calls a method of a later one declares it in :class:`.ConnectionState`
+or its own class as a stub.  No part holds a reference to the connection in an
+object the connection owns (:mod:`.control_frames`, the TLS hook in
+:mod:`.handshake`), so a dropped connection is freed without the cycle collector.
+
 The lifecycle (``HANDSHAKE`` → ``ESTABLISHED`` → ``CLOSING`` | ``DRAINING`` →
 ``TERMINATED``) is the table :data:`~mstls.core.lifecycle.QUIC_TRANSITIONS`;
 every change goes through :meth:`QuicConnection._apply`, which emits the one
@@ -50,18 +61,11 @@ from ..core.timers import Timer, TimerRow, TimerTable
 from ..exceptions import Error
 from ..stats import ConnectionStats, snapshot
 from ..wire.transport_params import TransportParameters
-from .black_hole import BlackHoleMixin
 from .config import INITIAL_MAX_DATAGRAM_SIZE, QuicConfig
-from .datagrams import DatagramMixin
-from .early import ZeroRttMixin
-from .ecn_marking import EcnMixin
-from .handshake import HandshakeMixin
 from .mtu import PathMtu
-from .paths import PathsMixin
 from .qlog import open_qlog
 from .receiving import ReceivingMixin
-from .sending import SendingMixin
-from .state import Address, ConnectionState
+from .state import Address
 
 __all__ = ["QuicConnection"]
 
@@ -78,17 +82,7 @@ QLOG_STATES = {
 }
 
 
-class QuicConnection(
-    ReceivingMixin,
-    SendingMixin,
-    HandshakeMixin,
-    ZeroRttMixin,
-    BlackHoleMixin,
-    EcnMixin,
-    DatagramMixin,
-    PathsMixin,
-    ConnectionState,
-):
+class QuicConnection(ReceivingMixin):
     """One QUIC v1 connection; see the module documentation for the call order."""
 
     def __init__(

@@ -20,15 +20,13 @@ from ..wire.datagram_frames import DatagramFrame
 from ..wire.packet import PacketType
 from .builder import AEAD_TAG_LENGTH, DatagramBuilder
 from .config import INITIAL_MAX_DATAGRAM_SIZE
-from .state import ConnectionState
+from .paths import PathsMixin
 
 __all__ = ["DATAGRAM_HANDLERS", "DatagramMixin"]
 
 
-class DatagramMixin(ConnectionState):
+class DatagramMixin(PathsMixin):
     """The datagram part of :class:`~mstls.quic.connection.QuicConnection`."""
-
-    datagrams: DatagramQueues
 
     def _init_datagrams(self) -> None:
         config = self.config

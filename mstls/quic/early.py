@@ -46,9 +46,10 @@ from ..wire.transport_params import (
     decode_transport_parameters,
     encode_transport_parameters,
 )
+from .black_hole import BlackHoleMixin
 from .builder import DatagramBuilder
 from .crypto import PacketProtection
-from .state import ConnectionState, Space
+from .state import Space
 
 __all__ = ["REMEMBERED_LIMITS", "ZeroRttMixin", "early_data_limits", "remembered_parameters"]
 
@@ -102,7 +103,7 @@ def _ticket_parameters(tls: object) -> tuple[TransportParameters, str | None] | 
     return attrs.evolve(TransportParameters(), **kept), ticket.alpn_protocol
 
 
-class ZeroRttMixin(ConnectionState):
+class ZeroRttMixin(BlackHoleMixin):
     """0-RTT state and packets of :class:`~mstls.quic.connection.QuicConnection`."""
 
     #: Client: the 0-RTT write key while 0-RTT packets may be sent.

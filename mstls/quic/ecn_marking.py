@@ -30,12 +30,12 @@ from typing import Any
 
 from ..core.ecn import ECT0, EcnValidator
 from ..core.recovery import PacketNumberSpace
-from .state import ConnectionState
+from .datagrams import DatagramMixin
 
 __all__ = ["EcnMixin"]
 
 
-class EcnMixin(ConnectionState):
+class EcnMixin(DatagramMixin):
     """ECN state of :class:`~mstls.quic.connection.QuicConnection`."""
 
     #: The codepoint of the datagrams the last ``datagrams_to_send`` returned.

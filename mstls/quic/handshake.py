@@ -10,14 +10,11 @@ it completes; client: on HANDSHAKE_DONE).  1-RTT key updates follow §6.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..codes import TransportErrorCode
 from ..core.events import HandshakeCompletedEvent
 from ..core.lifecycle import LifecycleEvent
 from ..core.recovery import PacketNumberSpace
 from ..core.stream_manager import StreamManager
-from ..core.weak import weak_method
 from ..exceptions import ProtocolError, TransportParameterError
 from ..tls.cipher_suites import CipherSuite
 from ..tls.client import ClientHandshake
@@ -25,7 +22,6 @@ from ..tls.engine import Direction, Epoch, HandshakeCompleted, InstallKey, SendH
 from ..tls.server import ServerHandshake
 from ..wire.frames import CryptoFrame
 from ..wire.transport_params import (
-    PreferredAddress,
     TransportParameters,
     VersionInformation,
     decode_transport_parameters,
@@ -33,10 +29,9 @@ from ..wire.transport_params import (
     validate_peer_parameters,
 )
 from .crypto import OneRttKeys, PacketProtection
-from .early import early_data_limits, remembered_parameters
+from .early import ZeroRttMixin, early_data_limits, remembered_parameters
 from .negotiation import check_client_information, check_server_information, choose_version
 from .qlog import key_type
-from .state import ConnectionState
 from .version_retry import check_reacted_server_information
 from .versions import quic_version
 
@@ -63,7 +58,7 @@ SPACE_LEVEL = {
 }
 
 
-class HandshakeMixin(ConnectionState):
+class HandshakeMixin(ZeroRttMixin):
     """TLS glue, key installation and discarding, transport parameters."""
 
     _one_rtt_secrets: dict[Direction, tuple[CipherSuite, bytes]]
@@ -71,14 +66,6 @@ class HandshakeMixin(ConnectionState):
     #: Server: the client's parameters as :meth:`_negotiate_version` decoded them,
     #: with the bytes they came from, until :meth:`_apply_peer_parameters` takes them.
     _decoded_peer_params: tuple[bytes, TransportParameters] | None
-    #: Implemented by :class:`~mstls.quic.paths.PathsMixin` (RFC 9000 §9.6).
-    _preferred_address_parameter: Callable[[], PreferredAddress | None]
-    _learn_preferred_address: Callable[[TransportParameters], None]
-    _follow_preferred_address: Callable[[float], None]
-    #: Implemented by :class:`~mstls.quic.early.ZeroRttMixin` (RFC 9001 §4.6).
-    _install_zero_rtt_key: Callable[[PacketProtection, float], None]
-    _end_zero_rtt: Callable[[], None]
-    _finish_zero_rtt: Callable[[TransportParameters, float], None]
 
     def _init_handshake(self, now: float) -> None:
         self.handshake_complete = False
@@ -102,8 +89,6 @@ class HandshakeMixin(ConnectionState):
             # Encoded once, by _negotiate_version, when the ClientHello brings the
             # client's parameters: ours name the version chosen then (RFC 9368 §3).
             server = ServerHandshake(self.config.tls, transport_parameters=b"")
-            negotiate = weak_method(self._negotiate_version, _connection_gone)  # core.weak
-            server.on_peer_transport_parameters = negotiate
             server.early_data_limits = early_data_limits(params)  # RFC 9000 §7.4.1
             self.tls = server
         self.streams = StreamManager(
@@ -122,9 +107,23 @@ class HandshakeMixin(ConnectionState):
     # -- CRYPTO in ---------------------------------------------------------------------
     def receive_crypto(self, space: PacketNumberSpace, frame: CryptoFrame, now: float) -> None:
         data = self.spaces[space].crypto_recv.receive(frame.offset, frame.data)
-        if data:
-            self.tls.receive(SPACE_EPOCH[space], data)
-            self.process_tls_output(now)
+        if not data:
+            return
+        tls = self.tls
+        if isinstance(tls, ServerHandshake):
+            # The engine asks for our parameters once it has the client's (RFC 9368
+            # §3, _negotiate_version).  The hook is ours only for this call: one kept
+            # by the engine would make a reference cycle (connection -> engine ->
+            # connection), and a dropped handshake would wait for the cyclic
+            # collector (issue 11, tests/quic/test_connection_freed.py).
+            tls.on_peer_transport_parameters = self._negotiate_version
+            try:
+                tls.receive(SPACE_EPOCH[space], data)
+            finally:
+                tls.on_peer_transport_parameters = None
+        else:
+            tls.receive(SPACE_EPOCH[space], data)
+        self.process_tls_output(now)
 
     def process_tls_output(self, now: float) -> None:
         for item in self.tls.pull_output():
@@ -185,7 +184,7 @@ class HandshakeMixin(ConnectionState):
         )
         if not self.is_client:
             # RFC 9001 §4.1.2: the server's handshake is confirmed on completion.
-            self.handshake_done_pending = True
+            self.control_frames.handshake_done_pending = True
             self._confirm_handshake()
 
     def on_handshake_done(self, now: float) -> None:
@@ -319,10 +318,3 @@ class HandshakeMixin(ConnectionState):
             raise TransportParameterError(
                 "retry_source_connection_id does not match the Retry packet"
             )
-
-    handshake_done_pending: bool = False
-
-
-def _connection_gone(raw: bytes) -> bytes:  # pragma: no cover - it runs this call
-    """The hook only runs while the connection handles a ClientHello: it is alive."""
-    raise ReferenceError("the connection is gone")

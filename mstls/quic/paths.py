@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-from collections.abc import Callable
 from typing import Any
 
 from ..core.congestion import NewReno
@@ -188,9 +187,16 @@ class PathsMixin(ConnectionState):
     failed_validations: int
     frame_decoders: Any
     pending_path_responses: list[bytes]
-    #: Implemented by :class:`~mstls.quic.sending.SendingMixin`.
-    _on_datagram_sent: Callable[..., None]
-    datagrams_to_send: Callable[[float], list[bytes]]
+
+    def _on_datagram_sent(
+        self, data: bytes, packets: list[Any], now: float, path: Any = None
+    ) -> None:
+        """Implemented by :class:`~mstls.quic.sending.SendingMixin`."""
+        raise NotImplementedError
+
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Implemented by :class:`~mstls.quic.sending.SendingMixin`."""
+        raise NotImplementedError
 
     def _init_paths(self, peer_address: Address) -> None:
         self.path = Path(peer_address, None, validated=True)

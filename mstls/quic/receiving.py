@@ -19,7 +19,7 @@ close the connection with their code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..codes import TransportErrorCode
@@ -46,8 +46,9 @@ from ..wire.packet import PacketHeader, PacketType, parse_header
 from .builder import MIN_INITIAL_DATAGRAM
 from .crypto import OneRttKeys, PacketProtection
 from .datagrams import DATAGRAM_HANDLERS
-from .paths import Path, PathsMixin
+from .paths import PathsMixin
 from .retry import verify_retry
+from .sending import SendingMixin
 from .state import ConnectionState
 from .version_retry import on_version_negotiation
 
@@ -86,21 +87,15 @@ def _too_small_for_initial(conn: ConnectionState, datagram: memoryview) -> bool:
     return not conn.is_client and len(datagram) < MIN_INITIAL_DATAGRAM
 
 
-class ReceivingMixin(ConnectionState):
+class ReceivingMixin(SendingMixin):
     """The receive path of :class:`~mstls.quic.connection.QuicConnection`."""
 
-    pending_path_responses: list[bytes]
     #: Packets decrypted and not duplicates (statistics).
     packets_received: int
-    frame_decoders: Mapping[int, Any]
-    ack_frequency_received: int
-    arrival_path: Path
-    _arrival: Callable[[Any, Any], Path]
-    _admit_on_path: Callable[[PacketHeader, bytes, int, int], bool]
-    _after_packet_on_path: Callable[[float], None]
-    _after_datagram_on_path: Callable[[int, bool], None]
-    _on_path_challenge_frame: Callable[[bytes], bool]
-    handle_timer: Callable[[float], None]
+
+    def handle_timer(self, now: float) -> None:
+        """Implemented by :class:`~mstls.quic.connection.QuicConnection`."""
+        raise NotImplementedError
 
     def receive_datagram(
         self,
@@ -322,7 +317,7 @@ class ReceivingMixin(ConnectionState):
         self.on_ack_result(result, ctx.now)
 
     def _on_crypto(self, frame: CryptoFrame, ctx: _Context) -> None:
-        self.receive_crypto(ctx.space, frame, ctx.now)  # type: ignore[attr-defined]
+        self.receive_crypto(ctx.space, frame, ctx.now)
 
     def _on_new_token(self, frame: NewTokenFrame, ctx: _Context) -> None:
         if not self.is_client:
@@ -382,7 +377,7 @@ class ReceivingMixin(ConnectionState):
         self.spaces[ctx.space].acks.request_immediate_ack(ctx.now)
 
     def _on_handshake_done(self, frame: Any, ctx: _Context) -> None:
-        self.on_handshake_done(ctx.now)  # type: ignore[attr-defined]
+        self.on_handshake_done(ctx.now)
 
     # -- version negotiation and Retry (client) -------------------------------------------
     def _on_version_negotiation(self, header: PacketHeader, now: float) -> None:
@@ -412,11 +407,6 @@ class ReceivingMixin(ConnectionState):
         self.recovery.requeue_unacked(PacketNumberSpace.INITIAL)
         self.spaces[PacketNumberSpace.INITIAL].crypto_send.requeue_unacknowledged()
         self.resend_zero_rtt(now)  # the server dropped them too (.early)
-
-    on_ack_result: Callable[..., None]
-    receive_codepoint: int  # .ecn_marking
-    zero_rtt_recv: PacketProtection | None  # .early
-    resend_zero_rtt: Callable[[float], None]
 
 
 FRAME_HANDLERS: dict[int, Callable[[Any, Any, _Context], None]] = {

@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..core.congestion import NewReno
 from ..core.lifecycle import State
 from ..core.pacing import Pacer
 from ..core.recovery import PacketNumberSpace, Recovery, SentPacket
-from ..core.weak import weak_method
 from ..wire.buffer import Writer
-from ..wire.frame_types import FrameType
 from ..wire.frames import (
     ACK_FREQUENCY_FRAME_DECODERS,
     FRAME_DECODERS,
@@ -45,9 +42,11 @@ from ..wire.frames import (
 from ..wire.packet import PacketType
 from .builder import DatagramBuilder, PacketSink
 from .config import INITIAL_MAX_DATAGRAM_SIZE
+from .control_frames import ControlFrames, MtuProbeOutcome
+from .handshake import HandshakeMixin
 from .mtu import BASE_AFTER_PTOS
 from .qlog import PACKET_TYPES
-from .state import ConnectionState, Space
+from .state import Space
 
 __all__ = ["MAX_DATAGRAMS_PER_CALL", "SendingMixin"]
 
@@ -72,31 +71,17 @@ _PING = encode_frame(PingFrame())
 APPLICATION = PacketNumberSpace.APPLICATION
 
 
-class SendingMixin(ConnectionState):
+class SendingMixin(HandshakeMixin):
     """The send path of :class:`~mstls.quic.connection.QuicConnection`."""
 
-    pending_path_responses: list[bytes]
     #: QUIC packets sent, coalesced ones counted one by one (statistics).
     packets_sent: int
-    handshake_done_pending: bool
     #: :meth:`ping` asked for a PING not yet sent.
     ping_pending: bool
     pacing_deadline: float | None
-    ack_frequency_pending: bool
     ack_frequency_sequence: int
     ack_threshold_sent: int
     ack_frequency_received: int
-    frame_decoders: Mapping[int, Any]
-    _check_black_hole: Callable[[Any, float], None]  # .black_hole
-    send_codepoint: int  # .ecn_marking
-    _next_send_codepoint: Callable[[], int]
-    path: Any
-    path_frames_due: bool
-    path_limit: Callable[[int], int]
-    _write_path_challenge: Callable[[Any], bool]
-    _pad_challenge: Callable[[Any], None]
-    zero_rtt_send: Any  # .early
-    _fill_zero_rtt: Callable[[DatagramBuilder, Space, float, bool], None]
 
     def _init_sending(self) -> None:
         congestion = NewReno(INITIAL_MAX_DATAGRAM_SIZE)
@@ -115,8 +100,8 @@ class SendingMixin(ConnectionState):
         self.pacing_deadline = None
         self.ack_delay = self.config.max_ack_delay_ms / 1000
         # ACK_FREQUENCY we send: sequence numbers, the threshold in force at the
-        # peer (1 is RFC 9000's default), and whether a lost frame must go again.
-        self.ack_frequency_pending = False
+        # peer (1 is RFC 9000's default); lost ones are sent again (.control_frames).
+        self.control_frames = ControlFrames()
         self.ack_frequency_sequence = 0
         self.ack_threshold_sent = 1
         self.ack_frequency_received = 0
@@ -291,7 +276,7 @@ class SendingMixin(ConnectionState):
         if space.space != PacketNumberSpace.APPLICATION or not self.handshake_complete:
             return False
         return bool(
-            self.handshake_done_pending
+            self.control_frames.handshake_done_pending
             or self.pending_path_responses
             or self.path_frames_due
             or self.local_cids.has_pending_frames
@@ -374,11 +359,10 @@ class SendingMixin(ConnectionState):
         space.acks.on_ack_sent(now, largest)
 
     def _write_application_frames(self, sink: PacketSink, now: float) -> None:
-        if self.handshake_done_pending and sink.remaining >= 1:
-            self.handshake_done_pending = False
-            # Record callbacks of the connection's own frames hold it weakly (core.weak),
-            # made when such a rare frame is sent, not kept by every connection.
-            lost = weak_method(self._resend_handshake_done, _ignore)
+        control = self.control_frames
+        if control.handshake_done_pending and sink.remaining >= 1:
+            control.handshake_done_pending = False
+            lost = control.resend_handshake_done
             sink.add(encode_frame(HandshakeDoneFrame()), (_ignore, lost, ()))
         responded = bool(self.pending_path_responses)
         while self.pending_path_responses and sink.remaining >= 9:
@@ -415,21 +399,15 @@ class SendingMixin(ConnectionState):
         if self.peer_params is None or self.peer_params.min_ack_delay is None:
             return
         wanted = self._wanted_ack_threshold()
-        if wanted == self.ack_threshold_sent and not self.ack_frequency_pending:
+        if wanted == self.ack_threshold_sent and not self.control_frames.ack_frequency_pending:
             return
         delay_us = max(self.peer_params.min_ack_delay, self.peer_params.max_ack_delay * 1000)
         frame = encode_frame(AckFrequencyFrame(self.ack_frequency_sequence, wanted, delay_us, 1))
         if len(frame) <= sink.remaining:
             self.ack_frequency_sequence += 1
             self.ack_threshold_sent = wanted
-            self.ack_frequency_pending = False
-            sink.add(frame, (_ignore, weak_method(self._resend_ack_frequency, _ignore), ()))
-
-    def _resend_ack_frequency(self) -> None:
-        self.ack_frequency_pending = True
-
-    def _resend_handshake_done(self) -> None:
-        self.handshake_done_pending = True
+            self.control_frames.ack_frequency_pending = False
+            sink.add(frame, (_ignore, self.control_frames.resend_ack_frequency, ()))
 
     # -- path MTU probes (RFC 8899, RFC 9000 §14.3) ---------------------------------------
     def _mtu_probe(self, now: float) -> bytes:
@@ -445,8 +423,8 @@ class SendingMixin(ConnectionState):
         sink = self._open_packet(builder, space)
         if sink is None:
             return b""
-        acked = weak_method(self._mtu_probe_acked, _ignore)
-        sink.add(_PING, (acked, weak_method(self._mtu_probe_lost, _ignore), (size, now)))
+        outcome = MtuProbeOutcome(self.mtu, self.recovery.congestion)
+        sink.add(_PING, (outcome.acked, outcome.lost, (size, now)))
         sink.pad(sink.remaining)
         builder.close_packet(sink)
         space.next_packet_number += 1
@@ -456,13 +434,6 @@ class SendingMixin(ConnectionState):
         self.mtu.on_probe_sent(size)
         self._on_datagram_sent(data, packets, now)
         return data
-
-    def _mtu_probe_acked(self, size: int, sent: float) -> None:
-        if self.mtu.on_probe_acked(size, sent):
-            self.recovery.congestion.set_max_datagram_size(size)
-
-    def _mtu_probe_lost(self, size: int, sent: float) -> None:
-        self.mtu.on_probe_lost(size, sent)
 
     # -- closing (RFC 9000 §10.2) ---------------------------------------------------------
     def _close_datagrams(self, now: float) -> list[bytes]:
@@ -553,8 +524,6 @@ class SendingMixin(ConnectionState):
             if trigger is not None:
                 data["trigger"] = trigger
             self.qlog.event(now, "recovery:packet_lost", data)
-
-    _frame_type_close = FrameType.CONNECTION_CLOSE
 
 
 def _ignore(*args: Any) -> None:

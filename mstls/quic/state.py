@@ -1,7 +1,8 @@
 """The state a QUIC connection's parts share: packet number spaces and declarations.
 
-:class:`ConnectionState` declares every attribute the mixins of
-:class:`~mstls.quic.connection.QuicConnection` use, so each part can be read
+:class:`ConnectionState` declares every attribute the parts of
+:class:`~mstls.quic.connection.QuicConnection` use (the base of the chain the
+connection module's documentation describes), so each part can be read
 (and type-checked) on its own.
 """
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from ..tls.engine import TLSHandshake
     from ..wire.transport_params import TransportParameters
     from .config import QuicConfig
+    from .control_frames import ControlFrames
     from .mtu import PathMtu
     from .qlog import QlogWriter
 
@@ -62,7 +64,7 @@ class Space:
 
 
 class ConnectionState:
-    """Attribute declarations shared by the connection's mixins."""
+    """Attribute declarations shared by the connection's parts."""
 
     config: QuicConfig
     is_client: bool
@@ -84,6 +86,8 @@ class ConnectionState:
     events: deque[Event]
     close_info: CloseInfo | None
     close_pending: bool
+    #: HANDSHAKE_DONE and ACK_FREQUENCY to send, again when lost (.control_frames).
+    control_frames: ControlFrames
     spaces: list[Space]
     tls: TLSHandshake
     recovery: Recovery
@@ -143,7 +147,7 @@ class ConnectionState:
         if not self.is_client and isinstance(previous, PacketProtection):
             self.original_initial_recv = previous
 
-    # Implemented by the mixins / the connection -----------------------------------------
+    # Implemented by later parts / the connection -----------------------------------------
     def _apply(
         self, event: LifecycleEvent, info: CloseInfo | None, now: float | None = None
     ) -> bool:
