@@ -3,7 +3,8 @@
 The cyclic collector runs rarely once a daemon's heap is large, so whatever sits in a
 reference cycle keeps its memory long after it ended (issue 11, the soak's RSS
 slope).  Compiled (mypyc) classes cannot be weakly referenced, so
-:func:`cycle_garbage` asks the collector itself what it would free.
+:func:`cycle_garbage` asks the collector itself what it would free, and
+:class:`Survivors` looks for objects among those the collector tracks.
 """
 
 from __future__ import annotations
@@ -34,3 +35,18 @@ def cycle_garbage(*types: type) -> list[object]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+
+
+class Survivors:
+    """Which of some objects are still alive, without holding a reference to them.
+
+    An object is looked for by identity and type among the objects the cycle
+    collector tracks (every container, compiled classes included); with the
+    collector off, one freed by reference counting is no longer there.
+    """
+
+    def __init__(self, *objects: object) -> None:
+        self._keys = {(id(obj), type(obj)) for obj in objects}
+
+    def alive(self) -> list[object]:
+        return [obj for obj in gc.get_objects() if (id(obj), type(obj)) in self._keys]

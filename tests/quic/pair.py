@@ -146,10 +146,10 @@ class Pair:
             due.append(heapq.heappop(self.in_flight))
         for _, _, to_server, data, address in due:
             if to_server:
-                self.endpoint.receive_datagram(data, address, self.now)
+                self.endpoint.receive_datagram(data, address, self.now, _ecn(data))
             else:
                 local = next((k for k, v in self.client_locals.items() if v == address), None)
-                self.client.receive_datagram(data, SERVER_ADDR, self.now, local=local)
+                self.client.receive_datagram(data, SERVER_ADDR, self.now, _ecn(data), local=local)
         if self.client.get_timer() is not None and self.client.get_timer() <= self.now:  # type: ignore[operator]
             self.client.handle_timer(self.now)
         timer = self.endpoint.get_timer()
@@ -179,3 +179,9 @@ class Pair:
                 and self.client.handshake_confirmed
             )
         )
+
+
+def _ecn(data: bytes) -> int:
+    """The ECN codepoint a ``tamper`` marked a datagram with (a ``bytes`` subclass with
+    an ``ecn`` attribute, tests/quic/test_ecn.py); 0 (Not-ECT) otherwise."""
+    return int(getattr(data, "ecn", 0))

@@ -8,11 +8,9 @@ sent waits in recovery with a record callback that was a method of the connectio
 
 from __future__ import annotations
 
-import weakref
-
 from mstls.core.send_stream import SendStream
 from mstls.core.stream_manager import StreamManager
-from tests.helpers.cycles import cycle_garbage
+from tests.helpers.cycles import Survivors, cycle_garbage
 from tests.quic.pair import Pair
 
 
@@ -21,12 +19,10 @@ def test_a_server_connection_with_handshake_done_in_flight_is_freed_when_dropped
 ) -> None:
     pair = Pair()
     pair.handshake()
-    server = weakref.ref(pair.server)
-    client = weakref.ref(pair.client)
+    connections = Survivors(pair.client, pair.server)
     assert pair.server.recovery.bytes_in_flight > 0  # HANDSHAKE_DONE not yet acknowledged
     del pair
-    assert client() is None
-    assert server() is None, "the server connection is in a reference cycle"
+    assert not connections.alive(), "a connection is in a reference cycle"
 
 
 def test_a_connection_with_streams_is_freed_when_dropped(no_cycle_collector: None) -> None:
@@ -41,9 +37,7 @@ def test_a_connection_with_streams_is_freed_when_dropped(no_cycle_collector: Non
     for _ in range(4):  # data in flight both ways, streams open on both sides
         pair.step()
     assert pair.server_events
-    client = weakref.ref(pair.client)
-    server = weakref.ref(pair.server)
+    connections = Survivors(pair.client, pair.server)
     del pair
-    assert client() is None, "the client connection is in a reference cycle"
-    assert server() is None, "the server connection is in a reference cycle"
+    assert not connections.alive(), "a connection is in a reference cycle"
     assert not cycle_garbage(StreamManager, SendStream), "the streams are in a cycle"

@@ -11,7 +11,13 @@ from mstls.exceptions import DatagramQueueFull, DatagramsUnsupported, DatagramTo
 from mstls.quic.connection import QuicConnection
 from mstls.wire.datagram_frames import datagram_frame_size
 from mstls.wire.frame_types import FrameType
+from tests.quic.fuzz_checks import deliver
+from tests.quic.fuzz_corpus import protect_one_rtt
 from tests.quic.pair import Pair, client_config, server_config
+
+#: PADDING frames before an injected frame (RFC 9001 §5.4.2: 16 bytes sampled 4 past the
+#: packet number start).
+MIN_PAYLOAD = 20
 
 ON = {"max_datagram_frame_size": 65535}
 
@@ -123,20 +129,13 @@ def test_datagrams_are_not_retransmitted_but_congestion_controlled() -> None:
 
 
 def _inject(pair: Pair, frame: bytes) -> None:
-    """Make the client send ``frame`` in a 1-RTT packet, bypassing its own checks."""
-    pair.client.pending_path_responses.clear()
-    # (a producer of the connection itself, not of the stream manager or the connection
-    # IDs: those may be compiled classes, whose methods cannot be replaced on an instance)
-    original = pair.client._write_ack_frequency
-
-    def write(sink: object) -> None:
-        sink.add(frame)  # type: ignore[attr-defined]
-        pair.client._write_ack_frequency = original  # type: ignore[method-assign]
-        original(sink)  # type: ignore[arg-type]
-
-    pair.client._write_ack_frequency = write  # type: ignore[method-assign]
-    pair.client._keepalive_due = lambda now: True  # type: ignore[method-assign]
-    pair.run_until(lambda: pair.server.is_terminated or pair.server.state.name != "ESTABLISHED")
+    """Deliver ``frame`` to the server in a 1-RTT packet of the client's, past the
+    client's own checks (built outside it: the connection may be a compiled class)."""
+    padded = bytes(MIN_PAYLOAD) + frame  # PADDING first: room for the header protection sample
+    deliver(pair, protect_one_rtt(pair.client, padded, pair.now), True)
+    pair.run_until(
+        lambda: any(isinstance(e, ConnectionTerminatedEvent) for e in pair.server_events)
+    )
 
 
 @pytest.mark.parametrize(

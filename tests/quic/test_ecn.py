@@ -48,14 +48,6 @@ def _pair(rewrite: Callable[[int, bool, Pair], int] | None = None, **config: Any
     holder.append(pair)
     pair.client.enable_ecn_marking()
     pair.endpoint.ecn_marking = True
-    deliver_client = pair.client.receive_datagram
-    deliver_server = pair.endpoint.receive_datagram
-    pair.client.receive_datagram = lambda d, a, now, ecn=0, local=None: deliver_client(  # type: ignore[method-assign]
-        d, a, now, getattr(d, "ecn", 0), local=local
-    )
-    pair.endpoint.receive_datagram = lambda d, a, now, ecn=0: deliver_server(  # type: ignore[method-assign]
-        d, a, now, getattr(d, "ecn", 0)
-    )
     pair.handshake()
     return pair
 

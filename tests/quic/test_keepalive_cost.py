@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+import mstls
 from bench.keepalive_cost import KEEPALIVE, Meter, hold
 from mstls.core.recovery import PacketNumberSpace
 from mstls.quic import sending
@@ -70,6 +71,11 @@ def test_stream_data_is_still_acknowledged_after_max_ack_delay() -> None:
     assert endpoint.get_timer() == pytest.approx(many.now + server.ack_delay)
 
 
+@pytest.mark.skipif(
+    mstls.compiled,
+    reason="counts calls of a method inside the connection, which the compiled build "
+    "binds at compile time (no patch reaches it); the pure build's run of this test counts it",
+)
 def test_one_datagram_assembly_per_ping(idle: Many, monkeypatch: pytest.MonkeyPatch) -> None:
     """After the ACK nothing more is owed: no second, empty pass of the datagram
     builder per PING (sending.py stops once ``_may_send`` says so)."""

@@ -7,7 +7,6 @@ handshake sheds the oldest pending one, silently, on a virtual clock.
 from __future__ import annotations
 
 import gc
-import weakref
 
 import pytest
 
@@ -16,6 +15,7 @@ from mstls.core.lifecycle import State
 from mstls.exceptions import ConfigurationError, HandshakeRefused
 from mstls.quic.endpoint import ServerEndpoint
 from mstls.session import Session
+from tests.helpers.cycles import Survivors
 from tests.quic.pair import server_config
 from tests.quic.test_admission import Net, established
 
@@ -80,8 +80,10 @@ def test_a_timed_out_or_shed_handshake_is_freed_without_the_cycle_collector() ->
     endpoint = net.endpoint
     for i in range(3):  # the third sheds the first
         net.stuck((f"192.0.2.{i + 1}", 1000))
-    refs = [weakref.ref(c) for c in [*endpoint.terminated, *endpoint.connections]]
-    assert len(refs) == 3
+    handshakes = [*endpoint.terminated, *endpoint.connections]
+    assert len(handshakes) == 3
+    survivors = Survivors(*handshakes)
+    del handshakes
     endpoint.terminated.clear()
     endpoint.accepted.clear()
     endpoint.pop_changed()
@@ -95,7 +97,7 @@ def test_a_timed_out_or_shed_handshake_is_freed_without_the_cycle_collector() ->
         assert not endpoint.connections
         endpoint.terminated.clear()
         endpoint.pop_changed()
-        assert [ref() for ref in refs] == [None, None, None]
+        assert not survivors.alive()
     finally:
         if enabled:
             gc.enable()

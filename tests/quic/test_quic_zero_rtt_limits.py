@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-import mstls.quic.handshake
 from mstls.core.stream_limits import BIDI
 from mstls.quic.early import REMEMBERED_LIMITS, early_data_limits
+from mstls.tls.server import ServerHandshake
 from mstls.wire.transport_params import TransportParameterId, TransportParameters
 from tests.quic.test_quic_zero_rtt import REQUEST, Setup, early_pair, server_read
 
@@ -101,8 +101,14 @@ def test_client_refuses_a_server_that_accepts_0rtt_with_lower_limits(
 ) -> None:
     """The client's own check of §7.4.1, against a server that breaks it: one that
     seals and checks the ticket's limits while sending lower ones."""
+    # The limits the server's TLS engine seals and checks, whatever the connection
+    # sets (a class attribute: the connection may be compiled, its calls bound).
+    sealed = early_data_limits(DEFAULTS)
     monkeypatch.setattr(
-        mstls.quic.handshake, "early_data_limits", lambda _params: early_data_limits(DEFAULTS)
+        ServerHandshake,
+        "early_data_limits",
+        property(lambda _self: sealed, lambda _self, _value: None),
+        raising=False,
     )
     setup = Setup()
     setup.first_connection()
