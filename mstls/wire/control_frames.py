@@ -3,9 +3,10 @@
 Stream control (RESET_STREAM, STOP_SENDING), flow control (MAX_*, *_BLOCKED),
 NEW_TOKEN, connection IDs, path validation, CONNECTION_CLOSE, HANDSHAKE_DONE,
 and the ACK frequency frames (draft-ietf-quic-ack-frequency).  Each is a slotted
-``attrs`` class with ``encode(w)`` and a decoder in :data:`CONTROL_FRAME_DECODERS`
-or :data:`ACK_FREQUENCY_DECODERS`; :mod:`mstls.wire.frames` assembles the full
-tables and re-exports every class, so users import from there.
+class (:class:`~mstls.wire.frame_types.Frame`) with ``encode(w)`` and a decoder
+in :data:`CONTROL_FRAME_DECODERS` or :data:`ACK_FREQUENCY_DECODERS`;
+:mod:`mstls.wire.frames` assembles the full tables and re-exports every class,
+so users import from there.
 
 Decoders handle untrusted input and raise only
 :class:`~mstls.exceptions.DecodeError` (FRAME_ENCODING_ERROR); encoders raise
@@ -15,8 +16,7 @@ Decoders handle untrusted input and raise only
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-import attrs
+from typing import ClassVar
 
 from ..exceptions import DecodeError
 from .buffer import Reader, Writer, encode_varint
@@ -63,14 +63,20 @@ MAX_STREAMS_LIMIT = 1 << 60
 
 
 # -- stream control ---------------------------------------------------------------
-@attrs.define
 class ResetStreamFrame(Frame):
     """RESET_STREAM (RFC 9000 §19.4)."""
 
-    TYPE = FrameType.RESET_STREAM
+    TYPE: ClassVar[int] = FrameType.RESET_STREAM
+    FIELDS: ClassVar[tuple[str, ...]] = ("stream_id", "error_code", "final_size")
+    __slots__ = FIELDS
     stream_id: int
     error_code: int
     final_size: int
+
+    def __init__(self, stream_id: int, error_code: int, final_size: int) -> None:
+        self.stream_id = stream_id
+        self.error_code = error_code
+        self.final_size = final_size
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.RESET_STREAM)
@@ -83,13 +89,18 @@ def _decode_reset_stream(r: Reader, frame_type: int) -> ResetStreamFrame:
     return ResetStreamFrame(r.pull_varint(), r.pull_varint(), r.pull_varint())
 
 
-@attrs.define
 class StopSendingFrame(Frame):
     """STOP_SENDING (RFC 9000 §19.5)."""
 
-    TYPE = FrameType.STOP_SENDING
+    TYPE: ClassVar[int] = FrameType.STOP_SENDING
+    FIELDS: ClassVar[tuple[str, ...]] = ("stream_id", "error_code")
+    __slots__ = FIELDS
     stream_id: int
     error_code: int
+
+    def __init__(self, stream_id: int, error_code: int) -> None:
+        self.stream_id = stream_id
+        self.error_code = error_code
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.STOP_SENDING)
@@ -102,25 +113,34 @@ def _decode_stop_sending(r: Reader, frame_type: int) -> StopSendingFrame:
 
 
 # -- flow control ---------------------------------------------------------------------
-@attrs.define
 class MaxDataFrame(Frame):
     """MAX_DATA (RFC 9000 §19.9)."""
 
-    TYPE = FrameType.MAX_DATA
+    TYPE: ClassVar[int] = FrameType.MAX_DATA
+    FIELDS: ClassVar[tuple[str, ...]] = ("maximum",)
+    __slots__ = FIELDS
     maximum: int
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.MAX_DATA)
         w.push_varint(self.maximum)
 
 
-@attrs.define
 class MaxStreamDataFrame(Frame):
     """MAX_STREAM_DATA (RFC 9000 §19.10)."""
 
-    TYPE = FrameType.MAX_STREAM_DATA
+    TYPE: ClassVar[int] = FrameType.MAX_STREAM_DATA
+    FIELDS: ClassVar[tuple[str, ...]] = ("stream_id", "maximum")
+    __slots__ = FIELDS
     stream_id: int
     maximum: int
+
+    def __init__(self, stream_id: int, maximum: int) -> None:
+        self.stream_id = stream_id
+        self.maximum = maximum
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.MAX_STREAM_DATA)
@@ -128,12 +148,17 @@ class MaxStreamDataFrame(Frame):
         w.push_varint(self.maximum)
 
 
-@attrs.define
 class MaxStreamsFrame(Frame):
     """MAX_STREAMS (RFC 9000 §19.11): 0x12 bidirectional, 0x13 unidirectional."""
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("maximum", "bidi")
+    __slots__ = FIELDS
     maximum: int
-    bidi: bool = True
+    bidi: bool
+
+    def __init__(self, maximum: int, bidi: bool = True) -> None:
+        self.maximum = maximum
+        self.bidi = bidi
 
     @property
     def frame_type(self) -> int:
@@ -144,25 +169,34 @@ class MaxStreamsFrame(Frame):
         w.push_varint(self.maximum)
 
 
-@attrs.define
 class DataBlockedFrame(Frame):
     """DATA_BLOCKED (RFC 9000 §19.12)."""
 
-    TYPE = FrameType.DATA_BLOCKED
+    TYPE: ClassVar[int] = FrameType.DATA_BLOCKED
+    FIELDS: ClassVar[tuple[str, ...]] = ("limit",)
+    __slots__ = FIELDS
     limit: int
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.DATA_BLOCKED)
         w.push_varint(self.limit)
 
 
-@attrs.define
 class StreamDataBlockedFrame(Frame):
     """STREAM_DATA_BLOCKED (RFC 9000 §19.13)."""
 
-    TYPE = FrameType.STREAM_DATA_BLOCKED
+    TYPE: ClassVar[int] = FrameType.STREAM_DATA_BLOCKED
+    FIELDS: ClassVar[tuple[str, ...]] = ("stream_id", "limit")
+    __slots__ = FIELDS
     stream_id: int
     limit: int
+
+    def __init__(self, stream_id: int, limit: int) -> None:
+        self.stream_id = stream_id
+        self.limit = limit
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.STREAM_DATA_BLOCKED)
@@ -170,12 +204,17 @@ class StreamDataBlockedFrame(Frame):
         w.push_varint(self.limit)
 
 
-@attrs.define
 class StreamsBlockedFrame(Frame):
     """STREAMS_BLOCKED (RFC 9000 §19.14): 0x16 bidirectional, 0x17 unidirectional."""
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("limit", "bidi")
+    __slots__ = FIELDS
     limit: int
-    bidi: bool = True
+    bidi: bool
+
+    def __init__(self, limit: int, bidi: bool = True) -> None:
+        self.limit = limit
+        self.bidi = bidi
 
     @property
     def frame_type(self) -> int:
@@ -220,12 +259,16 @@ def _decode_streams_blocked(r: Reader, frame_type: int) -> StreamsBlockedFrame:
 
 
 # -- NEW_TOKEN ---------------------------------------------------------------------
-@attrs.define
 class NewTokenFrame(Frame):
     """NEW_TOKEN (RFC 9000 §19.7); the token is never empty."""
 
-    TYPE = FrameType.NEW_TOKEN
+    TYPE: ClassVar[int] = FrameType.NEW_TOKEN
+    FIELDS: ClassVar[tuple[str, ...]] = ("token",)
+    __slots__ = FIELDS
     token: bytes
+
+    def __init__(self, token: bytes) -> None:
+        self.token = token
 
     def encode(self, w: Writer) -> None:
         if not self.token:
@@ -242,15 +285,33 @@ def _decode_new_token(r: Reader, frame_type: int) -> NewTokenFrame:
 
 
 # -- connection IDs and paths -------------------------------------------------------------
-@attrs.define
 class NewConnectionIdFrame(Frame):
     """NEW_CONNECTION_ID (RFC 9000 §19.15)."""
 
-    TYPE = FrameType.NEW_CONNECTION_ID
+    TYPE: ClassVar[int] = FrameType.NEW_CONNECTION_ID
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "sequence_number",
+        "retire_prior_to",
+        "connection_id",
+        "stateless_reset_token",
+    )
+    __slots__ = FIELDS
     sequence_number: int
     retire_prior_to: int
     connection_id: bytes
     stateless_reset_token: bytes
+
+    def __init__(
+        self,
+        sequence_number: int,
+        retire_prior_to: int,
+        connection_id: bytes,
+        stateless_reset_token: bytes,
+    ) -> None:
+        self.sequence_number = sequence_number
+        self.retire_prior_to = retire_prior_to
+        self.connection_id = connection_id
+        self.stateless_reset_token = stateless_reset_token
 
     def encode(self, w: Writer) -> None:
         cid = self.connection_id
@@ -307,12 +368,16 @@ def _decode_new_connection_id(r: Reader, frame_type: int) -> NewConnectionIdFram
     return NewConnectionIdFrame(sequence_number, retire_prior_to, cid, token)
 
 
-@attrs.define
 class RetireConnectionIdFrame(Frame):
     """RETIRE_CONNECTION_ID (RFC 9000 §19.16)."""
 
-    TYPE = FrameType.RETIRE_CONNECTION_ID
+    TYPE: ClassVar[int] = FrameType.RETIRE_CONNECTION_ID
+    FIELDS: ClassVar[tuple[str, ...]] = ("sequence_number",)
+    __slots__ = FIELDS
     sequence_number: int
+
+    def __init__(self, sequence_number: int) -> None:
+        self.sequence_number = sequence_number
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.RETIRE_CONNECTION_ID)
@@ -330,23 +395,31 @@ def _push_path_data(w: Writer, frame_type: int, data: bytes) -> None:
     w.push_bytes(data)
 
 
-@attrs.define
 class PathChallengeFrame(Frame):
     """PATH_CHALLENGE (RFC 9000 §19.17): 8 bytes of data."""
 
-    TYPE = FrameType.PATH_CHALLENGE
+    TYPE: ClassVar[int] = FrameType.PATH_CHALLENGE
+    FIELDS: ClassVar[tuple[str, ...]] = ("data",)
+    __slots__ = FIELDS
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
     def encode(self, w: Writer) -> None:
         _push_path_data(w, FrameType.PATH_CHALLENGE, self.data)
 
 
-@attrs.define
 class PathResponseFrame(Frame):
     """PATH_RESPONSE (RFC 9000 §19.18): echoes the challenge's 8 bytes."""
 
-    TYPE = FrameType.PATH_RESPONSE
+    TYPE: ClassVar[int] = FrameType.PATH_RESPONSE
+    FIELDS: ClassVar[tuple[str, ...]] = ("data",)
+    __slots__ = FIELDS
     data: bytes
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
     def encode(self, w: Writer) -> None:
         _push_path_data(w, FrameType.PATH_RESPONSE, self.data)
@@ -361,7 +434,6 @@ def _decode_path_response(r: Reader, frame_type: int) -> PathResponseFrame:
 
 
 # -- CONNECTION_CLOSE, HANDSHAKE_DONE --------------------------------------------------
-@attrs.define
 class ConnectionCloseFrame(Frame):
     """CONNECTION_CLOSE of type 0x1c: a transport error (RFC 9000 §19.19).
 
@@ -369,10 +441,22 @@ class ConnectionCloseFrame(Frame):
     (0 when unknown); ``reason`` is the phrase's bytes (UTF-8 by convention).
     """
 
-    TYPE = FrameType.CONNECTION_CLOSE
+    TYPE: ClassVar[int] = FrameType.CONNECTION_CLOSE
+    FIELDS: ClassVar[tuple[str, ...]] = ("error_code", "offending_frame_type", "reason")
+    __slots__ = FIELDS
     error_code: int
-    offending_frame_type: int = 0
-    reason: bytes = b""
+    offending_frame_type: int
+    reason: bytes
+
+    def __init__(
+        self,
+        error_code: int,
+        offending_frame_type: int = 0,
+        reason: bytes = b"",
+    ) -> None:
+        self.error_code = error_code
+        self.offending_frame_type = offending_frame_type
+        self.reason = reason
 
     @property
     def reason_text(self) -> str:
@@ -385,13 +469,18 @@ class ConnectionCloseFrame(Frame):
         w.push_varint_block(self.reason)
 
 
-@attrs.define
 class ApplicationCloseFrame(Frame):
     """CONNECTION_CLOSE of type 0x1d: an application error (RFC 9000 §19.19)."""
 
-    TYPE = FrameType.CONNECTION_CLOSE_APPLICATION
+    TYPE: ClassVar[int] = FrameType.CONNECTION_CLOSE_APPLICATION
+    FIELDS: ClassVar[tuple[str, ...]] = ("error_code", "reason")
+    __slots__ = FIELDS
     error_code: int
-    reason: bytes = b""
+    reason: bytes
+
+    def __init__(self, error_code: int, reason: bytes = b"") -> None:
+        self.error_code = error_code
+        self.reason = reason
 
     @property
     def reason_text(self) -> str:
@@ -403,11 +492,11 @@ class ApplicationCloseFrame(Frame):
         w.push_varint_block(self.reason)
 
 
-@attrs.define
 class HandshakeDoneFrame(Frame):
     """HANDSHAKE_DONE (RFC 9000 §19.20)."""
 
-    TYPE = FrameType.HANDSHAKE_DONE
+    TYPE: ClassVar[int] = FrameType.HANDSHAKE_DONE
+    __slots__ = ()
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.HANDSHAKE_DONE)
@@ -426,7 +515,6 @@ def _decode_handshake_done(r: Reader, frame_type: int) -> HandshakeDoneFrame:
 
 
 # -- ACK frequency (draft-ietf-quic-ack-frequency) --------------------------------------
-@attrs.define
 class AckFrequencyFrame(Frame):
     """ACK_FREQUENCY (draft-ietf-quic-ack-frequency §4).
 
@@ -435,11 +523,30 @@ class AckFrequencyFrame(Frame):
     it is a PROTOCOL_VIOLATION, not an encoding error.
     """
 
-    TYPE = FrameType.ACK_FREQUENCY
+    TYPE: ClassVar[int] = FrameType.ACK_FREQUENCY
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "sequence_number",
+        "ack_eliciting_threshold",
+        "requested_max_ack_delay",
+        "reordering_threshold",
+    )
+    __slots__ = FIELDS
     sequence_number: int
     ack_eliciting_threshold: int
     requested_max_ack_delay: int
     reordering_threshold: int
+
+    def __init__(
+        self,
+        sequence_number: int,
+        ack_eliciting_threshold: int,
+        requested_max_ack_delay: int,
+        reordering_threshold: int,
+    ) -> None:
+        self.sequence_number = sequence_number
+        self.ack_eliciting_threshold = ack_eliciting_threshold
+        self.requested_max_ack_delay = requested_max_ack_delay
+        self.reordering_threshold = reordering_threshold
 
     def encode(self, w: Writer) -> None:
         w.push_varint(FrameType.ACK_FREQUENCY)
@@ -449,11 +556,11 @@ class AckFrequencyFrame(Frame):
         w.push_varint(self.reordering_threshold)
 
 
-@attrs.define
 class ImmediateAckFrame(Frame):
     """IMMEDIATE_ACK (draft-ietf-quic-ack-frequency §5)."""
 
-    TYPE = FrameType.IMMEDIATE_ACK
+    TYPE: ClassVar[int] = FrameType.IMMEDIATE_ACK
+    __slots__ = ()
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.IMMEDIATE_ACK)

@@ -13,8 +13,7 @@ not a FRAME_ENCODING_ERROR.
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-import attrs
+from typing import ClassVar
 
 from .buffer import Reader, Writer, encode_varint, varint_size
 from .frame_types import Frame, FrameDecoder, FrameType
@@ -30,12 +29,17 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 
-@attrs.define
 class DatagramFrame(Frame):
     """DATAGRAM (RFC 9221 §4): ``has_length`` selects type 0x31 over 0x30."""
 
-    data: Buffer = attrs.field(default=b"", repr=lambda d: f"<{len(d)} bytes>")
-    has_length: bool = True
+    FIELDS: ClassVar[tuple[str, ...]] = ("data", "has_length")
+    __slots__ = FIELDS
+    data: Buffer
+    has_length: bool
+
+    def __init__(self, data: Buffer = b"", has_length: bool = True) -> None:
+        self.data = data
+        self.has_length = has_length
 
     @property
     def frame_type(self) -> int:

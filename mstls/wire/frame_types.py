@@ -43,6 +43,7 @@ __all__ = [
     "KNOWN_FRAME_TYPES",
     "NOT_ACK_ELICITING",
     "PROBING",
+    "REPR_DATA_LIMIT",
     "STREAM_FLAG_FIN",
     "STREAM_FLAG_LEN",
     "STREAM_FLAG_OFF",
@@ -109,11 +110,23 @@ STREAM_FLAG_OFF = 0x04
 STREAM_TYPE_MASK = ~0x07
 
 
-class Frame:
-    """Base of every frame class: ``frame_type`` and ``encode(w)``."""
+#: Bytes of a payload field shown by a frame's ``repr``.
+REPR_DATA_LIMIT = 32
+
+
+class Frame:  # noqa: PLW1641 - mutable, so not hashable (__eq__ without __hash__)
+    """Base of every frame class: ``frame_type``, ``encode(w)``, equality and repr.
+
+    A frame class is a plain slotted class (so that the compiled build makes it
+    a native class, issue 15): it names its fields in :attr:`FIELDS`, in
+    constructor order, and ``__slots__ = FIELDS``.  Two frames are equal when
+    they are of the same class with equal fields; frames are not hashable.
+    """
 
     __slots__ = ()
     TYPE: ClassVar[int]
+    #: The frame's fields, in the order of its constructor's parameters.
+    FIELDS: ClassVar[tuple[str, ...]] = ()
 
     @property
     def frame_type(self) -> int:
@@ -123,6 +136,24 @@ class Frame:
     def encode(self, w: Writer) -> None:
         """Append the frame (type and body) to ``w``."""
         raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.FIELDS)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={_repr_value(getattr(self, name))}" for name in self.FIELDS)
+        return f"{type(self).__name__}({fields})"
+
+
+def _repr_value(value: object) -> str:
+    """A field's repr; payloads (views included) as bytes, cut at 32 bytes."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        head = bytes(value[:REPR_DATA_LIMIT])
+        more = len(value) - REPR_DATA_LIMIT
+        return f"{head!r}...+{more}" if more > 0 else repr(head)
+    return repr(value)
 
 
 #: ``decoder(reader, frame_type) -> Frame``; the type varint is already read.

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 Every frame is a small slotted class with ``encode(w)``, which writes the frame
-type and body to a :class:`~mstls.wire.buffer.Writer`.  The classes use
-``attrs.define``: measured as fast to construct as a hand-written ``__slots__``
-class (~150 ns for four fields), and they bring ``__eq__``/``__repr__``.  This
+type and body to a :class:`~mstls.wire.buffer.Writer`.  The classes are plain
+(no ``attrs``: the compiled build makes them native classes, constructed
+without the interpreter); :class:`~mstls.wire.frame_types.Frame` gives them
+``__eq__`` and ``__repr__`` from their ``FIELDS``.  This
 module holds the data path (PADDING, PING, ACK, CRYPTO, STREAM) and the public
 entry points; :mod:`mstls.wire.control_frames` holds the other frames, all
 re-exported here.
@@ -36,9 +37,7 @@ The hot path of a packet builder does not build frame objects for stream data:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
-
-import attrs
+from typing import ClassVar, NamedTuple
 
 from ..codes import TransportErrorCode
 from ..exceptions import DecodeError, ProtocolError
@@ -130,16 +129,6 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 
-_REPR_DATA_LIMIT = 32
-
-
-def _repr_data(data: Buffer) -> str:
-    """Payload repr that shows bytes even for views, cut at 32 bytes."""
-    head = bytes(data[:_REPR_DATA_LIMIT])
-    more = f"...+{len(data) - _REPR_DATA_LIMIT}" if len(data) > _REPR_DATA_LIMIT else ""
-    return f"{head!r}{more}"
-
-
 class EcnCounts(NamedTuple):
     """ECN counts of an ACK frame of type 0x03 (RFC 9000 §19.3.2)."""
 
@@ -149,29 +138,32 @@ class EcnCounts(NamedTuple):
 
 
 # -- frames without fields ------------------------------------------------------
-@attrs.define
 class PaddingFrame(Frame):
     """A run of ``length`` PADDING bytes (RFC 9000 §19.1), decoded as one object."""
 
-    TYPE = FrameType.PADDING
-    length: int = 1
+    TYPE: ClassVar[int] = FrameType.PADDING
+    FIELDS: ClassVar[tuple[str, ...]] = ("length",)
+    __slots__ = FIELDS
+    length: int
+
+    def __init__(self, length: int = 1) -> None:
+        self.length = length
 
     def encode(self, w: Writer) -> None:
         w.push_bytes(bytes(self.length))
 
 
-@attrs.define
 class PingFrame(Frame):
     """PING (RFC 9000 §19.2)."""
 
-    TYPE = FrameType.PING
+    TYPE: ClassVar[int] = FrameType.PING
+    __slots__ = ()
 
     def encode(self, w: Writer) -> None:
         w.push_uint8(FrameType.PING)
 
 
 # -- ACK ------------------------------------------------------------------------
-@attrs.define
 class AckFrame(Frame):
     """ACK (RFC 9000 §19.3).
 
@@ -181,9 +173,21 @@ class AckFrame(Frame):
     for type 0x03.
     """
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("ranges", "ack_delay", "ecn")
+    __slots__ = FIELDS
     ranges: list[tuple[int, int]]
-    ack_delay: int = 0
-    ecn: EcnCounts | None = None
+    ack_delay: int
+    ecn: EcnCounts | None
+
+    def __init__(
+        self,
+        ranges: list[tuple[int, int]],
+        ack_delay: int = 0,
+        ecn: EcnCounts | None = None,
+    ) -> None:
+        self.ranges = ranges
+        self.ack_delay = ack_delay
+        self.ecn = ecn
 
     @property
     def frame_type(self) -> int:
@@ -244,13 +248,18 @@ def _decode_ack(r: Reader, frame_type: int) -> AckFrame:
 
 
 # -- CRYPTO, STREAM ----------------------------------------------------------
-@attrs.define
 class CryptoFrame(Frame):
     """CRYPTO (RFC 9000 §19.6); ``data`` is a view into the packet when decoded."""
 
-    TYPE = FrameType.CRYPTO
+    TYPE: ClassVar[int] = FrameType.CRYPTO
+    FIELDS: ClassVar[tuple[str, ...]] = ("offset", "data")
+    __slots__ = FIELDS
     offset: int
-    data: Buffer = attrs.field(repr=_repr_data)
+    data: Buffer
+
+    def __init__(self, offset: int, data: Buffer) -> None:
+        self.offset = offset
+        self.data = data
 
     def encode(self, w: Writer) -> None:
         w.push_bytes(encode_crypto_frame_header(self.offset, len(self.data)))
@@ -270,7 +279,6 @@ def _decode_crypto(r: Reader, frame_type: int) -> CryptoFrame:
     return CryptoFrame(offset, r.pull_view(length))
 
 
-@attrs.define
 class StreamFrame(Frame):
     """STREAM (RFC 9000 §19.8), types 0x08..0x0f.
 
@@ -279,11 +287,27 @@ class StreamFrame(Frame):
     when ``offset`` is non-zero.  ``data`` is a view into the packet when decoded.
     """
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("stream_id", "offset", "data", "fin", "has_length")
+    __slots__ = FIELDS
     stream_id: int
-    offset: int = 0
-    data: Buffer = attrs.field(default=b"", repr=_repr_data)
-    fin: bool = False
-    has_length: bool = True
+    offset: int
+    data: Buffer
+    fin: bool
+    has_length: bool
+
+    def __init__(
+        self,
+        stream_id: int,
+        offset: int = 0,
+        data: Buffer = b"",
+        fin: bool = False,
+        has_length: bool = True,
+    ) -> None:
+        self.stream_id = stream_id
+        self.offset = offset
+        self.data = data
+        self.fin = fin
+        self.has_length = has_length
 
     @property
     def frame_type(self) -> int:

@@ -24,8 +24,7 @@ and adds QX_TRANSPORT_PARAMETERS (§4.2) and QX_PING (§4.3).  Ordering rules
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-import attrs
+from typing import ClassVar
 
 from ..exceptions import DecodeError
 from .buffer import VARINT_MAX, Reader, Writer, decode_varint, encode_varint
@@ -73,12 +72,16 @@ QMUX_PERMITTED_FRAME_TYPES: frozenset[int] = (
 ) | frozenset(QMuxFrameType)
 
 
-@attrs.define
 class QxTransportParametersFrame(Frame):
     """QX_TRANSPORT_PARAMETERS (draft-ietf-quic-qmux-02 §4.2): the first frame sent."""
 
-    TYPE = QMuxFrameType.QX_TRANSPORT_PARAMETERS
+    TYPE: ClassVar[int] = QMuxFrameType.QX_TRANSPORT_PARAMETERS
+    FIELDS: ClassVar[tuple[str, ...]] = ("parameters",)
+    __slots__ = FIELDS
     parameters: TransportParameters
+
+    def __init__(self, parameters: TransportParameters) -> None:
+        self.parameters = parameters
 
     def encode(self, w: Writer) -> None:
         w.push_varint(QMuxFrameType.QX_TRANSPORT_PARAMETERS)
@@ -91,12 +94,17 @@ def _decode_qx_transport_parameters(r: Reader, frame_type: int) -> QxTransportPa
     return QxTransportParametersFrame(decode_transport_parameters(body))
 
 
-@attrs.define
 class QxPingFrame(Frame):
     """QX_PING (draft-ietf-quic-qmux-02 §4.3): a request, or the response echoing it."""
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("sequence_number", "response")
+    __slots__ = FIELDS
     sequence_number: int
-    response: bool = False
+    response: bool
+
+    def __init__(self, sequence_number: int, response: bool = False) -> None:
+        self.sequence_number = sequence_number
+        self.response = response
 
     @property
     def frame_type(self) -> int:
