@@ -93,7 +93,7 @@ import aioquic
 
 from mstls.devcerts import write_dev_pki
 
-from . import quic_aioquic, quic_mstls
+from . import quic_aioquic, quic_api, quic_mstls
 from .quic_common import (
     CONNECTION_WINDOW,
     MIB,
@@ -159,6 +159,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         "mstls compiled, path-MTU on",
         pmtu=True,
         build="compiled",
+    ),
+    Scenario("mstls-api", "mstls-api", "bulk", "mstls blocking API (pure)"),
+    Scenario(
+        "mstls-api-compiled", "mstls-api", "bulk", "mstls blocking API, compiled", build="compiled"
     ),
     Scenario("aioquic-hs", "aioquic", "handshake", "aioquic default", group="secp256r1"),
     Scenario(
@@ -236,6 +240,30 @@ RATIOS: tuple[Ratio, ...] = (
         "mb_per_s",
         "higher",
         "bulk MB/s, PMTU, compiled",
+    ),
+    Ratio(
+        "bulk_throughput_api_compiled",
+        "mstls-api-compiled",
+        "aioquic",
+        "mb_per_s",
+        "higher",
+        "bulk MB/s, blocking API, compiled",
+    ),
+    Ratio(
+        "bulk_throughput_api_compiled_qh3",
+        "mstls-api-compiled",
+        "qh3",
+        "mb_per_s",
+        "higher",
+        "bulk MB/s, blocking API, compiled",
+    ),
+    Ratio(
+        "bulk_throughput_api",
+        "mstls-api",
+        "aioquic",
+        "mb_per_s",
+        "higher",
+        "bulk MB/s, blocking API, pure",
     ),
     Ratio(
         "server_cpu_per_datagram",
@@ -333,20 +361,29 @@ def _client_role(job: Job, control: Connection) -> None:
         raise BenchError("no port from the parent")
     message = control.recv()
     port = message[1]
-    run = quic_mstls.client if job.scenario.stack == "mstls" else quic_aioquic.client
-    control.send(("result", run(job, port)))
+    control.send(("result", _STACKS[job.scenario.stack][1](job, port)))
 
 
 def _server_role(job: Job, control: Connection) -> None:
-    run = quic_mstls.server if job.scenario.stack == "mstls" else quic_aioquic.server
-    run(job, control)
+    _STACKS[job.scenario.stack][0](job, control)
+
+
+#: Stack -> (server, client) of the child processes.
+_STACKS: dict[str, tuple[Callable[[Job, Connection], None], Callable[[Job, int], Any]]] = {
+    "mstls": (quic_mstls.server, quic_mstls.client),
+    "mstls-api": (quic_api.server, quic_api.client),
+    "aioquic": (quic_aioquic.server, quic_aioquic.client),
+    "qh3": (quic_aioquic.server, quic_aioquic.client),
+}
 
 
 def _check_build(job: Job) -> None:
     """An mstls child runs the build its scenario names, or fails (no silent fallback)."""
     import mstls  # noqa: PLC0415 (the child's own mstls: compiled or not)
 
-    if job.scenario.stack == "mstls" and mstls.compiled != (job.scenario.build == "compiled"):
+    if job.scenario.stack.startswith("mstls") and mstls.compiled != (
+        job.scenario.build == "compiled"
+    ):
         raise BenchError(
             f"{job.scenario.name} wants the {job.scenario.build} build of mstls; "
             f"{mstls.__file__} is {'compiled' if mstls.compiled else 'pure'}"

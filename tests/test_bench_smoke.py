@@ -2,7 +2,7 @@
 
 No timing is asserted: only that the run completes, measures every scenario
 and produces positive numbers and ratios.  The whole run takes about 10 s on
-the 2-core reference machine (eight server/client process pairs); the
+the 2-core reference machine (ten server/client process pairs); the
 subprocess is bounded by :data:`SMOKE_TIMEOUT`.
 """
 
@@ -60,7 +60,8 @@ def test_bench_runs_every_scenario_and_reports_positive_numbers(tmp_path: Path) 
     # Every bulk run moved 1200-byte datagrams except the one with PMTU probing.
     assert results["mstls"]["summary"]["mean_datagram_bytes"] <= 1200
     assert results["aioquic"]["summary"]["mean_datagram_bytes"] <= 1200
-    for name in ("qh3", "mstls-compiled"):
+    assert results["mstls-api"]["summary"]["mean_datagram_bytes"] <= 1200
+    for name in ("qh3", "mstls-compiled", "mstls-api-compiled"):
         if name in results:
             assert results[name]["summary"]["mean_datagram_bytes"] <= 1200
     assert results["mstls-pmtu"]["summary"]["mean_datagram_bytes"] > 1200
@@ -104,7 +105,8 @@ def test_every_ratio_names_known_scenarios() -> None:
     names = {scenario.name: scenario for scenario in SCENARIOS}
     for ratio in RATIOS:
         top, bottom = names[ratio.numerator], names[ratio.denominator]
-        assert top.stack == "mstls" and bottom.stack in {"aioquic", "qh3", "mstls"}, ratio.key
+        assert top.stack in {"mstls", "mstls-api"}, ratio.key
+        assert bottom.stack in {"aioquic", "qh3", "mstls"}, ratio.key
         if bottom.stack == "mstls":  # compiled / pure
             assert (top.build, bottom.build) == ("compiled", "pure"), ratio.key
         assert top.kind == bottom.kind, ratio.key

@@ -121,7 +121,8 @@ IP_RECVTOS = 13
 IPV6_RECVTCLASS = 66
 IPV6_TCLASS = 67
 MSG_ERRQUEUE = 0x2000
-MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
+#: A plain int: ``flags & socket.MSG_TRUNC`` (an IntFlag) runs enum code per read.
+MSG_TRUNC = int(getattr(socket, "MSG_TRUNC", 0x20))
 
 #: Segments per GSO send: the kernel limit since 4.18 (raised to 128 in 6.x).
 UDP_MAX_SEGMENTS = 64

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..core.recovery import PacketNumberSpace
 from ..core.sending import SentRecord
 from ..wire.packet import QUIC_VERSION_1, PacketType, encode_long_header, encode_short_header
 
@@ -100,7 +101,12 @@ class BuiltPacket:
     )
 
     def __init__(
-        self, space: int, packet_type: PacketType, packet_number: int, sink: PacketSink, size: int
+        self,
+        space: PacketNumberSpace,
+        packet_type: PacketType,
+        packet_number: int,
+        sink: PacketSink,
+        size: int,
     ) -> None:
         self.space = space
         self.packet_type = packet_type
@@ -122,7 +128,7 @@ class _Pending:
 
     def __init__(
         self,
-        space: int,
+        space: PacketNumberSpace,
         packet_type: PacketType,
         header_args: dict[str, Any],
         packet_number: int,
@@ -165,7 +171,7 @@ class DatagramBuilder:
 
     def open_packet(
         self,
-        space: int,
+        space: PacketNumberSpace,
         packet_type: PacketType,
         packet_number: int,
         encrypt: Encryptor,

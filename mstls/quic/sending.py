@@ -203,7 +203,7 @@ class SendingMixin(HandshakeMixin):
         for built in packets:
             packet = SentPacket(
                 packet_number=built.packet_number,
-                space=PacketNumberSpace(built.space),
+                space=built.space,
                 size=built.size,
                 ack_eliciting=built.ack_eliciting,
                 in_flight=built.in_flight,
