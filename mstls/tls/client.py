@@ -529,13 +529,16 @@ class ClientHandshake(TLSHandshake):
             return None
         return choose_scheme(key, usable)
 
-    HANDLERS = {
-        HandshakeType.server_hello: _handle_server_hello,
-        HandshakeType.encrypted_extensions: _handle_encrypted_extensions,
-        HandshakeType.certificate_request: _handle_certificate_request,
-        HandshakeType.certificate: _handle_certificate,
-        HandshakeType.certificate_verify: _handle_certificate_verify,
-        HandshakeType.finished: _handle_finished,
-        HandshakeType.key_update: TLSHandshake._handle_key_update,
-        HandshakeType.new_session_ticket: TLSHandshake._handle_new_session_ticket,
-    }
+
+# Outside the class body, so that mypyc can compile this module (a class body may
+# not name its own methods there; issue 15: engine, client and server are next).
+ClientHandshake.HANDLERS = {
+    HandshakeType.server_hello: ClientHandshake._handle_server_hello,
+    HandshakeType.encrypted_extensions: ClientHandshake._handle_encrypted_extensions,
+    HandshakeType.certificate_request: ClientHandshake._handle_certificate_request,
+    HandshakeType.certificate: ClientHandshake._handle_certificate,
+    HandshakeType.certificate_verify: ClientHandshake._handle_certificate_verify,
+    HandshakeType.finished: ClientHandshake._handle_finished,
+    HandshakeType.key_update: TLSHandshake._handle_key_update,
+    HandshakeType.new_session_ticket: TLSHandshake._handle_new_session_ticket,
+}

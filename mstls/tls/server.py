@@ -466,11 +466,14 @@ class ServerHandshake(TLSHandshake):
         self._send_tickets()
         return Branch.NEXT
 
-    HANDLERS = {
-        HandshakeType.client_hello: _handle_client_hello,
-        HandshakeType.certificate: _handle_client_certificate,
-        HandshakeType.certificate_verify: _handle_client_certificate_verify,
-        HandshakeType.finished: _handle_client_finished,
-        HandshakeType.end_of_early_data: _handle_end_of_early_data,
-        HandshakeType.key_update: TLSHandshake._handle_key_update,
-    }
+
+# Outside the class body, so that mypyc can compile this module (a class body may
+# not name its own methods there; issue 15: engine, client and server are next).
+ServerHandshake.HANDLERS = {
+    HandshakeType.client_hello: ServerHandshake._handle_client_hello,
+    HandshakeType.certificate: ServerHandshake._handle_client_certificate,
+    HandshakeType.certificate_verify: ServerHandshake._handle_client_certificate_verify,
+    HandshakeType.finished: ServerHandshake._handle_client_finished,
+    HandshakeType.end_of_early_data: ServerHandshake._handle_end_of_early_data,
+    HandshakeType.key_update: TLSHandshake._handle_key_update,
+}
