@@ -247,11 +247,11 @@ class ServerHandshake(TLSHandshake):
             hello.extensions[ExtensionType.supported_groups], "supported_groups extension"
         )
         shares = ext.parse_key_share_client(hello.extensions[ExtensionType.key_share])
-        for group, _ in shares:
-            if group not in supported:
+        for shared, _ in shares:
+            if shared not in supported:
                 raise HandshakeError(
                     AlertDescription.illegal_parameter,
-                    f"key share for group {group:#06x}, which is not in supported_groups",
+                    f"key share for group {shared:#06x}, which is not in supported_groups",
                 )
         offered = dict(shares)
         if self._retry_group is not None:

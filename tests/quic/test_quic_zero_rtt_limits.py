@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import mstls
 from mstls.core.stream_limits import BIDI
 from mstls.quic.early import REMEMBERED_LIMITS, early_data_limits
 from mstls.tls.server import ServerHandshake
@@ -96,6 +97,11 @@ def test_server_limits_cover_every_remembered_parameter() -> None:
     assert disabled[TransportParameterId.DISABLE_ACTIVE_MIGRATION] == 0
 
 
+@pytest.mark.skipif(
+    mstls.compiled,
+    reason="replaces ServerHandshake.early_data_limits with a class property, which the "
+    "compiled engine's own attribute bypasses; the pure build's run of this test checks it",
+)
 def test_client_refuses_a_server_that_accepts_0rtt_with_lower_limits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
