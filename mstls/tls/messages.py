@@ -135,21 +135,22 @@ class ClientHello:
 
     @classmethod
     def parse(cls, body: bytes) -> ClientHello:
-        def parse(r: Reader) -> ClientHello:
-            r.pull_uint16()  # legacy_version: ignored, supported_versions decides
-            random = r.pull_bytes(32)
-            session_id = r.pull_block(1)
-            if len(session_id) > 32:
-                raise DecodeError("legacy_session_id longer than 32 bytes")
-            suites_raw = r.sub_reader(2)
-            if suites_raw.remaining == 0 or suites_raw.remaining % 2:
-                raise DecodeError("bad cipher_suites length")
-            suites = [suites_raw.pull_uint16() for _ in range(suites_raw.remaining // 2)]
-            compression = r.pull_block(1)
-            extensions = _pull_extensions(r, "ClientHello") if not r.eof() else {}
-            return cls(random, session_id, suites, extensions, compression)
+        return _parse("ClientHello", body, _parse_client_hello)
 
-        return _parse("ClientHello", body, parse)
+
+def _parse_client_hello(r: Reader) -> ClientHello:
+    r.pull_uint16()  # legacy_version: ignored, supported_versions decides
+    random = r.pull_bytes(32)
+    session_id = r.pull_block(1)
+    if len(session_id) > 32:
+        raise DecodeError("legacy_session_id longer than 32 bytes")
+    suites_raw = r.sub_reader(2)
+    if suites_raw.remaining == 0 or suites_raw.remaining % 2:
+        raise DecodeError("bad cipher_suites length")
+    suites = [suites_raw.pull_uint16() for _ in range(suites_raw.remaining // 2)]
+    compression = r.pull_block(1)
+    extensions = _pull_extensions(r, "ClientHello") if not r.eof() else {}
+    return ClientHello(random, session_id, suites, extensions, compression)
 
 
 @attrs.define
@@ -181,18 +182,19 @@ class ServerHello:
 
     @classmethod
     def parse(cls, body: bytes) -> ServerHello:
-        def parse(r: Reader) -> ServerHello:
-            legacy_version = r.pull_uint16()
-            random = r.pull_bytes(32)
-            session_id = r.pull_block(1)
-            if len(session_id) > 32:
-                raise DecodeError("legacy_session_id_echo longer than 32 bytes")
-            suite = r.pull_uint16()
-            compression = r.pull_uint8()
-            extensions = _pull_extensions(r, "ServerHello") if not r.eof() else {}
-            return cls(random, session_id, suite, extensions, compression, legacy_version)
+        return _parse("ServerHello", body, _parse_server_hello)
 
-        return _parse("ServerHello", body, parse)
+
+def _parse_server_hello(r: Reader) -> ServerHello:
+    legacy_version = r.pull_uint16()
+    random = r.pull_bytes(32)
+    session_id = r.pull_block(1)
+    if len(session_id) > 32:
+        raise DecodeError("legacy_session_id_echo longer than 32 bytes")
+    suite = r.pull_uint16()
+    compression = r.pull_uint8()
+    extensions = _pull_extensions(r, "ServerHello") if not r.eof() else {}
+    return ServerHello(random, session_id, suite, extensions, compression, legacy_version)
 
 
 @attrs.define
@@ -209,9 +211,11 @@ class EncryptedExtensions:
 
     @classmethod
     def parse(cls, body: bytes) -> EncryptedExtensions:
-        return _parse(
-            "EncryptedExtensions", body, lambda r: cls(_pull_extensions(r, "EncryptedExtensions"))
-        )
+        return _parse("EncryptedExtensions", body, _parse_encrypted_extensions)
+
+
+def _parse_encrypted_extensions(r: Reader) -> EncryptedExtensions:
+    return EncryptedExtensions(_pull_extensions(r, "EncryptedExtensions"))
 
 
 @attrs.define
@@ -230,11 +234,12 @@ class CertificateRequest:
 
     @classmethod
     def parse(cls, body: bytes) -> CertificateRequest:
-        def parse(r: Reader) -> CertificateRequest:
-            context = r.pull_block(1)
-            return cls(context, _pull_extensions(r, "CertificateRequest"))
+        return _parse("CertificateRequest", body, _parse_certificate_request)
 
-        return _parse("CertificateRequest", body, parse)
+
+def _parse_certificate_request(r: Reader) -> CertificateRequest:
+    context = r.pull_block(1)
+    return CertificateRequest(context, _pull_extensions(r, "CertificateRequest"))
 
 
 @attrs.define
@@ -256,18 +261,19 @@ class Certificate:
 
     @classmethod
     def parse(cls, body: bytes) -> Certificate:
-        def parse(r: Reader) -> Certificate:
-            context = r.pull_block(1)
-            inner = r.sub_reader(3)
-            entries: list[tuple[bytes, Extensions]] = []
-            while not inner.eof():
-                der = inner.pull_block(3)
-                if not der:
-                    raise DecodeError("empty certificate entry")
-                entries.append((der, _pull_extensions(inner, "CertificateEntry")))
-            return cls(context, entries)
+        return _parse("Certificate", body, _parse_certificate)
 
-        return _parse("Certificate", body, parse)
+
+def _parse_certificate(r: Reader) -> Certificate:
+    context = r.pull_block(1)
+    inner = r.sub_reader(3)
+    entries: list[tuple[bytes, Extensions]] = []
+    while not inner.eof():
+        der = inner.pull_block(3)
+        if not der:
+            raise DecodeError("empty certificate entry")
+        entries.append((der, _pull_extensions(inner, "CertificateEntry")))
+    return Certificate(context, entries)
 
 
 @attrs.frozen
@@ -326,14 +332,15 @@ class CertificateVerify:
 
     @classmethod
     def parse(cls, body: bytes) -> CertificateVerify:
-        def parse(r: Reader) -> CertificateVerify:
-            algorithm = r.pull_uint16()
-            signature = r.pull_block(2)
-            if not signature:
-                raise DecodeError("empty signature")
-            return cls(algorithm, signature)
+        return _parse("CertificateVerify", body, _parse_certificate_verify)
 
-        return _parse("CertificateVerify", body, parse)
+
+def _parse_certificate_verify(r: Reader) -> CertificateVerify:
+    algorithm = r.pull_uint16()
+    signature = r.pull_block(2)
+    if not signature:
+        raise DecodeError("empty signature")
+    return CertificateVerify(algorithm, signature)
 
 
 @attrs.define
@@ -348,7 +355,7 @@ class Finished:
 
     @classmethod
     def parse(cls, body: bytes) -> Finished:
-        return cls(bytes(body))
+        return Finished(bytes(body))
 
 
 @attrs.define
@@ -373,16 +380,19 @@ class NewSessionTicket:
 
     @classmethod
     def parse(cls, body: bytes) -> NewSessionTicket:
-        def parse(r: Reader) -> NewSessionTicket:
-            lifetime = r.pull_uint32()
-            age_add = r.pull_uint32()
-            nonce = r.pull_block(1)
-            ticket = r.pull_block(2)
-            if not ticket:
-                raise DecodeError("empty ticket")
-            return cls(lifetime, age_add, nonce, ticket, _pull_extensions(r, "NewSessionTicket"))
+        return _parse("NewSessionTicket", body, _parse_new_session_ticket)
 
-        return _parse("NewSessionTicket", body, parse)
+
+def _parse_new_session_ticket(r: Reader) -> NewSessionTicket:
+    lifetime = r.pull_uint32()
+    age_add = r.pull_uint32()
+    nonce = r.pull_block(1)
+    ticket = r.pull_block(2)
+    if not ticket:
+        raise DecodeError("empty ticket")
+    return NewSessionTicket(
+        lifetime, age_add, nonce, ticket, _pull_extensions(r, "NewSessionTicket")
+    )
 
 
 @attrs.define
@@ -398,7 +408,7 @@ class EndOfEarlyData:
     def parse(cls, body: bytes) -> EndOfEarlyData:
         if body:
             raise TLSError(AlertDescription.decode_error, "EndOfEarlyData with a body")
-        return cls()
+        return EndOfEarlyData()
 
 
 @attrs.define
@@ -417,7 +427,7 @@ class KeyUpdate:
             raise TLSError(AlertDescription.decode_error, "malformed KeyUpdate")
         if body[0] > 1:
             raise TLSError(AlertDescription.illegal_parameter, "KeyUpdate request_update > 1")
-        return cls(body[0] == 1)
+        return KeyUpdate(body[0] == 1)
 
 
 class HandshakeReader:
