@@ -41,7 +41,7 @@ def test_the_listed_modules_exist_and_are_hot_path_layers() -> None:
     modules = _listed_modules()
     assert len(modules) == len(set(modules))
     for name in modules:
-        assert name.split(".")[1] in {"wire", "core", "quic", "qmux", "tls"}, name
+        assert name.split(".")[1] in {"wire", "core", "quic", "qmux", "tls", "io"}, name
         importlib.import_module(name)
 
 
