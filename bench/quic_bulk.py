@@ -45,8 +45,10 @@ patched in the client process, see :mod:`bench.quic_aioquic`) and
 mstls with secp256r1 (what aioquic picks by default).
 
 The roles live in :mod:`bench.quic_mstls` (with the mstls driver loop, which
-is part of what is measured) and :mod:`bench.quic_aioquic` (aioquic, and qh3,
-its fork with the same API); what they share is in :mod:`bench.quic_common`.
+is part of what is measured), :mod:`bench.quic_api` (mstls through its public
+blocking API) and :mod:`bench.quic_aioquic` (aioquic, and qh3, its fork with the
+same API); what they share is in :mod:`bench.quic_common`, the scenarios and
+ratios in :mod:`bench.quic_scenarios`.
 
 *Builds* (issue 15).  The ``mstls-compiled*`` scenarios run both children on
 the interpreter of the compiled build's venv (``./dev compiled`` makes
@@ -104,6 +106,7 @@ from .quic_common import (
     Scenario,
 )
 from .quic_report import format_report
+from .quic_scenarios import RATIOS, SCENARIOS
 
 __all__ = [
     "RATIOS",
@@ -143,193 +146,6 @@ MB = 1e6
 ROOT = Path(__file__).resolve().parent.parent
 #: The compiled build's interpreter unless ``--compiled-python`` (``./dev compiled`` makes it).
 COMPILED_VENV_PYTHON = ROOT / ".venv-compiled" / "bin" / "python"
-
-# --- what is measured ---------------------------------------------------------------------
-
-SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("aioquic", "aioquic", "bulk", "aioquic"),
-    Scenario("mstls", "mstls", "bulk", "mstls"),
-    Scenario("mstls-pmtu", "mstls", "bulk", "mstls, path-MTU probing on", pmtu=True),
-    Scenario("qh3", "qh3", "bulk", "qh3"),
-    Scenario("mstls-compiled", "mstls", "bulk", "mstls compiled (mypyc)", build="compiled"),
-    Scenario(
-        "mstls-compiled-pmtu",
-        "mstls",
-        "bulk",
-        "mstls compiled, path-MTU on",
-        pmtu=True,
-        build="compiled",
-    ),
-    Scenario("mstls-api", "mstls-api", "bulk", "mstls blocking API (pure)"),
-    Scenario(
-        "mstls-api-compiled", "mstls-api", "bulk", "mstls blocking API, compiled", build="compiled"
-    ),
-    Scenario("aioquic-hs", "aioquic", "handshake", "aioquic default", group="secp256r1"),
-    Scenario(
-        "aioquic-hs-x25519",
-        "aioquic",
-        "handshake",
-        "aioquic, client offers x25519",
-        groups=("x25519",),
-        group="x25519",
-    ),
-    Scenario("mstls-hs", "mstls", "handshake", "mstls default", group="X25519MLKEM768"),
-    Scenario(
-        "mstls-hs-x25519",
-        "mstls",
-        "handshake",
-        "mstls, groups=[x25519]",
-        groups=("x25519",),
-        group="x25519",
-    ),
-    Scenario(
-        "mstls-hs-p256",
-        "mstls",
-        "handshake",
-        "mstls, groups=[secp256r1]",
-        groups=("secp256r1",),
-        group="secp256r1",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """``metric`` of ``numerator`` divided by the same metric of ``denominator``."""
-
-    key: str
-    numerator: str
-    denominator: str
-    metric: str
-    better: str  # "higher" or "lower": which side of 1 favours mstls
-    text: str
-
-
-RATIOS: tuple[Ratio, ...] = (
-    Ratio("bulk_throughput", "mstls", "aioquic", "mb_per_s", "higher", "bulk MB/s"),
-    Ratio("bulk_throughput_pmtu", "mstls-pmtu", "aioquic", "mb_per_s", "higher", "bulk MB/s, PMTU"),
-    Ratio("bulk_throughput_qh3", "mstls", "qh3", "mb_per_s", "higher", "bulk MB/s"),
-    Ratio(
-        "bulk_throughput_compiled",
-        "mstls-compiled",
-        "aioquic",
-        "mb_per_s",
-        "higher",
-        "bulk MB/s, compiled",
-    ),
-    Ratio(
-        "bulk_throughput_compiled_qh3",
-        "mstls-compiled",
-        "qh3",
-        "mb_per_s",
-        "higher",
-        "bulk MB/s, compiled",
-    ),
-    Ratio(
-        "bulk_throughput_compiled_pure",
-        "mstls-compiled",
-        "mstls",
-        "mb_per_s",
-        "higher",
-        "bulk MB/s, compiled / pure",
-    ),
-    Ratio(
-        "bulk_throughput_compiled_pmtu",
-        "mstls-compiled-pmtu",
-        "aioquic",
-        "mb_per_s",
-        "higher",
-        "bulk MB/s, PMTU, compiled",
-    ),
-    Ratio(
-        "bulk_throughput_api_compiled",
-        "mstls-api-compiled",
-        "aioquic",
-        "mb_per_s",
-        "higher",
-        "bulk MB/s, blocking API, compiled",
-    ),
-    Ratio(
-        "bulk_throughput_api_compiled_qh3",
-        "mstls-api-compiled",
-        "qh3",
-        "mb_per_s",
-        "higher",
-        "bulk MB/s, blocking API, compiled",
-    ),
-    Ratio(
-        "bulk_throughput_api",
-        "mstls-api",
-        "aioquic",
-        "mb_per_s",
-        "higher",
-        "bulk MB/s, blocking API, pure",
-    ),
-    Ratio(
-        "server_cpu_per_datagram",
-        "mstls",
-        "aioquic",
-        "server_us_per_datagram",
-        "lower",
-        "server CPU per datagram",
-    ),
-    Ratio(
-        "server_cpu_per_datagram_qh3",
-        "mstls",
-        "qh3",
-        "server_us_per_datagram",
-        "lower",
-        "server CPU per datagram",
-    ),
-    Ratio(
-        "server_cpu_per_datagram_compiled",
-        "mstls-compiled",
-        "aioquic",
-        "server_us_per_datagram",
-        "lower",
-        "server CPU per datagram, compiled",
-    ),
-    Ratio(
-        "server_cpu_per_datagram_compiled_pure",
-        "mstls-compiled",
-        "mstls",
-        "server_us_per_datagram",
-        "lower",
-        "server CPU/datagram, compiled / pure",
-    ),
-    Ratio(
-        "server_cpu_per_byte_pmtu",
-        "mstls-pmtu",
-        "aioquic",
-        "server_ms_per_mib",
-        "lower",
-        "server CPU per byte, PMTU",
-    ),
-    Ratio(
-        "handshake_cpu_x25519",
-        "mstls-hs-x25519",
-        "aioquic-hs-x25519",
-        "server_ms_per_handshake",
-        "lower",
-        "server CPU/handshake, x25519 both",
-    ),
-    Ratio(
-        "handshake_cpu_p256",
-        "mstls-hs-p256",
-        "aioquic-hs",
-        "server_ms_per_handshake",
-        "lower",
-        "server CPU/handshake, secp256r1 both",
-    ),
-    Ratio(
-        "handshake_cpu_defaults",
-        "mstls-hs",
-        "aioquic-hs",
-        "server_ms_per_handshake",
-        "lower",
-        "server CPU/handshake, defaults",
-    ),
-)
 
 
 def default_timeout(scenario: Scenario, size: int, handshakes: int) -> float:
